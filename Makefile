@@ -1,0 +1,66 @@
+# amberscan — every task of the project. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+SHARED  ?= $(abspath ../shared/data/texty-amber)
+export AMBERSCAN_MODEL_DIR ?= $(CURDIR)/models/serving
+export AMBERSCAN_CLASSIFIER_PATH ?= $(CURDIR)/models/classifier.json
+
+.PHONY: help setup setup-python setup-stack proto proto-check lint model up status down test test-unit run bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+setup: setup-python setup-stack ## install everything: Python env, Kafka jars, MinIO, PostgreSQL+PostGIS
+
+setup-python: $(STAMP) ## the Python environment at .venv with the `amberscan` command
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+setup-stack: ## Kafka (Maven Central jars), MinIO (go install), PostgreSQL 15 + PostGIS 3 (Debian)
+	stack/setup.sh
+
+proto: $(STAMP) ## regenerate the Python code of protos/
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=services --pyi_out=services protos/amberscan/v1/*.proto
+
+proto-check: $(STAMP) ## fail if the generated protobuf code is not what protos/ gives
+	tmp=$$(mktemp -d) && $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$$tmp --pyi_out=$$tmp protos/amberscan/v1/*.proto \
+	  && diff -r -x __init__.py -x __pycache__ $$tmp/amberscan/v1 services/amberscan/v1 && echo "generated code is up to date"
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy
+	$(BIN)/ruff check services tests benchmarks tools
+	$(BIN)/ruff format --check services tests benchmarks tools
+	$(BIN)/mypy services/amberscan
+
+model: setup ## build the default backbone (SavedModel) and train the default classifier
+	stack/model.sh
+
+up: setup ## start the local stack (Kafka, MinIO, PostGIS, model server) on loopback
+	stack/up.sh
+
+status: ## health of every server of the local stack
+	stack/status.sh
+
+down: ## stop the local stack (data kept; `stack/down.sh --purge` deletes it)
+	stack/down.sh
+
+test-unit: $(STAMP) ## the pure tests only (no servers)
+	$(BIN)/pytest -m "not stack" -q
+
+test: setup model up proto-check ## README's test command: install, build the model, start the stack, run every test
+	$(BIN)/pytest -q -ra
+
+bench: up ## benchmarks: SLIC time per tile (both modes), feature throughput through the model server
+	$(BIN)/python benchmarks/segmentation.py --tiles $(SHARED)/tiles
+	$(BIN)/python benchmarks/features.py --address $${AMBERSCAN_MODEL_SERVER:-127.0.0.1:18500} --name backbone
+
+clean: down ## remove local state (stack data, models, venv)
+	rm -rf .stack models $(VENV)

@@ -1,0 +1,123 @@
+"""The S3-compatible blob store (MinIO) holding tile images, crops and models.
+
+Writers store an object before producing the message that names it, so a consumer never sees a
+key without its object. Keys are content-addressed (`amberscan.common.keys`), so a rewrite after
+redelivery is the same object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import urllib3
+from minio import Minio
+from minio.error import S3Error
+
+from amberscan.common import keys
+from amberscan.common.errors import PoisonMessage, TransientError
+from amberscan.common.settings import Settings
+
+
+class MissingBlob(PoisonMessage):
+    """A message names a blob that is not in the store."""
+
+
+class BlobStore:
+    """Async facade over the MinIO client (its calls run in threads, off the event loop)."""
+
+    def __init__(self, settings: Settings, bucket: str | None = None) -> None:
+        self.bucket = bucket or settings.s3_bucket
+        self.client = Minio(
+            settings.s3_endpoint,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+            secure=settings.s3_secure,
+            # Fail fast and let the caller's retry policy decide, rather than urllib3's own.
+            http_client=urllib3.PoolManager(
+                timeout=urllib3.Timeout(connect=5, read=60),
+                retries=urllib3.Retry(total=2, backoff_factor=0.2),
+                maxsize=16,
+            ),
+        )
+
+    async def ensure_bucket(self) -> None:
+        """Create the bucket if missing."""
+
+        def create() -> None:
+            if not self.client.bucket_exists(self.bucket):
+                try:
+                    self.client.make_bucket(self.bucket)
+                except S3Error as error:  # another process won the race
+                    if error.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+
+        await self._call(create, "create bucket")
+
+    async def put(self, data: bytes, kind: str, ext: str, content_type: str = "") -> str:
+        """Store `data` under its content-addressed key and return the key."""
+        key = keys.content_key(kind, data, ext)
+        await self.put_at(key, data, content_type)
+        return key
+
+    async def put_at(self, key: str, data: bytes, content_type: str = "") -> None:
+        """Store `data` under an explicit key (for names that are not content-addressed)."""
+        await self._call(
+            lambda: self.client.put_object(
+                self.bucket,
+                key,
+                io.BytesIO(data),
+                len(data),
+                content_type=content_type or "application/octet-stream",
+            ),
+            f"put {key}",
+        )
+
+    async def get(self, key: str) -> bytes:
+        """The bytes stored under `key`.
+
+        Raises:
+            MissingBlob: no object under that key (a poison message: retrying will not help).
+            TransientError: the store did not answer.
+        """
+
+        def read() -> bytes:
+            response = self.client.get_object(self.bucket, key)
+            try:
+                return response.read()
+            finally:
+                response.close()
+                response.release_conn()
+
+        return await self._call(read, f"get {key}")
+
+    async def exists(self, key: str) -> bool:
+        """Whether an object is stored under `key`."""
+        try:
+            await self._call(lambda: self.client.stat_object(self.bucket, key), f"stat {key}")
+        except MissingBlob:
+            return False
+        return True
+
+    async def list(self, prefix: str) -> list[str]:
+        """Keys under `prefix`, sorted."""
+        return await self._call(
+            lambda: sorted(
+                o.object_name for o in self.client.list_objects(self.bucket, prefix, recursive=True)
+            ),
+            f"list {prefix}",
+        )
+
+    async def _call(self, fn, what: str):  # type: ignore[no-untyped-def]
+        try:
+            return await asyncio.to_thread(fn)
+        except S3Error as error:
+            if error.code in ("NoSuchKey", "NoSuchObject"):
+                raise MissingBlob(
+                    f"blob {self.bucket}/{what.split(' ', 1)[-1]} not found"
+                ) from None
+            if error.code == "NoSuchBucket":
+                raise MissingBlob(f"bucket {self.bucket} does not exist ({what})") from None
+            raise TransientError(f"blob store {what}: {error.code} {error.message}") from error
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise TransientError(f"blob store {what}: {error}") from error

@@ -1,0 +1,72 @@
+"""PostgreSQL/PostGIS access: a connection pool bound to one schema, and the schema itself."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from psycopg import AsyncConnection, sql
+from psycopg_pool import AsyncConnectionPool
+
+from amberscan.common.settings import Settings
+
+
+class Database:
+    """An async pool whose connections search `schema` first, then `public` (PostGIS)."""
+
+    def __init__(self, settings: Settings, schema: str | None = None) -> None:
+        self.schema = schema or settings.database_schema
+        self.pool = AsyncConnectionPool(
+            settings.database_url,
+            min_size=1,
+            max_size=8,
+            open=False,
+            configure=self._configure,
+            kwargs={"autocommit": True},
+        )
+
+    async def _configure(self, conn: AsyncConnection[Any]) -> None:
+        await conn.execute(
+            sql.SQL("SET search_path TO {}, public").format(sql.Identifier(self.schema))
+        )
+
+    async def open(self) -> None:
+        """Open the pool and create the schema and tables if missing."""
+        await self.pool.open(wait=True, timeout=30)
+        await self.migrate()
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def __aenter__(self) -> Database:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def migrate(self) -> None:
+        """Create the schema and its tables (idempotent)."""
+        ddl = resources.files("amberscan.common").joinpath("schema.sql").read_text()
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
+            )
+            await conn.execute(ddl.encode())
+
+    async def drop_schema(self) -> None:
+        """Drop the schema and everything in it (tests clean up with this)."""
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema))
+            )
+
+    async def fetch(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
+        """Rows of `query` with positional `%s` parameters."""
+        async with self.pool.connection() as conn:
+            cursor = await conn.execute(query.encode(), params)
+            return await cursor.fetchall()
+
+    async def execute(self, query: str, *params: Any) -> None:
+        async with self.pool.connection() as conn:
+            await conn.execute(query.encode(), params)

@@ -1,0 +1,25 @@
+"""Prometheus metrics shared by every service, served on `AMBERSCAN_METRICS_PORT`."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+MESSAGES = Counter(
+    "amberscan_messages_total",
+    "Messages handled, by service and outcome (ok, dead_letter).",
+    ["service", "outcome"],
+)
+OUTPUTS = Counter(
+    "amberscan_outputs_total", "Messages produced, by service and topic.", ["service", "topic"]
+)
+RETRIES = Counter("amberscan_retries_total", "Transient failures retried, by service.", ["service"])
+HANDLE_SECONDS = Histogram(
+    "amberscan_handle_seconds", "Time to handle one message, by service.", ["service"]
+)
+COMMITS = Counter("amberscan_commits_total", "Offset commits, by service.", ["service"])
+
+
+def serve_metrics(port: int) -> None:
+    """Start the metrics endpoint on 0.0.0.0:`port` (a no-op for port 0)."""
+    if port:
+        start_http_server(port)

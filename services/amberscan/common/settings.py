@@ -1,0 +1,64 @@
+"""One settings object per process, fed by `AMBERSCAN_*` environment variables.
+
+Parsed once in a process's `main()` and passed down; nothing else reads `os.environ`.
+The k8s ConfigMap (`k8s/base/configmap.yaml`) and the README's table list these fields one to one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Configuration shared by every amberscan process."""
+
+    model_config = SettingsConfigDict(env_prefix="AMBERSCAN_", extra="ignore", frozen=True)
+
+    # Kafka
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    topic_prefix: str = Field(default="", description="prefix of every topic name (tests isolate)")
+    topic_partitions: int = Field(default=6, ge=1)
+    # -1 keeps messages forever: features must stay replayable after a model change.
+    topic_retention_ms: int = -1
+
+    # S3-compatible blob store (MinIO)
+    s3_endpoint: str = "127.0.0.1:19000"
+    s3_access_key: str = "amberscan"
+    s3_secret_key: str = "amberscan-secret"
+    s3_bucket: str = "amberscan"
+    s3_secure: bool = False
+
+    # PostgreSQL / PostGIS
+    database_url: str = "postgresql://postgres@127.0.0.1:15432/amberscan"
+    database_schema: str = Field(default="amberscan", pattern=r"^[a-z_][a-z0-9_]*$")
+
+    # Model server (TensorFlow Serving gRPC API)
+    model_server: str = "127.0.0.1:18500"
+    backbone_name: str = "backbone"
+    model_dir: Path = Path("models/serving")
+    classifier_path: Path = Path("models/classifier.json")
+    feature_batch_size: int = Field(default=32, ge=1)
+    feature_batch_wait_ms: int = Field(default=50, ge=0)
+    model_deadline_s: float = Field(default=60.0, gt=0)
+
+    # Detection rule: a tile is flagged when more than this many superpixels are positive.
+    min_positive_superpixels: int = Field(default=2, ge=0)
+
+    # Operations
+    metrics_port: int = Field(default=0, ge=0, description="0 disables the Prometheus endpoint")
+    log_level: str = "INFO"
+    log_json: bool = True
+    max_retries: int = Field(default=5, ge=0)
+    retry_backoff_s: float = Field(default=0.5, gt=0)
+
+    # Web map
+    web_host: str = "127.0.0.1"
+    web_port: int = 8080
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment (the only place that does)."""
+    return Settings()

@@ -1,0 +1,97 @@
+"""Shared fixtures. Tests marked `stack` talk to the real servers that `make up` starts."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from amberscan.common.settings import Settings
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "texty-amber"
+if not SHARED_DATA.exists():  # CI clones beside shared/, developers may keep it elsewhere
+    SHARED_DATA = Path("/work/shared/data/texty-amber")
+
+
+def _answers(address: str) -> bool:
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.exists():
+        pytest.fail(f"the shared texty-amber data set is missing at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def base_settings() -> Settings:
+    return Settings()
+
+
+@pytest.fixture
+async def stack_settings(base_settings: Settings) -> AsyncIterator[Settings]:
+    """Settings naming a unique topic prefix, bucket and schema, so tests run side by side."""
+    for name, address in (
+        ("Kafka", base_settings.kafka_bootstrap),
+        ("MinIO", base_settings.s3_endpoint),
+        ("PostgreSQL", base_settings.database_url.rsplit("@", 1)[-1].split("/", 1)[0]),
+    ):
+        if not _answers(address):
+            pytest.fail(f"{name} does not answer at {address}: start the stack with `make up`")
+    unique = uuid.uuid4().hex[:10]
+    settings = base_settings.model_copy(
+        update={
+            "topic_prefix": f"test-{unique}.",
+            "s3_bucket": f"test-{unique}",
+            "database_schema": f"test_{unique}",
+            "topic_partitions": 2,
+            "retry_backoff_s": 0.05,
+        }
+    )
+    yield settings
+    await _remove_test_state(settings)
+
+
+async def _remove_test_state(settings: Settings) -> None:
+    """Delete the test's topics and bucket: tests leave nothing behind."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from amberscan.common.blobstore import BlobStore
+    from minio.deleteobjects import DeleteObject
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+    client = BlobStore(settings).client
+    if client.bucket_exists(settings.s3_bucket):
+        objects = client.list_objects(settings.s3_bucket, recursive=True)
+        for _ in client.remove_objects(
+            settings.s3_bucket, (DeleteObject(o.object_name) for o in objects)
+        ):
+            pass
+        client.remove_bucket(settings.s3_bucket)
+
+
+@pytest.fixture
+async def database(stack_settings: Settings) -> AsyncIterator[object]:
+    from amberscan.common.db import Database
+
+    db = Database(stack_settings)
+    await db.open()
+    try:
+        yield db
+    finally:
+        await db.drop_schema()
+        await db.close()

@@ -1,0 +1,116 @@
+"""The classifier core on synthetic features: no servers."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from amberscan.model.classifier import (
+    Classifier,
+    ClassifierError,
+    evaluate_scores,
+    threshold_for_precision,
+    train_classifier,
+    verdict,
+)
+from amberscan.model.dataset import DatasetError, fingerprint, list_labelled, tile_id_of
+
+
+def separable(n_tiles: int = 40, per_tile: int = 5, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    tiles = [f"t{i}" for i in range(n_tiles) for _ in range(per_tile)]
+    labels = np.array([int(t[1:]) % 3 == 0 for t in tiles], dtype=int)
+    features = rng.normal(size=(len(tiles), 6)).astype(np.float32)
+    features[:, 0] += 3 * labels
+    return features, labels, tiles
+
+
+def test_train_then_score_separates_classes(tmp_path: Path) -> None:
+    features, labels, tiles = separable()
+    model, cv, oof = train_classifier(features, labels, tiles, folds=4, params={"n_estimators": 40})
+    assert not np.isnan(oof).any()
+    assert cv.roc_auc > 0.9
+    assert cv.precision >= 0.95 or cv.recall == 0
+    model.save(tmp_path / "m.json")
+    loaded = Classifier.load(tmp_path / "m.json")
+    assert loaded.version == model.version and loaded.version.startswith("xgb-")
+    np.testing.assert_allclose(loaded.score(features), model.score(features), rtol=1e-6)
+    assert loaded.metadata["cv"]["n_positive"] == int(labels.sum())
+
+
+def test_training_is_deterministic() -> None:
+    features, labels, tiles = separable()
+    a, _, _ = train_classifier(features, labels, tiles, folds=4, params={"n_estimators": 20})
+    b, _, _ = train_classifier(features, labels, tiles, folds=4, params={"n_estimators": 20})
+    assert a.version == b.version
+
+
+def test_no_tile_in_train_and_test() -> None:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from amberscan.model.classifier import tile_groups
+
+    _, labels, tiles = separable()
+    groups = tile_groups(tiles)
+    for train, test in StratifiedGroupKFold(5, shuffle=True, random_state=0).split(labels, labels, groups):
+        assert not set(groups[train]) & set(groups[test])
+
+
+@given(st.lists(st.tuples(st.booleans(), st.floats(0, 1)), min_size=2, max_size=60), st.floats(0.5, 1.0))
+def test_threshold_reaches_target_when_possible(pairs, target) -> None:  # type: ignore[no-untyped-def]
+    y = np.array([int(p) for p, _ in pairs])
+    s = np.array([x for _, x in pairs])
+    t = threshold_for_precision(y, s, target)
+    m = evaluate_scores(y, s, t)
+    reachable = any(
+        y[s >= c].sum() > 0 and y[s >= c].mean() >= target for c in np.unique(s)
+    )
+    if reachable:
+        assert m.precision >= target
+        # no lower threshold also reaching the target has higher recall
+        for c in np.unique(s):
+            if c < t and y[s >= c].sum() and y[s >= c].mean() >= target:
+                pytest.fail(f"threshold {c} < {t} also reaches the target")
+
+
+def test_metrics_known_values() -> None:
+    m = evaluate_scores(np.array([1, 1, 0, 0]), np.array([0.9, 0.4, 0.6, 0.1]), 0.5)
+    assert (m.precision, m.recall, m.f1) == (0.5, 0.5, 0.5)
+    assert m.confusion == ((1, 1), (1, 1))
+    assert m.roc_auc == 0.75
+
+
+@pytest.mark.parametrize(("scores", "flagged", "positives"), [([0.9, 0.9, 0.1], False, 2), ([0.9, 0.9, 0.8], True, 3), ([], False, 0)])
+def test_tile_rule_more_than_k(scores, flagged, positives) -> None:  # type: ignore[no-untyped-def]
+    assert verdict(np.array(scores), 0.5, 2) == (flagged, positives)
+
+
+def test_wrong_feature_width_is_a_clear_error() -> None:
+    features, labels, tiles = separable()
+    model, _, _ = train_classifier(features, labels, tiles, folds=4, params={"n_estimators": 5})
+    with pytest.raises(ClassifierError, match="takes 6-d features"):
+        model.score(np.zeros((2, 5)))
+
+
+@pytest.mark.parametrize("content", [b"not json", b'{"format": "other"}', b'{"format": "amberscan-classifier/1", "threshold": 0.5, "booster": {"x": 1}}'])
+def test_bad_classifier_file(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    with pytest.raises(ClassifierError, match=str(path)):
+        Classifier.load(path)
+
+
+def test_dataset_listing_and_tile_ids(tmp_path: Path) -> None:
+    assert tile_id_of("50.78_26.69_11_Oct_2014_GMT_super_14.png") == "50.78_26.69_11_Oct_2014_GMT"
+    with pytest.raises(DatasetError, match="no positive/ folder"):
+        list_labelled(tmp_path)
+    for folder in ("positive", "negative"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / f"a_GMT_super_{folder}.png").write_bytes(folder.encode())
+    crops = list_labelled(tmp_path)
+    assert [c.label for c in crops] == [1, 0]
+    before = fingerprint(crops)
+    (tmp_path / "negative" / "a_GMT_super_negative.png").write_bytes(b"changed")
+    assert fingerprint(crops) != before

@@ -1,0 +1,61 @@
+"""A minimal stage over the real runtime loop, used by the Kafka tests (also as a subprocess).
+
+It reads tiles and writes one detection per tile. With `--hang-marker FILE` it writes FILE when
+it receives its first record and then blocks, so a test can SIGKILL it before it commits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from aiokafka.structs import ConsumerRecord
+from amberscan.common import topics
+from amberscan.common.errors import PoisonMessage
+from amberscan.common.kafka import Failure, Output, Stage, StageConfig, stop_on_signals
+from amberscan.common.settings import Settings
+from amberscan.v1 import messages_pb2 as pb
+
+
+def decode_tile(record: ConsumerRecord) -> pb.Tile:
+    try:
+        tile = pb.Tile.FromString(record.value)
+    except Exception as error:
+        raise PoisonMessage(
+            f"{record.topic}/{record.partition}@{record.offset}: not a Tile message ({error})"
+        ) from None
+    if not tile.tile_id:
+        raise PoisonMessage(
+            f"{record.topic}/{record.partition}@{record.offset}: tile message without tile_id"
+        )
+    return tile
+
+
+def make_stage(settings: Settings, hang_marker: Path | None = None) -> Stage:
+    async def handle(record: ConsumerRecord) -> list[Output]:
+        tile = decode_tile(record)
+        if hang_marker is not None:
+            hang_marker.write_text(tile.tile_id)
+            await asyncio.Event().wait()  # never set: killed here, before any commit
+        detection = pb.Detection(tile_id=tile.tile_id, scan_id=tile.scan_id)
+        return [Output(topics.DETECTIONS, tile.tile_id.encode(), detection.SerializeToString())]
+
+    config = StageConfig(
+        service="echo",
+        source_topic=topics.TILES,
+        describe=lambda record: Failure(tile_id=(record.key or b"").decode(errors="replace")),
+    )
+    return Stage(settings, config, handle)
+
+
+async def _main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--hang-marker", type=Path)
+    args = parser.parse_args()
+    stop = stop_on_signals()
+    await make_stage(Settings(), args.hang_marker).run(stop)
+
+
+if __name__ == "__main__":
+    asyncio.run(_main())
