@@ -19,6 +19,7 @@ CREATE TABLE IF NOT EXISTS detections (
     scores           real[] NOT NULL,
     demo             boolean NOT NULL DEFAULT false,
     image_key        text NOT NULL DEFAULT '',
+    labels_key       text NOT NULL DEFAULT '',
     tile_geom        geometry(Polygon, 4326) NOT NULL,
     positives_geom   geometry(MultiPolygon, 4326),
     detected_at      timestamptz NOT NULL DEFAULT now(),

@@ -106,7 +106,7 @@ class Tile(_message.Message):
     def __init__(self, tile_id: _Optional[str] = ..., scan_id: _Optional[str] = ..., tile: _Optional[_Union[TileCoord, _Mapping]] = ..., provider: _Optional[str] = ..., imagery_date: _Optional[str] = ..., image_key: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., tiles_expected: _Optional[int] = ..., demo: _Optional[bool] = ..., models: _Optional[_Union[ModelVersions, _Mapping]] = ...) -> None: ...
 
 class SuperpixelRef(_message.Message):
-    __slots__ = ("tile_id", "scan_id", "tile", "provider", "imagery_date", "image_key", "image_width", "image_height", "segment_index", "segment_count", "bbox", "area_px", "mask_rle", "demo", "tiles_expected")
+    __slots__ = ("tile_id", "scan_id", "tile", "provider", "imagery_date", "image_key", "image_width", "image_height", "segment_index", "segment_count", "bbox", "area_px", "mask_rle", "demo", "tiles_expected", "labels_key", "models")
     TILE_ID_FIELD_NUMBER: _ClassVar[int]
     SCAN_ID_FIELD_NUMBER: _ClassVar[int]
     TILE_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,8 @@ class SuperpixelRef(_message.Message):
     MASK_RLE_FIELD_NUMBER: _ClassVar[int]
     DEMO_FIELD_NUMBER: _ClassVar[int]
     TILES_EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    LABELS_KEY_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     tile_id: str
     scan_id: str
     tile: TileCoord
@@ -137,7 +139,9 @@ class SuperpixelRef(_message.Message):
     mask_rle: bytes
     demo: bool
     tiles_expected: int
-    def __init__(self, tile_id: _Optional[str] = ..., scan_id: _Optional[str] = ..., tile: _Optional[_Union[TileCoord, _Mapping]] = ..., provider: _Optional[str] = ..., imagery_date: _Optional[str] = ..., image_key: _Optional[str] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., segment_index: _Optional[int] = ..., segment_count: _Optional[int] = ..., bbox: _Optional[_Union[PixelBox, _Mapping]] = ..., area_px: _Optional[int] = ..., mask_rle: _Optional[bytes] = ..., demo: _Optional[bool] = ..., tiles_expected: _Optional[int] = ...) -> None: ...
+    labels_key: str
+    models: ModelVersions
+    def __init__(self, tile_id: _Optional[str] = ..., scan_id: _Optional[str] = ..., tile: _Optional[_Union[TileCoord, _Mapping]] = ..., provider: _Optional[str] = ..., imagery_date: _Optional[str] = ..., image_key: _Optional[str] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., segment_index: _Optional[int] = ..., segment_count: _Optional[int] = ..., bbox: _Optional[_Union[PixelBox, _Mapping]] = ..., area_px: _Optional[int] = ..., mask_rle: _Optional[bytes] = ..., demo: _Optional[bool] = ..., tiles_expected: _Optional[int] = ..., labels_key: _Optional[str] = ..., models: _Optional[_Union[ModelVersions, _Mapping]] = ...) -> None: ...
 
 class Superpixel(_message.Message):
     __slots__ = ("ref", "crop_key", "segmenter")
@@ -174,7 +178,7 @@ class SuperpixelScore(_message.Message):
     def __init__(self, ref: _Optional[_Union[SuperpixelRef, _Mapping]] = ..., score: _Optional[float] = ..., positive: _Optional[bool] = ..., threshold: _Optional[float] = ..., models: _Optional[_Union[ModelVersions, _Mapping]] = ...) -> None: ...
 
 class Detection(_message.Message):
-    __slots__ = ("tile_id", "scan_id", "tile", "provider", "imagery_date", "flagged", "positives", "segment_count", "min_positives", "hectares", "tile_geojson", "positives_geojson", "scores", "models", "demo", "image_key", "tiles_expected")
+    __slots__ = ("tile_id", "scan_id", "tile", "provider", "imagery_date", "flagged", "positives", "segment_count", "min_positives", "hectares", "tile_geojson", "positives_geojson", "scores", "models", "demo", "image_key", "tiles_expected", "labels_key")
     TILE_ID_FIELD_NUMBER: _ClassVar[int]
     SCAN_ID_FIELD_NUMBER: _ClassVar[int]
     TILE_FIELD_NUMBER: _ClassVar[int]
@@ -192,6 +196,7 @@ class Detection(_message.Message):
     DEMO_FIELD_NUMBER: _ClassVar[int]
     IMAGE_KEY_FIELD_NUMBER: _ClassVar[int]
     TILES_EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    LABELS_KEY_FIELD_NUMBER: _ClassVar[int]
     tile_id: str
     scan_id: str
     tile: TileCoord
@@ -209,7 +214,8 @@ class Detection(_message.Message):
     demo: bool
     image_key: str
     tiles_expected: int
-    def __init__(self, tile_id: _Optional[str] = ..., scan_id: _Optional[str] = ..., tile: _Optional[_Union[TileCoord, _Mapping]] = ..., provider: _Optional[str] = ..., imagery_date: _Optional[str] = ..., flagged: _Optional[bool] = ..., positives: _Optional[int] = ..., segment_count: _Optional[int] = ..., min_positives: _Optional[int] = ..., hectares: _Optional[float] = ..., tile_geojson: _Optional[str] = ..., positives_geojson: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ..., models: _Optional[_Union[ModelVersions, _Mapping]] = ..., demo: _Optional[bool] = ..., image_key: _Optional[str] = ..., tiles_expected: _Optional[int] = ...) -> None: ...
+    labels_key: str
+    def __init__(self, tile_id: _Optional[str] = ..., scan_id: _Optional[str] = ..., tile: _Optional[_Union[TileCoord, _Mapping]] = ..., provider: _Optional[str] = ..., imagery_date: _Optional[str] = ..., flagged: _Optional[bool] = ..., positives: _Optional[int] = ..., segment_count: _Optional[int] = ..., min_positives: _Optional[int] = ..., hectares: _Optional[float] = ..., tile_geojson: _Optional[str] = ..., positives_geojson: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ..., models: _Optional[_Union[ModelVersions, _Mapping]] = ..., demo: _Optional[bool] = ..., image_key: _Optional[str] = ..., tiles_expected: _Optional[int] = ..., labels_key: _Optional[str] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
     __slots__ = ("reason", "error_type", "service", "origin_topic", "origin_partition", "origin_offset", "key", "value", "tile_id", "scan_id", "failed_at")

@@ -1,0 +1,274 @@
+"""The `amberscan` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from amberscan.common.errors import AmberscanError
+from amberscan.common.settings import Settings, load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    try:
+        result = args.run(args, settings)
+        return int(result or 0)
+    except AmberscanError as error:
+        print(f"amberscan: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amberscan", description="Find illegal amber mining in aerial imagery."
+    )
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = sub.add_parser("export-backbone", help="export a backbone as a TF Serving SavedModel")
+    p.add_argument("--backbone", default="efficientnet_lite0", choices=["efficientnet_lite0", "resnet50"])
+    p.add_argument(
+        "--weights",
+        default="imagenet",
+        help="'imagenet' (shipped for EfficientNet-Lite0; downloaded on a connected machine for "
+        "ResNet50), a local weights file, or 'random'",
+    )
+    p.add_argument("--model-dir", type=Path, help="default: AMBERSCAN_MODEL_DIR")
+    p.add_argument("--name", help="model name on the server (default: AMBERSCAN_BACKBONE_NAME)")
+    p.add_argument("--version", type=int, help="default: one more than the newest")
+    p.add_argument("--seed", type=int, default=0, help="seed of a random init")
+    p.set_defaults(run=_export_backbone)
+
+    p = sub.add_parser("serve", help="run one of amberscan's servers")
+    p.add_argument("server", choices=["model-server"])
+    p.add_argument("--model-dir", type=Path)
+    p.add_argument("--name")
+    p.add_argument("--address", help="default: AMBERSCAN_MODEL_SERVER")
+    p.set_defaults(run=_serve)
+
+    p = sub.add_parser("train", help="train the superpixel classifier on labelled crops")
+    p.add_argument("--data", type=Path, required=True, help="folder with positive/ and negative/")
+    p.add_argument("--out", type=Path, help="default: AMBERSCAN_CLASSIFIER_PATH")
+    p.add_argument("--target-precision", type=float, default=0.95)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model-server", help="default: AMBERSCAN_MODEL_SERVER")
+    p.add_argument("--backbone", help="model name on the server (default: AMBERSCAN_BACKBONE_NAME)")
+    p.add_argument("--no-registry", action="store_true", help="do not publish to the model registry")
+    p.add_argument("--json", action="store_true", help="print the CV metrics as one JSON object")
+    p.set_defaults(run=_train)
+
+    p = sub.add_parser("evaluate", help="precision, recall, F1, ROC-AUC, PR-AUC of a classifier")
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--model-server")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_evaluate)
+
+    p = sub.add_parser("detect-tile", help="score the superpixels of one tile image")
+    p.add_argument("image", type=Path)
+    p.add_argument("--model", type=Path, help="default: AMBERSCAN_CLASSIFIER_PATH")
+    p.add_argument("--min-positives", type=int, help="flag when more than K are positive")
+    p.add_argument("--segmentation", choices=["reference", "fast"], default="reference")
+    p.add_argument("--debug-png", type=Path, help="write the tile with superpixels coloured by score")
+    p.add_argument("--model-server")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_detect_tile)
+    return parser
+
+
+def _export_backbone(args: argparse.Namespace, settings: Settings) -> int:
+    from amberscan.model.export import export_backbone
+
+    started = time.perf_counter()
+    path = export_backbone(
+        args.backbone,
+        args.weights,
+        args.model_dir or settings.model_dir,
+        model_name=args.name or settings.backbone_name,
+        version=args.version,
+        seed=args.seed,
+    )
+    print(f"exported {args.backbone} ({args.weights}) to {path} in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from amberscan.model import server
+
+    return int(
+        server.main(
+            [
+                "--model-dir",
+                str(args.model_dir or settings.model_dir),
+                "--name",
+                args.name or settings.backbone_name,
+                "--address",
+                args.address or settings.model_server,
+            ]
+        )
+        or 0
+    )
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    import numpy as np
+
+    from amberscan.feature.extract import client_for, extract, load_crop, served_backbone
+    from amberscan.model.classifier import train_classifier
+    from amberscan.model.dataset import fingerprint, list_labelled
+    from amberscan.model.registry import publish
+
+    crops = list_labelled(args.data)
+    labels = np.array([c.label for c in crops])
+    out = args.out or settings.classifier_path
+
+    async def features() -> tuple[Any, Any]:
+        async with client_for(settings, args.model_server, args.backbone) as client:
+            backbone = await served_backbone(client)
+            x = await extract(
+                client, lambda i: load_crop(crops[i].path), len(crops), progress="features"
+            )
+            return backbone, x
+
+    backbone, x = asyncio.run(features())
+    print(
+        f"training on {len(crops)} crops ({int(labels.sum())} mining) from "
+        f"{len({c.tile_id for c in crops})} tiles, {args.folds}-fold CV grouped by tile",
+        file=sys.stderr,
+    )
+    classifier, cv, _ = train_classifier(
+        x,
+        labels,
+        [c.tile_id for c in crops],
+        target_precision=args.target_precision,
+        folds=args.folds,
+        seed=args.seed,
+        metadata={
+            "backbone": backbone.label,
+            "feature_dim": backbone.feature_dim,
+            "data": str(args.data),
+            "data_fingerprint": fingerprint(crops),
+        },
+    )
+    classifier.save(out)
+    where = str(out)
+    if not args.no_registry:
+        key = asyncio.run(publish(settings, classifier))
+        where += f" and s3://{settings.s3_bucket}/{key}"
+    report = {"version": classifier.version, "backbone": backbone.label, **cv.as_dict()}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(_metrics_table("out-of-fold CV", report))
+        print(f"saved classifier {classifier.version} to {where}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    import numpy as np
+
+    from amberscan.feature.extract import client_for, extract, load_crop, served_backbone
+    from amberscan.model.classifier import Classifier, evaluate_scores
+    from amberscan.model.dataset import list_labelled
+
+    classifier = Classifier.load(args.model)
+    crops = list_labelled(args.data)
+
+    async def features() -> Any:
+        async with client_for(settings, args.model_server) as client:
+            _check_backbone(classifier, await served_backbone(client))
+            progress = None if args.json else "features"
+            return await extract(
+                client, lambda i: load_crop(crops[i].path), len(crops), progress=progress
+            )
+
+    x = asyncio.run(features())
+    metrics = evaluate_scores(
+        np.array([c.label for c in crops]), classifier.score(x), classifier.threshold
+    )
+    report = {"model": classifier.version, **metrics.as_dict()}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(_metrics_table(f"{classifier.version} on {args.data}", report))
+    return 0
+
+
+def _detect_tile(args: argparse.Namespace, settings: Settings) -> int:
+    from amberscan.feature.extract import client_for, extract, served_backbone
+    from amberscan.model.classifier import Classifier
+    from amberscan.model.detect import tile_result
+    from amberscan.vision.crops import crops_for
+    from amberscan.vision.imageio import read_image
+    from amberscan.vision.overlay import score_overlay
+    from amberscan.vision.segment import segment
+
+    classifier = Classifier.load(args.model or settings.classifier_path)
+    image = read_image(args.image)
+    segmentation = segment(image, mode=args.segmentation)
+    crops = crops_for(image, segmentation)
+
+    async def features() -> Any:
+        async with client_for(settings, args.model_server) as client:
+            _check_backbone(classifier, await served_backbone(client))
+            return await extract(client, iter(crops), len(crops))
+
+    scores = classifier.score(asyncio.run(features()))
+    k = settings.min_positive_superpixels if args.min_positives is None else args.min_positives
+    result = tile_result(segmentation, scores, classifier.threshold, k)
+    if args.debug_png:
+        from amberscan.vision.imageio import encode_png
+
+        overlay = score_overlay(image, segmentation, scores, classifier.threshold)
+        args.debug_png.write_bytes(encode_png(overlay))
+    report = {"image": str(args.image), "model": classifier.version, **result.as_dict()}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        verdict = "FLAGGED (mining)" if result.flagged else "not flagged"
+        print(
+            f"{args.image}: {verdict}: {result.positives} of {len(result.superpixels)} superpixels "
+            f"positive (rule: more than {k}; threshold {classifier.threshold:.3f})"
+        )
+        for sp in result.superpixels:
+            mark = "+" if sp.score >= classifier.threshold else " "
+            print(f"  {mark} #{sp.index:>2} score {sp.score:.3f} area {sp.area_px:>7} px bbox {sp.bbox}")
+    return 0
+
+
+def _check_backbone(classifier: Any, backbone: Any) -> None:
+    from amberscan.model.classifier import ClassifierError
+
+    if classifier.backbone and classifier.backbone != backbone.label:
+        raise ClassifierError(
+            f"classifier {classifier.version} was trained on backbone {classifier.backbone}, "
+            f"but the model server serves {backbone.label}: retrain (make model) or serve that version"
+        )
+
+
+def _metrics_table(title: str, report: dict[str, Any]) -> str:
+    (tn, fp), (fn, tp) = report["confusion"]
+    return "\n".join(
+        [
+            title,
+            f"  precision {report['precision']:.3f}  recall {report['recall']:.3f}  "
+            f"F1 {report['f1']:.3f}  ROC-AUC {report['roc_auc']:.3f}  PR-AUC {report['pr_auc']:.3f}",
+            f"  threshold {report['threshold']:.4f}  positives {report['n_positive']}  "
+            f"negatives {report['n_negative']}",
+            f"  confusion: TP {tp}  FP {fp}  FN {fn}  TN {tn}",
+        ]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Feature extraction through the model server, for the training and evaluation commands.
+
+The same TF Serving API path production uses: crops go to the model server, vectors come back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+from amberscan.common.settings import Settings
+from amberscan.feature.client import FeatureClient
+from amberscan.vision.crops import crop_superpixel
+from amberscan.vision.imageio import read_image
+
+CROP_SIZE = 224
+
+
+@dataclass(frozen=True)
+class ServedBackbone:
+    """Which backbone answered: the model server's model name and version, and its width."""
+
+    name: str
+    version: int
+    feature_dim: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+def load_crop(path: Path, size: int = CROP_SIZE) -> NDArray[np.uint8]:
+    """A labelled crop file resized to the model's input, as the segmenter's crops are."""
+    image = read_image(path)
+    return crop_superpixel(image, (0, 0, image.shape[0], image.shape[1]), size)
+
+
+def client_for(settings: Settings, address: str | None = None, name: str | None = None) -> FeatureClient:
+    return FeatureClient(
+        address or settings.model_server,
+        name or settings.backbone_name,
+        batch_size=settings.feature_batch_size,
+        max_wait_ms=settings.feature_batch_wait_ms,
+        deadline_s=settings.model_deadline_s,
+        max_retries=settings.max_retries,
+        backoff_s=settings.retry_backoff_s,
+    )
+
+
+async def served_backbone(client: FeatureClient) -> ServedBackbone:
+    meta: Any = await client.metadata()
+    return ServedBackbone(name=client.model_name, version=int(meta.version), feature_dim=int(meta.feature_dim))
+
+
+async def extract(
+    client: FeatureClient,
+    crops: Iterable[NDArray[np.uint8]] | Callable[[int], NDArray[np.uint8]],
+    count: int,
+    *,
+    batch: int = 32,
+    progress: str | None = None,
+) -> NDArray[np.float32]:
+    """Feature vectors of `count` crops, `batch` per request, with an optional progress bar.
+
+    `crops` is either an iterable of crops or a loader called with the crop's index (the loader
+    runs in a thread, so decoding overlaps the model server's work).
+    """
+    loader = crops if callable(crops) else None
+    items = None if loader else iter(crops)  # type: ignore[arg-type]
+    rows: list[NDArray[np.float32]] = []
+    bar = tqdm(total=count, desc=progress, unit="crop", disable=progress is None, leave=True)
+
+    async def load(start: int) -> NDArray[np.uint8]:
+        stop = min(start + batch, count)
+        if loader is not None:
+            return await asyncio.to_thread(lambda: np.stack([loader(i) for i in range(start, stop)]))
+        assert items is not None
+        return np.stack([next(items) for _ in range(start, stop)])
+
+    try:
+        pending = asyncio.ensure_future(load(0)) if count else None
+        for start in range(0, count, batch):
+            assert pending is not None
+            images = await pending
+            nxt = start + batch
+            pending = asyncio.ensure_future(load(nxt)) if nxt < count else None
+            rows.append(await client.predict(images))
+            bar.update(len(images))
+    finally:
+        bar.close()
+    if not rows:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(rows).astype(np.float32)

@@ -1,0 +1,39 @@
+"""The model registry: classifiers stored in the blob store under `models/classifier/`.
+
+Each version is kept (`models/classifier/<version>.json`), and `current.json` names the one
+services load, so a retrained model is published without losing the ones before it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from amberscan.common.blobstore import BlobStore
+from amberscan.common.settings import Settings
+from amberscan.model.classifier import Classifier
+
+PREFIX = "models/classifier"
+
+
+async def publish(settings: Settings, classifier: Classifier, *, make_current: bool = True) -> str:
+    """Store `classifier` in the registry and return its key."""
+    store = BlobStore(settings)
+    await store.ensure_bucket()
+    key = f"{PREFIX}/{classifier.version}.json"
+    await store.put_at(key, classifier.to_json(), "application/json")
+    if make_current:
+        pointer = json.dumps({"version": classifier.version, "key": key}).encode()
+        await store.put_at(f"{PREFIX}/current.json", pointer, "application/json")
+    return key
+
+
+async def load_current(settings: Settings) -> Classifier:
+    """The classifier `current.json` names."""
+    store = BlobStore(settings)
+    pointer = json.loads(await store.get(f"{PREFIX}/current.json"))
+    return Classifier.from_json(await store.get(pointer["key"]), pointer["key"])
+
+
+async def load_version(settings: Settings, version: str) -> Classifier:
+    key = f"{PREFIX}/{version}.json"
+    return Classifier.from_json(await BlobStore(settings).get(key), key)
