@@ -35,7 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
     p = sub.add_parser("export-backbone", help="export a backbone as a TF Serving SavedModel")
-    p.add_argument("--backbone", default="efficientnet_lite0", choices=["efficientnet_lite0", "resnet50"])
+    p.add_argument(
+        "--backbone", default="efficientnet_lite0", choices=["efficientnet_lite0", "resnet50"]
+    )
     p.add_argument(
         "--weights",
         default="imagenet",
@@ -48,12 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of a random init")
     p.set_defaults(run=_export_backbone)
 
-    p = sub.add_parser("serve", help="run one of amberscan's servers")
-    p.add_argument("server", choices=["model-server"])
-    p.add_argument("--model-dir", type=Path)
-    p.add_argument("--name")
-    p.add_argument("--address", help="default: AMBERSCAN_MODEL_SERVER")
+    p = sub.add_parser("serve", help="run one of amberscan's services or servers")
+    p.add_argument("server", choices=["model-server", *STAGES])
+    p.add_argument("--model-dir", type=Path, help="model-server: default AMBERSCAN_MODEL_DIR")
+    p.add_argument("--name", help="model-server: default AMBERSCAN_BACKBONE_NAME")
+    p.add_argument("--address", help="model-server: default AMBERSCAN_MODEL_SERVER")
     p.set_defaults(run=_serve)
+
+    p = sub.add_parser("topics", help="create amberscan's Kafka topics (idempotent)")
+    p.set_defaults(run=_topics)
 
     p = sub.add_parser("train", help="train the superpixel classifier on labelled crops")
     p.add_argument("--data", type=Path, required=True, help="folder with positive/ and negative/")
@@ -63,7 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model-server", help="default: AMBERSCAN_MODEL_SERVER")
     p.add_argument("--backbone", help="model name on the server (default: AMBERSCAN_BACKBONE_NAME)")
-    p.add_argument("--no-registry", action="store_true", help="do not publish to the model registry")
+    p.add_argument(
+        "--no-registry", action="store_true", help="do not publish to the model registry"
+    )
     p.add_argument("--json", action="store_true", help="print the CV metrics as one JSON object")
     p.set_defaults(run=_train)
 
@@ -79,7 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, help="default: AMBERSCAN_CLASSIFIER_PATH")
     p.add_argument("--min-positives", type=int, help="flag when more than K are positive")
     p.add_argument("--segmentation", choices=["reference", "fast"], default="reference")
-    p.add_argument("--debug-png", type=Path, help="write the tile with superpixels coloured by score")
+    p.add_argument(
+        "--debug-png", type=Path, help="write the tile with superpixels coloured by score"
+    )
     p.add_argument("--model-server")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_detect_tile)
@@ -98,11 +107,26 @@ def _export_backbone(args: argparse.Namespace, settings: Settings) -> int:
         version=args.version,
         seed=args.seed,
     )
-    print(f"exported {args.backbone} ({args.weights}) to {path} in {time.perf_counter() - started:.1f}s")
+    print(
+        f"exported {args.backbone} ({args.weights}) to {path} in {time.perf_counter() - started:.1f}s"
+    )
     return 0
 
 
+# Streaming services: module with `run(settings, stop)`.
+STAGES = {
+    "tiler": "amberscan.tiler.service",
+    "segmenter": "amberscan.segmenter.service",
+    "feature": "amberscan.feature.service",
+    "classifier": "amberscan.classifier.service",
+    "aggregator": "amberscan.aggregator.service",
+    "sink": "amberscan.sink.service",
+}
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    if args.server in STAGES:
+        return _serve_stage(args.server, settings)
     from amberscan.model import server
 
     return int(
@@ -118,6 +142,34 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         )
         or 0
     )
+
+
+def _serve_stage(name: str, settings: Settings) -> int:
+    import importlib
+
+    from amberscan.common.kafka import ensure_topics, stop_on_signals
+    from amberscan.common.logs import configure_logging
+    from amberscan.common.metrics import serve_metrics
+
+    configure_logging(name, settings.log_level, settings.log_json)
+    serve_metrics(settings.metrics_port)
+    module = importlib.import_module(STAGES[name])
+
+    async def main() -> None:
+        stop = stop_on_signals()
+        await ensure_topics(settings)
+        await module.run(settings, stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def _topics(args: argparse.Namespace, settings: Settings) -> int:
+    from amberscan.common.kafka import ensure_topics
+
+    asyncio.run(ensure_topics(settings))
+    print(f"topics ready on {settings.kafka_bootstrap} (prefix {settings.topic_prefix!r})")
+    return 0
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:
@@ -242,7 +294,9 @@ def _detect_tile(args: argparse.Namespace, settings: Settings) -> int:
         )
         for sp in result.superpixels:
             mark = "+" if sp.score >= classifier.threshold else " "
-            print(f"  {mark} #{sp.index:>2} score {sp.score:.3f} area {sp.area_px:>7} px bbox {sp.bbox}")
+            print(
+                f"  {mark} #{sp.index:>2} score {sp.score:.3f} area {sp.area_px:>7} px bbox {sp.bbox}"
+            )
     return 0
 
 

@@ -62,6 +62,11 @@ class StageConfig:
     poll_timeout_ms: int = 500
     # Called with a poison record to learn which tile/scan it belonged to (best effort).
     describe: Callable[[ConsumerRecord], Failure] = field(default=lambda _record: Failure())
+    # Stateful stages (the aggregator) hold some records back: given a partition and the offset
+    # after its last handled record, this returns the offset that is safe to commit.
+    commit_offset: Callable[[TopicPartition, int], int] | None = None
+    # Called when partitions are revoked, after the last commit, so a stage can drop their state.
+    on_revoked: Callable[[set[TopicPartition]], None] | None = None
 
     def group(self, settings: Settings) -> str:
         return self.group_id or f"{settings.topic_prefix}amberscan-{self.service}"
@@ -113,12 +118,14 @@ def dead_letter(
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     """Waits for the batch in hand to be produced and committed before partitions move away."""
 
-    def __init__(self, lock: asyncio.Lock) -> None:
+    def __init__(self, lock: asyncio.Lock, config: StageConfig) -> None:
         self.lock = lock
+        self.config = config
 
-    async def on_partitions_revoked(self, revoked: object) -> None:
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self.lock:  # the loop commits under this lock, so nothing is left uncommitted
-            pass
+            if self.config.on_revoked is not None and revoked:
+                self.config.on_revoked(set(revoked))
 
     async def on_partitions_assigned(self, assigned: object) -> None:
         log.info("partitions assigned", extra={"partitions": sorted(str(tp) for tp in assigned)})  # type: ignore[attr-defined]
@@ -132,6 +139,7 @@ class Stage:
         self.config = config
         self.handler = handler
         self._lock = asyncio.Lock()
+        self._committed: dict[TopicPartition, int] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
 
@@ -157,7 +165,8 @@ class Stage:
         await self.producer.start()
         await self.consumer.start()
         self.consumer.subscribe(
-            [self.topic(self.config.source_topic)], listener=_CommitOnRevoke(self._lock)
+            [self.topic(self.config.source_topic)],
+            listener=_CommitOnRevoke(self._lock, self.config),
         )
 
     async def close(self) -> None:
@@ -201,7 +210,14 @@ class Stage:
                 metrics.OUTPUTS.labels(self.config.service, output.topic).inc()
         await asyncio.gather(*sends)  # every output acknowledged before the commit below
         offsets = {tp: part[-1].offset + 1 for tp, part in batch.items()}
+        if self.config.commit_offset is not None:
+            offsets = {tp: self.config.commit_offset(tp, offset) for tp, offset in offsets.items()}
+            # Never move a committed offset backwards: only commit where there is progress.
+            offsets = {tp: o for tp, o in offsets.items() if o > self._committed.get(tp, -1)}
+            if not offsets:
+                return
         await self.consumer.commit(offsets)
+        self._committed.update(offsets)
         metrics.COMMITS.labels(self.config.service).inc()
 
     async def _handle(self, record: ConsumerRecord, stop: asyncio.Event) -> Sequence[Output] | None:

@@ -7,6 +7,7 @@ The k8s ConfigMap (`k8s/base/configmap.yaml`) and the README's table list these 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,11 @@ class Settings(BaseSettings):
 
     # Detection rule: a tile is flagged when more than this many superpixels are positive.
     min_positive_superpixels: int = Field(default=2, ge=0)
+    segmentation_mode: Literal["reference", "fast"] = "reference"
+
+    # Aggregator: open tiles held at most, and how long a tile may wait for missing scores.
+    aggregator_max_open_tiles: int = Field(default=10_000, ge=1)
+    aggregator_stale_s: float = Field(default=900.0, gt=0)
 
     # Operations
     metrics_port: int = Field(default=0, ge=0, description="0 disables the Prometheus endpoint")

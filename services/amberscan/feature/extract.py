@@ -42,7 +42,9 @@ def load_crop(path: Path, size: int = CROP_SIZE) -> NDArray[np.uint8]:
     return crop_superpixel(image, (0, 0, image.shape[0], image.shape[1]), size)
 
 
-def client_for(settings: Settings, address: str | None = None, name: str | None = None) -> FeatureClient:
+def client_for(
+    settings: Settings, address: str | None = None, name: str | None = None
+) -> FeatureClient:
     return FeatureClient(
         address or settings.model_server,
         name or settings.backbone_name,
@@ -56,7 +58,9 @@ def client_for(settings: Settings, address: str | None = None, name: str | None 
 
 async def served_backbone(client: FeatureClient) -> ServedBackbone:
     meta: Any = await client.metadata()
-    return ServedBackbone(name=client.model_name, version=int(meta.version), feature_dim=int(meta.feature_dim))
+    return ServedBackbone(
+        name=client.model_name, version=int(meta.version), feature_dim=int(meta.feature_dim)
+    )
 
 
 async def extract(
@@ -80,7 +84,9 @@ async def extract(
     async def load(start: int) -> NDArray[np.uint8]:
         stop = min(start + batch, count)
         if loader is not None:
-            return await asyncio.to_thread(lambda: np.stack([loader(i) for i in range(start, stop)]))
+            return await asyncio.to_thread(
+                lambda: np.stack([loader(i) for i in range(start, stop)])
+            )
         assert items is not None
         return np.stack([next(items) for _ in range(start, stop)])
 

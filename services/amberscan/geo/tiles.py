@@ -91,7 +91,9 @@ def pixel_area_m2(tile: Tile, width_px: int) -> float:
     return resolution * resolution
 
 
-def pixel_to_lonlat(tile: Tile, width: int, height: int, col: float, row: float) -> tuple[float, float]:
+def pixel_to_lonlat(
+    tile: Tile, width: int, height: int, col: float, row: float
+) -> tuple[float, float]:
     """WGS84 (lon, lat) of pixel position (col, row) in a width×height image of `tile`."""
     left, bottom, right, top = mercantile.xy_bounds(tile.x, tile.y, tile.z)
     x = left + (right - left) * col / width
@@ -169,8 +171,10 @@ def parse_geojson(text: str) -> sg.base.BaseGeometry:
         shapes.append(shape)
     if not shapes:
         raise InvalidRegion("GeoJSON region: no geometry")
-    region = shapes[0] if len(shapes) == 1 else sg.MultiPolygon(
-        [p for s in shapes for p in getattr(s, "geoms", [s])]
+    region = (
+        shapes[0]
+        if len(shapes) == 1
+        else sg.MultiPolygon([p for s in shapes for p in getattr(s, "geoms", [s])])
     )
     check_bbox(region.bounds)
     return region

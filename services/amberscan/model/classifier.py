@@ -275,7 +275,9 @@ def train_classifier(
     return classifier, cv, oof
 
 
-def verdict(scores: NDArray[np.floating[Any]], threshold: float, min_positives: int) -> tuple[bool, int]:
+def verdict(
+    scores: NDArray[np.floating[Any]], threshold: float, min_positives: int
+) -> tuple[bool, int]:
     """The 2018 tile rule: flagged when more than `min_positives` superpixels score positive."""
     positives = int((np.asarray(scores) >= threshold).sum())
     return positives > min_positives, positives

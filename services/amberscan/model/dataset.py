@@ -42,7 +42,9 @@ def list_labelled(data_dir: Path) -> list[LabelledCrop]:
     for folder, label in (("positive", 1), ("negative", 0)):
         directory = data_dir / folder
         if not directory.is_dir():
-            raise DatasetError(f"{data_dir}: no {folder}/ folder (expected positive/ and negative/)")
+            raise DatasetError(
+                f"{data_dir}: no {folder}/ folder (expected positive/ and negative/)"
+            )
         found = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not found:
             raise DatasetError(f"{directory}: no images ({', '.join(IMAGE_SUFFIXES)})")

@@ -1,0 +1,99 @@
+"""Classifier service: `features` → `scores`, with the current XGBoost model from the registry.
+
+At-least-once. Output keyed by tile id, one message per (tile id, segment index, model
+version). Replaying `features` after publishing a new model re-scores old superpixels without
+touching the model server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from aiokafka.structs import ConsumerRecord
+
+from amberscan.common import topics
+from amberscan.common.errors import PoisonMessage
+from amberscan.common.kafka import Failure, Output, Stage, StageConfig
+from amberscan.common.settings import Settings
+from amberscan.model.classifier import Classifier
+from amberscan.v1 import messages_pb2 as pb
+
+
+def decode_features(record: ConsumerRecord) -> pb.SuperpixelFeatures:
+    where = f"{record.topic}/{record.partition}@{record.offset}"
+    try:
+        message = pb.SuperpixelFeatures.FromString(record.value or b"")
+    except Exception as error:  # noqa: BLE001
+        raise PoisonMessage(f"{where}: not a SuperpixelFeatures message ({error})") from None
+    if not message.ref.tile_id or not message.vector:
+        raise PoisonMessage(f"{where}: features message without tile_id or vector")
+    return message
+
+
+def describe_features(record: ConsumerRecord) -> Failure:
+    try:
+        ref = pb.SuperpixelFeatures.FromString(record.value or b"").ref
+        return Failure(tile_id=ref.tile_id, scan_id=ref.scan_id)
+    except Exception:  # noqa: BLE001
+        return Failure(tile_id=(record.key or b"").decode(errors="replace"))
+
+
+def score_message(message: pb.SuperpixelFeatures, classifier: Classifier) -> pb.SuperpixelScore:
+    """The score of one feature vector (pure)."""
+    ref = message.ref
+    if classifier.backbone and message.backbone != classifier.backbone:
+        raise PoisonMessage(
+            f"superpixel {ref.segment_index} of tile {ref.tile_id}: features from backbone "
+            f"{message.backbone}, classifier {classifier.version} expects {classifier.backbone}"
+        )
+    vector = np.asarray(message.vector, dtype=np.float32)[None, :]
+    if vector.shape[1] != classifier.feature_dim:
+        raise PoisonMessage(
+            f"superpixel {ref.segment_index} of tile {ref.tile_id}: {vector.shape[1]}-d features, "
+            f"classifier {classifier.version} takes {classifier.feature_dim}"
+        )
+    score = float(classifier.score(vector)[0])
+    out_ref = pb.SuperpixelRef()
+    out_ref.CopyFrom(ref)
+    models = pb.ModelVersions(backbone=message.backbone, classifier=classifier.version)
+    out_ref.models.CopyFrom(models)
+    return pb.SuperpixelScore(
+        ref=out_ref,
+        score=score,
+        positive=score >= classifier.threshold,
+        threshold=classifier.threshold,
+        models=models,
+    )
+
+
+def make_stage(settings: Settings, classifier: Classifier) -> Stage:
+    async def handle(record: ConsumerRecord) -> list[Output]:
+        message = decode_features(record)
+        scored = await asyncio.to_thread(score_message, message, classifier)
+        return [Output(topics.SCORES, message.ref.tile_id.encode(), scored.SerializeToString())]
+
+    config = StageConfig(
+        service="classifier",
+        source_topic=topics.FEATURES,
+        describe=describe_features,
+        max_records=256,
+    )
+    return Stage(settings, config, handle)
+
+
+async def load_classifier(settings: Settings) -> Classifier:
+    """The registry's current classifier, or the local file when the registry has none."""
+    from amberscan.common.blobstore import MissingBlob
+    from amberscan.model.registry import load_current
+
+    try:
+        return await load_current(settings)
+    except MissingBlob:
+        return await asyncio.to_thread(Classifier.load, settings.classifier_path)
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """Run the classifier until `stop` is set, with the model current when it starts."""
+    classifier = await load_classifier(settings)
+    await make_stage(settings, classifier).run(stop)

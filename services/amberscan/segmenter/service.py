@@ -1,0 +1,79 @@
+"""Segmenter service: `tiles` → `superpixels`.
+
+At-least-once. Output keyed by tile id, one message per (tile id, segment index); crops and the
+label image are content-addressed blobs written before the messages, so a redelivered tile
+rewrites the same objects and produces the same messages again (downstream de-duplicates by
+tile id + segment index).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka.structs import ConsumerRecord
+
+from amberscan.common import keys, topics
+from amberscan.common.blobstore import BlobStore
+from amberscan.common.errors import PoisonMessage
+from amberscan.common.kafka import Failure, Output, Stage, StageConfig
+from amberscan.common.settings import Settings
+from amberscan.segmenter.core import encode_labels, segment_tile, superpixel_messages
+from amberscan.v1 import messages_pb2 as pb
+from amberscan.vision.imageio import decode_image, encode_png
+
+
+def decode_tile(record: ConsumerRecord) -> pb.Tile:
+    where = f"{record.topic}/{record.partition}@{record.offset}"
+    try:
+        tile = pb.Tile.FromString(record.value or b"")
+    except Exception as error:  # noqa: BLE001 - protobuf raises several types
+        raise PoisonMessage(f"{where}: not a Tile message ({error})") from None
+    if not tile.tile_id or not tile.image_key:
+        raise PoisonMessage(f"{where}: tile message without tile_id or image_key")
+    return tile
+
+
+def describe_tile(record: ConsumerRecord) -> Failure:
+    try:
+        tile = pb.Tile.FromString(record.value or b"")
+        return Failure(tile_id=tile.tile_id, scan_id=tile.scan_id)
+    except Exception:  # noqa: BLE001
+        return Failure(tile_id=(record.key or b"").decode(errors="replace"))
+
+
+def make_stage(settings: Settings, store: BlobStore) -> Stage:
+    mode = settings.segmentation_mode
+    segmenter = f"slic-{mode}/n30-c35-s1"
+
+    async def handle(record: ConsumerRecord) -> list[Output]:
+        tile = decode_tile(record)
+        data = await store.get(tile.image_key)
+        name = f"tile {tile.tile.z}/{tile.tile.x}/{tile.tile.y} ({tile.image_key})"
+        image = await asyncio.to_thread(decode_image, data, name)
+        segmented = await asyncio.to_thread(segment_tile, image, mode=mode)
+        if not segmented.segmentation.superpixels:
+            raise PoisonMessage(f"{name}: segmentation found no superpixels")
+        pngs = await asyncio.to_thread(lambda: [encode_png(c) for c in segmented.crops])
+        crop_keys = await asyncio.gather(
+            *(store.put(p, keys.CROPS, "png", "image/png") for p in pngs)
+        )
+        labels_key = await store.put(
+            encode_labels(segmented.segmentation.labels), "labels", "png", "image/png"
+        )
+        messages = superpixel_messages(
+            tile, segmented.segmentation, list(crop_keys), labels_key, segmenter
+        )
+        key = tile.tile_id.encode()
+        return [Output(topics.SUPERPIXELS, key, m.SerializeToString()) for m in messages]
+
+    config = StageConfig(
+        service="segmenter", source_topic=topics.TILES, describe=describe_tile, max_records=4
+    )
+    return Stage(settings, config, handle)
+
+
+async def run(settings: Settings, stop: asyncio.Event) -> None:
+    """Run the segmenter until `stop` is set."""
+    store = BlobStore(settings)
+    await store.ensure_bucket()
+    await make_stage(settings, store).run(stop)

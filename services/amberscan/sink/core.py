@@ -1,0 +1,92 @@
+"""Sink core: a detection or a dead letter → the SQL parameters of its rows. Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from amberscan.v1 import messages_pb2 as pb
+
+UPSERT_DETECTION = """
+INSERT INTO detections (
+    tile_id, imagery_date, model_version, backbone_version, scan_id, z, x, y, provider,
+    flagged, positives, segment_count, min_positives, hectares, scores, demo, image_key,
+    labels_key, tile_geom, positives_geom, detected_at)
+VALUES (%(tile_id)s, %(imagery_date)s, %(model_version)s, %(backbone_version)s, %(scan_id)s,
+    %(z)s, %(x)s, %(y)s, %(provider)s, %(flagged)s, %(positives)s, %(segment_count)s,
+    %(min_positives)s, %(hectares)s, %(scores)s, %(demo)s, %(image_key)s, %(labels_key)s,
+    ST_SetSRID(ST_GeomFromGeoJSON(%(tile_geojson)s), 4326),
+    CASE WHEN %(positives_geojson)s = '' THEN NULL
+         ELSE ST_Multi(ST_SetSRID(ST_GeomFromGeoJSON(%(positives_geojson)s), 4326)) END,
+    now())
+ON CONFLICT (tile_id, imagery_date, model_version) DO UPDATE SET
+    backbone_version = EXCLUDED.backbone_version, scan_id = EXCLUDED.scan_id,
+    flagged = EXCLUDED.flagged, positives = EXCLUDED.positives,
+    segment_count = EXCLUDED.segment_count, min_positives = EXCLUDED.min_positives,
+    hectares = EXCLUDED.hectares, scores = EXCLUDED.scores, demo = EXCLUDED.demo,
+    image_key = EXCLUDED.image_key, labels_key = EXCLUDED.labels_key,
+    tile_geom = EXCLUDED.tile_geom, positives_geom = EXCLUDED.positives_geom,
+    detected_at = EXCLUDED.detected_at
+"""
+
+# A tile that failed and later succeeded (a replay) ends as done; done never turns to failed.
+UPSERT_SCAN_TILE = """
+INSERT INTO scan_tiles (scan_id, tile_id, status, flagged, hectares, reason, updated_at)
+VALUES (%(scan_id)s, %(tile_id)s, %(status)s, %(flagged)s, %(hectares)s, %(reason)s, now())
+ON CONFLICT (scan_id, tile_id) DO UPDATE SET
+    status = EXCLUDED.status, flagged = EXCLUDED.flagged, hectares = EXCLUDED.hectares,
+    reason = EXCLUDED.reason, updated_at = now()
+WHERE scan_tiles.status <> 'done' OR EXCLUDED.status = 'done'
+"""
+
+
+def detection_row(detection: pb.Detection) -> dict[str, Any]:
+    return {
+        "tile_id": detection.tile_id,
+        "imagery_date": detection.imagery_date,
+        "model_version": detection.models.classifier,
+        "backbone_version": detection.models.backbone,
+        "scan_id": detection.scan_id,
+        "z": detection.tile.z,
+        "x": detection.tile.x,
+        "y": detection.tile.y,
+        "provider": detection.provider,
+        "flagged": detection.flagged,
+        "positives": detection.positives,
+        "segment_count": detection.segment_count,
+        "min_positives": detection.min_positives,
+        "hectares": detection.hectares,
+        "scores": list(detection.scores),
+        "demo": detection.demo,
+        "image_key": detection.image_key,
+        "labels_key": detection.labels_key,
+        "tile_geojson": detection.tile_geojson,
+        "positives_geojson": detection.positives_geojson,
+    }
+
+
+def done_row(detection: pb.Detection) -> dict[str, Any]:
+    return {
+        "scan_id": detection.scan_id,
+        "tile_id": detection.tile_id,
+        "status": "done",
+        "flagged": detection.flagged,
+        "hectares": detection.hectares if detection.flagged else 0.0,
+        "reason": "",
+    }
+
+
+def failed_row(letter: pb.DeadLetter) -> dict[str, Any] | None:
+    """The failed-tile row of a dead letter, or None when it names no scan.
+
+    A failure of the scan request itself (an invalid region) has no tile: its row has tile id ''.
+    """
+    if not letter.scan_id:
+        return None
+    return {
+        "scan_id": letter.scan_id,
+        "tile_id": letter.tile_id,
+        "status": "failed",
+        "flagged": False,
+        "hectares": 0.0,
+        "reason": f"{letter.service}: {letter.reason}"[:2000],
+    }
