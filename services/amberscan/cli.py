@@ -57,6 +57,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="model-server: default AMBERSCAN_MODEL_SERVER")
     p.set_defaults(run=_serve)
 
+    p = sub.add_parser("scan", help="scan a region and follow it to the end")
+    region = p.add_mutually_exclusive_group(required=True)
+    region.add_argument("--bbox", help="W,S,E,N in WGS84 degrees")
+    region.add_argument("--geojson", type=Path, help="a GeoJSON Polygon/MultiPolygon file")
+    region.add_argument("--demo", action="store_true", help="the bundled demo area")
+    p.add_argument("--zoom", type=int, default=16, help="scan tile zoom (default 16)")
+    p.add_argument("--fetch-zoom", type=int, default=18, help="provider tile zoom (default 18)")
+    p.add_argument("--provider", default="xyz", choices=["bing", "xyz", "local", "demo"])
+    p.add_argument("--date-from", default="", help="ISO date: skip imagery captured before")
+    p.add_argument("--date-to", default="", help="ISO date: skip imagery captured after")
+    p.add_argument("--rescan", action="store_true", help="scan again tiles already scanned")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds to wait (default 3600)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(run=_scan)
+
     p = sub.add_parser("topics", help="create amberscan's Kafka topics (idempotent)")
     p.set_defaults(run=_topics)
 
@@ -162,6 +177,67 @@ def _serve_stage(name: str, settings: Settings) -> int:
 
     asyncio.run(main())
     return 0
+
+
+def _scan(args: argparse.Namespace, settings: Settings) -> int:
+    from amberscan import scanning
+    from amberscan.common.db import Database
+    from amberscan.common.kafka import ensure_topics
+    from amberscan.geo.tiles import parse_bbox, parse_geojson
+    from amberscan.v1 import messages_pb2 as pb
+
+    if args.demo:
+        from amberscan.tiler.demo import demo_scan_request
+
+        request = demo_scan_request()
+    else:
+        request = pb.ScanRequest(
+            zoom=args.zoom,
+            fetch_zoom=args.fetch_zoom,
+            provider=args.provider,
+            date_from=args.date_from,
+            date_to=args.date_to,
+        )
+        if args.bbox:
+            w, s, e, n = parse_bbox(args.bbox)
+            request.bbox.CopyFrom(pb.BoundingBox(west=w, south=s, east=e, north=n))
+        else:
+            text = args.geojson.read_text()
+            parse_geojson(text)  # reject a bad region here, before anything is submitted
+            request.geojson = text
+    request.rescan = args.rescan
+
+    async def run() -> scanning.ScanSummary:
+        await ensure_topics(settings)
+        async with Database(settings) as db:
+            expected = await scanning.submit(settings, db, request)
+            if not args.json:
+                print(f"scan {request.scan_id}: {expected} tiles", file=sys.stderr)
+            return await scanning.follow(
+                db, request.scan_id, expected, timeout_s=args.timeout, progress=not args.json
+            )
+
+    summary = asyncio.run(run())
+    url = f"http://{settings.web_host}:{settings.web_port}/"
+    report = {**summary.as_dict(), "map_url": url, "demo": request.demo}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        if request.demo:
+            print(
+                "Demo area: real 2014-2016 imagery from the texty.org.ua amber data set placed at illustrative coordinates"
+            )
+        print(
+            f"scan {summary.scan_id}: {summary.tiles} tiles, {summary.flagged} flagged, "
+            f"{summary.hectares:.2f} ha, {summary.failed} failed, {summary.skipped} skipped "
+            f"as already scanned, {summary.seconds:.1f} s"
+        )
+        for failure in summary.failures:
+            print(f"  failed {failure['tile_id']}: {failure['reason']}")
+        if summary.error:
+            print(f"  error: {summary.error}")
+        print(f"map: {url}")
+    return 0 if summary.complete and not summary.error else 1
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:

@@ -4,14 +4,13 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from shapely.geometry import shape
-
 from amberscan.aggregator.core import TileJoin, build_detection, mask_polygon
 from amberscan.geo.tiles import Tile, pixel_area_m2
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.segment import encode_rle
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shapely.geometry import shape
 
 TILE = Tile(38012, 22100, 16)
 SIZE = 64

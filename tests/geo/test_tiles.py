@@ -3,9 +3,6 @@
 import math
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from amberscan.common.errors import InvalidRegion
 from amberscan.geo.tiles import (
     Tile,
@@ -16,6 +13,8 @@ from amberscan.geo.tiles import (
     pixel_to_lonlat,
     tiles_for_region,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 zooms = st.integers(min_value=0, max_value=22)
 

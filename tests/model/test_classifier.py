@@ -4,9 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from amberscan.model.classifier import (
     Classifier,
     ClassifierError,
@@ -16,6 +13,8 @@ from amberscan.model.classifier import (
     verdict,
 )
 from amberscan.model.dataset import DatasetError, fingerprint, list_labelled, tile_id_of
+from hypothesis import given
+from hypothesis import strategies as st
 
 
 def separable(n_tiles: int = 40, per_tile: int = 5, seed: int = 0):
@@ -48,9 +47,8 @@ def test_training_is_deterministic() -> None:
 
 
 def test_no_tile_in_train_and_test() -> None:
-    from sklearn.model_selection import StratifiedGroupKFold
-
     from amberscan.model.classifier import tile_groups
+    from sklearn.model_selection import StratifiedGroupKFold
 
     _, labels, tiles = separable()
     groups = tile_groups(tiles)

@@ -1,0 +1,158 @@
+"""Submitting a scan and following it to the end: what `amberscan scan` does.
+
+The scan's tiles are counted here with the same tile maths the tiler uses, recorded in `scans`,
+and the request goes on the `scan-requests` topic; progress is read from `scan_tiles`, which
+the sink fills from detections and dead letters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from google.protobuf.timestamp_pb2 import Timestamp
+from tqdm import tqdm
+
+from amberscan.common import topics
+from amberscan.common.db import Database
+from amberscan.common.errors import InvalidRegion
+from amberscan.common.settings import Settings
+from amberscan.geo.tiles import Tile, parse_geojson, tiles_for_region
+from amberscan.v1 import messages_pb2 as pb
+
+
+@dataclass
+class ScanSummary:
+    scan_id: str
+    tiles: int
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    flagged: int = 0
+    hectares: float = 0.0
+    seconds: float = 0.0
+    complete: bool = False
+    error: str = ""
+    failures: list[dict[str, str]] = field(default_factory=list)
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scan_id": self.scan_id,
+            "tiles": self.tiles,
+            "done": self.done,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "flagged": self.flagged,
+            "hectares": round(self.hectares, 4),
+            "seconds": round(self.seconds, 2),
+            "complete": self.complete,
+            "error": self.error,
+            "failures": self.failures,
+            "verdicts": self.verdicts,
+        }
+
+
+def region_tiles(request: pb.ScanRequest) -> list[Tile]:
+    """The scan tiles of a request (raises InvalidRegion naming the problem)."""
+    zoom = request.zoom or 16
+    if request.HasField("bbox"):
+        b = request.bbox
+        return tiles_for_region((b.west, b.south, b.east, b.north), zoom)
+    if request.geojson:
+        return tiles_for_region(parse_geojson(request.geojson), zoom)
+    raise InvalidRegion(f"scan {request.scan_id}: no bbox and no GeoJSON region")
+
+
+def summarize(
+    scan_id: str, expected: int, rows: list[tuple[Any, ...]], seconds: float
+) -> ScanSummary:
+    """The summary of a scan from its `scan_tiles` rows (tile_id, status, flagged, hectares, reason)."""
+    summary = ScanSummary(scan_id=scan_id, tiles=expected, seconds=seconds)
+    for tile_id, status, flagged, hectares, reason in rows:
+        if tile_id == "":  # the request itself failed (an invalid region)
+            summary.error = reason
+            continue
+        if status == "done":
+            summary.done += 1
+        elif status == "skipped":
+            summary.skipped += 1
+        else:
+            summary.failed += 1
+            summary.failures.append({"tile_id": tile_id, "reason": reason})
+        if status != "failed":
+            summary.flagged += int(bool(flagged))
+            summary.hectares += float(hectares) if flagged else 0.0
+        summary.verdicts.append(
+            {
+                "tile_id": tile_id,
+                "status": status,
+                "flagged": bool(flagged),
+                "hectares": float(hectares),
+            }
+        )
+    summary.verdicts.sort(key=lambda v: v["tile_id"])
+    summary.complete = bool(summary.error) or (
+        summary.done + summary.skipped + summary.failed >= expected
+    )
+    return summary
+
+
+async def submit(settings: Settings, db: Database, request: pb.ScanRequest) -> int:
+    """Record the scan and put its request on the bus; returns the number of tiles expected."""
+    if not request.scan_id:
+        request.scan_id = uuid.uuid4().hex
+    expected = len(region_tiles(request))
+    now = Timestamp()
+    now.GetCurrentTime()
+    request.requested_at.CopyFrom(now)
+    await db.execute(
+        "INSERT INTO scans (scan_id, tiles_expected, demo) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+        request.scan_id,
+        expected,
+        request.demo,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            topics.topic_name(settings.topic_prefix, topics.SCAN_REQUESTS),
+            request.SerializeToString(),
+            key=request.scan_id.encode(),
+        )
+    finally:
+        await producer.stop()
+    return expected
+
+
+async def follow(
+    db: Database, scan_id: str, expected: int, *, timeout_s: float, progress: bool
+) -> ScanSummary:
+    """Poll the scan's progress until every tile is done, skipped or failed (or the timeout)."""
+    started = time.monotonic()
+    bar = tqdm(total=expected, unit="tile", disable=not progress, desc="scan")
+    try:
+        while True:
+            rows = await db.fetch(
+                "SELECT tile_id, status, flagged, hectares, reason FROM scan_tiles WHERE scan_id = %s",
+                scan_id,
+            )
+            summary = summarize(scan_id, expected, rows, time.monotonic() - started)
+            finished = summary.done + summary.skipped + summary.failed
+            bar.n = finished
+            bar.set_postfix(flagged=summary.flagged, failed=summary.failed, refresh=False)
+            bar.refresh()
+            if summary.complete:
+                return summary
+            if time.monotonic() - started > timeout_s:
+                summary.error = (
+                    f"timed out after {timeout_s:.0f}s with {finished} of {expected} tiles finished"
+                )
+                return summary
+            await asyncio.sleep(0.5)
+    finally:
+        bar.close()
