@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 from skimage.segmentation import find_boundaries
 
-from amberscan.vision.segment import Segmentation
+from amberscan.vision.segment import Segmentation, boundaries
 
 _LOW = np.array([40.0, 170.0, 60.0])  # green: score 0
 _HIGH = np.array([230.0, 30.0, 30.0])  # red: score 1
@@ -30,10 +30,10 @@ def score_overlay(
     colours = _LOW[None, :] * (1 - s[:, None]) + _HIGH[None, :] * s[:, None]
     tint = colours[segmentation.labels]
     out = image.astype(np.float64) * (1 - alpha) + tint * alpha
-    out[find_boundaries(segmentation.labels, mode="inner")] = 255.0
+    out[boundaries(segmentation)] = 255.0
     positive = np.flatnonzero(s >= threshold)
     if positive.size:
         mask = np.isin(segmentation.labels, positive)
-        edge = find_boundaries(mask.astype(np.int8), mode="thick")
+        edge = find_boundaries(mask.astype(np.int8), mode="thick")  # type: ignore[no-untyped-call]
         out[edge & mask] = _HIGH
     return out.round().astype(np.uint8)

@@ -1,0 +1,100 @@
+"""Ask each server of the local stack a real question; print one line each; exit 1 if any fails.
+
+    python stack/health.py [--all] [kafka] [minio] [postgres] [model-server]
+
+Endpoints come from the same AMBERSCAN_* settings the services use. `--all` checks every server
+and reports a missing model server as "not started" rather than an error when no model exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import urllib.request
+from collections.abc import Awaitable, Callable
+
+from amberscan.common.settings import Settings, load_settings
+
+
+async def kafka(settings: Settings) -> str:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000)
+    await admin.start()
+    try:
+        topics = await admin.list_topics()
+        cluster = await admin.describe_cluster()
+    finally:
+        await admin.close()
+    return f"{len(cluster['brokers'])} broker(s), {len(topics)} topic(s)"
+
+
+async def minio(settings: Settings) -> str:
+    scheme = "https" if settings.s3_secure else "http"
+    url = f"{scheme}://{settings.s3_endpoint}/minio/health/ready"
+    status = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).status)
+    if status != 200:
+        raise RuntimeError(f"{url} answered {status}")
+    return "ready"
+
+
+async def postgres(settings: Settings) -> str:
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(settings.database_url, connect_timeout=5) as conn:
+        row = await (await conn.execute("SELECT postgis_lib_version()")).fetchone()
+    return f"PostGIS {row[0] if row else '?'}"
+
+
+async def model_server(settings: Settings) -> str:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with grpc.aio.insecure_channel(settings.model_server) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+        raise RuntimeError(f"health status {reply.status}")
+    return "serving"
+
+
+CHECKS: dict[str, Callable[[Settings], Awaitable[str]]] = {
+    "kafka": kafka,
+    "minio": minio,
+    "postgres": postgres,
+    "model-server": model_server,
+}
+
+
+async def check(names: list[str], settings: Settings, optional: set[str]) -> int:
+    failed = 0
+    for name in names:
+        started = time.perf_counter()
+        try:
+            detail = await asyncio.wait_for(CHECKS[name](settings), timeout=10)
+            state = "up"
+        except Exception as error:  # noqa: BLE001 - any failure means "not answering"
+            text = error.details() if hasattr(error, "details") else str(error)  # gRPC errors
+            first_line = (str(text).strip().splitlines() or [""])[0]
+            detail = f"{type(error).__name__}: {first_line}"
+            state = "not started" if name in optional else "DOWN"
+            failed += name not in optional
+        ms = (time.perf_counter() - started) * 1000
+        print(f"{name:<13} {state:<11} {ms:6.0f} ms  {detail}")
+    return 1 if failed else 0
+
+
+def main(argv: list[str]) -> int:
+    everything = "--all" in argv
+    names = [a for a in argv if a != "--all"] or list(CHECKS)
+    unknown = [n for n in names if n not in CHECKS]
+    if unknown:
+        print(f"unknown server(s): {', '.join(unknown)}; known: {', '.join(CHECKS)}", file=sys.stderr)
+        return 2
+    optional = {"model-server"} if everything else set()
+    return asyncio.run(check(names, load_settings(), optional))
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,63 @@
+# Shared by the stack scripts: where things live, which ports, small helpers. Sourced, not run.
+# Every value can be overridden from the environment.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STACK_DIR="${AMBERSCAN_STACK_DIR:-$ROOT/.stack}"
+# Downloaded or built artefacts (Kafka jars, MinIO binary) are cached outside the checkout, so a
+# fresh clone on the same machine does not fetch or compile them again.
+CACHE_DIR="${AMBERSCAN_CACHE_DIR:-$HOME/.cache/amberscan}"
+LOG_DIR="$STACK_DIR/logs"
+RUN_DIR="$STACK_DIR/run"
+
+KAFKA_VERSION=4.3.1
+# Ports follow the same AMBERSCAN_* variables the services read (one source of truth).
+KAFKA_BOOTSTRAP="${AMBERSCAN_KAFKA_BOOTSTRAP:-127.0.0.1:19092}"
+KAFKA_PORT="${KAFKA_BOOTSTRAP##*:}"
+KAFKA_CONTROLLER_PORT="${AMBERSCAN_STACK_KAFKA_CONTROLLER_PORT:-19093}"
+KAFKA_HEAP="${AMBERSCAN_STACK_KAFKA_HEAP:--Xms256m -Xmx768m}"
+KAFKA_LIBS="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
+
+# MinIO publishes no semver tags; this is the module's pseudo-version of the pinned commit.
+MINIO_VERSION="${AMBERSCAN_STACK_MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
+MINIO_BIN="$CACHE_DIR/minio-$MINIO_VERSION/minio"
+S3_ENDPOINT="${AMBERSCAN_S3_ENDPOINT:-127.0.0.1:19000}"
+MINIO_PORT="${S3_ENDPOINT##*:}"
+MINIO_CONSOLE_PORT="${AMBERSCAN_STACK_MINIO_CONSOLE_PORT:-19001}"
+MINIO_USER="${AMBERSCAN_S3_ACCESS_KEY:-amberscan}"
+MINIO_PASSWORD="${AMBERSCAN_S3_SECRET_KEY:-amberscan-secret}"
+
+PG_BIN="${AMBERSCAN_STACK_PG_BIN:-/usr/lib/postgresql/15/bin}"
+DATABASE_URL="${AMBERSCAN_DATABASE_URL:-postgresql://postgres@127.0.0.1:15432/amberscan}"
+PG_PORT="$(sed -E 's#^.*:([0-9]+)/.*$#\1#' <<<"$DATABASE_URL")"
+PG_DB=amberscan
+PG_USER=postgres  # initdb refuses root: the cluster belongs to this system user
+
+MODEL_SERVER="${AMBERSCAN_MODEL_SERVER:-127.0.0.1:18500}"
+MODEL_PORT="${MODEL_SERVER##*:}"
+
+export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
+
+log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# as_pg CMD...: run a command as the cluster's owner (we may be root, or that user already).
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then runuser -u "$PG_USER" -- "$@"; else "$@"; fi
+}
+
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# wait_for NAME SECONDS CMD...: poll CMD until it succeeds, or fail naming the log to read.
+wait_for() {
+  local name=$1 seconds=$2; shift 2
+  local deadline=$((SECONDS + seconds))
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then
+      die "$name did not answer within ${seconds}s; see $LOG_DIR/$name.log"
+    fi
+    sleep 0.5
+  done
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

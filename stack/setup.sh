@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Install the local stack's servers, idempotently, from the package registries only:
+#   Kafka  — broker jars resolved by Maven into the cache (stack/kafka/pom.xml)
+#   MinIO  — built from source with `go install` into the cache
+#   PostgreSQL 15 + PostGIS 3 — Debian packages (needs root; skipped when already installed)
+source "$(dirname "$0")/lib.sh"
+
+setup_kafka() {
+  if [ -f "$KAFKA_LIBS/.complete" ]; then log "kafka $KAFKA_VERSION: jars cached in $KAFKA_LIBS"; return; fi
+  command -v java >/dev/null || die "java not found: Kafka needs a JDK 17+"
+  command -v mvn >/dev/null || die "mvn not found: Kafka's jars are resolved with Maven"
+  log "kafka $KAFKA_VERSION: resolving jars with Maven"
+  rm -rf "$KAFKA_LIBS"
+  mvn -q -B -Dstyle.color=never -f "$ROOT/stack/kafka/pom.xml" dependency:copy-dependencies \
+    -Dkafka.version="$KAFKA_VERSION" -DincludeScope=runtime -DoutputDirectory="$KAFKA_LIBS"
+  touch "$KAFKA_LIBS/.complete"
+}
+
+setup_minio() {
+  if [ -x "$MINIO_BIN" ]; then log "minio $MINIO_VERSION: cached at $MINIO_BIN"; return; fi
+  command -v go >/dev/null || die "go not found: MinIO is built with 'go install'"
+  log "minio $MINIO_VERSION: building with go install (several minutes on 2 cores)"
+  GOBIN="$(dirname "$MINIO_BIN")" GOFLAGS=-trimpath go install "github.com/minio/minio@$MINIO_VERSION"
+  [ -x "$MINIO_BIN" ] || die "go install did not produce $MINIO_BIN"
+}
+
+setup_postgres() {
+  if [ -x "$PG_BIN/postgres" ] && [ -f /usr/share/postgresql/15/extension/postgis.control ]; then
+    log "postgresql 15 + postgis: installed"; return
+  fi
+  [ "$(id -u)" = 0 ] || die "PostgreSQL 15 + PostGIS 3 are missing; install the Debian packages postgresql-15 postgresql-15-postgis-3 as root"
+  log "postgresql 15 + postgis: installing Debian packages"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends postgresql-15 postgresql-15-postgis-3 >/dev/null \
+    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends postgresql-15 postgresql-15-postgis-3 >/dev/null; }
+  # The Debian package starts its own cluster on 5432; the stack runs its own, so stop that one.
+  if command -v pg_ctlcluster >/dev/null; then pg_ctlcluster 15 main stop 2>/dev/null || true; fi
+}
+
+mkdir -p "$CACHE_DIR"
+case "${1:-all}" in
+  kafka) setup_kafka ;;
+  minio) setup_minio ;;
+  postgres) setup_postgres ;;
+  all) setup_postgres; setup_kafka; setup_minio ;;
+  *) die "usage: stack/setup.sh [all|kafka|minio|postgres]" ;;
+esac

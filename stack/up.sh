@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Start the local single-node stack on loopback and wait until every server really answers:
+# Kafka (KRaft, combined broker+controller), MinIO, PostgreSQL+PostGIS, and the model server
+# when a model has been built (`make model`). State and logs live under .stack/.
+#   stack/up.sh [kafka|minio|postgres|model-server ...]   (default: all)
+source "$(dirname "$0")/lib.sh"
+mkdir -p "$LOG_DIR" "$RUN_DIR"
+PY="$ROOT/.venv/bin/python"
+
+start_kafka() {
+  local dir="$STACK_DIR/kafka" pidfile="$RUN_DIR/kafka.pid"
+  if pid_alive "$pidfile"; then log "kafka: running (pid $(cat "$pidfile"))"; return; fi
+  [ -f "$KAFKA_LIBS/.complete" ] || die "kafka jars missing: run stack/setup.sh"
+  mkdir -p "$dir/data"
+  cat > "$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=6
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=12
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+num.network.threads=2
+num.io.threads=4
+PROPS
+  local java=(java $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true
+    -Dlog4j2.configurationFile="$ROOT/stack/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*")
+  if [ ! -f "$dir/data/meta.properties" ]; then
+    local cluster
+    cluster=$("${java[@]}" kafka.tools.StorageTool random-uuid 2>>"$LOG_DIR/kafka.log" | tail -1)
+    "${java[@]}" kafka.tools.StorageTool format --standalone -t "$cluster" \
+      -c "$dir/server.properties" >>"$LOG_DIR/kafka.log" 2>&1 || die "kafka storage format failed; see $LOG_DIR/kafka.log"
+  fi
+  log "kafka: starting on 127.0.0.1:$KAFKA_PORT"
+  nohup "${java[@]}" kafka.Kafka "$dir/server.properties" >>"$LOG_DIR/kafka.log" 2>&1 &
+  echo $! >"$pidfile"
+  wait_for kafka 120 "$PY" "$ROOT/stack/health.py" kafka
+}
+
+start_minio() {
+  local pidfile="$RUN_DIR/minio.pid"
+  if pid_alive "$pidfile"; then log "minio: running (pid $(cat "$pidfile"))"; return; fi
+  [ -x "$MINIO_BIN" ] || die "minio missing: run stack/setup.sh"
+  mkdir -p "$STACK_DIR/minio/data"
+  log "minio: starting on 127.0.0.1:$MINIO_PORT (console $MINIO_CONSOLE_PORT)"
+  MINIO_ROOT_USER="$MINIO_USER" MINIO_ROOT_PASSWORD="$MINIO_PASSWORD" MINIO_BROWSER=on \
+    MINIO_UPDATE=off MINIO_CALLHOME_ENABLE=off \
+    nohup "$MINIO_BIN" server --quiet --address "127.0.0.1:$MINIO_PORT" \
+    --console-address "127.0.0.1:$MINIO_CONSOLE_PORT" "$STACK_DIR/minio/data" >>"$LOG_DIR/minio.log" 2>&1 &
+  echo $! >"$pidfile"
+  wait_for minio 60 "$PY" "$ROOT/stack/health.py" minio
+}
+
+start_postgres() {
+  local data="$STACK_DIR/postgres/data" sock="$RUN_DIR/postgres"
+  mkdir -p "$STACK_DIR/postgres" "$sock"
+  touch "$LOG_DIR/postgres.log"
+  if [ "$(id -u)" = 0 ]; then chown "$PG_USER" "$STACK_DIR/postgres" "$sock" "$LOG_DIR/postgres.log"; fi
+  if [ ! -f "$data/PG_VERSION" ]; then
+    log "postgres: initdb (trust auth on loopback, throwaway cluster)"
+    as_pg "$PG_BIN/initdb" -D "$data" -U "$PG_USER" --auth=trust --encoding=UTF8 --no-locale >>"$LOG_DIR/postgres.log" 2>&1 \
+      || die "initdb failed; see $LOG_DIR/postgres.log"
+  fi
+  if as_pg "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+    log "postgres: running"
+  else
+    log "postgres: starting on 127.0.0.1:$PG_PORT"
+    as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$LOG_DIR/postgres.log" -w -t 60 \
+      -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -k $sock -c fsync=off -c max_connections=200" start >/dev/null \
+      || die "postgres did not start; see $LOG_DIR/postgres.log"
+  fi
+  local psql=("$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U "$PG_USER" -v ON_ERROR_STOP=1 -qAt)
+  if [ "$("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'")" != 1 ]; then
+    "${psql[@]}" -d postgres -c "CREATE DATABASE $PG_DB"
+  fi
+  "${psql[@]}" -d "$PG_DB" -c "CREATE EXTENSION IF NOT EXISTS postgis" >/dev/null
+  wait_for postgres 30 "$PY" "$ROOT/stack/health.py" postgres
+}
+
+start_model_server() {
+  local pidfile="$RUN_DIR/model-server.pid"
+  local model_dir="${AMBERSCAN_MODEL_DIR:-$ROOT/models/serving}" name="${AMBERSCAN_BACKBONE_NAME:-backbone}"
+  if pid_alive "$pidfile"; then log "model-server: running (pid $(cat "$pidfile"))"; return; fi
+  if ! ls "$model_dir/$name"/*/saved_model.pb >/dev/null 2>&1; then
+    log "model-server: no model in $model_dir/$name yet (make model builds it); not started"
+    return
+  fi
+  log "model-server: starting on 127.0.0.1:$MODEL_PORT ($model_dir/$name)"
+  nohup "$ROOT/.venv/bin/amberscan" serve model-server --model-dir "$model_dir" --name "$name" \
+    --address "127.0.0.1:$MODEL_PORT" >>"$LOG_DIR/model-server.log" 2>&1 &
+  echo $! >"$pidfile"
+  wait_for model-server 180 "$PY" "$ROOT/stack/health.py" model-server
+}
+
+[ -x "$PY" ] || die ".venv missing: run make setup-python"
+components=("$@")
+report=("$@")
+if [ ${#components[@]} -eq 0 ]; then components=(postgres minio kafka model-server); report=(--all); fi
+for c in "${components[@]}"; do
+  case "$c" in
+    kafka) start_kafka ;;
+    minio) start_minio ;;
+    postgres) start_postgres ;;
+    model-server) start_model_server ;;
+    *) die "unknown component $c (kafka, minio, postgres, model-server)" ;;
+  esac
+done
+"$PY" "$ROOT/stack/health.py" "${report[@]}"
