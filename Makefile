@@ -10,7 +10,7 @@ SHARED  ?= $(abspath ../shared/data/texty-amber)
 export AMBERSCAN_MODEL_DIR ?= $(CURDIR)/models/serving
 export AMBERSCAN_CLASSIFIER_PATH ?= $(CURDIR)/models/classifier.json
 
-.PHONY: help setup setup-python setup-stack proto proto-check lint model up status down test test-unit run bench clean
+.PHONY: help setup setup-python setup-stack proto proto-check lint model up status down test test-unit run services-down bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -36,8 +36,8 @@ proto-check: $(STAMP) ## fail if the generated protobuf code is not what protos/
 	  && diff -r -x __init__.py -x __pycache__ $$tmp/amberscan/v1 services/amberscan/v1 && echo "generated code is up to date"
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
-	$(BIN)/ruff check services tests benchmarks tools
-	$(BIN)/ruff format --check services tests benchmarks tools
+	$(BIN)/ruff check services tests benchmarks stack
+	$(BIN)/ruff format --check services tests benchmarks stack
 	$(BIN)/mypy services/amberscan
 
 model: setup ## build the default backbone (SavedModel) and train the default classifier
@@ -51,6 +51,13 @@ status: ## health of every server of the local stack
 
 down: ## stop the local stack (data kept; `stack/down.sh --purge` deletes it)
 	stack/down.sh
+
+run: setup model up ## scan the bundled demo area on the local stack; ends with the map's URL
+	stack/services.sh up
+	$(BIN)/amberscan scan --demo --provider demo
+
+services-down: ## stop the pipeline's services and the web map (the stack keeps running)
+	stack/services.sh down
 
 test-unit: $(STAMP) ## the pure tests only (no servers)
 	$(BIN)/pytest -m "not stack" -q

@@ -42,7 +42,9 @@ async def minio(settings: Settings) -> str:
 async def postgres(settings: Settings) -> str:
     import psycopg
 
-    async with await psycopg.AsyncConnection.connect(settings.database_url, connect_timeout=5) as conn:
+    async with await psycopg.AsyncConnection.connect(
+        settings.database_url, connect_timeout=5
+    ) as conn:
         row = await (await conn.execute("SELECT postgis_lib_version()")).fetchone()
     return f"PostGIS {row[0] if row else '?'}"
 
@@ -90,7 +92,9 @@ def main(argv: list[str]) -> int:
     names = [a for a in argv if a != "--all"] or list(CHECKS)
     unknown = [n for n in names if n not in CHECKS]
     if unknown:
-        print(f"unknown server(s): {', '.join(unknown)}; known: {', '.join(CHECKS)}", file=sys.stderr)
+        print(
+            f"unknown server(s): {', '.join(unknown)}; known: {', '.join(CHECKS)}", file=sys.stderr
+        )
         return 2
     optional = {"model-server"} if everything else set()
     return asyncio.run(check(names, load_settings(), optional))

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from amberscan.common.settings import Settings
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "texty-amber"
@@ -63,8 +64,9 @@ async def stack_settings(base_settings: Settings) -> AsyncIterator[Settings]:
 async def _remove_test_state(settings: Settings) -> None:
     """Delete the test's topics and bucket: tests leave nothing behind."""
     from aiokafka.admin import AIOKafkaAdminClient
-    from amberscan.common.blobstore import BlobStore
     from minio.deleteobjects import DeleteObject
+
+    from amberscan.common.blobstore import BlobStore
 
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()

@@ -4,19 +4,22 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from shapely.geometry import shape
+
 from amberscan.aggregator.core import TileJoin, build_detection, mask_polygon
 from amberscan.geo.tiles import Tile, pixel_area_m2
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.segment import encode_rle
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from shapely.geometry import shape
 
 TILE = Tile(38012, 22100, 16)
 SIZE = 64
 
 
-def scores_for(values: list[float], threshold: float = 0.5, scan: str = "s1") -> list[pb.SuperpixelScore]:
+def scores_for(
+    values: list[float], threshold: float = 0.5, scan: str = "s1"
+) -> list[pb.SuperpixelScore]:
     """A 64×64 tile split into len(values) vertical stripes, one superpixel each."""
     n = len(values)
     edges = np.linspace(0, SIZE, n + 1).astype(int)
@@ -38,7 +41,13 @@ def scores_for(values: list[float], threshold: float = 0.5, scan: str = "s1") ->
             imagery_date="2015-10-05",
         )
         out.append(
-            pb.SuperpixelScore(ref=ref, score=value, positive=value >= threshold, threshold=threshold, models=pb.ModelVersions(classifier="m1", backbone="b1"))
+            pb.SuperpixelScore(
+                ref=ref,
+                score=value,
+                positive=value >= threshold,
+                threshold=threshold,
+                models=pb.ModelVersions(classifier="m1", backbone="b1"),
+            )
         )
     return out
 

@@ -1,9 +1,10 @@
 import hashlib
 
 import pytest
-from amberscan.common import keys
 from hypothesis import given
 from hypothesis import strategies as st
+
+from amberscan.common import keys
 
 
 @given(st.binary(max_size=2048))

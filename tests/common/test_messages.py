@@ -1,8 +1,9 @@
 """Round trips of the bus messages: what a producer writes, a consumer reads back unchanged."""
 
 import pytest
-from amberscan.v1 import messages_pb2 as pb
 from google.protobuf.message import DecodeError
+
+from amberscan.v1 import messages_pb2 as pb
 
 
 def _ref() -> pb.SuperpixelRef:

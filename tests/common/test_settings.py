@@ -1,6 +1,7 @@
 import pytest
-from amberscan.common.settings import Settings
 from pydantic import ValidationError
+
+from amberscan.common.settings import Settings
 
 
 def test_defaults_are_loopback() -> None:

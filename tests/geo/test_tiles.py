@@ -3,6 +3,9 @@
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from amberscan.common.errors import InvalidRegion
 from amberscan.geo.tiles import (
     Tile,
@@ -13,8 +16,6 @@ from amberscan.geo.tiles import (
     pixel_to_lonlat,
     tiles_for_region,
 )
-from hypothesis import given
-from hypothesis import strategies as st
 
 zooms = st.integers(min_value=0, max_value=22)
 
@@ -34,7 +35,12 @@ def test_quadkey_round_trip(tile: Tile) -> None:
 def test_bounds_then_tile_is_the_tile(tile: Tile) -> None:
     west, south, east, north = tile.bounds()
     inner = tiles_for_region(
-        (west + (east - west) * 0.25, south + (north - south) * 0.25, east - (east - west) * 0.25, north - (north - south) * 0.25),
+        (
+            west + (east - west) * 0.25,
+            south + (north - south) * 0.25,
+            east - (east - west) * 0.25,
+            north - (north - south) * 0.25,
+        ),
         tile.z,
     )
     assert inner == [tile]
@@ -56,7 +62,9 @@ def test_scan_tile_is_about_04_m_per_pixel_in_ukraine() -> None:
     # zoom 16 stitched from 4x4 zoom-18 tiles: 1024 px at ~51° N
     assert 0.35 < ground_resolution_m(51.0, 18) < 0.40
     tile = tiles_for_region((26.69, 50.78, 26.691, 50.781), 16)[0]
-    assert math.isclose(pixel_area_m2(tile, 1024), ground_resolution_m(tile.center()[1], 18) ** 2, rel_tol=1e-6)
+    assert math.isclose(
+        pixel_area_m2(tile, 1024), ground_resolution_m(tile.center()[1], 18) ** 2, rel_tol=1e-6
+    )
 
 
 def test_pixel_corners_are_tile_corners() -> None:
@@ -68,7 +76,13 @@ def test_pixel_corners_are_tile_corners() -> None:
 
 @pytest.mark.parametrize(
     ("text", "problem"),
-    [("1,2,3", "four numbers"), ("a,b,c,d", "four numbers"), ("10,50,9,51", "west < east"), ("10,89,11,90", "south < north"), ("nan,1,2,3", "not finite")],
+    [
+        ("1,2,3", "four numbers"),
+        ("a,b,c,d", "four numbers"),
+        ("10,50,9,51", "west < east"),
+        ("10,89,11,90", "south < north"),
+        ("nan,1,2,3", "not finite"),
+    ],
 )
 def test_bad_bbox_says_what(text: str, problem: str) -> None:
     with pytest.raises(InvalidRegion, match=problem):
@@ -90,7 +104,14 @@ def test_polygon_selects_fewer_tiles_than_its_bbox() -> None:
 
 @pytest.mark.parametrize(
     ("text", "problem"),
-    [("{", "not JSON"), ('{"type": "Point", "coordinates": [1, 2]}', "only Polygon"), ('{"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}', "self-intersecting")],
+    [
+        ("{", "not JSON"),
+        ('{"type": "Point", "coordinates": [1, 2]}', "only Polygon"),
+        (
+            '{"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}',
+            "self-intersecting",
+        ),
+    ],
 )
 def test_bad_geojson_says_what(text: str, problem: str) -> None:
     with pytest.raises(InvalidRegion, match=problem):

@@ -1,4 +1,5 @@
 import pytest
+
 from amberscan.common.errors import InvalidRegion
 from amberscan.scanning import region_tiles, summarize
 from amberscan.v1 import messages_pb2 as pb
@@ -28,7 +29,9 @@ def test_request_failure_completes_with_error() -> None:
 
 
 def test_region_tiles_of_a_request() -> None:
-    request = pb.ScanRequest(scan_id="s", zoom=16, bbox=pb.BoundingBox(west=26.86, south=51.29, east=26.87, north=51.30))
+    request = pb.ScanRequest(
+        scan_id="s", zoom=16, bbox=pb.BoundingBox(west=26.86, south=51.29, east=26.87, north=51.30)
+    )
     tiles = region_tiles(request)
     assert 6 <= len(tiles) <= 16 and all(t.z == 16 for t in tiles)
     with pytest.raises(InvalidRegion, match="no bbox"):

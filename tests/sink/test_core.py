@@ -4,8 +4,14 @@ from amberscan.v1 import messages_pb2 as pb
 
 def test_rows_carry_the_key_and_the_verdict() -> None:
     detection = pb.Detection(
-        tile_id="q", scan_id="s", imagery_date="2015-10-05", flagged=False, hectares=0.7,
-        models=pb.ModelVersions(classifier="m", backbone="b"), tile_geojson="{}", scores=[0.5],
+        tile_id="q",
+        scan_id="s",
+        imagery_date="2015-10-05",
+        flagged=False,
+        hectares=0.7,
+        models=pb.ModelVersions(classifier="m", backbone="b"),
+        tile_geojson="{}",
+        scores=[0.5],
     )
     row = detection_row(detection)
     assert (row["tile_id"], row["imagery_date"], row["model_version"]) == ("q", "2015-10-05", "m")

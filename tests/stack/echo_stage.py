@@ -11,6 +11,7 @@ import asyncio
 from pathlib import Path
 
 from aiokafka.structs import ConsumerRecord
+
 from amberscan.common import topics
 from amberscan.common.errors import PoisonMessage
 from amberscan.common.kafka import Failure, Output, Stage, StageConfig, stop_on_signals

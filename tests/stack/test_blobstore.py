@@ -3,6 +3,7 @@
 import hashlib
 
 import pytest
+
 from amberscan.common.blobstore import BlobStore, MissingBlob
 from amberscan.common.settings import Settings
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
 from amberscan.common import topics
 from amberscan.common.kafka import ensure_topics
 from amberscan.common.settings import Settings

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from amberscan.common.settings import Settings
 
 pytestmark = pytest.mark.stack

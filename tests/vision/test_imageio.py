@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from amberscan.common.errors import InvalidImage, PoisonMessage
-from amberscan.vision.imageio import decode_image, encode_png, read_image
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
+
+from amberscan.common.errors import InvalidImage, PoisonMessage
+from amberscan.vision.imageio import decode_image, encode_png, read_image
 
 SOURCE = "tile 18/151234/87211"
 

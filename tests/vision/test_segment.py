@@ -7,6 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
 from amberscan.common.errors import PoisonMessage
 from amberscan.vision.imageio import read_image
 from amberscan.vision.segment import (
@@ -19,9 +23,6 @@ from amberscan.vision.segment import (
     segment,
     superpixel_mask,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 TILES = ("negative1", "negative2", "positive1", "positive2")
 

@@ -122,7 +122,7 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
         raise InvalidRegion(f"bbox {text!r}: expected four numbers W,S,E,N") from None
     if len(values) != 4:
         raise InvalidRegion(f"bbox {text!r}: expected four numbers W,S,E,N, got {len(values)}")
-    return check_bbox(values)  # type: ignore[arg-type]
+    return check_bbox(values)
 
 
 def check_bbox(bbox: tuple[float, float, float, float]) -> tuple[float, float, float, float]:

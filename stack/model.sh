@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Build the default model, deterministically, from what ships with the package registries and the
+# shared labelled data: the backbone SavedModel (TF Serving layout) and the XGBoost classifier
+# trained on features that come through the model server (the path production uses).
+# Skips what is already built; FORCE=1 rebuilds both.
+source "$(dirname "$0")/lib.sh"
+
+MODEL_DIR="${AMBERSCAN_MODEL_DIR:-$ROOT/models/serving}"
+NAME="${AMBERSCAN_BACKBONE_NAME:-backbone}"
+CLASSIFIER="${AMBERSCAN_CLASSIFIER_PATH:-$ROOT/models/classifier.json}"
+BACKBONE="${AMBERSCAN_DEFAULT_BACKBONE:-efficientnet_lite0}"
+WEIGHTS="${AMBERSCAN_DEFAULT_WEIGHTS:-imagenet}"
+DATA="${AMBERSCAN_TRAINING_DATA:-$ROOT/../shared/data/texty-amber/superpixels}"
+BIN="$ROOT/.venv/bin/amberscan"
+export AMBERSCAN_MODEL_DIR="$MODEL_DIR" AMBERSCAN_CLASSIFIER_PATH="$CLASSIFIER"
+
+[ -x "$BIN" ] || die ".venv missing: run make setup-python"
+[ -d "$DATA/positive" ] && [ -d "$DATA/negative" ] || die "training data not found at $DATA (positive/ and negative/)"
+
+if [ "${FORCE:-0}" = 1 ]; then
+  "$ROOT/stack/down.sh" >/dev/null 2>&1 || true
+  rm -rf "${MODEL_DIR:?}/$NAME" "$CLASSIFIER"
+fi
+
+if ! ls "$MODEL_DIR/$NAME"/*/saved_model.pb >/dev/null 2>&1; then
+  log "model: exporting $BACKBONE ($WEIGHTS) to $MODEL_DIR/$NAME/1"
+  "$BIN" export-backbone --backbone "$BACKBONE" --weights "$WEIGHTS" --model-dir "$MODEL_DIR" \
+    --name "$NAME" --version 1
+else
+  log "model: backbone present in $MODEL_DIR/$NAME"
+fi
+
+# Training reads features from the model server and publishes to the registry in MinIO.
+"$ROOT/stack/up.sh" postgres minio kafka model-server >/dev/null
+
+newest=$(ls -t "$MODEL_DIR/$NAME"/*/saved_model.pb | head -1)
+if [ ! -f "$CLASSIFIER" ] || [ "$newest" -nt "$CLASSIFIER" ]; then
+  log "model: training the classifier on $DATA (5-fold CV grouped by tile)"
+  mkdir -p "$(dirname "$CLASSIFIER")"
+  "$BIN" train --data "$DATA" --out "$CLASSIFIER"
+else
+  log "model: classifier present at $CLASSIFIER; publishing it to the registry"
+  "$ROOT/.venv/bin/python" - "$CLASSIFIER" <<'PY'
+import asyncio, sys
+from amberscan.common.settings import load_settings
+from amberscan.model.classifier import Classifier
+from amberscan.model.registry import publish
+print(asyncio.run(publish(load_settings(), Classifier.load(sys.argv[1]))))
+PY
+fi
