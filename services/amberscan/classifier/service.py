@@ -1,8 +1,9 @@
 """Classifier service: `features` → `scores`, with the current XGBoost model from the registry.
 
 At-least-once. Output keyed by tile id, one message per (tile id, segment index, model
-version). Replaying `features` after publishing a new model re-scores old superpixels without
-touching the model server.
+version). Replaying `features` after publishing a new model (`amberscan replay`) re-scores old
+superpixels without touching the model server: the new scores flow through the aggregator to new
+detection rows keyed by the new model version, beside the old ones.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def score_message(message: pb.SuperpixelFeatures, classifier: Classifier) -> pb.
     )
 
 
-def make_stage(settings: Settings, classifier: Classifier) -> Stage:
+def make_stage(settings: Settings, classifier: Classifier, *, replay: bool = False) -> Stage:
     async def handle(record: ConsumerRecord) -> list[Output]:
         message = decode_features(record)
         scored = await asyncio.to_thread(score_message, message, classifier)
@@ -78,6 +79,10 @@ def make_stage(settings: Settings, classifier: Classifier) -> Stage:
         source_topic=topics.FEATURES,
         describe=describe_features,
         max_records=256,
+        # A replay reads the retained features from the start in a consumer group of its own,
+        # so the live classifier's offsets are untouched, and ends when it has read them all.
+        group_id=f"{settings.topic_prefix}amberscan-replay-{classifier.version}" if replay else "",
+        until_caught_up=replay,
     )
     return Stage(settings, config, handle)
 
@@ -97,3 +102,12 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Run the classifier until `stop` is set, with the model current when it starts."""
     classifier = await load_classifier(settings)
     await make_stage(settings, classifier).run(stop)
+
+
+async def replay(settings: Settings, version: str, stop: asyncio.Event) -> str:
+    """Re-score every retained feature with classifier `version` (the current one if empty)."""
+    from amberscan.model.registry import load_current, load_version
+
+    classifier = await (load_version(settings, version) if version else load_current(settings))
+    await make_stage(settings, classifier, replay=True).run(stop)
+    return classifier.version

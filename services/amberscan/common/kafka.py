@@ -67,6 +67,8 @@ class StageConfig:
     commit_offset: Callable[[TopicPartition, int], int] | None = None
     # Called when partitions are revoked, after the last commit, so a stage can drop their state.
     on_revoked: Callable[[set[TopicPartition]], None] | None = None
+    # A batch job (a replay) ends once it has read every partition to its end.
+    until_caught_up: bool = False
 
     def group(self, settings: Settings) -> str:
         return self.group_id or f"{settings.topic_prefix}amberscan-{self.service}"
@@ -185,11 +187,25 @@ class Stage:
                     timeout_ms=self.config.poll_timeout_ms, max_records=self.config.max_records
                 )
                 if not batch:
+                    if self.config.until_caught_up and await self._caught_up():
+                        log.info("caught up with the end of every partition; stopping")
+                        stop.set()
                     continue
                 async with self._lock:
                     await self._process(batch, stop)
         finally:
             await self.close()
+
+    async def _caught_up(self) -> bool:
+        assert self.consumer is not None
+        assigned = list(self.consumer.assignment())
+        if not assigned:
+            return False
+        ends = await self.consumer.end_offsets(assigned)
+        for tp in assigned:
+            if await self.consumer.position(tp) < ends[tp]:
+                return False
+        return True
 
     async def _process(
         self, batch: dict[TopicPartition, list[ConsumerRecord]], stop: asyncio.Event

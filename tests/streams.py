@@ -1,0 +1,48 @@
+"""Producing to and reading from the real broker, for tests of the streaming stages."""
+
+from __future__ import annotations
+
+import time
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from amberscan.common import topics
+from amberscan.common.settings import Settings
+
+
+async def produce(settings: Settings, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True)
+    await producer.start()
+    try:
+        for key, value in items:
+            await producer.send_and_wait(
+                topics.topic_name(settings.topic_prefix, topic), value, key=key
+            )
+    finally:
+        await producer.stop()
+
+
+async def read_all(settings: Settings, topic: str, expect: int, timeout: float = 30) -> list:
+    """Every record on `topic` from the start, waiting until at least `expect` arrived."""
+    consumer = AIOKafkaConsumer(
+        topics.topic_name(settings.topic_prefix, topic),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    records: list = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            records += [r for part in batch.values() for r in part]
+            if len(records) >= expect:
+                # a short grace period shows whether anything beyond `expect` arrives
+                batch = await consumer.getmany(timeout_ms=1500)
+                records += [r for part in batch.values() for r in part]
+                break
+    finally:
+        await consumer.stop()
+    return records
