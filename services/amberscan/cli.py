@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     p.set_defaults(run=_scan)
 
+    p = sub.add_parser(
+        "replay", help="re-score the retained features with a classifier version, then exit"
+    )
+    p.add_argument("--model", default="", help="registry version (default: the current one)")
+    p.set_defaults(run=_replay)
+
     p = sub.add_parser("topics", help="create amberscan's Kafka topics (idempotent)")
     p.set_defaults(run=_topics)
 
@@ -238,6 +244,22 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  error: {summary.error}")
         print(f"map: {url}")
     return 0 if summary.complete and not summary.error else 1
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from amberscan.classifier.service import replay
+    from amberscan.common.kafka import ensure_topics, stop_on_signals
+    from amberscan.common.logs import configure_logging
+
+    configure_logging("replay", settings.log_level, settings.log_json)
+
+    async def main() -> str:
+        await ensure_topics(settings)
+        return await replay(settings, args.model, stop_on_signals())
+
+    version = asyncio.run(main())
+    print(f"replayed the retained features with classifier {version}")
+    return 0
 
 
 def _topics(args: argparse.Namespace, settings: Settings) -> int:
