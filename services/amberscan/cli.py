@@ -78,6 +78,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="", help="registry version (default: the current one)")
     p.set_defaults(run=_replay)
 
+    p = sub.add_parser("demo-tiles", help="serve the demo area's z/x/y tiles (the 'demo' provider)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=18080)
+    p.add_argument("--data", type=Path, help="folder with the texty-amber tiles/*.png")
+    p.set_defaults(run=_demo_tiles)
+
     p = sub.add_parser("topics", help="create amberscan's Kafka topics (idempotent)")
     p.set_defaults(run=_topics)
 
@@ -259,6 +265,14 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
     version = asyncio.run(main())
     print(f"replayed the retained features with classifier {version}")
+    return 0
+
+
+def _demo_tiles(args: argparse.Namespace, settings: Settings) -> int:
+    from amberscan.tiler import demo
+
+    data = args.data or getattr(settings, "demo_data_dir", None) or demo.DEFAULT_DATA_DIR
+    demo.serve(args.host, args.port, Path(data))
     return 0
 
 

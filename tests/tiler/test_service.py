@@ -1,0 +1,205 @@
+"""The tiler runner: its handler against a real demo tile server, and the stage on the stack."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+
+from amberscan.common import keys, topics
+from amberscan.common.blobstore import BlobStore
+from amberscan.common.errors import PoisonMessage
+from amberscan.common.kafka import ensure_topics
+from amberscan.common.settings import Settings
+from amberscan.tiler import demo
+from amberscan.tiler.providers import Fetcher, XyzProvider
+from amberscan.tiler.service import make_handler, make_stage
+from amberscan.v1 import messages_pb2 as pb
+from amberscan.vision.imageio import decode_image
+
+
+class MemoryStore:
+    """A dict-backed blob store with the content-addressed `put` of BlobStore."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, bytes] = {}
+
+    async def put(self, data: bytes, kind: str, ext: str, content_type: str = "") -> str:
+        key = keys.content_key(kind, data, ext)
+        self.objects[key] = data
+        return key
+
+
+def record(request: pb.ScanRequest | bytes, offset: int = 0) -> ConsumerRecord:
+    value = request if isinstance(request, bytes) else request.SerializeToString()
+    return ConsumerRecord(
+        topic="scan-requests",
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=b"scan",
+        value=value,
+        checksum=None,
+        serialized_key_size=4,
+        serialized_value_size=len(value),
+        headers=[],
+    )
+
+
+@pytest.fixture
+async def demo_url(shared_data: Path) -> AsyncIterator[str]:
+    """A demo tile server on loopback, with one child tile of the 3rd scan tile missing."""
+    app = demo.make_app(shared_data / "tiles")
+    hole = demo.demo_tiles()[2]
+
+    @web.middleware
+    async def missing(request: web.Request, handler):  # type: ignore[no-untyped-def]
+        if request.path == f"/tiles/18/{hole.x * 4 + 1}/{hole.y * 4 + 2}.png":
+            raise web.HTTPNotFound()
+        return await handler(request)
+
+    app.middlewares.append(missing)
+    server = TestServer(app, host="127.0.0.1", port=0)
+    await server.start_server()
+    yield str(server.make_url("/tiles/")) + "{z}/{x}/{y}.png"
+    await server.close()
+
+
+async def test_handler_outputs_tiles_and_a_dead_letter_for_the_missing_one(
+    demo_url: str, shared_data: Path
+) -> None:
+    store = MemoryStore()
+    provider = XyzProvider(demo_url, name="demo")
+    handle = make_handler(store, {"demo": provider})
+    try:
+        outputs = await handle(record(demo.demo_scan_request("scan-1")))
+    finally:
+        await provider.close()
+    tiles = [pb.Tile.FromString(o.value) for o in outputs if o.topic == topics.TILES]
+    letters = [pb.DeadLetter.FromString(o.value) for o in outputs if o.topic == topics.DEAD_LETTERS]
+    hole = demo.demo_tiles()[2]
+    assert len(tiles) == 7 and len(letters) == 1
+    assert (letters[0].tile_id, letters[0].scan_id) == (hole.quadkey, "scan-1")
+    assert f"/tiles/18/{hole.x * 4 + 1}/{hole.y * 4 + 2}.png: 404" in letters[0].reason
+    images = demo.demo_images(shared_data / "tiles")
+    for output, tile in zip((o for o in outputs if o.topic == topics.TILES), tiles, strict=True):
+        assert output.key == tile.tile_id.encode()
+        assert (tile.scan_id, tile.provider, tile.demo, tile.tiles_expected) == (
+            "scan-1",
+            "demo",
+            True,
+            8,
+        )
+        assert (tile.width, tile.height, tile.imagery_date) == (1024, 1024, demo.DEMO_IMAGERY_DATE)
+        image = decode_image(store.objects[tile.image_key], tile.image_key)
+        source = next(t for t in images if t.quadkey == tile.tile_id)
+        assert np.array_equal(image, images[source])
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (b"\xff\xfe not a protobuf", "not a ScanRequest"),
+        (
+            pb.ScanRequest(scan_id="s", bbox=pb.BoundingBox(west=5, south=1, east=4, north=2)),
+            "invalid region",
+        ),
+        (pb.ScanRequest(scan_id="s", geojson="{}", provider="sentinel"), "invalid region"),
+        (
+            demo.demo_scan_request("s").SerializeToString().replace(b"demo", b"nope"),
+            "unknown imagery provider",
+        ),
+    ],
+)
+async def test_bad_requests_are_poison(value, message: str) -> None:
+    handle = make_handler(MemoryStore(), {})
+    with pytest.raises(PoisonMessage, match=message):
+        await handle(record(value))
+
+
+async def test_dates_outside_the_request_dead_letter_the_tile(demo_url: str) -> None:
+    request = demo.demo_scan_request("scan-2")
+    request.date_from = "2016-01-01"
+    provider = XyzProvider(demo_url, Fetcher(), name="demo")
+    try:
+        outputs = await make_handler(MemoryStore(), {"demo": provider})(record(request))
+    finally:
+        await provider.close()
+    letters = [pb.DeadLetter.FromString(o.value) for o in outputs]
+    assert {o.topic for o in outputs} == {topics.DEAD_LETTERS} and len(letters) == 8
+    assert sum("outside the requested 2016-01-01" in letter.reason for letter in letters) == 7
+
+
+async def read_all(settings: Settings, topic: str, expect: int, timeout: float = 60) -> list:
+    consumer = AIOKafkaConsumer(
+        topics.topic_name(settings.topic_prefix, topic),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await consumer.start()
+    records: list = []
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(records) < expect:
+            batch = await consumer.getmany(timeout_ms=500)
+            records += [r for part in batch.values() for r in part]
+        batch = await consumer.getmany(timeout_ms=1500)  # anything beyond `expect`?
+        records += [r for part in batch.values() for r in part]
+    finally:
+        await consumer.stop()
+    return records
+
+
+@pytest.mark.stack
+async def test_stage_scans_the_demo_area(stack_settings: Settings, shared_data: Path) -> None:
+    await ensure_topics(stack_settings)
+    store = BlobStore(stack_settings)
+    await store.ensure_bucket()
+    server = TestServer(demo.make_app(shared_data / "tiles"), host="127.0.0.1", port=0)
+    await server.start_server()
+    provider = XyzProvider(str(server.make_url("/tiles/")) + "{z}/{x}/{y}.png", name="demo")
+    stage = make_stage(stack_settings, store, {"demo": provider})
+    stop = asyncio.Event()
+    task = asyncio.create_task(stage.run(stop))
+    try:
+        producer = AIOKafkaProducer(
+            bootstrap_servers=stack_settings.kafka_bootstrap, enable_idempotence=True
+        )
+        await producer.start()
+        try:
+            name = topics.topic_name(stack_settings.topic_prefix, topics.SCAN_REQUESTS)
+            bad = pb.ScanRequest(
+                scan_id="bad", bbox=pb.BoundingBox(west=5, south=1, east=4, north=2)
+            )
+            await producer.send_and_wait(name, bad.SerializeToString(), key=b"bad")
+            request = demo.demo_scan_request("stack-demo")
+            await producer.send_and_wait(name, request.SerializeToString(), key=b"stack-demo")
+        finally:
+            await producer.stop()
+        out = await read_all(stack_settings, topics.TILES, expect=8)
+        letters = await read_all(stack_settings, topics.DEAD_LETTERS, expect=1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+        await provider.close()
+        await server.close()
+    tiles = [pb.Tile.FromString(r.value) for r in out]
+    assert sorted(t.tile_id for t in tiles) == sorted(t.quadkey for t in demo.demo_tiles())
+    assert all(r.key == pb.Tile.FromString(r.value).tile_id.encode() for r in out)
+    for tile in tiles:
+        assert tile.scan_id == "stack-demo" and tile.demo and tile.tiles_expected == 8
+        assert await store.exists(tile.image_key)
+    assert len(await store.list(keys.TILE_IMAGES + "/")) == 8
+    [letter] = [pb.DeadLetter.FromString(r.value) for r in letters]
+    assert letter.scan_id == "bad" and letter.tile_id == "" and "invalid region" in letter.reason
