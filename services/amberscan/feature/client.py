@@ -1,0 +1,372 @@
+"""Async client of a TF Serving API model server: one crop in, one feature vector out.
+
+Concurrent `features()` callers are packed into one Predict call of up to `batch_size` crops (or
+what arrived within `max_wait_ms`), and each caller gets its own row back. Transient gRPC failures
+(UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, and CANCELLED, which here only the
+server or transport can cause: a server stopping mid-call) are retried with exponential backoff,
+then raised as `TransientError`. A request or answer that breaks the model contract (uint8
+``[N, H, W, 3]`` `images` in, float32 ``[N, D]`` `features` out), INVALID_ARGUMENT and NOT_FOUND
+raise `ModelContractError`; any other code raises `AmberscanError`. Works against
+`amberscan.model.server` and the official TF Serving image (which has no gRPC health service:
+`wait_until_serving` then polls GetModelMetadata).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import grpc
+import numpy as np
+from numpy.typing import NDArray
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from amberscan.common.errors import AmberscanError, ModelContractError, TransientError
+
+SIGNATURE = "serving_default"
+INPUT_KEY = "images"
+OUTPUT_KEY = "features"
+TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+CONTRACT_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND})
+_MAX_BACKOFF_S = 30.0
+_CHANNEL_OPTIONS = [
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+]
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What the server says about the served model's `serving_default` signature.
+
+    `input_shape` is one image's shape (H, W, C), None for a dimension the model leaves open.
+    """
+
+    name: str
+    version: int
+    input_shape: tuple[int | None, ...]
+    feature_dim: int
+
+
+class FeatureClient:
+    """Feature vectors from a model server over gRPC (``async with FeatureClient(...) as c``)."""
+
+    def __init__(
+        self,
+        address: str,
+        model_name: str,
+        *,
+        batch_size: int = 32,
+        max_wait_ms: float = 50,
+        deadline_s: float = 60,
+        max_retries: int = 5,
+        backoff_s: float = 0.5,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        self.address = address
+        self.model_name = model_name
+        self.batch_size = batch_size
+        self.max_wait_s = max(max_wait_ms, 0) / 1000
+        self.deadline_s = deadline_s
+        self.max_retries = max(max_retries, 0)
+        self.backoff_s = backoff_s
+        self._channel: grpc.aio.Channel | None = None
+        self._prediction: Any = None
+        # Crops waiting for a batch, by shape: crops of one shape stack into one request.
+        self._pending: dict[tuple[int, ...], list[tuple[NDArray[np.uint8], asyncio.Future[Any]]]]
+        self._pending = {}
+        self._timers: dict[tuple[int, ...], asyncio.TimerHandle] = {}
+        self._batches: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> FeatureClient:
+        self._stub()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _stub(self) -> Any:
+        if self._channel is None:
+            # Reconnect as often as we retry, not on gRPC's slower default schedule (1 s × 1.6ⁿ).
+            reconnect_ms = max(int(self.backoff_s * 1000), 50)
+            options = [
+                *_CHANNEL_OPTIONS,
+                ("grpc.initial_reconnect_backoff_ms", reconnect_ms),
+                ("grpc.min_reconnect_backoff_ms", reconnect_ms),
+                ("grpc.max_reconnect_backoff_ms", max(reconnect_ms, 10_000)),
+            ]
+            self._channel = grpc.aio.insecure_channel(self.address, options=options)
+            self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        return self._prediction
+
+    async def close(self) -> None:
+        """Send what is still waiting for a batch, let running batches finish, close the channel."""
+        for shape in list(self._pending):
+            self._flush(shape)
+        if self._batches:
+            await asyncio.gather(*self._batches, return_exceptions=True)
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+            self._prediction = None
+
+    async def _call(self, method: str, request: Any) -> Any:
+        """One RPC with deadline, retried with exponential backoff on transient codes."""
+        what = f"model server {self.address}: {method} {self.model_name}"
+        attempt = 0
+        while True:
+            try:
+                return await getattr(self._stub(), method)(request, timeout=self.deadline_s)
+            except grpc.aio.AioRpcError as error:
+                code, details = error.code(), error.details()
+                if code in CONTRACT_CODES:
+                    raise ModelContractError(f"{what}: {code.name}: {details}") from None
+                if code not in TRANSIENT_CODES:
+                    raise AmberscanError(f"{what}: {code.name}: {details}") from None
+                if attempt >= self.max_retries:
+                    raise TransientError(
+                        f"{what}: {code.name} after {attempt + 1} attempts: {details}"
+                    ) from None
+            await asyncio.sleep(min(self.backoff_s * 2**attempt, _MAX_BACKOFF_S))
+            attempt += 1
+
+    async def metadata(self) -> ModelMetadata:
+        """The served version, one image's input shape and the feature width.
+
+        Raises:
+            ModelContractError: the model is unknown or its signature is not the contract.
+            TransientError: the server did not answer after the retries.
+        """
+        response = await self._call("GetModelMetadata", self._metadata_request())
+        return parse_metadata(self.model_name, response)
+
+    def _metadata_request(self) -> Any:
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        request.model_spec.name = self.model_name
+        return request
+
+    async def predict(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """Features of a batch of crops, in one Predict call.
+
+        Args:
+            images: uint8 ``[N, H, W, 3]``.
+
+        Returns:
+            float32 ``[N, D]``, row i for crop i.
+
+        Raises:
+            ModelContractError: `images` is not uint8 ``[N, H, W, 3]``, the server rejects it
+                (INVALID_ARGUMENT, NOT_FOUND), or the answer lacks `features` or has another N.
+            TransientError: the server did not answer after the retries.
+        """
+        import tensorflow as tf
+
+        check_images(images)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = self.model_name
+        request.model_spec.signature_name = SIGNATURE
+        request.inputs[INPUT_KEY].CopyFrom(tf.make_tensor_proto(images))
+        response = await self._call("Predict", request)
+        return parse_features(self.model_name, response, len(images))
+
+    async def features(self, crop: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """The feature vector of one uint8 ``[H, W, 3]`` crop, batched with concurrent callers.
+
+        Raises:
+            ModelContractError, TransientError: as `predict` does, for the whole batch.
+        """
+        check_crop(crop)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[NDArray[np.float32]] = loop.create_future()
+        shape = tuple(crop.shape)
+        waiting = self._pending.setdefault(shape, [])
+        waiting.append((crop, future))
+        if len(waiting) >= self.batch_size:
+            self._flush(shape)
+        elif len(waiting) == 1:
+            self._timers[shape] = loop.call_later(self.max_wait_s, self._flush, shape)
+        return await future
+
+    def _flush(self, shape: tuple[int, ...]) -> None:
+        timer = self._timers.pop(shape, None)
+        if timer is not None:
+            timer.cancel()
+        waiting = self._pending.pop(shape, [])
+        if waiting:
+            task = asyncio.ensure_future(self._run_batch(waiting))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _run_batch(
+        self, waiting: list[tuple[NDArray[np.uint8], asyncio.Future[Any]]]
+    ) -> None:
+        futures = [future for _, future in waiting]
+        try:
+            rows = await self.predict(np.stack([crop for crop, _ in waiting]))
+        except BaseException as error:  # every caller of the batch gets the failure
+            for future in futures:
+                if not future.done():
+                    future.set_exception(error)
+            if not isinstance(error, Exception):
+                raise
+            return
+        for future, row in zip(futures, rows, strict=True):
+            if not future.done():  # a caller may have been cancelled meanwhile
+                future.set_result(row)
+
+    async def wait_until_serving(self, timeout_s: float) -> ModelMetadata:
+        """Wait until the server reports SERVING and knows the model; returns its metadata.
+
+        Uses the gRPC health service; servers without one (TF Serving) are polled with
+        GetModelMetadata only.
+
+        Raises:
+            TransientError: not serving within `timeout_s` (names the last answer).
+        """
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        self._stub()
+        assert self._channel is not None
+        health = health_pb2_grpc.HealthStub(self._channel)
+        use_health = True
+        until = time.monotonic() + timeout_s
+        last = "no answer yet"
+        interval = min(max(self.backoff_s, 0.05), 1.0)
+        while True:
+            left = until - time.monotonic()
+            if left <= 0:
+                raise TransientError(
+                    f"model server {self.address}: {self.model_name} not serving "
+                    f"after {timeout_s:g} s ({last})"
+                )
+            try:
+                if use_health:
+                    reply = await health.Check(
+                        health_pb2.HealthCheckRequest(service=""), timeout=min(left, 5)
+                    )
+                    if reply.status != health_pb2.HealthCheckResponse.SERVING:
+                        raise _NotYet(
+                            health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+                        )
+                response = await self._stub().GetModelMetadata(
+                    self._metadata_request(), timeout=min(left, 5)
+                )
+                return parse_metadata(self.model_name, response)
+            except grpc.aio.AioRpcError as error:
+                if use_health and error.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    use_health = False
+                    continue
+                if error.code() in CONTRACT_CODES:
+                    raise ModelContractError(
+                        f"model server {self.address}: {error.code().name}: {error.details()}"
+                    ) from None
+                last = f"{error.code().name}: {error.details()}"
+            except _NotYet as status:
+                last = f"health {status}"
+            await asyncio.sleep(min(interval, max(until - time.monotonic(), 0)))
+
+
+class _NotYet(Exception):
+    pass
+
+
+def check_crop(crop: Any) -> None:
+    """Raise ModelContractError unless `crop` is a uint8 ``[H, W, 3]`` array."""
+    if not isinstance(crop, np.ndarray):
+        raise ModelContractError(f"crop: expected a numpy array, got {type(crop).__name__}")
+    if crop.dtype != np.uint8:
+        raise ModelContractError(f"crop: expected dtype uint8, got {crop.dtype}")
+    if crop.ndim != 3 or crop.shape[2] != 3:
+        raise ModelContractError(f"crop: expected shape (H, W, 3), got {crop.shape}")
+
+
+def check_images(images: Any) -> None:
+    """Raise ModelContractError unless `images` is a uint8 ``[N, H, W, 3]`` array."""
+    if not isinstance(images, np.ndarray):
+        raise ModelContractError(f"images: expected a numpy array, got {type(images).__name__}")
+    if images.dtype != np.uint8:
+        raise ModelContractError(f"images: expected dtype uint8, got {images.dtype}")
+    if images.ndim != 4 or images.shape[3] != 3:
+        raise ModelContractError(f"images: expected shape (N, H, W, 3), got {images.shape}")
+
+
+def parse_features(name: str, response: Any, rows: int) -> NDArray[np.float32]:
+    """The `features` output of a PredictResponse, checked to be ``[rows, D]``."""
+    import tensorflow as tf
+
+    if OUTPUT_KEY not in response.outputs:
+        raise ModelContractError(
+            f"model {name}: response has outputs {sorted(response.outputs)}, expected {OUTPUT_KEY!r}"
+        )
+    features = tf.make_ndarray(response.outputs[OUTPUT_KEY])
+    if features.ndim != 2 or features.shape[0] != rows:
+        raise ModelContractError(
+            f"model {name}: {OUTPUT_KEY!r} has shape {features.shape}, expected ({rows}, D)"
+        )
+    return np.asarray(features, dtype=np.float32)
+
+
+def parse_metadata(name: str, response: Any) -> ModelMetadata:
+    """ModelMetadata from a GetModelMetadataResponse's `serving_default` SignatureDef."""
+    if "signature_def" not in response.metadata:
+        raise ModelContractError(f"model {name}: metadata has no 'signature_def'")
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    if not response.metadata["signature_def"].Unpack(signatures):
+        raise ModelContractError(f"model {name}: 'signature_def' metadata is not a SignatureDefMap")
+    if SIGNATURE not in signatures.signature_def:
+        raise ModelContractError(
+            f"model {name}: no {SIGNATURE!r} signature (has {sorted(signatures.signature_def)})"
+        )
+    signature = signatures.signature_def[SIGNATURE]
+    if INPUT_KEY not in signature.inputs or OUTPUT_KEY not in signature.outputs:
+        raise ModelContractError(
+            f"model {name}: {SIGNATURE!r} maps {sorted(signature.inputs)} → "
+            f"{sorted(signature.outputs)}, expected {INPUT_KEY!r} → {OUTPUT_KEY!r}"
+        )
+    input_dims = _dims(signature.inputs[INPUT_KEY].tensor_shape)
+    output_dims = _dims(signature.outputs[OUTPUT_KEY].tensor_shape)
+    if len(input_dims) != 4 or input_dims[3] != 3:
+        raise ModelContractError(
+            f"model {name}: {INPUT_KEY!r} has shape {_show(input_dims)}, expected (-1, H, W, 3)"
+        )
+    if len(output_dims) != 2 or output_dims[1] is None:
+        raise ModelContractError(
+            f"model {name}: {OUTPUT_KEY!r} has shape {_show(output_dims)}, expected (-1, D)"
+        )
+    return ModelMetadata(
+        name=response.model_spec.name or name,
+        version=int(response.model_spec.version.value),
+        input_shape=input_dims[1:],
+        feature_dim=output_dims[1],
+    )
+
+
+def _dims(shape: Any) -> tuple[int | None, ...]:
+    if shape.unknown_rank:
+        return ()
+    return tuple(None if dim.size < 0 else int(dim.size) for dim in shape.dim)
+
+
+def _show(dims: tuple[int | None, ...]) -> str:
+    return str(tuple(-1 if d is None else d for d in dims)) if dims else "(unknown rank)"
