@@ -48,7 +48,9 @@ class Database:
     async def migrate(self) -> None:
         """Create the schema and its tables (idempotent)."""
         ddl = resources.files("amberscan.common").joinpath("schema.sql").read_text()
-        async with self.pool.connection() as conn:
+        async with self.pool.connection() as conn, conn.transaction():
+            # Services start together; concurrent CREATE ... IF NOT EXISTS can still collide.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('amberscan-migrate'))")
             await conn.execute(
                 sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema))
             )

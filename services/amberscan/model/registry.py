@@ -34,6 +34,12 @@ async def load_current(settings: Settings) -> Classifier:
     return Classifier.from_json(await store.get(pointer["key"]), pointer["key"])
 
 
+async def current_version(settings: Settings) -> str:
+    """The version `current.json` names (MissingBlob when nothing was published)."""
+    pointer = json.loads(await BlobStore(settings).get(f"{PREFIX}/current.json"))
+    return str(pointer["version"])
+
+
 async def load_version(settings: Settings, version: str) -> Classifier:
     key = f"{PREFIX}/{version}.json"
     return Classifier.from_json(await BlobStore(settings).get(key), key)

@@ -14,6 +14,11 @@ ScanRequest, bad region or zooms, unknown provider) becomes one dead letter with
 no tile id. A provider that keeps failing (5xx, timeouts) raises `TransientError`: the whole
 request is retried later, nothing is dead-lettered.
 
+Skips: a tile whose imagery (same capture date) was already scanned with the current classifier
+is not sent down the pipeline again; its scan row says "skipped" (`ScanRequest.rescan` forces a
+new scan). The imagery date is known only once the tile is fetched, so the fetch still happens;
+the expensive stages (segmenter, model server) are spared.
+
 Limit: a request is handled in one go (outputs are produced when the scan is fetched), so one
 request must finish within the consumer's max poll interval (10 min); split large regions into
 several requests.
@@ -34,7 +39,7 @@ from amberscan.common.errors import PoisonMessage
 from amberscan.common.kafka import Failure, Handler, Output, Stage, StageConfig, dead_letter
 from amberscan.common.settings import Settings
 from amberscan.geo.tiles import DEFAULT_MAX_TILES, Tile
-from amberscan.tiler.core import ScanPlan, date_in_range, plan_scan, tile_message
+from amberscan.tiler.core import ScanPlan, date_in_range, plan_scan, should_skip, tile_message
 from amberscan.tiler.providers import Provider, fetch_scan_tile, provider_for
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import encode_png
@@ -85,10 +90,64 @@ class Blobs(Protocol):
     async def put(self, data: bytes, kind: str, ext: str, content_type: str = "") -> str: ...
 
 
+class ScanHistory(Protocol):
+    """What the tiler needs to skip tiles already scanned (the database, or a fake in tests)."""
+
+    async def model_version(self) -> str: ...
+
+    async def scanned(self, tile_id: str) -> list[tuple[str, str]]: ...
+
+    async def mark_skipped(
+        self, scan_id: str, tile_id: str, imagery_date: str, model: str, reason: str
+    ) -> None: ...
+
+
+class DatabaseHistory:
+    """Scan history from PostGIS: detections already stored, and the registry's current model."""
+
+    def __init__(self, settings: Settings, db: object) -> None:
+        self.settings = settings
+        self.db = db
+
+    async def model_version(self) -> str:
+        from amberscan.common.blobstore import MissingBlob
+        from amberscan.model.registry import current_version
+
+        try:
+            return await current_version(self.settings)
+        except MissingBlob:
+            return ""  # no model published yet: nothing can match, nothing is skipped
+
+    async def scanned(self, tile_id: str) -> list[tuple[str, str]]:
+        rows = await self.db.fetch(  # type: ignore[attr-defined]
+            "SELECT imagery_date, model_version FROM detections WHERE tile_id = %s", tile_id
+        )
+        return [(str(d), str(m)) for d, m in rows]
+
+    async def mark_skipped(
+        self, scan_id: str, tile_id: str, imagery_date: str, model: str, reason: str
+    ) -> None:
+        # The earlier verdict stands for this scan: its flag and area are copied.
+        await self.db.execute(  # type: ignore[attr-defined]
+            "INSERT INTO scan_tiles (scan_id, tile_id, status, flagged, hectares, reason) "
+            "SELECT %s, %s, 'skipped', d.flagged, d.hectares, %s FROM detections d "
+            "WHERE d.tile_id = %s AND d.imagery_date = %s AND d.model_version = %s "
+            "ON CONFLICT (scan_id, tile_id) DO UPDATE SET status = 'skipped', "
+            "reason = EXCLUDED.reason, updated_at = now()",
+            scan_id,
+            tile_id,
+            reason,
+            tile_id,
+            imagery_date,
+            model,
+        )
+
+
 def make_handler(
     store: Blobs,
     providers: Providers | Mapping[str, Provider],
     *,
+    history: ScanHistory | None = None,
     default_provider: str = "xyz",
     max_tiles: int = DEFAULT_MAX_TILES,
     tile_concurrency: int = 4,
@@ -108,11 +167,12 @@ def make_handler(
         source = provider(plan.provider)
         # Bounds the stitched images held at once; the provider bounds HTTP concurrency itself.
         gate = asyncio.Semaphore(tile_concurrency)
+        model = await history.model_version() if history and not request.rescan else ""
 
-        async def one(tile: Tile) -> Output:
+        async def one(tile: Tile) -> Output | None:
             async with gate:
                 try:
-                    return await _tile_output(store, source, plan, request, tile)
+                    return await _tile_output(store, source, plan, request, tile, history, model)
                 except PoisonMessage as error:
                     failure = Failure(tile_id=tile.quadkey, scan_id=plan.scan_id)
                     letter = dead_letter(record, SERVICE, error, failure)
@@ -120,7 +180,8 @@ def make_handler(
                         topics.DEAD_LETTERS, tile.quadkey.encode(), letter.SerializeToString()
                     )
 
-        return list(await asyncio.gather(*(one(t) for t in plan.tiles)))
+        outputs = await asyncio.gather(*(one(t) for t in plan.tiles))
+        return [output for output in outputs if output is not None]
 
     return handle
 
@@ -131,13 +192,23 @@ async def _tile_output(
     plan: ScanPlan,
     request: pb.ScanRequest,
     tile: Tile,
-) -> Output:
+    history: ScanHistory | None = None,
+    model: str = "",
+) -> Output | None:
     fetched = await fetch_scan_tile(source, tile, plan.fetch_zoom)
     if not date_in_range(fetched.imagery_date, request.date_from, request.date_to):
         raise OutsideDates(
             f"tile {tile} ({tile.quadkey}): imagery dated {fetched.imagery_date} is outside "
             f"the requested {request.date_from or '…'} to {request.date_to or '…'}"
         )
+    if history is not None and model:
+        scanned = await history.scanned(tile.quadkey)
+        if should_skip(scanned, fetched.imagery_date, model, request.rescan):
+            reason = f"imagery of {fetched.imagery_date} already scanned with model {model}"
+            await history.mark_skipped(
+                plan.scan_id, tile.quadkey, fetched.imagery_date, model, reason
+            )
+            return None
     png = await asyncio.to_thread(encode_png, fetched.image)
     key = await store.put(png, keys.TILE_IMAGES, "png", "image/png")
     height, width = fetched.image.shape[:2]
@@ -159,6 +230,7 @@ def make_stage(
     settings: Settings,
     store: Blobs,
     providers: Providers | Mapping[str, Provider] | None = None,
+    history: ScanHistory | None = None,
 ) -> Stage:
     """The tiler stage; `providers` defaults to those configured in `settings`."""
     if providers is None:
@@ -166,6 +238,7 @@ def make_stage(
     handler = make_handler(
         store,
         providers,
+        history=history,
         default_provider=str(getattr(settings, "default_provider", "xyz")),
         max_tiles=int(getattr(settings, "max_scan_tiles", DEFAULT_MAX_TILES)),
         tile_concurrency=int(getattr(settings, "tile_concurrency", 4)),
@@ -181,12 +254,21 @@ def make_stage(
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Run the tiler until `stop` is set."""
+    from amberscan.common.db import Database
+
     store = BlobStore(settings)
     await store.ensure_bucket()
+    async with Database(settings) as db:
+        await _run(settings, stop, store, DatabaseHistory(settings, db))
+
+
+async def _run(
+    settings: Settings, stop: asyncio.Event, store: BlobStore, history: ScanHistory
+) -> None:
     # One HTTP session (connection pool) shared by every provider of the process.
     async with aiohttp.ClientSession(headers={"User-Agent": "amberscan-tiler"}) as session:
         providers = Providers(lambda name: provider_for(name, settings, session))
         try:
-            await make_stage(settings, store, providers).run(stop)
+            await make_stage(settings, store, providers, history).run(stop)
         finally:
             await providers.close()
