@@ -60,9 +60,33 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=5, ge=0)
     retry_backoff_s: float = Field(default=0.5, gt=0)
 
+    # Imagery providers (tiler)
+    default_provider: Literal["xyz", "bing", "local", "demo"] = "xyz"
+    xyz_url: str = Field(default="", description="XYZ template with {z} {x} {y} (or {q})")
+    xyz_imagery_date: str = Field(
+        default="", description="capture date when the XYZ source has one"
+    )
+    bing_api_key: str = ""  # plain str: providers redact it from every message themselves
+    local_tiles_dir: Path | None = None
+    local_imagery_date: str = ""
+    demo_tiles_url: str = "http://127.0.0.1:18080/tiles/{z}/{x}/{y}.png"
+    demo_data_dir: Path | None = None
+    fetch_concurrency: int = Field(default=8, ge=1)
+    fetch_rate_per_s: float = Field(default=0.0, ge=0, description="0: no rate limit")
+    fetch_timeout_s: float = Field(default=30.0, gt=0)
+    max_scan_tiles: int = Field(default=100_000, ge=1)
+    tile_concurrency: int = Field(default=4, ge=1)
+
     # Web map
     web_host: str = "127.0.0.1"
     web_port: int = 8080
+    web_token: str = Field(
+        default="", description="bearer token every write needs; empty: no writes"
+    )
+    map_tiles_url: str = Field(
+        default="http://127.0.0.1:18080/tiles/{z}/{x}/{y}.png",
+        description="base layer of the map (the demo tile server by default)",
+    )
 
 
 def load_settings() -> Settings:
