@@ -1,0 +1,179 @@
+"""The whole pipeline on the real stack: tiler → segmenter → feature → classifier → aggregator →
+sink, each stage's real runner in its own consumer group, fed by the demo tile server over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiohttp import web
+
+from amberscan import scanning
+from amberscan.common import topics
+from amberscan.common.blobstore import BlobStore
+from amberscan.common.db import Database
+from amberscan.common.kafka import ensure_topics
+from amberscan.common.settings import Settings
+from amberscan.feature.extract import client_for
+from amberscan.geo.tiles import Tile, pixel_area_m2
+from amberscan.model.classifier import Classifier
+from amberscan.model.registry import publish
+from amberscan.tiler import demo
+from amberscan.v1 import messages_pb2 as pb
+from amberscan.vision.crops import crops_for
+from amberscan.vision.imageio import decode_image
+from amberscan.vision.segment import segment
+from tests.streams import produce, read_all
+
+pytestmark = pytest.mark.stack
+
+STAGES = ["tiler", "segmenter", "feature", "classifier", "aggregator", "sink"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def pipeline(stack_settings: Settings, shared_data: Path) -> AsyncIterator[Settings]:
+    classifier_path = Path(stack_settings.classifier_path)
+    if not classifier_path.exists():
+        pytest.fail(
+            f"no classifier at {classifier_path}: build the default model with `make model`"
+        )
+    port = free_port()
+    settings = stack_settings.model_copy(
+        update={
+            "demo_tiles_url": f"http://127.0.0.1:{port}/tiles/{{z}}/{{x}}/{{y}}.png",
+            "demo_data_dir": shared_data / "tiles",
+        }
+    )
+    async with client_for(settings) as client:
+        await client.wait_until_serving(60)
+    runner = web.AppRunner(demo.make_app(shared_data / "tiles"))
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await ensure_topics(settings)
+    # The tiler skips by the registry's current model: publish the default one to this test's bucket.
+    await publish(settings, Classifier.load(classifier_path))
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(
+            importlib.import_module(f"amberscan.{name}.service").run(settings, stop)
+        )
+        for name in STAGES
+    ]
+    try:
+        yield settings
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=60)
+        await runner.cleanup()
+        async with Database(settings) as db:
+            await db.drop_schema()
+        for task in tasks:  # a stage that crashed fails the test
+            if task.done() and task.exception():
+                raise task.exception()  # type: ignore[misc]
+
+
+async def scan(settings: Settings, request: pb.ScanRequest) -> scanning.ScanSummary:
+    async with Database(settings) as db:
+        expected = await scanning.submit(settings, db, request)
+        return await scanning.follow(db, request.scan_id, expected, timeout_s=600, progress=False)
+
+
+async def test_demo_scan_end_to_end_matches_the_detection_core(pipeline: Settings) -> None:
+    settings = pipeline
+    # Poison first: garbage and a tile whose image is missing go to the dead-letter topic, and
+    # the stream goes on to finish the scan after them.
+    missing = pb.Tile(
+        tile_id="1202",
+        scan_id="poison",
+        image_key="tiles/00/missing.png",
+        width=1024,
+        height=1024,
+        tiles_expected=1,
+    )
+    missing.tile.z, missing.tile.x, missing.tile.y = 2, 1, 1
+    await produce(
+        settings,
+        topics.TILES,
+        [(b"junk", b"\x08\x96\x01 not a tile"), (b"1202", missing.SerializeToString())],
+    )
+
+    summary = await scan(settings, demo.demo_scan_request())
+    assert summary.error == "" and summary.complete
+    assert (summary.tiles, summary.done, summary.failed) == (8, 8, 0)
+
+    letters = [
+        pb.DeadLetter.FromString(r.value)
+        for r in await read_all(settings, topics.DEAD_LETTERS, expect=2)
+    ]
+    reasons = " | ".join(letter.reason for letter in letters)
+    assert len(letters) == 2 and {letter.service for letter in letters} == {"segmenter"}
+    assert "tile message" in reasons.lower(), reasons
+    assert "missing.png" in reasons, reasons
+
+    async with Database(settings) as db:
+        rows = await db.fetch(
+            "SELECT tile_id, flagged, positives, segment_count, min_positives, hectares, scores, "
+            "demo, image_key, z, x, y, ST_Area(positives_geom::geography), "
+            "ST_CoveredBy(positives_geom, ST_Buffer(tile_geom, 1e-9)) FROM detections"
+        )
+    assert len(rows) == 8
+    by_tile = {row[0]: row for row in rows}
+    assert set(by_tile) == {t.quadkey for t in demo.demo_tiles()}
+    store = BlobStore(settings)
+    classifier = Classifier.load(settings.classifier_path)
+    async with client_for(settings) as client:
+        for (
+            _tile_id,
+            flagged,
+            positives,
+            count,
+            k,
+            hectares,
+            scores,
+            is_demo,
+            key,
+            z,
+            x,
+            y,
+            area,
+            inside,
+        ) in rows:
+            assert is_demo and count == len(scores) and k == settings.min_positive_superpixels
+            assert positives == sum(s >= classifier.threshold for s in scores)
+            assert flagged == (positives > k)
+            assert positives == 0 or inside
+            if positives:  # the polygons' ground area agrees with the hectares from pixel counts
+                assert area / 10_000 == pytest.approx(hectares, rel=0.05)
+            # The detection core on the same image gives the same scores as the pipeline.
+            image = decode_image(await store.get(key), key)
+            segmentation = segment(image, mode=settings.segmentation_mode)
+            assert len(segmentation.superpixels) == count
+            vectors = await client.predict(crops_for(image, segmentation, 224))
+            expected = classifier.score(vectors)
+            np.testing.assert_allclose(scores, expected, atol=1e-4)
+            tile = Tile(x, y, z)
+            areas = np.array([sp.area_px for sp in segmentation.superpixels])
+            pixel_ha = pixel_area_m2(tile, image.shape[1]) / 10_000
+            assert hectares == pytest.approx(
+                areas[expected >= classifier.threshold].sum() * pixel_ha
+            )
+
+    # Scanning the same imagery again with the same model skips every tile; rescan redoes them.
+    again = await scan(settings, demo.demo_scan_request())
+    assert (again.skipped, again.done, again.failed) == (8, 0, 0)
+    assert again.flagged == summary.flagged
+    request = demo.demo_scan_request()
+    request.rescan = True
+    redo = await scan(settings, request)
+    assert (redo.done, redo.skipped) == (8, 0)
