@@ -99,6 +99,11 @@ def _parser() -> argparse.ArgumentParser:
         "--no-registry", action="store_true", help="do not publish to the model registry"
     )
     p.add_argument("--json", action="store_true", help="print the CV metrics as one JSON object")
+    p.add_argument(
+        "--from-reviews",
+        action="store_true",
+        help="add the superpixels people labelled in the web app (exported as crops to a temp dir)",
+    )
     p.set_defaults(run=_train)
 
     p = sub.add_parser("evaluate", help="precision, recall, F1, ROC-AUC, PR-AUC of a classifier")
@@ -148,6 +153,7 @@ STAGES = {
     "classifier": "amberscan.classifier.service",
     "aggregator": "amberscan.aggregator.service",
     "sink": "amberscan.sink.service",
+    "web": "amberscan.web.app",
 }
 
 
@@ -293,6 +299,15 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan.model.registry import publish
 
     crops = list_labelled(args.data)
+    if args.from_reviews:
+        import tempfile
+
+        from amberscan.web.training import reviewed_crops
+
+        review_dir = Path(tempfile.mkdtemp(prefix="amberscan-reviews-"))
+        reviewed = asyncio.run(reviewed_crops(settings, review_dir))
+        print(f"added {len(reviewed)} reviewed crops from {review_dir}", file=sys.stderr)
+        crops += reviewed
     labels = np.array([c.label for c in crops])
     out = args.out or settings.classifier_path
 

@@ -46,3 +46,44 @@ CREATE TABLE IF NOT EXISTS scan_tiles (
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (scan_id, tile_id)
 );
+
+-- Review loop (web map). A reviewer's verdict on one detection: the latest one counts.
+CREATE TABLE IF NOT EXISTS reviews (
+    tile_id       text NOT NULL,
+    imagery_date  text NOT NULL,
+    model_version text NOT NULL,
+    verdict       text NOT NULL CHECK (verdict IN ('confirmed', 'rejected')),
+    reviewer      text NOT NULL,
+    note          text NOT NULL DEFAULT '',
+    reviewed_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tile_id, imagery_date, model_version)
+);
+
+-- A person's label of one superpixel of one segmentation (the label image names it), from the
+-- tile debugger's relabel or the labelling page; `amberscan train --from-reviews` reads them.
+CREATE TABLE IF NOT EXISTS superpixel_labels (
+    labels_key    text NOT NULL,
+    segment_index integer NOT NULL CHECK (segment_index >= 0),
+    image_key     text NOT NULL,
+    tile_id       text NOT NULL,
+    imagery_date  text NOT NULL,
+    label         smallint NOT NULL CHECK (label IN (0, 1)),  -- 1 = mining
+    reviewer      text NOT NULL,
+    labelled_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (labels_key, segment_index)
+);
+
+-- Precision audits: a random sample of flagged detections, judged through `reviews`.
+CREATE TABLE IF NOT EXISTS audits (
+    audit_id    bigserial PRIMARY KEY,
+    requested   integer NOT NULL CHECK (requested > 0),
+    created_by  text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS audit_tiles (
+    audit_id      bigint NOT NULL REFERENCES audits ON DELETE CASCADE,
+    tile_id       text NOT NULL,
+    imagery_date  text NOT NULL,
+    model_version text NOT NULL,
+    PRIMARY KEY (audit_id, tile_id, imagery_date, model_version)
+);

@@ -1,0 +1,376 @@
+"""Web core: request parsing, GeoJSON/CSV shaping, audit statistics, projections. Pure.
+
+Nothing here opens a connection or reads a file: rows in, documents out.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+MAX_PAGE = 5000
+DEFAULT_PAGE = 500
+VERDICTS = ("confirmed", "rejected")
+LABELS = {"mining": 1, "not_mining": 0}
+_YEAR = re.compile(r"^\d{4}$")
+_MODEL = re.compile(r"^[A-Za-z0-9._:+-]{1,128}$")
+_REVIEWER = re.compile(r"^[\w .@-]{1,64}$")
+# Map layers and exports stay within the web-mercator world.
+_MAX_LAT = 85.06
+
+
+class BadRequest(ValueError):
+    """A request parameter that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What the map, the summary and the exports are restricted to."""
+
+    bbox: tuple[float, float, float, float] | None = None
+    year: str = ""
+    model: str = ""
+    limit: int = DEFAULT_PAGE
+    offset: int = 0
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    """A "W,S,E,N" query parameter in WGS84 degrees.
+
+    Raises:
+        BadRequest: not four finite numbers, or west >= east, south >= north, out of range.
+    """
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise BadRequest(f"bbox={text!r}: expected four numbers W,S,E,N, got {len(parts)} values")
+    try:
+        west, south, east, north = (float(p) for p in parts)
+    except ValueError:
+        raise BadRequest(f"bbox={text!r}: expected four numbers W,S,E,N") from None
+    if not all(math.isfinite(v) for v in (west, south, east, north)):
+        raise BadRequest(f"bbox={text!r}: values must be finite")
+    # Leaflet reports longitudes past ±180 when the world wraps; clamp those instead of refusing.
+    west, east = max(west, -180.0), min(east, 180.0)
+    south, north = max(south, -90.0), min(north, 90.0)
+    if not west < east:
+        raise BadRequest(f"bbox={text!r}: west must be less than east")
+    if not south < north:
+        raise BadRequest(f"bbox={text!r}: south must be less than north")
+    return (west, south, east, north)
+
+
+def parse_filters(query: Mapping[str, str], *, bbox_required: bool) -> Filters:
+    """Filters from a request's query string (bbox, year, model, limit, offset).
+
+    Raises:
+        BadRequest: naming the parameter that is missing or malformed.
+    """
+    bbox_text = query.get("bbox", "").strip()
+    if not bbox_text and bbox_required:
+        raise BadRequest("bbox is required: ?bbox=W,S,E,N in WGS84 degrees")
+    bbox = parse_bbox(bbox_text) if bbox_text else None
+    year = query.get("year", "").strip()
+    if year and year != "unknown" and not _YEAR.match(year):
+        raise BadRequest(f"year={year!r}: expected four digits or 'unknown'")
+    model = query.get("model", "").strip()
+    if model and not _MODEL.match(model):
+        raise BadRequest(f"model={model!r}: not a model version")
+    limit = _int_param(query, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    offset = _int_param(query, "offset", 0, 0, 10**9)
+    return Filters(bbox=bbox, year=year, model=model, limit=limit, offset=offset)
+
+
+def _int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    text = query.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise BadRequest(f"{name}={text!r}: expected an integer") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{name}={value}: must be between {low} and {high}")
+    return value
+
+
+def parse_reviewer(value: Any) -> str:
+    """The reviewer's name from a request body; "web" when absent."""
+    if value is None or value == "":
+        return "web"
+    if not isinstance(value, str) or not _REVIEWER.match(value):
+        raise BadRequest("reviewer: 1-64 letters, digits, spaces or . @ - _")
+    return value
+
+
+def parse_verdict(value: Any) -> str:
+    if value not in VERDICTS:
+        raise BadRequest(f"verdict must be one of {', '.join(VERDICTS)}")
+    return str(value)
+
+
+def parse_label(value: Any) -> int | None:
+    """1 for "mining", 0 for "not_mining", None for "clear" (remove the label)."""
+    if value == "clear":
+        return None
+    if value not in LABELS:
+        raise BadRequest("label must be one of mining, not_mining, clear")
+    return LABELS[str(value)]
+
+
+def year_of(imagery_date: str) -> str:
+    """The year of an ISO imagery date, "unknown" when the provider gave none."""
+    return imagery_date[:4] if _YEAR.match(imagery_date[:4]) else "unknown"
+
+
+def implied_threshold(scores: Sequence[float], positives: int) -> float:
+    """The score threshold consistent with a detection's stored positive count.
+
+    The detections table keeps the scores and how many were positive, not the classifier's
+    threshold; the threshold is recovered as the lowest score among the `positives` highest
+    (above every score when none was positive).
+    """
+    ordered = sorted((float(s) for s in scores), reverse=True)
+    if not ordered:
+        return 1.0
+    if positives <= 0:
+        return math.nextafter(ordered[0], math.inf)
+    return ordered[min(positives, len(ordered)) - 1]
+
+
+def review_state(verdict: str | None) -> str:
+    return verdict if verdict in VERDICTS else "unreviewed"
+
+
+def feature_of(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A GeoJSON Feature of one detection row (a dict with the columns of `queries.COLUMNS`)."""
+    scores = [round(float(s), 4) for s in row["scores"] or []]
+    return {
+        "type": "Feature",
+        "id": f"{row['tile_id']}|{row['imagery_date']}|{row['model_version']}",
+        "geometry": json.loads(row["geojson"]),
+        "properties": {
+            "tile_id": row["tile_id"],
+            "imagery_date": row["imagery_date"],
+            "year": year_of(row["imagery_date"]),
+            "model_version": row["model_version"],
+            "backbone_version": row["backbone_version"],
+            "scan_id": row["scan_id"],
+            "provider": row["provider"],
+            "flagged": bool(row["flagged"]),
+            "positives": int(row["positives"]),
+            "segment_count": int(row["segment_count"]),
+            "min_positives": int(row["min_positives"]),
+            "hectares": round(float(row["hectares"]), 4),
+            "max_score": max(scores, default=0.0),
+            "scores": scores,
+            "demo": bool(row["demo"]),
+            "review": review_state(row["verdict"]),
+            "reviewer": row["reviewer"] or "",
+            "reviewed_at": row["reviewed_at"].isoformat() if row["reviewed_at"] else "",
+            "detected_at": row["detected_at"].isoformat() if row["detected_at"] else "",
+        },
+    }
+
+
+def feature_collection(
+    rows: Iterable[Mapping[str, Any]], *, matched: int | None = None, offset: int = 0
+) -> dict[str, Any]:
+    """A FeatureCollection; with `matched`, paging members say how many match in all."""
+    features = [feature_of(r) for r in rows]
+    collection: dict[str, Any] = {"type": "FeatureCollection", "features": features}
+    if matched is not None:
+        returned = len(features)
+        collection["numberMatched"] = matched
+        collection["numberReturned"] = returned
+        collection["next_offset"] = offset + returned if offset + returned < matched else None
+    return collection
+
+
+CSV_FIELDS = (
+    "tile_id",
+    "imagery_date",
+    "year",
+    "model_version",
+    "backbone_version",
+    "flagged",
+    "positives",
+    "segment_count",
+    "min_positives",
+    "hectares",
+    "max_score",
+    "scores",
+    "review",
+    "reviewer",
+    "demo",
+    "west",
+    "south",
+    "east",
+    "north",
+)
+
+
+def csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
+    """Detections as CSV, one row each; scores joined by ';'. Text cannot start a formula."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_FIELDS)
+    for row in rows:
+        p = feature_of(row)["properties"]
+        writer.writerow(
+            [
+                _cell(p["tile_id"]),
+                _cell(p["imagery_date"]),
+                p["year"],
+                _cell(p["model_version"]),
+                _cell(p["backbone_version"]),
+                str(p["flagged"]).lower(),
+                p["positives"],
+                p["segment_count"],
+                p["min_positives"],
+                p["hectares"],
+                p["max_score"],
+                ";".join(f"{s:.4f}" for s in p["scores"]),
+                p["review"],
+                _cell(p["reviewer"]),
+                str(p["demo"]).lower(),
+                *(round(float(row[k]), 7) for k in ("west", "south", "east", "north")),
+            ]
+        )
+    return buffer.getvalue()
+
+
+def _cell(text: str) -> str:
+    # A spreadsheet runs a cell starting with = + - @ as a formula: quote it.
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+@dataclass(frozen=True)
+class Proportion:
+    successes: int
+    trials: int
+    estimate: float | None
+    low: float | None
+    high: float | None
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -> Proportion:
+    """The Wilson score interval of a binomial proportion (95 % by default).
+
+    Args:
+        successes: Confirmed detections among the reviewed ones.
+        trials: Reviewed detections.
+        z: Normal quantile of the confidence level.
+
+    Returns:
+        The estimate and interval; all None when nothing was reviewed.
+
+    Raises:
+        ValueError: counts are negative or successes exceed trials.
+    """
+    if trials < 0 or not 0 <= successes <= trials:
+        raise ValueError(f"need 0 <= successes <= trials, got {successes} of {trials}")
+    if trials == 0:
+        return Proportion(0, 0, None, None, None)
+    p = successes / trials
+    z2 = z * z
+    centre = (p + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = z * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials)) / (1 + z2 / trials)
+    return Proportion(successes, trials, p, max(0.0, centre - half), min(1.0, centre + half))
+
+
+SCORE_BINS = 10
+
+
+def score_profile(scores: Sequence[float]) -> NDArray[np.float64]:
+    """A tile's fixed-length descriptor for the explore page: its scores' histogram and extremes.
+
+    Tiles have different numbers of superpixels, so the scores themselves cannot be stacked:
+    the descriptor is the fraction of superpixels in each of `SCORE_BINS` score bins, then the
+    maximum, mean and fraction at or above 0.5.
+    """
+    s = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+    if s.size == 0:
+        return np.zeros(SCORE_BINS + 3)
+    hist = np.histogram(s, bins=SCORE_BINS, range=(0.0, 1.0))[0] / s.size
+    return np.concatenate([hist, [s.max(), s.mean(), float(np.mean(s >= 0.5))]])
+
+
+def project_2d(vectors: NDArray[np.float64], seed: int = 0) -> tuple[NDArray[np.float64], str]:
+    """2-D coordinates of `vectors` (n, d), scaled into [0, 1], and the method's name.
+
+    t-SNE (scikit-learn) when there are enough points for a meaningful neighbourhood (>= 30),
+    else PCA by SVD; a single point sits in the middle.
+    """
+    n = vectors.shape[0]
+    if n == 0:
+        return np.zeros((0, 2)), "none"
+    if n == 1:
+        return np.full((1, 2), 0.5), "none"
+    centred = vectors - vectors.mean(axis=0)
+    if n >= 30:
+        from sklearn.manifold import TSNE
+
+        coords = TSNE(
+            n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=seed
+        ).fit_transform(centred)
+        method = "t-SNE"
+    else:
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        basis = vt[:2].T
+        if basis.shape[1] < 2:
+            basis = np.pad(basis, ((0, 0), (0, 2 - basis.shape[1])))
+        coords = centred @ basis
+        method = "PCA"
+    coords = np.asarray(coords, dtype=np.float64)
+    low, high = coords.min(axis=0), coords.max(axis=0)
+    span = np.where(high - low > 0, high - low, 1.0)
+    scaled: NDArray[np.float64] = np.where(high - low > 0, (coords - low) / span, 0.5)
+    return scaled, method
+
+
+def outcome(flagged: bool, verdict: str | None) -> str:
+    """Confusion outcome of a tile: TP/FP/FN/TN once reviewed, else flagged/unflagged."""
+    if verdict == "confirmed":
+        return "TP" if flagged else "FN"
+    if verdict == "rejected":
+        return "FP" if flagged else "TN"
+    return "flagged" if flagged else "unflagged"
+
+
+_MINING = np.array([230.0, 30.0, 30.0])
+_NOT_MINING = np.array([40.0, 110.0, 230.0])
+
+
+def label_overlay(
+    image: NDArray[np.uint8],
+    labels: NDArray[np.int32],
+    edges: NDArray[np.bool_],
+    marks: Mapping[int, int],
+    alpha: float = 0.45,
+) -> NDArray[np.uint8]:
+    """`image` with people's labels: mining red, not mining blue, unlabelled untinted.
+
+    Args:
+        image: (H, W, 3) uint8 tile.
+        labels: (H, W) superpixel index of each pixel.
+        edges: (H, W) superpixel boundaries, drawn white.
+        marks: superpixel index → 1 (mining) or 0 (not mining).
+        alpha: tint opacity.
+    """
+    out = image.astype(np.float64)
+    for index, label in marks.items():
+        mask = labels == index
+        colour = _MINING if label == 1 else _NOT_MINING
+        out[mask] = out[mask] * (1 - alpha) + colour * alpha
+    out[edges] = 255.0
+    result: NDArray[np.uint8] = out.round().astype(np.uint8)
+    return result

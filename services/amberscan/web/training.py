@@ -1,0 +1,91 @@
+"""Reviewed superpixels → labelled crops on disk, for `amberscan train --from-reviews`.
+
+Each superpixel a person labelled (tile debugger relabel or labelling page) is cropped from its
+tile image as the pipeline crops it (`vision.crops.crop_superpixel` of its bounding box,
+224 px) and written to `DIR/positive/` or `DIR/negative/`, named
+`<tile_id>-<imagery_date>_super_<index>.png` so `model.dataset.tile_id_of` groups crops of one
+tile into one cross-validation fold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import numpy as np
+
+from amberscan.common.blobstore import BlobStore
+from amberscan.common.db import Database
+from amberscan.common.settings import Settings
+from amberscan.model.dataset import LabelledCrop
+from amberscan.segmenter.core import decode_labels
+from amberscan.vision.crops import CROP_SIZE, crop_superpixel
+from amberscan.vision.imageio import decode_image, encode_png
+from amberscan.vision.segment import Segmentation
+from amberscan.web.queries import ReviewedSuperpixel, reviewed_superpixels
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
+
+
+def crop_name(item: ReviewedSuperpixel) -> str:
+    """File name of a reviewed crop; the part before `_super_` is its tile id."""
+    tile = _UNSAFE.sub("-", f"{item.tile_id}-{item.imagery_date or 'undated'}")
+    return f"{tile}_super_{item.segment_index}.png"
+
+
+async def export_reviewed_crops(
+    db: Database, store: BlobStore, out_dir: Path
+) -> list[LabelledCrop]:
+    """Write the crop of every reviewed superpixel under `out_dir/{positive,negative}/`.
+
+    Args:
+        db: Where the labels are.
+        store: Where the tile images and label images are.
+        out_dir: Folder to write into (created).
+
+    Returns:
+        The crops written, as the training command lists labelled data.
+    """
+    items = await reviewed_superpixels(db)
+    for folder in ("positive", "negative"):
+        (out_dir / folder).mkdir(parents=True, exist_ok=True)
+    written: list[LabelledCrop] = []
+    by_tile: dict[tuple[str, str], list[ReviewedSuperpixel]] = {}
+    for item in items:
+        by_tile.setdefault((item.image_key, item.labels_key), []).append(item)
+    for (image_key, labels_key), group in by_tile.items():
+        image_bytes, label_bytes = await asyncio.gather(store.get(image_key), store.get(labels_key))
+        written += await asyncio.to_thread(
+            _write_crops, image_bytes, label_bytes, image_key, group, out_dir
+        )
+    return written
+
+
+def _write_crops(
+    image_bytes: bytes,
+    label_bytes: bytes,
+    image_key: str,
+    group: list[ReviewedSuperpixel],
+    out_dir: Path,
+) -> list[LabelledCrop]:
+    """Crop the labelled superpixels of one tile and write them as PNGs."""
+    image = decode_image(image_bytes, image_key)
+    segmentation = Segmentation.from_labels(decode_labels(label_bytes))
+    out: list[LabelledCrop] = []
+    for item in group:
+        if item.segment_index >= len(segmentation.superpixels):
+            continue  # a label of a segment the label image does not have
+        bbox = segmentation.superpixels[item.segment_index].bbox
+        crop = crop_superpixel(image, bbox, CROP_SIZE)
+        folder = "positive" if item.label == 1 else "negative"
+        path = out_dir / folder / crop_name(item)
+        path.write_bytes(encode_png(np.ascontiguousarray(crop)))
+        out.append(LabelledCrop(path, item.label, path.stem.split("_super_", 1)[0]))
+    return out
+
+
+async def reviewed_crops(settings: Settings, out_dir: Path) -> list[LabelledCrop]:
+    """`export_reviewed_crops` with the database and blob store the settings name."""
+    async with Database(settings) as db:
+        return await export_reviewed_crops(db, BlobStore(settings), out_dir)

@@ -1,0 +1,130 @@
+"""Web fixtures: detections of the four shared tiles stored like the pipeline stores them, and
+the web app serving them on a free port of the real local stack."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from aiohttp import web
+
+from amberscan.common.blobstore import BlobStore
+from amberscan.common.db import Database
+from amberscan.common.settings import Settings
+from amberscan.geo.tiles import Tile
+from amberscan.segmenter.core import encode_labels
+from amberscan.sink.core import UPSERT_DETECTION, detection_row
+from amberscan.v1 import messages_pb2 as pb
+from amberscan.vision.imageio import read_image
+from amberscan.vision.segment import segment
+from amberscan.web.app import make_app
+
+TOKEN = "test-token-123"
+MODEL = "clf-test-1"
+# Four neighbouring zoom-16 tiles near Klesiv (the demo area's part of Ukraine), one per image.
+TILES = {
+    "positive1": (Tile(37626, 22003, 16), "2014-10-11", True),
+    "positive2": (Tile(37627, 22003, 16), "2015-06-02", True),
+    "negative1": (Tile(37626, 22004, 16), "2014-10-11", False),
+    "negative2": (Tile(37627, 22004, 16), "2016-04-20", False),
+}
+# Wide enough for every tile above.
+BBOX = "26.5,50.7,26.8,50.9"
+
+
+@dataclass(frozen=True)
+class Seeded:
+    settings: Settings
+    db: Database
+    store: BlobStore
+    tiles: dict[str, pb.Detection]
+
+
+def _scores(n: int, mining: bool, seed: int) -> list[float]:
+    rng = np.random.default_rng(seed)
+    scores = rng.uniform(0.0, 0.3, n)
+    if mining:
+        scores[rng.choice(n, size=min(n, 5), replace=False)] = rng.uniform(0.7, 0.99, min(n, 5))
+    return [float(s) for s in scores]
+
+
+async def seed(
+    db: Database, store: BlobStore, shared_data: Path, demo: bool
+) -> dict[str, pb.Detection]:
+    """Store the four shared tiles and their labels, and upsert one detection each (sink SQL)."""
+    await store.ensure_bucket()
+    out: dict[str, pb.Detection] = {}
+    for i, (name, (tile, date, mining)) in enumerate(TILES.items()):
+        path = shared_data / "tiles" / f"{name}.png"
+        image = read_image(path)
+        segmentation = await asyncio.to_thread(segment, image, mode="fast")
+        image_key = await store.put(path.read_bytes(), "tiles", "png", "image/png")
+        labels_key = await store.put(
+            encode_labels(segmentation.labels), "labels", "png", "image/png"
+        )
+        scores = _scores(len(segmentation.superpixels), mining, i)
+        positives = sum(s >= 0.5 for s in scores)
+        detection = pb.Detection(
+            tile_id=tile.quadkey,
+            scan_id="scan-test",
+            tile=pb.TileCoord(x=tile.x, y=tile.y, z=tile.z),
+            provider="demo",
+            imagery_date=date,
+            flagged=positives > 2,
+            positives=positives,
+            segment_count=len(scores),
+            min_positives=2,
+            hectares=1.5 * positives,
+            tile_geojson=json.dumps(tile.polygon()),
+            scores=scores,
+            models=pb.ModelVersions(classifier=MODEL, backbone="efficientnet_lite0@1"),
+            demo=demo,
+            image_key=image_key,
+            labels_key=labels_key,
+        )
+        async with db.pool.connection() as conn:
+            await conn.execute(UPSERT_DETECTION.encode(), detection_row(detection))
+        out[name] = detection
+    return out
+
+
+@pytest.fixture
+async def seeded(stack_settings: Settings, database: Database, shared_data: Path) -> Seeded:
+    store = BlobStore(stack_settings)
+    tiles = await seed(database, store, shared_data, demo=True)
+    return Seeded(stack_settings, database, store, tiles)
+
+
+class WebSettings(Settings):
+    """The settings with the web fields this issue adds (until `Settings` has them)."""
+
+    web_token: str = ""
+    map_tiles_url: str = "http://127.0.0.1:18080/tiles/{z}/{x}/{y}.png"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+async def server(seeded: Seeded) -> AsyncIterator[str]:
+    """The web app on a free port, with writes enabled by TOKEN; yields its base URL."""
+    port = free_port()
+    settings = WebSettings(**{**seeded.settings.model_dump(), "web_port": port, "web_token": TOKEN})
+    app = make_app(settings)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

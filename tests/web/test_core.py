@@ -1,0 +1,185 @@
+"""Web core: parsing, shaping and statistics, without servers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from amberscan.web import core
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("26.5,50.7,26.8,50.9", (26.5, 50.7, 26.8, 50.9)),
+        ("-200,-95,200,95", (-180.0, -90.0, 180.0, 90.0)),  # Leaflet's wrapped world, clamped
+    ],
+)
+def test_parse_bbox(text: str, expected: tuple[float, ...]) -> None:
+    assert core.parse_bbox(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["", "1,2,3", "1,2,3,4,5", "a,1,2,3", "1,1,1,2", "0,2,1,1", "0,0,inf,1"]
+)
+def test_parse_bbox_refuses(text: str) -> None:
+    with pytest.raises(core.BadRequest, match="bbox"):
+        core.parse_bbox(text)
+
+
+def test_parse_filters() -> None:
+    f = core.parse_filters(
+        {"bbox": "0,0,1,1", "year": "2014", "model": "m-1", "limit": "3", "offset": "6"},
+        bbox_required=True,
+    )
+    assert f == core.Filters((0.0, 0.0, 1.0, 1.0), "2014", "m-1", 3, 6)
+    assert core.parse_filters({}, bbox_required=False) == core.Filters()
+    for bad in ({"year": "14"}, {"model": "a b"}, {"limit": "0"}, {"limit": "x"}, {"offset": "-1"}):
+        with pytest.raises(core.BadRequest):
+            core.parse_filters(bad, bbox_required=False)
+    with pytest.raises(core.BadRequest, match="required"):
+        core.parse_filters({}, bbox_required=True)
+
+
+def test_implied_threshold() -> None:
+    scores = [0.1, 0.9, 0.6, 0.3]
+    assert core.implied_threshold(scores, 2) == pytest.approx(0.6)
+    assert core.implied_threshold(scores, 0) > 0.9
+    assert sum(s >= core.implied_threshold(scores, 0) for s in scores) == 0
+    assert core.implied_threshold([], 0) == 1.0
+
+
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=40, unique=True), st.integers(0, 40))
+def test_implied_threshold_reproduces_the_count(scores: list[float], positives: int) -> None:
+    positives = min(positives, len(scores))
+    threshold = core.implied_threshold(scores, positives)
+    assert sum(s >= threshold for s in scores) == positives
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "low", "high"),
+    [(0, 10, 0.0, 0.2775), (5, 10, 0.2366, 0.7634), (10, 10, 0.7225, 1.0), (1, 2, 0.0945, 0.9055)],
+)
+def test_wilson_interval(k: int, n: int, low: float, high: float) -> None:
+    p = core.wilson_interval(k, n)
+    assert p.estimate == pytest.approx(k / n)
+    assert p.low == pytest.approx(low, abs=1e-4) and p.high == pytest.approx(high, abs=1e-4)
+
+
+def test_wilson_interval_edges() -> None:
+    assert core.wilson_interval(0, 0).estimate is None
+    with pytest.raises(ValueError):
+        core.wilson_interval(3, 2)
+
+
+def _row(**over: object) -> dict[str, object]:
+    row: dict[str, object] = {
+        "tile_id": "1203",
+        "imagery_date": "2014-10-11",
+        "model_version": "m1",
+        "backbone_version": "b1",
+        "scan_id": "s",
+        "provider": "demo",
+        "flagged": True,
+        "positives": 3,
+        "segment_count": 4,
+        "min_positives": 2,
+        "hectares": 1.25,
+        "scores": [0.9, 0.8, 0.7, 0.1],
+        "demo": True,
+        "geojson": json.dumps(
+            {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]}
+        ),
+        "verdict": None,
+        "reviewer": None,
+        "reviewed_at": None,
+        "detected_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "west": 0.0,
+        "south": 0.0,
+        "east": 1.0,
+        "north": 1.0,
+    }
+    row.update(over)
+    return row
+
+
+def test_feature_collection_paging() -> None:
+    fc = core.feature_collection([_row(), _row(tile_id="1204")], matched=5, offset=2)
+    assert fc["numberReturned"] == 2 and fc["next_offset"] == 4
+    f = fc["features"][0]
+    assert f["id"] == "1203|2014-10-11|m1" and f["properties"]["max_score"] == 0.9
+    assert f["properties"]["review"] == "unreviewed" and f["properties"]["year"] == "2014"
+    assert core.feature_collection([_row()], matched=3, offset=2)["next_offset"] is None
+
+
+def test_csv_text_escapes_formulas() -> None:
+    text = core.csv_text([_row(reviewer="=HYPERLINK(1)", verdict="confirmed", imagery_date="")])
+    (row,) = list(csv.DictReader(io.StringIO(text)))
+    assert row["reviewer"] == "'=HYPERLINK(1)"
+    assert row["review"] == "confirmed" and row["year"] == "unknown"
+    assert row["scores"] == "0.9000;0.8000;0.7000;0.1000"
+
+
+def test_outcome() -> None:
+    assert [
+        core.outcome(f, v)
+        for f, v in [
+            (True, "confirmed"),
+            (True, "rejected"),
+            (False, "confirmed"),
+            (False, "rejected"),
+            (True, None),
+            (False, None),
+        ]
+    ] == ["TP", "FP", "FN", "TN", "flagged", "unflagged"]
+
+
+def test_projection_in_unit_square() -> None:
+    rng = np.random.default_rng(0)
+    few = np.array([core.score_profile(rng.uniform(0, 1, 30)) for _ in range(5)])
+    coords, method = core.project_2d(few)
+    assert method == "PCA" and coords.shape == (5, 2)
+    assert coords.min() >= 0 and coords.max() <= 1
+    many = np.array([core.score_profile(rng.uniform(0, 1, 30)) for _ in range(40)])
+    coords, method = core.project_2d(many)
+    assert method == "t-SNE" and coords.shape == (40, 2) and not np.isnan(coords).any()
+    assert core.project_2d(np.zeros((1, 13)))[0].tolist() == [[0.5, 0.5]]
+
+
+def test_score_profile() -> None:
+    profile = core.score_profile([0.0, 0.55, 1.0, 0.95])
+    assert profile.shape == (core.SCORE_BINS + 3,)
+    assert math.isclose(profile[: core.SCORE_BINS].sum(), 1.0)
+    assert profile[-3] == 1.0 and profile[-1] == 0.75
+
+
+def test_label_overlay() -> None:
+    image = np.full((4, 4, 3), 100, np.uint8)
+    labels = np.array([[0, 0, 1, 1]] * 4, np.int32)
+    edges = np.zeros((4, 4), bool)
+    out = core.label_overlay(image, labels, edges, {1: 1})
+    assert (out[:, :2] == 100).all() and (out[:, 2:, 0] > 100).all()
+
+
+@pytest.mark.parametrize(("value", "label"), [("mining", 1), ("not_mining", 0), ("clear", None)])
+def test_parse_label(value: str, label: int | None) -> None:
+    assert core.parse_label(value) == label
+
+
+def test_parse_inputs_refuse() -> None:
+    for fn, value in (
+        (core.parse_label, "yes"),
+        (core.parse_verdict, "maybe"),
+        (core.parse_reviewer, "<b>"),
+    ):
+        with pytest.raises(core.BadRequest):
+            fn(value)
+    assert core.parse_reviewer(None) == "web"

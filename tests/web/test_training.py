@@ -1,0 +1,100 @@
+"""Reviewed superpixels → training crops, and `amberscan train --from-reviews`."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from amberscan.model.dataset import list_labelled
+from amberscan.web import queries
+from amberscan.web.training import export_reviewed_crops
+from tests.web.conftest import MODEL, Seeded
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture
+async def labelled(seeded: Seeded) -> Seeded:
+    for name, marks in (("positive1", {1: 1, 2: 0}), ("negative2", {5: 0})):
+        target = seeded.tiles[name]
+        row = await queries.detection(seeded.db, target.tile_id, target.imagery_date, MODEL)
+        assert row is not None
+        for index, label in marks.items():
+            await queries.save_label(seeded.db, row, index, label, "tester")
+    return seeded
+
+
+async def test_export_reviewed_crops(labelled: Seeded, tmp_path: Path) -> None:
+    crops = await export_reviewed_crops(labelled.db, labelled.store, tmp_path)
+    assert sorted(c.label for c in crops) == [0, 0, 1]
+    assert len({c.tile_id for c in crops}) == 2
+    for crop in crops:
+        with Image.open(crop.path) as image:
+            assert image.size == (224, 224) and image.mode == "RGB"
+    assert {(c.path, c.label) for c in list_labelled(tmp_path)} == {
+        (c.path, c.label) for c in crops
+    }
+
+
+def _small_dataset(shared_data: Path, root: Path) -> Path:
+    for folder in ("positive", "negative"):
+        (root / folder).mkdir(parents=True)
+        for path in sorted((shared_data / "superpixels" / folder).glob("*.png"))[:3]:
+            shutil.copy(path, root / folder / path.name)
+    return root
+
+
+def test_train_from_reviews_grows_the_training_set(
+    labelled: Seeded,
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The printed training-set size grows by the reviewed crops (model server stubbed out)."""
+    import contextlib
+
+    from amberscan import cli
+    from amberscan.feature import extract
+    from amberscan.model import classifier
+
+    class Backbone:
+        label, feature_dim = "stub", 4
+
+    class Stop(Exception):
+        pass
+
+    @contextlib.asynccontextmanager
+    async def client_for(*_: object, **__: object):  # type: ignore[no-untyped-def]
+        yield None
+
+    async def served_backbone(_: object) -> Backbone:
+        return Backbone()
+
+    async def fake_extract(_: object, __: object, n: int, **___: object) -> np.ndarray:
+        return np.zeros((n, 4))
+
+    def train_classifier(*_: object, **__: object) -> None:
+        raise Stop
+
+    monkeypatch.setattr(extract, "client_for", client_for)
+    monkeypatch.setattr(extract, "served_backbone", served_backbone)
+    monkeypatch.setattr(extract, "extract", fake_extract)
+    monkeypatch.setattr(classifier, "train_classifier", train_classifier)
+    data = _small_dataset(shared_data, tmp_path / "data")
+    sizes = []
+    for from_reviews in (False, True):
+        args = cli._parser().parse_args(
+            ["train", "--data", str(data)] + (["--from-reviews"] if from_reviews else [])
+        )
+        assert isinstance(args, argparse.Namespace) and args.from_reviews is from_reviews
+        with pytest.raises(Stop):
+            cli._train(args, labelled.settings)
+        printed = capsys.readouterr().err
+        sizes.append(int(printed.split("training on ", 1)[1].split(" ", 1)[0]))
+    assert sizes == [6, 9]
