@@ -63,6 +63,19 @@ def test_lite0_features_feed_the_classifier(
     np.testing.assert_allclose(recomputed, logits_model.predict(photos[:2], verbose=0), atol=1e-3)
 
 
+def test_lite0_multi_depth_prepends_earlier_stages(
+    state_dict: dict[str, np.ndarray], photos: np.ndarray
+) -> None:
+    plain = backbones.efficientnet_lite0(state_dict).predict(photos[:2], verbose=0)
+    multi = backbones.efficientnet_lite0(state_dict, multi_depth=True).predict(
+        photos[:2], verbose=0
+    )
+    assert multi.shape == (2, backbones.BACKBONES["efficientnet-lite0-multi"].feature_dim)
+    assert multi.shape[1] == 40 + 112 + 1280
+    np.testing.assert_allclose(multi[:, -1280:], plain, atol=1e-5)
+    assert np.abs(multi[:, :152]).sum() > 0
+
+
 def test_preprocess_matches_the_reference_normalisation(photos: np.ndarray) -> None:
     rgb = skimage.data.chelsea()
     pixels = np.asarray(

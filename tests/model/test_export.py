@@ -91,6 +91,13 @@ def test_resnet50_random_export(tmp_path: Path) -> None:
     assert serving(images=_images(2, 120, 80))["features"].shape == (2, 2048)
 
 
+def test_lite0_multi_depth_export(tmp_path: Path) -> None:
+    version = export_backbone("efficientnet-lite0-multi", "pretrained", tmp_path)
+    assert json.loads((version / METADATA_FILE).read_text())["feature_dim"] == 1432
+    serving = tf.saved_model.load(str(version)).signatures["serving_default"]
+    assert serving(images=_images(1, 90, 90))["features"].shape == (1, 1432)
+
+
 @pytest.mark.parametrize(
     ("name", "weights", "error", "message"),
     [

