@@ -34,6 +34,7 @@ TILES = {
     "negative1": (Tile(37626, 22004, 16), "2014-10-11", False),
     "negative2": (Tile(37627, 22004, 16), "2016-04-20", False),
 }
+HOSTILE = "<img src=x id=xss onerror=document.title='xss'>"
 # Wide enough for every tile above.
 BBOX = "26.5,50.7,26.8,50.9"
 
@@ -74,7 +75,8 @@ async def seed(
             tile_id=tile.quadkey,
             scan_id="scan-test",
             tile=pb.TileCoord(x=tile.x, y=tile.y, z=tile.z),
-            provider="demo",
+            # Markup in a stored field must reach the page as text (checked in the browser).
+            provider=HOSTILE if name == "positive1" else "demo",
             imagery_date=date,
             flagged=positives > 2,
             positives=positives,

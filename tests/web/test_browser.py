@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.web.conftest import TOKEN, Seeded
+from tests.web.conftest import HOSTILE, TOKEN, Seeded
 
 pytestmark = pytest.mark.stack
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
@@ -103,6 +103,7 @@ def map_and_debugger(driver, base: str, flagged_tile: str) -> dict[str, object]:
     _image_loaded(driver, "#overlay")
     seen["debugger_url"] = driver.current_url
     seen["facts"] = driver.find_element(By.ID, "facts").text
+    seen["injected"] = len(driver.find_elements(By.ID, "xss")) + (driver.title == "xss")
 
     # Select a superpixel by clicking the overlay; relabel it; reject the detection.
     driver.find_element(By.ID, "token").send_keys(TOKEN)
@@ -180,6 +181,7 @@ async def test_map_debugger_and_review(browser, server: str, seeded: Seeded) -> 
     assert "DEMO" in str(seen["popup"]) and "FLAGGED" in str(seen["popup"])
     assert "/tile/" in str(seen["debugger_url"])
     assert "FLAGGED" in str(seen["facts"]) and "efficientnet_lite0@1" in str(seen["facts"])
+    assert HOSTILE in str(seen["facts"]) and seen["injected"] == 0
     assert seen["rejected_polygons"] == 1
     assert "rejected 1" in str(seen["summary_after"])
 

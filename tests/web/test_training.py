@@ -58,6 +58,7 @@ def test_train_from_reviews_grows_the_training_set(
 ) -> None:
     """The printed training-set size grows by the reviewed crops (model server stubbed out)."""
     import contextlib
+    import tempfile
 
     from amberscan import cli
     from amberscan.feature import extract
@@ -86,6 +87,9 @@ def test_train_from_reviews_grows_the_training_set(
     monkeypatch.setattr(extract, "served_backbone", served_backbone)
     monkeypatch.setattr(extract, "extract", fake_extract)
     monkeypatch.setattr(classifier, "train_classifier", train_classifier)
+    exported = tmp_path / "reviews"
+    exported.mkdir()
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda prefix="": str(exported))  # leave no temp dir
     data = _small_dataset(shared_data, tmp_path / "data")
     sizes = []
     for from_reviews in (False, True):
@@ -98,3 +102,4 @@ def test_train_from_reviews_grows_the_training_set(
         printed = capsys.readouterr().err
         sizes.append(int(printed.split("training on ", 1)[1].split(" ", 1)[0]))
     assert sizes == [6, 9]
+    assert len(list(exported.glob("*/*.png"))) == 3
