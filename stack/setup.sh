@@ -3,6 +3,7 @@
 #   Kafka  — broker jars resolved by Maven into the cache (stack/kafka/pom.xml)
 #   MinIO  — built from source with `go install` into the cache
 #   PostgreSQL 15 + PostGIS 3 — Debian packages (needs root; skipped when already installed)
+#   Chromium + ChromeDriver — Debian packages, for the web map's browser tests
 source "$(dirname "$0")/lib.sh"
 
 setup_kafka() {
@@ -37,11 +38,21 @@ setup_postgres() {
   if command -v pg_ctlcluster >/dev/null; then pg_ctlcluster 15 main stop 2>/dev/null || true; fi
 }
 
+setup_browser() {
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then log "chromium: installed"; return; fi
+  [ "$(id -u)" = 0 ] || die "Chromium is missing; install the Debian packages chromium chromium-driver as root"
+  log "chromium: installing Debian packages (browser tests drive it headless)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null \
+    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null; }
+}
+
 mkdir -p "$CACHE_DIR"
 case "${1:-all}" in
   kafka) setup_kafka ;;
   minio) setup_minio ;;
   postgres) setup_postgres ;;
-  all) setup_postgres; setup_kafka; setup_minio ;;
-  *) die "usage: stack/setup.sh [all|kafka|minio|postgres]" ;;
+  browser) setup_browser ;;
+  all) setup_postgres; setup_browser; setup_kafka; setup_minio ;;
+  *) die "usage: stack/setup.sh [all|kafka|minio|postgres|browser]" ;;
 esac

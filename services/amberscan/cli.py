@@ -142,9 +142,7 @@ def _export_backbone(args: argparse.Namespace, settings: Settings) -> int:
         version=args.version,
         seed=args.seed,
     )
-    print(
-        f"exported {args.backbone} ({weights}) to {path} in {time.perf_counter() - started:.1f}s"
-    )
+    print(f"exported {args.backbone} ({weights}) to {path} in {time.perf_counter() - started:.1f}s")
     return 0
 
 

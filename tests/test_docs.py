@@ -1,0 +1,32 @@
+"""The README stays true to the code: every setting documented, every documented target real."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from amberscan.common.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_every_setting_is_in_the_readme_table() -> None:
+    documented = set(re.findall(r"`(AMBERSCAN_[A-Z0-9_]+)`", README))
+    fields = {f"AMBERSCAN_{name.upper()}" for name in Settings.model_fields}
+    assert fields - documented == set(), "settings missing from the README"
+    assert documented - fields - {"AMBERSCAN_STACK_DIR", "AMBERSCAN_CACHE_DIR"} == set(), (
+        "README documents variables no code reads"
+    )
+
+
+def test_every_make_target_the_readme_names_exists() -> None:
+    listed = subprocess.run(
+        ["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    targets = set(re.findall(r"make (\S+)", listed))
+    named = set(re.findall(r"`make ([a-z-]+)`", README)) | set(
+        re.findall(r"^make ([a-z-]+)", README, re.M)
+    )
+    assert named and named <= targets, f"README names targets make does not have: {named - targets}"
