@@ -71,11 +71,18 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--only-folds", type=int, nargs="*", help="run these folds only (0-based)")
     parser.add_argument("--epochs", type=int, default=FinetuneConfig.epochs)
+    parser.add_argument("--learning-rate", type=float, default=FinetuneConfig.learning_rate)
+    parser.add_argument("--batch-size", type=int, default=FinetuneConfig.batch_size)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target-precision", type=float, default=0.95)
     parser.add_argument("--out", type=Path, default=Path("artifacts/finetune_cv.json"))
     args = parser.parse_args()
-    config = FinetuneConfig(epochs=args.epochs, seed=args.seed)
+    config = FinetuneConfig(
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        seed=args.seed,
+    )
     started = time.perf_counter()
     images, labels, groups = load(args.data)
     print(

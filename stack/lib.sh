@@ -33,6 +33,10 @@ PG_PORT="$(sed -E 's#^.*:([0-9]+)/.*$#\1#' <<<"$DATABASE_URL")"
 PG_DB=amberscan
 PG_USER=postgres  # initdb refuses root: the cluster belongs to this system user
 
+# The labelled texty-amber data set sits beside the checkout (../shared); CI clones elsewhere.
+SHARED_DATA="${AMBERSCAN_SHARED_DATA:-$ROOT/../shared/data/texty-amber}"
+[ -d "$SHARED_DATA" ] || SHARED_DATA=/work/shared/data/texty-amber
+
 MODEL_SERVER="${AMBERSCAN_MODEL_SERVER:-127.0.0.1:18500}"
 MODEL_PORT="${MODEL_SERVER##*:}"
 

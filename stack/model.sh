@@ -10,7 +10,7 @@ NAME="${AMBERSCAN_BACKBONE_NAME:-backbone}"
 CLASSIFIER="${AMBERSCAN_CLASSIFIER_PATH:-$ROOT/models/classifier.json}"
 BACKBONE="${AMBERSCAN_DEFAULT_BACKBONE:-efficientnet-lite0}"
 WEIGHTS="${AMBERSCAN_DEFAULT_WEIGHTS:-pretrained}"
-DATA="${AMBERSCAN_TRAINING_DATA:-$ROOT/../shared/data/texty-amber/superpixels}"
+DATA="${AMBERSCAN_TRAINING_DATA:-$SHARED_DATA/superpixels}"
 BIN="$ROOT/.venv/bin/amberscan"
 export AMBERSCAN_MODEL_DIR="$MODEL_DIR" AMBERSCAN_CLASSIFIER_PATH="$CLASSIFIER"
 
@@ -45,6 +45,7 @@ import asyncio, sys
 from amberscan.common.settings import load_settings
 from amberscan.model.classifier import Classifier
 from amberscan.model.registry import publish
-print(asyncio.run(publish(load_settings(), Classifier.load(sys.argv[1]))))
+from pathlib import Path
+print(asyncio.run(publish(load_settings(), Classifier.load(Path(sys.argv[1])))))
 PY
 fi

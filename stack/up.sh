@@ -84,7 +84,7 @@ start_postgres() {
   if [ "$("${psql[@]}" -d postgres -c "SELECT 1 FROM pg_database WHERE datname = '$PG_DB'")" != 1 ]; then
     "${psql[@]}" -d postgres -c "CREATE DATABASE $PG_DB"
   fi
-  "${psql[@]}" -d "$PG_DB" -c "CREATE EXTENSION IF NOT EXISTS postgis" >/dev/null
+  "${psql[@]}" -d "$PG_DB" -c "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS postgis" >/dev/null
   wait_for postgres 30 "$PY" "$ROOT/stack/health.py" postgres
 }
 

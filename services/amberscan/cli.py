@@ -243,9 +243,9 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(report))
     else:
         if request.demo:
-            print(
-                "Demo area: real 2014-2016 imagery from the texty.org.ua amber data set placed at illustrative coordinates"
-            )
+            from amberscan.tiler.demo import DEMO_NOTICE
+
+            print(DEMO_NOTICE)
         print(
             f"scan {summary.scan_id}: {summary.tiles} tiles, {summary.flagged} flagged, "
             f"{summary.hectares:.2f} ha, {summary.failed} failed, {summary.skipped} skipped "

@@ -41,7 +41,10 @@ DEMO_COLUMNS, DEMO_ROWS = 4, 2
 DEMO_IMAGERY_DATE = "2015-06-01"
 SCAN_PX = PROVIDER_TILE_PX << (DEMO_FETCH_ZOOM - DEMO_ZOOM)  # 1024
 SOURCES = ("positive1", "negative1", "positive2", "negative2")
+# The shared data set beside the checkout; a clone elsewhere (CI) finds it at its usual place.
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[4] / "shared" / "data" / "texty-amber" / "tiles"
+if not DEFAULT_DATA_DIR.exists():
+    DEFAULT_DATA_DIR = Path("/work/shared/data/texty-amber/tiles")
 
 
 @dataclass(frozen=True)

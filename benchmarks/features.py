@@ -1,0 +1,59 @@
+"""Feature throughput through the model server (TF Serving API), batched against one by one.
+
+    python benchmarks/features.py --address 127.0.0.1:18500 --name backbone [--crops 256]
+
+Sends real superpixel crops (the shared labelled set, resized to 224) through the same async
+client the feature service uses: first one crop per Predict call (the baseline), then the
+client's batcher with many concurrent callers. Prints crops/s for both and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+
+from amberscan.feature.client import FeatureClient
+from amberscan.feature.extract import load_crop
+from amberscan.model.dataset import list_labelled
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "texty-amber" / "superpixels"
+if not SHARED.exists():
+    SHARED = Path("/work/shared/data/texty-amber/superpixels")
+
+
+async def measure(address: str, name: str, crops: np.ndarray, batch: int) -> float:
+    async with FeatureClient(address, name, batch_size=batch, max_wait_ms=20) as client:
+        await client.wait_until_serving(60)
+        await client.predict(crops[:batch])  # warm-up: graph tracing, allocations
+        started = time.perf_counter()
+        if batch == 1:
+            for crop in crops:
+                await client.predict(crop[None])
+        else:
+            await asyncio.gather(*(client.features(crop) for crop in crops))
+        return len(crops) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--address", default="127.0.0.1:18500")
+    parser.add_argument("--name", default="backbone")
+    parser.add_argument("--data", type=Path, default=SHARED)
+    parser.add_argument("--crops", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=32)
+    args = parser.parse_args()
+    labelled = list_labelled(args.data)[: args.crops]
+    crops = np.stack([load_crop(c.path) for c in labelled])
+    single = asyncio.run(measure(args.address, args.name, crops, 1))
+    batched = asyncio.run(measure(args.address, args.name, crops, args.batch))
+    print(f"{len(crops)} real crops of 224x224 through {args.name} at {args.address}")
+    print(f"one per call     {single:8.1f} crops/s")
+    print(f"batched by {args.batch:<4}  {batched:8.1f} crops/s   ratio {batched / single:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
