@@ -50,7 +50,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="model name on the server (default: AMBERSCAN_BACKBONE_NAME)")
     p.add_argument("--version", type=int, help="default: one more than the newest")
     p.add_argument("--seed", type=int, default=0, help="seed of a random init")
+    p.add_argument(
+        "--finetuned", type=Path, help="fine-tuned weights (.weights.h5 from `amberscan finetune`)"
+    )
+    p.add_argument(
+        "--tta", action="store_true", help="serve the mean feature over the 8 flips/rotations"
+    )
     p.set_defaults(run=_export_backbone)
+
+    p = sub.add_parser(
+        "finetune", help="fine-tune the pretrained backbone on labelled crops (transfer learning)"
+    )
+    p.add_argument("--data", type=Path, required=True, help="folder with positive/ and negative/")
+    p.add_argument("--out", type=Path, required=True, help="weights file to write (.weights.h5)")
+    p.add_argument("--backbone", default="efficientnet-lite0", choices=["efficientnet-lite0"])
+    p.add_argument("--epochs", type=int, help="default: the recipe's (docs/model.md)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_finetune)
 
     p = sub.add_parser("serve", help="run one of amberscan's services or servers")
     p.add_argument("server", choices=["model-server", *STAGES])
@@ -141,8 +157,49 @@ def _export_backbone(args: argparse.Namespace, settings: Settings) -> int:
         model_name=args.name or settings.backbone_name,
         version=args.version,
         seed=args.seed,
+        finetuned=args.finetuned,
+        tta=args.tta,
     )
     print(f"exported {args.backbone} ({weights}) to {path} in {time.perf_counter() - started:.1f}s")
+    return 0
+
+
+def _finetune(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+
+    import numpy as np
+
+    from amberscan.feature.extract import load_crop
+    from amberscan.model.dataset import fingerprint, list_labelled
+    from amberscan.model.finetune import FinetuneConfig, finetune, pixel_features
+
+    crops = list_labelled(args.data)
+    config = FinetuneConfig(seed=args.seed)
+    if args.epochs:
+        config = dataclasses.replace(config, epochs=args.epochs)
+    started = time.perf_counter()
+    images = np.stack([load_crop(c.path) for c in crops])
+    labels = np.array([c.label for c in crops])
+    print(
+        f"fine-tuning {args.backbone} on {len(crops)} crops ({int(labels.sum())} mining), {config}",
+        file=sys.stderr,
+    )
+    model = finetune(
+        lambda: pixel_features(args.backbone),
+        images,
+        labels,
+        config,
+        log=lambda message: print(message, file=sys.stderr, flush=True),
+    )
+    path = model.save(args.out)
+    meta = {
+        "backbone": args.backbone,
+        "config": dataclasses.asdict(config),
+        "data": str(args.data),
+        "data_fingerprint": fingerprint(crops),
+    }
+    path.with_suffix("").with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"saved fine-tuned weights to {path} in {time.perf_counter() - started:.0f}s")
     return 0
 
 

@@ -73,7 +73,7 @@ def build_backbone(name: str, weights: str | Path, *, seed: int = 0) -> tuple[ke
     raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(backbones.BACKBONES)}")
 
 
-def _serving_module(model: keras.Model, name: str, input_size: int) -> Any:
+def _serving_module(model: keras.Model, name: str, input_size: int, tta: bool = False) -> Any:
     """A tf.Module holding the model's variables and `serve`, the signature's function."""
 
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -81,7 +81,15 @@ def _serving_module(model: keras.Model, name: str, input_size: int) -> Any:
         # input size itself it is the identity.
         x = tf.image.resize(images, (input_size, input_size), method="bilinear", antialias=True)
         x = backbones.preprocess(name, x)
-        return {OUTPUT_NAME: tf.cast(model(x, training=False), tf.float32)}
+        if not tta:
+            return {OUTPUT_NAME: tf.cast(model(x, training=False), tf.float32)}
+        # Overhead imagery has no "up": the mean over the 8 flips/rotations is a steadier
+        # feature (8× the compute per crop).
+        views = []
+        for k in range(8):
+            view = tf.image.rot90(x, k % 4)
+            views.append(model(tf.image.flip_left_right(view) if k >= 4 else view, training=False))
+        return {OUTPUT_NAME: tf.cast(tf.reduce_mean(tf.stack(views), axis=0), tf.float32)}
 
     module = tf.Module(name="amberscan_backbone")
     module.model = model  # tracked, so its variables are saved
@@ -99,6 +107,8 @@ def export_backbone(
     model_name: str = "backbone",
     version: int | None = None,
     seed: int = 0,
+    finetuned: str | Path | None = None,
+    tta: bool = False,
 ) -> Path:
     """Write backbone `name` as version `version` of TF Serving model `model_name`.
 
@@ -110,6 +120,9 @@ def export_backbone(
         version: The version number; by default one more than the highest already there (1 if
             none).
         seed: Seed for resnet50 "random".
+        finetuned: A `.weights.h5` file of the same backbone fine-tuned on labelled crops
+            (`amberscan finetune`), loaded over `weights`.
+        tta: Serve the mean feature over the 8 flips/rotations of each crop.
 
     Returns:
         The version folder, `model_dir/model_name/version`.
@@ -130,18 +143,25 @@ def export_backbone(
         raise FileExistsError(f"{base / str(version)} already exists; choose another version")
     # Built before anything is written, so bad weights leave the model folder untouched.
     model, described = build_backbone(name, weights, seed=seed)
+    if finetuned is not None:
+        finetuned = Path(finetuned)
+        if not finetuned.is_file():
+            raise FileNotFoundError(f"fine-tuned weights file {finetuned} does not exist")
+        model.load_weights(finetuned)
+        described += f", fine-tuned {finetuned.name} (sha256 {_sha256(finetuned)[:16]})"
     base.mkdir(parents=True, exist_ok=True)
     if version is None:
         existing = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
         version = max(existing, default=0) + 1
     target = base / str(version)
-    module = _serving_module(model, name, spec.input_size)
+    module = _serving_module(model, name, spec.input_size, tta)
     metadata: dict[str, Any] = {
         "backbone": name,
         "weights": described,
         "feature_dim": spec.feature_dim,
         "input_size": spec.input_size,
         "preprocessing": spec.preprocessing,
+        "test_time_augmentation": "dihedral-8" if tta else "none",
         "signature": {"name": SIGNATURE, "input": INPUT_NAME, "output": OUTPUT_NAME},
         "created_by": "amberscan.model.export",
         "tensorflow": tf.__version__,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -38,6 +39,8 @@ class FinetuneConfig:
     dropout: float = 0.2
     colour_jitter: float = 0.1
     zoom_jitter: float = 0.15
+    train_batch_norm: bool = False
+    class_balance: bool = True
     seed: int = 0
 
 
@@ -102,6 +105,13 @@ class FinetunedModel:
             out.append(tf.reduce_mean(tf.stack(rows), axis=0).numpy())
         return np.concatenate(out).astype(np.float32)
 
+    def save(self, path: str | Path) -> Path:
+        """Write the fine-tuned backbone's weights (`.weights.h5`), for `export_backbone`."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backbone_net(self.features).save_weights(path)
+        return path
+
     def embed(
         self, images: NDArray[np.uint8], *, tta: bool = True, batch: int = 64
     ) -> NDArray[np.float32]:
@@ -131,7 +141,8 @@ def finetune(
     """
     keras.utils.set_random_seed(config.seed)
     features = make_features()
-    freeze_batch_norm(features)
+    if not config.train_batch_norm:
+        freeze_batch_norm(features)
     width = int(features.output_shape[-1])
     head = keras.Sequential(
         [
@@ -143,7 +154,9 @@ def finetune(
     )
     y = np.asarray(labels, dtype=np.float32)
     # Class balance: mining is ~1 in 5 crops; weight it so both classes pull equally.
-    positive_weight = float((y == 0).sum() / max((y == 1).sum(), 1))
+    positive_weight = (
+        float((y == 0).sum() / max((y == 1).sum(), 1)) if config.class_balance else 1.0
+    )
     loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
 
     def make_step(
@@ -201,3 +214,8 @@ def pixel_features(
     pixels = keras.Input((224, 224, 3), name="pixels")
     x = keras.layers.Lambda(lambda t: preprocess(backbone, t), name="preprocess")(pixels)
     return keras.Model(pixels, net(x), name=f"{backbone}_features")
+
+
+def backbone_net(features: keras.Model) -> keras.Model:
+    """The backbone network inside a `pixel_features` model (what export_backbone builds)."""
+    return features.layers[-1]
