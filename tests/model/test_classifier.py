@@ -127,3 +127,33 @@ def test_dataset_listing_and_tile_ids(tmp_path: Path) -> None:
     before = fingerprint(crops)
     (tmp_path / "negative" / "a_GMT_super_negative.png").write_bytes(b"changed")
     assert fingerprint(crops) != before
+
+
+def test_version_names_the_content_not_where_the_data_sits() -> None:
+    features, labels, tiles = separable()
+    params = {"n_estimators": 20}
+    here, _, _ = train_classifier(
+        features,
+        labels,
+        tiles,
+        folds=3,
+        params=params,
+        metadata={"data": "/a/superpixels", "data_fingerprint": "f1"},
+    )
+    there, _, _ = train_classifier(
+        features,
+        labels,
+        tiles,
+        folds=3,
+        params=params,
+        metadata={"data": "/b/superpixels", "data_fingerprint": "f1"},
+    )
+    other, _, _ = train_classifier(
+        features,
+        labels,
+        tiles,
+        folds=3,
+        params=params,
+        metadata={"data": "/a/superpixels", "data_fingerprint": "f2"},
+    )
+    assert here.version == there.version != other.version

@@ -269,8 +269,10 @@ def train_classifier(
         }
     )
     classifier = Classifier(final, threshold, meta)
-    # The version names the content, so the same data and seed give the same version.
-    digest = hashlib.sha256(classifier.to_json()).hexdigest()[:12]
+    # The version names the content, so the same data and seed give the same version (where
+    # the data happens to sit on disk does not count; its fingerprint does).
+    content = Classifier(final, threshold, {k: v for k, v in meta.items() if k != "data"})
+    digest = hashlib.sha256(content.to_json()).hexdigest()[:12]
     classifier.metadata["version"] = f"xgb-{digest}"
     return classifier, cv, oof
 
