@@ -383,7 +383,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         f"{len({c.tile_id for c in crops})} tiles, {args.folds}-fold CV grouped by tile",
         file=sys.stderr,
     )
-    classifier, cv, _ = train_classifier(
+    classifier, cv, oof = train_classifier(
         x,
         labels,
         [c.tile_id for c in crops],
@@ -402,7 +402,16 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     if not args.no_registry:
         key = asyncio.run(publish(settings, classifier))
         where += f" and s3://{settings.s3_bucket}/{key}"
-    report = {"version": classifier.version, "backbone": backbone.label, **cv.as_dict()}
+    from amberscan.model.classifier import evaluate_scores
+
+    report = {
+        "version": classifier.version,
+        "backbone": backbone.label,
+        "feature_dim": backbone.feature_dim,
+        "crops": len(crops),
+        **cv.as_dict(),
+        "f1_at_0.5": evaluate_scores(labels, oof, 0.5).f1,
+    }
     if args.json:
         print(json.dumps(report))
     else:
