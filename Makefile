@@ -75,8 +75,8 @@ test-unit: $(STAMP) ## the pure tests only (no servers)
 test: setup model up proto-check ## README's test command: install, build the model, start the stack, run every test
 	$(BIN)/pytest -q -ra
 
-bench: up ## benchmarks: SLIC time per tile (both modes), feature throughput through the model server
-	$(BIN)/python benchmarks/segmentation.py --tiles $(SHARED)/tiles
+bench: up ## benchmarks: SLIC per tile (both modes, effect on detection), feature throughput through the model server
+	$(BIN)/python benchmarks/segmentation.py --tiles $(SHARED)/tiles --classifier $(AMBERSCAN_CLASSIFIER_PATH)
 	$(BIN)/python benchmarks/features.py --address $${AMBERSCAN_MODEL_SERVER:-127.0.0.1:18500} --name backbone
 
 clean: down ## remove local state (stack data, models, venv)

@@ -1,10 +1,16 @@
 """SLIC time per scan tile: the 2018 reference segmentation against the fast mode.
 
     python benchmarks/segmentation.py --tiles ../shared/data/texty-amber/tiles [--repeat 3]
+        [--classifier models/classifier.json --model-server 127.0.0.1:18500]
 
 Both modes run in the same process on the same real tiles; the figures are the median wall time
 per tile, the speed-up (reference / fast), and the agreement of fast with reference: the mean
 over reference superpixels of the best-matching fast superpixel's IoU, plain and area-weighted.
+
+With a classifier and a model server, it also measures the effect on detection: the labelled
+crops were cut from reference superpixels, so the effect is measured on the whole tiles instead:
+positive superpixels found in each mode, the IoU of the positive (damaged) area between modes, and
+whether the tile's verdict (more than K positives) agrees.
 """
 
 from __future__ import annotations
@@ -30,10 +36,42 @@ def timed(image: np.ndarray, mode: str, repeat: int) -> tuple[float, Segmentatio
     return statistics.median(times), result
 
 
+async def _scores(address: str, name: str, images: np.ndarray) -> np.ndarray:
+    from amberscan.feature.client import FeatureClient
+
+    async with FeatureClient(address, name) as client:
+        return await client.predict(images)
+
+
+def detection_effect(
+    image: np.ndarray, ref: Segmentation, fast: Segmentation, args: argparse.Namespace
+) -> tuple[int, int, float, bool, bool]:
+    import asyncio
+
+    from amberscan.model.classifier import Classifier
+    from amberscan.vision.crops import crops_for
+
+    classifier = Classifier.load(args.classifier)
+    masks, counts = [], []
+    for seg in (ref, fast):
+        vectors = asyncio.run(_scores(args.model_server, args.name, crops_for(image, seg, 224)))
+        positive = np.flatnonzero(classifier.score(vectors) >= classifier.threshold)
+        masks.append(np.isin(seg.labels, positive))
+        counts.append(len(positive))
+    union = (masks[0] | masks[1]).sum()
+    iou = float((masks[0] & masks[1]).sum() / union) if union else 1.0
+    k = args.min_positives
+    return counts[0], counts[1], iou, counts[0] > k, counts[1] > k
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiles", type=Path, required=True, help="folder of tile images")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--classifier", type=Path, help="also measure the effect on detection")
+    parser.add_argument("--model-server", default="127.0.0.1:18500")
+    parser.add_argument("--name", default="backbone")
+    parser.add_argument("--min-positives", type=int, default=2)
     args = parser.parse_args()
     paths = sorted(p for p in args.tiles.iterdir() if p.suffix.lower() in {".png", ".jpg"})
     if not paths:
@@ -63,6 +101,21 @@ def main() -> None:
         f"{'all':<12} {'':>10} {totals[0]:7.3f} {totals[1]:7.3f} {totals[0] / totals[1]:7.1f}x "
         f"{'':>5} {'':>6} {statistics.mean(ious):5.3f} {statistics.mean(weighted):9.3f}"
     )
+
+    if args.classifier:
+        print(f"\neffect on detection ({args.classifier}, flagged when > {args.min_positives}):")
+        print(f"{'tile':<12} {'pos ref':>7} {'pos fast':>8} {'damaged-area IoU':>16} verdicts")
+        agree = 0
+        for path in paths:
+            image = read_image(path)
+            ref, fast = segment(image, mode="reference"), segment(image, mode="fast")
+            n_ref, n_fast, iou, flag_ref, flag_fast = detection_effect(image, ref, fast, args)
+            agree += flag_ref == flag_fast
+            print(
+                f"{path.stem:<12} {n_ref:7d} {n_fast:8d} {iou:16.3f} "
+                f"{'flagged' if flag_ref else 'clear'}/{'flagged' if flag_fast else 'clear'}"
+            )
+        print(f"verdicts agree on {agree} of {len(paths)} tiles")
 
 
 if __name__ == "__main__":
