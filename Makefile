@@ -6,7 +6,7 @@ PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-SHARED  ?= $(abspath ../shared/data/texty-amber)
+SHARED  ?= $(or $(wildcard $(abspath ../shared/data/texty-amber)),/work/shared/data/texty-amber)
 export AMBERSCAN_MODEL_DIR ?= $(CURDIR)/models/serving
 export AMBERSCAN_CLASSIFIER_PATH ?= $(CURDIR)/models/classifier.json
 
