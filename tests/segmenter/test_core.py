@@ -1,0 +1,141 @@
+"""Segmenter core on a real shared tile: crops, superpixel messages, label PNGs. No servers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from amberscan.segmenter.core import (
+    SegmentedTile,
+    decode_labels,
+    encode_labels,
+    segment_tile,
+    superpixel_messages,
+)
+from amberscan.v1 import messages_pb2 as pb
+from amberscan.vision.imageio import read_image
+from amberscan.vision.segment import decode_rle
+
+TILE = pb.Tile(
+    tile_id="120330211",
+    scan_id="scan-1",
+    tile=pb.TileCoord(z=16, x=38012, y=22100, quadkey="120330211"),
+    provider="test",
+    imagery_date="2015-10-05",
+    image_key="tiles/ab/abc.png",
+    tiles_expected=4,
+    models=pb.ModelVersions(classifier="m1", backbone="b1"),
+)
+
+
+@pytest.fixture(scope="module")
+def image(shared_data: Path) -> np.ndarray:
+    return read_image(shared_data / "tiles" / "positive1.png")
+
+
+@pytest.fixture(scope="module")
+def segmented(image: np.ndarray) -> SegmentedTile:
+    return segment_tile(image)  # the reference (2018) segmentation, about a second
+
+
+@pytest.fixture(scope="module")
+def messages(segmented: SegmentedTile) -> list[pb.Superpixel]:
+    n = len(segmented.segmentation.superpixels)
+    crop_keys = [f"crops/{i:02d}.png" for i in range(n)]
+    return superpixel_messages(TILE, segmented.segmentation, crop_keys, "labels/l.png", "slic-x")
+
+
+def test_one_224_crop_per_superpixel(image: np.ndarray, segmented: SegmentedTile) -> None:
+    n = len(segmented.segmentation.superpixels)
+    assert n > 1
+    assert segmented.crops.shape == (n, 224, 224, 3)
+    assert segmented.crops.dtype == np.uint8
+    assert segmented.segmentation.labels.shape == image.shape[:2]
+
+
+def test_messages_number_every_superpixel_once(
+    segmented: SegmentedTile, messages: list[pb.Superpixel]
+) -> None:
+    n = len(segmented.segmentation.superpixels)
+    assert len(messages) == n
+    assert sorted(m.ref.segment_index for m in messages) == list(range(n))
+    for i, m in enumerate(messages):
+        assert m.ref.segment_count == n
+        assert m.crop_key == f"crops/{i:02d}.png"  # crop i belongs to superpixel i
+        assert m.segmenter == "slic-x" and m.ref.labels_key == "labels/l.png"
+
+
+def test_messages_carry_the_tile(image: np.ndarray, messages: list[pb.Superpixel]) -> None:
+    height, width = image.shape[:2]
+    for m in messages:
+        ref = m.ref
+        assert (ref.image_width, ref.image_height) == (width, height)
+        assert ref.tile_id == TILE.tile_id and ref.scan_id == TILE.scan_id
+        assert ref.tile == TILE.tile and ref.models == TILE.models
+        assert ref.image_key == TILE.image_key and ref.imagery_date == TILE.imagery_date
+        assert ref.provider == TILE.provider and ref.tiles_expected == TILE.tiles_expected
+
+
+def test_boxes_inside_image_and_areas_cover_it(
+    image: np.ndarray, messages: list[pb.Superpixel]
+) -> None:
+    height, width = image.shape[:2]
+    for m in messages:
+        box = m.ref.bbox
+        assert 0 <= box.row0 < box.row1 <= height
+        assert 0 <= box.col0 < box.col1 <= width
+        assert 0 < m.ref.area_px <= (box.row1 - box.row0) * (box.col1 - box.col0)
+    assert sum(m.ref.area_px for m in messages) == height * width
+
+
+def test_masks_are_exactly_the_superpixels(
+    segmented: SegmentedTile, messages: list[pb.Superpixel]
+) -> None:
+    labels = segmented.segmentation.labels
+    rebuilt = np.full(labels.shape, -1, dtype=np.int64)
+    for m in messages:
+        box, i = m.ref.bbox, m.ref.segment_index
+        mask = decode_rle(m.ref.mask_rle, (box.row1 - box.row0, box.col1 - box.col0))
+        window = labels[box.row0 : box.row1, box.col0 : box.col1]
+        np.testing.assert_array_equal(mask, window == i)
+        assert int(mask.sum()) == m.ref.area_px
+        # the box is tight: the mask touches each of its four sides
+        assert mask[0].any() and mask[-1].any() and mask[:, 0].any() and mask[:, -1].any()
+        target = rebuilt[box.row0 : box.row1, box.col0 : box.col1]
+        assert (target[mask] == -1).all(), f"superpixel {i} overlaps another"
+        target[mask] = i
+    # the messages alone give back the whole label image: every pixel exactly once
+    np.testing.assert_array_equal(rebuilt, labels)
+
+
+def test_label_image_round_trip(segmented: SegmentedTile) -> None:
+    labels = segmented.segmentation.labels
+    decoded = decode_labels(encode_labels(labels))
+    assert decoded.dtype == np.int32
+    np.testing.assert_array_equal(decoded, labels)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    arrays(
+        np.int32,
+        st.tuples(st.integers(1, 12), st.integers(1, 12)),
+        elements=st.integers(0, 65535),
+    )
+)
+def test_label_round_trip_up_to_16_bits(labels: np.ndarray) -> None:
+    np.testing.assert_array_equal(decode_labels(encode_labels(labels)), labels)
+
+
+def test_largest_16_bit_label_fits_and_one_more_is_refused() -> None:
+    labels = np.zeros((3, 4), dtype=np.int32)
+    labels[1, 2] = 65535
+    np.testing.assert_array_equal(decode_labels(encode_labels(labels)), labels)
+    labels[2, 3] = 65536
+    with pytest.raises(ValueError, match="16-bit"):
+        encode_labels(labels)
