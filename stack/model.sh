@@ -11,6 +11,10 @@ CLASSIFIER="${AMBERSCAN_CLASSIFIER_PATH:-$ROOT/models/classifier.json}"
 BACKBONE="${AMBERSCAN_DEFAULT_BACKBONE:-efficientnet-lite0}"
 WEIGHTS="${AMBERSCAN_DEFAULT_WEIGHTS:-pretrained}"
 DATA="${AMBERSCAN_TRAINING_DATA:-$SHARED_DATA/superpixels}"
+# The offline default fine-tunes the pretrained backbone on the labelled crops (docs/model.md);
+# AMBERSCAN_FINETUNE=0 serves the frozen ImageNet backbone instead.
+FINETUNE="${AMBERSCAN_FINETUNE:-1}"
+FINETUNED="${AMBERSCAN_FINETUNED_WEIGHTS:-$ROOT/models/finetuned/$BACKBONE.weights.h5}"
 BIN="$ROOT/.venv/bin/amberscan"
 export AMBERSCAN_MODEL_DIR="$MODEL_DIR" AMBERSCAN_CLASSIFIER_PATH="$CLASSIFIER"
 
@@ -19,13 +23,21 @@ export AMBERSCAN_MODEL_DIR="$MODEL_DIR" AMBERSCAN_CLASSIFIER_PATH="$CLASSIFIER"
 
 if [ "${FORCE:-0}" = 1 ]; then
   "$ROOT/stack/down.sh" >/dev/null 2>&1 || true
-  rm -rf "${MODEL_DIR:?}/$NAME" "$CLASSIFIER"
+  rm -rf "${MODEL_DIR:?}/$NAME" "$CLASSIFIER" "$FINETUNED"
 fi
 
 if ! ls "$MODEL_DIR/$NAME"/*/saved_model.pb >/dev/null 2>&1; then
-  log "model: exporting $BACKBONE ($WEIGHTS) to $MODEL_DIR/$NAME/1"
+  extra=()
+  if [ "$FINETUNE" = 1 ]; then
+    if [ ! -f "$FINETUNED" ]; then
+      log "model: fine-tuning $BACKBONE on $DATA (a few minutes on CPU)"
+      "$BIN" finetune --backbone "$BACKBONE" --data "$DATA" --out "$FINETUNED"
+    fi
+    extra=(--finetuned "$FINETUNED" --tta)
+  fi
+  log "model: exporting $BACKBONE ($WEIGHTS${extra[*]:+, ${extra[*]}}) to $MODEL_DIR/$NAME/1"
   "$BIN" export-backbone --backbone "$BACKBONE" --weights "$WEIGHTS" --model-dir "$MODEL_DIR" \
-    --name "$NAME" --version 1
+    --name "$NAME" --version 1 "${extra[@]}"
 else
   log "model: backbone present in $MODEL_DIR/$NAME"
 fi
@@ -38,6 +50,10 @@ if [ ! -f "$CLASSIFIER" ] || [ "$newest" -nt "$CLASSIFIER" ]; then
   log "model: training the classifier on $DATA (5-fold CV grouped by tile)"
   mkdir -p "$(dirname "$CLASSIFIER")"
   "$BIN" train --data "$DATA" --out "$CLASSIFIER"
+  if [ "$FINETUNE" = 1 ]; then
+    log "model: note — the backbone was fine-tuned on these same crops, so the CV figures above are" \
+      "optimistic; benchmarks/finetune_cv.py fine-tunes inside each fold (docs/model.md)"
+  fi
 else
   log "model: classifier present at $CLASSIFIER; publishing it to the registry"
   "$ROOT/.venv/bin/python" - "$CLASSIFIER" <<'PY'
