@@ -76,10 +76,14 @@ def test_area_is_sum_of_positive_superpixels() -> None:
     assert positives.area == pytest.approx(tile_shape.area * 3 / 4, rel=0.05)
 
 
-def test_not_flagged_has_no_area_beyond_its_positives() -> None:
+def test_damage_is_reported_only_where_the_rule_fires() -> None:
     detection = build_detection(scores_for([0.1, 0.2, 0.9]), min_positives=2)
     assert not detection.flagged and detection.positives == 1
-    assert detection.hectares > 0  # the one positive superpixel is still measured
+    # The positive superpixel is kept in the scores, but an unflagged tile has no damaged area.
+    assert detection.hectares == 0 and detection.positives_geojson == ""
+    assert list(detection.scores) == pytest.approx([0.1, 0.2, 0.9])
+    flagged = build_detection(scores_for([0.1, 0.2, 0.9]), min_positives=0)
+    assert flagged.flagged and flagged.hectares > 0 and flagged.positives_geojson
     none = build_detection(scores_for([0.1, 0.2, 0.3]), min_positives=2)
     assert none.hectares == 0 and none.positives_geojson == ""
 

@@ -130,6 +130,10 @@ async def test_demo_scan_end_to_end_matches_the_detection_core(pipeline: Setting
     assert len(rows) == 8
     by_tile = {row[0]: row for row in rows}
     assert set(by_tile) == {t.quadkey for t in demo.demo_tiles()}
+    # The default model gets the demo right: tiles made from the real mining images are flagged,
+    # tiles made from the real negative images are not.
+    for placed in demo.demo_layout():
+        assert by_tile[placed.tile.quadkey][1] == placed.source.startswith("positive"), placed
     store = BlobStore(settings)
     classifier = Classifier.load(settings.classifier_path)
     async with client_for(settings) as client:
@@ -152,9 +156,11 @@ async def test_demo_scan_end_to_end_matches_the_detection_core(pipeline: Setting
             assert is_demo and count == len(scores) and k == settings.min_positive_superpixels
             assert positives == sum(s >= classifier.threshold for s in scores)
             assert flagged == (positives > k)
-            assert positives == 0 or inside
-            if positives:  # the polygons' ground area agrees with the hectares from pixel counts
+            if flagged:  # the polygons' ground area agrees with the hectares from pixel counts
+                assert inside and hectares > 0
                 assert area / 10_000 == pytest.approx(hectares, rel=0.05)
+            else:  # damage is reported only where the rule fires
+                assert hectares == 0 and area is None
             # The detection core on the same image gives the same scores as the pipeline.
             image = decode_image(await store.get(key), key)
             segmentation = segment(image, mode=settings.segmentation_mode)
@@ -173,7 +179,11 @@ async def test_demo_scan_end_to_end_matches_the_detection_core(pipeline: Setting
     again = await scan(settings, demo.demo_scan_request())
     assert (again.skipped, again.done, again.failed) == (8, 0, 0)
     assert again.flagged == summary.flagged
+    assert again.hectares == pytest.approx(summary.hectares)
+    assert len(again.verdicts) == 8  # every tile of the area is reported with its verdict
     request = demo.demo_scan_request()
     request.rescan = True
     redo = await scan(settings, request)
     assert (redo.done, redo.skipped) == (8, 0)
+    async with Database(settings) as db:  # neither the skip nor the rescan added a row
+        assert (await db.fetch("SELECT count(*) FROM detections"))[0][0] == 8

@@ -110,9 +110,13 @@ def build_detection(scores: list[pb.SuperpixelScore], min_positives: int) -> pb.
     tile = Tile(ref.tile.x, ref.tile.y, ref.tile.z)
     width, height = ref.image_width, ref.image_height
     positive = [s for s in scores if s.positive]
-    area_m2 = sum(s.ref.area_px for s in positive) * pixel_area_m2(tile, width)
+    flagged = len(positive) > min_positives
+    # Damage is reported where the tile rule fires: a stray positive superpixel or two on an
+    # unflagged tile is not counted as damaged land (the scores keep them for review).
+    damaged = positive if flagged else []
+    area_m2 = sum(s.ref.area_px for s in damaged) * pixel_area_m2(tile, width)
     shapes = []
-    for s in positive:
+    for s in damaged:
         box = s.ref.bbox
         mask = decode_rle(s.ref.mask_rle, (box.row1 - box.row0, box.col1 - box.col0))
         shapes.append(mask_polygon(mask, box.row0, box.col0))
@@ -141,7 +145,7 @@ def build_detection(scores: list[pb.SuperpixelScore], min_positives: int) -> pb.
         tile=ref.tile,
         provider=ref.provider,
         imagery_date=ref.imagery_date,
-        flagged=len(positive) > min_positives,
+        flagged=flagged,
         positives=len(positive),
         segment_count=ref.segment_count,
         min_positives=min_positives,
