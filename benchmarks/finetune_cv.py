@@ -74,7 +74,11 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=FinetuneConfig.learning_rate)
     parser.add_argument("--batch-size", type=int, default=FinetuneConfig.batch_size)
     parser.add_argument("--train-batch-norm", action="store_true")
-    parser.add_argument("--no-class-balance", action="store_true")
+    parser.add_argument(
+        "--class-balance",
+        action="store_true",
+        help="weight mining crops up to the negatives' count",
+    )
     parser.add_argument("--zoom-jitter", type=float, default=FinetuneConfig.zoom_jitter)
     parser.add_argument("--colour-jitter", type=float, default=FinetuneConfig.colour_jitter)
     parser.add_argument("--seed", type=int, default=0)
@@ -86,7 +90,7 @@ def main() -> None:
         learning_rate=args.learning_rate,
         batch_size=args.batch_size,
         train_batch_norm=args.train_batch_norm,
-        class_balance=not args.no_class_balance,
+        class_balance=args.class_balance,
         zoom_jitter=args.zoom_jitter,
         colour_jitter=args.colour_jitter,
         seed=args.seed,
