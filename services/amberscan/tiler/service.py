@@ -175,7 +175,9 @@ def make_handler(
                     return await _tile_output(store, source, plan, request, tile, history, model)
                 except PoisonMessage as error:
                     failure = Failure(tile_id=tile.quadkey, scan_id=plan.scan_id)
-                    letter = dead_letter(record, SERVICE, error, failure)
+                    # Name the scan tile too: the provider's error names only its child tile.
+                    where = type(error)(f"scan tile {tile.quadkey} ({tile}): {error}")
+                    letter = dead_letter(record, SERVICE, where, failure)
                     return Output(
                         topics.DEAD_LETTERS, tile.quadkey.encode(), letter.SerializeToString()
                     )
