@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.web.conftest import HOSTILE, TOKEN, Seeded
+from tests.web.test_explore import produce_scan_features
 
 pytestmark = pytest.mark.stack
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
@@ -136,16 +137,20 @@ def explore_and_label(driver, base: str, tile: str, query: str) -> dict[str, obj
     seen: dict[str, object] = {}
     driver.get(base + "/explore")
     _ready(driver)
+    seen["about"] = driver.find_element(By.ID, "about").text
     points = driver.find_elements(By.CSS_SELECTOR, "#plot .pt")
     seen["points"] = len(points)
-    flagged = driver.find_elements(By.CSS_SELECTOR, "#plot .pt-flagged")[0]
-    ActionChains(driver).move_to_element(flagged).perform()
+    point = driver.find_elements(By.CSS_SELECTOR, "#plot a.pt")[0]
+    ActionChains(driver).move_to_element(point).perform()
     tip = _wait(driver, lambda d: d.find_element(By.ID, "tooltip"))
     _wait(driver, lambda d: "hidden" not in tip.get_attribute("class"))
     _image_loaded(driver, "#tooltip img")
     seen["tooltip"] = tip.text
     driver.save_screenshot(str(SCREENSHOTS / "explore.png"))
-    flagged.click()
+    driver.find_element(By.ID, "colour").send_keys("class")
+    seen["class_legend"] = driver.find_element(By.ID, "legend").text
+    point = driver.find_elements(By.CSS_SELECTOR, "#plot a.pt")[0]
+    point.click()
     _wait(driver, lambda d: "/tile/" in d.current_url)
     _ready(driver)
     seen["explore_click_url"] = driver.current_url
@@ -189,9 +194,14 @@ async def test_map_debugger_and_review(browser, server: str, seeded: Seeded) -> 
 async def test_explore_tooltip_and_labelling(browser, server: str, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
     target = seeded.tiles["negative1"]
     query = f"imagery_date={target.imagery_date}&model={target.models.classifier}"
+    await produce_scan_features(seeded)  # 3 superpixels of each of the 4 tiles
     seen = await asyncio.to_thread(explore_and_label, browser, server, target.tile_id, query)
-    assert seen["points"] == 4
+    assert seen["points"] == 12
+    assert "PCA of 12 superpixel feature vectors from backbone" in str(seen["about"])
+    assert "scan scan-test" in str(seen["about"])
     assert "tile " in str(seen["tooltip"]) and "DEMO" in str(seen["tooltip"])
+    assert "score " in str(seen["tooltip"])
+    assert "unlabelled: 12" in str(seen["class_legend"])
     assert "/tile/" in str(seen["explore_click_url"])
     labelled = seen["labelled"]
     assert isinstance(labelled, list) and len(labelled) == 2

@@ -32,7 +32,7 @@ from amberscan.segmenter.core import decode_labels
 from amberscan.vision.imageio import decode_image, encode_png
 from amberscan.vision.overlay import score_overlay
 from amberscan.vision.segment import Segmentation, boundaries
-from amberscan.web import core, queries
+from amberscan.web import core, explore, queries
 from amberscan.web.core import BadRequest
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,8 @@ STORE: web.AppKey[BlobStore] = web.AppKey("store", BlobStore)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 CACHE: web.AppKey[TileCache] = web.AppKey("cache")
 CSP: web.AppKey[str] = web.AppKey("csp", str)
+EXPLORE: web.AppKey[explore.LabelledFeatures] = web.AppKey("explore", explore.LabelledFeatures)
+EXPLORE_IMAGES: web.AppKey[explore.TileImages] = web.AppKey("explore_images", explore.TileImages)
 
 
 @dataclass(frozen=True)
@@ -500,37 +502,42 @@ async def _audit_report(request: web.Request, audit_id: int) -> dict[str, Any]:
 
 
 async def explore_data(request: web.Request) -> web.Response:
-    filters = core.parse_filters(request.query, bbox_required=False)
-    rows = await queries.explore_rows(request.app[DB], filters)
-    vectors = np.array([core.score_profile(r["scores"] or []) for r in rows]).reshape(
-        len(rows), core.SCORE_BINS + 3
+    """A 2-D projection of superpixel features: of a scan (`scan_id`, default the latest) read
+    back from the features topic, or of the labelled crops (`source=labelled`)."""
+    source, scan_id = explore.query_source(request.query)
+    settings = request.app[SETTINGS]
+    if source == "labelled":
+        return _json(await explore.labelled_projection(settings, request.app[EXPLORE]))
+    return _json(await explore.scan_projection(settings, request.app[DB], scan_id))
+
+
+async def explore_crop(request: web.Request) -> web.Response:
+    """PNG of one superpixel's box of a stored tile image (`image_key`, `bbox=r0,c0,r1,c1`)."""
+    image_key = explore.parse_image_key(request.query.get("image_key", ""))
+    box = explore.parse_pixel_box(request.query.get("bbox", ""))
+    try:
+        image = await request.app[EXPLORE_IMAGES].get(request.app[STORE], image_key)
+    except MissingBlob:
+        raise web.HTTPNotFound(text=f"no tile image {image_key}") from None
+    data = await asyncio.to_thread(explore.crop_png, image, box)
+    return web.Response(
+        body=data, content_type="image/png", headers={"Cache-Control": "max-age=3600"}
     )
-    coords, method = await asyncio.to_thread(core.project_2d, vectors)
-    points = []
-    for row, (x, y) in zip(rows, coords, strict=True):
-        q = f"imagery_date={row['imagery_date']}&model={row['model_version']}"
-        points.append(
-            {
-                "x": round(float(x), 5),
-                "y": round(float(y), 5),
-                "tile_id": row["tile_id"],
-                "imagery_date": row["imagery_date"],
-                "model_version": row["model_version"],
-                "flagged": bool(row["flagged"]),
-                "max_score": round(max((float(s) for s in row["scores"] or []), default=0.0), 4),
-                "outcome": core.outcome(bool(row["flagged"]), row["verdict"]),
-                "demo": bool(row["demo"]),
-                "query": q,
-            }
-        )
-    return _json(
-        {
-            "method": method,
-            "source": "per-detection score profiles: histogram of superpixel scores (10 bins), "
-            "max, mean, fraction >= 0.5",
-            "points": points,
-        }
+
+
+async def explore_labelled_png(request: web.Request) -> web.Response:
+    """The labelled crop at `index` of the explore page's labelled source."""
+    text = request.match_info["index"]
+    if not re.fullmatch(r"\d{1,6}", text):
+        raise BadRequest(f"labelled crop index {text[:20]!r}: an integer")
+    crops = await request.app[EXPLORE].crops(request.app[SETTINGS])
+    index = int(text)
+    if index >= len(crops):
+        raise web.HTTPNotFound(text=f"labelled crop {index}: there are {len(crops)}")
+    data = await asyncio.to_thread(
+        lambda: encode_png(decode_image(crops[index].path.read_bytes(), crops[index].path.name))
     )
+    return web.Response(body=data, content_type="image/png", headers={"Cache-Control": "no-cache"})
 
 
 # ---------------------------------------------------------------- app
@@ -541,6 +548,8 @@ def make_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     app[CSP] = _csp(settings)
+    app[EXPLORE] = explore.LabelledFeatures()
+    app[EXPLORE_IMAGES] = explore.TileImages()
 
     async def resources(app: web.Application) -> Any:
         db = Database(settings)
@@ -564,6 +573,8 @@ def make_app(settings: Settings) -> web.Application:
     r.add_get("/api/export.geojson", export_geojson)
     r.add_get("/api/export.csv", export_csv)
     r.add_get("/api/explore", explore_data)
+    r.add_get("/api/explore/crop", explore_crop)
+    r.add_get("/api/explore/labelled/{index}.png", explore_labelled_png)
     r.add_get("/api/tiles/{tile_id}", tile_detail)
     r.add_get("/api/tiles/{tile_id}/overlay.png", overlay_png)
     r.add_get("/api/tiles/{tile_id}/segment", segment_lookup)

@@ -1,0 +1,527 @@
+"""The explore page's data: a 2-D projection of superpixel feature vectors, with outcomes.
+
+Two sources:
+
+* ``scan``: the SuperpixelFeatures of one scan, read back from the retained ``features`` topic
+  (kept forever for replay, so what is plotted is what the classifier saw), scored with the
+  current classifier; a superpixel's class is a person's label from ``superpixel_labels`` when
+  there is one.
+* ``labelled``: the shared labelled crops (``positive/`` and ``negative/``), their features
+  computed by the model server (cached per served backbone version) and scored the same way.
+
+The pure part (`project`, `outcome`, `parse_image_key`, `parse_pixel_box`, `describe`) takes
+arrays and strings; the loaders below it talk to Kafka, PostgreSQL, the blob store and the model
+server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import numpy as np
+from numpy.typing import NDArray
+
+from amberscan.common.settings import Settings
+from amberscan.web.core import BadRequest
+
+MAX_POINTS = 5000
+TSNE_MIN_POINTS = 30
+READ_BUDGET_S = 60.0
+SHARED_LABELLED = Path("/work/shared/data/texty-amber/superpixels")
+CLASS_NAMES = {1: "mining", 0: "not_mining", None: "unlabelled"}
+_IMAGE_KEY = re.compile(r"^tiles/([0-9a-f]{2})/([0-9a-f]{64})\.(png|jpg|jpeg|webp|tif|tiff)$")
+_SCAN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+# ---------------------------------------------------------------- pure
+
+
+def project(vectors: NDArray[np.floating[Any]], seed: int = 0) -> tuple[NDArray[np.float64], str]:
+    """2-D coordinates of the rows of `vectors` (n, d), scaled into [0, 1], and the method.
+
+    Columns are standardised first (a constant column stays 0), so no single wide-ranging
+    feature dominates. With at least 30 rows: t-SNE (scikit-learn, perplexity min(30, n/4),
+    PCA-initialised, on at most 50 principal components); fewer rows: PCA. One row sits in the
+    middle; a projection that collapses an axis puts that axis at 0.5.
+    """
+    x = np.asarray(vectors, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"vectors must be (n, d), got shape {x.shape}")
+    n = x.shape[0]
+    if n == 0:
+        return np.zeros((0, 2)), "none"
+    if n == 1:
+        return np.full((1, 2), 0.5), "none"
+    std = x.std(axis=0)
+    z = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    components = _pca(z, min(50, n, z.shape[1]))
+    if n >= TSNE_MIN_POINTS:
+        from sklearn.manifold import TSNE
+
+        coords = TSNE(
+            n_components=2,
+            perplexity=min(30.0, n / 4),
+            init="pca",
+            random_state=seed,
+        ).fit_transform(components)
+        method = "t-SNE"
+    else:
+        coords = components[:, :2]
+        method = "PCA"
+    coords = np.asarray(coords, dtype=np.float64)
+    if coords.shape[1] < 2:
+        coords = np.pad(coords, ((0, 0), (0, 2 - coords.shape[1])))
+    low, high = coords.min(axis=0), coords.max(axis=0)
+    span = high - low
+    scaled: NDArray[np.float64] = np.where(
+        span > 1e-12, (coords - low) / np.where(span > 1e-12, span, 1.0), 0.5
+    )
+    return scaled, method
+
+
+def _pca(z: NDArray[np.float64], k: int) -> NDArray[np.float64]:
+    """The first `k` principal-component scores of centred `z`, signs fixed for determinism."""
+    u, s, vt = np.linalg.svd(z, full_matrices=False)
+    # An SVD's signs are arbitrary: make each component's largest loading positive.
+    signs = np.sign(vt[np.arange(vt.shape[0]), np.abs(vt).argmax(axis=1)])
+    signs[signs == 0] = 1.0
+    scores: NDArray[np.float64] = (u * s * signs)[:, :k]
+    return scores
+
+
+def outcome(positive: bool, label: int | None) -> str:
+    """TP/FP/TN/FN of a superpixel with a label (1 mining, 0 not); else positive/negative."""
+    if label is None:
+        return "positive" if positive else "negative"
+    if label == 1:
+        return "TP" if positive else "FN"
+    return "FP" if positive else "TN"
+
+
+def parse_image_key(text: str) -> str:
+    """A tile image's content key (`tiles/ab/abcdef….png`); nothing else may be read.
+
+    Raises:
+        BadRequest: any other text.
+    """
+    match = _IMAGE_KEY.match(text)
+    if match is None or not match.group(2).startswith(match.group(1)):
+        raise BadRequest(f"image_key={text[:80]!r}: not a tile image key (tiles/ab/<sha256>.png)")
+    return text
+
+
+def parse_pixel_box(text: str) -> tuple[int, int, int, int]:
+    """`r0,c0,r1,c1` (half-open rows and columns) as four integers with r0 < r1, c0 < c1.
+
+    Raises:
+        BadRequest: not four non-negative integers, or an empty box.
+    """
+    parts = text.split(",")
+    if len(parts) != 4 or not all(re.fullmatch(r"\d{1,5}", p.strip()) for p in parts):
+        raise BadRequest(f"bbox={text[:40]!r}: expected four non-negative integers r0,c0,r1,c1")
+    r0, c0, r1, c1 = (int(p) for p in parts)
+    if not (r0 < r1 and c0 < c1):
+        raise BadRequest(f"bbox={text!r}: empty box (need r0 < r1 and c0 < c1)")
+    return r0, c0, r1, c1
+
+
+def check_box_inside(box: tuple[int, int, int, int], height: int, width: int) -> None:
+    """Raises BadRequest when `box` reaches outside a height x width image."""
+    r0, c0, r1, c1 = box
+    if r1 > height or c1 > width:
+        raise BadRequest(f"bbox {r0},{c0},{r1},{c1} reaches outside the {height}x{width} image")
+
+
+def describe(method: str, n: int, backbone: str, where: str) -> str:
+    """The sentence the page shows above the plot."""
+    noun = "superpixel feature vector" if n == 1 else "superpixel feature vectors"
+    head = f"{method} of {n} {noun}" if method != "none" else f"{n} {noun} (too few to project)"
+    return f"{head} from backbone {backbone or 'unknown'}, {where}"
+
+
+@dataclass(frozen=True)
+class Item:
+    """One superpixel to plot: what the point links to and shows, without its coordinates."""
+
+    tile_id: str
+    imagery_date: str
+    segment_index: int
+    score: float
+    positive: bool
+    label: int | None
+    image: str
+    link: str
+    demo: bool = False
+
+
+def points(items: Sequence[Item], coords: NDArray[np.float64]) -> list[dict[str, Any]]:
+    """The JSON points of `items` placed at `coords`."""
+    return [
+        {
+            "x": round(float(x), 5),
+            "y": round(float(y), 5),
+            "tile_id": item.tile_id,
+            "imagery_date": item.imagery_date,
+            "segment_index": item.segment_index,
+            "score": round(item.score, 4),
+            "positive": item.positive,
+            "class": CLASS_NAMES[item.label],
+            "outcome": outcome(item.positive, item.label),
+            "image": item.image,
+            "link": item.link,
+            "demo": item.demo,
+        }
+        for item, (x, y) in zip(items, coords, strict=True)
+    ]
+
+
+def counts(values: Sequence[dict[str, Any]], field: str) -> dict[str, int]:
+    return dict(Counter(str(v[field]) for v in values))
+
+
+# ---------------------------------------------------------------- loaders
+
+
+async def load_classifier(settings: Settings) -> Any:
+    """The classifier the pipeline would score with now (registry, else the local file)."""
+    from amberscan.classifier.service import load_classifier as load
+
+    return await load(settings)
+
+
+async def latest_scan(db: Any) -> str | None:
+    """The most recently requested scan, else the scan of the newest detection."""
+    rows = await db.fetch("SELECT scan_id FROM scans ORDER BY requested_at DESC LIMIT 1")
+    if not rows:
+        rows = await db.fetch(
+            "SELECT scan_id FROM detections WHERE scan_id <> '' ORDER BY detected_at DESC LIMIT 1"
+        )
+    return str(rows[0][0]) if rows else None
+
+
+def parse_scan_id(text: str) -> str:
+    if not _SCAN_ID.match(text):
+        raise BadRequest(f"scan_id={text[:80]!r}: letters, digits and . _ : - only")
+    return text
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    features: list[Any]  # pb.SuperpixelFeatures of the scan
+    records_read: int
+    complete: bool  # read to the end offsets within the budget and under the cap
+
+
+async def read_scan_features(
+    settings: Settings, scan_id: str, limit: int = MAX_POINTS, budget_s: float = READ_BUDGET_S
+) -> ReadResult:
+    """The scan's SuperpixelFeatures from the retained features topic, at most `limit`.
+
+    A consumer without a group (nothing is committed, no other reader is disturbed) is assigned
+    every partition, reads from the beginning to the end offsets seen at the start, and keeps
+    the records whose ref.scan_id is `scan_id`. A redelivered superpixel (same tile, date,
+    segment) counts once, the last copy wins.
+    """
+    from aiokafka import AIOKafkaConsumer
+    from google.protobuf.message import DecodeError
+
+    from amberscan.common import topics
+    from amberscan.v1 import messages_pb2 as pb
+
+    topic = topics.topic_name(settings.topic_prefix, topics.FEATURES)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    await consumer.start()
+    found: OrderedDict[tuple[str, str, int], Any] = OrderedDict()
+    read = 0
+    complete = True
+    try:
+        if topic not in await consumer.topics():
+            return ReadResult([], 0, True)
+        # Without a group, a subscription is assigned every partition of the topic.
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + budget_s
+        while not consumer.assignment():
+            if time.monotonic() > deadline:
+                return ReadResult([], 0, False)
+            await asyncio.sleep(0.05)
+        assigned = sorted(consumer.assignment())
+        await consumer.seek_to_beginning(*assigned)
+        ends = await consumer.end_offsets(assigned)
+        remaining = {tp for tp in assigned if ends[tp] > 0}
+        while remaining:
+            if time.monotonic() > deadline:
+                complete = False
+                break
+            batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=2000)
+            for tp, records in batch.items():
+                for record in records:
+                    if record.offset >= ends[tp]:
+                        continue
+                    read += 1
+                    message = pb.SuperpixelFeatures()
+                    try:
+                        message.ParseFromString(record.value)
+                    except DecodeError:  # a poison record: the dead-letter path handles it
+                        continue
+                    ref = message.ref
+                    if ref.scan_id == scan_id:
+                        key = (ref.tile_id, ref.imagery_date, int(ref.segment_index))
+                        found.pop(key, None)
+                        found[key] = message
+            for tp in list(remaining):
+                if await consumer.position(tp) >= ends[tp]:
+                    remaining.discard(tp)
+            if len(found) >= limit:
+                complete = not remaining
+                break
+    finally:
+        await consumer.stop()
+    return ReadResult(list(found.values())[:limit], read, complete)
+
+
+async def superpixel_labels(db: Any, labels_keys: Sequence[str]) -> dict[tuple[str, int], int]:
+    """(labels_key, segment_index) → a person's label (1 mining, 0 not) for these label images."""
+    keys = sorted({k for k in labels_keys if k})
+    if not keys:
+        return {}
+    rows = await db.fetch(
+        "SELECT labels_key, segment_index, label FROM superpixel_labels WHERE labels_key = ANY(%s)",
+        keys,
+    )
+    return {(str(k), int(i)): int(label) for k, i, label in rows}
+
+
+def _crop_url(image_key: str, bbox: Any) -> str:
+    box = f"{bbox.row0},{bbox.col0},{bbox.row1},{bbox.col1}"
+    return "/api/explore/crop?" + urlencode({"image_key": image_key, "bbox": box})
+
+
+def _tile_link(tile_id: str, imagery_date: str) -> str:
+    return f"/tile/{tile_id}?" + urlencode({"imagery_date": imagery_date})
+
+
+async def scan_projection(settings: Settings, db: Any, scan_id: str | None) -> dict[str, Any]:
+    """The explore document of one scan (the latest when `scan_id` is None)."""
+    if scan_id is None:
+        scan_id = await latest_scan(db)
+        if scan_id is None:
+            return _empty("scan", "", "no scan yet: run a scan, or use ?source=labelled")
+    result = await read_scan_features(settings, scan_id)
+    features = result.features
+    backbone = ""
+    dropped = 0
+    if features:
+        # One scan normally has one backbone; if it was re-run with another, plot the commoner.
+        backbone = Counter(f.backbone for f in features).most_common(1)[0][0]
+        kept = [f for f in features if f.backbone == backbone]
+        dropped = len(features) - len(kept)
+        features = kept
+    if not features:
+        return _empty(
+            "scan",
+            scan_id,
+            f"no superpixel features of scan {scan_id} in the features topic "
+            f"({result.records_read} records read)",
+        )
+    classifier = await load_classifier(settings)
+    vectors = np.asarray([f.vector for f in features], dtype=np.float32)
+    labels = await superpixel_labels(db, [f.ref.labels_key for f in features])
+
+    def compute() -> tuple[NDArray[np.float32], NDArray[np.float64], str]:
+        scores = classifier.score(vectors)
+        coords, method = project(vectors)
+        return scores, coords, method
+
+    scores, coords, method = await asyncio.to_thread(compute)
+    items = [
+        Item(
+            tile_id=f.ref.tile_id,
+            imagery_date=f.ref.imagery_date,
+            segment_index=int(f.ref.segment_index),
+            score=float(s),
+            positive=bool(s >= classifier.threshold),
+            label=labels.get((f.ref.labels_key, int(f.ref.segment_index))),
+            image=_crop_url(f.ref.image_key, f.ref.bbox) if f.ref.image_key else "",
+            link=_tile_link(f.ref.tile_id, f.ref.imagery_date),
+            demo=bool(f.ref.demo),
+        )
+        for f, s in zip(features, scores, strict=True)
+    ]
+    out = points(items, coords)
+    notes = []
+    if not result.complete:
+        notes.append(f"only the first {len(out)} superpixels found are plotted")
+    if dropped:
+        notes.append(f"{dropped} vectors of another backbone left out")
+    return {
+        "source": "scan",
+        "scan_id": scan_id,
+        "method": method,
+        "backbone": backbone,
+        "classifier": classifier.version,
+        "threshold": round(float(classifier.threshold), 4),
+        "n": len(out),
+        "records_read": result.records_read,
+        "complete": result.complete,
+        "about": describe(method, len(out), backbone, f"scan {scan_id}"),
+        "notes": notes,
+        "counts": {"outcome": counts(out, "outcome"), "class": counts(out, "class")},
+        "points": out,
+    }
+
+
+def _empty(source: str, scan_id: str, about: str) -> dict[str, Any]:
+    return {
+        "source": source,
+        "scan_id": scan_id,
+        "method": "none",
+        "backbone": "",
+        "classifier": "",
+        "threshold": None,
+        "n": 0,
+        "about": about,
+        "notes": [],
+        "counts": {"outcome": {}, "class": {}},
+        "points": [],
+    }
+
+
+def labelled_dir(settings: Settings) -> Path:
+    """Where the labelled crops are: settings.explore_data_dir, else the shared data set."""
+    configured = getattr(settings, "explore_data_dir", None)
+    return Path(configured) if configured else SHARED_LABELLED
+
+
+class LabelledFeatures:
+    """Features of the labelled crops, computed once per served backbone version."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[str, str], tuple[list[Any], NDArray[np.float32]]] = {}
+        self.lock = asyncio.Lock()
+
+    async def crops(self, settings: Settings) -> list[Any]:
+        from amberscan.model.dataset import list_labelled
+
+        return await asyncio.to_thread(list_labelled, labelled_dir(settings))
+
+    async def get(self, settings: Settings) -> tuple[str, list[Any], NDArray[np.float32]]:
+        """(backbone label, crops, features) of the labelled data folder."""
+        from amberscan.feature.extract import client_for, extract, load_crop, served_backbone
+
+        async with self.lock, client_for(settings) as client:
+            backbone = (await served_backbone(client)).label
+            key = (str(labelled_dir(settings)), backbone)
+            if key not in self.cache:
+                crops = await self.crops(settings)
+                vectors = await extract(client, lambda i: load_crop(crops[i].path), len(crops))
+                self.cache.clear()  # only the current backbone's vectors are worth keeping
+                self.cache[key] = (crops, vectors)
+            crops, vectors = self.cache[key]
+            return backbone, crops, vectors
+
+
+async def labelled_projection(settings: Settings, cache: LabelledFeatures) -> dict[str, Any]:
+    """The explore document of the labelled crops (every one, up to MAX_POINTS)."""
+    backbone, crops, vectors = await cache.get(settings)
+    crops, vectors = crops[:MAX_POINTS], vectors[:MAX_POINTS]
+    classifier = await load_classifier(settings)
+
+    def compute() -> tuple[NDArray[np.float32], NDArray[np.float64], str]:
+        scores = classifier.score(vectors)
+        coords, method = project(vectors)
+        return scores, coords, method
+
+    scores, coords, method = await asyncio.to_thread(compute)
+    items = [
+        Item(
+            tile_id=crop.tile_id,
+            imagery_date="",
+            segment_index=_segment_of(crop.path.name),
+            score=float(s),
+            positive=bool(s >= classifier.threshold),
+            label=int(crop.label),
+            image=f"/api/explore/labelled/{i}.png",
+            link="",
+        )
+        for i, (crop, s) in enumerate(zip(crops, scores, strict=True))
+    ]
+    out = points(items, coords)
+    for point, crop in zip(out, crops, strict=True):
+        point["name"] = crop.path.name
+    folder = labelled_dir(settings)
+    return {
+        "source": "labelled",
+        "scan_id": "",
+        "method": method,
+        "backbone": backbone,
+        "classifier": classifier.version,
+        "threshold": round(float(classifier.threshold), 4),
+        "n": len(out),
+        "about": describe(method, len(out), backbone, f"labelled crops in {folder.name}/"),
+        "notes": [
+            "labelled crops have no tile in the database: no tile debugger for these points; "
+            "crops the classifier was trained on score optimistically"
+        ],
+        "counts": {"outcome": counts(out, "outcome"), "class": counts(out, "class")},
+        "points": out,
+    }
+
+
+def _segment_of(name: str) -> int:
+    match = re.search(r"_super_(\d+)", name)
+    return int(match.group(1)) if match else -1
+
+
+class TileImages:
+    """The last few decoded tile images, for tooltip crops (a plot hovers over one tile often)."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self.entries: OrderedDict[str, NDArray[np.uint8]] = OrderedDict()
+
+    async def get(self, store: Any, image_key: str) -> NDArray[np.uint8]:
+        from amberscan.vision.imageio import decode_image
+
+        if image_key in self.entries:
+            self.entries.move_to_end(image_key)
+            return self.entries[image_key]
+        data = await store.get(image_key)
+        image = await asyncio.to_thread(decode_image, data, image_key)
+        self.entries[image_key] = image
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+        return image
+
+
+def crop_png(image: NDArray[np.uint8], box: tuple[int, int, int, int], size: int = 160) -> bytes:
+    """PNG of `box` of `image` resized to size x size, as the classifier's crop is made."""
+    from amberscan.vision.crops import crop_superpixel
+    from amberscan.vision.imageio import encode_png
+
+    check_box_inside(box, int(image.shape[0]), int(image.shape[1]))
+    return encode_png(np.ascontiguousarray(crop_superpixel(image, box, size)))
+
+
+def query_source(query: Mapping[str, str]) -> tuple[str, str | None]:
+    """("scan", scan_id or None) or ("labelled", None) from a request's query string."""
+    source = query.get("source", "scan").strip() or "scan"
+    if source not in ("scan", "labelled"):
+        raise BadRequest(f"source={source[:20]!r}: scan or labelled")
+    scan_id = query.get("scan_id", "").strip()
+    if source == "labelled":
+        return source, None
+    return source, parse_scan_id(scan_id) if scan_id else None
