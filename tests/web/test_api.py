@@ -235,12 +235,11 @@ async def test_audit_precision_interval(server: str, seeded: Seeded) -> None:
     assert status == 404
 
 
-async def test_explore_points(server: str, seeded: Seeded) -> None:
+async def test_explore_without_features_says_so(server: str, seeded: Seeded) -> None:
+    # The seeded detections put nothing on the features topic: an empty plot that says why.
     status, data = await get(f"{server}/api/explore")
-    assert status == 200 and data["method"] == "PCA"
-    assert len(data["points"]) == 4
-    assert all(0 <= p["x"] <= 1 and 0 <= p["y"] <= 1 for p in data["points"])
-    assert {p["outcome"] for p in data["points"]} == {"flagged", "unflagged"}
+    assert status == 200 and data["scan_id"] == "scan-test" and data["points"] == []
+    assert "no superpixel features of scan scan-test" in data["about"]
 
 
 async def test_pages_are_served(server: str, seeded: Seeded) -> None:

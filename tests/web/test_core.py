@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 from datetime import UTC, datetime
 
 import numpy as np
@@ -126,39 +125,6 @@ def test_csv_text_escapes_formulas() -> None:
     assert row["reviewer"] == "'=HYPERLINK(1)"
     assert row["review"] == "confirmed" and row["year"] == "unknown"
     assert row["scores"] == "0.9000;0.8000;0.7000;0.1000"
-
-
-def test_outcome() -> None:
-    assert [
-        core.outcome(f, v)
-        for f, v in [
-            (True, "confirmed"),
-            (True, "rejected"),
-            (False, "confirmed"),
-            (False, "rejected"),
-            (True, None),
-            (False, None),
-        ]
-    ] == ["TP", "FP", "FN", "TN", "flagged", "unflagged"]
-
-
-def test_projection_in_unit_square() -> None:
-    rng = np.random.default_rng(0)
-    few = np.array([core.score_profile(rng.uniform(0, 1, 30)) for _ in range(5)])
-    coords, method = core.project_2d(few)
-    assert method == "PCA" and coords.shape == (5, 2)
-    assert coords.min() >= 0 and coords.max() <= 1
-    many = np.array([core.score_profile(rng.uniform(0, 1, 30)) for _ in range(40)])
-    coords, method = core.project_2d(many)
-    assert method == "t-SNE" and coords.shape == (40, 2) and not np.isnan(coords).any()
-    assert core.project_2d(np.zeros((1, 13)))[0].tolist() == [[0.5, 0.5]]
-
-
-def test_score_profile() -> None:
-    profile = core.score_profile([0.0, 0.55, 1.0, 0.95])
-    assert profile.shape == (core.SCORE_BINS + 3,)
-    assert math.isclose(profile[: core.SCORE_BINS].sum(), 1.0)
-    assert profile[-3] == 1.0 and profile[-1] == 0.75
 
 
 def test_label_overlay() -> None:

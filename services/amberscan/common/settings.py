@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     web_token: str = Field(
         default="", description="bearer token every write needs; empty: no writes"
     )
+    explore_data_dir: Path | None = Field(
+        default=None, description="labelled crops the explore page projects (default: shared set)"
+    )
     map_tiles_url: str = Field(
         default="http://127.0.0.1:18080/tiles/{z}/{x}/{y}.png",
         description="base layer of the map (the demo tile server by default)",

@@ -287,65 +287,6 @@ def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -
     return Proportion(successes, trials, p, max(0.0, centre - half), min(1.0, centre + half))
 
 
-SCORE_BINS = 10
-
-
-def score_profile(scores: Sequence[float]) -> NDArray[np.float64]:
-    """A tile's fixed-length descriptor for the explore page: its scores' histogram and extremes.
-
-    Tiles have different numbers of superpixels, so the scores themselves cannot be stacked:
-    the descriptor is the fraction of superpixels in each of `SCORE_BINS` score bins, then the
-    maximum, mean and fraction at or above 0.5.
-    """
-    s = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
-    if s.size == 0:
-        return np.zeros(SCORE_BINS + 3)
-    hist = np.histogram(s, bins=SCORE_BINS, range=(0.0, 1.0))[0] / s.size
-    return np.concatenate([hist, [s.max(), s.mean(), float(np.mean(s >= 0.5))]])
-
-
-def project_2d(vectors: NDArray[np.float64], seed: int = 0) -> tuple[NDArray[np.float64], str]:
-    """2-D coordinates of `vectors` (n, d), scaled into [0, 1], and the method's name.
-
-    t-SNE (scikit-learn) when there are enough points for a meaningful neighbourhood (>= 30),
-    else PCA by SVD; a single point sits in the middle.
-    """
-    n = vectors.shape[0]
-    if n == 0:
-        return np.zeros((0, 2)), "none"
-    if n == 1:
-        return np.full((1, 2), 0.5), "none"
-    centred = vectors - vectors.mean(axis=0)
-    if n >= 30:
-        from sklearn.manifold import TSNE
-
-        coords = TSNE(
-            n_components=2, perplexity=min(30.0, (n - 1) / 3), init="pca", random_state=seed
-        ).fit_transform(centred)
-        method = "t-SNE"
-    else:
-        _, _, vt = np.linalg.svd(centred, full_matrices=False)
-        basis = vt[:2].T
-        if basis.shape[1] < 2:
-            basis = np.pad(basis, ((0, 0), (0, 2 - basis.shape[1])))
-        coords = centred @ basis
-        method = "PCA"
-    coords = np.asarray(coords, dtype=np.float64)
-    low, high = coords.min(axis=0), coords.max(axis=0)
-    span = np.where(high - low > 0, high - low, 1.0)
-    scaled: NDArray[np.float64] = np.where(high - low > 0, (coords - low) / span, 0.5)
-    return scaled, method
-
-
-def outcome(flagged: bool, verdict: str | None) -> str:
-    """Confusion outcome of a tile: TP/FP/FN/TN once reviewed, else flagged/unflagged."""
-    if verdict == "confirmed":
-        return "TP" if flagged else "FN"
-    if verdict == "rejected":
-        return "FP" if flagged else "TN"
-    return "flagged" if flagged else "unflagged"
-
-
 _MINING = np.array([230.0, 30.0, 30.0])
 _NOT_MINING = np.array([40.0, 110.0, 230.0])
 
