@@ -258,3 +258,29 @@ async def test_pages_are_served(server: str, seeded: Seeded) -> None:
 
 def test_settings_default_has_no_token() -> None:
     assert getattr(Settings(), "web_token", "") == ""
+
+
+async def test_a_newer_model_supersedes_on_the_map_unless_a_model_is_chosen(
+    server: str, seeded: Seeded
+) -> None:
+    from amberscan.sink.core import UPSERT_DETECTION, detection_row
+    from amberscan.v1 import messages_pb2 as pb
+
+    old = seeded.tiles["positive1"]
+    newer = pb.Detection()
+    newer.CopyFrom(old)
+    newer.models.classifier = "clf-test-2"
+    newer.flagged, newer.positives, newer.hectares = False, 1, 0.0
+    async with seeded.db.pool.connection() as conn:  # written after the seed: the latest run
+        await conn.execute(UPSERT_DETECTION.encode(), detection_row(newer))
+
+    status, latest = await get(f"{server}/api/detections", bbox=BBOX)
+    assert status == 200 and len(latest["features"]) == 4  # one verdict per tile
+    mine = [f for f in latest["features"] if f["properties"]["tile_id"] == old.tile_id]
+    assert [f["properties"]["model_version"] for f in mine] == ["clf-test-2"]
+    assert mine[0]["properties"]["flagged"] is False
+
+    status, chosen = await get(f"{server}/api/detections", bbox=BBOX, model=MODEL)
+    mine = [f for f in chosen["features"] if f["properties"]["tile_id"] == old.tile_id]
+    assert [f["properties"]["model_version"] for f in mine] == [MODEL]
+    assert mine[0]["properties"]["flagged"] is True

@@ -48,6 +48,13 @@ def _where(filters: Filters) -> tuple[str, list[Any]]:
     if filters.model:
         clauses.append("d.model_version = %s")
         params.append(filters.model)
+    else:
+        # Without a model filter each tile shows its latest verdict (newest imagery, then the
+        # newest run): a replay or rescan with a new model supersedes, it does not stack up.
+        clauses.append(
+            "NOT EXISTS (SELECT 1 FROM detections n WHERE n.tile_id = d.tile_id"
+            " AND (n.imagery_date, n.detected_at) > (d.imagery_date, d.detected_at))"
+        )
     return " AND ".join(clauses), params
 
 
