@@ -18,8 +18,7 @@ from aiokafka.structs import ConsumerRecord
 
 from amberscan.aggregator.core import TileJoin
 from amberscan.common import topics
-from amberscan.common.errors import PoisonMessage
-from amberscan.common.kafka import Failure, Output, Stage, StageConfig
+from amberscan.common.kafka import Output, Stage, StageConfig, decode_message, describer
 from amberscan.common.settings import Settings
 from amberscan.v1 import messages_pb2 as pb
 
@@ -27,25 +26,18 @@ log = logging.getLogger(__name__)
 
 
 def decode_score(record: ConsumerRecord) -> pb.SuperpixelScore:
-    where = f"{record.topic}/{record.partition}@{record.offset}"
-    try:
-        message = pb.SuperpixelScore.FromString(record.value or b"")
-    except Exception as error:  # noqa: BLE001
-        raise PoisonMessage(f"{where}: not a SuperpixelScore message ({error})") from None
-    ref = message.ref
-    if not ref.tile_id or ref.segment_count == 0 or ref.segment_index >= ref.segment_count:
-        raise PoisonMessage(
-            f"{where}: score without tile_id or with segment {ref.segment_index} of {ref.segment_count}"
-        )
-    return message
+    def problem(message: pb.SuperpixelScore) -> str:
+        ref = message.ref
+        if not ref.tile_id or ref.segment_count == 0 or ref.segment_index >= ref.segment_count:
+            return (
+                f"score without tile_id or with segment {ref.segment_index} of {ref.segment_count}"
+            )
+        return ""
+
+    return decode_message(record, pb.SuperpixelScore, problem)
 
 
-def describe_score(record: ConsumerRecord) -> Failure:
-    try:
-        ref = pb.SuperpixelScore.FromString(record.value or b"").ref
-        return Failure(tile_id=ref.tile_id, scan_id=ref.scan_id)
-    except Exception:  # noqa: BLE001
-        return Failure(tile_id=(record.key or b"").decode(errors="replace"))
+describe_score = describer(pb.SuperpixelScore, lambda m: (m.ref.tile_id, m.ref.scan_id))
 
 
 def make_stage(settings: Settings) -> Stage:

@@ -15,29 +15,23 @@ from aiokafka.structs import ConsumerRecord
 
 from amberscan.common import topics
 from amberscan.common.errors import PoisonMessage
-from amberscan.common.kafka import Failure, Output, Stage, StageConfig
+from amberscan.common.kafka import Output, Stage, StageConfig, decode_message, describer
 from amberscan.common.settings import Settings
 from amberscan.model.classifier import Classifier
 from amberscan.v1 import messages_pb2 as pb
 
 
 def decode_features(record: ConsumerRecord) -> pb.SuperpixelFeatures:
-    where = f"{record.topic}/{record.partition}@{record.offset}"
-    try:
-        message = pb.SuperpixelFeatures.FromString(record.value or b"")
-    except Exception as error:  # noqa: BLE001
-        raise PoisonMessage(f"{where}: not a SuperpixelFeatures message ({error})") from None
-    if not message.ref.tile_id or not message.vector:
-        raise PoisonMessage(f"{where}: features message without tile_id or vector")
-    return message
+    return decode_message(
+        record,
+        pb.SuperpixelFeatures,
+        lambda m: (
+            "" if m.ref.tile_id and m.vector else "features message without tile_id or vector"
+        ),
+    )
 
 
-def describe_features(record: ConsumerRecord) -> Failure:
-    try:
-        ref = pb.SuperpixelFeatures.FromString(record.value or b"").ref
-        return Failure(tile_id=ref.tile_id, scan_id=ref.scan_id)
-    except Exception:  # noqa: BLE001
-        return Failure(tile_id=(record.key or b"").decode(errors="replace"))
+describe_features = describer(pb.SuperpixelFeatures, lambda m: (m.ref.tile_id, m.ref.scan_id))
 
 
 def score_message(message: pb.SuperpixelFeatures, classifier: Classifier) -> pb.SuperpixelScore:

@@ -14,6 +14,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -49,6 +50,36 @@ class Failure:
 
 
 Handler = Callable[[ConsumerRecord], Awaitable[Sequence[Output]]]
+M = TypeVar("M")
+
+
+def decode_message(record: ConsumerRecord, cls: type[M], problem: Callable[[M], str]) -> M:
+    """The record's value as a `cls` message, or PoisonMessage saying where and what is wrong.
+
+    `problem` returns "" for a usable message, else what makes it unusable.
+    """
+    where = f"{record.topic}/{record.partition}@{record.offset}"
+    try:
+        message: M = cls.FromString(record.value or b"")  # type: ignore[attr-defined]
+    except Exception as error:  # noqa: BLE001 - protobuf raises several types
+        raise PoisonMessage(f"{where}: not a {cls.__name__} message ({error})") from None
+    if reason := problem(message):
+        raise PoisonMessage(f"{where}: {reason}")
+    return message
+
+
+def describer(cls: type[M], ids: Callable[[M], Any]) -> Callable[[ConsumerRecord], Failure]:
+    """A `describe` for StageConfig: the (tile id, scan id) `ids` reads from a `cls` message, or
+    the record's key when the value does not decode."""
+
+    def describe(record: ConsumerRecord) -> Failure:
+        try:
+            tile_id, scan_id = ids(cls.FromString(record.value or b""))  # type: ignore[attr-defined]
+            return Failure(tile_id=tile_id, scan_id=scan_id)
+        except Exception:  # noqa: BLE001 - the record is poison; describe it as well as we can
+            return Failure(tile_id=(record.key or b"").decode(errors="replace"))
+
+    return describe
 
 
 @dataclass

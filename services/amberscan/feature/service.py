@@ -14,7 +14,7 @@ from aiokafka.structs import ConsumerRecord
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.errors import ModelContractError, PoisonMessage
-from amberscan.common.kafka import Failure, Output, Stage, StageConfig
+from amberscan.common.kafka import Output, Stage, StageConfig, decode_message, describer
 from amberscan.common.settings import Settings
 from amberscan.feature.client import FeatureClient
 from amberscan.v1 import messages_pb2 as pb
@@ -24,22 +24,16 @@ CROP_SIZE = 224
 
 
 def decode_superpixel(record: ConsumerRecord) -> pb.Superpixel:
-    where = f"{record.topic}/{record.partition}@{record.offset}"
-    try:
-        message = pb.Superpixel.FromString(record.value or b"")
-    except Exception as error:  # noqa: BLE001
-        raise PoisonMessage(f"{where}: not a Superpixel message ({error})") from None
-    if not message.ref.tile_id or not message.crop_key:
-        raise PoisonMessage(f"{where}: superpixel message without tile_id or crop_key")
-    return message
+    return decode_message(
+        record,
+        pb.Superpixel,
+        lambda m: (
+            "" if m.ref.tile_id and m.crop_key else "superpixel message without tile_id or crop_key"
+        ),
+    )
 
 
-def describe_superpixel(record: ConsumerRecord) -> Failure:
-    try:
-        ref = pb.Superpixel.FromString(record.value or b"").ref
-        return Failure(tile_id=ref.tile_id, scan_id=ref.scan_id)
-    except Exception:  # noqa: BLE001
-        return Failure(tile_id=(record.key or b"").decode(errors="replace"))
+describe_superpixel = describer(pb.Superpixel, lambda m: (m.ref.tile_id, m.ref.scan_id))
 
 
 def make_stage(settings: Settings, store: BlobStore, client: FeatureClient, backbone: str) -> Stage:

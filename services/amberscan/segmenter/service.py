@@ -15,7 +15,7 @@ from aiokafka.structs import ConsumerRecord
 from amberscan.common import keys, topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.errors import PoisonMessage
-from amberscan.common.kafka import Failure, Output, Stage, StageConfig
+from amberscan.common.kafka import Output, Stage, StageConfig, decode_message, describer
 from amberscan.common.settings import Settings
 from amberscan.segmenter.core import encode_labels, segment_tile, superpixel_messages
 from amberscan.v1 import messages_pb2 as pb
@@ -23,22 +23,14 @@ from amberscan.vision.imageio import decode_image, encode_png
 
 
 def decode_tile(record: ConsumerRecord) -> pb.Tile:
-    where = f"{record.topic}/{record.partition}@{record.offset}"
-    try:
-        tile = pb.Tile.FromString(record.value or b"")
-    except Exception as error:  # noqa: BLE001 - protobuf raises several types
-        raise PoisonMessage(f"{where}: not a Tile message ({error})") from None
-    if not tile.tile_id or not tile.image_key:
-        raise PoisonMessage(f"{where}: tile message without tile_id or image_key")
-    return tile
+    return decode_message(
+        record,
+        pb.Tile,
+        lambda t: "" if t.tile_id and t.image_key else "tile message without tile_id or image_key",
+    )
 
 
-def describe_tile(record: ConsumerRecord) -> Failure:
-    try:
-        tile = pb.Tile.FromString(record.value or b"")
-        return Failure(tile_id=tile.tile_id, scan_id=tile.scan_id)
-    except Exception:  # noqa: BLE001
-        return Failure(tile_id=(record.key or b"").decode(errors="replace"))
+describe_tile = describer(pb.Tile, lambda t: (t.tile_id, t.scan_id))
 
 
 def make_stage(settings: Settings, store: BlobStore) -> Stage:

@@ -12,7 +12,7 @@ from aiokafka.structs import ConsumerRecord
 from amberscan.common import topics
 from amberscan.common.db import Database
 from amberscan.common.errors import PoisonMessage
-from amberscan.common.kafka import Failure, Output, Stage, StageConfig
+from amberscan.common.kafka import Output, Stage, StageConfig, decode_message, describer
 from amberscan.common.settings import Settings
 from amberscan.sink.core import (
     UPSERT_DETECTION,
@@ -25,22 +25,16 @@ from amberscan.v1 import messages_pb2 as pb
 
 
 def decode_detection(record: ConsumerRecord) -> pb.Detection:
-    where = f"{record.topic}/{record.partition}@{record.offset}"
-    try:
-        message = pb.Detection.FromString(record.value or b"")
-    except Exception as error:  # noqa: BLE001
-        raise PoisonMessage(f"{where}: not a Detection message ({error})") from None
-    if not message.tile_id or not message.tile_geojson:
-        raise PoisonMessage(f"{where}: detection without tile_id or tile geometry")
-    return message
+    return decode_message(
+        record,
+        pb.Detection,
+        lambda m: (
+            "" if m.tile_id and m.tile_geojson else "detection without tile_id or tile geometry"
+        ),
+    )
 
 
-def describe_detection(record: ConsumerRecord) -> Failure:
-    try:
-        message = pb.Detection.FromString(record.value or b"")
-        return Failure(tile_id=message.tile_id, scan_id=message.scan_id)
-    except Exception:  # noqa: BLE001
-        return Failure(tile_id=(record.key or b"").decode(errors="replace"))
+describe_detection = describer(pb.Detection, lambda m: (m.tile_id, m.scan_id))
 
 
 async def write_detection(db: Database, detection: pb.Detection) -> None:
