@@ -622,12 +622,18 @@ def test_client_batches_fit_the_server_batches(objects: list[dict[str, Any]]) ->
 def test_backbone_export_writes_where_the_model_server_reads() -> None:
     base = _base()
     (job,) = [j for j in _of_kind(base, "Job")]
-    (container,) = _containers(job)
+    (finetune,) = _pod_spec(job)["initContainers"]
+    (container,) = _pod_spec(job)["containers"]
     args = cli._parser().parse_args(container["args"])
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert str(args.model_dir) == mounts["models"]
     assert args.name == _config(base)["AMBERSCAN_BACKBONE_NAME"]
+    # The export loads the weights the fine-tuning init container wrote on the same volume.
+    tuned = cli._parser().parse_args(finetune["args"])
+    assert str(args.finetuned) == str(tuned.out) and args.tta
+    assert str(tuned.out).startswith(mounts["models"] + "/")
     claims = {v["persistentVolumeClaim"]["claimName"] for v in _pod_spec(job)["volumes"]}
+    claims.discard("training-data")  # the labelled crops; the model server needs only models
     server = _one(base, "Deployment", "model-server")["spec"]["template"]["spec"]
     assert claims == {
         v["persistentVolumeClaim"]["claimName"]
