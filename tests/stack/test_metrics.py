@@ -1,0 +1,66 @@
+"""A service's Prometheus endpoint: what it handled, produced, dead-lettered and committed."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import urllib.request
+
+import pytest
+
+from amberscan.common import topics
+from amberscan.common.kafka import ensure_topics
+from amberscan.common.metrics import serve_metrics
+from amberscan.common.settings import Settings
+from amberscan.v1 import messages_pb2 as pb
+from tests.stack.echo_stage import make_stage
+from tests.streams import produce, read_all
+
+pytestmark = pytest.mark.stack
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus text format (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{"):
+            series, value = line.rsplit(" ", 1)
+            got = ",".join(sorted(series[len(name) + 1 : -1].split(",")))
+            if got == wanted:
+                return float(value)
+    return 0.0
+
+
+async def test_metrics_count_handled_dead_lettered_and_committed(stack_settings: Settings) -> None:
+    port = free_port()
+    serve_metrics(port)
+    url = f"http://127.0.0.1:{port}/metrics"
+    before = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+    await ensure_topics(stack_settings)
+    good = [pb.Tile(tile_id=f"t{i}", scan_id="s").SerializeToString() for i in range(3)]
+    await produce(
+        stack_settings, topics.TILES, [(b"k", v) for v in good] + [(b"k", b"\xff not a tile")]
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(make_stage(stack_settings).run(stop))
+    await read_all(stack_settings, topics.DETECTIONS, expect=3)
+    await read_all(stack_settings, topics.DEAD_LETTERS, expect=1)
+    stop.set()
+    await asyncio.wait_for(task, timeout=30)
+    after = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
+
+    def delta(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert delta("amberscan_messages_total", service="echo", outcome="ok") == 3
+    assert delta("amberscan_messages_total", service="echo", outcome="dead_letter") == 1
+    assert delta("amberscan_outputs_total", service="echo", topic=topics.DETECTIONS) == 3
+    assert delta("amberscan_outputs_total", service="echo", topic=topics.DEAD_LETTERS) == 1
+    assert delta("amberscan_commits_total", service="echo") >= 1
+    assert delta("amberscan_handle_seconds_count", service="echo") == 3
