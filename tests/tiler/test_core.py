@@ -168,3 +168,16 @@ def test_dates() -> None:
     assert not core.date_in_range("2015-06-01", "2016-01-01", "")
     assert not core.date_in_range("2015-06-01", "", "2015-05-31")
     assert core.date_in_range("", "2016-01-01", "")
+
+
+def test_one_tile_request_plans_that_tile_with_the_scans_count() -> None:
+    from amberscan.tiler.core import plan_scan
+
+    request = pb.ScanRequest(
+        scan_id="s", tile=pb.TileCoord(z=16, x=37659, y=21852), tiles_expected=8
+    )
+    plan = plan_scan(request, "xyz")
+    assert plan.single and plan.tiles == (Tile(37659, 21852, 16),) and plan.tiles_expected == 8
+    request.tile.z = 17
+    with pytest.raises(PoisonMessage, match="not at the scan zoom 16"):
+        plan_scan(request, "xyz")

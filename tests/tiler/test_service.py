@@ -74,6 +74,34 @@ async def demo_url(shared_data: Path) -> AsyncIterator[str]:
     await server.close()
 
 
+async def handle_scan(handle, request: pb.ScanRequest) -> list:  # type: ignore[no-untyped-def]
+    """A region request through the handler: its one-tile requests, then each of them."""
+    split = await handle(record(request))
+    assert {o.topic for o in split} == {topics.SCAN_REQUESTS}
+    outputs = []
+    for i, one in enumerate(split):
+        outputs += await handle(record(one.value, offset=i + 1))
+    return outputs
+
+
+async def test_a_region_is_split_into_one_request_per_scan_tile() -> None:
+    request = demo.demo_scan_request("scan-9")
+    split = await make_handler(
+        MemoryStore(), {"demo": XyzProvider("http://x/{z}/{x}/{y}", name="demo")}
+    )(record(request))
+    ones = [pb.ScanRequest.FromString(o.value) for o in split]
+    assert [o.key for o in split] == [one.tile.quadkey.encode() for one in ones]
+    assert sorted(one.tile.quadkey for one in ones) == sorted(t.quadkey for t in demo.demo_tiles())
+    for one in ones:
+        assert (one.scan_id, one.tiles_expected, one.provider, one.demo) == (
+            "scan-9",
+            8,
+            "demo",
+            True,
+        )
+        assert (one.zoom, one.fetch_zoom) == (16, 18) and one.WhichOneof("region") == "tile"
+
+
 async def test_handler_outputs_tiles_and_a_dead_letter_for_the_missing_one(
     demo_url: str, shared_data: Path
 ) -> None:
@@ -81,7 +109,7 @@ async def test_handler_outputs_tiles_and_a_dead_letter_for_the_missing_one(
     provider = XyzProvider(demo_url, name="demo")
     handle = make_handler(store, {"demo": provider})
     try:
-        outputs = await handle(record(demo.demo_scan_request("scan-1")))
+        outputs = await handle_scan(handle, demo.demo_scan_request("scan-1"))
     finally:
         await provider.close()
     tiles = [pb.Tile.FromString(o.value) for o in outputs if o.topic == topics.TILES]
@@ -131,7 +159,7 @@ async def test_dates_outside_the_request_dead_letter_the_tile(demo_url: str) -> 
     request.date_from = "2016-01-01"
     provider = XyzProvider(demo_url, Fetcher(), name="demo")
     try:
-        outputs = await make_handler(MemoryStore(), {"demo": provider})(record(request))
+        outputs = await handle_scan(make_handler(MemoryStore(), {"demo": provider}), request)
     finally:
         await provider.close()
     letters = [pb.DeadLetter.FromString(o.value) for o in outputs]

@@ -50,6 +50,8 @@ class ScanPlan:
     fetch_zoom: int
     provider: str
     tiles: tuple[Tile, ...]
+    tiles_expected: int  # of the whole scan (a one-tile request is part of a larger one)
+    single: bool = False  # a one-tile request, split from a region request
 
 
 def plan_children(scan_tile: Tile, fetch_zoom: int) -> list[Child]:
@@ -128,6 +130,17 @@ def plan_scan(
             f"scan {scan_id}: fetch zoom {fetch_zoom} must be 0 to {MAX_ZOOM_STEP} levels finer "
             f"than scan zoom {zoom} (and at most 23)"
         )
+    if request.HasField("tile"):
+        t = request.tile
+        try:
+            tile = Tile(t.x, t.y, t.z)
+        except ValueError as error:
+            raise PoisonMessage(f"scan {scan_id}: invalid tile: {error}") from None
+        if tile.z != zoom:
+            raise PoisonMessage(f"scan {scan_id}: tile {tile} is not at the scan zoom {zoom}")
+        expected = request.tiles_expected or 1
+        provider = request.provider or default_provider
+        return ScanPlan(scan_id, zoom, fetch_zoom, provider, (tile,), expected, single=True)
     try:
         if request.HasField("bbox"):
             b = request.bbox
@@ -140,7 +153,21 @@ def plan_scan(
         raise PoisonMessage(f"scan {scan_id}: invalid region: {error}") from None
     if not tiles:
         raise PoisonMessage(f"scan {scan_id}: the region covers no zoom-{zoom} tile")
-    return ScanPlan(scan_id, zoom, fetch_zoom, request.provider or default_provider, tuple(tiles))
+    provider = request.provider or default_provider
+    return ScanPlan(scan_id, zoom, fetch_zoom, provider, tuple(tiles), len(tiles))
+
+
+def split_request(request: pb.ScanRequest, plan: ScanPlan) -> list[pb.ScanRequest]:
+    """One request per scan tile of a region request, each carrying the scan's tile count."""
+    out = []
+    for tile in plan.tiles:
+        one = pb.ScanRequest()
+        one.CopyFrom(request)
+        one.tile.CopyFrom(pb.TileCoord(z=tile.z, x=tile.x, y=tile.y, quadkey=tile.quadkey))
+        one.zoom, one.fetch_zoom, one.provider = plan.zoom, plan.fetch_zoom, plan.provider
+        one.tiles_expected = plan.tiles_expected
+        out.append(one)
+    return out
 
 
 def tile_message(

@@ -1,27 +1,26 @@
 """Tiler service: `scan-requests` → `tiles`.
 
-For each scan request: validate it and list its zoom-16 scan tiles, then per tile fetch the 4×4
+A region request (bbox or GeoJSON) is validated, its zoom-16 scan tiles listed, and it is split
+into one request per scan tile, produced back onto `scan-requests` keyed by tile id and carrying
+the scan's tile count; the region's offset is committed once they are all acknowledged. Each
+one-tile request is then handled by whichever tiler replica owns its partition: fetch the 4×4
 zoom-18 provider tiles, stitch them to a 1024×1024 PNG, store it in the blob store under its
-content-addressed key, and produce one `Tile` message keyed by tile id.
+content-addressed key, and produce one `Tile` message keyed by tile id. A scan of any size is
+thus spread over the replicas, and no record takes longer than one tile.
 
-At-least-once. The request's offset is committed only after every tile message (or dead letter)
-of the scan is acknowledged, so a crash mid-scan redelivers the whole request: tiles are fetched
-again, their PNGs rewrite the same content-addressed objects, and their messages repeat with the
-same key (tile id) and content; downstream de-duplicates by (scan id, tile id). A tile the
-provider does not have (404) or that is not a usable image becomes a dead letter carrying its
-tile id and scan id (the sink marks it failed) and the scan goes on. An invalid request (not a
-ScanRequest, bad region or zooms, unknown provider) becomes one dead letter with the scan id and
-no tile id. A provider that keeps failing (5xx, timeouts) raises `TransientError`: the whole
-request is retried later, nothing is dead-lettered.
+At-least-once, de-duplicated downstream by (scan id, tile id). A crash redelivers the requests
+not yet committed: a region is split again (the same one-tile requests), a tile is fetched again
+(its PNG rewrites the same content-addressed object, its message repeats with the same key and
+content). A tile the provider does not have (404) or that is not a usable image becomes a dead
+letter carrying its tile id and scan id (the sink marks it failed) and the scan goes on. An
+invalid request (not a ScanRequest, bad region or zooms, unknown provider) becomes one dead
+letter with the scan id and no tile id. A provider that keeps failing (5xx, timeouts) raises
+`TransientError`: the request is retried later, nothing is dead-lettered.
 
 Skips: a tile whose imagery (same capture date) was already scanned with the current classifier
 is not sent down the pipeline again; its scan row says "skipped" (`ScanRequest.rescan` forces a
 new scan). The imagery date is known only once the tile is fetched, so the fetch still happens;
 the expensive stages (segmenter, model server) are spared.
-
-Limit: a request is handled in one go (outputs are produced when the scan is fetched), so one
-request must finish within the consumer's max poll interval (10 min); split large regions into
-several requests.
 """
 
 from __future__ import annotations
@@ -39,7 +38,14 @@ from amberscan.common.errors import PoisonMessage
 from amberscan.common.kafka import Failure, Handler, Output, Stage, StageConfig, dead_letter
 from amberscan.common.settings import Settings
 from amberscan.geo.tiles import DEFAULT_MAX_TILES, Tile
-from amberscan.tiler.core import ScanPlan, date_in_range, plan_scan, should_skip, tile_message
+from amberscan.tiler.core import (
+    ScanPlan,
+    date_in_range,
+    plan_scan,
+    should_skip,
+    split_request,
+    tile_message,
+)
 from amberscan.tiler.providers import Provider, fetch_scan_tile, provider_for
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import encode_png
@@ -164,7 +170,14 @@ def make_handler(
     async def handle(record: ConsumerRecord) -> list[Output]:
         request = decode_request(record)
         plan = plan_scan(request, default_provider, max_tiles)
-        source = provider(plan.provider)
+        source = provider(plan.provider)  # an unknown provider fails the whole request here
+        if not plan.single:
+            # A region becomes one request per scan tile, keyed by tile: any tiler replica
+            # fetches each, and no record takes longer than one tile.
+            return [
+                Output(topics.SCAN_REQUESTS, one.tile.quadkey.encode(), one.SerializeToString())
+                for one in split_request(request, plan)
+            ]
         # Bounds the stitched images held at once; the provider bounds HTTP concurrency itself.
         gate = asyncio.Semaphore(tile_concurrency)
         model = await history.model_version() if history and not request.rescan else ""
@@ -222,7 +235,7 @@ async def _tile_output(
         image_key=key,
         width=width,
         height=height,
-        tiles_expected=len(plan.tiles),
+        tiles_expected=plan.tiles_expected,
         demo=request.demo,
     )
     return Output(topics.TILES, tile.quadkey.encode(), message.SerializeToString())
@@ -249,7 +262,9 @@ def make_stage(
         service=SERVICE,
         source_topic=topics.SCAN_REQUESTS,
         describe=describe_request,
-        max_records=1,  # a request is a whole scan: one at a time
+        # Requests of one tile each (a region is split first): a poll's worth are fetched
+        # concurrently, bounded by the fetcher's own limits.
+        max_records=int(getattr(settings, "tile_concurrency", 4)),
     )
     return Stage(settings, config, handler)
 

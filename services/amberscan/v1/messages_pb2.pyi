@@ -54,10 +54,11 @@ class ModelVersions(_message.Message):
     def __init__(self, backbone: _Optional[str] = ..., classifier: _Optional[str] = ...) -> None: ...
 
 class ScanRequest(_message.Message):
-    __slots__ = ("scan_id", "bbox", "geojson", "zoom", "fetch_zoom", "provider", "date_from", "date_to", "rescan", "requested_at", "demo")
+    __slots__ = ("scan_id", "bbox", "geojson", "tile", "zoom", "fetch_zoom", "provider", "date_from", "date_to", "rescan", "requested_at", "demo", "tiles_expected")
     SCAN_ID_FIELD_NUMBER: _ClassVar[int]
     BBOX_FIELD_NUMBER: _ClassVar[int]
     GEOJSON_FIELD_NUMBER: _ClassVar[int]
+    TILE_FIELD_NUMBER: _ClassVar[int]
     ZOOM_FIELD_NUMBER: _ClassVar[int]
     FETCH_ZOOM_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
@@ -66,9 +67,11 @@ class ScanRequest(_message.Message):
     RESCAN_FIELD_NUMBER: _ClassVar[int]
     REQUESTED_AT_FIELD_NUMBER: _ClassVar[int]
     DEMO_FIELD_NUMBER: _ClassVar[int]
+    TILES_EXPECTED_FIELD_NUMBER: _ClassVar[int]
     scan_id: str
     bbox: BoundingBox
     geojson: str
+    tile: TileCoord
     zoom: int
     fetch_zoom: int
     provider: str
@@ -77,7 +80,8 @@ class ScanRequest(_message.Message):
     rescan: bool
     requested_at: _timestamp_pb2.Timestamp
     demo: bool
-    def __init__(self, scan_id: _Optional[str] = ..., bbox: _Optional[_Union[BoundingBox, _Mapping]] = ..., geojson: _Optional[str] = ..., zoom: _Optional[int] = ..., fetch_zoom: _Optional[int] = ..., provider: _Optional[str] = ..., date_from: _Optional[str] = ..., date_to: _Optional[str] = ..., rescan: _Optional[bool] = ..., requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., demo: _Optional[bool] = ...) -> None: ...
+    tiles_expected: int
+    def __init__(self, scan_id: _Optional[str] = ..., bbox: _Optional[_Union[BoundingBox, _Mapping]] = ..., geojson: _Optional[str] = ..., tile: _Optional[_Union[TileCoord, _Mapping]] = ..., zoom: _Optional[int] = ..., fetch_zoom: _Optional[int] = ..., provider: _Optional[str] = ..., date_from: _Optional[str] = ..., date_to: _Optional[str] = ..., rescan: _Optional[bool] = ..., requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., demo: _Optional[bool] = ..., tiles_expected: _Optional[int] = ...) -> None: ...
 
 class Tile(_message.Message):
     __slots__ = ("tile_id", "scan_id", "tile", "provider", "imagery_date", "image_key", "width", "height", "tiles_expected", "demo", "models")
