@@ -284,3 +284,26 @@ async def test_a_newer_model_supersedes_on_the_map_unless_a_model_is_chosen(
     mine = [f for f in chosen["features"] if f["properties"]["tile_id"] == old.tile_id]
     assert [f["properties"]["model_version"] for f in mine] == [MODEL]
     assert mine[0]["properties"]["flagged"] is True
+
+
+async def test_debugger_threshold_comes_from_the_registry(server: str, seeded: Seeded) -> None:
+    import numpy as np
+
+    from amberscan.model.classifier import train_classifier
+    from amberscan.model.registry import publish
+
+    tile = seeded.tiles["positive1"].tile_id
+    _, before = await get(f"{server}/api/tiles/{tile}")
+    assert before["threshold_source"] == "implied"  # nothing published for clf-test-1 yet
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(60, 3)).astype(np.float32)
+    y = (x[:, 0] > 0).astype(int)
+    classifier, _, _ = train_classifier(x, y, [f"t{i % 12}" for i in range(60)], folds=3)
+    classifier.metadata["version"] = MODEL
+    classifier.threshold = 0.8123
+    await publish(seeded.settings, classifier)
+    _, after = await get(f"{server}/api/tiles/{tile}")  # a miss is not remembered: found now
+    assert after["threshold_source"] == "registry" and after["threshold"] == pytest.approx(0.8123)
+    positive = [s["index"] for s in after["superpixels"] if s["positive"]]
+    assert positive == [s["index"] for s in after["superpixels"] if s["score"] >= 0.8123]

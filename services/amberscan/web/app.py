@@ -49,6 +49,7 @@ STORE: web.AppKey[BlobStore] = web.AppKey("store", BlobStore)
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 CACHE: web.AppKey[TileCache] = web.AppKey("cache")
 CSP: web.AppKey[str] = web.AppKey("csp", str)
+THRESHOLDS: web.AppKey[dict[str, float]] = web.AppKey("thresholds", dict)
 EXPLORE: web.AppKey[explore.LabelledFeatures] = web.AppKey("explore", explore.LabelledFeatures)
 EXPLORE_IMAGES: web.AppKey[explore.TileImages] = web.AppKey("explore_images", explore.TileImages)
 
@@ -284,12 +285,27 @@ async def export_csv(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------- tile API
 
 
+async def _threshold(request: web.Request, row: dict[str, Any]) -> tuple[float, str]:
+    """The classifier's threshold, from its registry entry; inferred from the scores when the
+    registry no longer has that version."""
+    version = str(row["model_version"])
+    known = request.app[THRESHOLDS]
+    if version not in known:
+        from amberscan.model.registry import load_version
+
+        try:
+            known[version] = (await load_version(request.app[SETTINGS], version)).threshold
+        except Exception:  # noqa: BLE001 - a missing or unreadable entry: fall back below
+            return core.implied_threshold(row["scores"] or [], int(row["positives"])), "implied"
+    return known[version], "registry"
+
+
 async def tile_detail(request: web.Request) -> web.Response:
     tile_id = _tile_id(request)
     row = await _detection(request, tile_id)
     feature = core.feature_of(row)
     marks = await queries.labels_of(request.app[DB], row["labels_key"]) if row["labels_key"] else {}
-    threshold = core.implied_threshold(row["scores"] or [], int(row["positives"]))
+    threshold, threshold_source = await _threshold(request, row)
     superpixels: list[dict[str, Any]] = []
     size: list[int] | None = None
     problem = ""
@@ -318,6 +334,7 @@ async def tile_detail(request: web.Request) -> web.Response:
             **props,
             "geometry": feature["geometry"],
             "threshold": round(threshold, 4),
+            "threshold_source": threshold_source,
             "rule": f"{verdict}: {props['positives']} of {props['segment_count']} superpixels "
             f"positive (rule: flagged when more than {props['min_positives']})",
             "superpixels": superpixels,
@@ -336,7 +353,7 @@ async def overlay_png(request: web.Request) -> web.Response:
     size = core._int_param(request.query, "size", 0, 16, 2048) if "size" in request.query else 0
     tile = await request.app[CACHE].get(row["image_key"], row["labels_key"])
     marks = await queries.labels_of(request.app[DB], row["labels_key"]) if view == "labels" else {}
-    threshold = core.implied_threshold(row["scores"] or [], int(row["positives"]))
+    threshold, _ = await _threshold(request, row)
 
     def render() -> bytes:
         if view == "scores":
@@ -548,6 +565,7 @@ def make_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
     app[SETTINGS] = settings
     app[CSP] = _csp(settings)
+    app[THRESHOLDS] = {}
     app[EXPLORE] = explore.LabelledFeatures()
     app[EXPLORE_IMAGES] = explore.TileImages()
 

@@ -35,7 +35,9 @@ function fillFacts(d) {
     ["imagery date", d.imagery_date || "undated"],
     ["model version", d.model_version],
     ["backbone version", d.backbone_version],
-    ["score threshold (implied)", d.positives > 0 ? `${d.threshold} (lowest positive score)` : `above ${d.max_score} (no positive superpixel)`],
+    d.threshold_source === "registry"
+      ? ["score threshold", `${d.threshold} (classifier ${d.model_version})`]
+      : ["score threshold (implied)", d.positives > 0 ? `${d.threshold} (lowest positive score)` : `above ${d.max_score} (no positive superpixel)`],
     ["hectares", d.hectares.toFixed(2)],
     ["provider", d.provider],
     ["scan", d.scan_id],
