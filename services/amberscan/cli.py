@@ -109,6 +109,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="folder with positive/ and negative/")
     p.add_argument("--out", type=Path, help="default: AMBERSCAN_CLASSIFIER_PATH")
     p.add_argument("--target-precision", type=float, default=0.95)
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="use this decision threshold instead of the one CV picks (e.g. from a nested CV)",
+    )
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model-server", help="default: AMBERSCAN_MODEL_SERVER")
@@ -388,6 +393,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         labels,
         [c.tile_id for c in crops],
         target_precision=args.target_precision,
+        threshold=args.threshold,
         folds=args.folds,
         seed=args.seed,
         metadata={

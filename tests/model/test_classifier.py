@@ -157,3 +157,16 @@ def test_version_names_the_content_not_where_the_data_sits() -> None:
         metadata={"data": "/a/superpixels", "data_fingerprint": "f2"},
     )
     assert here.version == there.version != other.version
+
+
+def test_a_given_threshold_replaces_the_cv_choice_and_metrics_follow_it() -> None:
+    features, labels, tiles = separable()
+    params = {"n_estimators": 20}
+    chosen, cv_chosen, oof = train_classifier(features, labels, tiles, folds=3, params=params)
+    given, cv_given, _ = train_classifier(
+        features, labels, tiles, folds=3, params=params, threshold=0.9
+    )
+    assert chosen.metadata["threshold_source"] == "cv" and chosen.threshold != 0.9
+    assert given.threshold == 0.9 and given.metadata["threshold_source"] == "given"
+    assert cv_given.recall == pytest.approx(((oof >= 0.9) & (labels == 1)).sum() / labels.sum())
+    assert given.version != chosen.version

@@ -243,8 +243,14 @@ def train_classifier(
     seed: int = 0,
     params: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
+    threshold: float | None = None,
 ) -> tuple[Classifier, Metrics, NDArray[np.float64]]:
     """Cross-validate, pick the threshold on out-of-fold scores, then fit on all data.
+
+    A given `threshold` is used instead of the one CV picks (the CV metrics are then reported at
+    it): when the features come from a backbone fine-tuned on these same crops, this CV is
+    optimistic and its threshold too low; the nested CV of benchmarks/finetune_cv.py gives one
+    that holds for unseen crops.
 
     Returns:
         The classifier (threshold from CV), the out-of-fold metrics at that threshold, and the
@@ -253,7 +259,8 @@ def train_classifier(
     y = np.asarray(labels).astype(int)
     groups = tile_groups(tile_ids)
     oof = cross_validate(features, y, groups, folds=folds, seed=seed, params=params)
-    threshold = threshold_for_precision(y, oof, target_precision)
+    chosen = threshold_for_precision(y, oof, target_precision)
+    threshold = chosen if threshold is None else float(threshold)
     cv = evaluate_scores(y, oof, threshold)
     final = _fit(features, y, seed, params).get_booster()
     meta = dict(metadata or {})
@@ -266,6 +273,7 @@ def train_classifier(
             "cv": cv.as_dict(),
             "n_samples": len(y),
             "n_tiles": len(set(tile_ids)),
+            "threshold_source": "cv" if threshold == chosen else "given",
         }
     )
     classifier = Classifier(final, threshold, meta)
