@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build the default model, deterministically, from what ships with the package registries and the
+# Build the default model, from fixed seeds, from what ships with the package registries and the
 # shared labelled data: the backbone SavedModel (TF Serving layout) and the XGBoost classifier
 # trained on features that come through the model server (the path production uses).
 # Skips what is already built; FORCE=1 rebuilds both.
