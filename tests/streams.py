@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -46,3 +47,10 @@ async def read_all(settings: Settings, topic: str, expect: int, timeout: float =
     finally:
         await consumer.stop()
     return records
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on, for a server a test starts itself."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

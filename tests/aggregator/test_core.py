@@ -18,7 +18,7 @@ SIZE = 64
 
 
 def scores_for(
-    values: list[float], threshold: float = 0.5, scan: str = "s1"
+    values: list[float], threshold: float = 0.5, scan: str = "s1", tile: Tile = TILE
 ) -> list[pb.SuperpixelScore]:
     """A 64×64 tile split into len(values) vertical stripes, one superpixel each."""
     n = len(values)
@@ -28,9 +28,9 @@ def scores_for(
         c0, c1 = int(edges[i]), int(edges[i + 1])
         mask = np.ones((SIZE, c1 - c0), dtype=bool)
         ref = pb.SuperpixelRef(
-            tile_id=TILE.quadkey,
+            tile_id=tile.quadkey,
             scan_id=scan,
-            tile=pb.TileCoord(z=TILE.z, x=TILE.x, y=TILE.y, quadkey=TILE.quadkey),
+            tile=pb.TileCoord(z=tile.z, x=tile.x, y=tile.y, quadkey=tile.quadkey),
             image_width=SIZE,
             image_height=SIZE,
             segment_index=i,

@@ -13,7 +13,6 @@ import asyncio
 import time
 from collections.abc import Callable
 
-import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -23,45 +22,16 @@ from amberscan.common.kafka import Stage, ensure_topics
 from amberscan.common.settings import Settings
 from amberscan.geo.tiles import Tile
 from amberscan.v1 import messages_pb2 as pb
-from amberscan.vision.segment import encode_rle
+from tests.aggregator.test_core import scores_for as core_scores_for
 
 pytestmark = pytest.mark.stack
 
-SIZE = 64
 SCAN = "scan-agg"
 
 
 def scores_for(tile: Tile, values: list[float]) -> list[pb.SuperpixelScore]:
     """A 64×64 tile split into len(values) vertical stripes, one scored superpixel each."""
-    n = len(values)
-    edges = np.linspace(0, SIZE, n + 1).astype(int)
-    out = []
-    for i, value in enumerate(values):
-        c0, c1 = int(edges[i]), int(edges[i + 1])
-        mask = np.ones((SIZE, c1 - c0), dtype=bool)
-        ref = pb.SuperpixelRef(
-            tile_id=tile.quadkey,
-            scan_id=SCAN,
-            tile=pb.TileCoord(z=tile.z, x=tile.x, y=tile.y, quadkey=tile.quadkey),
-            image_width=SIZE,
-            image_height=SIZE,
-            segment_index=i,
-            segment_count=n,
-            bbox=pb.PixelBox(row0=0, col0=c0, row1=SIZE, col1=c1),
-            area_px=int(mask.sum()),
-            mask_rle=encode_rle(mask),
-            imagery_date="2015-10-05",
-        )
-        out.append(
-            pb.SuperpixelScore(
-                ref=ref,
-                score=value,
-                positive=value >= 0.5,
-                threshold=0.5,
-                models=pb.ModelVersions(classifier="m1", backbone="b1"),
-            )
-        )
-    return out
+    return core_scores_for(values, scan=SCAN, tile=tile)
 
 
 async def produce_to(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,17 +27,11 @@ from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.crops import crops_for
 from amberscan.vision.imageio import decode_image
 from amberscan.vision.segment import segment
-from tests.streams import produce, read_all
+from tests.streams import free_port, produce, read_all
 
 pytestmark = pytest.mark.stack
 
 STAGES = ["tiler", "segmenter", "feature", "classifier", "aggregator", "sink"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -41,8 +41,8 @@ from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.crops import crops_for
 from amberscan.vision.imageio import decode_image
 from amberscan.vision.segment import segment
-from tests.pipeline.test_demo_scan import STAGES, free_port
-from tests.streams import read_all
+from tests.pipeline.test_demo_scan import STAGES
+from tests.streams import free_port, read_all
 
 pytestmark = pytest.mark.stack
 

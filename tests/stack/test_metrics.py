@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import urllib.request
 
 import pytest
@@ -14,15 +13,9 @@ from amberscan.common.metrics import serve_metrics
 from amberscan.common.settings import Settings
 from amberscan.v1 import messages_pb2 as pb
 from tests.stack.echo_stage import make_stage
-from tests.streams import produce, read_all
+from tests.streams import free_port, produce, read_all
 
 pytestmark = pytest.mark.stack
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def sample(text: str, name: str, **labels: str) -> float:

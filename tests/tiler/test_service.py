@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from amberscan.common import keys, topics
@@ -24,6 +23,7 @@ from amberscan.tiler.providers import Fetcher, XyzProvider
 from amberscan.tiler.service import make_handler, make_stage
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import decode_image
+from tests.streams import read_all
 
 
 class MemoryStore:
@@ -167,28 +167,6 @@ async def test_dates_outside_the_request_dead_letter_the_tile(demo_url: str) -> 
     assert sum("outside the requested 2016-01-01" in letter.reason for letter in letters) == 7
 
 
-async def read_all(settings: Settings, topic: str, expect: int, timeout: float = 60) -> list:
-    consumer = AIOKafkaConsumer(
-        topics.topic_name(settings.topic_prefix, topic),
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-    )
-    await consumer.start()
-    records: list = []
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and len(records) < expect:
-            batch = await consumer.getmany(timeout_ms=500)
-            records += [r for part in batch.values() for r in part]
-        batch = await consumer.getmany(timeout_ms=1500)  # anything beyond `expect`?
-        records += [r for part in batch.values() for r in part]
-    finally:
-        await consumer.stop()
-    return records
-
-
 @pytest.mark.stack
 async def test_stage_scans_the_demo_area(stack_settings: Settings, shared_data: Path) -> None:
     await ensure_topics(stack_settings)
@@ -215,8 +193,8 @@ async def test_stage_scans_the_demo_area(stack_settings: Settings, shared_data: 
             await producer.send_and_wait(name, request.SerializeToString(), key=b"stack-demo")
         finally:
             await producer.stop()
-        out = await read_all(stack_settings, topics.TILES, expect=8)
-        letters = await read_all(stack_settings, topics.DEAD_LETTERS, expect=1)
+        out = await read_all(stack_settings, topics.TILES, expect=8, timeout=60)
+        letters = await read_all(stack_settings, topics.DEAD_LETTERS, expect=1, timeout=60)
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import read_image
 from amberscan.vision.segment import segment
 from amberscan.web.app import make_app
+from tests.streams import free_port
 
 TOKEN = "test-token-123"
 MODEL = "clf-test-1"
@@ -108,12 +108,6 @@ class WebSettings(Settings):
 
     web_token: str = ""
     map_tiles_url: str = "http://127.0.0.1:18080/tiles/{z}/{x}/{y}.png"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

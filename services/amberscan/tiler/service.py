@@ -34,6 +34,7 @@ from aiokafka.structs import ConsumerRecord
 
 from amberscan.common import keys, topics
 from amberscan.common.blobstore import BlobStore
+from amberscan.common.db import Database
 from amberscan.common.errors import PoisonMessage
 from amberscan.common.kafka import Failure, Handler, Output, Stage, StageConfig, dead_letter
 from amberscan.common.settings import Settings
@@ -111,7 +112,7 @@ class ScanHistory(Protocol):
 class DatabaseHistory:
     """Scan history from PostGIS: detections already stored, and the registry's current model."""
 
-    def __init__(self, settings: Settings, db: object) -> None:
+    def __init__(self, settings: Settings, db: Database) -> None:
         self.settings = settings
         self.db = db
 
@@ -125,7 +126,7 @@ class DatabaseHistory:
             return ""  # no model published yet: nothing can match, nothing is skipped
 
     async def scanned(self, tile_id: str) -> list[tuple[str, str]]:
-        rows = await self.db.fetch(  # type: ignore[attr-defined]
+        rows = await self.db.fetch(
             "SELECT imagery_date, model_version FROM detections WHERE tile_id = %s", tile_id
         )
         return [(str(d), str(m)) for d, m in rows]
@@ -134,7 +135,7 @@ class DatabaseHistory:
         self, scan_id: str, tile_id: str, imagery_date: str, model: str, reason: str
     ) -> None:
         # The earlier verdict stands for this scan: its flag and area are copied.
-        await self.db.execute(  # type: ignore[attr-defined]
+        await self.db.execute(
             "INSERT INTO scan_tiles (scan_id, tile_id, status, flagged, hectares, reason) "
             "SELECT %s, %s, 'skipped', d.flagged, d.hectares, %s FROM detections d "
             "WHERE d.tile_id = %s AND d.imagery_date = %s AND d.model_version = %s "
@@ -271,8 +272,6 @@ def make_stage(
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Run the tiler until `stop` is set."""
-    from amberscan.common.db import Database
-
     store = BlobStore(settings)
     await store.ensure_bucket()
     async with Database(settings) as db:

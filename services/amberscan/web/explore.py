@@ -340,13 +340,7 @@ async def scan_projection(settings: Settings, db: Any, scan_id: str | None) -> d
     classifier = await load_classifier(settings)
     vectors = np.asarray([f.vector for f in features], dtype=np.float32)
     labels = await superpixel_labels(db, [f.ref.labels_key for f in features])
-
-    def compute() -> tuple[NDArray[np.float32], NDArray[np.float64], str]:
-        scores = classifier.score(vectors)
-        coords, method = project(vectors)
-        return scores, coords, method
-
-    scores, coords, method = await asyncio.to_thread(compute)
+    scores, coords, method = await _score_and_project(classifier, vectors)
     items = [
         Item(
             tile_id=f.ref.tile_id,
@@ -434,18 +428,24 @@ class LabelledFeatures:
             return backbone, crops, vectors
 
 
+async def _score_and_project(
+    classifier: Any, vectors: NDArray[np.float32]
+) -> tuple[NDArray[np.float32], NDArray[np.float64], str]:
+    """Scores and 2-D coordinates of `vectors`, off the event loop (t-SNE takes seconds)."""
+
+    def compute() -> tuple[NDArray[np.float32], NDArray[np.float64], str]:
+        coords, method = project(vectors)
+        return classifier.score(vectors), coords, method
+
+    return await asyncio.to_thread(compute)
+
+
 async def labelled_projection(settings: Settings, cache: LabelledFeatures) -> dict[str, Any]:
     """The explore document of the labelled crops (every one, up to MAX_POINTS)."""
     backbone, crops, vectors = await cache.get(settings)
     crops, vectors = crops[:MAX_POINTS], vectors[:MAX_POINTS]
     classifier = await load_classifier(settings)
-
-    def compute() -> tuple[NDArray[np.float32], NDArray[np.float64], str]:
-        scores = classifier.score(vectors)
-        coords, method = project(vectors)
-        return scores, coords, method
-
-    scores, coords, method = await asyncio.to_thread(compute)
+    scores, coords, method = await _score_and_project(classifier, vectors)
     items = [
         Item(
             tile_id=crop.tile_id,
