@@ -96,7 +96,11 @@ def map_and_debugger(driver, base: str, flagged_tile: str) -> dict[str, object]:
     link = _wait(
         driver, lambda d: d.find_element(By.CSS_SELECTOR, ".leaflet-popup a.open-debugger")
     )
-    seen["popup"] = driver.find_element(By.CSS_SELECTOR, ".leaflet-popup-content").text
+    # Leaflet fades the popup in, and Selenium's .text is only the visible text: wait until
+    # the popup is visible rather than reading it mid-fade.
+    seen["popup"] = _wait(
+        driver, lambda d: d.find_element(By.CSS_SELECTOR, ".leaflet-popup-content").text
+    )
     driver.save_screenshot(str(SCREENSHOTS / "map-popup.png"))
     link.click()
     _wait(driver, lambda d: "/tile/" in d.current_url)

@@ -1,6 +1,6 @@
 "use strict";
 
-const state = { layer: null, map: null, loaded: 0 };
+const state = { layer: null, map: null, loaded: 0, popupOpen: false, stale: false };
 
 function styleOf(p) {
   const weight = 1 + 3 * p.max_score;
@@ -145,7 +145,15 @@ async function main() {
   } else {
     state.map.setView([50.8, 26.5], 9);
   }
-  state.map.on("moveend", () => loadDetections().catch((e) => amber.status(e.message, true)));
+  // Opening a popup near the edge pans the map; reloading then would replace the layer and close
+  // the popup the user just opened, so a pan under an open popup reloads when it closes.
+  const reload = () => loadDetections().catch((e) => amber.status(e.message, true));
+  state.map.on("popupopen", () => { state.popupOpen = true; });
+  state.map.on("popupclose", () => {
+    state.popupOpen = false;
+    if (state.stale) { state.stale = false; reload(); }
+  });
+  state.map.on("moveend", () => { if (state.popupOpen) state.stale = true; else reload(); });
   for (const id of ["year", "model"]) document.getElementById(id).addEventListener("change", () => refresh().catch((e) => amber.status(e.message, true)));
   await refresh();
   document.body.dataset.ready = "1";

@@ -74,7 +74,8 @@ function fillSuperpixels(d) {
 }
 
 async function load() {
-  detail = null;
+  // The previous detail stays in place while this one loads: a click in between (review, relabel)
+  // still knows its tile, imagery date and model.
   const d = await amber.getJSON(`/api/tiles/${encodeURIComponent(tileId)}?${apiQuery()}`);
   detail = d;
   fillFacts(d);
@@ -84,6 +85,7 @@ async function load() {
 }
 
 async function review(verdict) {
+  if (!detail) return amber.status("the tile is still loading", true);
   try {
     await amber.post("/api/reviews", { tile_id: detail.tile_id, imagery_date: detail.imagery_date, model_version: detail.model_version, verdict, reviewer: document.getElementById("reviewer").value });
     amber.status("review saved: " + verdict);
@@ -94,6 +96,7 @@ async function review(verdict) {
 }
 
 async function label(segment, value) {
+  if (!detail) return amber.status("the tile is still loading", true);
   try {
     await amber.post("/api/labels", { tile_id: detail.tile_id, imagery_date: detail.imagery_date, model_version: detail.model_version, segment, label: value, reviewer: document.getElementById("reviewer").value });
     amber.status(`superpixel ${segment}: ${value.replace("_", " ")}`);
