@@ -50,7 +50,12 @@ as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u "$PG_USER" -- "$@"; else "$@"; fi
 }
 
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# pid_alive PIDFILE: its process exists and is not a zombie (a killed child not yet reaped).
+pid_alive() {
+  [ -f "$1" ] || return 1
+  local state; state=$(ps -o stat= -p "$(cat "$1")" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "${state:0:1}" != Z ]
+}
 
 # wait_for NAME SECONDS CMD...: poll CMD until it succeeds, or fail naming the log to read.
 wait_for() {

@@ -7,9 +7,28 @@ source "$(dirname "$0")/lib.sh"
 mkdir -p "$LOG_DIR" "$RUN_DIR"
 PY="$ROOT/.venv/bin/python"
 
+# already_running NAME PIDFILE: true when NAME's process answers its health check. A live pid that
+# does not answer is starting or stopping (e.g. just killed): wait until it answers or exits, so a
+# dying server is never reported as running.
+already_running() {
+  local name=$1 pidfile=$2 deadline=$((SECONDS + 180))
+  while pid_alive "$pidfile"; do
+    if "$PY" "$ROOT/stack/health.py" "$name" >/dev/null 2>&1; then
+      log "$name: running (pid $(cat "$pidfile"))"
+      return 0
+    fi
+    if [ $SECONDS -ge $deadline ]; then
+      die "$name: pid $(cat "$pidfile") neither answers nor exits; see $LOG_DIR/$name.log"
+    fi
+    sleep 0.5
+  done
+  rm -f "$pidfile"
+  return 1
+}
+
 start_kafka() {
   local dir="$STACK_DIR/kafka" pidfile="$RUN_DIR/kafka.pid"
-  if pid_alive "$pidfile"; then log "kafka: running (pid $(cat "$pidfile"))"; return; fi
+  if already_running kafka "$pidfile"; then return; fi
   [ -f "$KAFKA_LIBS/.complete" ] || die "kafka jars missing: run stack/setup.sh"
   mkdir -p "$dir/data"
   cat > "$dir/server.properties" <<PROPS
@@ -50,7 +69,7 @@ PROPS
 
 start_minio() {
   local pidfile="$RUN_DIR/minio.pid"
-  if pid_alive "$pidfile"; then log "minio: running (pid $(cat "$pidfile"))"; return; fi
+  if already_running minio "$pidfile"; then return; fi
   [ -x "$MINIO_BIN" ] || die "minio missing: run stack/setup.sh"
   mkdir -p "$STACK_DIR/minio/data"
   log "minio: starting on 127.0.0.1:$MINIO_PORT (console $MINIO_CONSOLE_PORT)"
@@ -91,7 +110,7 @@ start_postgres() {
 start_model_server() {
   local pidfile="$RUN_DIR/model-server.pid"
   local model_dir="${AMBERSCAN_MODEL_DIR:-$ROOT/models/serving}" name="${AMBERSCAN_BACKBONE_NAME:-backbone}"
-  if pid_alive "$pidfile"; then log "model-server: running (pid $(cat "$pidfile"))"; return; fi
+  if already_running model-server "$pidfile"; then return; fi
   if ! ls "$model_dir/$name"/*/saved_model.pb >/dev/null 2>&1; then
     log "model-server: no model in $model_dir/$name yet (make model builds it); not started"
     return
