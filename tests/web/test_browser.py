@@ -108,6 +108,7 @@ def map_and_debugger(driver, base: str, flagged_tile: str) -> dict[str, object]:
     _image_loaded(driver, "#overlay")
     seen["debugger_url"] = driver.current_url
     seen["facts"] = driver.find_element(By.ID, "facts").text
+    seen["tile_heading"] = driver.find_element(By.ID, "title").text
     seen["injected"] = len(driver.find_elements(By.ID, "xss")) + (driver.title == "xss")
 
     # Select a superpixel by clicking the overlay; relabel it; reject the detection.
@@ -161,6 +162,8 @@ def explore_and_label(driver, base: str, tile: str, query: str) -> dict[str, obj
 
     driver.get(f"{base}/label/{tile}?{query}")
     _ready(driver)
+    seen["label_heading"] = driver.find_element(By.ID, "title").text
+    seen["label_other_view"] = driver.find_element(By.ID, "other-view").get_attribute("href")
     _image_loaded(driver, "#overlay")
     driver.find_element(By.ID, "token").send_keys(TOKEN)
     image = driver.find_element(By.ID, "overlay")
@@ -189,6 +192,7 @@ async def test_map_debugger_and_review(browser, server: str, seeded: Seeded) -> 
     assert "tiles scanned 4" in str(seen["summary"])
     assert "DEMO" in str(seen["popup"]) and "FLAGGED" in str(seen["popup"])
     assert "/tile/" in str(seen["debugger_url"])
+    assert seen["tile_heading"] == "Tile debugger"
     assert "FLAGGED" in str(seen["facts"]) and "efficientnet_lite0@1" in str(seen["facts"])
     assert HOSTILE in str(seen["facts"]) and seen["injected"] == 0
     assert seen["rejected_polygons"] == 1
@@ -207,6 +211,8 @@ async def test_explore_tooltip_and_labelling(browser, server: str, seeded: Seede
     assert "score " in str(seen["tooltip"])
     assert "unlabelled: 12" in str(seen["class_legend"])
     assert "/tile/" in str(seen["explore_click_url"])
+    assert seen["label_heading"] == "Label superpixels"
+    assert "/tile/" in str(seen["label_other_view"])
     labelled = seen["labelled"]
     assert isinstance(labelled, list) and len(labelled) == 2
     # Clicks at the upper left and lower right of the tile: neither is the top-left superpixel 0

@@ -584,7 +584,7 @@ def make_app(settings: Settings) -> web.Application:
     r.add_get("/", _page("map.html"))
     r.add_get("/explore", _page("explore.html"))
     r.add_get("/tile/{tile_id}", _page("tile.html"))
-    r.add_get("/label/{tile_id}", _page("label.html"))
+    r.add_get("/label/{tile_id}", _page("tile.html"))  # tile.js reads the mode from the path
     r.add_get("/api/config", config)
     r.add_get("/api/detections", detections)
     r.add_get("/api/summary", summary)

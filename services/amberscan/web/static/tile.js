@@ -1,7 +1,11 @@
 "use strict";
 
-// The tile debugger (/tile/ID) and the labelling page (/label/ID) share this script.
-const mode = document.body.dataset.mode;
+// The tile debugger (/tile/ID) and the labelling page (/label/ID) share this page and script;
+// the path says which one it is.
+const mode = location.pathname.startsWith("/label/") ? "label" : "tile";
+document.title = mode === "label" ? "amberscan labelling" : "amberscan tile debugger";
+document.getElementById("title").textContent = mode === "label" ? "Label superpixels" : "Tile debugger";
+document.getElementById("other-view").textContent = mode === "label" ? "tile debugger" : "labelling page";
 const tileId = decodeURIComponent(location.pathname.split("/").pop());
 const query = new URLSearchParams(location.search);
 let detail = null;
