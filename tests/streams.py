@@ -1,10 +1,14 @@
-"""Producing to and reading from the real broker, for tests of the streaming stages."""
+"""Producing to and reading from the real broker, and HTTP servers on loopback, for tests of the
+streaming stages and the web app."""
 
 from __future__ import annotations
 
 import socket
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from amberscan.common import topics
@@ -54,3 +58,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def served(app: web.Application, port: int | None = None) -> AsyncIterator[str]:
+    """`app` on 127.0.0.1 (`port`, or a free one) while the block runs; yields its base URL."""
+    port = port or free_port()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()

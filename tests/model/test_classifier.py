@@ -131,32 +131,22 @@ def test_dataset_listing_and_tile_ids(tmp_path: Path) -> None:
 
 def test_version_names_the_content_not_where_the_data_sits() -> None:
     features, labels, tiles = separable()
-    params = {"n_estimators": 20}
-    here, _, _ = train_classifier(
-        features,
-        labels,
-        tiles,
-        folds=3,
-        params=params,
-        metadata={"data": "/a/superpixels", "data_fingerprint": "f1"},
-    )
-    there, _, _ = train_classifier(
-        features,
-        labels,
-        tiles,
-        folds=3,
-        params=params,
-        metadata={"data": "/b/superpixels", "data_fingerprint": "f1"},
-    )
-    other, _, _ = train_classifier(
-        features,
-        labels,
-        tiles,
-        folds=3,
-        params=params,
-        metadata={"data": "/a/superpixels", "data_fingerprint": "f2"},
-    )
-    assert here.version == there.version != other.version
+
+    def version(data: str, fingerprint: str) -> str:
+        model, _, _ = train_classifier(
+            features,
+            labels,
+            tiles,
+            folds=3,
+            params={"n_estimators": 20},
+            metadata={"data": data, "data_fingerprint": fingerprint},
+        )
+        return model.version
+
+    here = version("/a/superpixels", "f1")
+    there = version("/b/superpixels", "f1")
+    other = version("/a/superpixels", "f2")
+    assert here == there != other
 
 
 def test_a_given_threshold_replaces_the_cv_choice_and_metrics_follow_it() -> None:

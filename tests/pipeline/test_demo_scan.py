@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aiohttp import web
 
 from amberscan import scanning
 from amberscan.common import topics
@@ -27,7 +26,7 @@ from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.crops import crops_for
 from amberscan.vision.imageio import decode_image
 from amberscan.vision.segment import segment
-from tests.streams import free_port, produce, read_all
+from tests.streams import free_port, produce, read_all, served
 
 pytestmark = pytest.mark.stack
 
@@ -50,30 +49,28 @@ async def pipeline(stack_settings: Settings, shared_data: Path) -> AsyncIterator
     )
     async with client_for(settings) as client:
         await client.wait_until_serving(60)
-    runner = web.AppRunner(demo.make_app(shared_data / "tiles"))
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    await ensure_topics(settings)
-    # The tiler skips by the registry's current model: publish the default one to this test's bucket.
-    await publish(settings, Classifier.load(classifier_path))
-    stop = asyncio.Event()
-    tasks = [
-        asyncio.create_task(
-            importlib.import_module(f"amberscan.{name}.service").run(settings, stop)
-        )
-        for name in STAGES
-    ]
-    try:
-        yield settings
-    finally:
-        stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=60)
-        await runner.cleanup()
-        async with Database(settings) as db:
-            await db.drop_schema()
-        for task in tasks:  # a stage that crashed fails the test
-            if task.done() and task.exception():
-                raise task.exception()  # type: ignore[misc]
+    async with served(demo.make_app(shared_data / "tiles"), port):
+        await ensure_topics(settings)
+        # The tiler skips by the registry's current model: publish the default one to this test's
+        # bucket.
+        await publish(settings, Classifier.load(classifier_path))
+        stop = asyncio.Event()
+        tasks = [
+            asyncio.create_task(
+                importlib.import_module(f"amberscan.{name}.service").run(settings, stop)
+            )
+            for name in STAGES
+        ]
+        try:
+            yield settings
+        finally:
+            stop.set()
+            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=60)
+            async with Database(settings) as db:
+                await db.drop_schema()
+            for task in tasks:  # a stage that crashed fails the test
+                if task.done() and task.exception():
+                    raise task.exception()  # type: ignore[misc]
 
 
 async def scan(settings: Settings, request: pb.ScanRequest) -> scanning.ScanSummary:

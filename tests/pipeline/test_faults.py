@@ -42,7 +42,7 @@ from amberscan.vision.crops import crops_for
 from amberscan.vision.imageio import decode_image
 from amberscan.vision.segment import segment
 from tests.pipeline.test_demo_scan import STAGES
-from tests.streams import free_port, read_all
+from tests.streams import read_all, served
 
 pytestmark = pytest.mark.stack
 
@@ -69,14 +69,8 @@ async def tile_server(shared_data: Path, corrupt: Corrupt | None = None) -> Asyn
             return await handler(request)
 
         app.middlewares.append(damage)
-    port = free_port()
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}/tiles/{{z}}/{{x}}/{{y}}.png"
-    finally:
-        await runner.cleanup()
+    async with served(app) as base:
+        yield base + "/tiles/{z}/{x}/{y}.png"
 
 
 async def prepare(settings: Settings) -> None:

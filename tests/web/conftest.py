@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from aiohttp import web
 
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
@@ -23,7 +22,7 @@ from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import read_image
 from amberscan.vision.segment import segment
 from amberscan.web.app import make_app
-from tests.streams import free_port
+from tests.streams import free_port, served
 
 TOKEN = "test-token-123"
 MODEL = "clf-test-1"
@@ -115,12 +114,5 @@ async def server(seeded: Seeded) -> AsyncIterator[str]:
     """The web app on a free port, with writes enabled by TOKEN; yields its base URL."""
     port = free_port()
     settings = WebSettings(**{**seeded.settings.model_dump(), "web_port": port, "web_token": TOKEN})
-    app = make_app(settings)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with served(make_app(settings), port) as base:
+        yield base

@@ -10,7 +10,6 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 import pytest
-from aiohttp import web
 
 from amberscan.common import kafka, topics
 from amberscan.common.blobstore import BlobStore
@@ -29,7 +28,7 @@ from amberscan.web import explore
 from amberscan.web.app import make_app
 from amberscan.web.core import BadRequest
 from tests import streams
-from tests.web.conftest import TOKEN, Seeded, WebSettings, free_port
+from tests.web.conftest import TOKEN, Seeded, WebSettings
 
 DIGEST = "ab" + "0" * 62
 
@@ -127,15 +126,8 @@ class ExploreSettings(WebSettings):
 
 @asynccontextmanager
 async def serve(settings: Settings) -> AsyncIterator[str]:
-    port = free_port()
-    app = make_app(settings)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with streams.served(make_app(settings)) as base:
+        yield base
 
 
 def web_settings(settings: Settings, **extra: object) -> ExploreSettings:
