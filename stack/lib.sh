@@ -51,10 +51,12 @@ as_pg() {
 }
 
 # pid_alive PIDFILE: its process exists and is not a zombie (a killed child not yet reaped).
+# Read from /proc rather than ps: procps is not on every minimal machine.
 pid_alive() {
   [ -f "$1" ] || return 1
-  local state; state=$(ps -o stat= -p "$(cat "$1")" 2>/dev/null) || return 1
-  [ -n "$state" ] && [ "${state:0:1}" != Z ]
+  local stat; stat=$(cat "/proc/$(cat "$1")/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }  # the state letter follows the command name, which may hold spaces
+  [ "${stat%% *}" != Z ]
 }
 
 # wait_for NAME SECONDS CMD...: poll CMD until it succeeds, or fail naming the log to read.
