@@ -187,9 +187,7 @@ def main() -> None:
         for n, views in VIEW_SETS.items():
             booster = _fit(train_views[list(views)].mean(0), labels[train], args.seed, None)
             view_oof[n][test] = booster.predict_proba(test_views[list(views)].mean(0))[:, 1]
-        booster = _fit(
-            np.hstack([train_views[0], stats[train]]), labels[train], args.seed, None
-        )
+        booster = _fit(np.hstack([train_views[0], stats[train]]), labels[train], args.seed, None)
         stats_oof[test] = booster.predict_proba(np.hstack([test_views[0], stats[test]]))[:, 1]
         print(
             f"  fold {fold}: {len(train)} train / {len(test)} test crops, fine-tune "
