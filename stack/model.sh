@@ -65,7 +65,7 @@ else
 import asyncio, sys
 from amberscan.common.settings import load_settings
 from amberscan.model.classifier import Classifier
-from amberscan.model.registry import publish
+from amberscan.common.registry import publish
 from pathlib import Path
 print(asyncio.run(publish(load_settings(), Classifier.load(Path(sys.argv[1])))))
 PY

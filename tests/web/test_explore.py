@@ -11,12 +11,11 @@ import aiohttp
 import numpy as np
 import pytest
 
-from amberscan.common import kafka, topics
+from amberscan.common import kafka, registry, topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
 from amberscan.common.settings import Settings
 from amberscan.feature.extract import client_for, extract, load_crop, served_backbone
-from amberscan.model import registry
 from amberscan.model.classifier import Classifier
 from amberscan.model.dataset import list_labelled
 from amberscan.segmenter.core import decode_labels

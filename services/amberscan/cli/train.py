@@ -45,10 +45,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from amberscan.cli.evaluate import metrics_table
     from amberscan.cli.features import served_features
+    from amberscan.common.registry import publish
     from amberscan.feature.extract import load_crop
     from amberscan.model.classifier import evaluate_scores, train_classifier
     from amberscan.model.dataset import fingerprint, list_labelled
-    from amberscan.model.registry import publish
 
     crops = list_labelled(args.data)
     if args.from_reviews:

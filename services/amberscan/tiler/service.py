@@ -118,7 +118,7 @@ class DatabaseHistory:
 
     async def model_version(self) -> str:
         from amberscan.common.blobstore import MissingBlob
-        from amberscan.model.registry import current_version
+        from amberscan.common.registry import current_version
 
         try:
             return await current_version(self.settings)

@@ -291,7 +291,7 @@ async def _threshold(request: web.Request, row: dict[str, Any]) -> tuple[float, 
     version = str(row["model_version"])
     known = request.app[THRESHOLDS]
     if version not in known:
-        from amberscan.model.registry import load_version
+        from amberscan.common.registry import load_version
 
         try:
             known[version] = (await load_version(request.app[SETTINGS], version)).threshold
