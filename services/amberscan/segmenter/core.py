@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.crops import crops_for
@@ -28,21 +26,6 @@ def segment_tile(
     """Superpixels of `image` and the 224×224 crop of each one's bounding box."""
     segmentation = segment(image, n_segments=n_segments, mode=mode)  # type: ignore[arg-type]
     return SegmentedTile(segmentation, crops_for(image, segmentation, CROP_SIZE))
-
-
-def encode_labels(labels: NDArray[np.int32]) -> bytes:
-    """The label image as a 16-bit grayscale PNG (label value = segment index)."""
-    if labels.max(initial=0) > 65535:
-        raise ValueError("more than 65536 segments do not fit a 16-bit label image")
-    buffer = io.BytesIO()
-    Image.fromarray(labels.astype(np.uint16)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def decode_labels(data: bytes) -> NDArray[np.int32]:
-    """Inverse of `encode_labels`."""
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image).astype(np.int32)
 
 
 def superpixel_messages(

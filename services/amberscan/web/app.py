@@ -28,8 +28,8 @@ from amberscan.common.blobstore import BlobStore, MissingBlob
 from amberscan.common.db import Database
 from amberscan.common.errors import AmberscanError
 from amberscan.common.settings import Settings
-from amberscan.segmenter.core import decode_labels
 from amberscan.vision.imageio import decode_image, encode_png
+from amberscan.vision.labels import decode_labels
 from amberscan.vision.overlay import score_overlay
 from amberscan.vision.segment import Segmentation, boundaries
 from amberscan.web import core, explore, queries
