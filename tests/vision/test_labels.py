@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from amberscan.vision.imageio import read_image
+from amberscan.common.errors import InvalidImage
+from amberscan.vision.imageio import encode_png, read_image
 from amberscan.vision.labels import MAX_LABEL, decode_labels, encode_labels
 from amberscan.vision.segment import segment
 
@@ -41,3 +43,20 @@ def test_largest_16_bit_label_fits_and_one_more_is_refused() -> None:
     labels[2, 3] = 65536
     with pytest.raises(ValueError, match="16-bit"):
         encode_labels(labels)
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        (b"", "not a label PNG"),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 30, "not a label PNG"),
+        (b"GIF89a" + b"\x00" * 30, "not a label PNG"),
+        (
+            encode_png(np.zeros((4, 4, 3), dtype=np.uint8)),
+            "a label image has one integer band, got uint8 (4, 4, 3)",
+        ),
+    ],
+)
+def test_a_bad_label_image_is_named(data: bytes, problem: str) -> None:
+    with pytest.raises(InvalidImage, match="^labels/ab/abc.png: " + re.escape(problem)):
+        decode_labels(data, "labels/ab/abc.png")

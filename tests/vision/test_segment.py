@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from amberscan.common.errors import PoisonMessage
+from amberscan.common.errors import InvalidMask
 from amberscan.vision.imageio import read_image
 from amberscan.vision.segment import (
     Segmentation,
@@ -317,8 +317,10 @@ def test_rle_format(mask: np.ndarray, data: bytes) -> None:
     ],
 )
 def test_rle_refuses_malformed_data(data: bytes, shape: tuple[int, int], problem: str) -> None:
-    with pytest.raises(PoisonMessage, match=problem):
+    with pytest.raises(InvalidMask, match=f"^mask RLE: .*{problem}"):
         decode_rle(data, shape)
+    with pytest.raises(InvalidMask, match=f"^tile 120330211 superpixel 7: .*{problem}"):
+        decode_rle(data, shape, "tile 120330211 superpixel 7")
 
 
 def test_superpixel_is_a_value() -> None:

@@ -12,6 +12,8 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from amberscan.common.errors import InvalidImage
+
 MAX_LABEL = 65535
 
 
@@ -28,7 +30,24 @@ def encode_labels(labels: NDArray[np.int32]) -> bytes:
     return buffer.getvalue()
 
 
-def decode_labels(data: bytes) -> NDArray[np.int32]:
-    """Inverse of `encode_labels`."""
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image).astype(np.int32)
+def decode_labels(data: bytes, source: str = "label image") -> NDArray[np.int32]:
+    """Inverse of `encode_labels`.
+
+    Args:
+        data: The PNG's bytes.
+        source: What they are (a blob key); it starts every error message.
+
+    Raises:
+        InvalidImage: the bytes are not a PNG, or not a single-band 8- or 16-bit one.
+    """
+    try:
+        with Image.open(io.BytesIO(data), formats=("PNG",)) as image:
+            image.load()
+            labels = np.asarray(image)
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise InvalidImage(f"{source}: not a label PNG ({error})") from None
+    if labels.ndim != 2 or labels.dtype.kind not in "ui":
+        raise InvalidImage(
+            f"{source}: a label image has one integer band, got {labels.dtype} {labels.shape}"
+        )
+    return labels.astype(np.int32)
