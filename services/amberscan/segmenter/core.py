@@ -8,10 +8,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from amberscan.v1 import messages_pb2 as pb
-from amberscan.vision.crops import crops_for
+from amberscan.vision.crops import CROP_SIZE, crops_for
 from amberscan.vision.segment import Segmentation, encode_rle, segment
-
-CROP_SIZE = 224
 
 
 @dataclass(frozen=True)
