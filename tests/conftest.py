@@ -9,11 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from amberscan.common.data import SharedDataMissing, shared_data_dir
 from amberscan.common.settings import Settings
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "texty-amber"
-if not SHARED_DATA.exists():  # CI clones beside shared/, developers may keep it elsewhere
-    SHARED_DATA = Path("/work/shared/data/texty-amber")
 
 
 def _answers(address: str) -> bool:
@@ -26,10 +23,12 @@ def _answers(address: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.exists():
-        pytest.fail(f"the shared texty-amber data set is missing at {SHARED_DATA}")
-    return SHARED_DATA
+def shared_data(base_settings: Settings) -> Path:
+    """The texty-amber data set, found as every amberscan process finds it."""
+    try:
+        return shared_data_dir(base_settings)
+    except SharedDataMissing as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="session")

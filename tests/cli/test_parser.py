@@ -92,3 +92,13 @@ def test_a_geojson_region_is_checked_before_anything_is_sent(
     region.write_text(json.dumps({"type": "Point", "coordinates": [26.8, 51.3]}))
     assert main(["scan", "--geojson", str(region)]) == 2
     assert "only Polygon and MultiPolygon are scanned, got 'Point'" in capsys.readouterr().err
+
+
+def test_demo_tiles_without_the_data_set_names_where_it_looked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AMBERSCAN_SHARED_DATA", str(tmp_path / "nowhere"))
+    monkeypatch.delenv("AMBERSCAN_DEMO_DATA_DIR", raising=False)
+    assert main(["demo-tiles", "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"(tiles/) is not at {tmp_path / 'nowhere' / 'tiles'}" in err
