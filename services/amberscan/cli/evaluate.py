@@ -27,21 +27,16 @@ def add_parser(sub: options.Subparsers) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     import numpy as np
 
-    from amberscan.cli.features import served_features
-    from amberscan.feature.extract import load_crop
+    from amberscan.cli.features import labelled_features
     from amberscan.model.classifier import Classifier, evaluate_scores
     from amberscan.model.dataset import list_labelled
 
     classifier = Classifier.load(args.model)
     crops = list_labelled(args.data)
+    progress = None if args.json else "features"
     _, x = asyncio.run(
-        served_features(
-            settings,
-            lambda i: load_crop(crops[i].path),
-            len(crops),
-            address=args.model_server,
-            classifier=classifier,
-            progress=None if args.json else "features",
+        labelled_features(
+            settings, crops, address=args.model_server, classifier=classifier, progress=progress
         )
     )
     metrics = evaluate_scores(

@@ -5,15 +5,16 @@ Imported inside the commands' `run`, never at parser build time: it pulls in gRP
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
 from amberscan.common.settings import Settings
 from amberscan.feature import extract as feature_extract
-from amberscan.feature.extract import ServedBackbone
+from amberscan.feature.extract import ServedBackbone, load_crop
 from amberscan.model.classifier import Classifier, ClassifierError
+from amberscan.model.dataset import LabelledCrop
 
 
 async def served_features(
@@ -37,6 +38,27 @@ async def served_features(
         if classifier is not None:
             check_backbone(classifier, backbone)
         return backbone, await feature_extract.extract(client, crops, count, progress=progress)
+
+
+async def labelled_features(
+    settings: Settings,
+    crops: Sequence[LabelledCrop],
+    *,
+    address: str | None = None,
+    name: str | None = None,
+    classifier: Classifier | None = None,
+    progress: str | None = None,
+) -> tuple[ServedBackbone, NDArray[np.float32]]:
+    """`served_features` of labelled crop files, each decoded in a thread while the server works."""
+    return await served_features(
+        settings,
+        lambda i: load_crop(crops[i].path),
+        len(crops),
+        address=address,
+        name=name,
+        classifier=classifier,
+        progress=progress,
+    )
 
 
 def check_backbone(classifier: Classifier, backbone: ServedBackbone) -> None:

@@ -44,9 +44,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     import numpy as np
 
     from amberscan.cli.evaluate import metrics_table
-    from amberscan.cli.features import served_features
+    from amberscan.cli.features import labelled_features
     from amberscan.common.registry import publish
-    from amberscan.feature.extract import load_crop
     from amberscan.model.classifier import evaluate_scores, train_classifier
     from amberscan.model.dataset import fingerprint, list_labelled
 
@@ -64,13 +63,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     out = args.out or settings.classifier_path
 
     backbone, x = asyncio.run(
-        served_features(
-            settings,
-            lambda i: load_crop(crops[i].path),
-            len(crops),
-            address=args.model_server,
-            name=args.backbone,
-            progress="features",
+        labelled_features(
+            settings, crops, address=args.model_server, name=args.backbone, progress="features"
         )
     )
     print(
