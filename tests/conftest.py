@@ -8,9 +8,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from amberscan.common.data import SharedDataMissing, shared_data_dir
 from amberscan.common.settings import Settings
+
+# No per-example deadline: speed is measured in benchmarks, and on a shared 2-core machine a
+# property test's first example (imports, caches) can take longer than hypothesis's 200 ms.
+hypothesis_settings.register_profile("amberscan", deadline=None)
+hypothesis_settings.load_profile("amberscan")
 
 
 def _answers(address: str) -> bool:
