@@ -1,7 +1,8 @@
 """One settings object per process, fed by `AMBERSCAN_*` environment variables.
 
 Parsed once in a process's `main()` and passed down; nothing else reads `os.environ`.
-The k8s ConfigMap (`k8s/base/configmap.yaml`) and the README's table list these fields one to one.
+The k8s ConfigMap (`k8s/base/config.yaml`) with the overlays' Secret and the README's table
+list these fields one to one.
 """
 
 from __future__ import annotations
@@ -107,6 +108,10 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:18080/tiles/{z}/{x}/{y}.png",
         description="base layer of the map (the demo tile server by default)",
     )
+
+    # Data (issue 13): the texty-amber folder (tiles/, superpixels/); unset, common/data.py looks
+    # for shared/data/texty-amber beside the checkout and the folders above it.
+    shared_data: Path | None = None
 
 
 def load_settings() -> Settings:
