@@ -41,6 +41,7 @@ IO_LIBRARIES = (
     "pydantic_settings",
 )
 
+
 def module_name(path: Path, root: Path) -> str:
     """The dotted module name of `path`, a file under the package directory `root`."""
     parts = list(path.relative_to(root).with_suffix("").parts)
