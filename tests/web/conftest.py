@@ -102,17 +102,10 @@ async def seeded(stack_settings: Settings, database: Database, shared_data: Path
     return Seeded(stack_settings, database, store, tiles)
 
 
-class WebSettings(Settings):
-    """The settings with the web fields this issue adds (until `Settings` has them)."""
-
-    web_token: str = ""
-    map_tiles_url: str = "http://127.0.0.1:18080/tiles/{z}/{x}/{y}.png"
-
-
 @pytest.fixture
 async def server(seeded: Seeded) -> AsyncIterator[str]:
     """The web app on a free port, with writes enabled by TOKEN; yields its base URL."""
     port = free_port()
-    settings = WebSettings(**{**seeded.settings.model_dump(), "web_port": port, "web_token": TOKEN})
+    settings = seeded.settings.model_copy(update={"web_port": port, "web_token": TOKEN})
     async with served(make_app(settings), port) as base:
         yield base

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.web.conftest import HOSTILE, TOKEN, Seeded
-from tests.web.test_explore import produce_scan_features
+from tests.web.scan_features import produce_scan_features
 
 pytestmark = pytest.mark.stack
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"

@@ -1,4 +1,4 @@
-"""Web core: request parsing, GeoJSON/CSV shaping, audit statistics, projections. Pure.
+"""Web core: the filter type, GeoJSON/CSV shaping, audit statistics, overlays. Pure.
 
 Nothing here opens a connection or reads a file: rows in, documents out.
 """
@@ -20,12 +20,7 @@ from numpy.typing import NDArray
 MAX_PAGE = 5000
 DEFAULT_PAGE = 500
 VERDICTS = ("confirmed", "rejected")
-LABELS = {"mining": 1, "not_mining": 0}
 _YEAR = re.compile(r"^\d{4}$")
-_MODEL = re.compile(r"^[A-Za-z0-9._:+-]{1,128}$")
-_REVIEWER = re.compile(r"^[\w .@-]{1,64}$")
-# Map layers and exports stay within the web-mercator world.
-_MAX_LAT = 85.06
 
 
 class BadRequest(ValueError):
@@ -41,89 +36,6 @@ class Filters:
     model: str = ""
     limit: int = DEFAULT_PAGE
     offset: int = 0
-
-
-def parse_bbox(text: str) -> tuple[float, float, float, float]:
-    """A "W,S,E,N" query parameter in WGS84 degrees.
-
-    Raises:
-        BadRequest: not four finite numbers, or west >= east, south >= north, out of range.
-    """
-    parts = text.split(",")
-    if len(parts) != 4:
-        raise BadRequest(f"bbox={text!r}: expected four numbers W,S,E,N, got {len(parts)} values")
-    try:
-        west, south, east, north = (float(p) for p in parts)
-    except ValueError:
-        raise BadRequest(f"bbox={text!r}: expected four numbers W,S,E,N") from None
-    if not all(math.isfinite(v) for v in (west, south, east, north)):
-        raise BadRequest(f"bbox={text!r}: values must be finite")
-    # Leaflet reports longitudes past ±180 when the world wraps; clamp those instead of refusing.
-    west, east = max(west, -180.0), min(east, 180.0)
-    south, north = max(south, -90.0), min(north, 90.0)
-    if not west < east:
-        raise BadRequest(f"bbox={text!r}: west must be less than east")
-    if not south < north:
-        raise BadRequest(f"bbox={text!r}: south must be less than north")
-    return (west, south, east, north)
-
-
-def parse_filters(query: Mapping[str, str], *, bbox_required: bool) -> Filters:
-    """Filters from a request's query string (bbox, year, model, limit, offset).
-
-    Raises:
-        BadRequest: naming the parameter that is missing or malformed.
-    """
-    bbox_text = query.get("bbox", "").strip()
-    if not bbox_text and bbox_required:
-        raise BadRequest("bbox is required: ?bbox=W,S,E,N in WGS84 degrees")
-    bbox = parse_bbox(bbox_text) if bbox_text else None
-    year = query.get("year", "").strip()
-    if year and year != "unknown" and not _YEAR.match(year):
-        raise BadRequest(f"year={year!r}: expected four digits or 'unknown'")
-    model = query.get("model", "").strip()
-    if model and not _MODEL.match(model):
-        raise BadRequest(f"model={model!r}: not a model version")
-    limit = _int_param(query, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    offset = _int_param(query, "offset", 0, 0, 10**9)
-    return Filters(bbox=bbox, year=year, model=model, limit=limit, offset=offset)
-
-
-def _int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    text = query.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadRequest(f"{name}={text!r}: expected an integer") from None
-    if not low <= value <= high:
-        raise BadRequest(f"{name}={value}: must be between {low} and {high}")
-    return value
-
-
-def parse_reviewer(value: Any) -> str:
-    """The reviewer's name from a request body; "web" when absent."""
-    if value is None or value == "":
-        return "web"
-    if not isinstance(value, str) or not _REVIEWER.match(value):
-        raise BadRequest("reviewer: 1-64 letters, digits, spaces or . @ - _")
-    return value
-
-
-def parse_verdict(value: Any) -> str:
-    if value not in VERDICTS:
-        raise BadRequest(f"verdict must be one of {', '.join(VERDICTS)}")
-    return str(value)
-
-
-def parse_label(value: Any) -> int | None:
-    """1 for "mining", 0 for "not_mining", None for "clear" (remove the label)."""
-    if value == "clear":
-        return None
-    if value not in LABELS:
-        raise BadRequest("label must be one of mining, not_mining, clear")
-    return LABELS[str(value)]
 
 
 def year_of(imagery_date: str) -> str:

@@ -292,8 +292,3 @@ async def audit(db: Database, audit_id: int) -> dict[str, Any] | None:
         [audit_id],
     )
     return {**head[0], "tiles": tiles}
-
-
-async def explore_rows(db: Database, filters: Filters) -> list[dict[str, Any]]:
-    """Per-detection rows for the explore page (scores, flag, review), newest model first."""
-    return await detections(db, filters, page=False)

@@ -1,0 +1,74 @@
+"""Reviews against the real stack: the token, verdicts and what they change."""
+
+from __future__ import annotations
+
+import pytest
+
+from amberscan.common.settings import Settings
+from amberscan.web.app import make_app
+from tests.web.client import AUTH, get, post
+from tests.web.conftest import BBOX, MODEL, Seeded
+
+pytestmark = pytest.mark.stack
+
+
+async def test_writes_need_the_token(server: str, seeded: Seeded) -> None:
+    target = seeded.tiles["positive1"]
+    body = {
+        "tile_id": target.tile_id,
+        "imagery_date": target.imagery_date,
+        "model_version": MODEL,
+        "verdict": "confirmed",
+    }
+    status, answer = await post(f"{server}/api/reviews", body)
+    assert status == 401 and "Bearer" in answer["error"]
+    status, _ = await post(f"{server}/api/reviews", body, {"Authorization": "Bearer wrong"})
+    assert status == 401
+    status, _ = await post(f"{server}/api/audits", {"n": 2})
+    assert status == 401
+
+
+async def test_writes_refused_without_configured_token(seeded: Seeded) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    async with TestClient(TestServer(make_app(seeded.settings))) as client:
+        r = await client.post("/api/reviews", json={}, headers=AUTH)
+        assert r.status == 403
+        assert "AMBERSCAN_WEB_TOKEN" in (await r.json())["error"]
+
+
+async def test_review_changes_summary_and_state(server: str, seeded: Seeded) -> None:
+    _, before = await get(f"{server}/api/summary")
+    assert before["tiles"] == 4 and before["flagged"] == 2
+    assert before["hectares"] == pytest.approx(15.0)
+    assert set(before["by_year"]) == {"2014", "2015", "2016"}
+    assert before["reviews"]["unreviewed_flagged"] == 2 and before["demo"] == 4
+    target = seeded.tiles["positive1"]
+    body = {
+        "tile_id": target.tile_id,
+        "imagery_date": target.imagery_date,
+        "model_version": MODEL,
+        "verdict": "rejected",
+        "reviewer": "ana",
+    }
+    status, saved = await post(f"{server}/api/reviews", body, AUTH)
+    assert status == 200 and saved["review"] == "rejected" and saved["reviewer"] == "ana"
+    _, after = await get(f"{server}/api/summary")
+    assert after["reviews"] == {
+        "confirmed": 0,
+        "rejected": 1,
+        "unreviewed_flagged": 1,
+        "confirmed_hectares": 0.0,
+    }
+    _, fc = await get(f"{server}/api/detections", bbox=BBOX)
+    states = {f["properties"]["tile_id"]: f["properties"]["review"] for f in fc["features"]}
+    assert states[target.tile_id] == "rejected"
+    assert list(states.values()).count("unreviewed") == 3
+    status, bad = await post(f"{server}/api/reviews", {**body, "verdict": "maybe"}, AUTH)
+    assert status == 400 and "verdict" in bad["error"]
+    status, bad = await post(f"{server}/api/reviews", {**body, "tile_id": "<script>"}, AUTH)
+    assert status == 400
+
+
+def test_settings_default_has_no_token() -> None:
+    assert Settings().web_token == ""
