@@ -147,6 +147,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model-server")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_detect_tile)
+
+    # Commands in modules of their own (`add_parser(sub)` and `run(args, settings)`).
+    from amberscan import survey
+
+    survey.add_parser(sub)
     return parser
 
 

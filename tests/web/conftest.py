@@ -12,15 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from amberscan.aggregator.core import mask_polygon
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
 from amberscan.common.settings import Settings
-from amberscan.geo.tiles import Tile
+from amberscan.geo.tiles import Tile, pixel_to_lonlat
 from amberscan.segmenter.core import encode_labels
 from amberscan.sink.core import UPSERT_DETECTION, detection_row
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import read_image
-from amberscan.vision.segment import segment
+from amberscan.vision.segment import Segmentation, segment
 from amberscan.web.app import make_app
 from tests.streams import free_port, served
 
@@ -54,6 +55,21 @@ def _scores(n: int, mining: bool, seed: int) -> list[float]:
     return [float(s) for s in scores]
 
 
+def damage_geojson(tile: Tile, segmentation: Segmentation, positive: list[int]) -> str:
+    """The damaged-area MultiPolygon of a tile's positive superpixels, as the aggregator makes
+    it (exact pixel outlines, in degrees)."""
+    height, width = segmentation.labels.shape
+    polygons = []
+    for index in positive:
+        shape = mask_polygon(segmentation.labels == index, 0, 0)
+        for part in getattr(shape, "geoms", [shape]):
+            ring = [
+                list(pixel_to_lonlat(tile, width, height, x, y)) for x, y in part.exterior.coords
+            ]
+            polygons.append([ring])
+    return json.dumps({"type": "MultiPolygon", "coordinates": polygons})
+
+
 async def seed(
     db: Database, store: BlobStore, shared_data: Path, demo: bool
 ) -> dict[str, pb.Detection]:
@@ -69,7 +85,8 @@ async def seed(
             encode_labels(segmentation.labels), "labels", "png", "image/png"
         )
         scores = _scores(len(segmentation.superpixels), mining, i)
-        positives = sum(s >= 0.5 for s in scores)
+        positive = [k for k, s in enumerate(scores) if s >= 0.5]
+        positives = len(positive)
         detection = pb.Detection(
             tile_id=tile.quadkey,
             scan_id="scan-test",
@@ -83,6 +100,7 @@ async def seed(
             min_positives=2,
             hectares=1.5 * positives,
             tile_geojson=json.dumps(tile.polygon()),
+            positives_geojson=damage_geojson(tile, segmentation, positive) if positives > 2 else "",
             scores=scores,
             models=pb.ModelVersions(classifier=MODEL, backbone="efficientnet_lite0@1"),
             demo=demo,

@@ -34,11 +34,27 @@ def test_parse_filters() -> None:
         {"bbox": "0,0,1,1", "year": "2014", "model": "m-1", "limit": "3", "offset": "6"},
         bbox_required=True,
     )
-    assert f == Filters((0.0, 0.0, 1.0, 1.0), "2014", "m-1", 3, 6)
+    assert f == Filters((0.0, 0.0, 1.0, 1.0), "2014", "m-1", limit=3, offset=6)
     assert params.parse_filters({}, bbox_required=False) == Filters()
-    for bad in ({"year": "14"}, {"model": "a b"}, {"limit": "0"}, {"limit": "x"}, {"offset": "-1"}):
+    view = params.parse_filters(
+        {"year": "2016", "change": "new", "review": "rejected"}, bbox_required=False
+    )
+    assert (view.year, view.change, view.review) == ("2016", "new", "rejected")
+    for bad in (
+        {"year": "14"},
+        {"model": "a b"},
+        {"limit": "0"},
+        {"limit": "x"},
+        {"offset": "-1"},
+        {"review": "maybe"},
+        {"change": "sideways", "year": "2016"},
+    ):
         with pytest.raises(BadRequest):
             params.parse_filters(bad, bbox_required=False)
+    with pytest.raises(BadRequest, match="change=new needs year=YYYY"):
+        params.parse_filters({"change": "new"}, bbox_required=False)
+    with pytest.raises(BadRequest, match=r"at most 10 per page \(AMBERSCAN_WEB_MAX_PAGE\)"):
+        params.parse_filters({"limit": "11"}, bbox_required=False, max_page=10)
     with pytest.raises(BadRequest, match="required"):
         params.parse_filters({}, bbox_required=True)
 
@@ -90,3 +106,21 @@ def test_explore_source() -> None:
     for bad in ({"source": "elsewhere"}, {"scan_id": "no such scan!"}):
         with pytest.raises(BadRequest):
             params.explore_source(bad)
+
+
+def test_tile_coords_are_checked() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    def request(z: str, x: str, y: str) -> object:
+        r = make_mocked_request("GET", f"/tiles/detections/{z}/{x}/{y}.mvt")
+        r.match_info.update({"z": z, "x": x, "y": y})  # type: ignore[attr-defined]
+        return r
+
+    assert params.tile_coords(request("3", "7", "0")) == (3, 7, 0)  # type: ignore[arg-type]
+    for bad, words in (
+        (("3", "8", "0"), "from 0 to 7"),
+        (("23", "0", "0"), "zoom"),
+        (("a", "0", "0"), "integers"),
+    ):
+        with pytest.raises(BadRequest, match=words):
+            params.tile_coords(request(*bad))  # type: ignore[arg-type]

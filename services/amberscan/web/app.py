@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import mimetypes
 
 from aiohttp import web
 
@@ -19,11 +20,13 @@ from amberscan.common.settings import Settings
 from amberscan.web import middleware, state
 from amberscan.web.params import MAX_BODY
 from amberscan.web.responses import STATIC
-from amberscan.web.routes import audits, explore, exports, reviews, tiles
+from amberscan.web.routes import audits, changes, explore, exports, reviews, tiles
 from amberscan.web.routes import map as map_routes
 
 log = logging.getLogger(__name__)
-GROUPS = (map_routes, tiles, reviews, audits, explore, exports)
+# MapLibre ships ES modules: a browser runs a module only when served as JavaScript.
+mimetypes.add_type("text/javascript", ".mjs")
+GROUPS = (map_routes, tiles, reviews, audits, explore, exports, changes)
 
 
 def make_app(settings: Settings) -> web.Application:

@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 MAX_PAGE = 5000
 DEFAULT_PAGE = 500
 VERDICTS = ("confirmed", "rejected")
+REVIEW_STATES = ("confirmed", "rejected", "unreviewed")
 _YEAR = re.compile(r"^\d{4}$")
 
 
@@ -32,8 +33,10 @@ class Filters:
     """What the map, the summary and the exports are restricted to."""
 
     bbox: tuple[float, float, float, float] | None = None
-    year: str = ""
+    year: str = ""  # a vintage: the imagery year ("unknown" for undated imagery)
     model: str = ""
+    review: str = ""  # one of REVIEW_STATES
+    change: str = ""  # with a year: "new", "gone" or "changed" against the previous vintage
     limit: int = DEFAULT_PAGE
     offset: int = 0
 
@@ -130,11 +133,13 @@ CSV_FIELDS = (
 )
 
 
-def csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
-    """Detections as CSV, one row each; scores joined by ';'. Text cannot start a formula."""
+def csv_text(rows: Iterable[Mapping[str, Any]], header: bool = True) -> str:
+    """Detections as CSV, one row each (after the header when `header`); scores joined by ';'.
+    Text cannot start a formula."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
+    if header:
+        writer.writerow(CSV_FIELDS)
     for row in rows:
         p = feature_of(row)["properties"]
         writer.writerow(

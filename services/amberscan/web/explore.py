@@ -30,9 +30,7 @@ from numpy.typing import NDArray
 from amberscan.common import features_reader
 from amberscan.common.settings import Settings
 
-MAX_POINTS = 5000
 TSNE_MIN_POINTS = 30
-READ_BUDGET_S = 60.0
 CLASS_NAMES = {1: "mining", 0: "not_mining", None: "unlabelled"}
 CHECKOUT = Path(__file__).resolve().parents[3]
 # The shared data set sits beside the checkout (or beside a folder above it, for a worktree).
@@ -185,14 +183,20 @@ def _tile_link(tile_id: str, imagery_date: str) -> str:
     return f"/tile/{tile_id}?" + urlencode({"imagery_date": imagery_date})
 
 
-async def scan_projection(settings: Settings, db: Any, scan_id: str | None) -> dict[str, Any]:
+async def scan_projection(
+    settings: Settings, db: Any, scan_id: str | None, points_cap: int
+) -> dict[str, Any]:
     """The explore document of one scan (the latest when `scan_id` is None)."""
     if scan_id is None:
         scan_id = await latest_scan(db)
         if scan_id is None:
             return _empty("scan", "", "no scan yet: run a scan, or use ?source=labelled")
     result = await features_reader.read_scan_features(
-        settings, scan_id, limit=MAX_POINTS, budget_s=READ_BUDGET_S, max_records=10**12
+        settings,
+        scan_id,
+        limit=points_cap,
+        budget_s=settings.explore_read_budget_s,
+        max_records=settings.explore_max_records,
     )
     features = result.features
     backbone = ""
@@ -231,7 +235,12 @@ async def scan_projection(settings: Settings, db: Any, scan_id: str | None) -> d
     out = points(items, coords)
     notes = []
     if not result.complete:
-        notes.append(f"only the first {len(out)} superpixels found are plotted")
+        notes.append(
+            f"only the first {len(out)} superpixels found are plotted: the read stopped at "
+            f"{points_cap} points, {settings.explore_max_records} records "
+            f"(AMBERSCAN_EXPLORE_MAX_RECORDS) or {settings.explore_read_budget_s:g} s "
+            "(AMBERSCAN_EXPLORE_READ_BUDGET_S)"
+        )
     if dropped:
         notes.append(f"{dropped} vectors of another backbone left out")
     return {
@@ -329,10 +338,12 @@ async def _score_and_project(
     return await asyncio.to_thread(compute)
 
 
-async def labelled_projection(settings: Settings, cache: LabelledFeatures) -> dict[str, Any]:
-    """The explore document of the labelled crops (every one, up to MAX_POINTS)."""
+async def labelled_projection(
+    settings: Settings, cache: LabelledFeatures, points_cap: int
+) -> dict[str, Any]:
+    """The explore document of the labelled crops (every one, up to `points_cap`)."""
     backbone, crops, vectors = await cache.get(settings)
-    crops, vectors = crops[:MAX_POINTS], vectors[:MAX_POINTS]
+    crops, vectors = crops[:points_cap], vectors[:points_cap]
     classifier = await features_reader.current_classifier(settings)
     scores, coords, method = await _score_and_project(classifier, vectors)
     items = [

@@ -21,13 +21,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def content_security_policy(settings: Settings) -> str:
-    """Scripts, styles and data from the app itself; images also from the map's base layer."""
+    """Scripts, styles and data from the app itself; the map's base layer also from its own
+    origin (MapLibre fetches raster tiles, then draws them from blobs)."""
     tiles = urlsplit(settings.map_tiles_url)
     tile_origin = f"{tiles.scheme}://{tiles.netloc}" if tiles.scheme and tiles.netloc else ""
     return (
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-        f"img-src 'self' data: {tile_origin}; connect-src 'self'; object-src 'none'; "
-        "base-uri 'none'; frame-ancestors 'none'"
+        f"img-src 'self' data: blob: {tile_origin}; connect-src 'self' {tile_origin}; "
+        "worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
     )
 
 

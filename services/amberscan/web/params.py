@@ -15,8 +15,9 @@ from typing import Any
 
 from aiohttp import web
 
+from amberscan.changes import CHANGE_FILTERS
 from amberscan.web import queries
-from amberscan.web.core import DEFAULT_PAGE, MAX_PAGE, VERDICTS, BadRequest, Filters
+from amberscan.web.core import DEFAULT_PAGE, MAX_PAGE, REVIEW_STATES, VERDICTS, BadRequest, Filters
 from amberscan.web.state import DB
 
 MAX_BODY = 64 * 1024
@@ -58,8 +59,10 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
     return (west, south, east, north)
 
 
-def parse_filters(query: Mapping[str, str], *, bbox_required: bool) -> Filters:
-    """Filters from a request's query string (bbox, year, model, limit, offset).
+def parse_filters(
+    query: Mapping[str, str], *, bbox_required: bool, max_page: int = MAX_PAGE
+) -> Filters:
+    """Filters from a request's query string (bbox, year, model, review, change, limit, offset).
 
     Raises:
         BadRequest: naming the parameter that is missing or malformed.
@@ -74,9 +77,23 @@ def parse_filters(query: Mapping[str, str], *, bbox_required: bool) -> Filters:
     model = query.get("model", "").strip()
     if model and not _MODEL.match(model):
         raise BadRequest(f"model={model!r}: not a model version")
-    limit = int_param(query, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    review = query.get("review", "").strip()
+    if review and review not in REVIEW_STATES:
+        raise BadRequest(f"review={review[:20]!r}: one of {', '.join(REVIEW_STATES)}")
+    change = query.get("change", "").strip()
+    if change and change not in CHANGE_FILTERS:
+        raise BadRequest(f"change={change[:20]!r}: one of {', '.join(CHANGE_FILTERS)}")
+    if change and not _YEAR.match(year):
+        raise BadRequest(
+            f"change={change} needs year=YYYY: the vintage compared with each tile's previous one"
+        )
+    limit = int_param(query, "limit", DEFAULT_PAGE, 1, 10**9)
+    if limit > max_page:
+        raise BadRequest(
+            f"limit={limit}: at most {max_page} per page (AMBERSCAN_WEB_MAX_PAGE); page on with offset"
+        )
     offset = int_param(query, "offset", 0, 0, 10**9)
-    return Filters(bbox=bbox, year=year, model=model, limit=limit, offset=offset)
+    return Filters(bbox, year, model, review, change, limit, offset)
 
 
 def int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -263,3 +280,16 @@ def audit_id(request: web.Request) -> int:
         return int(request.match_info["audit_id"])
     except ValueError:
         raise BadRequest("audit id: an integer") from None
+
+
+def tile_coords(request: web.Request) -> tuple[int, int, int]:
+    """`{z}/{x}/{y}` of a vector tile path, each within its zoom's range."""
+    try:
+        z, x, y = (int(request.match_info[k]) for k in ("z", "x", "y"))
+    except ValueError:
+        raise BadRequest("tile z/x/y: three integers") from None
+    if not 0 <= z <= 22:
+        raise BadRequest(f"zoom {z}: from 0 to 22")
+    if not (0 <= x < 2**z and 0 <= y < 2**z):
+        raise BadRequest(f"tile {z}/{x}/{y}: x and y from 0 to {2**z - 1} at zoom {z}")
+    return z, x, y

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,3 +26,52 @@ STATIC = Path(__file__).parent / "static"
 def page(name: str) -> web.FileResponse:
     """A static HTML page of the app (its script fetches the data)."""
     return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
+
+
+async def stream_rows(
+    request: web.Request,
+    rows: AsyncIterator[Any],
+    *,
+    content_type: str,
+    filename: str,
+    head: str,
+    chunk: Callable[[list[Any], bool], str],
+    tail: str = "",
+    batch: int = 500,
+) -> web.StreamResponse:
+    """A download written as the rows arrive: `head`, then `chunk(rows, first)` for each batch of
+    `batch` rows, then `tail`; memory holds one batch, whatever the total."""
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": content_type,
+            "Content-Disposition": f'attachment; filename="{filename}"',
+        }
+    )
+    await response.prepare(request)
+    await response.write(head.encode())
+    pending: list[Any] = []
+    first = True
+    async for row in rows:
+        pending.append(row)
+        if len(pending) >= batch:
+            await response.write(chunk(pending, first).encode())
+            pending, first = [], False
+    if pending:
+        await response.write(chunk(pending, first).encode())
+    await response.write(tail.encode())
+    await response.write_eof()
+    return response
+
+
+def features_chunk(to_feature: Callable[[Any], dict[str, Any]]) -> Callable[[list[Any], bool], str]:
+    """The `chunk` of a streamed GeoJSON FeatureCollection: features joined by commas."""
+
+    def chunk(rows: Iterable[Any], first: bool) -> str:
+        text = ",".join(json.dumps(to_feature(r), default=str) for r in rows)
+        return text if first else "," + text
+
+    return chunk
+
+
+FEATURES_HEAD = '{"type":"FeatureCollection","features":['
+FEATURES_TAIL = "]}"

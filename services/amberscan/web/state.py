@@ -1,7 +1,7 @@
 """The web app's keys and the resources it holds while it runs.
 
 `resources` is the app's `cleanup_ctx`: the database pool and blob store are opened on startup
-and closed on cleanup. The caches here hold decoded tile images (a reviewer clicks around one
+and closed on cleanup, and the map's aggregates (`vector_tiles.MapCells`) refreshed meanwhile. The caches here hold decoded tile images (a reviewer clicks around one
 tile many times, a projection's tooltips hover over one tile often) and the classifiers'
 thresholds by version.
 """
@@ -9,6 +9,7 @@ thresholds by version.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from amberscan.vision.imageio import decode_image
 from amberscan.vision.segment import Segmentation, boundaries
 from amberscan.web import core
 from amberscan.web.explore import LabelledFeatures
+from amberscan.web.vector_tiles import MapCells
 
 
 @dataclass(frozen=True)
@@ -132,10 +134,14 @@ STORE: web.AppKey[BlobStore] = web.AppKey("store", BlobStore)
 IMAGES: web.AppKey[ImageCache] = web.AppKey("images", ImageCache)
 THRESHOLDS: web.AppKey[Thresholds] = web.AppKey("thresholds", Thresholds)
 EXPLORE: web.AppKey[LabelledFeatures] = web.AppKey("explore", LabelledFeatures)
+MAP_CELLS: web.AppKey[MapCells] = web.AppKey("map_cells", MapCells)
+# One projection at a time: t-SNE of thousands of points takes the CPU for seconds.
+EXPLORE_SLOT: web.AppKey[asyncio.Semaphore] = web.AppKey("explore_slot", asyncio.Semaphore)
 
 
 async def resources(app: web.Application) -> AsyncIterator[None]:
-    """Open the database pool and the blob store; close the pool on cleanup."""
+    """Open the database pool and the blob store, fill the map's aggregates if empty and keep
+    them fresh; on cleanup stop that and close the pool."""
     settings = app[SETTINGS]
     db = Database(settings)
     await db.open()
@@ -145,5 +151,13 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     app[IMAGES] = ImageCache(store)
     app[THRESHOLDS] = Thresholds(settings)
     app[EXPLORE] = LabelledFeatures()
+    app[EXPLORE_SLOT] = asyncio.Semaphore(1)
+    cells = MapCells(db, settings.map_refresh_s)
+    await cells.ensure()
+    app[MAP_CELLS] = cells
+    refresher = asyncio.create_task(cells.run(), name="map-cells-refresh")
     yield
+    refresher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await refresher
     await db.close()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import pytest
 
-from tests.web.client import get
+from tests.web import mvt
+from tests.web.client import AUTH, get, post
 from tests.web.conftest import BBOX, MODEL, Seeded
 
 pytestmark = pytest.mark.stack
@@ -92,8 +95,98 @@ async def test_a_newer_model_supersedes_on_the_map_unless_a_model_is_chosen(
 
 
 async def test_map_page_and_assets_are_served(server: str) -> None:
-    for path in ("/", "/static/vendor/leaflet/leaflet.js", "/api/config"):
+    for path in ("/", "/static/vendor/maplibre-gl/maplibre-gl.mjs", "/api/config"):
         async with aiohttp.ClientSession() as s, s.get(server + path) as r:
             assert r.status == 200, path
+            if path.endswith(".mjs"):  # a browser runs an ES module only served as JavaScript
+                assert r.content_type in ("text/javascript", "application/javascript")
             assert "script-src 'self'" in r.headers["Content-Security-Policy"]
             assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+# The seeded zoom-16 tiles (x 37626-37627, y 22003-22004) lie in these tiles of coarser zooms.
+DETAIL = "/tiles/detections/12/2351/1375.mvt"
+POSITIVES_Z14 = "/tiles/detections/14/9406/5500.mvt"  # the row of the two positive tiles
+REGION_Z8 = "/tiles/detections/8/146/85.mvt"
+
+
+async def tile(server: str, path: str, **query: str) -> tuple[int, dict[str, Any], Any]:
+    async with aiohttp.ClientSession() as s, s.get(server + path, params=query) as r:
+        body = await r.read()
+        assert r.status != 200 or r.content_type == "application/vnd.mapbox-vector-tile"
+        return r.status, (mvt.decode(body) if r.status == 200 else {}), r.headers.copy()
+
+
+async def test_vector_tiles_detail_aggregate_and_damage(server: str, seeded: Seeded) -> None:
+    status, layers, _ = await tile(server, DETAIL)
+    assert status == 200 and set(layers) == {"detections"}  # no damage layer below zoom 14
+    props = {f["properties"]["tile_id"]: f["properties"] for f in layers["detections"]}
+    assert set(props) == {d.tile_id for d in seeded.tiles.values()}
+    p1 = props[seeded.tiles["positive1"].tile_id]
+    assert p1["flagged"] is True and p1["positives"] == 5 and p1["review"] == "unreviewed"
+    assert p1["model_version"] == MODEL and p1["demo"] is True and p1["synthetic"] is False
+    for feature in layers["detections"]:
+        (ring,) = feature["rings"]
+        xs, ys = zip(*ring, strict=True)
+        assert 0 <= min(xs) < max(xs) <= 4096 and 0 <= min(ys) < max(ys) <= 4096
+
+    status, layers, _ = await tile(server, POSITIVES_Z14)
+    damaged = {f["properties"]["tile_id"] for f in layers["damage"]}
+    assert damaged == {seeded.tiles["positive1"].tile_id, seeded.tiles["positive2"].tile_id}
+    # The damaged areas lie inside their tiles' squares (in tile pixel coordinates).
+    squares = {
+        f["properties"]["tile_id"]: [min(c) for c in zip(*f["rings"][0], strict=True)]
+        + [max(c) for c in zip(*f["rings"][0], strict=True)]
+        for f in layers["detections"]
+    }
+    for f in layers["damage"]:
+        x0, y0, x1, y1 = squares[f["properties"]["tile_id"]]
+        for x, y in (p for ring in f["rings"] for p in ring):
+            assert x0 - 1 <= x <= x1 + 1 and y0 - 1 <= y <= y1 + 1
+
+    status, layers, _ = await tile(server, REGION_Z8)
+    cells = layers["cells"]
+    assert sum(c["properties"]["tiles"] for c in cells) == 4
+    assert sum(c["properties"]["flagged"] for c in cells) == 2
+    assert sum(c["properties"]["hectares"] for c in cells) == pytest.approx(15.0)
+    assert all(0 <= c["properties"]["flagged_share"] <= 1 for c in cells)
+    # Far away: an empty tile, not an error.
+    status, layers, _ = await tile(server, "/tiles/detections/12/0/0.mvt")
+    assert status == 200 and layers == {}
+
+
+async def test_vector_tiles_filter_and_revalidate(server: str, seeded: Seeded) -> None:
+    _, layers, _ = await tile(server, DETAIL, year="2014")
+    assert {f["properties"]["imagery_date"] for f in layers["detections"]} == {"2014-10-11"}
+    assert len(layers["detections"]) == 2
+    _, layers, _ = await tile(server, REGION_Z8, year="2014")
+    assert sum(c["properties"]["tiles"] for c in layers["cells"]) == 2
+    _, layers, _ = await tile(server, DETAIL, model="other-model")
+    assert layers == {}
+
+    status, _, headers = await tile(server, DETAIL)
+    etag = headers["ETag"]
+    async with aiohttp.ClientSession() as s:
+        async with s.get(server + DETAIL, headers={"If-None-Match": etag}) as r:
+            assert r.status == 304 and await r.read() == b""
+        target = seeded.tiles["positive1"]
+        body = {
+            "tile_id": target.tile_id,
+            "imagery_date": target.imagery_date,
+            "model_version": MODEL,
+            "verdict": "rejected",
+        }
+        assert (await post(f"{server}/api/reviews", body, AUTH))[0] == 200
+        async with s.get(server + DETAIL, headers={"If-None-Match": etag}) as r:
+            assert r.status == 200 and r.headers["ETag"] != etag  # the review changed the tile
+    _, layers, _ = await tile(server, DETAIL, review="rejected")
+    assert [f["properties"]["tile_id"] for f in layers["detections"]] == [target.tile_id]
+
+    for path, words in (
+        ("/tiles/detections/12/9999/1375.mvt", "from 0 to 4095"),
+        ("/tiles/detections/30/0/0.mvt", "zoom"),
+    ):
+        status, answer = await get(server + path)
+        assert status == 400 and words in answer["error"]
+    status, answer = await get(f"{server}/tiles/detections/12/2351/1375.mvt", bbox="0,0,1,1")
+    assert status == 400 and "bbox" in answer["error"]

@@ -7,7 +7,7 @@ import io
 import aiohttp
 import pytest
 
-from amberscan.web import queries
+from amberscan.web import review_queries
 from tests.web.client import AUTH, get, post
 from tests.web.conftest import MODEL, Seeded
 
@@ -33,7 +33,7 @@ async def test_relabel_superpixel_and_reviewed_superpixels(server: str, seeded: 
     q = {"imagery_date": target.imagery_date, "model": MODEL}
     _, hit = await get(f"{server}/api/tiles/{target.tile_id}/segment", row="10", col="10", **q)
     assert hit == {"segment": a["segment"], "score": hit["score"], "label": "mining"}
-    reviewed = await queries.reviewed_superpixels(seeded.db)
+    reviewed = await review_queries.reviewed_superpixels(seeded.db)
     assert {(r.segment_index, r.label) for r in reviewed} == {(a["segment"], 1), (7, 0)}
     assert all(
         r.image_key == target.image_key and r.labels_key == target.labels_key for r in reviewed

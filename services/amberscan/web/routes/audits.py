@@ -7,12 +7,20 @@ from typing import Any
 
 from aiohttp import web
 
-from amberscan.web import core, params, queries
-from amberscan.web.responses import json_response
+from amberscan.web import core, params, review_queries
+from amberscan.web.responses import json_response, page
 from amberscan.web.state import DB
 
 routes = web.RouteTableDef()
 MAX_AUDIT = 10_000
+
+
+@routes.get("/audit")
+@routes.get("/audit/{audit_id}")  # audit.js draws a sample on /audit, steps through it on /audit/ID
+async def audit_page(request: web.Request) -> web.StreamResponse:
+    if "audit_id" in request.match_info:
+        params.audit_id(request)
+    return page("audit.html")
 
 
 @routes.post("/api/audits")
@@ -25,7 +33,7 @@ async def post_audit(request: web.Request) -> web.Response:
         {k: str(data[k]) for k in ("year", "model", "bbox") if data.get(k)}, bbox_required=False
     )
     reviewer = params.reviewer(data.get("reviewer"))
-    audit_id = await queries.create_audit(request.app[DB], n, filters, reviewer)
+    audit_id = await review_queries.create_audit(request.app[DB], n, filters, reviewer)
     return json_response(await _report(request, audit_id), status=201)
 
 
@@ -35,7 +43,7 @@ async def get_audit(request: web.Request) -> web.Response:
 
 
 async def _report(request: web.Request, audit_id: int) -> dict[str, Any]:
-    audit = await queries.audit(request.app[DB], audit_id)
+    audit = await review_queries.audit(request.app[DB], audit_id)
     if audit is None:
         raise web.HTTPNotFound(text=f"no audit {audit_id}")
     tiles = audit["tiles"]

@@ -12,7 +12,7 @@ from amberscan.vision.imageio import decode_image, encode_png
 from amberscan.web import explore, params
 from amberscan.web.core import BadRequest
 from amberscan.web.responses import json_response, page
-from amberscan.web.state import DB, EXPLORE, IMAGES, SETTINGS
+from amberscan.web.state import DB, EXPLORE, EXPLORE_SLOT, IMAGES, SETTINGS
 
 routes = web.RouteTableDef()
 
@@ -25,15 +25,28 @@ async def explore_page(request: web.Request) -> web.StreamResponse:
 @routes.get("/api/explore")
 async def explore_data(request: web.Request) -> web.Response:
     """A 2-D projection of superpixel features: of a scan (`scan_id`, default the latest) read
-    back from the features topic, or of the labelled crops (`source=labelled`)."""
+    back from the features topic, or of the labelled crops (`source=labelled`); at most
+    `points` (default and cap AMBERSCAN_EXPLORE_MAX_POINTS), one projection at a time."""
     source, scan_id = params.explore_source(request.query)
     settings = request.app[SETTINGS]
-    if source == "labelled":
-        try:
-            return json_response(await explore.labelled_projection(settings, request.app[EXPLORE]))
-        except FileNotFoundError as error:
-            raise web.HTTPNotFound(text=str(error)) from None
-    return json_response(await explore.scan_projection(settings, request.app[DB], scan_id))
+    cap = settings.explore_max_points
+    points = params.int_param(request.query, "points", cap, 1, 10**9)
+    if points > cap:
+        raise BadRequest(f"points={points}: at most {cap} (AMBERSCAN_EXPLORE_MAX_POINTS)")
+    slot = request.app[EXPLORE_SLOT]
+    if slot.locked():
+        raise web.HTTPTooManyRequests(
+            text="another projection is running (one at a time: t-SNE takes the CPU); retry soon"
+        )
+    async with slot:
+        if source == "labelled":
+            try:
+                document = await explore.labelled_projection(settings, request.app[EXPLORE], points)
+            except FileNotFoundError as error:
+                raise web.HTTPNotFound(text=str(error)) from None
+        else:
+            document = await explore.scan_projection(settings, request.app[DB], scan_id, points)
+    return json_response(document)
 
 
 @routes.get("/api/explore/crop")

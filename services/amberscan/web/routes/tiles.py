@@ -11,7 +11,7 @@ from aiohttp import web
 
 from amberscan.vision.imageio import encode_png
 from amberscan.vision.overlay import score_overlay
-from amberscan.web import core, params, queries
+from amberscan.web import core, params, review_queries
 from amberscan.web.core import BadRequest
 from amberscan.web.responses import json_response, page
 from amberscan.web.state import DB, IMAGES, THRESHOLDS, scores_for
@@ -31,7 +31,11 @@ async def tile_page(request: web.Request) -> web.StreamResponse:
 async def tile_detail(request: web.Request) -> web.Response:
     row = await params.detection(request, params.tile_id(request))
     feature = core.feature_of(row)
-    marks = await queries.labels_of(request.app[DB], row["labels_key"]) if row["labels_key"] else {}
+    marks = (
+        await review_queries.labels_of(request.app[DB], row["labels_key"])
+        if row["labels_key"]
+        else {}
+    )
     threshold, threshold_source = await request.app[THRESHOLDS].of(row)
     superpixels: list[dict[str, Any]] = []
     size: list[int] | None = None
@@ -79,7 +83,11 @@ async def overlay_png(request: web.Request) -> web.Response:
         raise BadRequest("view must be scores, labels or image")
     size = params.int_param(request.query, "size", 0, 16, 2048) if "size" in request.query else 0
     tile = await request.app[IMAGES].tile(row["image_key"], row["labels_key"])
-    marks = await queries.labels_of(request.app[DB], row["labels_key"]) if view == "labels" else {}
+    marks = (
+        await review_queries.labels_of(request.app[DB], row["labels_key"])
+        if view == "labels"
+        else {}
+    )
     threshold, _ = await request.app[THRESHOLDS].of(row)
 
     def render() -> bytes:
@@ -125,7 +133,7 @@ async def segment_lookup(request: web.Request) -> web.Response:
     row = await params.detection(request, params.tile_id(request))
     index = await segment_at(request, row, request.query)
     scores = row["scores"] or []
-    marks = await queries.labels_of(request.app[DB], row["labels_key"])
+    marks = await review_queries.labels_of(request.app[DB], row["labels_key"])
     return json_response(
         {
             "segment": index,
@@ -142,5 +150,5 @@ async def post_label(request: web.Request) -> web.Response:
     label = params.label(data.get("label"))
     reviewer = params.reviewer(data.get("reviewer"))
     index = await segment_at(request, row, data)
-    await queries.save_label(request.app[DB], row, index, label, reviewer)
+    await review_queries.save_label(request.app[DB], row, index, label, reviewer)
     return json_response({"segment": index, "label": data.get("label"), "reviewer": reviewer})
