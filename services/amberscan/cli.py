@@ -149,8 +149,9 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_detect_tile)
 
     # Commands in modules of their own (`add_parser(sub)` and `run(args, settings)`).
-    from amberscan import survey
+    from amberscan import diff, survey
 
+    diff.add_parser(sub)
     survey.add_parser(sub)
     return parser
 

@@ -72,3 +72,73 @@ async def test_review_changes_summary_and_state(server: str, seeded: Seeded) -> 
 
 def test_settings_default_has_no_token() -> None:
     assert Settings().web_token == ""
+
+
+async def test_review_history_keeps_every_action_and_the_latest_decides(
+    server: str, seeded: Seeded
+) -> None:
+    target = seeded.tiles["positive2"]
+    base = {"tile_id": target.tile_id, "imagery_date": target.imagery_date, "model_version": MODEL}
+    for verdict, who in (
+        ("confirmed", "ana"),
+        ("rejected", "bo"),
+        ("clear", "ana"),
+        ("confirmed", "cy"),
+    ):
+        status, _ = await post(
+            f"{server}/api/reviews", {**base, "verdict": verdict, "reviewer": who}, AUTH
+        )
+        assert status == 200
+    status, _ = await post(
+        f"{server}/api/labels", {**base, "segment": 3, "label": "mining", "reviewer": "bo"}, AUTH
+    )
+    assert status == 200
+    q = {"imagery_date": target.imagery_date, "model": MODEL}
+    status, history = await get(f"{server}/api/tiles/{target.tile_id}/history", **q)
+    assert status == 200 and history["current"] == "confirmed"
+    assert [(e["action"], e["reviewer"], e["segment"]) for e in history["events"]] == [
+        ("confirmed", "ana", None),
+        ("rejected", "bo", None),
+        ("cleared", "ana", None),
+        ("confirmed", "cy", None),
+        ("mining", "bo", 3),
+    ]
+    times = [e["at"] for e in history["events"]]
+    assert times == sorted(times)
+    _, detail = await get(f"{server}/api/tiles/{target.tile_id}", **q)
+    assert detail["review"] == "confirmed" and detail["reviewer"] == "cy"  # the latest decides
+
+
+async def test_reject_and_mark_positives_not_mining_feeds_training(
+    server: str, seeded: Seeded
+) -> None:
+    from amberscan.web import review_queries
+
+    target = seeded.tiles["positive1"]
+    base = {"tile_id": target.tile_id, "imagery_date": target.imagery_date, "model_version": MODEL}
+    status, bad = await post(
+        f"{server}/api/reviews", {**base, "verdict": "confirmed", "mark_not_mining": True}, AUTH
+    )
+    assert status == 400 and "rejected" in bad["error"]
+    status, saved = await post(
+        f"{server}/api/reviews",
+        {**base, "verdict": "rejected", "mark_not_mining": True, "reviewer": "ana"},
+        AUTH,
+    )
+    assert status == 200 and saved["review"] == "rejected"
+    # No classifier of that version is published: the threshold is the one its scores imply,
+    # so exactly the stored positives are marked.
+    expected = sorted(range(len(target.scores)), key=lambda i: -target.scores[i])[
+        : target.positives
+    ]
+    assert sorted(saved["marked_not_mining"]) == sorted(expected)
+    reviewed = await review_queries.reviewed_superpixels(seeded.db)
+    assert {(r.segment_index, r.label) for r in reviewed} == {(i, 0) for i in expected}
+    q = {"imagery_date": target.imagery_date, "model": MODEL}
+    _, history = await get(f"{server}/api/tiles/{target.tile_id}/history", **q)
+    actions = [(e["action"], e["segment"]) for e in history["events"]]
+    assert actions[0] == ("rejected", None)
+    assert sorted(s for a, s in actions[1:] if a == "not_mining") == sorted(expected)
+    _, detail = await get(f"{server}/api/tiles/{target.tile_id}", **q)
+    labels = {sp["index"]: sp["label"] for sp in detail["superpixels"]}
+    assert {i for i, lab in labels.items() if lab == "not_mining"} == set(expected)
