@@ -106,12 +106,40 @@ CREATE TABLE IF NOT EXISTS review_events (
 CREATE INDEX IF NOT EXISTS review_events_detection_idx
     ON review_events (tile_id, imagery_date, model_version, at);
 
+-- The newest detection: what the map's refresher polls to see that detections changed.
+CREATE INDEX IF NOT EXISTS detections_detected_at_idx ON detections (detected_at);
+
+-- Issue 12 item 4, exclusion areas (web app): known legal quarries, sand pits, construction
+-- sites. A detection whose tile's centre lies in one is kept but marked excluded: shown so on the
+-- map, left out of the flagged hectares, listed by reason.
+CREATE TABLE IF NOT EXISTS exclusion_areas (
+    area_id    bigserial PRIMARY KEY,
+    region     text NOT NULL DEFAULT '',
+    reason     text NOT NULL,
+    name       text NOT NULL DEFAULT '',
+    geom       geometry(MultiPolygon, 4326) NOT NULL CHECK (ST_IsValid(geom)),
+    created_by text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS exclusion_areas_geom_idx ON exclusion_areas USING gist (geom);
+
+-- Issue 14 (continued): the map's aggregates, which count the exclusions too.
 -- The map's aggregates at low zooms: per grid cell (the zoom-`level` tile, 15, 13 or 11,
 -- containing the scan tile) the counts of each kind of verdict a filter can ask for. `latest`: the tile's newest
 -- verdict (all vintages); `latest_year`: its newest in that imagery year (a vintage);
 -- `latest_model` / `latest_year_model`: the same among one model's verdicts. `change` compares a
 -- tile's vintage with its previous one (newest run each): new, gone, same, first.
+-- Flagged tiles inside an exclusion area count apart (`excluded`), not in `flagged`/`hectares`.
 -- Refreshed by the web app when detections or reviews changed (`AMBERSCAN_MAP_REFRESH_S`).
+-- Its definition changes with the code: an older one (see the comment) is dropped and rebuilt.
+DO $$
+BEGIN
+    IF to_regclass('map_cells') IS NOT NULL
+       AND coalesce(obj_description(to_regclass('map_cells'), 'pg_class'), '') <> 'map_cells v2'
+    THEN
+        DROP MATERIALIZED VIEW map_cells;
+    END IF;
+END $$;
 CREATE MATERIALIZED VIEW IF NOT EXISTS map_cells AS
 WITH base AS (
     SELECT d.tile_id, d.z, d.x, d.y, d.flagged, d.hectares, d.model_version, d.demo,
@@ -120,9 +148,13 @@ WITH base AS (
            ST_XMax(d.tile_geom) AS east, ST_YMax(d.tile_geom) AS north,
            CASE WHEN d.imagery_date ~ '^[0-9]{4}' THEN left(d.imagery_date, 4)
                 ELSE 'unknown' END AS year,
-           coalesce(r.verdict, 'unreviewed') AS review
+           coalesce(r.verdict, 'unreviewed') AS review, x.reason IS NOT NULL AS excluded
     FROM detections d
     LEFT JOIN reviews r USING (tile_id, imagery_date, model_version)
+    LEFT JOIN LATERAL (SELECT e.reason FROM exclusion_areas e
+                       WHERE e.geom && d.tile_geom
+                         AND ST_Intersects(e.geom, ST_Centroid(d.tile_geom))
+                       ORDER BY e.area_id LIMIT 1) x ON true
 ), by_tile AS (
     SELECT *, row_number() OVER w = 1 AS latest,
            lag(year) OVER w IS DISTINCT FROM year AS latest_year
@@ -148,8 +180,10 @@ WITH base AS (
 ), l15 AS (
     SELECT x >> (z - 15) AS cx, y >> (z - 15) AS cy, year, model_version, review, latest,
            latest_year, latest_model, latest_year_model, change,
-           count(*) AS tiles, count(*) FILTER (WHERE flagged) AS flagged,
-           coalesce(sum(hectares) FILTER (WHERE flagged), 0) AS hectares,
+           count(*) AS tiles, count(*) FILTER (WHERE flagged AND NOT excluded) AS flagged,
+           coalesce(sum(hectares) FILTER (WHERE flagged AND NOT excluded), 0) AS hectares,
+           count(*) FILTER (WHERE flagged AND excluded) AS excluded,
+           coalesce(sum(hectares) FILTER (WHERE flagged AND excluded), 0) AS excluded_hectares,
            count(*) FILTER (WHERE demo) AS demo, count(*) FILTER (WHERE synthetic) AS synthetic,
            min(west) AS west, min(south) AS south, max(east) AS east, max(north) AS north
     FROM changed WHERE z >= 15
@@ -159,8 +193,9 @@ SELECT 15 AS level, * FROM l15
 UNION ALL
 SELECT l.level, cx >> (15 - l.level), cy >> (15 - l.level), year, model_version, review, latest,
        latest_year, latest_model, latest_year_model, change,
-       sum(tiles)::bigint, sum(flagged)::bigint, sum(hectares), sum(demo)::bigint,
-       sum(synthetic)::bigint, min(west), min(south), max(east), max(north)
+       sum(tiles)::bigint, sum(flagged)::bigint, sum(hectares), sum(excluded)::bigint,
+       sum(excluded_hectares), sum(demo)::bigint, sum(synthetic)::bigint, min(west), min(south),
+       max(east), max(north)
 FROM l15 CROSS JOIN (VALUES (11), (13)) AS l (level)
 GROUP BY l.level, 2, 3, year, model_version, review, latest, latest_year, latest_model,
          latest_year_model, change
@@ -168,5 +203,4 @@ WITH NO DATA;
 CREATE UNIQUE INDEX IF NOT EXISTS map_cells_key ON map_cells
     (level, cx, cy, year, model_version, review, latest, latest_year, latest_model,
      latest_year_model, change);
--- The newest detection: what the map's refresher polls to see that detections changed.
-CREATE INDEX IF NOT EXISTS detections_detected_at_idx ON detections (detected_at);
+COMMENT ON MATERIALIZED VIEW map_cells IS 'map_cells v2';

@@ -18,20 +18,21 @@ from aiohttp import web
 
 from amberscan.common.settings import Settings
 from amberscan.web import middleware, state
-from amberscan.web.params import MAX_BODY
+from amberscan.web.params import EXCLUSIONS_MAX_BODY
 from amberscan.web.responses import STATIC
-from amberscan.web.routes import audits, changes, explore, exports, reviews, tiles
+from amberscan.web.routes import audits, changes, exclusions, explore, exports, reviews, tiles
 from amberscan.web.routes import map as map_routes
 
 log = logging.getLogger(__name__)
 # MapLibre ships ES modules: a browser runs a module only when served as JavaScript.
 mimetypes.add_type("text/javascript", ".mjs")
-GROUPS = (map_routes, tiles, reviews, audits, explore, exports, changes)
+GROUPS = (map_routes, tiles, reviews, audits, explore, exports, changes, exclusions)
 
 
 def make_app(settings: Settings) -> web.Application:
     """The web application; it opens its database pool on startup and closes it on cleanup."""
-    app = web.Application(middlewares=[middleware.guard], client_max_size=MAX_BODY)
+    # Exclusion polygons may be large; every other body is held to params.MAX_BODY.
+    app = web.Application(middlewares=[middleware.guard], client_max_size=EXCLUSIONS_MAX_BODY)
     app[state.SETTINGS] = settings
     app[state.CSP] = middleware.content_security_policy(settings)
     app.cleanup_ctx.append(state.resources)

@@ -89,6 +89,8 @@ def feature_of(row: Mapping[str, Any]) -> dict[str, Any]:
             "scores": scores,
             "demo": bool(row["demo"]),
             "review": review_state(row["verdict"]),
+            "excluded": row.get("exclusion_reason") is not None,
+            "exclusion_reason": row.get("exclusion_reason") or "",
             "reviewer": row["reviewer"] or "",
             "reviewed_at": row["reviewed_at"].isoformat() if row["reviewed_at"] else "",
             "detected_at": row["detected_at"].isoformat() if row["detected_at"] else "",
@@ -126,6 +128,8 @@ CSV_FIELDS = (
     "review",
     "reviewer",
     "demo",
+    "excluded",
+    "exclusion_reason",
     "west",
     "south",
     "east",
@@ -159,6 +163,8 @@ def csv_text(rows: Iterable[Mapping[str, Any]], header: bool = True) -> str:
                 p["review"],
                 _cell(p["reviewer"]),
                 str(p["demo"]).lower(),
+                str(p["excluded"]).lower(),
+                _cell(p["exclusion_reason"]),
                 *(round(float(row[k]), 7) for k in ("west", "south", "east", "north")),
             ]
         )

@@ -183,12 +183,15 @@ def explore_source(query: Mapping[str, str]) -> tuple[str, str | None]:
 # ---------------------------------------------------------------- JSON bodies
 
 
-async def body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body (at most MAX_BODY bytes)."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise BadRequest(f"request body over {MAX_BODY} bytes")
+async def body(request: web.Request, limit: int = MAX_BODY) -> dict[str, Any]:
+    """The request's JSON object body (at most `limit` bytes)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BadRequest(f"request body over {limit} bytes")
+    raw = await request.read()
+    if len(raw) > limit:
+        raise BadRequest(f"request body over {limit} bytes")
     try:
-        data = await request.json()
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise BadRequest("request body must be a JSON object") from None
     if not isinstance(data, dict):
@@ -293,3 +296,53 @@ def tile_coords(request: web.Request) -> tuple[int, int, int]:
     if not (0 <= x < 2**z and 0 <= y < 2**z):
         raise BadRequest(f"tile {z}/{x}/{y}: x and y from 0 to {2**z - 1} at zoom {z}")
     return z, x, y
+
+
+EXCLUSIONS_MAX_BODY = 4 * 1024 * 1024
+MAX_AREAS = 1000
+_TEXT = re.compile(r"^[^\x00-\x1f]{0,200}$")
+
+
+def exclusion_areas(data: Mapping[str, Any]) -> list[Any]:
+    """The areas of a GeoJSON Feature or FeatureCollection of Polygons/MultiPolygons, each with
+    a `reason` property (and optionally `name` and `region`)."""
+    from amberscan.web.exclusion_queries import Area
+
+    if data.get("type") == "Feature":
+        features = [data]
+    elif data.get("type") == "FeatureCollection" and isinstance(data.get("features"), list):
+        features = data["features"]
+    else:
+        raise BadRequest("body: a GeoJSON Feature or FeatureCollection of exclusion polygons")
+    if not 1 <= len(features) <= MAX_AREAS:
+        raise BadRequest(f"features: from 1 to {MAX_AREAS} exclusion polygons")
+    out = []
+    for i, feature in enumerate(features):
+        where = f"feature {i}"
+        geometry = feature.get("geometry") if isinstance(feature, dict) else None
+        if not isinstance(geometry, dict) or geometry.get("type") not in (
+            "Polygon",
+            "MultiPolygon",
+        ):
+            raise BadRequest(f"{where}: the geometry must be a Polygon or MultiPolygon")
+        props = feature.get("properties") or {}
+        if not isinstance(props, dict):
+            raise BadRequest(f"{where}: properties must be an object")
+        reason = props.get("reason")
+        if not isinstance(reason, str) or not reason.strip() or not _TEXT.match(reason):
+            raise BadRequest(
+                f"{where}: properties.reason, 1-200 characters (e.g. 'licensed quarry')"
+            )
+        extra = {k: props.get(k, "") for k in ("name", "region")}
+        for key, value in extra.items():
+            if not isinstance(value, str) or not _TEXT.match(value):
+                raise BadRequest(f"{where}: properties.{key}: text of at most 200 characters")
+        out.append(Area(json.dumps(geometry), reason.strip(), extra["name"], extra["region"]))
+    return out
+
+
+def area_id(request: web.Request) -> int:
+    try:
+        return int(request.match_info["area_id"])
+    except ValueError:
+        raise BadRequest("exclusion area id: an integer") from None

@@ -22,13 +22,19 @@ COLUMNS = """
     d.image_key, d.labels_key, d.detected_at, ST_AsGeoJSON(d.tile_geom, 7) AS geojson,
     ST_XMin(d.tile_geom) AS west, ST_YMin(d.tile_geom) AS south,
     ST_XMax(d.tile_geom) AS east, ST_YMax(d.tile_geom) AS north,
-    r.verdict, r.reviewer, r.reviewed_at
+    r.verdict, r.reviewer, r.reviewed_at, x.reason AS exclusion_reason
 """
-FROM = """
+# A detection is excluded when its tile's centre lies in an exclusion area (the first one's
+# reason is shown); the GiST indexes of both geometries keep the probe cheap.
+EXCLUSION = """
+LEFT JOIN LATERAL (SELECT e.reason FROM exclusion_areas e
+                   WHERE e.geom && d.tile_geom AND ST_Intersects(e.geom, ST_Centroid(d.tile_geom))
+                   ORDER BY e.area_id LIMIT 1) x ON true"""
+FROM = f"""
 FROM detections d
 LEFT JOIN reviews r
   ON r.tile_id = d.tile_id AND r.imagery_date = d.imagery_date
- AND r.model_version = d.model_version
+ AND r.model_version = d.model_version{EXCLUSION}
 """
 
 
@@ -146,11 +152,15 @@ async def summary(
     where, params = where_clause(filters)
     if cells is None:
         source, sparams = (
-            f"(SELECT d.*, coalesce(r.verdict, 'unreviewed') AS review {FROM} WHERE {where}) c",
+            f"(SELECT d.*, coalesce(r.verdict, 'unreviewed') AS review, x.reason IS NOT NULL AS excluded {FROM} WHERE {where}) c",
             params,
         )
-        totals_q = """count(*) AS tiles, count(*) FILTER (WHERE c.flagged) AS flagged,
-            coalesce(sum(c.hectares) FILTER (WHERE c.flagged), 0) AS hectares,
+        totals_q = """count(*) AS tiles,
+            count(*) FILTER (WHERE c.flagged AND NOT c.excluded) AS flagged,
+            coalesce(sum(c.hectares) FILTER (WHERE c.flagged AND NOT c.excluded), 0) AS hectares,
+            count(*) FILTER (WHERE c.flagged AND c.excluded) AS excluded,
+            coalesce(sum(c.hectares) FILTER (WHERE c.flagged AND c.excluded), 0)
+                AS excluded_hectares,
             count(*) FILTER (WHERE c.demo) AS demo,
             count(*) FILTER (WHERE c.provider = 'synthetic') AS synthetic,
             min(ST_XMin(c.tile_geom)) AS west, min(ST_YMin(c.tile_geom)) AS south,
@@ -164,7 +174,9 @@ async def summary(
             sparams = [*sparams, *filters.bbox]
         source = f"(SELECT * FROM map_cells WHERE level = {level} AND {scope}{box}) c"
         totals_q = """coalesce(sum(c.tiles), 0) AS tiles, coalesce(sum(c.flagged), 0) AS flagged,
-            coalesce(sum(c.hectares), 0) AS hectares, coalesce(sum(c.demo), 0) AS demo,
+            coalesce(sum(c.hectares), 0) AS hectares, coalesce(sum(c.excluded), 0) AS excluded,
+            coalesce(sum(c.excluded_hectares), 0) AS excluded_hectares,
+            coalesce(sum(c.demo), 0) AS demo,
             coalesce(sum(c.synthetic), 0) AS synthetic, min(c.west) AS west,
             min(c.south) AS south, max(c.east) AS east, max(c.north) AS north"""
     totals = (await fetch_dicts(db, f"SELECT {totals_q} FROM {source}", sparams))[0]
@@ -173,11 +185,11 @@ async def summary(
             db,
             f"""SELECT count(*) FILTER (WHERE r.verdict = 'confirmed') AS confirmed,
                        count(*) FILTER (WHERE r.verdict = 'rejected') AS rejected,
-                       count(*) FILTER (WHERE d.flagged) AS reviewed_flagged,
+                       count(*) FILTER (WHERE d.flagged AND x.reason IS NULL) AS reviewed_flagged,
                        coalesce(sum(d.hectares) FILTER (WHERE r.verdict = 'confirmed'), 0)
                            AS confirmed_hectares
                 FROM reviews r JOIN detections d USING (tile_id, imagery_date, model_version)
-                WHERE {where}""",
+                {EXCLUSION} WHERE {where}""",
             params,
         )
     )[0]
@@ -189,6 +201,10 @@ async def summary(
         "tiles": int(totals["tiles"]),
         "flagged": int(totals["flagged"]),
         "hectares": round(float(totals["hectares"]), 4),
+        "excluded": {
+            "flagged": int(totals["excluded"]),
+            "hectares": round(float(totals["excluded_hectares"]), 4),
+        },
         "demo": int(totals["demo"]),
         "synthetic": int(totals["synthetic"]),
         "reviews": {
@@ -229,8 +245,10 @@ async def _by_vintage(
         where, params = where_clause(Filters(bbox=filters.bbox, model=filters.model))
         rows = await fetch_dicts(
             db,
-            f"""SELECT {year} AS year, count(*) AS tiles, count(*) FILTER (WHERE d.flagged) AS flagged,
-                       coalesce(sum(d.hectares) FILTER (WHERE d.flagged), 0) AS hectares,
+            f"""SELECT {year} AS year, count(*) AS tiles,
+                       count(*) FILTER (WHERE d.flagged AND x.reason IS NULL) AS flagged,
+                       coalesce(sum(d.hectares) FILTER (WHERE d.flagged AND x.reason IS NULL), 0)
+                           AS hectares,
                        NULL AS new_tiles, NULL AS new_hectares, NULL AS gone_tiles
                 {FROM} WHERE {where} GROUP BY 1 ORDER BY 1""",
             params,

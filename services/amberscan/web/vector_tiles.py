@@ -13,8 +13,8 @@
 
 Every tile is thus bounded by its feature count; `benchmarks/survey_map.py` measures the largest
 on 450,000 detections. `MapCells` keeps `map_cells` fresh: refreshed at start when empty, then
-whenever detections or reviews changed, at most every `map_refresh_s`, and soon after a write
-through the web app. Low-zoom tiles and the summary lag the pipeline by that long; high-zoom tiles
+whenever detections, reviews or exclusion areas changed (checked every `map_refresh_s`), and
+right after a write through the web app. Low-zoom tiles and the summary lag the pipeline by that long; high-zoom tiles
 and the GeoJSON API read the detections themselves.
 """
 
@@ -107,6 +107,7 @@ rows AS (
                AS max_score,
            coalesce(r.verdict, 'unreviewed') AS review, coalesce(r.reviewer, '') AS reviewer,
            d.demo, d.provider = 'synthetic' AS synthetic, {change} AS change,
+           x.reason IS NOT NULL AS excluded, coalesce(x.reason, '') AS exclusion_reason,
            d.tile_geom, d.positives_geom
     {queries.FROM} WHERE {where}
 )
@@ -114,7 +115,8 @@ SELECT coalesce((SELECT ST_AsMVT(f, 'detections', 4096, 'geom') FROM (
     SELECT ST_AsMVTGeom(ST_Transform(tile_geom, 3857), (SELECT env FROM t), 4096, 64, true)
                AS geom,
            tile_id, imagery_date, model_version, flagged, positives, segment_count,
-           min_positives, hectares, max_score, review, reviewer, demo, synthetic, change
+           min_positives, hectares, max_score, review, reviewer, demo, synthetic, change,
+           excluded, exclusion_reason
     FROM rows) f), ''::bytea){damage}"""
     return query, [z, x, y, *change_params, *params]
 
@@ -130,9 +132,10 @@ SELECT coalesce(ST_AsMVT(c, 'cells', 4096, 'geom'), ''::bytea) FROM (
     SELECT ST_AsMVTGeom(ST_TileEnvelope(%s, gx, gy), ST_TileEnvelope(%s, %s, %s), 4096, 0, true)
                AS geom,
            tiles, flagged, round(flagged::numeric / tiles, 4)::float8 AS flagged_share,
-           round(hectares::numeric, 2)::float8 AS hectares, demo, synthetic
+           round(hectares::numeric, 2)::float8 AS hectares, excluded, demo, synthetic
     FROM (SELECT cx >> %s AS gx, cy >> %s AS gy, sum(tiles)::int AS tiles,
                  sum(flagged)::int AS flagged, sum(hectares) AS hectares,
+                 sum(excluded)::int AS excluded,
                  sum(demo)::int AS demo, sum(synthetic)::int AS synthetic
           FROM map_cells
           WHERE level = %s AND cx >= %s AND cx < %s AND cy >= %s AND cy < %s AND {where}
@@ -164,10 +167,12 @@ SELECT coalesce(ST_AsMVT(c, 'cells', 4096, 'geom'), ''::bytea) FROM (
     SELECT ST_AsMVTGeom(ST_TileEnvelope(%s, gx, gy), ST_TileEnvelope(%s, %s, %s), 4096, 0, true)
                AS geom,
            tiles, flagged, round(flagged::numeric / tiles, 4)::float8 AS flagged_share,
-           round(hectares::numeric, 2)::float8 AS hectares, demo, synthetic
+           round(hectares::numeric, 2)::float8 AS hectares, excluded, demo, synthetic
     FROM (SELECT d.x >> (d.z - %s) AS gx, d.y >> (d.z - %s) AS gy, count(*)::int AS tiles,
-                 count(*) FILTER (WHERE d.flagged)::int AS flagged,
-                 coalesce(sum(d.hectares) FILTER (WHERE d.flagged), 0) AS hectares,
+                 count(*) FILTER (WHERE d.flagged AND x.reason IS NULL)::int AS flagged,
+                 coalesce(sum(d.hectares) FILTER (WHERE d.flagged AND x.reason IS NULL), 0)
+                     AS hectares,
+                 count(*) FILTER (WHERE d.flagged AND x.reason IS NOT NULL)::int AS excluded,
                  count(*) FILTER (WHERE d.demo)::int AS demo,
                  count(*) FILTER (WHERE d.provider = 'synthetic')::int AS synthetic
           {queries.FROM} WHERE d.z >= %s AND {where} GROUP BY 1, 2) s) c"""
@@ -207,7 +212,8 @@ class MapCells:
             " (SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables"
             "   WHERE relid = 'detections'::regclass),"
             " (SELECT n_tup_ins + n_tup_upd + n_tup_del FROM pg_stat_user_tables"
-            "   WHERE relid = 'reviews'::regclass)"
+            "   WHERE relid = 'reviews'::regclass),"
+            " (SELECT coalesce(max(created_at), 'epoch') || ' ' || count(*) FROM exclusion_areas)"
         )
         return tuple(rows[0])
 
@@ -248,13 +254,14 @@ class MapCells:
     async def run(self) -> None:
         """Refresh whenever the data changed, at most every `interval_s` (until cancelled)."""
         while True:
+            touched = True
             try:
                 await asyncio.wait_for(self.wanted.wait(), self.interval_s)
             except TimeoutError:
-                pass
+                touched = False
             self.wanted.clear()
             try:
-                if await self.version() != self.seen or not await self.populated():
+                if touched or await self.version() != self.seen or not await self.populated():
                     await self.refresh()
             except Exception as error:  # noqa: BLE001 - a failed refresh is retried next round
                 log.warning("map_cells refresh failed: %s", error)

@@ -7,7 +7,7 @@ import hashlib
 
 from aiohttp import web
 
-from amberscan.web import core, params, queries, vector_tiles
+from amberscan.web import core, exclusion_queries, params, queries, vector_tiles
 from amberscan.web.responses import json_response, page
 from amberscan.web.state import DB, MAP_CELLS, SETTINGS
 
@@ -66,5 +66,6 @@ async def summary(request: web.Request) -> web.Response:
     cells = request.app[MAP_CELLS]
     scope = vector_tiles.cell_scope(filters) if await cells.populated() else None
     document = await queries.summary(request.app[DB], filters, scope)
+    document["excluded"]["by_reason"] = await exclusion_queries.by_reason(request.app[DB], filters)
     document["aggregates_at"] = cells.refreshed_at or None
     return json_response(document)

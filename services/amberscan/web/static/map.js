@@ -4,6 +4,8 @@
 import * as maplibregl from "/static/vendor/maplibre-gl/maplibre-gl.mjs";
 
 const state = { map: null, config: null, version: 0, popup: null };
+// Start the map's worker now, while the page fetches its configuration and summary.
+maplibregl.prewarm();
 
 function filters() {
   const params = new URLSearchParams();
@@ -27,6 +29,7 @@ const DETECTION_COLOUR = [
   ["==", ["get", "change"], "gone"], "#4cc9f0",
   reviewed("confirmed"), "#6a040f",
   reviewed("rejected"), "#adb5bd",
+  ["get", "excluded"], "#577590",
   ["get", "flagged"], "#d62828",
   [">=", ["get", "max_score"], 0.5], "#f4a261",
   "#2a9d8f",
@@ -38,6 +41,7 @@ function style(config) {
     sources: {
       imagery: { type: "raster", tiles: [config.tiles_url], tileSize: 256, maxzoom: 18, attribution: "imagery: configured provider" },
       detections: { type: "vector", tiles: [tileUrl()], minzoom: 0, maxzoom: 17 },
+      exclusions: { type: "geojson", data: `${location.origin}/api/exclusions` },
     },
     layers: [
       { id: "imagery", type: "raster", source: "imagery" },
@@ -69,6 +73,12 @@ function style(config) {
         paint: { "line-color": DETECTION_COLOUR, "line-width": ["+", 1, ["*", 3, ["get", "max_score"]]] },
       },
       {
+        id: "exclusions",
+        type: "line",
+        source: "exclusions",
+        paint: { "line-color": "#577590", "line-width": 2, "line-dasharray": [3, 2] },
+      },
+      {
         id: "damage",
         type: "fill",
         source: "detections",
@@ -94,6 +104,7 @@ function popupOf(p) {
     ["model", p.model_version],
     ["review", p.review + (p.reviewer ? " by " + p.reviewer : "")],
   ];
+  if (p.excluded) rows.push(["EXCLUDED", `in an exclusion area: ${p.exclusion_reason} (not counted in the flagged hectares)`]);
   if (p.change) rows.push(["change", { new: "new damage since the previous vintage", gone: "no longer flagged", same: "unchanged", first: "first vintage" }[p.change] || p.change]);
   const table = amber.el("table");
   for (const [k, v] of rows) {
@@ -132,7 +143,9 @@ function fillSummary(s) {
     ["confirmed", s.reviews.confirmed],
     ["rejected", s.reviews.rejected],
     ["flagged, unreviewed", s.reviews.unreviewed_flagged],
+    ["excluded (exclusion areas)", `${s.excluded.flagged} flagged, ${s.excluded.hectares.toFixed(2)} ha`],
   ];
+  for (const r of s.excluded.by_reason) rows.push([`  ${r.reason}`, `${r.areas} areas, ${r.flagged} flagged, ${r.hectares.toFixed(2)} ha`]);
   for (const [k, v] of rows) {
     const tr = amber.el("tr", { "data-key": k });
     tr.append(amber.el("th", {}, k), amber.el("td", {}, v));
@@ -183,14 +196,16 @@ async function refresh() {
   state.version += 1;
   document.body.dataset.idle = "0";
   state.map.getSource("detections").setTiles([tileUrl()]);
+  state.map.getSource("exclusions").setData(`${location.origin}/api/exclusions?v=${state.version}`);
   return s;
 }
 
 async function main() {
+  document.body.dataset.scriptMs = String(Math.round(performance.now()));
   amber.initToken();
   document.getElementById("token").addEventListener("change", () => amber.token());
-  state.config = await amber.getJSON("/api/config");
-  const s = await amber.getJSON("/api/summary");
+  const [config, s] = await Promise.all([amber.getJSON("/api/config"), amber.getJSON("/api/summary")]);
+  state.config = config;
   fillSelect("year", s.years);
   fillSelect("model", s.models);
   const options = { container: "map", style: style(state.config), attributionControl: { compact: true }, maxZoom: 19, fadeDuration: 0 };
@@ -210,6 +225,7 @@ async function main() {
     state.map.on("mouseenter", layer, () => { state.map.getCanvas().style.cursor = "pointer"; });
     state.map.on("mouseleave", layer, () => { state.map.getCanvas().style.cursor = ""; });
   }
+  state.map.on("load", () => { document.body.dataset.loadMs = String(Math.round(performance.now())); });
   state.map.on("idle", () => {
     rendered();
     document.body.dataset.idle = "1";
