@@ -258,6 +258,18 @@ def change_view(driver, base: str, centre: tuple[float, float]) -> dict[str, obj
     _choose(driver, "change", "gone")
     seen["gone"] = _count(driver, "detections")
     seen["by_year"] = driver.find_element("id", "by-year").text
+    # The exclusion area drawn, the tile inside it marked excluded, the summary by reason.
+    _choose(driver, "change", "")
+    _choose(driver, "year", "")
+    seen["excluded_tiles"] = driver.execute_script(
+        "return [...new Set(window.amberMap.queryRenderedFeatures({layers: ['detections']})"
+        ".filter(f => f.properties.excluded).map(f => f.properties.tile_id))]"
+    )
+    seen["exclusion_outlines"] = driver.execute_script(
+        "return window.amberMap.queryRenderedFeatures({layers: ['exclusions']}).length"
+    )
+    seen["summary"] = driver.find_element("id", "summary").text
+    driver.save_screenshot(str(SCREENSHOTS / "map-exclusion.png"))
     return seen
 
 
@@ -344,8 +356,10 @@ async def test_audit_page_steps_through_a_sample(browser, server: str, seeded: S
 
 
 async def test_change_view(browser, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+    from amberscan.web import exclusion_queries, params
     from tests.streams import served
     from tests.web.routes.test_changes import VINTAGE_2017, upsert
+    from tests.web.routes.test_exclusions import around
 
     for name, flagged in VINTAGE_2017.items():
         row = pb.Detection()
@@ -355,12 +369,18 @@ async def test_change_view(browser, seeded: Seeded) -> None:  # type: ignore[no-
         await upsert(seeded, row)
     first = seeded.tiles["positive1"]
     centre = Tile(first.tile.x, first.tile.y, first.tile.z).center()
+    quarry = seeded.tiles["positive2"]
+    area = around(Tile(quarry.tile.x, quarry.tile.y, quarry.tile.z), "licensed quarry")
+    await exclusion_queries.add(seeded.db, params.exclusion_areas(area), "test")
     async with served(make_app(seeded.settings)) as base:
         seen = await asyncio.to_thread(change_view, browser, base, centre)
     assert seen["vintage"] == 4
     assert seen["new"] == 1 and seen["new_tiles"] == [seeded.tiles["negative1"].tile_id]
     assert seen["gone"] == 1  # positive1: flagged in 2014, not in 2017
-    assert "2017 4 2 5.00 2.50" in str(seen["by_year"])
+    # 2017: negative1 flagged (new damage); positive2 flagged but in the exclusion area.
+    assert "2017 4 1 2.50 2.50" in str(seen["by_year"])
+    assert seen["excluded_tiles"] == [quarry.tile_id] and seen["exclusion_outlines"] >= 1
+    assert "licensed quarry" in str(seen["summary"])
 
 
 async def test_explore_tooltip_and_labelling(browser, server: str, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]

@@ -152,3 +152,17 @@ async def test_labelled_crops_projected(
     async with serve(missing) as base:
         status, body, _ = await fetch(f"{base}/api/explore", source="labelled")
         assert status == 404 and f"{tmp_path / 'nowhere'} is not a folder" in body["error"]
+
+
+async def test_explore_is_bounded(seeded: Seeded) -> None:
+    from amberscan.web import state
+
+    app = make_app(web_settings(seeded.settings, explore_max_points=5))
+    async with streams.served(app) as base:
+        status, body, _ = await fetch(f"{base}/api/explore", points="6")
+        assert status == 400 and "at most 5 (AMBERSCAN_EXPLORE_MAX_POINTS)" in body["error"]
+        async with app[state.EXPLORE_SLOT]:  # a projection is running
+            status, body, _ = await fetch(f"{base}/api/explore")
+        assert status == 429 and "one at a time" in body["error"]
+        status, body, _ = await fetch(f"{base}/api/explore", points="0")
+        assert status == 400

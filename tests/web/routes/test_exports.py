@@ -27,5 +27,7 @@ async def test_export_csv_and_geojson(server: str, seeded: Seeded) -> None:
         assert float(row["hectares"]) >= 0
     async with aiohttp.ClientSession() as s, s.get(f"{server}/api/export.geojson") as r:
         assert r.content_type == "application/geo+json"
+        # Streamed as the rows arrive: chunked, no length known in advance.
+        assert r.headers.get("Transfer-Encoding") == "chunked" and "Content-Length" not in r.headers
         fc = await r.json(content_type=None)
     assert len(fc["features"]) == 4
