@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 WEB_VENDOR := services/amberscan/web/static/vendor/.installed
 
-setup-web: $(WEB_VENDOR) ## the map's front-end library (Leaflet, from the npm registry), served by the app
+setup-web: $(WEB_VENDOR) ## the map's front-end library (MapLibre GL JS, from the npm registry), served by the app
 
 $(WEB_VENDOR): web/package.json web/package-lock.json web/vendor.mjs
 	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent vendor
