@@ -75,3 +75,41 @@ def features_chunk(to_feature: Callable[[Any], dict[str, Any]]) -> Callable[[lis
 
 FEATURES_HEAD = '{"type":"FeatureCollection","features":['
 FEATURES_TAIL = "]}"
+
+
+async def stream_geojson(
+    request: web.Request,
+    rows: AsyncIterator[Any],
+    filename: str,
+    to_feature: Callable[[Any], dict[str, Any]],
+    **members: str,
+) -> web.StreamResponse:
+    """A streamed GeoJSON FeatureCollection download of `rows`; `members` go before the
+    features (e.g. what was compared)."""
+    extra = "".join(f"{json.dumps(k)}:{json.dumps(v)}," for k, v in members.items())
+    return await stream_rows(
+        request,
+        rows,
+        content_type="application/geo+json",
+        filename=filename,
+        head=FEATURES_HEAD.replace('"features"', extra + '"features"'),
+        chunk=features_chunk(to_feature),
+        tail=FEATURES_TAIL,
+    )
+
+
+async def stream_csv(
+    request: web.Request,
+    rows: AsyncIterator[Any],
+    filename: str,
+    to_csv: Callable[[list[Any], bool], str],
+) -> web.StreamResponse:
+    """A streamed CSV download of `rows`: `to_csv(rows, header)` gives the text of a batch."""
+    return await stream_rows(
+        request,
+        rows,
+        content_type="text/csv",
+        filename=filename,
+        head=to_csv([], True),
+        chunk=lambda batch, _: to_csv(batch, False),
+    )

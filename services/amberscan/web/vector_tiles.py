@@ -121,19 +121,24 @@ SELECT coalesce((SELECT ST_AsMVT(f, 'detections', 4096, 'geom') FROM (
     return query, [z, x, y, *change_params, *params]
 
 
+# The `cells` layer of cell sums `s` (gx, gy at the cell zoom; tiles, flagged, hectares, ...);
+# its parameters: the cell zoom, then the tile's z, x, y.
+_CELLS = """
+SELECT coalesce(ST_AsMVT(c, 'cells', 4096, 'geom'), ''::bytea) FROM (
+    SELECT ST_AsMVTGeom(ST_TileEnvelope(%s, gx, gy), ST_TileEnvelope(%s, %s, %s), 4096, 0, true)
+               AS geom,
+           tiles, flagged, round(flagged::numeric / tiles, 4)::float8 AS flagged_share,
+           round(hectares::numeric, 2)::float8 AS hectares, excluded, demo, synthetic
+    FROM"""
+
+
 def _cells_sql(scope: tuple[str, list[Any]], z: int, x: int, y: int) -> tuple[str, list[Any]]:
     cz = min(z + CELL_BITS, LEVELS[-1])
     level = next(lv for lv in LEVELS if lv >= cz)
     shift = level - cz
     span = level - z
     where, params = scope
-    query = f"""
-SELECT coalesce(ST_AsMVT(c, 'cells', 4096, 'geom'), ''::bytea) FROM (
-    SELECT ST_AsMVTGeom(ST_TileEnvelope(%s, gx, gy), ST_TileEnvelope(%s, %s, %s), 4096, 0, true)
-               AS geom,
-           tiles, flagged, round(flagged::numeric / tiles, 4)::float8 AS flagged_share,
-           round(hectares::numeric, 2)::float8 AS hectares, excluded, demo, synthetic
-    FROM (SELECT cx >> %s AS gx, cy >> %s AS gy, sum(tiles)::int AS tiles,
+    query = f"""{_CELLS} (SELECT cx >> %s AS gx, cy >> %s AS gy, sum(tiles)::int AS tiles,
                  sum(flagged)::int AS flagged, sum(hectares) AS hectares,
                  sum(excluded)::int AS excluded,
                  sum(demo)::int AS demo, sum(synthetic)::int AS synthetic
@@ -162,13 +167,7 @@ def _live_cells_sql(filters: Filters, z: int, x: int, y: int) -> tuple[str, list
     tiled = Filters(**{**filters.__dict__, "bbox": tile_bounds(z, x, y)})
     where, params = queries.where_clause(tiled)
     cz = min(z + CELL_BITS, LEVELS[-1])
-    query = f"""
-SELECT coalesce(ST_AsMVT(c, 'cells', 4096, 'geom'), ''::bytea) FROM (
-    SELECT ST_AsMVTGeom(ST_TileEnvelope(%s, gx, gy), ST_TileEnvelope(%s, %s, %s), 4096, 0, true)
-               AS geom,
-           tiles, flagged, round(flagged::numeric / tiles, 4)::float8 AS flagged_share,
-           round(hectares::numeric, 2)::float8 AS hectares, excluded, demo, synthetic
-    FROM (SELECT d.x >> (d.z - %s) AS gx, d.y >> (d.z - %s) AS gy, count(*)::int AS tiles,
+    query = f"""{_CELLS} (SELECT d.x >> (d.z - %s) AS gx, d.y >> (d.z - %s) AS gy, count(*)::int AS tiles,
                  count(*) FILTER (WHERE d.flagged AND x.reason IS NULL)::int AS flagged,
                  coalesce(sum(d.hectares) FILTER (WHERE d.flagged AND x.reason IS NULL), 0)
                      AS hectares,

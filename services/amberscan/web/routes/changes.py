@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
 from amberscan import changes
 from amberscan.web.core import BadRequest
-from amberscan.web.responses import FEATURES_HEAD, FEATURES_TAIL, features_chunk, stream_rows
+from amberscan.web.responses import stream_csv, stream_geojson
 from amberscan.web.state import DB
 
 routes = web.RouteTableDef()
@@ -30,27 +28,14 @@ def _comparison(request: web.Request) -> changes.Comparison:
 @routes.get("/api/changes.geojson")
 async def changes_geojson(request: web.Request) -> web.StreamResponse:
     spec = _comparison(request)
-    return await stream_rows(
-        request,
-        changes.diff(request.app[DB], spec),
-        content_type="application/geo+json",
-        filename="amberscan-changes.geojson",
-        head=FEATURES_HEAD.replace(
-            '"features"', f'"comparison":{json.dumps(spec.describe())},"features"'
-        ),
-        chunk=features_chunk(changes.feature),
-        tail=FEATURES_TAIL,
+    rows = changes.diff(request.app[DB], spec)
+    return await stream_geojson(
+        request, rows, "amberscan-changes.geojson", changes.feature, comparison=spec.describe()
     )
 
 
 @routes.get("/api/changes.csv")
 async def changes_csv(request: web.Request) -> web.StreamResponse:
     spec = _comparison(request)
-    return await stream_rows(
-        request,
-        changes.diff(request.app[DB], spec),
-        content_type="text/csv",
-        filename="amberscan-changes.csv",
-        head=changes.csv_lines([]),
-        chunk=lambda rows, _: changes.csv_lines(rows, header=False),
-    )
+    rows = changes.diff(request.app[DB], spec)
+    return await stream_csv(request, rows, "amberscan-changes.csv", changes.csv_lines)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from amberscan.web import core, params, queries
-from amberscan.web.responses import FEATURES_HEAD, FEATURES_TAIL, features_chunk, stream_rows
+from amberscan.web.responses import stream_csv, stream_geojson
 from amberscan.web.state import DB
 
 routes = web.RouteTableDef()
@@ -15,25 +15,12 @@ routes = web.RouteTableDef()
 @routes.get("/api/export.geojson")
 async def export_geojson(request: web.Request) -> web.StreamResponse:
     filters = params.parse_filters(request.query, bbox_required=False)
-    return await stream_rows(
-        request,
-        queries.stream_detections(request.app[DB], filters),
-        content_type="application/geo+json",
-        filename="amberscan-detections.geojson",
-        head=FEATURES_HEAD,
-        chunk=features_chunk(core.feature_of),
-        tail=FEATURES_TAIL,
-    )
+    rows = queries.stream_detections(request.app[DB], filters)
+    return await stream_geojson(request, rows, "amberscan-detections.geojson", core.feature_of)
 
 
 @routes.get("/api/export.csv")
 async def export_csv(request: web.Request) -> web.StreamResponse:
     filters = params.parse_filters(request.query, bbox_required=False)
-    return await stream_rows(
-        request,
-        queries.stream_detections(request.app[DB], filters),
-        content_type="text/csv",
-        filename="amberscan-detections.csv",
-        head=core.csv_text([]),
-        chunk=lambda rows, _: core.csv_text(rows, header=False),
-    )
+    rows = queries.stream_detections(request.app[DB], filters)
+    return await stream_csv(request, rows, "amberscan-detections.csv", core.csv_text)
