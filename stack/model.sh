@@ -33,7 +33,7 @@ if ! ls "$MODEL_DIR/$NAME"/*/saved_model.pb >/dev/null 2>&1; then
       log "model: fine-tuning $BACKBONE on $DATA (a few minutes on CPU)"
       "$BIN" finetune --backbone "$BACKBONE" --data "$DATA" --out "$FINETUNED"
     fi
-    extra=(--finetuned "$FINETUNED" --tta)
+    extra=(--finetuned "$FINETUNED" --views 8)
   fi
   log "model: exporting $BACKBONE ($WEIGHTS${extra[*]:+, ${extra[*]}}) to $MODEL_DIR/$NAME/1"
   "$BIN" export-backbone --backbone "$BACKBONE" --weights "$WEIGHTS" --model-dir "$MODEL_DIR" \

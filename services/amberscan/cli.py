@@ -54,7 +54,16 @@ def _parser() -> argparse.ArgumentParser:
         "--finetuned", type=Path, help="fine-tuned weights (.weights.h5 from `amberscan finetune`)"
     )
     p.add_argument(
-        "--tta", action="store_true", help="serve the mean feature over the 8 flips/rotations"
+        "--views",
+        type=int,
+        default=1,
+        choices=[1, 2, 4, 8],
+        help="serve the mean feature over this many flips/rotations of each crop (default 1)",
+    )
+    p.add_argument(
+        "--no-openvino",
+        action="store_true",
+        help="do not write the OpenVINO export (the model server's CPU runtime)",
     )
     p.set_defaults(run=_export_backbone)
 
@@ -169,7 +178,8 @@ def _export_backbone(args: argparse.Namespace, settings: Settings) -> int:
         version=args.version,
         seed=args.seed,
         finetuned=args.finetuned,
-        tta=args.tta,
+        views=args.views,
+        openvino=not args.no_openvino,
     )
     print(f"exported {args.backbone} ({weights}) to {path} in {time.perf_counter() - started:.1f}s")
     return 0
@@ -182,8 +192,14 @@ def _finetune(args: argparse.Namespace, settings: Settings) -> int:
 
     from amberscan.feature.extract import load_crop
     from amberscan.model.dataset import fingerprint, list_labelled
-    from amberscan.model.finetune import FinetuneConfig, finetune, pixel_features
+    from amberscan.model.finetune import (
+        FinetuneConfig,
+        deterministic_threads,
+        finetune,
+        pixel_features,
+    )
 
+    deterministic_threads()  # a repeatable build: same machine, same data, same weights
     crops = list_labelled(args.data)
     config = FinetuneConfig(seed=args.seed)
     if args.epochs:
@@ -229,21 +245,17 @@ STAGES = {
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.server in STAGES:
         return _serve_stage(args.server, settings)
-    from amberscan.model import server
+    from amberscan.modelserver import server
 
-    return int(
-        server.main(
-            [
-                "--model-dir",
-                str(args.model_dir or settings.model_dir),
-                "--name",
-                args.name or settings.backbone_name,
-                "--address",
-                args.address or settings.model_server,
-            ]
-        )
-        or 0
-    )
+    argv = []
+    for flag, value in (
+        ("--model-dir", args.model_dir),
+        ("--name", args.name),
+        ("--address", args.address),
+    ):
+        if value:
+            argv += [flag, str(value)]
+    return int(server.main(argv, settings) or 0)
 
 
 def _serve_stage(name: str, settings: Settings) -> int:
