@@ -77,29 +77,14 @@ def bench_app(settings: Settings) -> web.Application:
 
 def render_time(base: str, path: str) -> float:
     """Seconds from navigation start to the first rendered view, in a fresh Chromium."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.support.ui import WebDriverWait
 
+    # The browser tests' way of starting Chromium (from the checkout: tests/ is not installed).
+    sys.path.insert(0, str(HERE.parent))
+    from tests.web import chromium
+
     profile = tempfile.mkdtemp(prefix="amberscan-bench-")
-    options = Options()
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--use-angle=swiftshader",
-        "--enable-unsafe-swiftshader",
-        "--ignore-gpu-blocklist",
-        "--disable-background-networking",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--window-size=1400,900",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(
-        service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=options
-    )
+    driver = chromium.start(profile)
     try:
         driver.get(base + path)
         WebDriverWait(driver, 120).until(

@@ -29,3 +29,12 @@ async def get(url: str, **params: str) -> tuple[int, Any]:
 async def post(url: str, body: object, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     async with aiohttp.ClientSession() as s, s.post(url, json=body, headers=headers or {}) as r:
         return r.status, await r.json()
+
+
+def target(detection: Any) -> dict[str, str]:
+    """The body fields that name one detection (a pb.Detection) in a write."""
+    return {
+        "tile_id": detection.tile_id,
+        "imagery_date": detection.imagery_date,
+        "model_version": detection.models.classifier,
+    }

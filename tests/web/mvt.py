@@ -1,12 +1,13 @@
 """Decode Mapbox Vector Tiles in the tests: layers → features with properties and rings.
 
-The message is compiled from `vector_tile.proto` (the spec's own) by grpc_tools at first use;
+The message is compiled from `vector_tile.proto` (the spec's own) by grpc_tools' protoc at first use;
 the geometry commands (MoveTo, LineTo, ClosePath with zig-zag deltas) are decoded here.
 """
 
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 import tempfile
 from functools import cache
@@ -18,14 +19,10 @@ HERE = Path(__file__).parent
 
 @cache
 def _tile_class() -> Any:
-    from grpc_tools import protoc
-
     out = Path(tempfile.mkdtemp(prefix="amberscan-mvt-"))
-    code = protoc.main(
-        ["protoc", f"-I{HERE}", f"--python_out={out}", str(HERE / "vector_tile.proto")]
-    )
-    if code != 0:
-        raise RuntimeError("protoc could not compile vector_tile.proto")
+    # In a process of its own: grpc_tools' compiler crashed in-process beside other protobuf users.
+    command = [sys.executable, "-m", "grpc_tools.protoc", f"-I{HERE}", f"--python_out={out}"]
+    subprocess.run([*command, str(HERE / "vector_tile.proto")], check=True)
     sys.path.insert(0, str(out))
     try:
         return importlib.import_module("vector_tile_pb2").Tile

@@ -16,43 +16,18 @@ import pytest
 from amberscan.geo.tiles import Tile
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.web.app import make_app
+from tests.web import chromium
 from tests.web.conftest import HOSTILE, TOKEN, Seeded
 from tests.web.scan_features import produce_scan_features
 
 pytestmark = pytest.mark.stack
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
 @pytest.fixture
 def browser() -> Iterator[object]:
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    if not Path(CHROMEDRIVER).exists():
-        pytest.fail("chromium-driver is missing: apt-get install -y chromium chromium-driver")
     profile = tempfile.mkdtemp(prefix="amberscan-chromium-")
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        # MapLibre draws with WebGL: software rendering (SwiftShader), no GPU needed.
-        "--use-angle=swiftshader",
-        "--enable-unsafe-swiftshader",
-        "--ignore-gpu-blocklist",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--window-size=1400,900",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
+    driver = chromium.start(profile)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     try:
         yield driver

@@ -7,7 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.web import mvt
+from tests.web import client, mvt
 from tests.web.client import AUTH, get, post
 from tests.web.conftest import BBOX, MODEL, Seeded
 
@@ -171,9 +171,7 @@ async def test_vector_tiles_filter_and_revalidate(server: str, seeded: Seeded) -
             assert r.status == 304 and await r.read() == b""
         target = seeded.tiles["positive1"]
         body = {
-            "tile_id": target.tile_id,
-            "imagery_date": target.imagery_date,
-            "model_version": MODEL,
+            **client.target(target),
             "verdict": "rejected",
         }
         assert (await post(f"{server}/api/reviews", body, AUTH))[0] == 200

@@ -6,6 +6,7 @@ import pytest
 
 from amberscan.common.settings import Settings
 from amberscan.web.app import make_app
+from tests.web import client
 from tests.web.client import AUTH, get, post
 from tests.web.conftest import BBOX, MODEL, Seeded
 
@@ -15,9 +16,7 @@ pytestmark = pytest.mark.stack
 async def test_writes_need_the_token(server: str, seeded: Seeded) -> None:
     target = seeded.tiles["positive1"]
     body = {
-        "tile_id": target.tile_id,
-        "imagery_date": target.imagery_date,
-        "model_version": MODEL,
+        **client.target(target),
         "verdict": "confirmed",
     }
     status, answer = await post(f"{server}/api/reviews", body)
@@ -45,9 +44,7 @@ async def test_review_changes_summary_and_state(server: str, seeded: Seeded) -> 
     assert before["reviews"]["unreviewed_flagged"] == 2 and before["demo"] == 4
     target = seeded.tiles["positive1"]
     body = {
-        "tile_id": target.tile_id,
-        "imagery_date": target.imagery_date,
-        "model_version": MODEL,
+        **client.target(target),
         "verdict": "rejected",
         "reviewer": "ana",
     }
@@ -78,7 +75,7 @@ async def test_review_history_keeps_every_action_and_the_latest_decides(
     server: str, seeded: Seeded
 ) -> None:
     target = seeded.tiles["positive2"]
-    base = {"tile_id": target.tile_id, "imagery_date": target.imagery_date, "model_version": MODEL}
+    base = client.target(target)
     for verdict, who in (
         ("confirmed", "ana"),
         ("rejected", "bo"),
@@ -115,7 +112,7 @@ async def test_reject_and_mark_positives_not_mining_feeds_training(
     from amberscan.web import review_queries
 
     target = seeded.tiles["positive1"]
-    base = {"tile_id": target.tile_id, "imagery_date": target.imagery_date, "model_version": MODEL}
+    base = client.target(target)
     status, bad = await post(
         f"{server}/api/reviews", {**base, "verdict": "confirmed", "mark_not_mining": True}, AUTH
     )

@@ -8,6 +8,7 @@ import aiohttp
 import pytest
 
 from amberscan.web import review_queries
+from tests.web import client
 from tests.web.client import AUTH, get, post
 from tests.web.conftest import MODEL, Seeded
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.stack
 
 async def test_relabel_superpixel_and_reviewed_superpixels(server: str, seeded: Seeded) -> None:
     target = seeded.tiles["positive2"]
-    base = {"tile_id": target.tile_id, "imagery_date": target.imagery_date, "model_version": MODEL}
+    base = client.target(target)
     # By pixel position: the label image says which superpixel is there.
     status, a = await post(
         f"{server}/api/labels", {**base, "row": 10, "col": 10, "label": "mining"}, AUTH
