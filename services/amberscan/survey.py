@@ -1,4 +1,4 @@
-"""`amberscan survey-fixture`: a survey-scale set of SYNTHETIC detections in a schema of its own.
+"""A survey-scale set of SYNTHETIC detections in a schema of its own (`amberscan survey-fixture`).
 
 The 2018 survey scored about 450,000 zoom-16 tiles over ~70,000 km² of north-western Ukraine
 (the amber belt of the Rivne, Zhytomyr and Volyn regions). This command fills a separate schema
@@ -18,10 +18,8 @@ The layout is reproducible from `--seed`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import io
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -199,28 +197,3 @@ async def fill(settings: Settings, schema: str, tiles: int, seed: int) -> dict[s
         "extent": extent,
         "seconds": round(time.perf_counter() - started, 1),
     }
-
-
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
-        "survey-fixture",
-        help="fill a schema of its own with survey-scale SYNTHETIC detections (benchmarks)",
-    )
-    p.add_argument("--schema", default=DEFAULT_SCHEMA, help=f"default: {DEFAULT_SCHEMA}")
-    p.add_argument("--tiles", type=int, default=450_000, help="default: 450000")
-    p.add_argument("--seed", type=int, default=2018)
-    p.set_defaults(run=run)
-
-
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    if not 1 <= args.tiles <= 2_000_000:
-        raise AmberscanError(f"--tiles {args.tiles}: from 1 to 2000000")
-    result = asyncio.run(fill(settings, args.schema, args.tiles, args.seed))
-    print(
-        f"SYNTHETIC: {result['tiles']} detections ({result['flagged']} flagged, "
-        f"{result['hectares']} ha) in schema {result['schema']}, extent {result['extent']}, "
-        f"{result['seconds']} s",
-        file=sys.stderr,
-    )
-    print(f"map them: AMBERSCAN_DATABASE_SCHEMA={result['schema']} amberscan serve web")
-    return 0

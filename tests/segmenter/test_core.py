@@ -6,13 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 from amberscan.segmenter.core import (
-    decode_labels,
-    encode_labels,
     segment_tile,
     superpixel_messages,
 )
@@ -120,31 +115,3 @@ def test_masks_are_exactly_the_superpixels(
         target[mask] = i
     # the messages alone give back the whole label image: every pixel exactly once
     np.testing.assert_array_equal(rebuilt, labels)
-
-
-def test_label_image_round_trip(segmented: Segmentation) -> None:
-    labels = segmented.labels
-    decoded = decode_labels(encode_labels(labels))
-    assert decoded.dtype == np.int32
-    np.testing.assert_array_equal(decoded, labels)
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    arrays(
-        np.int32,
-        st.tuples(st.integers(1, 12), st.integers(1, 12)),
-        elements=st.integers(0, 65535),
-    )
-)
-def test_label_round_trip_up_to_16_bits(labels: np.ndarray) -> None:
-    np.testing.assert_array_equal(decode_labels(encode_labels(labels)), labels)
-
-
-def test_largest_16_bit_label_fits_and_one_more_is_refused() -> None:
-    labels = np.zeros((3, 4), dtype=np.int32)
-    labels[1, 2] = 65535
-    np.testing.assert_array_equal(decode_labels(encode_labels(labels)), labels)
-    labels[2, 3] = 65536
-    with pytest.raises(ValueError, match="16-bit"):
-        encode_labels(labels)

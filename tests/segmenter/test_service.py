@@ -14,9 +14,9 @@ from amberscan.common.blobstore import BlobStore
 from amberscan.common.kafka import ensure_topics
 from amberscan.common.settings import Settings
 from amberscan.segmenter import service
-from amberscan.segmenter.core import decode_labels
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import decode_image
+from amberscan.vision.labels import decode_labels
 from amberscan.vision.segment import segment
 from tests.streams import read_all
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from amberscan.common import kafka, topics
+from amberscan.common import kafka, registry, topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.settings import Settings
 from amberscan.feature.extract import client_for, served_backbone
-from amberscan.model import registry
 from amberscan.model.classifier import Classifier
-from amberscan.segmenter.core import decode_labels
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.crops import crop_superpixel
 from amberscan.vision.imageio import decode_image
+from amberscan.vision.labels import decode_labels
 from amberscan.vision.segment import Segmentation
 from tests import streams
 from tests.web.conftest import Seeded

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from amberscan.common.data import SharedDataMissing
 from amberscan.common.settings import Settings
 from amberscan.web import explore
 
@@ -77,13 +78,15 @@ def test_labelled_data_from_the_setting_or_beside_the_checkout(tmp_path: Path) -
     found.mkdir(parents=True)
     checkout = tmp_path / "work" / "amberscan"
     assert explore.labelled_dir(Settings(), checkout) == found
+    # The shared-data setting names the data set (its superpixels/ holds the crops).
+    assert explore.labelled_dir(Settings(shared_data=found.parent), checkout) == found
 
 
 def test_missing_labelled_data_names_where_it_looked(tmp_path: Path) -> None:
     checkout = tmp_path / "a" / "amberscan"
-    with pytest.raises(FileNotFoundError) as error:
+    with pytest.raises(SharedDataMissing) as error:
         explore.labelled_dir(Settings(), checkout)
     message = str(error.value)
-    assert "AMBERSCAN_EXPLORE_DATA_DIR is not set" in message
+    assert "AMBERSCAN_SHARED_DATA" in message
     for folder in (tmp_path / "a", tmp_path):
         assert str(folder / "shared" / "data" / "texty-amber" / "superpixels") in message

@@ -109,7 +109,7 @@ def make_stage(settings: Settings, classifier: Classifier, *, replay: bool = Fal
 async def load_classifier(settings: Settings) -> Classifier:
     """The registry's current classifier, or the local file when the registry has none."""
     from amberscan.common.blobstore import MissingBlob
-    from amberscan.model.registry import load_current
+    from amberscan.common.registry import load_current
 
     try:
         return await load_current(settings)
@@ -125,7 +125,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
 
 async def replay(settings: Settings, version: str, stop: asyncio.Event) -> str:
     """Re-score every retained feature with classifier `version` (the current one if empty)."""
-    from amberscan.model.registry import load_current, load_version
+    from amberscan.common.registry import load_current, load_version
 
     classifier = await (load_version(settings, version) if version else load_current(settings))
     await make_stage(settings, classifier, replay=True).run(stop)

@@ -134,8 +134,8 @@ async def current_classifier(settings: Settings) -> Any:
     """The classifier the pipeline scores with now: the registry's current one, else the file
     `settings.classifier_path`."""
     from amberscan.common.blobstore import MissingBlob
+    from amberscan.common.registry import load_current
     from amberscan.model.classifier import Classifier
-    from amberscan.model.registry import load_current
 
     try:
         return await load_current(settings)

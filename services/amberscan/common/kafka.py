@@ -43,7 +43,7 @@ from aiokafka.structs import ConsumerRecord
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from amberscan.common import metrics, topics
-from amberscan.common.errors import PoisonMessage, TransientError
+from amberscan.common.errors import InvalidInput, PoisonMessage, TransientError
 from amberscan.common.retry import RetryPolicy
 from amberscan.common.settings import Settings
 from amberscan.v1 import messages_pb2 as pb
@@ -435,7 +435,7 @@ class Stage:
             try:
                 results = await self.batch_handler(records)
             except Exception as error:  # noqa: BLE001 - the batch as a whole failed
-                if not isinstance(error, TransientError | PoisonMessage):
+                if not isinstance(error, TransientError | PoisonMessage | InvalidInput):
                     log.exception("unexpected error handling a batch")
                 return [error] * len(records)
             if len(results) != len(records):
@@ -450,7 +450,7 @@ class Stage:
         assert self.handler is not None
         try:
             return await self.handler(record)
-        except (PoisonMessage, TransientError) as error:
+        except (PoisonMessage, InvalidInput, TransientError) as error:
             return error
         except Exception as error:  # noqa: BLE001 - an unexpected bug must not stall the stream
             log.exception("unexpected error, dead-lettering", extra={"offset": record.offset})

@@ -1,7 +1,8 @@
 """One settings object per process, fed by `AMBERSCAN_*` environment variables.
 
 Parsed once in a process's `main()` and passed down; nothing else reads `os.environ`.
-The k8s ConfigMap (`k8s/base/configmap.yaml`) and the README's table list these fields one to one.
+The k8s ConfigMap (`k8s/base/config.yaml`) with the overlays' Secret and the README's table
+list these fields one to one.
 """
 
 from __future__ import annotations
@@ -120,6 +121,9 @@ class Settings(BaseSettings):
     explore_read_budget_s: float = Field(
         default=20.0, gt=0, description="longest read of the features topic for one projection"
     )
+    # Data (issue 13): the texty-amber folder (tiles/, superpixels/); unset, common/data.py looks
+    # for shared/data/texty-amber beside the checkout and the folders above it.
+    shared_data: Path | None = None
 
 
 def load_settings() -> Settings:

@@ -6,11 +6,8 @@ crop from the tile itself, so no crop is encoded, stored or fetched on the way.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.segment import Segmentation, encode_rle, segment
@@ -21,21 +18,6 @@ def segment_tile(
 ) -> Segmentation:
     """The SLIC superpixels of `image` (the 2018 call, in `mode`)."""
     return segment(image, n_segments=n_segments, mode=mode)  # type: ignore[arg-type]
-
-
-def encode_labels(labels: NDArray[np.int32]) -> bytes:
-    """The label image as a 16-bit grayscale PNG (label value = segment index)."""
-    if labels.max(initial=0) > 65535:
-        raise ValueError("more than 65536 segments do not fit a 16-bit label image")
-    buffer = io.BytesIO()
-    Image.fromarray(labels.astype(np.uint16)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def decode_labels(data: bytes) -> NDArray[np.int32]:
-    """Inverse of `encode_labels`."""
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image).astype(np.int32)
 
 
 def superpixel_messages(

@@ -17,9 +17,10 @@ from amberscan.common.blobstore import BlobStore
 from amberscan.common.errors import PoisonMessage
 from amberscan.common.kafka import Output, Stage, StageConfig, decode_message, describer
 from amberscan.common.settings import Settings
-from amberscan.segmenter.core import encode_labels, segment_tile, superpixel_messages
+from amberscan.segmenter.core import segment_tile, superpixel_messages
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import decode_image
+from amberscan.vision.labels import encode_labels
 
 
 def decode_tile(record: ConsumerRecord) -> pb.Tile:

@@ -28,13 +28,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from amberscan.common import features_reader
+from amberscan.common.data import CHECKOUT, find_shared_data
 from amberscan.common.settings import Settings
 
 TSNE_MIN_POINTS = 30
 CLASS_NAMES = {1: "mining", 0: "not_mining", None: "unlabelled"}
-CHECKOUT = Path(__file__).resolve().parents[3]
-# The shared data set sits beside the checkout (or beside a folder above it, for a worktree).
-SHARED_LABELLED = Path("shared", "data", "texty-amber", "superpixels")
 
 
 # ---------------------------------------------------------------- pure
@@ -278,10 +276,12 @@ def _empty(source: str, scan_id: str, about: str) -> dict[str, Any]:
 
 def labelled_dir(settings: Settings, checkout: Path = CHECKOUT) -> Path:
     """Where the labelled crops are: `settings.explore_data_dir`, else the shared data set's
-    `superpixels/` beside the checkout or beside a folder above it.
+    `superpixels/` (`common.data`: `AMBERSCAN_SHARED_DATA`, else beside the checkout or a folder
+    above it).
 
     Raises:
-        FileNotFoundError: naming every place looked at.
+        FileNotFoundError: the configured folder is missing.
+        SharedDataMissing: the shared data set is nowhere; the message names every place.
     """
     if settings.explore_data_dir is not None:
         if not settings.explore_data_dir.is_dir():
@@ -289,15 +289,7 @@ def labelled_dir(settings: Settings, checkout: Path = CHECKOUT) -> Path:
                 f"AMBERSCAN_EXPLORE_DATA_DIR={settings.explore_data_dir} is not a folder"
             )
         return settings.explore_data_dir
-    tried = [folder / SHARED_LABELLED for folder in checkout.parents]
-    for candidate in tried:
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(
-        "no labelled crops: AMBERSCAN_EXPLORE_DATA_DIR is not set and none of "
-        + ", ".join(str(t) for t in tried)
-        + " exists"
-    )
+    return find_shared_data(settings.shared_data, "superpixels", checkout=checkout)
 
 
 class LabelledFeatures:

@@ -23,8 +23,8 @@ from amberscan.common.blobstore import BlobStore, MissingBlob
 from amberscan.common.db import Database
 from amberscan.common.errors import AmberscanError
 from amberscan.common.settings import Settings
-from amberscan.segmenter.core import decode_labels
 from amberscan.vision.imageio import decode_image
+from amberscan.vision.labels import decode_labels
 from amberscan.vision.segment import Segmentation, boundaries
 from amberscan.web import core
 from amberscan.web.explore import LabelledFeatures
@@ -110,7 +110,7 @@ class Thresholds:
         ("implied") when the registry no longer has that version (a miss is not kept)."""
         version = str(row["model_version"])
         if version not in self.known:
-            from amberscan.model.registry import load_version
+            from amberscan.common.registry import load_version
 
             try:
                 self.known[version] = (await load_version(self.settings, version)).threshold

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from amberscan import diff
+from amberscan.cli import diff
 from amberscan.sink.core import UPSERT_DETECTION, detection_row
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.web.app import make_app

@@ -67,8 +67,8 @@ async def test_overlay_png(server: str, seeded: Seeded) -> None:
 async def test_debugger_threshold_comes_from_the_registry(server: str, seeded: Seeded) -> None:
     import numpy as np
 
+    from amberscan.common.registry import publish
     from amberscan.model.classifier import train_classifier
-    from amberscan.model.registry import publish
 
     tile = seeded.tiles["positive1"].tile_id
     _, before = await get(f"{server}/api/tiles/{tile}")

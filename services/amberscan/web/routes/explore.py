@@ -8,6 +8,7 @@ import re
 from aiohttp import web
 
 from amberscan.common.blobstore import MissingBlob
+from amberscan.common.data import SharedDataMissing
 from amberscan.vision.imageio import decode_image, encode_png
 from amberscan.web import explore, params
 from amberscan.web.core import BadRequest
@@ -42,7 +43,7 @@ async def explore_data(request: web.Request) -> web.Response:
         if source == "labelled":
             try:
                 document = await explore.labelled_projection(settings, request.app[EXPLORE], points)
-            except FileNotFoundError as error:
+            except (FileNotFoundError, SharedDataMissing) as error:
                 raise web.HTTPNotFound(text=str(error)) from None
         else:
             document = await explore.scan_projection(settings, request.app[DB], scan_id, points)
@@ -73,7 +74,7 @@ async def explore_labelled_png(request: web.Request) -> web.Response:
         raise BadRequest(f"labelled crop index {text[:20]!r}: an integer")
     try:
         crops = await request.app[EXPLORE].crops(request.app[SETTINGS])
-    except FileNotFoundError as error:
+    except (FileNotFoundError, SharedDataMissing) as error:
         raise web.HTTPNotFound(text=str(error)) from None
     index = int(text)
     if index >= len(crops):

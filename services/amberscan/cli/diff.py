@@ -13,14 +13,18 @@ import argparse
 import asyncio
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from amberscan.common.errors import AmberscanError
-from amberscan.common.settings import Settings
+from amberscan.cli import options
+
+if TYPE_CHECKING:
+    from amberscan.common.settings import Settings
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser("diff", help="tiles whose verdict changed between two vintages or models")
+def add_parser(sub: options.Subparsers) -> None:
+    p = options.command(
+        sub, "diff", "tiles whose verdict changed between two vintages or models", run
+    )
     p.add_argument("--from", dest="before", metavar="YEAR", help="the earlier vintage")
     p.add_argument("--to", dest="after", metavar="YEAR", help="the later vintage")
     p.add_argument(
@@ -33,7 +37,6 @@ def add_parser(sub: Any) -> None:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--csv", action="store_true", help="CSV instead of a table")
     out.add_argument("--geojson", action="store_true", help="a GeoJSON FeatureCollection")
-    p.set_defaults(run=run)
 
 
 async def _collect(settings: Settings, spec: Any) -> list[dict[str, Any]]:
@@ -46,6 +49,7 @@ async def _collect(settings: Settings, spec: Any) -> list[dict[str, Any]]:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan import changes
+    from amberscan.common.errors import AmberscanError
 
     years = None
     if args.before or args.after:
