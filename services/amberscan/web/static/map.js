@@ -54,6 +54,8 @@ function style(config) {
         paint: {
           "fill-color": ["case", [">", ["get", "flagged"], 0], ["interpolate", ["linear"], ["get", "flagged_share"], 0, "#fcbf49", 0.05, "#f77f00", 0.2, "#d62828", 0.5, "#6a040f"], "#2a9d8f"],
           "fill-opacity": ["case", [">", ["get", "flagged"], 0], 0.75, 0.25],
+          // No outline pass: one shader less to compile before the first view (software WebGL).
+          "fill-antialias": false,
         },
       },
       {
@@ -76,6 +78,7 @@ function style(config) {
         id: "exclusions",
         type: "line",
         source: "exclusions",
+        minzoom: 9,
         paint: { "line-color": "#577590", "line-width": 2, "line-dasharray": [3, 2] },
       },
       {
