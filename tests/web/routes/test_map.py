@@ -7,6 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from amberscan.v1 import messages_pb2 as pb
 from tests.web import client, mvt
 from tests.web.client import AUTH, get, post
 from tests.web.conftest import BBOX, MODEL, Seeded
@@ -188,3 +189,32 @@ async def test_vector_tiles_filter_and_revalidate(server: str, seeded: Seeded) -
         assert status == 400 and words in answer["error"]
     status, answer = await get(f"{server}/tiles/detections/12/2351/1375.mvt", bbox="0,0,1,1")
     assert status == 400 and "bbox" in answer["error"]
+
+
+async def test_aggregates_follow_new_detections(seeded: Seeded) -> None:
+    """The low-zoom cells and the summary catch up with rows the sink writes, by polling."""
+    import asyncio
+
+    from amberscan.sink.core import UPSERT_DETECTION, detection_row
+    from amberscan.web.app import make_app
+    from tests import streams
+
+    settings = seeded.settings.model_copy(update={"map_refresh_s": 0.2})
+    async with streams.served(make_app(settings)) as base:
+        _, before = await get(f"{base}/api/summary")
+        assert before["tiles"] == 4
+        newer = pb.Detection()
+        newer.CopyFrom(seeded.tiles["negative2"])
+        newer.imagery_date = "2017-05-01"
+        newer.flagged, newer.positives, newer.hectares = True, 4, 3.0
+        async with seeded.db.pool.connection() as conn:
+            await conn.execute(UPSERT_DETECTION.encode(), detection_row(newer))
+        for _ in range(100):
+            _, after = await get(f"{base}/api/summary")
+            if after["flagged"] == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert after["flagged"] == 3 and after["tiles"] == 4  # negative2's newest vintage
+        assert after["hectares"] == pytest.approx(18.0)
+        _, layers, _ = await tile(base, REGION_Z8)
+        assert sum(c["properties"]["flagged"] for c in layers["cells"]) == 3
