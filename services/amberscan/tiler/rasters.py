@@ -64,6 +64,21 @@ class BandRule:
     description: str
 
 
+def rgb_bands(where: str, colorinterp: Sequence[str]) -> tuple[int, int, int]:
+    """The 1-based red, green, blue band indexes under `band_rule`'s rule (ValueError if none)."""
+    interp = [c.lower() for c in colorinterp]
+    colours = {c: i + 1 for i, c in reversed(list(enumerate(interp)))}
+    if all(c in colours for c in ("red", "green", "blue")):
+        return (colours["red"], colours["green"], colours["blue"])
+    usable = [i + 1 for i, c in enumerate(interp) if c not in ("alpha", "undefined_mask")]
+    if len(usable) < 3:
+        raise ValueError(
+            f"{where}: {len(usable)} colour band(s) ({', '.join(interp) or 'none'}); "
+            "amberscan needs RGB (three bands)"
+        )
+    return (usable[0], usable[1], usable[2])
+
+
 def band_rule(
     where: str,
     dtype: str,
@@ -93,18 +108,7 @@ def band_rule(
         percentile_98: The 98th percentile of the chosen bands' values (non-uint8 rasters).
         maximum: The largest value of the chosen bands (non-uint8 rasters).
     """
-    interp = [c.lower() for c in colorinterp]
-    colours = {c: i + 1 for i, c in reversed(list(enumerate(interp)))}
-    if all(c in colours for c in ("red", "green", "blue")):
-        bands = (colours["red"], colours["green"], colours["blue"])
-    else:
-        usable = [i + 1 for i, c in enumerate(interp) if c not in ("alpha", "undefined_mask")]
-        if len(usable) < 3:
-            raise ValueError(
-                f"{where}: {len(usable)} colour band(s) ({', '.join(interp) or 'none'}); "
-                "amberscan needs RGB (three bands)"
-            )
-        bands = (usable[0], usable[1], usable[2])
+    bands = rgb_bands(where, colorinterp)
     kind = np.dtype(dtype).kind
     if kind == "u" and np.dtype(dtype).itemsize == 1:
         return BandRule(bands, None, f"bands {bands} as 8-bit RGB")

@@ -24,6 +24,7 @@ import numpy as np
 import rasterio
 from pyproj import Geod
 from rasterio.errors import RasterioIOError
+from rasterio.session import Session
 from rasterio.warp import transform, transform_bounds
 from rio_tiler.errors import EmptyMosaicError, TileOutsideBounds
 from rio_tiler.io import Reader
@@ -42,6 +43,7 @@ from amberscan.tiler.rasters import (
     band_rule,
     check_resolution,
     date_from_tags,
+    rgb_bands,
     to_rgb8,
 )
 
@@ -54,11 +56,33 @@ _TRANSIENT = re.compile(
 )
 
 
+class S3Credentials(Session):
+    """The blob store's S3 credentials as a rasterio session (rasterio's own AWSSession needs
+    boto3; GDAL only needs the two keys)."""
+
+    def __init__(self, access_key: str, secret_key: str) -> None:
+        self.access_key = access_key
+        self.secret_key = secret_key
+
+    @classmethod
+    def hascreds(cls, config: Mapping[str, str]) -> bool:
+        return "AWS_ACCESS_KEY_ID" in config and "AWS_SECRET_ACCESS_KEY" in config
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        return {"aws_access_key_id": self.access_key, "aws_secret_access_key": self.secret_key}
+
+    def get_credential_options(self) -> dict[str, str]:
+        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key}
+
+
 @dataclass(frozen=True)
 class RasterOptions:
     """How rasters are opened and judged (from the settings)."""
 
     gdal: Mapping[str, str] = field(default_factory=dict)
+    s3_access_key: str = ""
+    s3_secret_key: str = field(default="", repr=False)
     max_resolution_m: float = 1.0
     min_coverage: float = 0.5
 
@@ -66,14 +90,21 @@ class RasterOptions:
     def from_settings(cls, settings: Settings) -> RasterOptions:
         return cls(
             gdal=gdal_options(settings),
+            s3_access_key=settings.s3_access_key,
+            s3_secret_key=settings.s3_secret_key,
             max_resolution_m=settings.raster_max_resolution_m,
             min_coverage=settings.raster_min_coverage,
         )
 
+    def env(self) -> rasterio.Env:
+        """A rasterio environment with these options, for one blocking read."""
+        return rasterio.Env(S3Credentials(self.s3_access_key, self.s3_secret_key), **self.gdal)
+
 
 def gdal_options(settings: Settings) -> dict[str, str]:
     """GDAL configuration for HTTP and S3 reads: timeouts and retries from the fetch settings,
-    the blob store's endpoint and credentials for `s3://` (path-style, as MinIO serves)."""
+    the blob store's endpoint for `s3://` (path-style, as MinIO serves; the keys come with
+    `RasterOptions.env`)."""
     return {
         # A COG is read by its header and the blocks a tile needs; listing the "directory" of
         # each URL (GDAL's default, to find .aux/.ovr side files) would cost a request per file.
@@ -86,8 +117,6 @@ def gdal_options(settings: Settings) -> dict[str, str]:
         "AWS_S3_ENDPOINT": settings.s3_endpoint,
         "AWS_HTTPS": "YES" if settings.s3_secure else "NO",
         "AWS_VIRTUAL_HOSTING": "FALSE",
-        "AWS_ACCESS_KEY_ID": settings.s3_access_key,
-        "AWS_SECRET_ACCESS_KEY": settings.s3_secret_key,
     }
 
 
@@ -146,7 +175,7 @@ def inspect(href: str, options: RasterOptions, imagery_date: str = "") -> Raster
     """
     path = gdal_path(href)
     try:
-        with rasterio.Env(**options.gdal), rasterio.open(path) as src:
+        with options.env(), rasterio.open(path) as src:
             if src.crs is None:
                 raise SourceError(
                     f"raster {href}: no coordinate reference system (CRS), so it cannot be placed "
@@ -178,7 +207,8 @@ def _ground_resolution_m(src: Any) -> float:
     """Metres on the ground of one pixel at the raster's centre (the coarser axis)."""
     col, row = src.width / 2, src.height / 2
     xs, ys = zip(
-        *(src.transform * p for p in ((col, row), (col + 1, row), (col, row + 1))), strict=True
+        *(src.xy(r, c, offset="ul") for c, r in ((col, row), (col + 1, row), (col, row + 1))),
+        strict=True,
     )
     lons, lats = transform(src.crs, "EPSG:4326", list(xs), list(ys))
     _, _, dx = _GEOD.inv(lons[0], lats[0], lons[1], lats[1])
@@ -193,13 +223,13 @@ def _rule(href: str, src: Any) -> BandRule:
     nbits = int(nbits_text) if nbits_text and nbits_text.isdigit() else None
     p98 = maximum = None
     try:
-        probe = band_rule(f"raster {href}", dtype, interp)
+        bands = rgb_bands(f"raster {href}", interp)
     except ValueError as error:
         raise SourceError(str(error)) from None
     if np.dtype(dtype).itemsize != 1 and nbits is None:
         # One read of the smallest overview (at most 1024 px) for the scaling figures.
         with Reader(None, dataset=src) as reader:
-            stats = reader.statistics(indexes=probe.bands, max_size=1024, percentiles=[98])
+            stats = reader.statistics(indexes=bands, max_size=1024, percentiles=[98])
         p98 = max(s.percentile_98 for s in stats.values())
         maximum = max(s.max for s in stats.values())
     try:
@@ -231,7 +261,7 @@ def read_tile(
         return image
 
     try:
-        with rasterio.Env(**options.gdal):
+        with options.env():
             image, used = mosaic_reader(list(rasters), one, tile.x, tile.y, tile.z, threads=1)
     except (EmptyMosaicError, TileOutsideBounds):
         return blank(tile, fetch_zoom, date, "outside every raster")

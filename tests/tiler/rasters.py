@@ -1,0 +1,214 @@
+"""Real rasters for the raster-source tests: COGs made with rio-cogeo from the shared tiles,
+placed at the demo area (in web mercator, aligned to the scan-tile grid, and in a UTM zone), a
+static STAC catalogue written with pystac, and an HTTP file server that honours range requests
+and counts what it sends."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mercantile
+import numpy as np
+import pystac
+import rasterio
+from aiohttp import web
+from numpy.typing import NDArray
+from rasterio.io import MemoryFile
+from rasterio.transform import from_origin
+from rasterio.warp import Resampling, calculate_default_transform, reproject
+from rio_cogeo.cogeo import cog_translate
+from rio_cogeo.profiles import cog_profiles
+
+from amberscan.geo.tiles import Tile
+from amberscan.tiler import demo
+
+UTM_35N = "EPSG:32635"  # 24-30 E: the demo area is at 26.87 E
+
+
+def demo_block(tiles_dir: Path) -> tuple[NDArray[np.uint8], Tile]:
+    """The demo area's 4×2 scan tiles as one zoom-18-resolution mosaic, and its NW scan tile."""
+    server = demo.DemoTileServer(tiles_dir)
+    origin = min((d.tile for d in demo.demo_layout()), key=lambda t: (t.y, t.x))
+    return server.mosaic, origin
+
+
+def write_cog(
+    path: Path,
+    bands: NDArray[Any],
+    *,
+    crs: str | None,
+    transform: Any,
+    tags: Mapping[str, str] | None = None,
+    nodata: float | None = None,
+    colorinterp: list[Any] | None = None,
+    nbits: int | None = None,
+) -> Path:
+    """Write (bands, H, W) values as a deflate COG (lossless: pixels survive exactly)."""
+    count, height, width = bands.shape
+    profile: dict[str, Any] = {
+        "driver": "GTiff",
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": str(bands.dtype),
+        "transform": transform,
+    }
+    if crs:
+        profile["crs"] = crs
+    if nodata is not None:
+        profile["nodata"] = nodata
+    config = cog_profiles.get("deflate")
+    if nbits:
+        profile["nbits"] = config["nbits"] = nbits
+    with MemoryFile() as memory:
+        with memory.open(**profile) as dst:
+            dst.write(bands)
+            if colorinterp:
+                dst.colorinterp = colorinterp
+        with memory.open() as src:
+            cog_translate(
+                src,
+                str(path),
+                config,
+                in_memory=True,
+                quiet=True,
+                additional_cog_metadata=dict(tags or {}),
+                nodata=nodata,
+            )
+    return path
+
+
+def mercator_transform(tile: Tile, size: int = 1024) -> Any:
+    """The affine transform of a `size`-px image exactly covering `tile` (web mercator)."""
+    left, _, right, top = mercantile.xy_bounds(tile.x, tile.y, tile.z)
+    return from_origin(left, top, (right - left) / size, (right - left) / size)
+
+
+def mercator_block_cog(path: Path, tiles_dir: Path, date: str = "2017:05:01 10:00:00") -> Path:
+    """The whole demo block as one COG in web mercator, aligned pixel for pixel to the grid."""
+    mosaic, origin = demo_block(tiles_dir)
+    return write_cog(
+        path,
+        np.moveaxis(mosaic, -1, 0),
+        crs="EPSG:3857",
+        transform=mercator_transform(origin),
+        tags={"TIFFTAG_DATETIME": date} if date else None,
+    )
+
+
+def tile_cog(path: Path, tile: Tile, image: NDArray[np.uint8], **kwargs: Any) -> Path:
+    """One scan tile's 1024×1024 image as a web-mercator COG covering exactly that tile."""
+    return write_cog(
+        path,
+        np.moveaxis(image, -1, 0),
+        crs="EPSG:3857",
+        transform=mercator_transform(tile),
+        **kwargs,
+    )
+
+
+def utm_block_cog(path: Path, tiles_dir: Path, resolution_m: float = 0.35) -> Path:
+    """The demo block reprojected to UTM zone 35N (its footprint turns: nodata at the edges)."""
+    mosaic, origin = demo_block(tiles_dir)
+    bands = np.moveaxis(mosaic, -1, 0)
+    src_transform = mercator_transform(origin)
+    height, width = mosaic.shape[:2]
+    left, top = src_transform.c, src_transform.f
+    right, bottom = left + width * src_transform.a, top + height * src_transform.e
+    dst_transform, dst_w, dst_h = calculate_default_transform(
+        "EPSG:3857", UTM_35N, width, height, left, bottom, right, top, resolution=resolution_m
+    )
+    out = np.zeros((3, dst_h, dst_w), dtype=np.uint8)
+    for band in range(3):
+        reproject(
+            bands[band],
+            out[band],
+            src_transform=src_transform,
+            src_crs="EPSG:3857",
+            dst_transform=dst_transform,
+            dst_crs=UTM_35N,
+            resampling=Resampling.bilinear,
+            src_nodata=None,
+            dst_nodata=0,
+        )
+    # An alpha band marks the reprojected footprint (black pixels inside it stay valid).
+    inside = np.zeros((dst_h, dst_w), dtype=np.uint8)
+    reproject(
+        np.full((height, width), 255, dtype=np.uint8),
+        inside,
+        src_transform=src_transform,
+        src_crs="EPSG:3857",
+        dst_transform=dst_transform,
+        dst_crs=UTM_35N,
+        resampling=Resampling.nearest,
+        dst_nodata=0,
+    )
+    ci = rasterio.enums.ColorInterp
+    return write_cog(
+        path,
+        np.concatenate([out, inside[None]]),
+        crs=UTM_35N,
+        transform=dst_transform,
+        tags={"ACQUISITIONDATETIME": "2018-06-02T09:30:00Z"},
+        colorinterp=[ci.red, ci.green, ci.blue, ci.alpha],
+    )
+
+
+def stac_item(item_id: str, tile: Tile, date: str, href: str) -> pystac.Item:
+    """A STAC item over one scan tile with its COG as the `visual` asset."""
+    import datetime as dt
+
+    w, s, e, n = tile.bounds()
+    item = pystac.Item(
+        id=item_id,
+        geometry={"type": "Polygon", "coordinates": [[[w, s], [e, s], [e, n], [w, n], [w, s]]]},
+        bbox=[w, s, e, n],
+        datetime=dt.datetime.fromisoformat(f"{date}T10:00:00+00:00"),
+        properties={},
+    )
+    item.add_asset(
+        "visual",
+        pystac.Asset(href=href, media_type=pystac.MediaType.COG, roles=["visual"]),
+    )
+    return item
+
+
+def write_catalogue(root: Path, items: list[pystac.Item], collection: str = "ortho") -> Path:
+    """A self-contained static catalogue (catalog → collection → items) under `root`."""
+    catalog = pystac.Catalog(id="amberscan-test", description="test orthophotos")
+    extent = pystac.Extent(
+        pystac.SpatialExtent([[-180.0, -85.0, 180.0, 85.0]]), pystac.TemporalExtent([[None, None]])
+    )
+    coll = pystac.Collection(id=collection, description="orthophotos", extent=extent)
+    catalog.add_child(coll)
+    for item in items:
+        coll.add_item(item.clone())
+    catalog.normalize_hrefs(str(root))
+    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
+    return root / "catalog.json"
+
+
+@dataclass
+class Served:
+    """What a `file_server` sent: requests seen (path, Range header) and body bytes."""
+
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    bytes_sent: int = 0
+
+
+def file_server(root: Path, served: Served) -> web.Application:
+    """Static files under `root` with range requests (aiohttp's FileResponse), counted."""
+
+    @web.middleware
+    async def count(request: web.Request, handler: Any) -> web.StreamResponse:
+        served.requests.append((request.path, request.headers.get("Range", "")))
+        response = await handler(request)
+        served.bytes_sent += int(response.content_length or 0)
+        return response
+
+    app = web.Application(middlewares=[count])
+    app.router.add_static("/", root)
+    return app
