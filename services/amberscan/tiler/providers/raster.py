@@ -56,7 +56,7 @@ _TRANSIENT = re.compile(
 )
 
 
-class S3Credentials(Session):
+class S3Credentials(Session):  # type: ignore[misc]
     """The blob store's S3 credentials as a rasterio session (rasterio's own AWSSession needs
     boto3; GDAL only needs the two keys)."""
 
