@@ -212,3 +212,165 @@ def file_server(root: Path, served: Served) -> web.Application:
     app = web.Application(middlewares=[count])
     app.router.add_static("/", root)
     return app
+
+
+def stac_api(items: list[pystac.Item], collection: str = "ortho") -> web.Application:
+    """A STAC API (landing page advertising item search, and /search) over `items`.
+
+    This stands in for a remote API this machine cannot reach: real HTTP and real STAC JSON in
+    the API's shape; the filtering (bbox, datetime, collections) is the spec's, done here."""
+    from shapely import geometry as sg
+
+    async def landing(request: web.Request) -> web.Response:
+        base = f"{request.scheme}://{request.host}"
+        return web.json_response(
+            {
+                "type": "Catalog",
+                "id": "test-api",
+                "description": "a test STAC API",
+                "stac_version": "1.0.0",
+                "conformsTo": [
+                    "https://api.stacspec.org/v1.0.0/core",
+                    "https://api.stacspec.org/v1.0.0/item-search",
+                ],
+                "links": [
+                    {"rel": "self", "href": f"{base}/", "type": "application/json"},
+                    {"rel": "root", "href": f"{base}/", "type": "application/json"},
+                    {
+                        "rel": "search",
+                        "href": f"{base}/search",
+                        "type": "application/geo+json",
+                        "method": "POST",
+                    },
+                    {
+                        "rel": "search",
+                        "href": f"{base}/search",
+                        "type": "application/geo+json",
+                        "method": "GET",
+                    },
+                ],
+            }
+        )
+
+    async def search(request: web.Request) -> web.Response:
+        body = await request.json() if request.method == "POST" else dict(request.query)
+        bbox = body.get("bbox")
+        if isinstance(bbox, str):
+            bbox = [float(v) for v in bbox.split(",")]
+        start, _, end = str(body.get("datetime") or "../..").partition("/")
+        found = []
+        for item in items:
+            stamp = item.datetime.isoformat() if item.datetime else ""
+            if bbox and not sg.shape(item.geometry).intersects(sg.box(*bbox)):
+                continue
+            if start not in ("", "..") and stamp[:10] < start[:10]:
+                continue
+            if end not in ("", "..") and stamp[:10] > end[:10]:
+                continue
+            if body.get("collections") and collection not in body["collections"]:
+                continue
+            found.append({**item.to_dict(), "collection": collection})
+        return web.json_response({"type": "FeatureCollection", "features": found, "links": []})
+
+    app = web.Application()
+    app.router.add_get("/", landing)
+    app.router.add_route("*", "/search", search)
+    return app
+
+
+def wmts_capabilities(base: str, times: list[str], extra_layers: bool = True) -> str:
+    """A WMTS 1.0.0 capabilities document: layer `ortho` with a Time dimension on a Web Mercator
+    matrix set (REST tiles), a layer `ortho-1992` offered only on a national grid (EPSG:2180),
+    and a layer `ortho_2016-06-01` without Time (one layer per release)."""
+    matrices = "".join(
+        f"""
+      <TileMatrix><ows:Identifier>{z}</ows:Identifier>
+        <ScaleDenominator>{559082264.0287178 / (1 << z)!r}</ScaleDenominator>
+        <TopLeftCorner>-20037508.3427892 20037508.3427892</TopLeftCorner>
+        <TileWidth>256</TileWidth><TileHeight>256</TileHeight>
+        <MatrixWidth>{1 << z}</MatrixWidth><MatrixHeight>{1 << z}</MatrixHeight></TileMatrix>"""
+        for z in range(19)
+    )
+    values = "".join(f"<Value>{t}</Value>" for t in times)
+    extra = (
+        f"""
+    <Layer><ows:Title>Orthophoto 1992 grid</ows:Title><ows:Identifier>ortho-1992</ows:Identifier>
+      <Style isDefault="true"><ows:Identifier>default</ows:Identifier></Style>
+      <Format>image/png</Format>
+      <TileMatrixSetLink><TileMatrixSet>PL-1992</TileMatrixSet></TileMatrixSetLink>
+      <ResourceURL format="image/png" resourceType="tile" template="{base}/wmts/ortho-1992/{{TileMatrix}}/{{TileRow}}/{{TileCol}}.png"/>
+    </Layer>
+    <Layer><ows:Title>Orthophoto release of 2016</ows:Title><ows:Identifier>ortho_2016-06-01</ows:Identifier>
+      <ows:WGS84BoundingBox><ows:LowerCorner>26.86 51.27</ows:LowerCorner><ows:UpperCorner>26.93 51.31</ows:UpperCorner></ows:WGS84BoundingBox>
+      <Style isDefault="true"><ows:Identifier>default</ows:Identifier></Style>
+      <Format>image/png</Format>
+      <TileMatrixSetLink><TileMatrixSet>GoogleMapsCompatible</TileMatrixSet></TileMatrixSetLink>
+      <ResourceURL format="image/png" resourceType="tile" template="{base}/wmts/ortho_2016-06-01/none/{{TileMatrixSet}}/{{TileMatrix}}/{{TileRow}}/{{TileCol}}.png"/>
+    </Layer>"""
+        if extra_layers
+        else ""
+    )
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<Capabilities xmlns="http://www.opengis.net/wmts/1.0" xmlns:ows="http://www.opengis.net/ows/1.1"
+  xmlns:xlink="http://www.w3.org/1999/xlink" version="1.0.0">
+  <ows:ServiceIdentification><ows:Title>test orthophotos</ows:Title>
+    <ows:ServiceType>OGC WMTS</ows:ServiceType><ows:ServiceTypeVersion>1.0.0</ows:ServiceTypeVersion>
+  </ows:ServiceIdentification>
+  <Contents>
+    <Layer><ows:Title>Orthophoto</ows:Title><ows:Identifier>ortho</ows:Identifier>
+      <ows:WGS84BoundingBox><ows:LowerCorner>26.86 51.27</ows:LowerCorner><ows:UpperCorner>26.93 51.31</ows:UpperCorner></ows:WGS84BoundingBox>
+      <Style isDefault="true"><ows:Identifier>default</ows:Identifier></Style>
+      <Format>image/png</Format>
+      <Dimension><ows:Identifier>Time</ows:Identifier><Default>{times[-1] if times else ""}</Default>{values}</Dimension>
+      <TileMatrixSetLink><TileMatrixSet>GoogleMapsCompatible</TileMatrixSet></TileMatrixSetLink>
+      <ResourceURL format="image/png" resourceType="tile" template="{base}/wmts/ortho/{{Time}}/{{TileMatrixSet}}/{{TileMatrix}}/{{TileRow}}/{{TileCol}}.png"/>
+    </Layer>{extra}
+    <TileMatrixSet><ows:Identifier>GoogleMapsCompatible</ows:Identifier>
+      <ows:SupportedCRS>urn:ogc:def:crs:EPSG::3857</ows:SupportedCRS>{matrices}
+    </TileMatrixSet>
+    <TileMatrixSet><ows:Identifier>PL-1992</ows:Identifier>
+      <ows:SupportedCRS>urn:ogc:def:crs:EPSG::2180</ows:SupportedCRS>
+      <TileMatrix><ows:Identifier>0</ows:Identifier><ScaleDenominator>30000000</ScaleDenominator>
+        <TopLeftCorner>850000 100000</TopLeftCorner><TileWidth>512</TileWidth><TileHeight>512</TileHeight>
+        <MatrixWidth>1</MatrixWidth><MatrixHeight>1</MatrixHeight></TileMatrix>
+    </TileMatrixSet>
+  </Contents>
+</Capabilities>
+"""
+
+
+@dataclass
+class WmtsServer:
+    """State of a `wmts_app`: its Time values (a test may add one) and the tiles it sent."""
+
+    times: list[str]
+    sent: list[tuple[str, str, int, int, int]] = field(default_factory=list)
+
+
+def wmts_app(tiles_dir: Path, state: WmtsServer) -> web.Application:
+    """Capabilities at /wmts/capabilities.xml and the demo block's tiles at every Time value
+    (the demo tile server's pixels: a WMTS scan must give the demo provider's verdicts)."""
+    server = demo.DemoTileServer(tiles_dir)
+
+    async def capabilities(request: web.Request) -> web.Response:
+        base = f"{request.scheme}://{request.host}"
+        return web.Response(
+            text=wmts_capabilities(base, state.times), content_type="application/xml"
+        )
+
+    async def tile(request: web.Request) -> web.Response:
+        info = request.match_info
+        layer, time = info["layer"], info["time"]
+        if layer == "ortho" and time not in state.times:
+            raise web.HTTPBadRequest(text=f"no Time {time}")
+        z, row, col = int(info["z"]), int(info["row"]), int(info["col"])
+        png = server.png(z, col, row)
+        if png is None:
+            raise web.HTTPNotFound()
+        state.sent.append((layer, time, z, row, col))
+        return web.Response(body=png, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/wmts/capabilities.xml", capabilities)
+    app.router.add_get(r"/wmts/{layer}/{time}/{tms}/{z:\d+}/{row:\d+}/{col:\d+}.png", tile)
+    return app

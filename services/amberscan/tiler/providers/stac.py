@@ -162,6 +162,8 @@ class StacProvider:
 
     def _walk(self, again: bool = False) -> list[StacEntry]:
         if self._static is None or again:
+            if again:
+                self._client = None  # pystac keeps the links it resolved: open anew
             items = self._open().get_items(recursive=True)
             if self.collection:
                 items = (i for i in items if i.collection_id == self.collection)

@@ -162,6 +162,7 @@ class WmtsProvider:
         """Every (layer, time) release, oldest first."""
         found = []
         for layer in await self._layers():
+            await self.matrix_set(layer)  # a layer only on other grids is refused first
             time_dim = _time_dimension(layer)
             if time_dim is not None:
                 for value in time_dim.get("values") or []:
