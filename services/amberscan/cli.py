@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=_finetune)
 
+    from amberscan.watch import commands as watch_commands
+
+    watch_commands.add_parser(sub)
+
     p = sub.add_parser("serve", help="run one of amberscan's services or servers")
     p.add_argument("server", choices=["model-server", *STAGES])
     p.add_argument("--model-dir", type=Path, help="model-server: default AMBERSCAN_MODEL_DIR")
@@ -76,13 +80,16 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_serve)
 
     p = sub.add_parser("scan", help="scan a region and follow it to the end")
-    region = p.add_mutually_exclusive_group(required=True)
-    region.add_argument("--bbox", help="W,S,E,N in WGS84 degrees")
+    region = p.add_mutually_exclusive_group()
+    region.add_argument(
+        "--bbox", help="W,S,E,N in WGS84 degrees (geotiff/stac: default the sources' footprints)"
+    )
     region.add_argument("--geojson", type=Path, help="a GeoJSON Polygon/MultiPolygon file")
     region.add_argument("--demo", action="store_true", help="the bundled demo area")
     p.add_argument("--zoom", type=int, default=16, help="scan tile zoom (default 16)")
     p.add_argument("--fetch-zoom", type=int, default=18, help="provider tile zoom (default 18)")
-    p.add_argument("--provider", default="xyz", choices=["bing", "xyz", "local", "demo"])
+    p.add_argument("--provider", default="xyz", choices=list(PROVIDERS))
+    imagery_options(p)
     p.add_argument("--date-from", default="", help="ISO date: skip imagery captured before")
     p.add_argument("--date-to", default="", help="ISO date: skip imagery captured after")
     p.add_argument("--rescan", action="store_true", help="scan again tiles already scanned")
@@ -148,6 +155,32 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_detect_tile)
     return parser
+
+
+# Kept here (not imported from the tiler) so `--help` stays instant; a test checks they agree.
+PROVIDERS = ("xyz", "bing", "local", "demo", "geotiff", "stac", "wmts")
+
+
+def imagery_options(p: argparse.ArgumentParser, vintage: bool = True) -> None:
+    """Options naming raster, STAC and WMTS sources (shared by `scan` and `watch add`)."""
+    p.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        help="geotiff: a file, folder, glob, URL or s3:// key/prefix (repeatable); "
+        "stac: the catalogue or API URL; wmts: the GetCapabilities URL",
+    )
+    p.add_argument("--collection", default="", help="stac: the collection")
+    p.add_argument("--layer", action="append", default=[], help="wmts: layer (repeatable)")
+    p.add_argument(
+        "--imagery-date", default="", help="capture date of sources whose metadata has none"
+    )
+    if vintage:
+        p.add_argument(
+            "--vintage",
+            default="",
+            help="ISO date of the imagery to read, or 'all' (one scan per date); default the newest",
+        )
 
 
 def _export_backbone(args: argparse.Namespace, settings: Settings) -> int:
@@ -217,6 +250,7 @@ STAGES = {
     "aggregator": "amberscan.aggregator.service",
     "sink": "amberscan.sink.service",
     "web": "amberscan.web.app",
+    "watch": "amberscan.watch.service",
 }
 
 
@@ -278,47 +312,60 @@ def _scan(args: argparse.Namespace, settings: Settings) -> int:
             provider=args.provider,
             date_from=args.date_from,
             date_to=args.date_to,
+            sources=args.source,
+            collection=args.collection,
+            layers=args.layer,
+            vintage=args.vintage,
+            imagery_date=args.imagery_date,
         )
         if args.bbox:
             w, s, e, n = parse_bbox(args.bbox)
             request.bbox.CopyFrom(pb.BoundingBox(west=w, south=s, east=e, north=n))
-        else:
+        elif args.geojson:
             text = args.geojson.read_text()
             parse_geojson(text)  # reject a bad region here, before anything is submitted
             request.geojson = text
     request.rescan = args.rescan
 
-    async def run() -> scanning.ScanSummary:
+    async def run() -> list[tuple[pb.ScanRequest, scanning.ScanSummary]]:
+        # Sources are checked (and a missing region filled) before anything is submitted.
+        requests = await scanning.prepare(settings, request)
         await ensure_topics(settings)
+        done = []
         async with Database(settings) as db:
-            expected = await scanning.submit(settings, db, request)
-            if not args.json:
-                print(f"scan {request.scan_id}: {expected} tiles", file=sys.stderr)
-            return await scanning.follow(
-                db, request.scan_id, expected, timeout_s=args.timeout, progress=not args.json
-            )
+            for one in requests:  # one pass per vintage
+                expected = await scanning.submit(settings, db, one)
+                if not args.json:
+                    vintage = f" (imagery of {one.vintage})" if one.vintage else ""
+                    print(f"scan {one.scan_id}: {expected} tiles{vintage}", file=sys.stderr)
+                summary = await scanning.follow(
+                    db, one.scan_id, expected, timeout_s=args.timeout, progress=not args.json
+                )
+                done.append((one, summary))
+        return done
 
-    summary = asyncio.run(run())
+    results = asyncio.run(run())
     url = f"http://{settings.web_host}:{settings.web_port}/"
-    report = {**summary.as_dict(), "map_url": url, "demo": request.demo}
-    if args.json:
-        print(json.dumps(report))
-    else:
-        if request.demo:
+    for one, summary in results:
+        report = {**summary.as_dict(), "map_url": url, "demo": one.demo, "vintage": one.vintage}
+        if args.json:
+            print(json.dumps(report))
+            continue
+        if one.demo:
             from amberscan.tiler.demo import DEMO_NOTICE
 
             print(DEMO_NOTICE)
         print(
             f"scan {summary.scan_id}: {summary.tiles} tiles, {summary.flagged} flagged, "
             f"{summary.hectares:.2f} ha, {summary.failed} failed, {summary.skipped} skipped "
-            f"as already scanned, {summary.seconds:.1f} s"
+            f"(already scanned, or not covered by the imagery), {summary.seconds:.1f} s"
         )
         for failure in summary.failures:
             print(f"  failed {failure['tile_id']}: {failure['reason']}")
         if summary.error:
             print(f"  error: {summary.error}")
         print(f"map: {url}")
-    return 0 if summary.complete and not summary.error else 1
+    return 0 if all(s.complete and not s.error for _, s in results) else 1
 
 
 def _replay(args: argparse.Namespace, settings: Settings) -> int:
