@@ -157,6 +157,30 @@ def utm_block_cog(path: Path, tiles_dir: Path, resolution_m: float = 0.35) -> Pa
     )
 
 
+@dataclass
+class Catalogue:
+    """A static STAC catalogue under `root`, served at `base`, whose items' visual assets are
+    per-scan-tile COGs of the demo images (written on first use)."""
+
+    root: Path
+    base: str
+    images: dict[Tile, NDArray[np.uint8]]
+
+    def item(self, tile: Tile, date: str, source: Tile | None = None) -> pystac.Item:
+        """An item over `tile` dated `date`, its COG made from `source`'s demo image."""
+        name = f"{tile.quadkey}-{date}.tif"
+        path = self.root / "cogs" / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tile_cog(path, tile, self.images[source or tile])
+        return stac_item(f"{tile.quadkey}-{date}", tile, date, f"{self.base}/cogs/{name}")
+
+    def write(self, items: list[pystac.Item]) -> str:
+        """(Re)write the catalogue with `items`; returns its URL."""
+        write_catalogue(self.root / "stac", items)
+        return f"{self.base}/stac/catalog.json"
+
+
 def stac_item(item_id: str, tile: Tile, date: str, href: str) -> pystac.Item:
     """A STAC item over one scan tile with its COG as the `visual` asset."""
     import datetime as dt

@@ -4,7 +4,6 @@ items' visual assets are COGs made from the shared tiles, served with range requ
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,29 +15,10 @@ from amberscan.geo.tiles import Tile
 from amberscan.tiler import demo
 from amberscan.tiler.providers import RasterOptions, SourceError, StacProvider
 from tests.streams import free_port, served
-from tests.tiler.rasters import Served, file_server, stac_api, stac_item, tile_cog, write_catalogue
+from tests.tiler.rasters import Catalogue, Served, file_server, stac_api
 
 OPTIONS = RasterOptions.from_settings(Settings())
 TILES = [d.tile for d in demo.demo_layout()]
-
-
-@dataclass
-class Catalogue:
-    root: Path
-    base: str
-    images: dict[Tile, np.ndarray]
-
-    def item(self, tile: Tile, date: str, source: Tile | None = None) -> object:
-        """An item over `tile` dated `date`, its COG made from `source`'s demo image."""
-        name = f"{tile.quadkey}-{date}.tif"
-        path = self.root / "cogs" / name
-        if not path.exists():
-            tile_cog(path, tile, self.images[source or tile])
-        return stac_item(f"{tile.quadkey}-{date}", tile, date, f"{self.base}/cogs/{name}")
-
-    def write(self, items: list) -> str:
-        write_catalogue(self.root / "stac", items)
-        return f"{self.base}/stac/catalog.json"
 
 
 @pytest.fixture

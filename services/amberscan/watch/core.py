@@ -39,8 +39,12 @@ def describe_every(seconds: float) -> str:
     """The shortest "1d"-style text for a cadence in seconds."""
     for unit in ("w", "d", "h", "m"):
         if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
-            return f"{seconds / _UNITS[unit]:g}{unit}"
-    return f"{seconds:g}s"
+            return f"{_number(seconds / _UNITS[unit])}{unit}"
+    return f"{_number(seconds)}s"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 @dataclass(frozen=True)
