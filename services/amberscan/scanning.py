@@ -91,6 +91,7 @@ async def prepare(settings: Settings, request: pb.ScanRequest) -> list[pb.ScanRe
     """
     from shapely import geometry as sg
 
+    from amberscan.tiler.core import normalize_date
     from amberscan.tiler.providers import Catalogue, SourceError, provider_for
     from amberscan.tiler.service import source_spec
 
@@ -104,21 +105,31 @@ async def prepare(settings: Settings, request: pb.ScanRequest) -> list[pb.ScanRe
             if request.vintage == ALL_VINTAGES:
                 raise SourceError(f"provider {request.provider!r} has no vintages to list")
             return [request]
-        footprint = await provider.footprint(request.date_from, request.date_to)
         if request.HasField("bbox"):
             b = request.bbox
             region = sg.box(b.west, b.south, b.east, b.north)
         elif request.geojson:
             region = parse_geojson(request.geojson)
         else:
+            footprint = await provider.footprint(request.date_from, request.date_to)
             shrunk = footprint.buffer(-_EDGE)
             region = shrunk if not shrunk.is_empty else footprint
             request.geojson = json.dumps(sg.mapping(region))
-        if request.vintage != ALL_VINTAGES:
-            return [request]
+        # Listing the capture dates over the region opens the sources: bad ones fail here.
         dates = await provider.vintages(region, request.date_from, request.date_to)
         if not dates:
-            raise SourceError("scan: the sources have no imagery over the region")
+            raise SourceError(
+                f"scan: the {request.provider} sources have no imagery over the region"
+            )
+        if request.vintage and request.vintage != ALL_VINTAGES:
+            if normalize_date(request.vintage) not in dates:
+                raise SourceError(
+                    f"scan: no {request.provider} imagery of {request.vintage} over the region "
+                    f"(it has {', '.join(dates)})"
+                )
+            request.vintage = normalize_date(request.vintage)
+        if request.vintage != ALL_VINTAGES:
+            return [request]
         out = []
         for date in dates:
             one = pb.ScanRequest()

@@ -17,6 +17,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
 from amberscan.geo.tiles import Tile
+from amberscan.tiler.core import date_in_range
 from amberscan.tiler.providers.base import Discovery, ScanImage, SourceError
 from amberscan.tiler.providers.raster import (
     RasterInfo,
@@ -110,7 +111,12 @@ class GeotiffProvider:
         self, region: BaseGeometry, date_from: str = "", date_to: str = ""
     ) -> list[str]:
         return sorted(
-            {r.imagery_date for r in await self.rasters() if r.footprint.intersects(region)}
+            {
+                r.imagery_date
+                for r in await self.rasters()
+                if r.footprint.intersects(region)
+                and date_in_range(r.imagery_date, date_from, date_to)
+            }
         )
 
     async def discover(self, tiles: list[Tile], cursor: str) -> Discovery:
