@@ -11,10 +11,7 @@ tiles).
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +19,11 @@ import pytest
 
 from amberscan import scanning
 from amberscan.common.db import Database
-from amberscan.common.kafka import ensure_topics
 from amberscan.common.settings import Settings
-from amberscan.feature.extract import client_for
-from amberscan.model.classifier import Classifier
-from amberscan.model.registry import publish
 from amberscan.tiler import demo
 from amberscan.v1 import messages_pb2 as pb
-from tests.streams import free_port, served
+from tests.pipeline import test_demo_scan as demo_scan
+from tests.streams import served
 from tests.tiler.rasters import (
     Catalogue,
     Served,
@@ -40,46 +34,14 @@ from tests.tiler.rasters import (
 )
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(1800)]
-
-STAGES = ["tiler", "segmenter", "feature", "classifier", "aggregator", "sink"]
+pipeline = demo_scan.pipeline  # the fixture running every stage on the stack, reused
 
 
 @pytest.fixture
-async def pipeline(stack_settings: Settings, shared_data: Path) -> AsyncIterator[Settings]:
-    classifier_path = Path(stack_settings.classifier_path)
-    if not classifier_path.exists():
-        pytest.fail(
-            f"no classifier at {classifier_path}: build the default model with `make model`"
-        )
-    port = free_port()
-    settings = stack_settings.model_copy(
-        update={
-            "demo_tiles_url": f"http://127.0.0.1:{port}/tiles/{{z}}/{{x}}/{{y}}.png",
-            "segmentation_mode": "fast",
-        }
-    )
-    async with client_for(settings) as client:
-        await client.wait_until_serving(60)
-    async with served(demo.make_app(shared_data / "tiles"), port):
-        await ensure_topics(settings)
-        await publish(settings, Classifier.load(classifier_path))
-        stop = asyncio.Event()
-        tasks = [
-            asyncio.create_task(
-                importlib.import_module(f"amberscan.{n}.service").run(settings, stop)
-            )
-            for n in STAGES
-        ]
-        try:
-            yield settings
-        finally:
-            stop.set()
-            await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=60)
-            async with Database(settings) as db:
-                await db.drop_schema()
-            for task in tasks:
-                if task.done() and task.exception():
-                    raise task.exception()  # type: ignore[misc]
+def stack_settings(stack_settings: Settings) -> Settings:
+    """The stack's settings (see the docstring) with the fast segmentation mode; the pipeline
+    fixture of tests/pipeline runs every stage with them."""
+    return stack_settings.model_copy(update={"segmentation_mode": "fast"})
 
 
 async def scan(settings: Settings, request: pb.ScanRequest) -> list[scanning.ScanSummary]:
