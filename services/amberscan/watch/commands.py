@@ -46,26 +46,20 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     async with Database(settings) as db:
         if args.action == "add":
-            try:
-                every_s = parse_every(args.every)
-            except ValueError as error:
-                raise store.WatchError(str(error)) from None
-            text = args.region.read_text()
-            await check_source(settings, args)
-            watch_id = await store.add_watch(
+            watch_id = await store.add_checked_watch(
+                settings,
                 db,
-                text,
+                args.region.read_text(),
                 args.provider,
-                every_s,
+                args.every,
                 sources=args.source,
                 collection=args.collection,
                 layers=args.layer,
                 imagery_date=args.imagery_date,
                 name=args.name,
             )
-            print(
-                f"watch {watch_id}: {args.region} from {args.provider} every {describe_every(every_s)}"
-            )
+            every = describe_every(parse_every(args.every))
+            print(f"watch {watch_id}: {args.region} from {args.provider} every {every}")
         elif args.action == "list":
             watches = await store.list_watches(db)
             if args.json:
@@ -81,18 +75,3 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             await store.remove_watch(db, args.watch_id)
             print(f"watch {args.watch_id} removed")
     return 0
-
-
-async def check_source(settings: Settings, args: argparse.Namespace) -> None:
-    """Open the source once, so a bad one is refused now rather than at every round."""
-    from amberscan.tiler.providers import Catalogue, SourceSpec, provider_for
-
-    spec = SourceSpec(
-        args.provider, tuple(args.source), args.collection, tuple(args.layer), args.imagery_date
-    )
-    provider = provider_for(spec, settings)
-    try:
-        if isinstance(provider, Catalogue):
-            await provider.footprint()
-    finally:
-        await provider.close()

@@ -9,8 +9,9 @@ from typing import Any
 
 from amberscan.common.db import Database
 from amberscan.common.errors import AmberscanError
+from amberscan.common.settings import Settings
 from amberscan.geo.tiles import parse_geojson
-from amberscan.watch.core import WATCHABLE, Enqueued, Watch, describe_every
+from amberscan.watch.core import WATCHABLE, Enqueued, Watch, describe_every, parse_every
 
 _WATCH_COLUMNS = (
     "watch_id, geojson, provider, every_s, sources, collection, layers, imagery_date, cursor, name"
@@ -78,6 +79,56 @@ async def add_watch(
         every_s,
     )
     return int(rows[0][0])
+
+
+async def add_checked_watch(
+    settings: Settings,
+    db: Database,
+    geojson: str,
+    provider: str,
+    every: str,
+    *,
+    sources: Sequence[str] = (),
+    collection: str = "",
+    layers: Sequence[str] = (),
+    imagery_date: str = "",
+    name: str = "",
+) -> int:
+    """`add_watch` after checking the cadence text ("1d") and opening the source once, so a bad
+    one is refused now rather than failing every round (what `watch add` and the web API call).
+
+    Raises:
+        WatchError: a bad cadence or an unwatchable provider.
+        InvalidRegion: a bad region.
+        SourceError / TransientError: the source cannot be read (names it and why).
+    """
+    from amberscan.tiler.providers import Catalogue, SourceSpec, provider_for
+
+    try:
+        every_s = parse_every(every)
+    except ValueError as error:
+        raise WatchError(str(error)) from None
+    if provider not in WATCHABLE:
+        await add_watch(db, geojson, provider, every_s)  # refuses, naming the watchable ones
+    parse_geojson(geojson)
+    spec = SourceSpec(provider, tuple(sources), collection, tuple(layers), imagery_date)
+    source = provider_for(spec, settings)
+    try:
+        if isinstance(source, Catalogue):
+            await source.footprint()
+    finally:
+        await source.close()
+    return await add_watch(
+        db,
+        geojson,
+        provider,
+        every_s,
+        sources=sources,
+        collection=collection,
+        layers=layers,
+        imagery_date=imagery_date,
+        name=name,
+    )
 
 
 async def list_watches(db: Database) -> list[dict[str, Any]]:
