@@ -46,19 +46,23 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
 
     async with Database(settings) as db:
         if args.action == "add":
-            watch_id = await store.add_checked_watch(
-                settings,
+            try:
+                every_s = parse_every(args.every)
+            except ValueError as error:
+                raise store.WatchError(str(error)) from None
+            watch_id = await store.add_watch(
                 db,
                 args.region.read_text(),
                 args.provider,
-                args.every,
+                every_s,
+                settings=settings,
                 sources=args.source,
                 collection=args.collection,
                 layers=args.layer,
                 imagery_date=args.imagery_date,
                 name=args.name,
             )
-            every = describe_every(parse_every(args.every))
+            every = describe_every(every_s)
             print(f"watch {watch_id}: {args.region} from {args.provider} every {every}")
         elif args.action == "list":
             watches = await store.list_watches(db)

@@ -11,7 +11,8 @@ from amberscan.common.db import Database
 from amberscan.common.errors import AmberscanError
 from amberscan.common.settings import Settings
 from amberscan.geo.tiles import parse_geojson
-from amberscan.watch.core import WATCHABLE, Enqueued, Watch, describe_every, parse_every
+from amberscan.tiler.providers import Catalogue, SourceSpec, provider_for
+from amberscan.watch.core import WATCHABLE, Enqueued, Watch, describe_every
 
 _WATCH_COLUMNS = (
     "watch_id, geojson, provider, every_s, sources, collection, layers, imagery_date, cursor, name"
@@ -49,12 +50,18 @@ async def add_watch(
     layers: Sequence[str] = (),
     imagery_date: str = "",
     name: str = "",
+    settings: Settings | None = None,
 ) -> int:
     """Record a watched region; its first round is due at once. Returns its id.
+
+    This is what `amberscan watch add` and the web API call (with `settings`, so the source is
+    opened once first and a bad one is refused now rather than failing every round; a cadence
+    text such as "1d" is read with `watch.core.parse_every`).
 
     Raises:
         InvalidRegion: the GeoJSON is not a valid polygonal region.
         WatchError: the provider cannot say what is new (only geotiff, stac and wmts can).
+        SourceError / TransientError: with `settings`, the source cannot be read (names it).
     """
     if provider not in WATCHABLE:
         raise WatchError(
@@ -64,6 +71,10 @@ async def add_watch(
     if every_s <= 0:
         raise WatchError(f"cadence {every_s} s: must be positive")
     region = parse_geojson(geojson)
+    if settings is not None:
+        await _check_source(
+            settings, SourceSpec(provider, tuple(sources), collection, tuple(layers), imagery_date)
+        )
     rows = await db.fetch(
         "INSERT INTO watches (name, region, geojson, provider, sources, collection, layers, "
         "imagery_date, every_s) VALUES (%s, ST_SetSRID(ST_GeomFromGeoJSON(%s), 4326), %s, %s, "
@@ -81,54 +92,13 @@ async def add_watch(
     return int(rows[0][0])
 
 
-async def add_checked_watch(
-    settings: Settings,
-    db: Database,
-    geojson: str,
-    provider: str,
-    every: str,
-    *,
-    sources: Sequence[str] = (),
-    collection: str = "",
-    layers: Sequence[str] = (),
-    imagery_date: str = "",
-    name: str = "",
-) -> int:
-    """`add_watch` after checking the cadence text ("1d") and opening the source once, so a bad
-    one is refused now rather than failing every round (what `watch add` and the web API call).
-
-    Raises:
-        WatchError: a bad cadence or an unwatchable provider.
-        InvalidRegion: a bad region.
-        SourceError / TransientError: the source cannot be read (names it and why).
-    """
-    from amberscan.tiler.providers import Catalogue, SourceSpec, provider_for
-
-    try:
-        every_s = parse_every(every)
-    except ValueError as error:
-        raise WatchError(str(error)) from None
-    if provider not in WATCHABLE:
-        await add_watch(db, geojson, provider, every_s)  # refuses, naming the watchable ones
-    parse_geojson(geojson)
-    spec = SourceSpec(provider, tuple(sources), collection, tuple(layers), imagery_date)
+async def _check_source(settings: Settings, spec: SourceSpec) -> None:
     source = provider_for(spec, settings)
     try:
         if isinstance(source, Catalogue):
             await source.footprint()
     finally:
         await source.close()
-    return await add_watch(
-        db,
-        geojson,
-        provider,
-        every_s,
-        sources=sources,
-        collection=collection,
-        layers=layers,
-        imagery_date=imagery_date,
-        name=name,
-    )
 
 
 async def list_watches(db: Database) -> list[dict[str, Any]]:
