@@ -10,6 +10,7 @@ import pytest
 from shapely import geometry as sg
 
 from amberscan import cli, scanning
+from amberscan.cli import options
 from amberscan.common.settings import Settings
 from amberscan.tiler import demo
 from amberscan.tiler.providers import PROVIDERS, SourceError
@@ -19,7 +20,7 @@ from tests.tiler.rasters import WmtsServer, tile_cog, wmts_app
 
 
 def test_cli_names_every_provider() -> None:
-    assert tuple(cli.PROVIDERS) == PROVIDERS
+    assert options.PROVIDERS == PROVIDERS
 
 
 @pytest.mark.parametrize(

@@ -100,3 +100,10 @@ def test_tile_servers_are_not_watchable(env: Path, capsys) -> None:
     with pytest.raises(SystemExit):  # argparse: --provider choices are the watchable ones
         cli.main(["watch", "add", str(env), "--provider", "xyz"])
     assert "invalid choice: 'xyz'" in capsys.readouterr().err
+
+
+def test_cli_names_the_watchable_providers() -> None:
+    from amberscan.cli import watch as command
+    from amberscan.watch.core import WATCHABLE
+
+    assert command.WATCHABLE == WATCHABLE

@@ -16,6 +16,7 @@ import io
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import mercantile
 import numpy as np
@@ -41,10 +42,6 @@ DEMO_COLUMNS, DEMO_ROWS = 4, 2
 DEMO_IMAGERY_DATE = "2015-06-01"
 SCAN_PX = PROVIDER_TILE_PX << (DEMO_FETCH_ZOOM - DEMO_ZOOM)  # 1024
 SOURCES = ("positive1", "negative1", "positive2", "negative2")
-# The shared data set beside the checkout; a clone elsewhere (CI) finds it at its usual place.
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[4] / "shared" / "data" / "texty-amber" / "tiles"
-if not DEFAULT_DATA_DIR.exists():
-    DEFAULT_DATA_DIR = Path("/work/shared/data/texty-amber/tiles")
 
 
 @dataclass(frozen=True)
@@ -113,7 +110,7 @@ def _transform(image: NDArray[np.uint8], name: str) -> NDArray[np.uint8]:
 
 
 @functools.lru_cache(maxsize=4)
-def demo_images(data_dir: Path = DEFAULT_DATA_DIR) -> dict[Tile, NDArray[np.uint8]]:
+def demo_images(data_dir: Path) -> dict[Tile, NDArray[np.uint8]]:
     """The 1024×1024 RGB image of each demo scan tile, read from `data_dir` (the texty tiles).
 
     Raises:
@@ -135,7 +132,7 @@ def demo_images(data_dir: Path = DEFAULT_DATA_DIR) -> dict[Tile, NDArray[np.uint
 class DemoTileServer:
     """Renders z/x/y PNG tiles of the demo block from one mosaic at zoom-18 resolution."""
 
-    def __init__(self, data_dir: Path = DEFAULT_DATA_DIR) -> None:
+    def __init__(self, data_dir: Path) -> None:
         images = demo_images(Path(data_dir))
         origin = _origin()
         self.mosaic = np.zeros((DEMO_ROWS * SCAN_PX, DEMO_COLUMNS * SCAN_PX, 3), dtype=np.uint8)
@@ -181,11 +178,22 @@ class DemoTileServer:
         return buffer.getvalue()
 
 
+class TileSource(Protocol):
+    """What the tile server serves: a PNG per z/x/y, or None (a 404)."""
+
+    def png(self, z: int, x: int, y: int) -> bytes | None: ...
+
+
 def make_app(
-    data_dir: Path = DEFAULT_DATA_DIR, imagery_date: str = DEMO_IMAGERY_DATE
+    data_dir: Path,
+    imagery_date: str = DEMO_IMAGERY_DATE,
+    server: TileSource | None = None,
 ) -> web.Application:
-    """The demo tile server: GET /tiles/{z}/{x}/{y}.png, with ETags and the imagery date header."""
-    server = DemoTileServer(data_dir)
+    """The demo tile server: GET /tiles/{z}/{x}/{y}.png, with ETags and the imagery date header.
+
+    `server` serves other tiles the same way (the larger demo mosaic, `tiler.mosaic`).
+    """
+    server = server or DemoTileServer(data_dir)
 
     async def tile(request: web.Request) -> web.Response:
         try:
@@ -215,7 +223,7 @@ def make_app(
     return app
 
 
-def serve(host: str = "127.0.0.1", port: int = 18080, data_dir: Path = DEFAULT_DATA_DIR) -> None:
+def serve(host: str, port: int, data_dir: Path) -> None:
     """Run the demo tile server until interrupted."""
     print(DEMO_NOTICE)
     print(f"demo tiles at http://{host}:{port}/tiles/{{z}}/{{x}}/{{y}}.png")

@@ -1,8 +1,4 @@
-"""`amberscan watch add|list|remove`: the watched regions (the service is `amberscan serve watch`).
-
-Shaped as a command module of the `amberscan` CLI (`add_parser(sub)`, `run(args, settings)`),
-heavy imports inside `run`.
-"""
+"""`amberscan watch add|list|remove`: the watched regions (the service is `amberscan serve watch`)."""
 
 from __future__ import annotations
 
@@ -10,29 +6,33 @@ import argparse
 import asyncio
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from amberscan.common.settings import Settings
+from amberscan.cli import options
+
+if TYPE_CHECKING:
+    from amberscan.common.settings import Settings
+
+# `amberscan.watch.core.WATCHABLE` (a test checks they agree; the core is not imported here so
+# `--help` stays instant).
+WATCHABLE = ("geotiff", "stac", "wmts")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from amberscan.cli import imagery_options
-    from amberscan.watch.core import WATCHABLE
-
-    p = sub.add_parser(
-        "watch", help="regions scanned again whenever their provider has new imagery"
+def add_parser(sub: options.Subparsers) -> None:
+    p = options.command(
+        sub, "watch", "regions scanned again whenever their provider has new imagery", run
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = actions.add_parser("add", help="watch a region (its first round is due at once)")
     add.add_argument("region", type=Path, help="a GeoJSON Polygon/MultiPolygon file")
     add.add_argument("--provider", required=True, choices=list(WATCHABLE))
-    imagery_options(add, vintage=False)
+    options.add_imagery_sources(add, vintage=False)
     add.add_argument("--every", default="1d", help="cadence: 1d, 12h, 30m, 1w (default 1d)")
     add.add_argument("--name", default="", help="a label shown by `watch list`")
     lister = actions.add_parser("list", help="the watched regions, their last round and counts")
-    lister.add_argument("--json", action="store_true")
+    options.add_json(lister)
     remove = actions.add_parser("remove", help="stop watching a region")
     remove.add_argument("watch_id", type=int)
-    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
