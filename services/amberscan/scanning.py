@@ -92,10 +92,9 @@ async def prepare(settings: Settings, request: pb.ScanRequest) -> list[pb.ScanRe
     from shapely import geometry as sg
 
     from amberscan.tiler.core import normalize_date
-    from amberscan.tiler.providers import Catalogue, SourceError, provider_for
-    from amberscan.tiler.service import source_spec
+    from amberscan.tiler.providers import Catalogue, SourceError, SourceSpec, provider_for
 
-    provider = provider_for(source_spec(request, request.provider), settings)
+    provider = provider_for(SourceSpec.from_request(request), settings)
     try:
         if not isinstance(provider, Catalogue):
             if not (request.HasField("bbox") or request.geojson):

@@ -76,17 +76,6 @@ def describe_request(record: ConsumerRecord) -> Failure:
         return Failure(scan_id=(record.key or b"").decode(errors="replace"))
 
 
-def source_spec(request: pb.ScanRequest, provider: str) -> SourceSpec:
-    """Which imagery a request reads (its provider, as planned, and its sources)."""
-    return SourceSpec(
-        provider,
-        tuple(request.sources),
-        request.collection,
-        tuple(request.layers),
-        request.imagery_date,
-    )
-
-
 class Providers:
     """The providers of one process, one per source spec, made on first use and closed together
     (the least recently used is closed beyond `limit`: requests may name many sources)."""
@@ -216,7 +205,7 @@ def make_handler(
         request = decode_request(record)
         plan = plan_scan(request, default_provider, max_tiles)
         # An unknown or unconfigured provider fails the whole request here.
-        source = provider(source_spec(request, plan.provider))
+        source = provider(SourceSpec.from_request(request, plan.provider))
         if not plan.single:
             # A region becomes one request per scan tile, keyed by tile: any tiler replica
             # fetches each, and no record takes longer than one tile.

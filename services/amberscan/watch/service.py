@@ -34,7 +34,6 @@ from amberscan.common.errors import AmberscanError
 from amberscan.common.settings import Settings
 from amberscan.geo.tiles import Tile, parse_geojson, tiles_for_region
 from amberscan.tiler.providers import Catalogue, SourceSpec, provider_for
-from amberscan.tiler.service import DatabaseHistory
 from amberscan.watch import store
 from amberscan.watch.core import Watch, plan_round, tile_request
 
@@ -48,6 +47,17 @@ def _spec(watch: Watch) -> SourceSpec:
     )
 
 
+async def model_version(settings: Settings) -> str:
+    """The registry's current classifier ("" while none is published), recorded with each tile."""
+    from amberscan.common.blobstore import MissingBlob
+    from amberscan.common.registry import current_version
+
+    try:
+        return await current_version(settings)
+    except MissingBlob:
+        return ""
+
+
 class Watcher:
     """One replica: its identity (lease owner), database, producer and settings."""
 
@@ -57,7 +67,6 @@ class Watcher:
         self.producer = producer
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.topic = topics.topic_name(settings.topic_prefix, topics.SCAN_REQUESTS)
-        self.history = DatabaseHistory(settings, db)
 
     async def run_once(self) -> Watch | None:
         """Run one due region's round, if any is due and free; returns that region."""
@@ -107,7 +116,7 @@ class Watcher:
         if plan.empty:
             return found.cursor
         scan_id = uuid.uuid4().hex
-        model = await self.history.model_version()
+        model = await model_version(self.settings)
         await store.record_new(self.db, watch.watch_id, scan_id, plan.new, model)
         for record in plan.retries:
             await store.record_retry(self.db, record, scan_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from numpy.typing import NDArray
@@ -76,6 +76,17 @@ class SourceSpec:
     collection: str = ""
     layers: tuple[str, ...] = ()
     imagery_date: str = ""
+
+    @classmethod
+    def from_request(cls, request: Any, provider: str = "") -> SourceSpec:
+        """The sources a `ScanRequest` names (`provider`: the one planned, else the request's)."""
+        return cls(
+            provider or request.provider,
+            tuple(request.sources),
+            request.collection,
+            tuple(request.layers),
+            request.imagery_date,
+        )
 
 
 @dataclass(frozen=True)
