@@ -5,7 +5,10 @@ and counts what it sends."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,14 +229,14 @@ class Served:
 def file_server(root: Path, served: Served) -> web.Application:
     """Static files under `root` with range requests (aiohttp's FileResponse), counted."""
 
-    @web.middleware
-    async def count(request: web.Request, handler: Any) -> web.StreamResponse:
+    async def count(request: web.Request, response: web.StreamResponse) -> None:
+        # Called as the headers go out, when a file response knows its (range's) length.
         served.requests.append((request.path, request.headers.get("Range", "")))
-        response = await handler(request)
-        served.bytes_sent += int(response.content_length or 0)
-        return response
+        if request.method != "HEAD":  # a HEAD names the file's length but sends no body
+            served.bytes_sent += int(response.content_length or 0)
 
-    app = web.Application(middlewares=[count])
+    app = web.Application()
+    app.on_response_prepare.append(count)
     app.router.add_static("/", root)
     return app
 
@@ -398,3 +401,36 @@ def wmts_app(tiles_dir: Path, state: WmtsServer) -> web.Application:
     app.router.add_get("/wmts/capabilities.xml", capabilities)
     app.router.add_get(r"/wmts/{layer}/{time}/{tms}/{z:\d+}/{row:\d+}/{col:\d+}.png", tile)
     return app
+
+
+@contextmanager
+def served_in_thread(make_app: Callable[[], web.Application]) -> Iterator[str]:
+    """`make_app()` on loopback in a thread with its own event loop, while the block runs; yields
+    its base URL. For servers that a pipeline running in the test's loop reads from: a busy
+    loop must not stall the imagery server, as it would not in production."""
+    from tests.streams import free_port
+
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    runner: list[web.AppRunner] = []
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        runner.append(web.AppRunner(make_app()))
+        loop.run_until_complete(runner[0].setup())
+        loop.run_until_complete(web.TCPSite(runner[0], "127.0.0.1", port).start())
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(runner[0].cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=serve, name=f"served-{port}", daemon=True)
+    thread.start()
+    if not ready.wait(30):
+        raise RuntimeError(f"the test server on port {port} did not start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(30)

@@ -67,8 +67,8 @@ async def test_over_http_only_the_needed_ranges_are_read(cogs: dict[str, Path], 
     assert np.array_equal(read.image, images[TILES[0]])
     ranges = [r for path, r in seen.requests if path.endswith(".tif") and r]
     assert ranges and all(r.startswith("bytes=") for r in ranges)
-    # One of eight scan tiles (and the header): far less than the whole file.
-    assert seen.bytes_sent < cogs["mercator"].stat().st_size / 2, seen
+    # One of eight scan tiles and the header: measured 2.1 MB of a 23 MB file.
+    assert 0 < seen.bytes_sent < cogs["mercator"].stat().st_size / 4, seen
 
 
 async def test_utm_cog_is_reprojected_onto_the_scan_tiles(cogs: dict[str, Path], images) -> None:
@@ -80,10 +80,10 @@ async def test_utm_cog_is_reprojected_onto_the_scan_tiles(cogs: dict[str, Path],
         assert read.coverage > 0.99, (tile, read.coverage)
         # Two resamplings (to UTM and back) blur, but the picture is the demo's, in place.
         diff = np.abs(read.image.astype(np.int16) - images[tile].astype(np.int16))
-        assert diff.mean() < 12, (tile, diff.mean())
+        assert diff.mean() < 3, (tile, diff.mean())  # measured 0.9 to 1.6 grey levels
         a = read.image.astype(np.float64).ravel()
         b = images[tile].astype(np.float64).ravel()
-        assert np.corrcoef(a, b)[0, 1] > 0.9
+        assert np.corrcoef(a, b)[0, 1] > 0.98  # measured ≥ 0.989
     # Beyond the block: the alpha band leaves nothing.
     outside = Tile(TILES[0].x - 1, TILES[0].y, 16)
     assert (await provider.scan_image(outside, 18)).coverage == 0.0

@@ -23,13 +23,13 @@ from amberscan.common.settings import Settings
 from amberscan.tiler import demo
 from amberscan.v1 import messages_pb2 as pb
 from tests.pipeline import test_demo_scan as demo_scan
-from tests.streams import served
 from tests.tiler.rasters import (
     Catalogue,
     Served,
     WmtsServer,
     file_server,
     mercator_block_cog,
+    served_in_thread,
     wmts_app,
 )
 
@@ -90,7 +90,7 @@ async def test_geotiff_stac_and_wmts_scans_give_the_demo_verdicts(
 
     # GeoTIFF: one COG of the block over HTTP, no region given (its footprint is scanned).
     cog = mercator_block_cog(tmp_path / "block.tif", shared_data / "tiles", "2017:05:01 10:00:00")
-    async with served(file_server(tmp_path, Served())) as base:
+    with served_in_thread(lambda: file_server(tmp_path, Served())) as base:
         request = pb.ScanRequest(provider="geotiff", sources=[f"{base}/{cog.name}"])
         (geotiff,) = await scan(settings, request)
         assert json.loads(request.geojson)["type"] in ("Polygon", "MultiPolygon")
@@ -111,7 +111,7 @@ async def test_geotiff_stac_and_wmts_scans_give_the_demo_verdicts(
     # WMTS: two Time values, one pass per vintage, over two tiles (a mining one and another).
     state = WmtsServer(times=["2019-05-01", "2020-05-01"])
     pair = [d.tile for d in demo.demo_layout()][:2]
-    async with served(wmts_app(shared_data / "tiles", state)) as base:
+    with served_in_thread(lambda: wmts_app(shared_data / "tiles", state)) as base:
         w, s = pair[0].bounds()[0] + 1e-6, pair[0].bounds()[1] + 1e-6
         e, n = pair[1].bounds()[2] - 1e-6, pair[1].bounds()[3] - 1e-6
         request = pb.ScanRequest(

@@ -266,7 +266,14 @@ def read_tile(
     except (EmptyMosaicError, TileOutsideBounds):
         return blank(tile, fetch_zoom, date, "outside every raster")
     except RasterioIOError as error:
-        raise _open_error(", ".join(r.href for r in rasters), error) from None
+        where = ", ".join(r.href for r in rasters)
+        if any(r.path.startswith(("/vsicurl/", "/vsis3/")) for r in rasters):
+            # Each was opened (and checked) already: a read that fails now is the server's or the
+            # network's doing (GDAL reports a dropped range request as response_code=0).
+            raise TransientError(
+                f"raster {where}: reading failed, to be retried ({error})"
+            ) from None
+        raise _open_error(where, error) from None
     rgb = to_rgb8(image.data, BandRule((1, 2, 3), None, "already 8-bit"))
     valid = np.asarray(image.mask) > 0
     rgb[~valid] = 0
