@@ -8,7 +8,7 @@ root=$PWD
 state=$root/.stack/services
 mkdir -p "$state"
 bin=$root/.venv/bin/amberscan
-all=(demo-tiles tiler segmenter feature classifier aggregator sink web)
+all=(demo-tiles tiler segmenter feature classifier aggregator sink web watch)
 action=${1:-status}
 shift || true
 names=("${@:-${all[@]}}")
