@@ -1,6 +1,7 @@
 """HTTP for the providers: one shared aiohttp `ClientSession` and a `Fetcher` that limits
-concurrency and request rate, times out, retries 5xx/429/connection errors with exponential
-backoff (then raises `TransientError`, so the stage retries later), turns 404 and other 4xx into
+concurrency and request rate, times out, retries 5xx/429/connection errors under the shared
+`RetryPolicy` (jittered backoff, or the server's Retry-After; then raises `TransientError`, so
+the stage retries later), turns 404 and other 4xx into
 a `PoisonMessage` naming the URL, and revalidates repeated requests with `If-None-Match`.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from amberscan.common.errors import TransientError
+from amberscan.common.retry import RetryPolicy, parse_retry_after
 from amberscan.tiler.providers.base import ProviderError, TileNotFound
 
 log = logging.getLogger(__name__)
@@ -56,6 +58,13 @@ class _Cached:
     etag: str
     body: bytes
     headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """The wait a server asked for (Retry-After), as RetryPolicy.delay reads it."""
+
+    retry_after_s: float | None
 
 
 class Fetcher:
@@ -104,12 +113,13 @@ class Fetcher:
             TransientError: 5xx, 429, timeouts or connection errors after every retry.
         """
         shown = redact(url)
-        backoff = self.backoff_s
+        policy = RetryPolicy(retries=self.retries, base_s=self.backoff_s)
         last = ""
+        retry_after: float | None = None
         for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(backoff)
-                backoff *= 2
+            if attempt:  # the shared policy: jittered backoff, or what the server asked for
+                await asyncio.sleep(policy.delay(attempt, _Asked(retry_after)))
+            retry_after = None
             cached = self._etags.get(url)
             headers = {"If-None-Match": cached.etag} if cached else {}
             await self.limiter.acquire()
@@ -130,6 +140,7 @@ class Fetcher:
                             self._remember(url, response.headers.get("ETag", ""), body, answer)
                             return body, answer
                         reason = response.reason or ""
+                        retry_after = parse_retry_after(response.headers.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError) as error:
                 last = f"{type(error).__name__}: {error}".rstrip(": ")
                 log.info("fetch failed, will retry", extra={"url": shown, "error": last})
@@ -140,7 +151,10 @@ class Fetcher:
                 last = f"HTTP {status} {reason}"
                 continue
             raise ProviderError(f"{shown}: HTTP {status} {reason}")
-        raise TransientError(f"{shown}: gave up after {self.retries + 1} attempts ({last})")
+        raise TransientError(
+            f"{shown}: gave up after {self.retries + 1} attempts ({last})",
+            retry_after_s=retry_after,
+        )
 
     async def get_json(self, url: str) -> Any:
         body, _ = await self.get(url)
