@@ -33,9 +33,18 @@ class RetryPolicy:
     def from_settings(cls, settings: Settings) -> RetryPolicy:
         return cls(retries=settings.max_retries, base_s=settings.retry_backoff_s)
 
-    def delay(self, attempt: int, error: BaseException | None = None) -> float:
-        """Seconds to wait before retry number `attempt` (1 for the first retry)."""
-        asked = getattr(error, "retry_after_s", None)
+    def delay(
+        self,
+        attempt: int,
+        error: BaseException | None = None,
+        *,
+        retry_after_s: float | None = None,
+    ) -> float:
+        """Seconds to wait before retry number `attempt` (1 for the first retry): what the
+        server asked (`retry_after_s`, or the error's), else the jittered backoff."""
+        asked = (
+            retry_after_s if retry_after_s is not None else getattr(error, "retry_after_s", None)
+        )
         if asked is not None:
             return min(max(float(asked), 0.0), self.cap_s)
         ceiling = min(self.cap_s, self.base_s * 2 ** max(attempt - 1, 0))

@@ -60,13 +60,6 @@ class _Cached:
     headers: dict[str, str]
 
 
-@dataclass(frozen=True)
-class _Asked:
-    """The wait a server asked for (Retry-After), as RetryPolicy.delay reads it."""
-
-    retry_after_s: float | None
-
-
 class Fetcher:
     """GETs over one shared session with a concurrency limit, rate limit, retries and ETags."""
 
@@ -118,7 +111,7 @@ class Fetcher:
         retry_after: float | None = None
         for attempt in range(self.retries + 1):
             if attempt:  # the shared policy: jittered backoff, or what the server asked for
-                await asyncio.sleep(policy.delay(attempt, _Asked(retry_after)))
+                await asyncio.sleep(policy.delay(attempt, retry_after_s=retry_after))
             retry_after = None
             cached = self._etags.get(url)
             headers = {"If-None-Match": cached.etag} if cached else {}
