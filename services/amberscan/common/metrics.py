@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 MESSAGES = Counter(
     "amberscan_messages_total",
@@ -17,6 +17,19 @@ HANDLE_SECONDS = Histogram(
     "amberscan_handle_seconds", "Time to handle one message, by service.", ["service"]
 )
 COMMITS = Counter("amberscan_commits_total", "Offset commits, by service.", ["service"])
+# Aggregator (#10): tiles given up on (each one dead-lettered, so it ends as failed), scores
+# ignored because their tile was already finished or dropped, and tiles held open.
+DROPPED_TILES = Counter(
+    "amberscan_aggregator_dropped_tiles_total",
+    "Tiles the aggregator gave up on, by cause (stale, overflow); each is dead-lettered.",
+    ["cause"],
+)
+IGNORED_SCORES = Counter(
+    "amberscan_aggregator_ignored_scores_total",
+    "Scores of a tile already finished (a redelivery) or dropped (late), by reason.",
+    ["reason"],
+)
+OPEN_TILES = Gauge("amberscan_aggregator_open_tiles", "Tiles waiting for more scores.")
 
 
 def serve_metrics(port: int) -> None:
