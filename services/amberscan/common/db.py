@@ -1,14 +1,54 @@
-"""PostgreSQL/PostGIS access: a connection pool bound to one schema, and the schema itself."""
+"""PostgreSQL/PostGIS access: a connection pool bound to one schema, and the schema itself.
+
+The pool checks each connection before lending it, so after a server restart the first query
+gets a fresh connection instead of a dead one. `database_errors` says what a failure means to
+a stream: the server unreachable or restarting is transient (retry), a row the database rejects
+is poison (dead-letter it).
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
+from amberscan.common.errors import PoisonMessage, TransientError
 from amberscan.common.settings import Settings
+
+# How long a caller waits for a pooled connection (the server down: then a TransientError).
+CONNECTION_WAIT_S = 10.0
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a database failure may pass: the server unreachable, restarting or shutting
+    down (a lost connection, a pool timeout), or a transaction a concurrent one rolled back
+    (all are `OperationalError`s in psycopg)."""
+    return isinstance(error, psycopg.OperationalError)
+
+
+@contextlib.contextmanager
+def database_errors(what: str) -> Iterator[None]:
+    """Raise the database failures of the block as amberscan's errors, naming `what`.
+
+    Raises:
+        TransientError: the server did not answer, or a concurrent transaction won (retry).
+        PoisonMessage: the database rejected the data itself (a bad value or geometry).
+    """
+    try:
+        yield
+    except psycopg.Error as error:
+        if is_transient(error):
+            raise TransientError(f"database unavailable ({what}): {error}") from error
+        if isinstance(
+            error, psycopg.DataError | psycopg.IntegrityError | psycopg.errors.InternalError_
+        ):
+            raise PoisonMessage(f"{what}: rejected by PostGIS ({error})") from None
+        raise
 
 
 class Database:
@@ -22,6 +62,8 @@ class Database:
             max_size=8,
             open=False,
             configure=self._configure,
+            check=AsyncConnectionPool.check_connection,
+            timeout=CONNECTION_WAIT_S,
             kwargs={"autocommit": True},
         )
 

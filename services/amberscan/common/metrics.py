@@ -30,6 +30,11 @@ IGNORED_SCORES = Counter(
     ["reason"],
 )
 OPEN_TILES = Gauge("amberscan_aggregator_open_tiles", "Tiles waiting for more scores.")
+# Sink (#10): dead letters that could not be read or stored (never dead-lettered again).
+UNRECORDED_DEAD_LETTERS = Counter(
+    "amberscan_sink_unrecorded_dead_letters_total",
+    "Dead letters the sink could not read or store as a failed tile.",
+)
 
 
 def serve_metrics(port: int) -> None:
