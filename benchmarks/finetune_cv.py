@@ -5,9 +5,13 @@
 In the same run and on the same folds (StratifiedGroupKFold by tile, as `amberscan train`):
   frozen     pretrained backbone features → XGBoost (the baseline: what a frozen model serves)
   ft-head    the fine-tuned network's own sigmoid head, 8× dihedral test-time augmentation
-  ft-xgb     fine-tuned backbone features (8× TTA) → XGBoost, as the served pipeline does
+  ft-xgb-vN  fine-tuned backbone features, mean over N dihedral views (1, 2, 4, 8) → XGBoost,
+             trained and tested on features of the same N views, as the served pipeline does
+  ft-xgb-v1+stats  the 1-view features with the crop's colour/texture statistics appended
+  cascade-m  1-view scores; crops within m of the 1-view threshold re-scored from 8 views
 All out-of-fold scores are pooled and one threshold is chosen for precision ≥ 0.95. Prints one
-row per variant and writes the out-of-fold scores to artifacts/finetune_cv.json.
+row per variant and writes the out-of-fold scores to artifacts/finetune_cv.json. TensorFlow runs
+on one thread (`--threads`), as `amberscan finetune` does so that a build is repeatable.
 """
 
 from __future__ import annotations
@@ -28,7 +32,12 @@ from amberscan.model.classifier import (
     tile_groups,
 )
 from amberscan.model.dataset import list_labelled
-from amberscan.model.finetune import FinetuneConfig, finetune, pixel_features
+from amberscan.model.finetune import (
+    FinetuneConfig,
+    deterministic_threads,
+    finetune,
+    pixel_features,
+)
 from amberscan.vision.crops import crop_superpixel
 from amberscan.vision.imageio import read_image
 
@@ -41,6 +50,41 @@ def load(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         images.append(crop_superpixel(image, (0, 0, image.shape[0], image.shape[1]), 224))
     labels = np.array([c.label for c in crops])
     return np.stack(images), labels, tile_groups([c.tile_id for c in crops])
+
+
+# Dihedral views averaged per variant (k: rotation by k·90°, then a flip for k ≥ 4).
+VIEW_SETS = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3), 8: tuple(range(8))}
+CASCADE_MARGINS = (0.02, 0.05, 0.1, 0.2, 0.3)
+
+
+def crop_statistics(images: np.ndarray) -> np.ndarray:
+    """Colour and texture statistics per crop (what the CNN's pooled vector may average away):
+    RGB and HSV means and deviations, grey gradient magnitude, and a uniform LBP histogram."""
+    from skimage.color import rgb2gray, rgb2hsv
+    from skimage.feature import local_binary_pattern
+    from skimage.filters import sobel
+
+    rows = []
+    for image in images:
+        rgb = image.astype(np.float32) / 255.0
+        hsv = rgb2hsv(rgb)
+        grey = rgb2gray(rgb)
+        edges = sobel(grey)
+        lbp = local_binary_pattern((grey * 255).astype(np.uint8), 8, 1, method="uniform")
+        hist = np.bincount(lbp.astype(int).ravel(), minlength=10)[:10] / lbp.size
+        rows.append(
+            np.concatenate(
+                [
+                    rgb.reshape(-1, 3).mean(0),
+                    rgb.reshape(-1, 3).std(0),
+                    hsv.reshape(-1, 3).mean(0),
+                    hsv.reshape(-1, 3).std(0),
+                    [edges.mean(), edges.std(), grey.std()],
+                    hist,
+                ]
+            )
+        )
+    return np.asarray(rows, dtype=np.float32)
 
 
 def report(name: str, labels: np.ndarray, scores: np.ndarray, target: float) -> dict:
@@ -81,6 +125,11 @@ def main() -> None:
     )
     parser.add_argument("--zoom-jitter", type=float, default=FinetuneConfig.zoom_jitter)
     parser.add_argument("--colour-jitter", type=float, default=FinetuneConfig.colour_jitter)
+    parser.add_argument("--zoom-out", type=float, default=FinetuneConfig.zoom_out)
+    parser.add_argument("--label-smoothing", type=float, default=FinetuneConfig.label_smoothing)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="TensorFlow threads (1: repeatable, the recipe)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target-precision", type=float, default=0.95)
     parser.add_argument("--out", type=Path, default=Path("artifacts/finetune_cv.json"))
@@ -93,8 +142,12 @@ def main() -> None:
         class_balance=args.class_balance,
         zoom_jitter=args.zoom_jitter,
         colour_jitter=args.colour_jitter,
+        zoom_out=args.zoom_out,
+        label_smoothing=args.label_smoothing,
         seed=args.seed,
     )
+    if args.threads == 1:
+        deterministic_threads()
     started = time.perf_counter()
     images, labels, groups = load(args.data)
     print(
@@ -112,7 +165,9 @@ def main() -> None:
     frozen_oof = cross_validate(frozen, labels, groups, folds=args.folds, seed=args.seed)
 
     head_oof = np.full(len(labels), np.nan)
-    xgb_oof = np.full(len(labels), np.nan)
+    view_oof = {n: np.full(len(labels), np.nan) for n in VIEW_SETS}
+    stats_oof = np.full(len(labels), np.nan)
+    stats = crop_statistics(images)
     splitter = StratifiedGroupKFold(n_splits=args.folds, shuffle=True, random_state=args.seed)
     for fold, (train, test) in enumerate(splitter.split(images, labels, groups)):
         if args.only_folds and fold not in args.only_folds:
@@ -125,12 +180,18 @@ def main() -> None:
             config,
             log=lambda m, f=fold: print(f"  fold {f} {m}", flush=True),
         )
+        t_train = time.perf_counter() - t0
         head_oof[test] = model.score(images[test])
-        booster = _fit(model.embed(images[train]), labels[train], args.seed, None)
-        xgb_oof[test] = booster.predict_proba(model.embed(images[test]))[:, 1]
+        train_views = model.embed_views(images[train])
+        test_views = model.embed_views(images[test])
+        for n, views in VIEW_SETS.items():
+            booster = _fit(train_views[list(views)].mean(0), labels[train], args.seed, None)
+            view_oof[n][test] = booster.predict_proba(test_views[list(views)].mean(0))[:, 1]
+        booster = _fit(np.hstack([train_views[0], stats[train]]), labels[train], args.seed, None)
+        stats_oof[test] = booster.predict_proba(np.hstack([test_views[0], stats[test]]))[:, 1]
         print(
-            f"  fold {fold}: {len(train)} train / {len(test)} test crops, "
-            f"{time.perf_counter() - t0:.0f}s",
+            f"  fold {fold}: {len(train)} train / {len(test)} test crops, fine-tune "
+            f"{t_train:.0f}s, total {time.perf_counter() - t0:.0f}s",
             flush=True,
         )
 
@@ -139,11 +200,23 @@ def main() -> None:
         f"\npooled out-of-fold scores of {int(done.sum())} crops "
         f"({'all' if done.all() else 'some'} folds):"
     )
+    y = labels[done]
     rows = [
-        report("frozen", labels[done], frozen_oof[done], args.target_precision),
-        report("ft-head", labels[done], head_oof[done], args.target_precision),
-        report("ft-xgb", labels[done], xgb_oof[done], args.target_precision),
+        report("frozen", y, frozen_oof[done], args.target_precision),
+        report("ft-head", y, head_oof[done], args.target_precision),
+        *(report(f"ft-xgb-v{n}", y, view_oof[n][done], args.target_precision) for n in VIEW_SETS),
+        report("ft-xgb-v1+stats", y, stats_oof[done], args.target_precision),
     ]
+    # The cascade: every crop gets the 1-view score; those within `margin` of the 1-view
+    # threshold are scored again from 8 views. Reported with the share of crops re-scored.
+    one, eight = view_oof[1][done], view_oof[8][done]
+    t1 = threshold_for_precision(y, one, args.target_precision)
+    for margin in CASCADE_MARGINS:
+        again = np.abs(one - t1) < margin
+        row = report(f"cascade-{margin}", y, np.where(again, eight, one), args.target_precision)
+        row["rescored_share"] = float(again.mean())
+        print(f"          re-scored {again.mean():.1%} of crops from 8 views")
+        rows.append(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -155,7 +228,8 @@ def main() -> None:
                     "labels": labels.tolist(),
                     "frozen": frozen_oof.tolist(),
                     "ft_head": head_oof.tolist(),
-                    "ft_xgb": xgb_oof.tolist(),
+                    **{f"ft_xgb_v{n}": view_oof[n].tolist() for n in VIEW_SETS},
+                    "ft_xgb_v1_stats": stats_oof.tolist(),
                 },
             }
         )

@@ -1,13 +1,15 @@
 """A minimal stage over the real runtime loop, used by the Kafka tests (also as a subprocess).
 
 It reads tiles and writes one detection per tile. With `--hang-marker FILE` it writes FILE when
-it receives its first record and then blocks, so a test can SIGKILL it before it commits.
+it receives its first record and then blocks, so a test can SIGKILL it before it commits; with
+`--slow-s S` each record takes S seconds (a busy model server, a slow CPU).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from pathlib import Path
 
 from aiokafka.structs import ConsumerRecord
@@ -33,12 +35,28 @@ def decode_tile(record: ConsumerRecord) -> pb.Tile:
     return tile
 
 
-def make_stage(settings: Settings, hang_marker: Path | None = None) -> Stage:
+def make_stage(
+    settings: Settings,
+    hang_marker: Path | None = None,
+    *,
+    slow_s: float = 0.0,
+    block_s: float = 0.0,
+    **config: object,
+) -> Stage:
+    """`block_s`: the first record blocks the whole event loop that long (no heartbeats)."""
+    blocked = False
+
     async def handle(record: ConsumerRecord) -> list[Output]:
+        nonlocal blocked
         tile = decode_tile(record)
         if hang_marker is not None:
             hang_marker.write_text(tile.tile_id)
             await asyncio.Event().wait()  # never set: killed here, before any commit
+        if block_s and not blocked:
+            blocked = True
+            time.sleep(block_s)  # on purpose: a handler that starves the loop
+        if slow_s:
+            await asyncio.sleep(slow_s)
         detection = pb.Detection(tile_id=tile.tile_id, scan_id=tile.scan_id)
         return [Output(topics.DETECTIONS, tile.tile_id.encode(), detection.SerializeToString())]
 
@@ -46,6 +64,7 @@ def make_stage(settings: Settings, hang_marker: Path | None = None) -> Stage:
         service="echo",
         source_topic=topics.TILES,
         describe=lambda record: Failure(tile_id=(record.key or b"").decode(errors="replace")),
+        **config,  # type: ignore[arg-type]
     )
     return Stage(settings, config, handle)
 
@@ -53,9 +72,10 @@ def make_stage(settings: Settings, hang_marker: Path | None = None) -> Stage:
 async def _main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hang-marker", type=Path)
+    parser.add_argument("--slow-s", type=float, default=0.0)
     args = parser.parse_args()
     stop = stop_on_signals()
-    await make_stage(Settings(), args.hang_marker).run(stop)
+    await make_stage(Settings(), args.hang_marker, slow_s=args.slow_s).run(stop)
 
 
 if __name__ == "__main__":

@@ -152,3 +152,92 @@ async def test_poison_goes_to_dead_letters_and_stream_goes_on(stack_settings: Se
         assert letter.origin_offset >= 0
     assert by_key[b"bad1"].value == b"\xff\xff\xff not protobuf"  # original bytes kept for replay
     assert by_key[b"bad1"].tile_id == "bad1"
+
+
+def echo_process(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        **{f"AMBERSCAN_{k.upper()}": str(v) for k, v in settings.model_dump().items()},
+    }
+    return subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "echo_stage.py"), *args], env=env
+    )
+
+
+async def detections_of(settings: Settings, expect: int) -> set[str]:
+    out = await read_all(settings, topics.DETECTIONS, expect=expect, timeout=5)
+    return {pb.Detection.FromString(r.value).tile_id for r in out}
+
+
+async def test_a_peer_killed_and_restarted_mid_batch_loses_nothing_and_kills_no_one(
+    stack_settings: Settings,
+) -> None:
+    """Issue 15: a slow stage whose group rebalances while it handles a batch (its peer was
+    SIGKILLed and restarted) must drop the revoked partitions' commit and go on, not exit."""
+    await ensure_topics(stack_settings)
+    ids = [f"{i:04d}" for i in range(24)]
+    await produce(stack_settings, topics.TILES, [tile(t) for t in ids])
+    # Slow batches (1 s a record, handled concurrently within a batch of 4) and a short grace,
+    # so the revoke always finds a batch in hand and abandons it.
+    stage = make_stage(stack_settings, slow_s=1.0, max_records=4, revoke_grace_s=0.2)
+    group = stage.config.group(stack_settings)
+    stop = asyncio.Event()
+    task = asyncio.create_task(stage.run(stop))
+    peer = echo_process(stack_settings, "--slow-s", "1.0")
+    try:
+        deadline = time.monotonic() + 60
+        while len(await detections_of(stack_settings, 1)) < 2 and time.monotonic() < deadline:
+            assert not task.done(), task
+            await asyncio.sleep(0.5)
+        peer.send_signal(signal.SIGKILL)
+        peer.wait(10)
+        peer = echo_process(stack_settings, "--slow-s", "1.0")  # rejoins: another rebalance
+
+        async def all_committed() -> bool:
+            assert not task.done(), f"the stage exited: {task}"
+            return await committed(stack_settings, group, topics.TILES) == len(ids)
+
+        deadline = time.monotonic() + 150
+        while not await all_committed():
+            assert time.monotonic() < deadline, "not every record was committed"
+            await asyncio.sleep(1)
+        assert not task.done()
+    finally:
+        peer.send_signal(signal.SIGTERM)
+        peer.wait(30)
+        stop.set()
+        await asyncio.wait_for(task, 60)
+    assert await detections_of(stack_settings, len(ids)) == set(ids)  # none lost
+
+
+async def test_a_commit_refused_after_the_group_moved_on_is_dropped_not_fatal(
+    stack_settings: Settings,
+) -> None:
+    """A handler that starves the event loop past the session timeout is evicted from its
+    group; its late commit is refused (CommitFailedError): the stage must rejoin and go on."""
+    from amberscan.common import metrics
+
+    await ensure_topics(stack_settings)
+    ids = [f"{i:04d}" for i in range(6)]
+    await produce(stack_settings, topics.TILES, [tile(t) for t in ids])
+    refused = metrics.COMMITS_REFUSED.labels("echo")._value.get()
+    stage = make_stage(stack_settings, block_s=16.0, max_records=1)
+    group = stage.config.group(stack_settings)
+    peer = echo_process(stack_settings)  # takes the partitions while the stage is blocked
+    stop = asyncio.Event()
+    task = asyncio.create_task(stage.run(stop))
+    try:
+        deadline = time.monotonic() + 120
+        while await committed(stack_settings, group, topics.TILES) < len(ids):
+            assert not task.done(), f"the stage exited: {task}"
+            assert time.monotonic() < deadline, "not every record was committed"
+            await asyncio.sleep(1)
+        await asyncio.sleep(3)  # the blocked stage has rejoined by now, and is still running
+        assert not task.done(), task
+    finally:
+        peer.send_signal(signal.SIGTERM)
+        peer.wait(30)
+        stop.set()
+        await asyncio.wait_for(task, 60)
+    assert await detections_of(stack_settings, len(ids)) == set(ids)
+    print(f"commits refused: {metrics.COMMITS_REFUSED.labels('echo')._value.get() - refused}")

@@ -24,7 +24,14 @@ class InvalidRegion(AmberscanError):
 
 
 class TransientError(AmberscanError):
-    """A failure that may pass (a server restarting, a timeout): retry with backoff."""
+    """A failure that may pass (a server restarting, a timeout): retry with backoff.
+
+    `retry_after_s` is how long the server asked to wait (HTTP Retry-After, gRPC pushback).
+    """
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class ModelContractError(AmberscanError):

@@ -17,6 +17,16 @@ HANDLE_SECONDS = Histogram(
     "amberscan_handle_seconds", "Time to handle one message, by service.", ["service"]
 )
 COMMITS = Counter("amberscan_commits_total", "Offset commits, by service.", ["service"])
+COMMITS_REFUSED = Counter(
+    "amberscan_commits_refused_total",
+    "Commits the group refused after a rebalance (the records are redelivered), by service.",
+    ["service"],
+)
+REWINDS = Counter(
+    "amberscan_rewinds_total",
+    "Partitions rewound and paused after a transient failure outlasted its retries.",
+    ["service"],
+)
 # Aggregator (#10): tiles given up on (each one dead-lettered, so it ends as failed), scores
 # ignored because their tile was already finished or dropped, and tiles held open.
 DROPPED_TILES = Counter(

@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(default=6, ge=1)
     # -1 keeps messages forever: features must stay replayable after a model change.
     topic_retention_ms: int = -1
+    # Topics amberscan creates: replicas, in-sync replicas an acknowledged write needs, and the
+    # largest record; production (3 brokers) runs 3 and 2.
+    topic_replication_factor: int = Field(default=1, ge=1)
+    topic_min_insync_replicas: int = Field(default=1, ge=1)
+    topic_max_message_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
 
     # S3-compatible blob store (MinIO)
     s3_endpoint: str = "127.0.0.1:19000"

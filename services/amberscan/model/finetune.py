@@ -38,7 +38,9 @@ class FinetuneConfig:
     learning_rate: float = 2e-4
     dropout: float = 0.2
     colour_jitter: float = 0.1
-    zoom_jitter: float = 0.15
+    zoom_jitter: float = 0.15  # zoom in: a random square of (1 - zoom_jitter .. 1) of the side
+    zoom_out: float = 0.0  # zoom out: shrink to 1 / (1 + zoom_out .. 1), reflect-padded back
+    label_smoothing: float = 0.0
     train_batch_norm: bool = False
     class_balance: bool = False  # measured: weighting mining up hurt the high-precision end
     seed: int = 0
@@ -60,12 +62,20 @@ def augment(images: tf.Tensor, config: FinetuneConfig, seed: tf.Tensor) -> tf.Te
     x = tf.image.rot90(x, k)
     flip = tf.random.stateless_uniform([tf.shape(x)[0], 1, 1, 1], seeds[1]) < 0.5
     x = tf.where(flip, x[:, :, ::-1, :], x)
-    # Zoom in by up to `zoom_jitter`: crop a random square, resize back.
-    scale = tf.random.stateless_uniform([], seeds[2], 1.0 - config.zoom_jitter, 1.0)
-    side = tf.cast(tf.cast(size, tf.float32) * scale, tf.int32)
-    offset = tf.random.stateless_uniform([2], seeds[3], 0, size - side + 1, dtype=tf.int32)
-    x = x[:, offset[0] : offset[0] + side, offset[1] : offset[1] + side, :]
-    x = tf.image.resize(x, [size, size])
+    # Scale, uniform in [1 - zoom_jitter, 1 + zoom_out]: scan tiles vary in ground resolution.
+    # Below 1 zoom in (crop a random square, resize back); above 1 zoom out (shrink,
+    # reflect-pad back to the side).
+    low = 1.0 - config.zoom_jitter
+    high = 1.0 + config.zoom_out
+    scale = tf.random.stateless_uniform([], seeds[2], low, high if config.zoom_out else 1.0)
+    if config.zoom_out:
+        x = tf.cond(
+            scale > 1.0,
+            lambda: _zoom_out(x, size, scale),
+            lambda: _zoom_in(x, size, scale, seeds[3]),
+        )
+    else:
+        x = _zoom_in(x, size, scale, seeds[3])
     # Colour: brightness and contrast per image, within ±colour_jitter.
     n = tf.shape(x)[0]
     j = config.colour_jitter
@@ -74,6 +84,30 @@ def augment(images: tf.Tensor, config: FinetuneConfig, seed: tf.Tensor) -> tf.Te
     mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
     x = (x - mean) * contrast + mean + brightness
     return tf.clip_by_value(x, 0.0, 255.0)
+
+
+def _zoom_in(x: tf.Tensor, size: tf.Tensor, scale: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    side = tf.cast(tf.cast(size, tf.float32) * scale, tf.int32)
+    offset = tf.random.stateless_uniform([2], seed, 0, size - side + 1, dtype=tf.int32)
+    x = x[:, offset[0] : offset[0] + side, offset[1] : offset[1] + side, :]
+    return tf.image.resize(x, [size, size])
+
+
+def _zoom_out(x: tf.Tensor, size: tf.Tensor, scale: tf.Tensor) -> tf.Tensor:
+    side = tf.cast(tf.cast(size, tf.float32) / scale, tf.int32)
+    small = tf.image.resize(x, [side, side], antialias=True)
+    before = (size - side) // 2
+    after = size - side - before
+    padded = tf.pad(small, [[0, 0], [before, after], [before, after], [0, 0]], mode="REFLECT")
+    return tf.reshape(padded, tf.shape(x))
+
+
+def deterministic_threads() -> None:
+    """One intra- and inter-op thread: measured to make a fine-tune bit-for-bit repeatable on
+    one machine (two threads, with or without op determinism, are not: the parallel reductions
+    of the convolution gradients sum in a varying order). Call before TensorFlow runs an op."""
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
 
 
 def freeze_batch_norm(model: keras.Model) -> None:
@@ -94,16 +128,31 @@ class FinetunedModel:
             reduce_retracing=True,
         )
 
+    def _views(
+        self,
+        images: NDArray[np.uint8],
+        fn: Callable[[tf.Tensor], tf.Tensor],
+        views: tuple[int, ...],
+        batch: int,
+    ) -> NDArray[np.float32]:
+        """[len(views), N, D]: `fn` of each dihedral view of every image."""
+        out = []
+        for start in range(0, len(images), batch):
+            x = tf.cast(tf.convert_to_tensor(images[start : start + batch]), tf.float32)
+            out.append(np.stack([fn(dihedral(x, k)).numpy() for k in views]))
+        return np.concatenate(out, axis=1).astype(np.float32)
+
     def _batches(
         self, images: NDArray[np.uint8], fn: Callable[[tf.Tensor], tf.Tensor], tta: bool, batch: int
     ) -> NDArray[np.float32]:
-        out = []
-        transforms = range(8) if tta else range(1)
-        for start in range(0, len(images), batch):
-            x = tf.cast(tf.convert_to_tensor(images[start : start + batch]), tf.float32)
-            rows = [fn(dihedral(x, k)) for k in transforms]
-            out.append(tf.reduce_mean(tf.stack(rows), axis=0).numpy())
-        return np.concatenate(out).astype(np.float32)
+        views = tuple(range(8)) if tta else (0,)
+        return self._views(images, fn, views, batch).mean(axis=0)
+
+    def embed_views(
+        self, images: NDArray[np.uint8], views: tuple[int, ...] = tuple(range(8)), batch: int = 64
+    ) -> NDArray[np.float32]:
+        """Feature vectors of each dihedral view `k` in `views`: [len(views), N, D]."""
+        return self._views(images, self._embed, views, batch)
 
     def save(self, path: str | Path) -> Path:
         """Write the fine-tuned backbone's weights (`.weights.h5`), for `export_backbone`."""
@@ -159,7 +208,9 @@ def finetune(
     positive_weight = (
         float((y == 0).sum() / max((y == 1).sum(), 1)) if config.class_balance else 1.0
     )
-    loss_fn = keras.losses.BinaryCrossentropy(from_logits=True)
+    loss_fn = keras.losses.BinaryCrossentropy(
+        from_logits=True, label_smoothing=config.label_smoothing
+    )
 
     def make_step(
         variables: list[tf.Variable], optimizer: keras.optimizers.Optimizer
