@@ -105,8 +105,15 @@ class TileJoin:
         self.stale_s = stale_s
         self.open: dict[TileKey, OpenTile] = {}
         self.dropped = 0
+        # Tiles whose detection or dead letter went out, to ignore their later scores. A key
+        # is pending (partition, offset of the record it went out with, which memory) until the
+        # runner says that record's outputs were acknowledged; if the partition is read again
+        # from before that offset (a failed produce rewound it), the output may be lost, so
+        # the key is forgotten and its tile joined again.
         self.finished = _Recent(max_open)
         self.given_up = _Recent(max_open)
+        self._pending: dict[TileKey, tuple[int, int, _Recent]] = {}
+        self._high: dict[int, int] = {}  # per partition: the highest offset read
         # Per partition: the activity clock (waiting time that counts) and the wall time of its
         # last record.
         self._clock: dict[int, float] = {}
@@ -114,13 +121,20 @@ class TileJoin:
 
     def add(self, score: pb.SuperpixelScore, partition: int, offset: int, now: float) -> Added:
         """Add one score read at `offset` of `partition` at monotonic time `now`."""
+        if offset <= self._high.get(partition, -1):  # read again: outputs from here may be lost
+            for k in [
+                k for k, (p, o, _) in self._pending.items() if p == partition and o >= offset
+            ]:
+                del self._pending[k]
+        self._high[partition] = max(self._high.get(partition, -1), offset)
         clock = self._tick(partition, now)
-        result = Added(dropped=self._evict_stale(partition, clock))
+        result = Added(dropped=self._evict_stale(partition, offset, clock))
         key = tile_key(score)
-        if key in self.finished:
+        memory = self._pending[key][2] if key in self._pending else None
+        if key in self.finished or memory is self.finished:
             result.ignored = "finished"  # a redelivered part of a tile already out
             return result
-        if key in self.given_up:
+        if key in self.given_up or memory is self.given_up:
             result.ignored = "dropped"  # a late score of a tile already failed
             return result
         entry = self.open.get(key)
@@ -131,7 +145,7 @@ class TileJoin:
         entry.updated = clock
         if len(entry.scores) >= entry.count:
             del self.open[key]
-            self.finished.add(key)
+            self._pending[key] = (partition, offset, self.finished)
             result.detection = build_detection(
                 [entry.scores[i] for i in sorted(entry.scores)], self.min_positives
             )
@@ -144,9 +158,17 @@ class TileJoin:
                     "overflow",
                     f"more than {self.max_open} tiles open at once "
                     "(AMBERSCAN_AGGREGATOR_MAX_OPEN_TILES)",
+                    (partition, offset),
                 )
             )
         return result
+
+    def acknowledged(self, partition: int, next_offset: int) -> None:
+        """The outputs of every record of `partition` before `next_offset` are acknowledged."""
+        for key, (part, offset, memory) in list(self._pending.items()):
+            if part == partition and offset < next_offset:
+                memory.add(key)
+                del self._pending[key]
 
     def safe_offset(self, partition: int, next_offset: int) -> int:
         """The offset that may be committed on `partition`: before any open tile's first score."""
@@ -158,7 +180,9 @@ class TileJoin:
         re-reads them from the committed offset: they are not failed)."""
         for key in [k for k, e in self.open.items() if set(e.first) & partitions]:
             del self.open[key]
+        self._pending = {k: v for k, v in self._pending.items() if v[0] not in partitions}
         for partition in partitions:
+            self._high.pop(partition, None)
             self._clock.pop(partition, None)
             self._seen.pop(partition, None)
 
@@ -169,7 +193,7 @@ class TileJoin:
         self._clock[partition], self._seen[partition] = clock, now
         return clock
 
-    def _evict_stale(self, partition: int, clock: float) -> list[DroppedTile]:
+    def _evict_stale(self, partition: int, offset: int, clock: float) -> list[DroppedTile]:
         stale = [
             k
             for k, e in self.open.items()
@@ -181,14 +205,16 @@ class TileJoin:
                 "stale",
                 f"no score for {self.stale_s:.0f}s while its partition kept streaming "
                 "(a superpixel was lost upstream; AMBERSCAN_AGGREGATOR_STALE_S)",
+                (partition, offset),
             )
             for key in stale
         ]
 
-    def _drop(self, key: TileKey, cause: str, why: str) -> DroppedTile:
+    def _drop(self, key: TileKey, cause: str, why: str, at: tuple[int, int]) -> DroppedTile:
+        """Drop `key`, its dead letter going out with the record at (partition, offset) `at`."""
         entry = self.open.pop(key)
         self.dropped += 1
-        self.given_up.add(key)
+        self._pending[key] = (*at, self.given_up)
         partition, offset = min(entry.first.items(), key=lambda item: item[1])
         tile_id, scan_id, classifier = key
         return DroppedTile(

@@ -97,6 +97,8 @@ def make_stage(settings: Settings) -> Stage:
         return outputs
 
     def commit_offset(tp: TopicPartition, next_offset: int) -> int:
+        # Called once the outputs of the records before `next_offset` are acknowledged.
+        join.acknowledged(tp.partition, next_offset)
         return join.safe_offset(tp.partition, next_offset)
 
     def on_revoked(revoked: set[TopicPartition]) -> None:
