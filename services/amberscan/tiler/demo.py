@@ -16,6 +16,7 @@ import io
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import mercantile
 import numpy as np
@@ -181,11 +182,22 @@ class DemoTileServer:
         return buffer.getvalue()
 
 
+class TileSource(Protocol):
+    """What the tile server serves: a PNG per z/x/y, or None (a 404)."""
+
+    def png(self, z: int, x: int, y: int) -> bytes | None: ...
+
+
 def make_app(
-    data_dir: Path = DEFAULT_DATA_DIR, imagery_date: str = DEMO_IMAGERY_DATE
+    data_dir: Path = DEFAULT_DATA_DIR,
+    imagery_date: str = DEMO_IMAGERY_DATE,
+    server: TileSource | None = None,
 ) -> web.Application:
-    """The demo tile server: GET /tiles/{z}/{x}/{y}.png, with ETags and the imagery date header."""
-    server = DemoTileServer(data_dir)
+    """The demo tile server: GET /tiles/{z}/{x}/{y}.png, with ETags and the imagery date header.
+
+    `server` serves other tiles the same way (the larger demo mosaic, `tiler.mosaic`).
+    """
+    server = server or DemoTileServer(data_dir)
 
     async def tile(request: web.Request) -> web.Response:
         try:
