@@ -15,7 +15,7 @@ export AMBERSCAN_CLASSIFIER_PATH ?= $(CURDIR)/models/classifier.json
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-setup: setup-python setup-web setup-stack ## install everything: Python env, map assets, Kafka jars, MinIO, PostgreSQL+PostGIS, Chromium
+setup: setup-python setup-web setup-stack ## install everything: Python env, map assets, Kafka jars, MinIO, kustomize, PostgreSQL+PostGIS, Chromium
 
 setup-python: $(STAMP) ## the Python environment at .venv with the `amberscan` command
 
@@ -35,7 +35,7 @@ $(WEB_VENDOR): web/package.json web/package-lock.json web/vendor.mjs
 	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent vendor
 	touch $@
 
-setup-stack: ## Kafka (Maven Central jars), MinIO (go install), PostgreSQL 15 + PostGIS 3 (Debian), Chromium for browser tests
+setup-stack: ## Kafka (Maven Central jars), MinIO and kustomize (go install), PostgreSQL 15 + PostGIS 3 (Debian), Chromium for browser tests
 	stack/setup.sh
 
 proto: $(STAMP) ## regenerate the Python code of protos/

@@ -2,6 +2,7 @@
 # Install the local stack's servers, idempotently, from the package registries only:
 #   Kafka  — broker jars resolved by Maven into the cache (stack/kafka/pom.xml)
 #   MinIO  — built from source with `go install` into the cache
+#   kustomize — built with `go install` into the cache (the tests build the k8s overlays)
 #   PostgreSQL 15 + PostGIS 3 — Debian packages (needs root; skipped when already installed)
 #   Chromium + ChromeDriver — Debian packages, for the web map's browser tests
 source "$(dirname "$0")/lib.sh"
@@ -23,6 +24,14 @@ setup_minio() {
   log "minio $MINIO_VERSION: building with go install (several minutes on 2 cores)"
   GOBIN="$(dirname "$MINIO_BIN")" GOFLAGS=-trimpath go install "github.com/minio/minio@$MINIO_VERSION"
   [ -x "$MINIO_BIN" ] || die "go install did not produce $MINIO_BIN"
+}
+
+setup_kustomize() {
+  if [ -x "$KUSTOMIZE_BIN" ]; then log "kustomize $KUSTOMIZE_VERSION: cached at $KUSTOMIZE_BIN"; return; fi
+  command -v go >/dev/null || die "go not found: kustomize is built with 'go install'"
+  log "kustomize $KUSTOMIZE_VERSION: building with go install"
+  GOBIN="$(dirname "$KUSTOMIZE_BIN")" GOFLAGS=-trimpath go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
+  [ -x "$KUSTOMIZE_BIN" ] || die "go install did not produce $KUSTOMIZE_BIN"
 }
 
 setup_postgres() {
@@ -53,6 +62,7 @@ case "${1:-all}" in
   minio) setup_minio ;;
   postgres) setup_postgres ;;
   browser) setup_browser ;;
-  all) setup_postgres; setup_browser; setup_kafka; setup_minio ;;
-  *) die "usage: stack/setup.sh [all|kafka|minio|postgres|browser]" ;;
+  kustomize) setup_kustomize ;;
+  all) setup_postgres; setup_browser; setup_kafka; setup_minio; setup_kustomize ;;
+  *) die "usage: stack/setup.sh [all|kafka|minio|kustomize|postgres|browser]" ;;
 esac
