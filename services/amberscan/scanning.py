@@ -19,8 +19,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tqdm import tqdm
 
 from amberscan.common import topics
-from amberscan.common.db import Database, is_transient
-from amberscan.common.errors import InvalidRegion
+from amberscan.common.db import Database
+from amberscan.common.errors import InvalidRegion, TransientError
 from amberscan.common.settings import Settings
 from amberscan.geo.tiles import Tile, parse_geojson, tiles_for_region
 from amberscan.v1 import messages_pb2 as pb
@@ -156,9 +156,7 @@ async def follow(
                     "WHERE scan_id = %s",
                     scan_id,
                 )
-            except Exception as error:
-                if not is_transient(error):
-                    raise
+            except TransientError as error:
                 if unreachable_since is None:
                     unreachable_since = time.monotonic()
                     print(

@@ -3,7 +3,8 @@
 The pool checks each connection before lending it, so after a server restart the first query
 gets a fresh connection instead of a dead one. `database_errors` says what a failure means to
 a stream: the server unreachable or restarting is transient (retry), a row the database rejects
-is poison (dead-letter it).
+is poison (dead-letter it). `fetch` and `execute` raise the transient ones as `TransientError`,
+so a stage that reads the database (the tiler's scan history) retries instead of failing tiles.
 """
 
 from __future__ import annotations
@@ -32,6 +33,17 @@ def is_transient(error: BaseException) -> bool:
 
 
 @contextlib.contextmanager
+def transient_errors(what: str) -> Iterator[None]:
+    """Raise the block's transient database failures as `TransientError`, naming `what`."""
+    try:
+        yield
+    except psycopg.Error as error:
+        if is_transient(error):
+            raise TransientError(f"database unavailable ({what}): {error}") from error
+        raise
+
+
+@contextlib.contextmanager
 def database_errors(what: str) -> Iterator[None]:
     """Raise the database failures of the block as amberscan's errors, naming `what`.
 
@@ -40,10 +52,9 @@ def database_errors(what: str) -> Iterator[None]:
         PoisonMessage: the database rejected the data itself (a bad value or geometry).
     """
     try:
-        yield
+        with transient_errors(what):
+            yield
     except psycopg.Error as error:
-        if is_transient(error):
-            raise TransientError(f"database unavailable ({what}): {error}") from error
         if isinstance(
             error, psycopg.DataError | psycopg.IntegrityError | psycopg.errors.InternalError_
         ):
@@ -106,11 +117,18 @@ class Database:
             )
 
     async def fetch(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
-        """Rows of `query` with positional `%s` parameters."""
-        async with self.pool.connection() as conn:
-            cursor = await conn.execute(query.encode(), params)
-            return await cursor.fetchall()
+        """Rows of `query` with positional `%s` parameters.
+
+        Raises:
+            TransientError: the server did not answer (a stage retries the record).
+        """
+        with transient_errors("query"):
+            async with self.pool.connection() as conn:
+                cursor = await conn.execute(query.encode(), params)
+                return await cursor.fetchall()
 
     async def execute(self, query: str, *params: Any) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(query.encode(), params)
+        """Run `query` with positional `%s` parameters (TransientError as `fetch`)."""
+        with transient_errors("statement"):
+            async with self.pool.connection() as conn:
+                await conn.execute(query.encode(), params)
