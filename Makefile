@@ -10,7 +10,7 @@ SHARED  ?= $(or $(wildcard $(abspath ../shared/data/texty-amber)),/work/shared/d
 export AMBERSCAN_MODEL_DIR ?= $(CURDIR)/models/serving
 export AMBERSCAN_CLASSIFIER_PATH ?= $(CURDIR)/models/classifier.json
 
-.PHONY: help setup setup-python setup-web setup-stack proto proto-check lint model up status down test test-unit run services-down bench clean
+.PHONY: help setup setup-python setup-web setup-stack proto proto-check lint model up status down test test-unit run services-down bench chaos clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -78,6 +78,9 @@ test: setup model up proto-check ## README's test command: install, build the mo
 bench: up ## benchmarks: SLIC per tile (both modes, effect on detection), feature throughput through the model server
 	$(BIN)/python benchmarks/segmentation.py --tiles $(SHARED)/tiles --classifier $(AMBERSCAN_CLASSIFIER_PATH)
 	$(BIN)/python benchmarks/features.py --address $${AMBERSCAN_MODEL_SERVER:-127.0.0.1:18500} --name backbone
+
+chaos: setup ## SIGKILL services and servers mid-scan of a 200-tile demo mosaic on a private stack, verify nothing is lost (QUICK=1: 24 tiles; BROKERS=3: a 3-broker cluster)
+	$(BIN)/python stack/chaos.py $(if $(QUICK),--quick) $(if $(BROKERS),--brokers $(BROKERS))
 
 clean: down ## remove local state (stack data, models, venv)
 	rm -rf .stack models $(VENV)

@@ -479,7 +479,11 @@ async def read_topic(settings: Any, topic: str) -> list[bytes]:
         parts = list(consumer.assignment())
         ends = await consumer.end_offsets(parts)
         values: list[bytes] = []
-        while any(await consumer.position(tp) < ends[tp] for tp in parts):
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in parts])
+
+        while await behind():
             batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
             values += [r.value or b"" for part in batch.values() for r in part]
         return values
@@ -616,6 +620,10 @@ async def chaos(args: argparse.Namespace) -> int:
 
     mode = MODES[args.mode]
     tiles = args.tiles or mode.tiles
+    models = Path(os.environ.get("AMBERSCAN_MODEL_DIR", ROOT / "models" / "serving"))
+    if not list(models.glob("*/*/saved_model.pb")):
+        print(f"no model in {models}: build it first (make model)", file=sys.stderr)
+        return 2
     rng = random.Random(args.seed)
     stack_dir = Path(args.stack_dir).resolve()
     env = stack_env(stack_dir, args.port_base, args.brokers)
