@@ -6,7 +6,6 @@ PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-SHARED  ?= $(or $(wildcard $(abspath ../shared/data/texty-amber)),/work/shared/data/texty-amber)
 export AMBERSCAN_MODEL_DIR ?= $(CURDIR)/models/serving
 export AMBERSCAN_CLASSIFIER_PATH ?= $(CURDIR)/models/classifier.json
 
@@ -76,7 +75,8 @@ test: setup model up proto-check ## README's test command: install, build the mo
 	$(BIN)/pytest -q -ra
 
 bench: up ## benchmarks: SLIC per tile (both modes, effect on detection), feature throughput through the model server
-	$(BIN)/python benchmarks/segmentation.py --tiles $(SHARED)/tiles --classifier $(AMBERSCAN_CLASSIFIER_PATH)
+	tiles=$$($(BIN)/python -m amberscan.common.data tiles) && \
+	  $(BIN)/python benchmarks/segmentation.py --tiles "$$tiles" --classifier $(AMBERSCAN_CLASSIFIER_PATH)
 	$(BIN)/python benchmarks/features.py --address $${AMBERSCAN_MODEL_SERVER:-127.0.0.1:18500} --name backbone
 
 chaos: setup ## SIGKILL services and servers mid-scan of a 200-tile demo mosaic on a private stack, verify nothing is lost (QUICK=1: 24 tiles; BROKERS=3: a 3-broker cluster)

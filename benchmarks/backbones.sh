@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source stack/lib.sh
 BIN=.venv/bin/amberscan
+DATA=$(shared_data superpixels)
 PORT=${BENCH_MODEL_PORT:-18599}
 WORK=$(mktemp -d)
 trap 'kill $(cat "$WORK/pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -32,7 +33,7 @@ for variant in "${variants[@]}"; do
     >"$WORK/server.log" 2>&1 &
   echo $! >"$WORK/pid"
   AMBERSCAN_MODEL_SERVER="127.0.0.1:$PORT" wait_for model-server 180 .venv/bin/python stack/health.py model-server
-  report=$(AMBERSCAN_MODEL_SERVER="127.0.0.1:$PORT" "$BIN" train --data "$SHARED_DATA/superpixels" \
+  report=$(AMBERSCAN_MODEL_SERVER="127.0.0.1:$PORT" "$BIN" train --data "$DATA" \
     --backbone "$name" --out "$WORK/$name.json" --no-registry --json 2>/dev/null | tail -1)
   kill "$(cat "$WORK/pid")"; wait "$(cat "$WORK/pid")" 2>/dev/null || true
   .venv/bin/python - "$variant" "$report" <<'PY'

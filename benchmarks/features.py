@@ -16,13 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from amberscan.common.data import shared_data_dir
+from amberscan.common.settings import load_settings
 from amberscan.feature.client import FeatureClient
 from amberscan.feature.extract import load_crop
 from amberscan.model.dataset import list_labelled
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "texty-amber" / "superpixels"
-if not SHARED.exists():
-    SHARED = Path("/work/shared/data/texty-amber/superpixels")
 
 
 async def measure(address: str, name: str, crops: np.ndarray, batch: int) -> float:
@@ -42,11 +40,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--address", default="127.0.0.1:18500")
     parser.add_argument("--name", default="backbone")
-    parser.add_argument("--data", type=Path, default=SHARED)
+    parser.add_argument("--data", type=Path, help="default: the shared labelled set's superpixels/")
     parser.add_argument("--crops", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
-    labelled = list_labelled(args.data)[: args.crops]
+    data = args.data or shared_data_dir(load_settings(), "superpixels")
+    labelled = list_labelled(data)[: args.crops]
     crops = np.stack([load_crop(c.path) for c in labelled])
     single = asyncio.run(measure(args.address, args.name, crops, 1))
     batched = asyncio.run(measure(args.address, args.name, crops, args.batch))

@@ -33,6 +33,7 @@ from amberscan.model.classifier import (
 )
 from amberscan.model.dataset import list_labelled
 from amberscan.model.finetune import (
+    DIHEDRAL_VIEWS,
     FinetuneConfig,
     deterministic_threads,
     finetune,
@@ -52,8 +53,7 @@ def load(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.stack(images), labels, tile_groups([c.tile_id for c in crops])
 
 
-# Dihedral views averaged per variant (k: rotation by k·90°, then a flip for k ≥ 4).
-VIEW_SETS = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3), 8: tuple(range(8))}
+VIEW_SETS = DIHEDRAL_VIEWS
 CASCADE_MARGINS = (0.02, 0.05, 0.1, 0.2, 0.3)
 
 

@@ -630,7 +630,10 @@ async def chaos(args: argparse.Namespace) -> int:
     os.environ.update(env)  # this process reads the same settings as the services it starts
     stack = Stack(stack_dir, env, args.brokers)
     logs = stack_dir / "chaos" / time.strftime("%Y%m%d-%H%M%S")
-    mosaic = Mosaic.of(tiles)
+    from amberscan.common.data import shared_data_dir
+    from amberscan.common.settings import load_settings
+
+    mosaic = Mosaic.of(tiles, shared_data_dir(load_settings(), "tiles"))
     print(MOSAIC_NOTICE)
     print(
         f"chaos ({mode.name}): {mosaic.columns}x{mosaic.rows} = {len(mosaic.tiles())} scan tiles, "

@@ -46,9 +46,6 @@ PG_PORT="$(sed -E 's#^.*:([0-9]+)/.*$#\1#' <<<"$DATABASE_URL")"
 PG_DB=amberscan
 PG_USER=postgres  # initdb refuses root: the cluster belongs to this system user
 
-# The labelled texty-amber data set sits beside the checkout (../shared); CI clones elsewhere.
-SHARED_DATA="${AMBERSCAN_SHARED_DATA:-$ROOT/../shared/data/texty-amber}"
-[ -d "$SHARED_DATA" ] || SHARED_DATA=/work/shared/data/texty-amber
 
 MODEL_SERVER="${AMBERSCAN_MODEL_SERVER:-127.0.0.1:18500}"
 MODEL_PORT="${MODEL_SERVER##*:}"
@@ -57,6 +54,15 @@ export PATH="$PATH:/usr/local/go/bin:$HOME/go/bin"
 
 log() { printf '%s %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
+
+# shared_data [PART]: the labelled texty-amber data set (or its PART/ folder), found by the one
+# rule of services/amberscan/common/data.py: AMBERSCAN_SHARED_DATA, else shared/data/texty-amber
+# beside the checkout or a folder above it. Fails naming every place it looked at.
+shared_data() {
+  local python="$ROOT/.venv/bin/python"
+  [ -x "$python" ] || python=python3  # a worktree without its own .venv uses the one on PATH
+  "$python" -m amberscan.common.data "$@" || die "the shared data set is needed here"
+}
 
 # as_pg CMD...: run a command as the cluster's owner (we may be root, or that user already).
 as_pg() {

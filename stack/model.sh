@@ -10,7 +10,7 @@ NAME="${AMBERSCAN_BACKBONE_NAME:-backbone}"
 CLASSIFIER="${AMBERSCAN_CLASSIFIER_PATH:-$ROOT/models/classifier.json}"
 BACKBONE="${AMBERSCAN_DEFAULT_BACKBONE:-efficientnet-lite0}"
 WEIGHTS="${AMBERSCAN_DEFAULT_WEIGHTS:-pretrained}"
-DATA="${AMBERSCAN_TRAINING_DATA:-$SHARED_DATA/superpixels}"
+DATA="${AMBERSCAN_TRAINING_DATA:-$(shared_data superpixels)}"
 # The offline default fine-tunes the pretrained backbone on the labelled crops (docs/model.md);
 # AMBERSCAN_FINETUNE=0 serves the frozen ImageNet backbone instead.
 FINETUNE="${AMBERSCAN_FINETUNE:-1}"
@@ -33,7 +33,7 @@ if ! ls "$MODEL_DIR/$NAME"/*/saved_model.pb >/dev/null 2>&1; then
       log "model: fine-tuning $BACKBONE on $DATA (a few minutes on CPU)"
       "$BIN" finetune --backbone "$BACKBONE" --data "$DATA" --out "$FINETUNED"
     fi
-    extra=(--finetuned "$FINETUNED" --tta)
+    extra=(--finetuned "$FINETUNED" --views 8)
   fi
   log "model: exporting $BACKBONE ($WEIGHTS${extra[*]:+, ${extra[*]}}) to $MODEL_DIR/$NAME/1"
   "$BIN" export-backbone --backbone "$BACKBONE" --weights "$WEIGHTS" --model-dir "$MODEL_DIR" \
@@ -65,7 +65,7 @@ else
 import asyncio, sys
 from amberscan.common.settings import load_settings
 from amberscan.model.classifier import Classifier
-from amberscan.model.registry import publish
+from amberscan.common.registry import publish
 from pathlib import Path
 print(asyncio.run(publish(load_settings(), Classifier.load(Path(sys.argv[1])))))
 PY

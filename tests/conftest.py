@@ -8,12 +8,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
+from amberscan.common.data import SharedDataMissing, shared_data_dir
 from amberscan.common.settings import Settings
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "texty-amber"
-if not SHARED_DATA.exists():  # CI clones beside shared/, developers may keep it elsewhere
-    SHARED_DATA = Path("/work/shared/data/texty-amber")
+# No per-example deadline: speed is measured in benchmarks, and on a shared 2-core machine a
+# property test's first example (imports, caches) can take longer than hypothesis's 200 ms.
+hypothesis_settings.register_profile("amberscan", deadline=None)
+hypothesis_settings.load_profile("amberscan")
 
 
 def _answers(address: str) -> bool:
@@ -26,10 +29,12 @@ def _answers(address: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.exists():
-        pytest.fail(f"the shared texty-amber data set is missing at {SHARED_DATA}")
-    return SHARED_DATA
+def shared_data(base_settings: Settings) -> Path:
+    """The texty-amber data set, found as every amberscan process finds it."""
+    try:
+        return shared_data_dir(base_settings)
+    except SharedDataMissing as error:
+        pytest.fail(str(error))
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,13 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy import ndimage as ndi
+from shapely import geometry as sg
 from shapely.geometry import shape
+from shapely.ops import unary_union
 
 from amberscan.aggregator.core import TileJoin, build_detection, mask_polygon
 from amberscan.geo.tiles import Tile, pixel_area_m2
@@ -122,12 +126,80 @@ def test_state_is_bounded_and_a_tile_pushed_out_is_reported() -> None:
     assert join.safe_offset(0, 50) == 1  # a's first score no longer holds the commit
 
 
-@settings(max_examples=30)
-@given(st.integers(3, 30), st.integers(3, 30), st.integers(0, 10), st.integers(0, 10))
-def test_mask_polygon_area_matches_pixels(h: int, w: int, r0: int, c0: int) -> None:
+def pixel_squares(mask: np.ndarray, r0: int, c0: int) -> sg.base.BaseGeometry:
+    """The union of the mask's pixels as unit squares: exact, one square at a time."""
+    rows, cols = np.nonzero(mask)
+    return unary_union(
+        [sg.box(c0 + c, r0 + r, c0 + c + 1, r0 + r + 1) for r, c in zip(rows, cols, strict=True)]
+    )
+
+
+def pieces_and_holes(shape: sg.base.BaseGeometry) -> tuple[int, int]:
+    polygons = list(getattr(shape, "geoms", [shape]))
+    return len(polygons), sum(len(p.interiors) for p in polygons)
+
+
+def vertices(shape: sg.base.BaseGeometry) -> list[tuple[float, float]]:
+    rings = [r for p in getattr(shape, "geoms", [shape]) for r in (p.exterior, *p.interiors)]
+    return [xy for ring in rings for xy in ring.coords[:-1]]
+
+
+noise_masks = st.tuples(st.integers(1, 24), st.integers(1, 24)).flatmap(
+    lambda hw: arrays(np.bool_, hw)
+)
+
+
+@st.composite
+def rectangle_masks(draw: st.DrawFn) -> np.ndarray:
+    """Unions of a few rectangles: blobs with straight runs, notches and holes."""
+    h, w = draw(st.integers(1, 24)), draw(st.integers(1, 24))
     mask = np.zeros((h, w), dtype=bool)
-    mask[1:, 1:] = True
+    for _ in range(draw(st.integers(1, 6))):
+        r0, c0 = draw(st.integers(0, h - 1)), draw(st.integers(0, w - 1))
+        r1, c1 = draw(st.integers(r0 + 1, h)), draw(st.integers(c0 + 1, w))
+        mask[r0:r1, c0:c1] = draw(st.booleans()) or not mask.any()
+    return mask
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(noise_masks, rectangle_masks()), st.integers(0, 10), st.integers(0, 10))
+def test_mask_polygon_is_the_mask_up_to_the_documented_thinning(
+    mask: np.ndarray, r0: int, c0: int
+) -> None:
+    assume(mask.any())
     polygon = mask_polygon(mask, r0, c0)
-    assert polygon.area == pytest.approx(mask.sum(), rel=0.05)
-    minx, miny, maxx, maxy = polygon.bounds
-    assert minx >= c0 and miny >= r0 and maxx <= c0 + w and maxy <= r0 + h
+    squares = pixel_squares(mask, r0, c0)
+    assert polygon.is_valid
+    # The same pieces as the pixels (4-connected: pixels meeting at a corner stay apart) and the
+    # same holes as the union of their squares: thinning never changes the topology.
+    assert pieces_and_holes(polygon)[0] == ndi.label(mask)[1]
+    assert pieces_and_holes(polygon) == pieces_and_holes(squares)
+    # Thinning only drops vertices: the rest are pixel corners inside the mask's box, so the
+    # area is a multiple of half a pixel.
+    corners = vertices(polygon)
+    assert all(x == int(x) and y == int(y) for x, y in corners)
+    assert all(c0 <= x <= c0 + mask.shape[1] and r0 <= y <= r0 + mask.shape[0] for x, y in corners)
+    assert (2 * polygon.area) == int(2 * polygon.area)
+    # The documented bound: the area is the pixel count, changed by less than 1 px per edge.
+    assert abs(polygon.area - mask.sum()) < len(corners)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        ["###", "###"],  # a rectangle
+        ["#..", "#..", "###"],  # an L
+        ["####", "#..#", "####"],  # a ring round a hole
+        ["##..", "##..", "..##"],  # two pieces meeting at a corner
+    ],
+)
+def test_mask_polygon_without_staircases_is_exact(rows: list[str]) -> None:
+    mask = np.array([[ch == "#" for ch in row] for row in rows])
+    polygon = mask_polygon(mask, 2, 3)
+    assert polygon.area == mask.sum()
+    squares = pixel_squares(mask, 2, 3)
+    assert polygon.symmetric_difference(squares).area == 0
+
+
+def test_empty_mask_has_an_empty_polygon() -> None:
+    assert mask_polygon(np.zeros((3, 4), dtype=bool), 0, 0).is_empty

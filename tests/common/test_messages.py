@@ -41,9 +41,7 @@ def _ref() -> pb.SuperpixelRef:
             image_key="k",
             imagery_date="2014-10-11",
         ),
-        pb.Superpixel(
-            ref=_ref(), crop_key="crops/00/" + "0" * 64 + ".png", segmenter="slic-reference"
-        ),
+        pb.Superpixel(ref=_ref(), segmenter="slic-reference"),
         pb.SuperpixelFeatures(
             ref=_ref(), vector=[0.5, -1.25, 3.0], backbone="efficientnet_lite0/1"
         ),
@@ -86,6 +84,6 @@ def test_messages_carry_no_image_bytes() -> None:
 
 
 def test_truncated_message_does_not_parse() -> None:
-    data = pb.Superpixel(ref=_ref(), crop_key="k").SerializeToString()
+    data = pb.Superpixel(ref=_ref(), segmenter="slic-fast").SerializeToString()
     with pytest.raises(DecodeError):
         pb.Superpixel.FromString(data[:40])  # cut inside the nested ref

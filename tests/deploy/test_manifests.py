@@ -26,7 +26,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from amberscan import cli
+from amberscan.cli import build_parser, serve
+from amberscan.cli import replay as replay_command
 from amberscan.common import topics
 from amberscan.common.settings import Settings
 
@@ -39,7 +40,7 @@ if not CRDS.exists():  # CI clones beside shared/, developers may keep it elsewh
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
 
 # The Kafka consumers among `amberscan serve` services (the web map is served the same way).
-STREAMING = [name for name in cli.STAGES if name != "web"]
+STREAMING = [name for name in serve.STAGES if name != "web"]
 # Deployments scaled on a consumer group they do not belong to: the model server follows the
 # feature stage's lag.
 SCALED_LIKE = {"model-server": "feature"}
@@ -340,7 +341,7 @@ def _validate_builtin_resources(objects: list[dict[str, Any]]) -> int:
 
 
 def test_resources_match_the_kubernetes_schemas(objects: list[dict[str, Any]]) -> None:
-    assert _validate_builtin_resources(objects) >= len(cli.STAGES)
+    assert _validate_builtin_resources(objects) >= len(serve.STAGES)
 
 
 def test_all_manifest_resources_match_the_kubernetes_schemas() -> None:
@@ -446,7 +447,7 @@ def _amberscan_commands() -> list[tuple[str, list[str]]]:
 
 def _parses(args: list[str]) -> bool:
     try:
-        cli._parser().parse_args(args)
+        build_parser().parse_args(args)
     except SystemExit:
         return False
     return True
@@ -454,7 +455,7 @@ def _parses(args: list[str]) -> bool:
 
 def test_container_args_are_amberscan_commands() -> None:
     commands = _amberscan_commands()
-    assert len(commands) >= len(cli.STAGES) + 3  # + export, scan and the Job templates
+    assert len(commands) >= len(serve.STAGES) + 3  # + export, scan and the Job templates
     for where, args in commands:
         assert args, f"{where}: no args (the image's default is --help)"
         assert _parses(args), f"{where}: `amberscan {' '.join(args)}` is not a valid command"
@@ -471,14 +472,14 @@ def _deployment_args(objects: list[dict[str, Any]]) -> dict[str, list[str]]:
 
 def test_one_deployment_per_streaming_service(objects: list[dict[str, Any]]) -> None:
     deployments = _deployment_args(objects)
-    for stage in cli.STAGES:
+    for stage in serve.STAGES:
         assert deployments.get(stage) == ["serve", stage], f"Deployment {stage}"
 
 
 def test_scan_cronjob_scans_a_region_with_bing(objects: list[dict[str, Any]]) -> None:
     (cronjob,) = _of_kind(objects, "CronJob")
     (container,) = _containers(cronjob)
-    args = cli._parser().parse_args(container["args"])
+    args = build_parser().parse_args(container["args"])
     assert args.bbox and args.provider == "bing" and args.json
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
 
@@ -486,8 +487,8 @@ def test_scan_cronjob_scans_a_region_with_bing(objects: list[dict[str, Any]]) ->
 def test_replay_job_template() -> None:
     (replay,) = _load(K8S / "jobs" / "replay.yaml")
     (container,) = _containers(replay)
-    args = cli._parser().parse_args(container["args"])
-    assert args.run.__name__ == "_replay" and args.model
+    args = build_parser().parse_args(container["args"])
+    assert args.run is replay_command.run and args.model
 
 
 # --- streaming services: probes, metrics, shutdown, disruption budgets ----------------------------
@@ -495,7 +496,7 @@ def test_replay_job_template() -> None:
 
 def test_probes_and_scraping_use_the_metrics_port(objects: list[dict[str, Any]]) -> None:
     port = int(_config(objects)["AMBERSCAN_METRICS_PORT"])
-    for name in cli.STAGES:
+    for name in serve.STAGES:
         deployment = _one(objects, "Deployment", name)
         pod = deployment["spec"]["template"]
         annotations = pod["metadata"]["annotations"]
@@ -514,7 +515,7 @@ def test_probes_and_scraping_use_the_metrics_port(objects: list[dict[str, Any]])
 def test_graceful_shutdown_covers_a_batch(objects: list[dict[str, Any]]) -> None:
     """SIGTERM → the stage finishes its batch and commits; the grace period must allow for it."""
     deadline = float(_config(objects)["AMBERSCAN_MODEL_DEADLINE_S"])
-    for name in cli.STAGES:
+    for name in serve.STAGES:
         pod = _one(objects, "Deployment", name)["spec"]["template"]["spec"]
         grace = pod.get("terminationGracePeriodSeconds", 30)
         assert grace >= 30, name
@@ -524,7 +525,7 @@ def test_graceful_shutdown_covers_a_batch(objects: list[dict[str, Any]]) -> None
 
 def test_every_service_has_a_disruption_budget(objects: list[dict[str, Any]]) -> None:
     budgets = _of_kind(objects, "PodDisruptionBudget")
-    for name in [*cli.STAGES, "model-server"]:
+    for name in [*serve.STAGES, "model-server"]:
         labels = _one(objects, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
         matching = [
             b for b in budgets if b["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -610,7 +611,7 @@ def test_scaled_objects_follow_consumer_group_lag(scratch: Path) -> None:
                     == config["AMBERSCAN_KAFKA_BOOTSTRAP"].split(":")[0].split(".")[0]
                 ), target
                 int(meta["lagThreshold"])
-            if overlay != "as written" and target in cli.STAGES:
+            if overlay != "as written" and target in serve.STAGES:
                 # KEDA's HPA owns the replicas; more consumers than partitions would idle.
                 partitions = int(config["AMBERSCAN_TOPIC_PARTITIONS"])
                 assert scaled["spec"]["maxReplicaCount"] <= partitions, target
@@ -677,12 +678,12 @@ def test_backbone_export_writes_where_the_model_server_reads() -> None:
     (job,) = [j for j in _of_kind(base, "Job")]
     (finetune,) = _pod_spec(job)["initContainers"]
     (container,) = _pod_spec(job)["containers"]
-    args = cli._parser().parse_args(container["args"])
+    args = build_parser().parse_args(container["args"])
     mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
     assert str(args.model_dir) == mounts["models"]
     assert args.name == _config(base)["AMBERSCAN_BACKBONE_NAME"]
     # The export loads the weights the fine-tuning init container wrote on the same volume.
-    tuned = cli._parser().parse_args(finetune["args"])
+    tuned = build_parser().parse_args(finetune["args"])
     assert str(args.finetuned) == str(tuned.out) and args.tta
     assert str(tuned.out).startswith(mounts["models"] + "/")
     claims = {v["persistentVolumeClaim"]["claimName"] for v in _pod_spec(job)["volumes"]}

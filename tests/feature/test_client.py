@@ -15,8 +15,8 @@ import pytest
 from tensorflow_serving.apis import predict_pb2
 
 from amberscan.common.errors import ModelContractError, TransientError
-from amberscan.feature.client import FeatureClient, ModelMetadata, parse_features
-from amberscan.model.server import ModelServer
+from amberscan.feature.client import FeatureClient, ModelMetadata, channel_target, parse_features
+from amberscan.modelserver.server import ModelServer
 from tests.model.conftest import TinyModel, export_tiny_model
 
 FAST: dict[str, Any] = {"max_retries": 3, "backoff_s": 0.02, "deadline_s": 10}
@@ -63,33 +63,39 @@ async def test_predict_returns_one_row_per_image(
     np.testing.assert_allclose(rows, tiny_model.expected(batch), atol=1e-5)
 
 
-async def test_concurrent_features_share_predict_calls(
+async def test_predict_names_the_version_that_answered(
     tiny_model: TinyModel, server: ModelServer
 ) -> None:
-    batch = crops(40, seed=1)
-    async with FeatureClient(
-        server.address, tiny_model.name, batch_size=16, max_wait_ms=200
-    ) as client:
-        rows = await asyncio.gather(*(client.features(crop) for crop in batch))
-    assert server.servicer.predict_calls == 3  # 16 + 16 + 8 (the last after max_wait_ms)
-    want = tiny_model.expected(batch)
-    for i, row in enumerate(rows):
-        assert row.shape == (16,)
-        np.testing.assert_allclose(row, want[i], atol=1e-5)
+    async with FeatureClient(server.address, tiny_model.name) as client:
+        rows, version = await client.predict_versioned(crops(3))
+    assert version == 3 and rows.shape == (3, 16)
 
 
-async def test_a_lone_crop_goes_after_max_wait(tiny_model: TinyModel, server: ModelServer) -> None:
-    async with FeatureClient(server.address, tiny_model.name, max_wait_ms=20) as client:
-        row = await asyncio.wait_for(client.features(crops(1)[0]), timeout=5)
-    np.testing.assert_allclose(row, tiny_model.expected(crops(1))[0], atol=1e-5)
+async def test_several_addresses_are_balanced_round_robin(tiny_model: TinyModel) -> None:
+    first = ModelServer(tiny_model.model_dir, tiny_model.name, "127.0.0.1:0")
+    second = ModelServer(tiny_model.model_dir, tiny_model.name, "127.0.0.1:0")
+    await first.start()
+    await second.start()
+    try:
+        address = f"{first.address},{second.address}"
+        assert channel_target(address) == f"ipv4:{first.address},{second.address}"
+        async with FeatureClient(address, tiny_model.name) as client:
+            await client.wait_until_serving(10)
+            for _ in range(10):
+                await client.predict(crops(1))
+        calls = (first.servicer.predict_calls, second.servicer.predict_calls)
+        assert sum(calls) == 10 and min(calls) >= 4, calls  # both servers did their share
+    finally:
+        await first.stop(grace_s=0.5)
+        await second.stop(grace_s=0.5)
 
 
 @pytest.mark.parametrize(
     ("crop", "message"),
     [
-        (np.zeros((8, 8, 3), dtype=np.float32), "expected dtype uint8, got float32"),
-        (np.zeros((8, 8), dtype=np.uint8), "expected shape (H, W, 3), got (8, 8)"),
-        (np.zeros((8, 8, 4), dtype=np.uint8), "got (8, 8, 4)"),
+        (np.zeros((1, 8, 8, 3), dtype=np.float32), "expected dtype uint8, got float32"),
+        (np.zeros((1, 8, 8), dtype=np.uint8), "expected shape (N, H, W, 3), got (1, 8, 8)"),
+        (np.zeros((1, 8, 8, 4), dtype=np.uint8), "got (1, 8, 8, 4)"),
     ],
 )
 async def test_wrong_crop_is_a_contract_error_before_sending(
@@ -99,9 +105,7 @@ async def test_wrong_crop_is_a_contract_error_before_sending(
         with pytest.raises(
             ModelContractError, match=message.replace("(", r"\(").replace(")", r"\)")
         ):
-            await client.features(crop)
-        with pytest.raises(ModelContractError, match="images: expected"):
-            await client.predict(crop[None])
+            await client.predict(crop)
     assert server.servicer.predict_calls == 0
 
 
@@ -110,7 +114,7 @@ async def test_server_rejections_are_contract_errors(
 ) -> None:
     async with FeatureClient(server.address, tiny_model.name, **FAST) as client:
         with pytest.raises(ModelContractError, match=r"INVALID_ARGUMENT.*expected shape"):
-            await client.features(crops(1, size=6)[0])  # the model takes 8×8 crops
+            await client.predict(crops(1, size=6))  # the model takes 8×8 crops
     async with FeatureClient(server.address, "other", **FAST) as client:
         with pytest.raises(ModelContractError, match="NOT_FOUND"):
             await client.predict(crops(1))
@@ -152,8 +156,8 @@ async def test_dead_server_is_a_transient_error_after_retries() -> None:
     address = free_address()
     started = time.monotonic()
     async with FeatureClient(address, "tiny", max_retries=2, backoff_s=0.01) as client:
-        with pytest.raises(TransientError, match=r"UNAVAILABLE after 3 attempts"):
-            await client.features(crops(1)[0])
+        with pytest.raises(TransientError, match=r"UNAVAILABLE: .*\(after 3 attempts\)"):
+            await client.predict(crops(1))
     assert time.monotonic() - started < 10
 
 
@@ -197,7 +201,7 @@ async def test_deadline_exceeded_is_transient(tiny_model: TinyModel) -> None:
         async with FeatureClient(
             served.address, tiny_model.name, deadline_s=0.2, max_retries=1, backoff_s=0.01
         ) as client:
-            with pytest.raises(TransientError, match="DEADLINE_EXCEEDED after 2 attempts"):
+            with pytest.raises(TransientError, match=r"DEADLINE_EXCEEDED: .*\(after 2 attempts\)"):
                 await client.predict(crops(1))
     finally:
         release.set()
@@ -208,10 +212,13 @@ async def test_wait_until_serving_without_health_service(tiny_model: TinyModel) 
     """TF Serving has no gRPC health service: the client falls back to GetModelMetadata."""
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-    from amberscan.model.server import PredictionServicer, ServedModel
+    from amberscan.modelserver.runtimes import SavedModelRuntime
+    from amberscan.modelserver.server import PredictionServicer
 
     servicer = PredictionServicer(tiny_model.name)
-    servicer.model = await asyncio.to_thread(ServedModel, tiny_model.model_dir, tiny_model.name)
+    servicer.serve_model(
+        await asyncio.to_thread(SavedModelRuntime, tiny_model.model_dir, tiny_model.name)
+    )
     bare = grpc.aio.server()
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, bare)
     port = bare.add_insecure_port("127.0.0.1:0")

@@ -32,7 +32,20 @@ def test_train_then_score_separates_classes(tmp_path: Path) -> None:
     model, cv, oof = train_classifier(features, labels, tiles, folds=4, params={"n_estimators": 40})
     assert not np.isnan(oof).any()
     assert cv.roc_auc > 0.9
-    assert cv.precision >= 0.95 or cv.recall == 0
+    # What train_classifier promises: the threshold is the lowest whose out-of-fold precision
+    # reaches the target, so recall is the highest any threshold reaching it gives. On these
+    # classes, 3 standard deviations apart, the target is reachable with most positives found
+    # (measured: precision 0.955 at recall 0.914).
+    reaching = [
+        ((oof >= t) & (labels == 1)).sum() / labels.sum()
+        for t in np.unique(oof)
+        if labels[oof >= t].mean() >= 0.95
+    ]
+    assert reaching, "precision 0.95 is reachable on separable classes"
+    assert cv.precision >= 0.95
+    assert cv.recall == pytest.approx(max(reaching))
+    assert cv.recall >= 0.8
+    assert model.threshold == pytest.approx(cv.threshold)
     model.save(tmp_path / "m.json")
     loaded = Classifier.load(tmp_path / "m.json")
     assert loaded.version == model.version and loaded.version.startswith("xgb-")

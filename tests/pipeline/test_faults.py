@@ -32,10 +32,10 @@ from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
 from amberscan.common.kafka import ensure_topics
+from amberscan.common.registry import publish
 from amberscan.common.settings import Settings
 from amberscan.feature.extract import client_for
 from amberscan.model.classifier import Classifier
-from amberscan.model.registry import publish
 from amberscan.tiler import demo
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.crops import crops_for

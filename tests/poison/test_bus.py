@@ -63,7 +63,7 @@ async def _counted(before: float) -> bool:
 
 async def test_messages_naming_missing_blobs_fail_their_tiles(stack_settings: Settings) -> None:
     missing = "tiles/00/" + "0" * 64 + ".png"
-    crop = "crops/00/" + "0" * 64 + ".png"
+    other_image = "tiles/11/" + "1" * 64 + ".png"
     tile = pb.Tile(
         tile_id=TILE.quadkey,
         scan_id="s-missing",
@@ -82,12 +82,12 @@ async def test_messages_naming_missing_blobs_fail_their_tiles(stack_settings: Se
             tile=pb.TileCoord(z=other.z, x=other.x, y=other.y, quadkey=other.quadkey),
             segment_index=0,
             segment_count=1,
+            image_key=other_image,  # the feature stage cuts the crop from the tile
             image_width=1024,
             image_height=1024,
             bbox=pb.PixelBox(row0=0, col0=0, row1=10, col1=10),
             area_px=100,
         ),
-        crop_key=crop,
     )
     async with running(stack_settings) as pipeline:
         await pipeline.db.execute(
@@ -112,7 +112,7 @@ async def test_messages_naming_missing_blobs_fail_their_tiles(stack_settings: Se
     assert (summary.done, summary.failed) == (0, 2), summary
     reasons = {f["tile_id"]: f["reason"] for f in summary.failures}
     assert reasons[TILE.quadkey].startswith("segmenter: ") and missing in reasons[TILE.quadkey]
-    assert reasons[other.quadkey].startswith("feature: ") and crop in reasons[other.quadkey]
+    assert reasons[other.quadkey].startswith("feature: ") and other_image in reasons[other.quadkey]
     assert "not found" in reasons[TILE.quadkey] and "not found" in reasons[other.quadkey]
     assert {(m.service, m.tile_id, m.scan_id) for m in letters} == {
         ("segmenter", TILE.quadkey, "s-missing"),

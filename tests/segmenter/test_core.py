@@ -1,4 +1,4 @@
-"""Segmenter core on a real shared tile: crops, superpixel messages, label PNGs. No servers."""
+"""Segmenter core on a real shared tile: superpixel messages, label PNGs. No servers."""
 
 from __future__ import annotations
 
@@ -6,20 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra.numpy import arrays
 
 from amberscan.segmenter.core import (
-    SegmentedTile,
-    decode_labels,
-    encode_labels,
     segment_tile,
     superpixel_messages,
 )
 from amberscan.v1 import messages_pb2 as pb
+from amberscan.vision.crops import crop_superpixel
 from amberscan.vision.imageio import read_image
-from amberscan.vision.segment import decode_rle
+from amberscan.vision.segment import Segmentation, decode_rle
 
 TILE = pb.Tile(
     tile_id="120330211",
@@ -39,35 +34,44 @@ def image(shared_data: Path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def segmented(image: np.ndarray) -> SegmentedTile:
+def segmented(image: np.ndarray) -> Segmentation:
     return segment_tile(image)  # the reference (2018) segmentation, about a second
 
 
 @pytest.fixture(scope="module")
-def messages(segmented: SegmentedTile) -> list[pb.Superpixel]:
-    n = len(segmented.segmentation.superpixels)
-    crop_keys = [f"crops/{i:02d}.png" for i in range(n)]
-    return superpixel_messages(TILE, segmented.segmentation, crop_keys, "labels/l.png", "slic-x")
+def messages(segmented: Segmentation) -> list[pb.Superpixel]:
+    return superpixel_messages(TILE, segmented, "labels/l.png", "slic-x")
 
 
-def test_one_224_crop_per_superpixel(image: np.ndarray, segmented: SegmentedTile) -> None:
-    n = len(segmented.segmentation.superpixels)
-    assert n > 1
-    assert segmented.crops.shape == (n, 224, 224, 3)
-    assert segmented.crops.dtype == np.uint8
-    assert segmented.segmentation.labels.shape == image.shape[:2]
+def test_segments_the_whole_tile(image: np.ndarray, segmented: Segmentation) -> None:
+    assert len(segmented.superpixels) > 1
+    assert segmented.labels.shape == image.shape[:2]
 
 
 def test_messages_number_every_superpixel_once(
-    segmented: SegmentedTile, messages: list[pb.Superpixel]
+    segmented: Segmentation, messages: list[pb.Superpixel]
 ) -> None:
-    n = len(segmented.segmentation.superpixels)
+    n = len(segmented.superpixels)
     assert len(messages) == n
     assert sorted(m.ref.segment_index for m in messages) == list(range(n))
-    for i, m in enumerate(messages):
+    for m in messages:
         assert m.ref.segment_count == n
-        assert m.crop_key == f"crops/{i:02d}.png"  # crop i belongs to superpixel i
         assert m.segmenter == "slic-x" and m.ref.labels_key == "labels/l.png"
+
+
+def test_a_message_names_its_crop_in_the_tile(
+    image: np.ndarray, segmented: Segmentation, messages: list[pb.Superpixel]
+) -> None:
+    """The feature stage cuts crops from the tile by the message's box: the box is the
+    superpixel's, so the crop is the one the detection core cuts."""
+    for m in messages:
+        sp = segmented.superpixels[m.ref.segment_index]
+        box = m.ref.bbox
+        assert (box.row0, box.col0, box.row1, box.col1) == sp.bbox
+        np.testing.assert_array_equal(
+            crop_superpixel(image, (box.row0, box.col0, box.row1, box.col1)),
+            crop_superpixel(image, sp.bbox),
+        )
 
 
 def test_messages_carry_the_tile(image: np.ndarray, messages: list[pb.Superpixel]) -> None:
@@ -94,9 +98,9 @@ def test_boxes_inside_image_and_areas_cover_it(
 
 
 def test_masks_are_exactly_the_superpixels(
-    segmented: SegmentedTile, messages: list[pb.Superpixel]
+    segmented: Segmentation, messages: list[pb.Superpixel]
 ) -> None:
-    labels = segmented.segmentation.labels
+    labels = segmented.labels
     rebuilt = np.full(labels.shape, -1, dtype=np.int64)
     for m in messages:
         box, i = m.ref.bbox, m.ref.segment_index
@@ -111,31 +115,3 @@ def test_masks_are_exactly_the_superpixels(
         target[mask] = i
     # the messages alone give back the whole label image: every pixel exactly once
     np.testing.assert_array_equal(rebuilt, labels)
-
-
-def test_label_image_round_trip(segmented: SegmentedTile) -> None:
-    labels = segmented.segmentation.labels
-    decoded = decode_labels(encode_labels(labels))
-    assert decoded.dtype == np.int32
-    np.testing.assert_array_equal(decoded, labels)
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    arrays(
-        np.int32,
-        st.tuples(st.integers(1, 12), st.integers(1, 12)),
-        elements=st.integers(0, 65535),
-    )
-)
-def test_label_round_trip_up_to_16_bits(labels: np.ndarray) -> None:
-    np.testing.assert_array_equal(decode_labels(encode_labels(labels)), labels)
-
-
-def test_largest_16_bit_label_fits_and_one_more_is_refused() -> None:
-    labels = np.zeros((3, 4), dtype=np.int32)
-    labels[1, 2] = 65535
-    np.testing.assert_array_equal(decode_labels(encode_labels(labels)), labels)
-    labels[2, 3] = 65536
-    with pytest.raises(ValueError, match="16-bit"):
-        encode_labels(labels)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -13,9 +14,10 @@ from amberscan.common.blobstore import BlobStore
 from amberscan.common.kafka import ensure_topics
 from amberscan.common.settings import Settings
 from amberscan.segmenter import service
-from amberscan.segmenter.core import decode_labels
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import decode_image
+from amberscan.vision.labels import decode_labels
+from amberscan.vision.segment import segment
 from tests.streams import read_all
 
 pytestmark = pytest.mark.stack
@@ -60,11 +62,11 @@ def tile_message(tile_id: str, x: int, image_key: str) -> pb.Tile:
     )
 
 
+@pytest.mark.parametrize("mode", ["reference", "fast"])
 async def test_tile_segmented_and_corrupt_tile_dead_lettered(
-    stack_settings: Settings, shared_data: Path
+    stack_settings: Settings, shared_data: Path, mode: str
 ) -> None:
-    # "fast" SLIC keeps the test quick on shared CPUs; the runner is the same for both modes
-    settings = stack_settings.model_copy(update={"segmentation_mode": "fast"})
+    settings = stack_settings.model_copy(update={"segmentation_mode": mode})
     await ensure_topics(settings)
     store = BlobStore(settings)
     await store.ensure_bucket()
@@ -96,16 +98,21 @@ async def test_tile_segmented_and_corrupt_tile_dead_lettered(
     assert sorted(s.ref.segment_index for s in superpixels) == list(range(count))
     image = decode_image(png, "positive1.png")
     height, width = image.shape[:2]
+    expected = segment(image, mode=mode)  # what the detection core makes of the same tile
+    assert count == len(expected.superpixels)
     for s in superpixels:
         assert s.ref.segment_count == count
         assert (s.ref.image_height, s.ref.image_width) == (height, width)
-        assert s.ref.image_key == good_key and s.segmenter.startswith("slic-fast")
-        crop = decode_image(await store.get(s.crop_key), s.crop_key)
-        assert crop.shape == (224, 224, 3)
+        assert s.ref.image_key == good_key and s.segmenter.startswith(f"slic-{mode}")
+        box = s.ref.bbox
+        assert (box.row0, box.col0, box.row1, box.col1) == (
+            expected.superpixels[s.ref.segment_index].bbox
+        )
     assert sum(s.ref.area_px for s in superpixels) == height * width
     (labels_key,) = {s.ref.labels_key for s in superpixels}
     labels = decode_labels(await store.get(labels_key))
-    assert labels.shape == (height, width) and labels.max() == count - 1
+    np.testing.assert_array_equal(labels, expected.labels)
+    assert await store.list("crops/") == []  # no crop is stored any more
 
     assert len(letters) == 1, [pb.DeadLetter.FromString(r.value).reason for r in letters]
     letter = pb.DeadLetter.FromString(letters[0].value)

@@ -21,7 +21,7 @@ def test_the_grid_holds_the_tiles_asked_for(tiles: int) -> None:
     columns, rows = mosaic.grid_for(tiles)
     assert columns * rows >= tiles and columns >= rows
     assert (columns - 1) * rows < tiles  # no spare column
-    m = mosaic.Mosaic(columns, rows)
+    m = mosaic.Mosaic(columns, rows, Path("unused"))  # the layout needs no pixels
     request = m.scan_request("m-1")
     assert request.demo and request.provider == "demo"
     assert list(plan_scan(request, "xyz").tiles) == m.tiles()  # exactly the mosaic's tiles

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from amberscan.common.errors import InvalidImage, PoisonMessage
+from amberscan.common.errors import InvalidImage, InvalidInput, PoisonMessage
 from amberscan.vision.imageio import decode_image, encode_png, read_image
 
 SOURCE = "tile 18/151234/87211"
@@ -105,8 +105,9 @@ def test_read_image_names_a_missing_file(tmp_path: Path) -> None:
         read_image(missing)
 
 
-def test_errors_are_poison_messages() -> None:
-    assert issubclass(InvalidImage, PoisonMessage)
+def test_errors_are_the_domain_s_not_the_stream_s() -> None:
+    # The runner decides a bad image is poison; the decoder only says it is invalid input.
+    assert issubclass(InvalidImage, InvalidInput) and not issubclass(InvalidImage, PoisonMessage)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "TIFF", "BMP", "WEBP"])

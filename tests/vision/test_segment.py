@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from amberscan.common.errors import PoisonMessage
+from amberscan.common.errors import InvalidMask
 from amberscan.vision.imageio import read_image
 from amberscan.vision.segment import (
     Segmentation,
@@ -50,9 +50,18 @@ SKIMAGE_014_POSITIVE1 = [
     ((762, 510, 975, 688), 35800), ((765, 329, 975, 514), 36853), ((775, 680, 975, 852), 32379),
 ]  # fmt: skip
 
-# Measured on the four shared tiles: mean best-match IoU of fast (scale 0.25) against
-# reference is 0.968-0.976 (benchmarks/segmentation.py); the bar leaves room for other tiles.
-FAST_AGREEMENT = 0.90
+# Agreement of fast mode (scale 0.25) with the reference on each shared tile: (mean best-match
+# IoU, the same weighted by area), measured with best_match_iou under the pinned scikit-image and
+# Pillow (benchmarks/segmentation.py prints the mean too). Both modes are deterministic; the
+# margin allows for floating-point differences in the Lab conversion and smoothing on another CPU,
+# which move a few boundary pixels, and nothing more.
+FAST_AGREEMENT = {
+    "negative1": (0.976, 0.976),
+    "negative2": (0.968, 0.969),
+    "positive1": (0.974, 0.974),
+    "positive2": (0.968, 0.968),
+}
+FAST_AGREEMENT_MARGIN = 0.01
 
 
 def check_partition(image: np.ndarray, seg: Segmentation) -> None:
@@ -245,9 +254,11 @@ def test_fast_mode_agrees_with_reference(
     check_partition(tiles[name], seg)
     iou = best_match_iou(reference[name], seg)
     areas = np.array([sp.area_px for sp in reference[name].superpixels])
-    assert iou.mean() >= FAST_AGREEMENT
-    assert (iou * areas).sum() / areas.sum() >= FAST_AGREEMENT
-    assert abs(len(seg.superpixels) - len(reference[name].superpixels)) <= 3
+    mean, weighted = FAST_AGREEMENT[name]
+    assert iou.mean() >= mean - FAST_AGREEMENT_MARGIN
+    assert (iou * areas).sum() / areas.sum() >= weighted - FAST_AGREEMENT_MARGIN
+    # Measured: the same number of superpixels as the reference on every shared tile.
+    assert abs(len(seg.superpixels) - len(reference[name].superpixels)) <= 1
 
 
 def test_fast_mode_is_deterministic(
@@ -317,8 +328,10 @@ def test_rle_format(mask: np.ndarray, data: bytes) -> None:
     ],
 )
 def test_rle_refuses_malformed_data(data: bytes, shape: tuple[int, int], problem: str) -> None:
-    with pytest.raises(PoisonMessage, match=problem):
+    with pytest.raises(InvalidMask, match=f"^mask RLE: .*{problem}"):
         decode_rle(data, shape)
+    with pytest.raises(InvalidMask, match=f"^tile 120330211 superpixel 7: .*{problem}"):
+        decode_rle(data, shape, "tile 120330211 superpixel 7")
 
 
 def test_superpixel_is_a_value() -> None:

@@ -16,10 +16,10 @@ from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
 from amberscan.common.settings import Settings
 from amberscan.geo.tiles import Tile
-from amberscan.segmenter.core import encode_labels
 from amberscan.sink.core import UPSERT_DETECTION, detection_row
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import read_image
+from amberscan.vision.labels import encode_labels
 from amberscan.vision.segment import segment
 from amberscan.web.app import make_app
 from tests.streams import free_port, served

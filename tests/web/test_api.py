@@ -289,8 +289,8 @@ async def test_a_newer_model_supersedes_on_the_map_unless_a_model_is_chosen(
 async def test_debugger_threshold_comes_from_the_registry(server: str, seeded: Seeded) -> None:
     import numpy as np
 
+    from amberscan.common.registry import publish
     from amberscan.model.classifier import train_classifier
-    from amberscan.model.registry import publish
 
     tile = seeded.tiles["positive1"].tile_id
     _, before = await get(f"{server}/api/tiles/{tile}")

@@ -11,18 +11,17 @@ import aiohttp
 import numpy as np
 import pytest
 
-from amberscan.common import kafka, topics
+from amberscan.common import kafka, registry, topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
 from amberscan.common.settings import Settings
 from amberscan.feature.extract import client_for, extract, load_crop, served_backbone
-from amberscan.model import registry
 from amberscan.model.classifier import Classifier
 from amberscan.model.dataset import list_labelled
-from amberscan.segmenter.core import decode_labels
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.crops import crop_superpixel
 from amberscan.vision.imageio import decode_image
+from amberscan.vision.labels import decode_labels
 from amberscan.vision.segment import Segmentation
 from amberscan.web import explore
 from amberscan.web.app import make_app

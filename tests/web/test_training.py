@@ -60,7 +60,7 @@ def test_train_from_reviews_grows_the_training_set(
     import contextlib
     import tempfile
 
-    from amberscan import cli
+    from amberscan.cli import build_parser
     from amberscan.feature import extract
     from amberscan.model import classifier
 
@@ -93,12 +93,12 @@ def test_train_from_reviews_grows_the_training_set(
     data = _small_dataset(shared_data, tmp_path / "data")
     sizes = []
     for from_reviews in (False, True):
-        args = cli._parser().parse_args(
+        args = build_parser().parse_args(
             ["train", "--data", str(data)] + (["--from-reviews"] if from_reviews else [])
         )
         assert isinstance(args, argparse.Namespace) and args.from_reviews is from_reviews
         with pytest.raises(Stop):
-            cli._train(args, labelled.settings)
+            args.run(args, labelled.settings)
         printed = capsys.readouterr().err
         sizes.append(int(printed.split("training on ", 1)[1].split(" ", 1)[0]))
     assert sizes == [6, 9]

@@ -1,7 +1,7 @@
 """Classifier service: `features` → `scores`, with the current XGBoost model from the registry.
 
 At-least-once. Output keyed by tile id, one message per (tile id, segment index, model
-version). Replaying `features` after publishing a new model (`amberscan replay`) re-scores old
+version). A poll's vectors are scored in one XGBoost call. Replaying `features` after publishing a new model (`amberscan replay`) re-scores old
 superpixels without touching the model server: the new scores flow through the aggregator to new
 detection rows keyed by the new model version, beside the old ones.
 """
@@ -9,13 +9,14 @@ detection rows keyed by the new model version, beside the old ones.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 import numpy as np
 from aiokafka.structs import ConsumerRecord
 
 from amberscan.common import topics
 from amberscan.common.errors import PoisonMessage
-from amberscan.common.kafka import Output, Stage, StageConfig, decode_message, describer
+from amberscan.common.kafka import Output, Result, Stage, StageConfig, decode_message, describer
 from amberscan.common.settings import Settings
 from amberscan.model.classifier import Classifier
 from amberscan.v1 import messages_pb2 as pb
@@ -34,39 +35,63 @@ def decode_features(record: ConsumerRecord) -> pb.SuperpixelFeatures:
 describe_features = describer(pb.SuperpixelFeatures, lambda m: (m.ref.tile_id, m.ref.scan_id))
 
 
-def score_message(message: pb.SuperpixelFeatures, classifier: Classifier) -> pb.SuperpixelScore:
-    """The score of one feature vector (pure)."""
-    ref = message.ref
-    if classifier.backbone and message.backbone != classifier.backbone:
-        raise PoisonMessage(
-            f"superpixel {ref.segment_index} of tile {ref.tile_id}: features from backbone "
-            f"{message.backbone}, classifier {classifier.version} expects {classifier.backbone}"
-        )
-    vector = np.asarray(message.vector, dtype=np.float32)[None, :]
-    if vector.shape[1] != classifier.feature_dim:
-        raise PoisonMessage(
-            f"superpixel {ref.segment_index} of tile {ref.tile_id}: {vector.shape[1]}-d features, "
-            f"classifier {classifier.version} takes {classifier.feature_dim}"
-        )
-    score = float(classifier.score(vector)[0])
-    out_ref = pb.SuperpixelRef()
-    out_ref.CopyFrom(ref)
-    models = pb.ModelVersions(backbone=message.backbone, classifier=classifier.version)
-    out_ref.models.CopyFrom(models)
-    return pb.SuperpixelScore(
-        ref=out_ref,
-        score=score,
-        positive=score >= classifier.threshold,
-        threshold=classifier.threshold,
-        models=models,
-    )
+def score_messages(
+    messages: Sequence[pb.SuperpixelFeatures], classifier: Classifier
+) -> list[pb.SuperpixelScore | PoisonMessage]:
+    """The score of each feature vector, from one XGBoost call (pure); a vector the classifier
+    cannot take (another backbone, another width) is a PoisonMessage naming it."""
+    results: list[pb.SuperpixelScore | PoisonMessage | None] = [None] * len(messages)
+    usable: list[int] = []
+    for i, message in enumerate(messages):
+        ref = message.ref
+        where = f"superpixel {ref.segment_index} of tile {ref.tile_id}"
+        if classifier.backbone and message.backbone != classifier.backbone:
+            results[i] = PoisonMessage(
+                f"{where}: features from backbone {message.backbone}, classifier "
+                f"{classifier.version} expects {classifier.backbone}"
+            )
+        elif len(message.vector) != classifier.feature_dim:
+            results[i] = PoisonMessage(
+                f"{where}: {len(message.vector)}-d features, classifier {classifier.version} "
+                f"takes {classifier.feature_dim}"
+            )
+        else:
+            usable.append(i)
+    if usable:
+        vectors = np.array([messages[i].vector for i in usable], dtype=np.float32)
+        for i, score in zip(usable, classifier.score(vectors).tolist(), strict=True):
+            message = messages[i]
+            out_ref = pb.SuperpixelRef()
+            out_ref.CopyFrom(message.ref)
+            models = pb.ModelVersions(backbone=message.backbone, classifier=classifier.version)
+            out_ref.models.CopyFrom(models)
+            results[i] = pb.SuperpixelScore(
+                ref=out_ref,
+                score=score,
+                positive=score >= classifier.threshold,
+                threshold=classifier.threshold,
+                models=models,
+            )
+    return [r for r in results if r is not None]
 
 
 def make_stage(settings: Settings, classifier: Classifier, *, replay: bool = False) -> Stage:
-    async def handle(record: ConsumerRecord) -> list[Output]:
-        message = decode_features(record)
-        scored = await asyncio.to_thread(score_message, message, classifier)
-        return [Output(topics.SCORES, message.ref.tile_id.encode(), scored.SerializeToString())]
+    async def handle(records: list[ConsumerRecord]) -> list[Result]:
+        results: list[Result | None] = [None] * len(records)
+        decoded: dict[int, pb.SuperpixelFeatures] = {}
+        for i, record in enumerate(records):
+            try:
+                decoded[i] = decode_features(record)
+            except PoisonMessage as error:
+                results[i] = error
+        scored = await asyncio.to_thread(score_messages, list(decoded.values()), classifier)
+        for i, score in zip(decoded, scored, strict=True):
+            results[i] = (
+                score
+                if isinstance(score, PoisonMessage)
+                else [Output(topics.SCORES, score.ref.tile_id.encode(), score.SerializeToString())]
+            )
+        return [r for r in results if r is not None]
 
     config = StageConfig(
         service="classifier",
@@ -78,13 +103,13 @@ def make_stage(settings: Settings, classifier: Classifier, *, replay: bool = Fal
         group_id=f"{settings.topic_prefix}amberscan-replay-{classifier.version}" if replay else "",
         until_caught_up=replay,
     )
-    return Stage(settings, config, handle)
+    return Stage(settings, config, batch_handler=handle)
 
 
 async def load_classifier(settings: Settings) -> Classifier:
     """The registry's current classifier, or the local file when the registry has none."""
     from amberscan.common.blobstore import MissingBlob
-    from amberscan.model.registry import load_current
+    from amberscan.common.registry import load_current
 
     try:
         return await load_current(settings)
@@ -100,7 +125,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
 
 async def replay(settings: Settings, version: str, stop: asyncio.Event) -> str:
     """Re-score every retained feature with classifier `version` (the current one if empty)."""
-    from amberscan.model.registry import load_current, load_version
+    from amberscan.common.registry import load_current, load_version
 
     classifier = await (load_version(settings, version) if version else load_current(settings))
     await make_stage(settings, classifier, replay=True).run(stop)

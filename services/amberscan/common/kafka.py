@@ -43,7 +43,7 @@ from aiokafka.structs import ConsumerRecord
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from amberscan.common import metrics, topics
-from amberscan.common.errors import PoisonMessage, TransientError
+from amberscan.common.errors import InvalidInput, PoisonMessage, TransientError
 from amberscan.common.retry import RetryPolicy
 from amberscan.common.settings import Settings
 from amberscan.v1 import messages_pb2 as pb
@@ -126,6 +126,9 @@ class StageConfig:
     group_id: str = ""
     max_records: int = 64
     poll_timeout_ms: int = 500
+    # Once a poll has some records, how long to keep polling to fill `max_records` (a stage
+    # that sends whole batches to a model server wants them full).
+    fill_wait_ms: int = 0
     # Batches handled at once while the next is polled (1 for a stage whose state must see
     # records strictly one batch after the other).
     max_in_flight: int = 2
@@ -311,10 +314,7 @@ class Stage:
                 if finisher.done():  # it only ends on an error: raise it here
                     finisher.result()
                 try:
-                    fetched = await self.consumer.getmany(
-                        timeout_ms=self.config.poll_timeout_ms,
-                        max_records=self.config.max_records,
-                    )
+                    fetched = await self._poll()
                 except BaseException:
                     slots.release()
                     raise
@@ -348,6 +348,26 @@ class Stage:
                 for batch in self._in_flight:
                     batch.task.cancel()
                 await self.close()
+
+    async def _poll(self) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """One poll, topped up for at most `fill_wait_ms` until `max_records` are in hand."""
+        assert self.consumer is not None
+        want = self.config.max_records
+        fetched: dict[TopicPartition, list[ConsumerRecord]] = await self.consumer.getmany(
+            timeout_ms=self.config.poll_timeout_ms, max_records=want
+        )
+        count = sum(len(part) for part in fetched.values())
+        if not count or not self.config.fill_wait_ms:
+            return fetched
+        deadline = time.monotonic() + self.config.fill_wait_ms / 1000
+        while count < want and (left := deadline - time.monotonic()) > 0:
+            more = await self.consumer.getmany(
+                timeout_ms=max(int(left * 1000), 1), max_records=want - count
+            )
+            for tp, part in more.items():
+                fetched.setdefault(tp, []).extend(part)
+                count += len(part)
+        return fetched
 
     async def _caught_up(self) -> bool:
         assert self.consumer is not None
@@ -415,7 +435,7 @@ class Stage:
             try:
                 results = await self.batch_handler(records)
             except Exception as error:  # noqa: BLE001 - the batch as a whole failed
-                if not isinstance(error, TransientError | PoisonMessage):
+                if not isinstance(error, TransientError | PoisonMessage | InvalidInput):
                     log.exception("unexpected error handling a batch")
                 return [error] * len(records)
             if len(results) != len(records):
@@ -430,7 +450,7 @@ class Stage:
         assert self.handler is not None
         try:
             return await self.handler(record)
-        except (PoisonMessage, TransientError) as error:
+        except (PoisonMessage, InvalidInput, TransientError) as error:
             return error
         except Exception as error:  # noqa: BLE001 - an unexpected bug must not stall the stream
             log.exception("unexpected error, dead-lettering", extra={"offset": record.offset})

@@ -13,7 +13,6 @@ _KIND = re.compile(r"^[a-z][a-z0-9-]*(/[a-z0-9][a-z0-9._-]*)*$")
 _EXT = re.compile(r"^[a-z0-9]{1,8}$")
 
 TILE_IMAGES = "tiles"
-CROPS = "crops"
 MODELS = "models"
 
 
@@ -26,7 +25,7 @@ def content_key(kind: str, data: bytes, ext: str) -> str:
     """The content-addressed key of `data` under `kind`.
 
     Args:
-        kind: a lowercase path prefix such as "tiles" or "crops".
+        kind: a lowercase path prefix such as "tiles" or "labels".
         data: the object's bytes.
         ext: file extension without the dot ("png", "json").
 

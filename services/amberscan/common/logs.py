@@ -1,38 +1,41 @@
-"""Structured logs: one JSON object per line, with the service name on every record."""
+"""Structured logs: one JSON object per line, with the service name on every record.
+
+The formatting is python-json-logger's; amberscan only names the fields: `ts` (UTC, ISO 8601 to
+the millisecond), `level` (lower case), `service`, `logger`, `msg`, every `extra` field, and
+`exc` (the formatted traceback) when there is one.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
-# LogRecord attributes that are not user-supplied `extra` fields.
-_RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
 
-class JsonFormatter(logging.Formatter):
-    """Formats a record as JSON: time, level, service, logger, message and any `extra` fields."""
+class JsonFormatter(_JsonFormatter):
+    """python-json-logger's formatter with amberscan's field names and the service on each line."""
 
     def __init__(self, service: str) -> None:
-        super().__init__()
+        super().__init__(
+            ["name", "message"],
+            rename_fields={"name": "logger", "message": "msg", "exc_info": "exc"},
+            static_fields={"service": service},
+            json_default=str,  # an `extra` value JSON cannot hold is logged as its str()
+        )
         self.service = service
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "service": self.service,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for name, value in vars(record).items():
-            if name not in _RESERVED and not name.startswith("_"):
-                entry[name] = value
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        # First, as amberscan's lines always began; the library's own timestamp has no ms cut.
+        log_data["ts"] = datetime.fromtimestamp(record.created, UTC).isoformat(
+            timespec="milliseconds"
+        )
+        log_data["level"] = record.levelname.lower()
+        super().add_fields(log_data, record, message_dict)
 
 
 def configure_logging(service: str, level: str = "INFO", json_lines: bool = True) -> None:

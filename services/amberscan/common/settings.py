@@ -1,7 +1,8 @@
 """One settings object per process, fed by `AMBERSCAN_*` environment variables.
 
 Parsed once in a process's `main()` and passed down; nothing else reads `os.environ`.
-The k8s ConfigMap (`k8s/base/configmap.yaml`) and the README's table list these fields one to one.
+The k8s ConfigMap (`k8s/base/config.yaml`) with the overlays' Secret and the README's table
+list these fields one to one.
 """
 
 from __future__ import annotations
@@ -46,9 +47,21 @@ class Settings(BaseSettings):
     backbone_name: str = "backbone"
     model_dir: Path = Path("models/serving")
     classifier_path: Path = Path("models/classifier.json")
+    # Superpixels per model-server request, and the longest wait to fill one.
     feature_batch_size: int = Field(default=32, ge=1)
     feature_batch_wait_ms: int = Field(default=50, ge=0)
+    # Tiles the feature stage keeps decoded while their superpixels are in flight.
+    feature_tile_cache: int = Field(default=32, ge=1)
     model_deadline_s: float = Field(default=60.0, gt=0)
+    # The local model server (`amberscan serve model-server`; production GPUs run TF Serving):
+    # runtime (auto: OpenVINO where the export has it), threads (0: every core), OpenVINO
+    # streams, and its server-side batching.
+    model_server_runtime: Literal["auto", "tensorflow", "openvino"] = "auto"
+    model_server_threads: int = Field(default=0, ge=0)
+    model_server_streams: int = Field(default=1, ge=1)
+    model_server_max_batch: int = Field(default=64, ge=1)
+    model_server_batch_timeout_ms: float = Field(default=2.0, ge=0)
+    model_server_workers: int = Field(default=1, ge=1)
 
     # Detection rule: a tile is flagged when more than this many superpixels are positive.
     min_positive_superpixels: int = Field(default=2, ge=0)
@@ -95,6 +108,10 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:18080/tiles/{z}/{x}/{y}.png",
         description="base layer of the map (the demo tile server by default)",
     )
+
+    # Data (issue 13): the texty-amber folder (tiles/, superpixels/); unset, common/data.py looks
+    # for shared/data/texty-amber beside the checkout and the folders above it.
+    shared_data: Path | None = None
 
 
 def load_settings() -> Settings:

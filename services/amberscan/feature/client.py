@@ -1,19 +1,24 @@
-"""Async client of a TF Serving API model server: one crop in, one feature vector out.
+"""Async client of a TF Serving API model server: a batch of crops in, feature vectors out.
 
-Concurrent `features()` callers are packed into one Predict call of up to `batch_size` crops (or
-what arrived within `max_wait_ms`), and each caller gets its own row back. Transient gRPC failures
-(UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, and CANCELLED, which here only the
-server or transport can cause: a server stopping mid-call) are retried with exponential backoff,
+Transient gRPC failures (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, and
+CANCELLED, which here only the server or transport can cause: a server stopping mid-call) are
+retried under the shared `RetryPolicy` (bounded, jittered, honouring the server's retry pushback),
 then raised as `TransientError`. A request or answer that breaks the model contract (uint8
 ``[N, H, W, 3]`` `images` in, float32 ``[N, D]`` `features` out), INVALID_ARGUMENT and NOT_FOUND
-raise `ModelContractError`; any other code raises `AmberscanError`. Works against
-`amberscan.model.server` and the official TF Serving image (which has no gRPC health service:
+raise `ModelContractError`; UNKNOWN, INTERNAL and any other code raise `ModelServerError` (the
+server failed on this input: the caller may split the batch to find the crop it fails on).
+
+`address` is one ``host:port``, several separated by commas (one channel balanced round-robin
+over them), or any gRPC target such as ``dns:///model-server-headless:8500`` (round-robin over
+every address the name resolves to: a headless Service in Kubernetes). Works against
+`amberscan.modelserver` and the official TF Serving image (which has no gRPC health service:
 `wait_until_serving` then polls GetModelMetadata).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 from types import TracebackType
@@ -29,6 +34,7 @@ from tensorflow_serving.apis import (
 )
 
 from amberscan.common.errors import AmberscanError, ModelContractError, TransientError
+from amberscan.common.retry import RetryPolicy, grpc_retry_after
 
 SIGNATURE = "serving_default"
 INPUT_KEY = "images"
@@ -43,11 +49,23 @@ TRANSIENT_CODES = frozenset(
     }
 )
 CONTRACT_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND})
-_MAX_BACKOFF_S = 30.0
 _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),
 ]
+
+
+class ModelServerError(AmberscanError):
+    """The model server failed on a request (UNKNOWN, INTERNAL, …): not a transport fault."""
+
+
+def channel_target(address: str) -> str:
+    """The gRPC target of `address`: ``ipv4:a:p,b:q`` for a comma-separated list."""
+    parts = [part.strip() for part in address.split(",") if part.strip()]
+    if len(parts) > 1:
+        return "ipv4:" + ",".join(parts)
+    return parts[0] if parts else address
 
 
 @dataclass(frozen=True)
@@ -71,28 +89,17 @@ class FeatureClient:
         address: str,
         model_name: str,
         *,
-        batch_size: int = 32,
-        max_wait_ms: float = 50,
         deadline_s: float = 60,
         max_retries: int = 5,
         backoff_s: float = 0.5,
     ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.address = address
         self.model_name = model_name
-        self.batch_size = batch_size
-        self.max_wait_s = max(max_wait_ms, 0) / 1000
         self.deadline_s = deadline_s
-        self.max_retries = max(max_retries, 0)
         self.backoff_s = backoff_s
+        self.policy = RetryPolicy(retries=max(max_retries, 0), base_s=backoff_s)
         self._channel: grpc.aio.Channel | None = None
         self._prediction: Any = None
-        # Crops waiting for a batch, by shape: crops of one shape stack into one request.
-        self._pending: dict[tuple[int, ...], list[tuple[NDArray[np.uint8], asyncio.Future[Any]]]]
-        self._pending = {}
-        self._timers: dict[tuple[int, ...], asyncio.TimerHandle] = {}
-        self._batches: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> FeatureClient:
         self._stub()
@@ -116,40 +123,34 @@ class FeatureClient:
                 ("grpc.min_reconnect_backoff_ms", reconnect_ms),
                 ("grpc.max_reconnect_backoff_ms", max(reconnect_ms, 10_000)),
             ]
-            self._channel = grpc.aio.insecure_channel(self.address, options=options)
+            self._channel = grpc.aio.insecure_channel(channel_target(self.address), options=options)
             self._prediction = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         return self._prediction
 
     async def close(self) -> None:
-        """Send what is still waiting for a batch, let running batches finish, close the channel."""
-        for shape in list(self._pending):
-            self._flush(shape)
-        if self._batches:
-            await asyncio.gather(*self._batches, return_exceptions=True)
+        """Close the channel."""
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
             self._prediction = None
 
     async def _call(self, method: str, request: Any) -> Any:
-        """One RPC with deadline, retried with exponential backoff on transient codes."""
+        """One RPC with deadline, retried under the policy on transient codes."""
         what = f"model server {self.address}: {method} {self.model_name}"
-        attempt = 0
-        while True:
-            try:
-                return await getattr(self._stub(), method)(request, timeout=self.deadline_s)
-            except grpc.aio.AioRpcError as error:
-                code, details = error.code(), error.details()
-                if code in CONTRACT_CODES:
-                    raise ModelContractError(f"{what}: {code.name}: {details}") from None
-                if code not in TRANSIENT_CODES:
-                    raise AmberscanError(f"{what}: {code.name}: {details}") from None
-                if attempt >= self.max_retries:
-                    raise TransientError(
-                        f"{what}: {code.name} after {attempt + 1} attempts: {details}"
-                    ) from None
-            await asyncio.sleep(min(self.backoff_s * 2**attempt, _MAX_BACKOFF_S))
-            attempt += 1
+        retrying = self.policy.retrying(lambda error: isinstance(error, TransientError))
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    try:
+                        return await getattr(self._stub(), method)(request, timeout=self.deadline_s)
+                    except grpc.aio.AioRpcError as error:
+                        raise _classified(what, error) from None
+        except TransientError as error:
+            tries = retrying.statistics.get("attempt_number", 1)
+            raise TransientError(
+                f"{error} (after {tries} attempts)", retry_after_s=error.retry_after_s
+            ) from None
+        raise AssertionError("unreachable: tenacity returns or raises")
 
     async def metadata(self) -> ModelMetadata:
         """The served version, one image's input shape and the feature width.
@@ -167,17 +168,24 @@ class FeatureClient:
         return request
 
     async def predict(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
-        """Features of a batch of crops, in one Predict call.
+        """Features of a batch of crops, in one Predict call (see `predict_versioned`)."""
+        features, _ = await self.predict_versioned(images)
+        return features
+
+    async def predict_versioned(self, images: NDArray[np.uint8]) -> tuple[NDArray[np.float32], int]:
+        """Features of a batch of crops, in one Predict call, and the model version that
+        computed them (as the answer names it: a server may load a new version at any time).
 
         Args:
             images: uint8 ``[N, H, W, 3]``.
 
         Returns:
-            float32 ``[N, D]``, row i for crop i.
+            float32 ``[N, D]``, row i for crop i; the version.
 
         Raises:
             ModelContractError: `images` is not uint8 ``[N, H, W, 3]``, the server rejects it
                 (INVALID_ARGUMENT, NOT_FOUND), or the answer lacks `features` or has another N.
+            ModelServerError: the server failed on it (UNKNOWN, INTERNAL, …).
             TransientError: the server did not answer after the retries.
         """
         import tensorflow as tf
@@ -188,52 +196,8 @@ class FeatureClient:
         request.model_spec.signature_name = SIGNATURE
         request.inputs[INPUT_KEY].CopyFrom(tf.make_tensor_proto(images))
         response = await self._call("Predict", request)
-        return parse_features(self.model_name, response, len(images))
-
-    async def features(self, crop: NDArray[np.uint8]) -> NDArray[np.float32]:
-        """The feature vector of one uint8 ``[H, W, 3]`` crop, batched with concurrent callers.
-
-        Raises:
-            ModelContractError, TransientError: as `predict` does, for the whole batch.
-        """
-        check_crop(crop)
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[NDArray[np.float32]] = loop.create_future()
-        shape = tuple(crop.shape)
-        waiting = self._pending.setdefault(shape, [])
-        waiting.append((crop, future))
-        if len(waiting) >= self.batch_size:
-            self._flush(shape)
-        elif len(waiting) == 1:
-            self._timers[shape] = loop.call_later(self.max_wait_s, self._flush, shape)
-        return await future
-
-    def _flush(self, shape: tuple[int, ...]) -> None:
-        timer = self._timers.pop(shape, None)
-        if timer is not None:
-            timer.cancel()
-        waiting = self._pending.pop(shape, [])
-        if waiting:
-            task = asyncio.ensure_future(self._run_batch(waiting))
-            self._batches.add(task)
-            task.add_done_callback(self._batches.discard)
-
-    async def _run_batch(
-        self, waiting: list[tuple[NDArray[np.uint8], asyncio.Future[Any]]]
-    ) -> None:
-        futures = [future for _, future in waiting]
-        try:
-            rows = await self.predict(np.stack([crop for crop, _ in waiting]))
-        except BaseException as error:  # every caller of the batch gets the failure
-            for future in futures:
-                if not future.done():
-                    future.set_exception(error)
-            if not isinstance(error, Exception):
-                raise
-            return
-        for future, row in zip(futures, rows, strict=True):
-            if not future.done():  # a caller may have been cancelled meanwhile
-                future.set_result(row)
+        features = parse_features(self.model_name, response, len(images))
+        return features, int(response.model_spec.version.value)
 
     async def wait_until_serving(self, timeout_s: float) -> ModelMetadata:
         """Wait until the server reports SERVING and knows the model; returns its metadata.
@@ -289,6 +253,18 @@ class FeatureClient:
 
 class _NotYet(Exception):
     pass
+
+
+def _classified(what: str, error: grpc.aio.AioRpcError) -> AmberscanError:
+    code, details = error.code(), error.details()
+    if code in CONTRACT_CODES:
+        return ModelContractError(f"{what}: {code.name}: {details}")
+    if code in TRANSIENT_CODES:
+        return TransientError(
+            f"{what}: {code.name}: {details}",
+            retry_after_s=grpc_retry_after(error.trailing_metadata()),
+        )
+    return ModelServerError(f"{what}: {code.name}: {details}")
 
 
 def _check_uint8_rgb(value: Any, name: str, ndim: int, layout: str) -> None:

@@ -17,10 +17,8 @@ from tqdm import tqdm
 
 from amberscan.common.settings import Settings
 from amberscan.feature.client import FeatureClient
-from amberscan.vision.crops import crop_superpixel
+from amberscan.vision.crops import CROP_SIZE, crop_superpixel
 from amberscan.vision.imageio import read_image
-
-CROP_SIZE = 224
 
 
 @dataclass(frozen=True)
@@ -48,8 +46,6 @@ def client_for(
     return FeatureClient(
         address or settings.model_server,
         name or settings.backbone_name,
-        batch_size=settings.feature_batch_size,
-        max_wait_ms=settings.feature_batch_wait_ms,
         deadline_s=settings.model_deadline_s,
         max_retries=settings.max_retries,
         backoff_s=settings.retry_backoff_s,

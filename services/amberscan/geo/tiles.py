@@ -102,13 +102,6 @@ def pixel_to_lonlat(
     return (lon, lat)
 
 
-def pixel_ring_to_lonlat(
-    tile: Tile, width: int, height: int, ring: list[tuple[float, float]]
-) -> list[list[float]]:
-    """A ring of (x=col, y=row) pixel positions as GeoJSON [lon, lat] positions."""
-    return [list(pixel_to_lonlat(tile, width, height, x, y)) for x, y in ring]
-
-
 def parse_bbox(text: str) -> tuple[float, float, float, float]:
     """A "W,S,E,N" string as a validated bbox.
 

@@ -33,6 +33,7 @@ __all__ = [
     "efficientnet_lite0",
     "efficientnet_lite0_logits",
     "efficientnet_lite0_pretrained_path",
+    "normalisation",
     "preprocess",
     "resnet50",
 ]
@@ -89,6 +90,26 @@ BACKBONES: dict[str, BackboneSpec] = {
     ),
     "resnet50": BackboneSpec("resnet50", INPUT_SIZE, 2048, "caffe-bgr-mean"),
 }
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """`preprocess` as numbers, for runtimes that compile it themselves (OpenVINO): reverse the
+    channels (RGB → BGR) if asked, subtract `mean`, divide by `scale` (both per channel)."""
+
+    reverse_channels: bool
+    mean: tuple[float, float, float]
+    scale: tuple[float, float, float]
+
+
+def normalisation(name: str) -> Normalisation:
+    """What `preprocess(name, …)` computes, as constants."""
+    spec = BACKBONES.get(name)
+    if spec is None:
+        raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(BACKBONES)}")
+    if spec.preprocessing == "imagenet-mean-std":
+        return Normalisation(False, _LITE0_MEAN, _LITE0_STD)
+    return Normalisation(True, _RESNET50_BGR_MEAN, (1.0, 1.0, 1.0))
 
 
 def preprocess(name: str, images: tf.Tensor) -> tf.Tensor:

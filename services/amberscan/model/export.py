@@ -5,6 +5,12 @@ with `amberscan.json` beside `saved_model.pb` describing what was exported. The 
 `serving_default`, takes `images`: uint8 [N, H, W, 3] RGB of any size, resizes them to the
 backbone's input size and preprocesses them inside the graph, and returns
 `{"features": float32 [N, D]}`, so clients send raw crops and never repeat the preprocessing.
+With `views` > 1 the feature is the mean over that many dihedral views of each crop, computed
+as one batch of N × views.
+
+Beside it, `openvino/backbone.xml` (+ `.bin`) holds the bare backbone (preprocessed float input)
+as OpenVINO IR, and `amberscan.json` says how the CPU runtime of the model server wraps it to
+give the same features (`amberscan.modelserver.runtimes.OpenVinoRuntime`).
 
 A version is written into a hidden temporary folder and renamed into place, so a server watching
 `MODEL_DIR/MODEL_NAME` never loads a half-written version.
@@ -24,6 +30,7 @@ import keras
 import tensorflow as tf
 
 from amberscan.model import backbones
+from amberscan.model.finetune import DIHEDRAL_VIEWS
 from amberscan.model.pth import load_state_dict
 
 __all__ = ["INPUT_NAME", "METADATA_FILE", "OUTPUT_NAME", "build_backbone", "export_backbone"]
@@ -73,23 +80,27 @@ def build_backbone(name: str, weights: str | Path, *, seed: int = 0) -> tuple[ke
     raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(backbones.BACKBONES)}")
 
 
-def _serving_module(model: keras.Model, name: str, input_size: int, tta: bool = False) -> Any:
+def _serving_module(model: keras.Model, name: str, input_size: int, views: int = 1) -> Any:
     """A tf.Module holding the model's variables and `serve`, the signature's function."""
+    dihedral = DIHEDRAL_VIEWS[views]
 
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
         # Antialiased bilinear: crops come in larger or smaller than the input size; at the
         # input size itself it is the identity.
         x = tf.image.resize(images, (input_size, input_size), method="bilinear", antialias=True)
         x = backbones.preprocess(name, x)
-        if not tta:
+        if views == 1:
             return {OUTPUT_NAME: tf.cast(model(x, training=False), tf.float32)}
-        # Overhead imagery has no "up": the mean over the 8 flips/rotations is a steadier
-        # feature (8× the compute per crop).
-        views = []
-        for k in range(8):
+        # Overhead imagery has no "up": the mean over dihedral views is a steadier feature.
+        # One backbone call on all N × views images, not one call per view.
+        stacked = []
+        for k in dihedral:
             view = tf.image.rot90(x, k % 4)
-            views.append(model(tf.image.flip_left_right(view) if k >= 4 else view, training=False))
-        return {OUTPUT_NAME: tf.cast(tf.reduce_mean(tf.stack(views), axis=0), tf.float32)}
+            stacked.append(tf.image.flip_left_right(view) if k >= 4 else view)
+        n = tf.shape(x)[0]
+        features = model(tf.concat(stacked, axis=0), training=False)
+        features = tf.reshape(features, [len(dihedral), n, -1])
+        return {OUTPUT_NAME: tf.cast(tf.reduce_mean(features, axis=0), tf.float32)}
 
     module = tf.Module(name="amberscan_backbone")
     module.model = model  # tracked, so its variables are saved
@@ -97,6 +108,24 @@ def _serving_module(model: keras.Model, name: str, input_size: int, tta: bool = 
         serve, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)]
     )
     return module
+
+
+def _write_openvino(model: keras.Model, name: str, folder: Path) -> dict[str, Any]:
+    """The bare backbone as OpenVINO IR in `folder`; returns how to wrap it (for amberscan.json)."""
+    import openvino as ov
+
+    folder.mkdir(parents=True, exist_ok=True)
+    converted = ov.convert_model(model)
+    ov.save_model(converted, folder / "backbone.xml", compress_to_fp16=False)
+    norm = backbones.normalisation(name)
+    return {
+        "file": f"{folder.name}/backbone.xml",
+        "input": "float32 [N, S, S, 3], normalised",
+        "reverse_channels": norm.reverse_channels,
+        "mean": list(norm.mean),
+        "scale": list(norm.scale),
+        "openvino": ov.__version__,
+    }
 
 
 def export_backbone(
@@ -108,7 +137,8 @@ def export_backbone(
     version: int | None = None,
     seed: int = 0,
     finetuned: str | Path | None = None,
-    tta: bool = False,
+    views: int = 1,
+    openvino: bool = True,
 ) -> Path:
     """Write backbone `name` as version `version` of TF Serving model `model_name`.
 
@@ -122,7 +152,8 @@ def export_backbone(
         seed: Seed for resnet50 "random".
         finetuned: A `.weights.h5` file of the same backbone fine-tuned on labelled crops
             (`amberscan finetune`), loaded over `weights`.
-        tta: Serve the mean feature over the 8 flips/rotations of each crop.
+        views: Serve the mean feature over this many dihedral views of each crop (1, 2, 4, 8).
+        openvino: Also write the bare backbone as OpenVINO IR (the model server's CPU runtime).
 
     Returns:
         The version folder, `model_dir/model_name/version`.
@@ -136,6 +167,8 @@ def export_backbone(
         raise ValueError(
             f"unknown backbone {name!r}; expected one of {sorted(backbones.BACKBONES)}"
         )
+    if views not in DIHEDRAL_VIEWS:
+        raise ValueError(f"views must be one of {sorted(DIHEDRAL_VIEWS)}, not {views}")
     if version is not None and version < 1:
         raise ValueError(f"version must be a positive integer, not {version}")
     base = Path(model_dir) / model_name
@@ -154,14 +187,15 @@ def export_backbone(
         existing = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
         version = max(existing, default=0) + 1
     target = base / str(version)
-    module = _serving_module(model, name, spec.input_size, tta)
+    module = _serving_module(model, name, spec.input_size, views)
     metadata: dict[str, Any] = {
         "backbone": name,
         "weights": described,
         "feature_dim": spec.feature_dim,
         "input_size": spec.input_size,
         "preprocessing": spec.preprocessing,
-        "test_time_augmentation": "dihedral-8" if tta else "none",
+        "test_time_augmentation": f"dihedral-{views}" if views > 1 else "none",
+        "views": list(DIHEDRAL_VIEWS[views]),
         "signature": {"name": SIGNATURE, "input": INPUT_NAME, "output": OUTPUT_NAME},
         "created_by": "amberscan.model.export",
         "tensorflow": tf.__version__,
@@ -170,6 +204,11 @@ def export_backbone(
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=base))
     try:
         tf.saved_model.save(module, str(staging), signatures={SIGNATURE: module.serve})
+        if openvino:
+            metadata["openvino"] = {
+                **_write_openvino(model, name, staging / "openvino"),
+                "views": list(DIHEDRAL_VIEWS[views]),
+            }
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide it from a server run as another user
         staging.rename(target)

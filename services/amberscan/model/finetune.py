@@ -46,6 +46,16 @@ class FinetuneConfig:
     seed: int = 0
 
 
+# The dihedral views a test-time-augmented feature averages, by their number (k: rotation by
+# k·90° counter-clockwise, then a left-right flip for k ≥ 4).
+DIHEDRAL_VIEWS: dict[int, tuple[int, ...]] = {
+    1: (0,),
+    2: (0, 2),
+    4: (0, 1, 2, 3),
+    8: tuple(range(8)),
+}
+
+
 def dihedral(images: tf.Tensor, k: int) -> tf.Tensor:
     """The k-th of the 8 flips/rotations (k in 0..7) of a [N, H, W, C] batch of square images."""
     rotated = tf.image.rot90(images, k % 4)
@@ -146,7 +156,8 @@ class FinetunedModel:
         self, images: NDArray[np.uint8], fn: Callable[[tf.Tensor], tf.Tensor], tta: bool, batch: int
     ) -> NDArray[np.float32]:
         views = tuple(range(8)) if tta else (0,)
-        return self._views(images, fn, views, batch).mean(axis=0)
+        mean: NDArray[np.float32] = self._views(images, fn, views, batch).mean(axis=0)
+        return mean
 
     def embed_views(
         self, images: NDArray[np.uint8], views: tuple[int, ...] = tuple(range(8)), batch: int = 64

@@ -1,61 +1,35 @@
-"""Segmenter core: a tile image → its SLIC superpixels, crops and messages. Pure."""
+"""Segmenter core: a tile image → its SLIC superpixels and their messages. Pure.
+
+A superpixel message names its tile's blob and its box and mask in it: the feature stage cuts the
+crop from the tile itself, so no crop is encoded, stored or fetched on the way.
+"""
 
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass
-
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image
 
 from amberscan.v1 import messages_pb2 as pb
-from amberscan.vision.crops import crops_for
 from amberscan.vision.segment import Segmentation, encode_rle, segment
-
-CROP_SIZE = 224
-
-
-@dataclass(frozen=True)
-class SegmentedTile:
-    segmentation: Segmentation
-    crops: NDArray[np.uint8]  # (n, 224, 224, 3)
 
 
 def segment_tile(
     image: NDArray[np.uint8], *, mode: str = "reference", n_segments: int = 30
-) -> SegmentedTile:
-    """Superpixels of `image` and the 224×224 crop of each one's bounding box."""
-    segmentation = segment(image, n_segments=n_segments, mode=mode)  # type: ignore[arg-type]
-    return SegmentedTile(segmentation, crops_for(image, segmentation, CROP_SIZE))
-
-
-def encode_labels(labels: NDArray[np.int32]) -> bytes:
-    """The label image as a 16-bit grayscale PNG (label value = segment index)."""
-    if labels.max(initial=0) > 65535:
-        raise ValueError("more than 65536 segments do not fit a 16-bit label image")
-    buffer = io.BytesIO()
-    Image.fromarray(labels.astype(np.uint16)).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def decode_labels(data: bytes) -> NDArray[np.int32]:
-    """Inverse of `encode_labels`."""
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image).astype(np.int32)
+) -> Segmentation:
+    """The SLIC superpixels of `image` (the 2018 call, in `mode`)."""
+    return segment(image, n_segments=n_segments, mode=mode)  # type: ignore[arg-type]
 
 
 def superpixel_messages(
     tile: pb.Tile,
     segmentation: Segmentation,
-    crop_keys: list[str],
     labels_key: str,
     segmenter: str,
 ) -> list[pb.Superpixel]:
     """One message per superpixel, carrying everything later stages need to find it again."""
     count = len(segmentation.superpixels)
     messages = []
-    for sp, crop_key in zip(segmentation.superpixels, crop_keys, strict=True):
+    for sp in segmentation.superpixels:
         row0, col0, row1, col1 = sp.bbox
         mask = segmentation.labels[row0:row1, col0:col1] == sp.index
         ref = pb.SuperpixelRef(
@@ -77,5 +51,5 @@ def superpixel_messages(
             labels_key=labels_key,
             models=tile.models,
         )
-        messages.append(pb.Superpixel(ref=ref, crop_key=crop_key, segmenter=segmenter))
+        messages.append(pb.Superpixel(ref=ref, segmenter=segmenter))
     return messages

@@ -1,9 +1,9 @@
 """Segmenter service: `tiles` → `superpixels`.
 
-At-least-once. Output keyed by tile id, one message per (tile id, segment index); crops and the
-label image are content-addressed blobs written before the messages, so a redelivered tile
-rewrites the same objects and produces the same messages again (downstream de-duplicates by
-tile id + segment index).
+At-least-once. Output keyed by tile id, one message per (tile id, segment index); the label image
+is a content-addressed blob written before the messages, so a redelivered tile rewrites the same
+object and produces the same messages again (downstream de-duplicates by tile id + segment
+index). No crops are stored: each message names the tile's blob and the superpixel's box in it.
 """
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ import asyncio
 
 from aiokafka.structs import ConsumerRecord
 
-from amberscan.common import keys, topics
+from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.errors import PoisonMessage
 from amberscan.common.kafka import Output, Stage, StageConfig, decode_message, describer
 from amberscan.common.settings import Settings
-from amberscan.segmenter.core import encode_labels, segment_tile, superpixel_messages
+from amberscan.segmenter.core import segment_tile, superpixel_messages
 from amberscan.v1 import messages_pb2 as pb
-from amberscan.vision.imageio import decode_image, encode_png
+from amberscan.vision.imageio import decode_image
+from amberscan.vision.labels import encode_labels
 
 
 def decode_tile(record: ConsumerRecord) -> pb.Tile:
@@ -42,19 +43,12 @@ def make_stage(settings: Settings, store: BlobStore) -> Stage:
         data = await store.get(tile.image_key)
         name = f"tile {tile.tile.z}/{tile.tile.x}/{tile.tile.y} ({tile.image_key})"
         image = await asyncio.to_thread(decode_image, data, name)
-        segmented = await asyncio.to_thread(segment_tile, image, mode=mode)
-        if not segmented.segmentation.superpixels:
+        segmentation = await asyncio.to_thread(segment_tile, image, mode=mode)
+        if not segmentation.superpixels:
             raise PoisonMessage(f"{name}: segmentation found no superpixels")
-        pngs = await asyncio.to_thread(lambda: [encode_png(c) for c in segmented.crops])
-        crop_keys = await asyncio.gather(
-            *(store.put(p, keys.CROPS, "png", "image/png") for p in pngs)
-        )
-        labels_key = await store.put(
-            encode_labels(segmented.segmentation.labels), "labels", "png", "image/png"
-        )
-        messages = superpixel_messages(
-            tile, segmented.segmentation, list(crop_keys), labels_key, segmenter
-        )
+        labels = await asyncio.to_thread(encode_labels, segmentation.labels)
+        labels_key = await store.put(labels, "labels", "png", "image/png")
+        messages = superpixel_messages(tile, segmentation, labels_key, segmenter)
         key = tile.tile_id.encode()
         return [Output(topics.SUPERPIXELS, key, m.SerializeToString()) for m in messages]
 

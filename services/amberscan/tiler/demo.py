@@ -42,10 +42,6 @@ DEMO_COLUMNS, DEMO_ROWS = 4, 2
 DEMO_IMAGERY_DATE = "2015-06-01"
 SCAN_PX = PROVIDER_TILE_PX << (DEMO_FETCH_ZOOM - DEMO_ZOOM)  # 1024
 SOURCES = ("positive1", "negative1", "positive2", "negative2")
-# The shared data set beside the checkout; a clone elsewhere (CI) finds it at its usual place.
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[4] / "shared" / "data" / "texty-amber" / "tiles"
-if not DEFAULT_DATA_DIR.exists():
-    DEFAULT_DATA_DIR = Path("/work/shared/data/texty-amber/tiles")
 
 
 @dataclass(frozen=True)
@@ -114,7 +110,7 @@ def _transform(image: NDArray[np.uint8], name: str) -> NDArray[np.uint8]:
 
 
 @functools.lru_cache(maxsize=4)
-def demo_images(data_dir: Path = DEFAULT_DATA_DIR) -> dict[Tile, NDArray[np.uint8]]:
+def demo_images(data_dir: Path) -> dict[Tile, NDArray[np.uint8]]:
     """The 1024×1024 RGB image of each demo scan tile, read from `data_dir` (the texty tiles).
 
     Raises:
@@ -136,7 +132,7 @@ def demo_images(data_dir: Path = DEFAULT_DATA_DIR) -> dict[Tile, NDArray[np.uint
 class DemoTileServer:
     """Renders z/x/y PNG tiles of the demo block from one mosaic at zoom-18 resolution."""
 
-    def __init__(self, data_dir: Path = DEFAULT_DATA_DIR) -> None:
+    def __init__(self, data_dir: Path) -> None:
         images = demo_images(Path(data_dir))
         origin = _origin()
         self.mosaic = np.zeros((DEMO_ROWS * SCAN_PX, DEMO_COLUMNS * SCAN_PX, 3), dtype=np.uint8)
@@ -189,7 +185,7 @@ class TileSource(Protocol):
 
 
 def make_app(
-    data_dir: Path = DEFAULT_DATA_DIR,
+    data_dir: Path,
     imagery_date: str = DEMO_IMAGERY_DATE,
     server: TileSource | None = None,
 ) -> web.Application:
@@ -227,7 +223,7 @@ def make_app(
     return app
 
 
-def serve(host: str = "127.0.0.1", port: int = 18080, data_dir: Path = DEFAULT_DATA_DIR) -> None:
+def serve(host: str, port: int, data_dir: Path) -> None:
     """Run the demo tile server until interrupted."""
     print(DEMO_NOTICE)
     print(f"demo tiles at http://{host}:{port}/tiles/{{z}}/{{x}}/{{y}}.png")

@@ -69,15 +69,15 @@ class Mosaic:
 
     columns: int
     rows: int
-    data_dir: Path = demo.DEFAULT_DATA_DIR
+    data_dir: Path
     seed: int = 0
     shift: float = 0.5  # of a tile: 0.5 cuts crops of four images, 0 keeps whole images
 
     @classmethod
-    def of(cls, tiles: int, **kwargs: object) -> Mosaic:
+    def of(cls, tiles: int, data_dir: Path, **kwargs: object) -> Mosaic:
         """The mosaic of at least `tiles` scan tiles (see `grid_for`)."""
         columns, rows = grid_for(tiles)
-        return cls(columns, rows, **kwargs)  # type: ignore[arg-type]
+        return cls(columns, rows, data_dir, **kwargs)  # type: ignore[arg-type]
 
     @property
     def origin(self) -> Tile:
@@ -187,10 +187,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tiles", type=int, default=200, help="scan tiles at least")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=18081)
-    parser.add_argument("--data", type=Path, default=demo.DEFAULT_DATA_DIR)
+    parser.add_argument(
+        "--data", type=Path, help="the shared tiles/ (default: found as the demo does)"
+    )
     parser.add_argument("--whole", action="store_true", help="whole images, no crops")
     args = parser.parse_args(argv)
-    mosaic = Mosaic.of(args.tiles, data_dir=args.data, shift=0.0 if args.whole else 0.5)
+    from amberscan.common.data import shared_data_dir
+    from amberscan.common.settings import load_settings
+
+    data = args.data or shared_data_dir(load_settings(), "tiles")
+    mosaic = Mosaic.of(args.tiles, data, shift=0.0 if args.whole else 0.5)
     print(MOSAIC_NOTICE)
     print(f"{mosaic.columns}x{mosaic.rows} scan tiles at http://{args.host}:{args.port}/tiles/")
     web.run_app(make_app(mosaic), host=args.host, port=args.port, print=None)

@@ -35,7 +35,7 @@ from aiokafka.structs import ConsumerRecord
 from amberscan.common import keys, topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
-from amberscan.common.errors import PoisonMessage
+from amberscan.common.errors import InvalidInput, PoisonMessage
 from amberscan.common.kafka import Failure, Handler, Output, Stage, StageConfig, dead_letter
 from amberscan.common.settings import Settings
 from amberscan.geo.tiles import DEFAULT_MAX_TILES, Tile
@@ -118,7 +118,7 @@ class DatabaseHistory:
 
     async def model_version(self) -> str:
         from amberscan.common.blobstore import MissingBlob
-        from amberscan.model.registry import current_version
+        from amberscan.common.registry import current_version
 
         try:
             return await current_version(self.settings)
@@ -187,7 +187,7 @@ def make_handler(
             async with gate:
                 try:
                     return await _tile_output(store, source, plan, request, tile, history, model)
-                except PoisonMessage as error:
+                except (PoisonMessage, InvalidInput) as error:
                     failure = Failure(tile_id=tile.quadkey, scan_id=plan.scan_id)
                     # Name the scan tile too: the provider's error names only its child tile.
                     where = type(error)(f"scan tile {tile.quadkey} ({tile}): {error}")

@@ -148,14 +148,12 @@ class SuperpixelRef(_message.Message):
     def __init__(self, tile_id: _Optional[str] = ..., scan_id: _Optional[str] = ..., tile: _Optional[_Union[TileCoord, _Mapping]] = ..., provider: _Optional[str] = ..., imagery_date: _Optional[str] = ..., image_key: _Optional[str] = ..., image_width: _Optional[int] = ..., image_height: _Optional[int] = ..., segment_index: _Optional[int] = ..., segment_count: _Optional[int] = ..., bbox: _Optional[_Union[PixelBox, _Mapping]] = ..., area_px: _Optional[int] = ..., mask_rle: _Optional[bytes] = ..., demo: _Optional[bool] = ..., tiles_expected: _Optional[int] = ..., labels_key: _Optional[str] = ..., models: _Optional[_Union[ModelVersions, _Mapping]] = ...) -> None: ...
 
 class Superpixel(_message.Message):
-    __slots__ = ("ref", "crop_key", "segmenter")
+    __slots__ = ("ref", "segmenter")
     REF_FIELD_NUMBER: _ClassVar[int]
-    CROP_KEY_FIELD_NUMBER: _ClassVar[int]
     SEGMENTER_FIELD_NUMBER: _ClassVar[int]
     ref: SuperpixelRef
-    crop_key: str
     segmenter: str
-    def __init__(self, ref: _Optional[_Union[SuperpixelRef, _Mapping]] = ..., crop_key: _Optional[str] = ..., segmenter: _Optional[str] = ...) -> None: ...
+    def __init__(self, ref: _Optional[_Union[SuperpixelRef, _Mapping]] = ..., segmenter: _Optional[str] = ...) -> None: ...
 
 class SuperpixelFeatures(_message.Message):
     __slots__ = ("ref", "vector", "backbone")

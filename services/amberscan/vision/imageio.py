@@ -1,8 +1,8 @@
 """Decoding tiles into RGB arrays, and encoding arrays as PNG.
 
 The contract downstream is an (H, W, 3) uint8 RGB array of aerial imagery. Anything else is
-refused here with `InvalidImage`, whose message names the source and the problem, so a bad tile
-goes to the dead-letter topic with a reason instead of failing somewhere inside SLIC.
+refused here with `InvalidImage`, whose message names the source and the problem, so the runner
+dead-letters a bad tile with a reason instead of failing somewhere inside SLIC.
 
 What is accepted and how it is turned into RGB:
 

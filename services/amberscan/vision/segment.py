@@ -32,7 +32,7 @@ from skimage.color import rgb2lab
 from skimage.segmentation import find_boundaries, slic
 from skimage.util import img_as_float, regular_grid
 
-from amberscan.common.errors import PoisonMessage
+from amberscan.common.errors import InvalidMask
 
 Mode = Literal["reference", "fast"]
 
@@ -266,30 +266,31 @@ def encode_rle(mask: NDArray[np.bool_]) -> bytes:
     return _uvarints(runs)
 
 
-def decode_rle(data: bytes, shape: tuple[int, int]) -> NDArray[np.bool_]:
+def decode_rle(data: bytes, shape: tuple[int, int], source: str = "mask RLE") -> NDArray[np.bool_]:
     """Decode what `encode_rle` made back into a mask of the given shape.
 
     Args:
         data: The encoded runs.
         shape: (rows, cols) of the mask.
+        source: What the mask is ("tile 120330211 superpixel 7"); it starts every error message.
 
     Returns:
         The (rows, cols) bool mask.
 
     Raises:
-        PoisonMessage: The data is malformed or its runs do not cover exactly rows * cols
+        InvalidMask: The data is malformed or its runs do not cover exactly rows * cols
             pixels: a message carrying it can never be processed.
         ValueError: `shape` is not two non-negative integers.
     """
     if len(shape) != 2 or min(shape) < 0:
         raise ValueError(f"shape must be (rows, cols), got {shape}")
     total = int(shape[0]) * int(shape[1])
-    runs = _read_uvarints(data)
+    runs = _read_uvarints(data, source)
     # Bound each run first: their sum then cannot wrap around 64 bits.
     if (runs > total).any() or int(runs.sum()) != total:
         covered = sum(int(run) for run in runs)
-        raise PoisonMessage(
-            f"mask RLE: runs cover {covered} pixels, a {shape[0]}x{shape[1]} mask has {total}"
+        raise InvalidMask(
+            f"{source}: runs cover {covered} pixels, a {shape[0]}x{shape[1]} mask has {total}"
         )
     values = np.arange(runs.size) % 2 == 1
     mask: NDArray[np.bool_] = np.repeat(values, runs.astype(np.intp)).reshape(shape)
@@ -352,18 +353,18 @@ def _uvarints(values: NDArray[np.uint64]) -> bytes:
     return bytes(encoded[position < lengths[:, None]].tobytes())
 
 
-def _read_uvarints(data: bytes) -> NDArray[np.uint64]:
+def _read_uvarints(data: bytes, source: str) -> NDArray[np.uint64]:
     raw = np.frombuffer(data, dtype=np.uint8)
     if raw.size == 0:
         return np.zeros(0, dtype=np.uint64)
     last = (raw & 0x80) == 0
     if not last[-1]:
-        raise PoisonMessage("mask RLE: the last run length is cut off")
+        raise InvalidMask(f"{source}: the last run length is cut off")
     ends = np.flatnonzero(last)
     starts = np.concatenate(([0], ends[:-1] + 1))
     if (ends - starts).max() >= 9:
         # 9 groups of 7 bits exceed any mask size and would overflow 64 bits.
-        raise PoisonMessage("mask RLE: a run length is longer than 9 bytes")
+        raise InvalidMask(f"{source}: a run length is longer than 9 bytes")
     position = np.arange(raw.size) - np.repeat(starts, ends - starts + 1)
     parts = (raw & 0x7F).astype(np.uint64) << (position.astype(np.uint64) * np.uint64(7))
     values: NDArray[np.uint64] = np.add.reduceat(parts, starts)

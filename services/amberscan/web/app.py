@@ -28,8 +28,8 @@ from amberscan.common.blobstore import BlobStore, MissingBlob
 from amberscan.common.db import Database
 from amberscan.common.errors import AmberscanError
 from amberscan.common.settings import Settings
-from amberscan.segmenter.core import decode_labels
 from amberscan.vision.imageio import decode_image, encode_png
+from amberscan.vision.labels import decode_labels
 from amberscan.vision.overlay import score_overlay
 from amberscan.vision.segment import Segmentation, boundaries
 from amberscan.web import core, explore, queries
@@ -291,7 +291,7 @@ async def _threshold(request: web.Request, row: dict[str, Any]) -> tuple[float, 
     version = str(row["model_version"])
     known = request.app[THRESHOLDS]
     if version not in known:
-        from amberscan.model.registry import load_version
+        from amberscan.common.registry import load_version
 
         try:
             known[version] = (await load_version(request.app[SETTINGS], version)).threshold

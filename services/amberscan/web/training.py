@@ -19,9 +19,9 @@ from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
 from amberscan.common.settings import Settings
 from amberscan.model.dataset import LabelledCrop
-from amberscan.segmenter.core import decode_labels
 from amberscan.vision.crops import CROP_SIZE, crop_superpixel
 from amberscan.vision.imageio import decode_image, encode_png
+from amberscan.vision.labels import decode_labels
 from amberscan.vision.segment import Segmentation
 from amberscan.web.queries import ReviewedSuperpixel, reviewed_superpixels
 

@@ -1,18 +1,20 @@
 """The model registry: classifiers stored in the blob store under `models/classifier/`.
 
 Each version is kept (`models/classifier/<version>.json`), and `current.json` names the one
-services load, so a retrained model is published without losing the ones before it.
+services load, so a retrained model is published without losing the ones before it. I/O (the
+blob store and the settings), hence here with the other I/O and not in the pure `model/`.
 """
 
 from __future__ import annotations
 
 import json
 
+from amberscan.common import keys
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.settings import Settings
 from amberscan.model.classifier import Classifier
 
-PREFIX = "models/classifier"
+PREFIX = f"{keys.MODELS}/classifier"
 
 
 async def publish(settings: Settings, classifier: Classifier, *, make_current: bool = True) -> str:

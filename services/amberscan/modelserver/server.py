@@ -1,15 +1,18 @@
-"""A small model server speaking the TF Serving gRPC API, for the local stack and the tests.
+"""The model server of the local stack and the CPU nodes: the TF Serving gRPC API over either
+runtime (`runtimes`: TensorFlow on the SavedModel, or OpenVINO on the bare backbone exported
+beside it), with TF Serving's server-side batching (`batching`).
 
 It serves the highest version under ``MODEL_DIR/NAME`` (TF Serving's layout and its default
-"latest 1" policy) with TensorFlow: ``tensorflow.serving.PredictionService`` (Predict and
-GetModelMetadata; the other methods answer UNIMPLEMENTED) and the standard gRPC health service,
-which reports SERVING once the model is loaded. Clients written against it work unchanged against
-the official TF Serving image (see ``docker/tfserving``).
+"latest 1" policy): ``tensorflow.serving.PredictionService`` (Predict and GetModelMetadata; the
+other methods answer UNIMPLEMENTED) and the standard gRPC health service, which reports SERVING
+once the model is loaded. Clients written against it work unchanged against the official TF
+Serving image (see ``docker/tfserving``), which stays the GPU path.
 
-Inference runs in worker threads, never on the event loop, so health checks and metadata answer
-while a batch is being computed.
+Inference runs on a fixed pool of worker threads (`workers`), never on the event loop, so health
+checks and metadata answer while a batch is computed; requests beyond `max_concurrent` wait their
+turn or are answered RESOURCE_EXHAUSTED, which clients retry.
 
-    python -m amberscan.model.server --model-dir models/serving --name backbone
+    amberscan serve model-server --model-dir models/serving --name backbone
 """
 
 from __future__ import annotations
@@ -18,160 +21,101 @@ import argparse
 import asyncio
 import logging
 import signal
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from numpy.typing import NDArray
+from prometheus_client import Histogram
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
 
+from amberscan.common.settings import Settings
+from amberscan.modelserver.batching import Batcher
+from amberscan.modelserver.runtimes import (
+    DEFAULT_SIGNATURE,
+    ContractViolation,
+    Runtime,
+    check_inputs,
+    load_runtime,
+    versions,
+)
+
 log = logging.getLogger(__name__)
 
+__all__ = ["ModelServer", "PredictionServicer", "ServerOptions", "main", "serve", "versions"]
+
 DEFAULT_ADDRESS = "127.0.0.1:18500"
-DEFAULT_SIGNATURE = "serving_default"
 SERVICE_NAME = "tensorflow.serving.PredictionService"
+BATCH_IMAGES = Histogram(
+    "amberscan_model_batch_images",
+    "Images per backbone call of the model server (after server-side batching).",
+    buckets=(1, 2, 4, 8, 16, 32, 48, 64, 96, 128, 256),
+)
 # A batch of 64 crops of 224×224×3 is ~9.6 MB, over gRPC's 4 MB default.
 MAX_MESSAGE_BYTES = 512 * 1024 * 1024
 GRACE_S = 5.0
 
 
-class ContractViolation(ValueError):
-    """A request that does not fit the model's signature (becomes INVALID_ARGUMENT)."""
-
-
-def versions(model_dir: Path, name: str) -> list[int]:
-    """The versions present under ``model_dir/name``, ascending (numeric dirs with a SavedModel)."""
-    base = Path(model_dir) / name
-    if not base.is_dir():
-        return []
-    return sorted(
-        int(child.name)
-        for child in base.iterdir()
-        if child.name.isdigit() and (child / "saved_model.pb").is_file()
-    )
-
-
 @dataclass(frozen=True)
-class TensorSpec:
-    """One input or output of a signature: its key, dtype and shape (None for unknown dims)."""
+class ServerOptions:
+    """How the server computes: the runtime, its threads (0: every core) and OpenVINO streams,
+    and the batching parameters (images per backbone call, the longest wait to fill one, batches
+    computed at once, requests in flight at most)."""
 
-    key: str
-    dtype: np.dtype[Any]
-    shape: tuple[int | None, ...] | None
+    runtime: str = "auto"
+    threads: int = 0
+    streams: int = 1
+    max_batch: int = 64
+    batch_timeout_s: float = 0.002
+    workers: int = 1
+    max_concurrent: int = 64
 
-
-class ServedModel:
-    """One loaded version of a SavedModel, callable by signature with numpy arrays."""
-
-    def __init__(self, model_dir: Path, name: str, version: int | None = None) -> None:
-        """Load ``model_dir/name/version`` (the highest version when `version` is None).
-
-        Raises:
-            FileNotFoundError: when no version with a ``saved_model.pb`` exists.
-        """
-        import tensorflow as tf
-        from tensorflow.core.protobuf import saved_model_pb2
-
-        found = versions(model_dir, name)
-        if not found:
-            raise FileNotFoundError(f"no SavedModel under {Path(model_dir) / name}/<version>/")
-        if version is None:
-            version = found[-1]
-        elif version not in found:
-            raise FileNotFoundError(f"model {name} has versions {found}, not {version}")
-        self.name = name
-        self.version = version
-        self.path = Path(model_dir) / name / str(version)
-        # The SignatureDefs exactly as saved: what TF Serving's GetModelMetadata returns.
-        saved = saved_model_pb2.SavedModel.FromString((self.path / "saved_model.pb").read_bytes())
-        self.signature_defs = dict(saved.meta_graphs[0].signature_def)
-        self._loaded = tf.saved_model.load(str(self.path))
-        self.signatures: dict[str, Any] = dict(self._loaded.signatures)
-        self.inputs = {key: _input_specs(fn) for key, fn in self.signatures.items()}
-
-    def predict(
-        self,
-        inputs: Mapping[str, NDArray[Any]],
-        signature: str = DEFAULT_SIGNATURE,
-        output_filter: Sequence[str] = (),
-    ) -> dict[str, NDArray[Any]]:
-        """Run `signature` on `inputs`; checks names, dtypes and shapes first.
-
-        Raises:
-            ContractViolation: an unknown signature or output, a missing or extra input, or an
-                input whose dtype or shape the signature does not accept.
-        """
-        import tensorflow as tf
-
-        if signature not in self.signatures:
-            raise ContractViolation(
-                f"model {self.name} version {self.version} has no signature {signature!r} "
-                f"(has {sorted(self.signatures)})"
-            )
-        specs = self.inputs[signature]
-        missing = sorted(set(specs) - set(inputs))
-        extra = sorted(set(inputs) - set(specs))
-        if missing or extra:
-            raise ContractViolation(
-                f"signature {signature!r} expects inputs {sorted(specs)}; "
-                f"missing {missing}, unexpected {extra}"
-            )
-        for key, spec in specs.items():
-            _check_input(spec, inputs[key])
-        fn = self.signatures[signature]
-        outputs = fn(**{key: tf.constant(value) for key, value in inputs.items()})
-        unknown = sorted(set(output_filter) - set(outputs))
-        if unknown:
-            raise ContractViolation(
-                f"signature {signature!r} has outputs {sorted(outputs)}, not {unknown}"
-            )
-        wanted = list(output_filter) or list(outputs)
-        return {key: outputs[key].numpy() for key in wanted}
-
-
-def _input_specs(fn: Any) -> dict[str, TensorSpec]:
-    _, kwargs = fn.structured_input_signature
-    specs = {}
-    for key, spec in kwargs.items():
-        shape = None if spec.shape.rank is None else tuple(spec.shape.as_list())
-        specs[key] = TensorSpec(key, np.dtype(spec.dtype.as_numpy_dtype), shape)
-    return specs
-
-
-def _check_input(spec: TensorSpec, value: NDArray[Any]) -> None:
-    if value.dtype != spec.dtype:
-        raise ContractViolation(
-            f"input {spec.key!r}: expected dtype {spec.dtype.name}, got {value.dtype.name}"
-        )
-    if spec.shape is None:
-        return
-    fits = len(value.shape) == len(spec.shape) and all(
-        want is None or want == got for want, got in zip(spec.shape, value.shape, strict=True)
-    )
-    if not fits:
-        expected = tuple(-1 if d is None else d for d in spec.shape)
-        raise ContractViolation(
-            f"input {spec.key!r}: expected shape {expected} (-1 = any), got {tuple(value.shape)}"
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServerOptions:
+        return cls(
+            runtime=settings.model_server_runtime,
+            threads=settings.model_server_threads,
+            streams=settings.model_server_streams,
+            max_batch=settings.model_server_max_batch,
+            batch_timeout_s=settings.model_server_batch_timeout_ms / 1000,
+            workers=settings.model_server_workers,
         )
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
     """Predict and GetModelMetadata for one model; `predict_calls` counts Predict requests."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, options: ServerOptions | None = None) -> None:
         self.name = name
-        self.model: ServedModel | None = None
+        self.options = options or ServerOptions()
+        self.model: Runtime | None = None
+        self.batcher: Batcher | None = None
         self.predict_calls = 0
 
-    async def _resolve(self, model_spec: Any, context: grpc.aio.ServicerContext) -> ServedModel:
+    def serve_model(self, model: Runtime) -> None:
+        """Serve `model` from now on, through a batcher of its own."""
+        old = self.batcher
+
+        def run(images: Any) -> Any:
+            BATCH_IMAGES.observe(len(images))
+            return model.predict({"images": images}, DEFAULT_SIGNATURE, ["features"])["features"]
+
+        self.batcher = Batcher(
+            run,
+            max_batch=self.options.max_batch,
+            timeout_s=self.options.batch_timeout_s,
+            workers=self.options.workers,
+        )
+        self.model = model
+        if old is not None:
+            asyncio.ensure_future(old.close())
+
+    async def _resolve(self, model_spec: Any, context: grpc.aio.ServicerContext) -> Runtime:
         if model_spec.name != self.name:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
@@ -207,10 +151,15 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             inputs = {key: tf.make_ndarray(proto) for key, proto in request.inputs.items()}
         except Exception as error:  # noqa: BLE001 - any undecodable TensorProto is the caller's
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad input tensor: {error}")
+        wanted = list(request.output_filter)
         try:
-            outputs = await asyncio.to_thread(
-                model.predict, inputs, signature, list(request.output_filter)
-            )
+            if model.batchable(signature, inputs) and set(wanted) <= {"features"}:
+                # Checked alone first: a request that breaks the contract never joins a batch.
+                check_inputs(model.name, model.version, model.inputs, inputs, signature)
+                assert self.batcher is not None
+                outputs = {"features": await self.batcher.submit(inputs["images"])}
+            else:
+                outputs = await asyncio.to_thread(model.predict, inputs, signature, wanted)
         except ContractViolation as error:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"model {self.name} v{model.version}: {error}"
@@ -259,16 +208,23 @@ class ModelServer:
         await server.stop()
     """
 
-    def __init__(self, model_dir: Path, name: str, address: str = DEFAULT_ADDRESS) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        name: str,
+        address: str = DEFAULT_ADDRESS,
+        options: ServerOptions | None = None,
+    ) -> None:
         self.model_dir = Path(model_dir)
         self.name = name
         self.address = address
-        self.servicer = PredictionServicer(name)
+        self.options = options or ServerOptions()
+        self.servicer = PredictionServicer(name, self.options)
         self.health = health.aio.HealthServicer()
         self._server: grpc.aio.Server | None = None
 
     @property
-    def model(self) -> ServedModel | None:
+    def model(self) -> Runtime | None:
         return self.servicer.model
 
     async def start(self, *, load: bool = True) -> None:
@@ -283,7 +239,9 @@ class ModelServer:
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ]
-        server = grpc.aio.server(options=options)
+        server = grpc.aio.server(
+            options=options, maximum_concurrent_rpcs=self.options.max_concurrent
+        )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         host, _ = self.address.rsplit(":", 1)
@@ -297,12 +255,28 @@ class ModelServer:
         if load:
             await self.load()
 
-    async def load(self) -> ServedModel:
-        """Load the highest version (in a thread) and report SERVING."""
-        model = await asyncio.to_thread(ServedModel, self.model_dir, self.name)
-        self.servicer.model = model
+    async def load(self) -> Runtime:
+        """Load the highest version (in a thread) on the configured runtime; report SERVING."""
+        o = self.options
+        model = await asyncio.to_thread(
+            load_runtime,
+            self.model_dir,
+            self.name,
+            o.runtime,
+            threads=o.threads,
+            streams=o.streams,
+        )
+        self.servicer.serve_model(model)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving %s version %d on %s", self.name, model.version, self.address)
+        log.info(
+            "serving %s version %d on %s with %s (batches of up to %d, %d worker(s))",
+            self.name,
+            model.version,
+            self.address,
+            model.runtime,
+            o.max_batch,
+            o.workers,
+        )
         return model
 
     async def _set_health(self, status: Any) -> None:
@@ -320,11 +294,19 @@ class ModelServer:
         await self.health.enter_graceful_shutdown()
         await self._server.stop(grace_s)
         self._server = None
+        if self.servicer.batcher is not None:
+            await self.servicer.batcher.close()
 
 
-async def serve(model_dir: Path, name: str, address: str, stop: asyncio.Event) -> None:
+async def serve(
+    model_dir: Path,
+    name: str,
+    address: str,
+    stop: asyncio.Event,
+    options: ServerOptions | None = None,
+) -> None:
     """Serve until `stop` is set, then shut down gracefully."""
-    server = ModelServer(model_dir, name, address)
+    server = ModelServer(model_dir, name, address, options)
     await server.start(load=False)
     try:
         loading = asyncio.ensure_future(server.load())
@@ -340,19 +322,45 @@ async def serve(model_dir: Path, name: str, address: str, stop: asyncio.Event) -
         await server.stop()
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the model server until SIGTERM or SIGINT; returns the process exit code."""
-    from amberscan.common.logs import configure_logging
+def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
+    """Run the model server until SIGTERM or SIGINT; returns the process exit code.
 
+    Defaults come from `settings` (AMBERSCAN_MODEL_SERVER_*); flags override them.
+    """
+    from amberscan.common.logs import configure_logging
+    from amberscan.common.metrics import serve_metrics
+    from amberscan.common.settings import load_settings
+
+    settings = settings or load_settings()
+    defaults = ServerOptions.from_settings(settings)
     parser = argparse.ArgumentParser(
-        prog="amberscan.model.server", description="TF Serving API model server"
+        prog="amberscan serve model-server", description="TF Serving API model server"
     )
-    parser.add_argument("--model-dir", type=Path, required=True, help="holds NAME/VERSION/")
-    parser.add_argument("--name", required=True, help="model name, as in ModelSpec.name")
-    parser.add_argument("--address", default=DEFAULT_ADDRESS, help="host:port to listen on")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--model-dir", type=Path, default=settings.model_dir)
+    parser.add_argument("--name", default=settings.backbone_name, help="ModelSpec.name")
+    parser.add_argument("--address", default=settings.model_server, help="host:port to listen on")
+    parser.add_argument(
+        "--runtime",
+        default=defaults.runtime,
+        choices=["auto", "tensorflow", "openvino"],
+        help="auto: OpenVINO where the version has its OpenVINO export, else TensorFlow",
+    )
+    parser.add_argument("--threads", type=int, default=defaults.threads, help="0: every core")
+    parser.add_argument("--streams", type=int, default=defaults.streams, help="OpenVINO streams")
+    parser.add_argument("--max-batch", type=int, default=defaults.max_batch)
+    parser.add_argument("--batch-timeout-ms", type=float, default=defaults.batch_timeout_s * 1000)
+    parser.add_argument("--workers", type=int, default=defaults.workers)
     args = parser.parse_args(argv)
-    configure_logging("model-server", args.log_level)
+    configure_logging("model-server", settings.log_level, settings.log_json)
+    serve_metrics(settings.metrics_port)
+    options = ServerOptions(
+        runtime=args.runtime,
+        threads=args.threads,
+        streams=args.streams,
+        max_batch=args.max_batch,
+        batch_timeout_s=args.batch_timeout_ms / 1000,
+        workers=args.workers,
+    )
     if not versions(args.model_dir, args.name):
         log.error("no SavedModel under %s/%s/<version>/", args.model_dir, args.name)
         return 2
@@ -362,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(args.model_dir, args.name, args.address, stop)
+        await serve(args.model_dir, args.name, args.address, stop, options)
 
     try:
         asyncio.run(run())

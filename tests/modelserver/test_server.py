@@ -21,7 +21,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from amberscan.model.server import ModelServer, versions
+from amberscan.modelserver.server import ModelServer, versions
 from tests.model.conftest import TinyModel
 
 
@@ -190,7 +190,7 @@ def test_main_serves_then_stops_on_sigterm(tiny_model: TinyModel) -> None:
         port = sock.getsockname()[1]
     address = f"127.0.0.1:{port}"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    command = [sys.executable, "-m", "amberscan.model.server"]
+    command = [sys.executable, "-m", "amberscan.modelserver.server"]
     command += ["--model-dir", str(tiny_model.model_dir), "--name", tiny_model.name]
     process = subprocess.Popen(
         [*command, "--address", address], stderr=subprocess.PIPE, text=True, env=env
@@ -215,7 +215,7 @@ def test_main_serves_then_stops_on_sigterm(tiny_model: TinyModel) -> None:
 
 
 def test_main_without_a_model_exits_2(tmp_path: Path) -> None:
-    from amberscan.model.server import main
+    from amberscan.modelserver.server import main
 
     assert main(["--model-dir", str(tmp_path), "--name", "absent"]) == 2
 

@@ -1,0 +1,67 @@
+"""The `amberscan` command: one module per command, as robosat's tools and rasterio's `rio` are.
+
+Each command module has `add_parser(sub)`, which adds its subparser and sets `run`, and
+`run(args, settings)`, which does the work. Modules import only argparse at the top and their
+heavy dependencies (TensorFlow, Kafka, the database) inside `run`, so `amberscan --help` and the
+parser itself stay instant. Options several commands share are in `options.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from amberscan.cli import (
+    demo_tiles,
+    detect_tile,
+    evaluate,
+    export_backbone,
+    finetune,
+    replay,
+    scan,
+    serve,
+    topics,
+    train,
+)
+from amberscan.common.errors import AmberscanError
+
+# In the order `amberscan --help` lists them.
+COMMANDS = (
+    export_backbone,
+    finetune,
+    serve,
+    scan,
+    replay,
+    demo_tiles,
+    topics,
+    train,
+    evaluate,
+    detect_tile,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every `amberscan` command (nothing heavy is imported to build it)."""
+    parser = argparse.ArgumentParser(
+        prog="amberscan", description="Find illegal amber mining in aerial imagery."
+    )
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the process exit code (2 for an amberscan error, named on stderr)."""
+    args = build_parser().parse_args(argv)
+    # Imported after parsing: pydantic would make `--help` wait for it.
+    from amberscan.common.settings import load_settings
+
+    settings = load_settings()
+    try:
+        return int(args.run(args, settings) or 0)
+    except AmberscanError as error:
+        print(f"amberscan: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

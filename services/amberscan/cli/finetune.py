@@ -1,0 +1,75 @@
+"""`amberscan finetune`: fine-tune the pretrained backbone on labelled crops."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from amberscan.cli import options
+
+if TYPE_CHECKING:
+    from amberscan.common.settings import Settings
+
+
+def add_parser(sub: options.Subparsers) -> None:
+    p = options.command(
+        sub,
+        "finetune",
+        "fine-tune the pretrained backbone on labelled crops (transfer learning)",
+        run,
+    )
+    options.add_labelled_data(p, options.LABELLED_HELP)
+    p.add_argument("--out", type=Path, required=True, help="weights file to write (.weights.h5)")
+    p.add_argument("--backbone", default="efficientnet-lite0", choices=["efficientnet-lite0"])
+    p.add_argument("--epochs", type=int, help="default: the recipe's (docs/model.md)")
+    options.add_seed(p)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+
+    import numpy as np
+
+    from amberscan.feature.extract import load_crop
+    from amberscan.model.dataset import fingerprint, list_labelled
+    from amberscan.model.finetune import (
+        FinetuneConfig,
+        deterministic_threads,
+        finetune,
+        pixel_features,
+    )
+
+    deterministic_threads()  # a repeatable build: same machine, same data, same weights
+
+    crops = list_labelled(args.data)
+    config = FinetuneConfig(seed=args.seed)
+    if args.epochs:
+        config = dataclasses.replace(config, epochs=args.epochs)
+    started = time.perf_counter()
+    images = np.stack([load_crop(c.path) for c in crops])
+    labels = np.array([c.label for c in crops])
+    print(
+        f"fine-tuning {args.backbone} on {len(crops)} crops ({int(labels.sum())} mining), {config}",
+        file=sys.stderr,
+    )
+    model = finetune(
+        lambda: pixel_features(args.backbone),
+        images,
+        labels,
+        config,
+        log=lambda message: print(message, file=sys.stderr, flush=True),
+    )
+    path = model.save(args.out)
+    meta = {
+        "backbone": args.backbone,
+        "config": dataclasses.asdict(config),
+        "data": str(args.data),
+        "data_fingerprint": fingerprint(crops),
+    }
+    path.with_suffix("").with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"saved fine-tuned weights to {path} in {time.perf_counter() - started:.0f}s")
+    return 0

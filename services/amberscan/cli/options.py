@@ -1,0 +1,47 @@
+"""Options several commands share, and the small types every command module uses."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:
+    from amberscan.common.settings import Settings
+
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+Run: TypeAlias = "Callable[[argparse.Namespace, Settings], int]"
+
+
+def command(sub: Subparsers, name: str, help: str, run: Run) -> argparse.ArgumentParser:
+    """Add the subparser of command `name`, which `main` runs through `run(args, settings)`."""
+    parser = sub.add_parser(name, help=help)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def add_labelled_data(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """--data: a folder of labelled crops, as `amberscan.model.dataset.list_labelled` reads."""
+    parser.add_argument("--data", type=Path, required=True, help=help)
+
+
+LABELLED_HELP = "folder with positive/ and negative/"
+
+
+def add_seed(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    parser.add_argument("--seed", type=int, default=0, help=help)
+
+
+def add_model_server(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """--model-server: the TF Serving address features come from (AMBERSCAN_MODEL_SERVER)."""
+    parser.add_argument("--model-server", help=help)
+
+
+def add_model_dir(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--model-dir", type=Path, help=help)
+
+
+def add_json(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """--json: print the result as one JSON object on the last line of stdout."""
+    parser.add_argument("--json", action="store_true", help=help)

@@ -1,0 +1,69 @@
+"""`amberscan serve`: run one streaming service, the web map or the model server."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+from typing import TYPE_CHECKING
+
+from amberscan.cli import options
+
+if TYPE_CHECKING:
+    from amberscan.common.settings import Settings
+
+# Streaming services: module with `run(settings, stop)`.
+STAGES = {
+    "tiler": "amberscan.tiler.service",
+    "segmenter": "amberscan.segmenter.service",
+    "feature": "amberscan.feature.service",
+    "classifier": "amberscan.classifier.service",
+    "aggregator": "amberscan.aggregator.service",
+    "sink": "amberscan.sink.service",
+    "web": "amberscan.web.app",
+}
+# The model server: module with `main(argv, settings)`. Imported only when served; its runtime,
+# threads and batching come from the settings (AMBERSCAN_MODEL_SERVER_*).
+MODEL_SERVER = "amberscan.modelserver.server"
+
+
+def add_parser(sub: options.Subparsers) -> None:
+    p = options.command(sub, "serve", "run one of amberscan's services or servers", run)
+    p.add_argument("server", choices=["model-server", *STAGES])
+    options.add_model_dir(p, "model-server: default AMBERSCAN_MODEL_DIR")
+    p.add_argument("--name", help="model-server: default AMBERSCAN_BACKBONE_NAME")
+    p.add_argument("--address", help="model-server: default AMBERSCAN_MODEL_SERVER")
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.server in STAGES:
+        return serve_stage(args.server, settings)
+    server = importlib.import_module(MODEL_SERVER)
+    argv = [
+        "--model-dir",
+        str(args.model_dir or settings.model_dir),
+        "--name",
+        args.name or settings.backbone_name,
+        "--address",
+        args.address or settings.model_server,
+    ]
+    return int(server.main(argv, settings) or 0)
+
+
+def serve_stage(name: str, settings: Settings) -> int:
+    """Run the stage `name` until SIGTERM or SIGINT, with its topics, logs and metrics."""
+    from amberscan.common.kafka import ensure_topics, stop_on_signals
+    from amberscan.common.logs import configure_logging
+    from amberscan.common.metrics import serve_metrics
+
+    configure_logging(name, settings.log_level, settings.log_json)
+    serve_metrics(settings.metrics_port)
+    module = importlib.import_module(STAGES[name])
+
+    async def main() -> None:
+        stop = stop_on_signals()
+        await ensure_topics(settings)
+        await module.run(settings, stop)
+
+    asyncio.run(main())
+    return 0

@@ -1,0 +1,105 @@
+"""The OpenVINO runtime against the SavedModel it was exported beside: same contract, same
+features, for the real EfficientNet-Lite0 (ImageNet weights) on real crops of the shared tiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from amberscan.model.export import export_backbone
+from amberscan.modelserver.runtimes import (
+    ContractViolation,
+    OpenVinoRuntime,
+    SavedModelRuntime,
+    dihedral_views,
+    load_runtime,
+)
+from amberscan.vision.crops import crops_for
+from amberscan.vision.imageio import read_image
+from amberscan.vision.segment import segment
+
+# Features of the two runtimes may differ by float32 round-off in a different summation order:
+# measured 1.3e-5 at most on features up to ~6; the bound leaves a factor of ten.
+ATOL = 2e-4
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model_dir = tmp_path_factory.mktemp("serving")
+    export_backbone("efficientnet-lite0", "pretrained", model_dir, model_name="plain", version=1)
+    export_backbone(
+        "efficientnet-lite0", "pretrained", model_dir, model_name="views", version=1, views=8
+    )
+    return model_dir
+
+
+@pytest.fixture(scope="module")
+def crops(shared_data: Path) -> np.ndarray:
+    out = []
+    for name in ("positive1", "negative1"):
+        image = read_image(shared_data / "tiles" / f"{name}.png")
+        out.append(crops_for(image, segment(image, mode="fast"))[:12])
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("name", ["plain", "views"])
+def test_openvino_features_match_the_saved_model(
+    exported: Path, crops: np.ndarray, name: str
+) -> None:
+    tf_runtime = SavedModelRuntime(exported, name)
+    ov_runtime = OpenVinoRuntime(exported, name)
+    want = tf_runtime.predict({"images": crops})["features"]
+    got = ov_runtime.predict({"images": crops})["features"]
+    assert got.shape == want.shape == (len(crops), 1280) and got.dtype == np.float32
+    print(f"{name}: max |OpenVINO - TensorFlow| = {np.abs(got - want).max():.2e}")
+    np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+    # and the views matter: averaging 8 views is not the plain feature
+    if name == "views":
+        plain = SavedModelRuntime(exported, "plain").predict({"images": crops})["features"]
+        assert np.abs(plain - want).max() > 100 * ATOL
+
+
+@pytest.mark.parametrize("name", ["plain", "views"])
+def test_other_input_sizes_are_resized_as_the_graph_does(
+    exported: Path, crops: np.ndarray, name: str
+) -> None:
+    small = crops[:4, ::2, ::2]  # 112 px: resized to 224 in both runtimes
+    want = SavedModelRuntime(exported, name).predict({"images": small})["features"]
+    got = OpenVinoRuntime(exported, name).predict({"images": small})["features"]
+    np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+
+
+def test_dihedral_views_are_the_graphs_rotations_and_flips() -> None:
+    import tensorflow as tf
+
+    x = np.random.default_rng(0).integers(0, 256, (2, 5, 5, 3), dtype=np.uint8)
+    got = dihedral_views(x, range(8)).reshape(8, 2, 5, 5, 3)
+    for k in range(8):
+        view = tf.image.rot90(x, k % 4)
+        want = (tf.image.flip_left_right(view) if k >= 4 else view).numpy()
+        np.testing.assert_array_equal(got[k], want)
+
+
+def test_the_contract_is_checked_before_anything_runs(exported: Path) -> None:
+    runtime = OpenVinoRuntime(exported, "plain")
+    with pytest.raises(ContractViolation, match="expected dtype uint8"):
+        runtime.predict({"images": np.zeros((1, 224, 224, 3), np.float32)})
+    with pytest.raises(ContractViolation, match=r"missing \['images'\]"):
+        runtime.predict({"pixels": np.zeros((1, 224, 224, 3), np.uint8)})
+    with pytest.raises(ContractViolation, match="no signature 'other'"):
+        runtime.predict({"images": np.zeros((1, 224, 224, 3), np.uint8)}, "other")
+
+
+def test_auto_picks_openvino_where_exported_and_says_when_missing(
+    exported: Path, tmp_path: Path
+) -> None:
+    assert load_runtime(exported, "plain").runtime == "openvino"
+    assert load_runtime(exported, "plain", "tensorflow").runtime == "tensorflow"
+    export_backbone(
+        "efficientnet-lite0", "pretrained", tmp_path, model_name="tf", version=1, openvino=False
+    )
+    assert load_runtime(tmp_path, "tf").runtime == "tensorflow"
+    with pytest.raises(FileNotFoundError, match="--runtime tensorflow"):
+        load_runtime(tmp_path, "tf", "openvino")

@@ -1,0 +1,59 @@
+"""Crops: each superpixel's box cut from the tile and resized by nearest neighbour, as in 2018."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from amberscan.vision.crops import CROP_SIZE, crop_superpixel, crops_for
+from amberscan.vision.segment import Segmentation
+
+
+def gradient(height: int, width: int) -> np.ndarray:
+    rows, cols = np.mgrid[0:height, 0:width]
+    return np.stack([rows % 256, cols % 256, (rows + cols) % 256], axis=-1).astype(np.uint8)
+
+
+def test_a_box_of_the_crop_size_is_cut_unchanged() -> None:
+    image = gradient(300, 400)
+    crop = crop_superpixel(image, (10, 20, 10 + CROP_SIZE, 20 + CROP_SIZE))
+    np.testing.assert_array_equal(crop, image[10 : 10 + CROP_SIZE, 20 : 20 + CROP_SIZE])
+    crop[0, 0] = 0  # a copy: the tile is not changed through it
+    assert image[10, 20].tolist() == [10, 20, 30]
+
+
+def test_resizing_is_nearest_neighbour() -> None:
+    image = gradient(8, 8)
+    crop = crop_superpixel(image, (2, 4, 4, 6), size=4)  # a 2x2 box, each pixel doubled
+    np.testing.assert_array_equal(crop, image[2:4, 4:6].repeat(2, axis=0).repeat(2, axis=1))
+    assert set(map(tuple, crop.reshape(-1, 3))) <= set(map(tuple, image[2:4, 4:6].reshape(-1, 3)))
+
+
+@pytest.mark.parametrize(
+    ("bbox", "problem"),
+    [
+        ((0, 0, 0, 5), "empty or outside"),
+        ((0, 0, 9, 5), "empty or outside"),
+        ((3, 3, 2, 5), "empty or outside"),
+    ],
+)
+def test_a_bad_box_is_refused(bbox: tuple[int, int, int, int], problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        crop_superpixel(gradient(8, 8), bbox)
+
+
+def test_a_non_rgb_image_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"\(H, W, 3\) uint8"):
+        crop_superpixel(np.zeros((8, 8), dtype=np.uint8), (0, 0, 4, 4))
+
+
+def test_crops_for_gives_superpixel_i_in_row_i() -> None:
+    image = gradient(6, 9)
+    labels = np.repeat([[0, 0, 0, 1, 1, 1, 2, 2, 2]], 6, axis=0)
+    segmentation = Segmentation.from_labels(labels)
+    crops = crops_for(image, segmentation, size=6)
+    assert crops.shape == (3, 6, 6, 3) and crops.dtype == np.uint8
+    for i, superpixel in enumerate(segmentation.superpixels):
+        np.testing.assert_array_equal(crops[i], crop_superpixel(image, superpixel.bbox, 6))
+    with pytest.raises(ValueError, match="differ"):
+        crops_for(gradient(6, 8), segmentation)
