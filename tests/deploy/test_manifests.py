@@ -684,7 +684,7 @@ def test_backbone_export_writes_where_the_model_server_reads() -> None:
     assert args.name == _config(base)["AMBERSCAN_BACKBONE_NAME"]
     # The export loads the weights the fine-tuning init container wrote on the same volume.
     tuned = build_parser().parse_args(finetune["args"])
-    assert str(args.finetuned) == str(tuned.out) and args.tta
+    assert str(args.finetuned) == str(tuned.out) and args.views == 8  # as stack/model.sh
     assert str(tuned.out).startswith(mounts["models"] + "/")
     claims = {v["persistentVolumeClaim"]["claimName"] for v in _pod_spec(job)["volumes"]}
     claims.discard("training-data")  # the labelled crops; the model server needs only models
