@@ -422,22 +422,9 @@ class Run:
             await admin.close()
         async with Database(self.settings) as db:
             await db.drop_schema()
-        await asyncio.to_thread(_remove_bucket, self.settings)
+        from amberscan.common.blobstore import BlobStore
 
-
-def _remove_bucket(settings: Any) -> None:
-    from minio.deleteobjects import DeleteObject
-
-    from amberscan.common.blobstore import BlobStore
-
-    client = BlobStore(settings).client
-    if client.bucket_exists(settings.s3_bucket):
-        objects = client.list_objects(settings.s3_bucket, recursive=True)
-        for _ in client.remove_objects(
-            settings.s3_bucket, (DeleteObject(o.object_name) for o in objects)
-        ):
-            pass
-        client.remove_bucket(settings.s3_bucket)
+        await asyncio.to_thread(BlobStore(self.settings).remove_bucket)
 
 
 def _fields(env: dict[str, str]) -> dict[str, str]:

@@ -18,20 +18,24 @@ setup_kafka() {
   touch "$KAFKA_LIBS/.complete"
 }
 
+# go_install NAME BIN MODULE@VERSION [NOTE]: build a Go tool into the cache unless it is there.
+go_install() {
+  local name=$1 bin=$2 module=$3 note=${4:-}
+  if [ -x "$bin" ]; then log "$name: cached at $bin"; return; fi
+  command -v go >/dev/null || die "go not found: $name is built with 'go install'"
+  log "$name: building with go install$note"
+  GOBIN="$(dirname "$bin")" GOFLAGS=-trimpath go install "$module"
+  [ -x "$bin" ] || die "go install did not produce $bin"
+}
+
 setup_minio() {
-  if [ -x "$MINIO_BIN" ]; then log "minio $MINIO_VERSION: cached at $MINIO_BIN"; return; fi
-  command -v go >/dev/null || die "go not found: MinIO is built with 'go install'"
-  log "minio $MINIO_VERSION: building with go install (several minutes on 2 cores)"
-  GOBIN="$(dirname "$MINIO_BIN")" GOFLAGS=-trimpath go install "github.com/minio/minio@$MINIO_VERSION"
-  [ -x "$MINIO_BIN" ] || die "go install did not produce $MINIO_BIN"
+  go_install "minio $MINIO_VERSION" "$MINIO_BIN" "github.com/minio/minio@$MINIO_VERSION" \
+    " (several minutes on 2 cores)"
 }
 
 setup_kustomize() {
-  if [ -x "$KUSTOMIZE_BIN" ]; then log "kustomize $KUSTOMIZE_VERSION: cached at $KUSTOMIZE_BIN"; return; fi
-  command -v go >/dev/null || die "go not found: kustomize is built with 'go install'"
-  log "kustomize $KUSTOMIZE_VERSION: building with go install"
-  GOBIN="$(dirname "$KUSTOMIZE_BIN")" GOFLAGS=-trimpath go install "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
-  [ -x "$KUSTOMIZE_BIN" ] || die "go install did not produce $KUSTOMIZE_BIN"
+  go_install "kustomize $KUSTOMIZE_VERSION" "$KUSTOMIZE_BIN" \
+    "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
 }
 
 setup_postgres() {

@@ -75,6 +75,19 @@ class BlobStore:
 
         await self._call(create, "create bucket")
 
+    def remove_bucket(self) -> None:
+        """Delete every object and then the bucket (tests and chaos runs clean up with this)."""
+        from minio.deleteobjects import DeleteObject
+
+        if not self.client.bucket_exists(self.bucket):
+            return
+        objects = self.client.list_objects(self.bucket, recursive=True)
+        for _ in self.client.remove_objects(
+            self.bucket, (DeleteObject(o.object_name) for o in objects)
+        ):
+            pass
+        self.client.remove_bucket(self.bucket)
+
     async def put(self, data: bytes, kind: str, ext: str, content_type: str = "") -> str:
         """Store `data` under its content-addressed key and return the key."""
         key = keys.content_key(kind, data, ext)
