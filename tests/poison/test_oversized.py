@@ -2,7 +2,9 @@
 
 With topics limited to 4 KiB (`AMBERSCAN_TOPIC_MAX_MESSAGE_BYTES`), a superpixel's feature
 vector (1280 floats) cannot be produced: each such record must become a dead letter saying so,
-not crash-loop the stage, and the tile must end failed with that reason.
+not crash-loop the stage, and the tile must end failed with that reason. (Each output must
+also fit in a producer batch the topic accepts: the broker checks max.message.bytes per record
+batch.)
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ async def test_an_output_too_large_for_its_topic_fails_the_tile(
             request.bbox.CopyFrom(
                 pb.BoundingBox(west=west + dx, south=south + dy, east=east - dx, north=north - dy)
             )
-            summary = await pipeline.scan(request)
+            summary = await pipeline.scan(request, timeout=300)
             letters = await pipeline.letters(expect=1)
             pipeline.check_alive()
     assert summary.complete and (summary.tiles, summary.failed) == (1, 1), summary
