@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.installed
 export AMBERSCAN_MODEL_DIR ?= $(CURDIR)/models/serving
 export AMBERSCAN_CLASSIFIER_PATH ?= $(CURDIR)/models/classifier.json
 
-.PHONY: help setup setup-python setup-web setup-stack proto proto-check lint model up status down test test-unit run services-down bench chaos clean
+.PHONY: bench-stages help setup setup-python setup-web setup-stack proto proto-check lint model up status down test test-unit run services-down bench bench-map chaos clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 WEB_VENDOR := services/amberscan/web/static/vendor/.installed
 
-setup-web: $(WEB_VENDOR) ## the map's front-end library (Leaflet, from the npm registry), served by the app
+setup-web: $(WEB_VENDOR) ## the map's front-end library (MapLibre GL JS, from the npm registry), served by the app
 
 $(WEB_VENDOR): web/package.json web/package-lock.json web/vendor.mjs
 	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent vendor
@@ -61,8 +61,11 @@ status: ## health of every server of the local stack
 down: ## stop the local stack (data kept; `stack/down.sh --purge` deletes it)
 	stack/down.sh
 
-run: setup model up ## scan the bundled demo area on the local stack; ends with the map's URL
-	stack/services.sh up
+run: ## scan the bundled demo area on the local stack; ends with the map's URL (prints each phase's time)
+	@stack/phase.sh setup $(MAKE) --no-print-directory setup
+	@stack/phase.sh model $(MAKE) --no-print-directory model
+	@stack/phase.sh stack $(MAKE) --no-print-directory up
+	@stack/phase.sh services stack/services.sh up
 	$(BIN)/amberscan scan --demo --provider demo
 
 services-down: ## stop the pipeline's services and the web map (the stack keeps running)
@@ -74,10 +77,17 @@ test-unit: $(STAMP) ## the pure tests only (no servers)
 test: setup model up proto-check ## README's test command: install, build the model, start the stack, run every test
 	$(BIN)/pytest -q -ra
 
-bench: up ## benchmarks: SLIC per tile (both modes, effect on detection), feature throughput through the model server
+bench: model up ## throughput: amberscan against the 2018 method on 128 mosaic tiles (QUICK=1: 16), per stage; artifacts/bench.json
+	$(BIN)/python benchmarks/bench.py $(if $(QUICK),--quick)
+
+bench-stages: up ## SLIC per tile (both modes, effect on detection), feature throughput through the model server
 	tiles=$$($(BIN)/python -m amberscan.common.data tiles) && \
 	  $(BIN)/python benchmarks/segmentation.py --tiles "$$tiles" --classifier $(AMBERSCAN_CLASSIFIER_PATH)
 	$(BIN)/python benchmarks/features.py --address $${AMBERSCAN_MODEL_SERVER:-127.0.0.1:18500} --name backbone
+
+bench-map: up ## the map at survey scale: a SYNTHETIC 450,000-detection schema, vector-tile/summary latency, browser render time
+	$(BIN)/amberscan survey-fixture
+	$(BIN)/python benchmarks/survey_map.py --browser
 
 chaos: setup ## SIGKILL services and servers mid-scan of a 200-tile demo mosaic on a private stack, verify nothing is lost (QUICK=1: 24 tiles; BROKERS=3: a 3-broker cluster)
 	$(BIN)/python stack/chaos.py $(if $(QUICK),--quick) $(if $(BROKERS),--brokers $(BROKERS))

@@ -24,6 +24,8 @@ COMMAND_NAMES = [
     "train",
     "evaluate",
     "detect-tile",
+    "diff",
+    "survey-fixture",
 ]
 # What `--help` must not wait for: each of these takes from 0.1 s (pydantic) to seconds (TF).
 HEAVY = [

@@ -51,9 +51,17 @@ def test_finetuned_backbone_is_served_as_trained(
     weights = model.save(tmp_path / "ft.weights.h5")
 
     tuned = export_backbone(
-        "efficientnet-lite0", "pretrained", tmp_path / "m", version=1, finetuned=weights, tta=True
+        "efficientnet-lite0",
+        "pretrained",
+        tmp_path / "m",
+        version=1,
+        finetuned=weights,
+        views=8,
+        openvino=False,
     )
-    plain = export_backbone("efficientnet-lite0", "pretrained", tmp_path / "m", version=2)
+    plain = export_backbone(
+        "efficientnet-lite0", "pretrained", tmp_path / "m", version=2, openvino=False
+    )
     serve_tuned = tf.saved_model.load(str(tuned)).signatures["serving_default"]
     serve_plain = tf.saved_model.load(str(plain)).signatures["serving_default"]
     served = serve_tuned(images=tf.constant(images[:4]))["features"].numpy()
@@ -63,6 +71,40 @@ def test_finetuned_backbone_is_served_as_trained(
     # Training moved the backbone: its features are not the pretrained ones.
     before = serve_plain(images=tf.constant(images[:4]))["features"].numpy()
     assert np.abs(served - before).max() > 1e-2
+
+
+FINETUNE_ONCE = """
+import hashlib, sys
+import numpy as np
+from amberscan.model.finetune import FinetuneConfig, deterministic_threads, finetune, pixel_features
+deterministic_threads()
+data = np.load(sys.argv[1])
+model = finetune(pixel_features, data["images"], data["labels"], FinetuneConfig(epochs=2, batch_size=8))
+weights = np.concatenate([w.numpy().ravel() for w in model.features.weights])
+print(hashlib.sha256(weights.tobytes()).hexdigest())
+"""
+
+
+def test_a_fine_tune_is_repeatable_on_one_machine(
+    small_set: tuple[np.ndarray, np.ndarray], tmp_path: Path
+) -> None:
+    """Two fine-tunes in fresh processes, one thread each (as `amberscan finetune` runs), end with
+    the same weights bit for bit: a build is repeatable, so its verdicts are too."""
+    import subprocess
+    import sys
+
+    images, labels = small_set
+    np.savez(tmp_path / "set.npz", images=images, labels=labels)
+    hashes = [
+        subprocess.run(
+            [sys.executable, "-c", FINETUNE_ONCE, str(tmp_path / "set.npz")],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()[-1]
+        for _ in range(2)
+    ]
+    assert hashes[0] == hashes[1]
 
 
 def test_export_refuses_a_missing_finetuned_file(tmp_path: Path) -> None:

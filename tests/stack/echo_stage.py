@@ -41,9 +41,11 @@ def make_stage(
     *,
     slow_s: float = 0.0,
     block_s: float = 0.0,
+    uneven: bool = False,
     **config: object,
 ) -> Stage:
-    """`block_s`: the first record blocks the whole event loop that long (no heartbeats)."""
+    """`block_s`: the first record blocks the whole event loop that long (no heartbeats);
+    `uneven`: record n takes (7n mod 5) · 0.2 s, so later batches often finish first."""
     blocked = False
 
     async def handle(record: ConsumerRecord) -> list[Output]:
@@ -57,6 +59,8 @@ def make_stage(
             time.sleep(block_s)  # on purpose: a handler that starves the loop
         if slow_s:
             await asyncio.sleep(slow_s)
+        if uneven:
+            await asyncio.sleep((record.offset * 7 % 5) * 0.2)
         detection = pb.Detection(tile_id=tile.tile_id, scan_id=tile.scan_id)
         return [Output(topics.DETECTIONS, tile.tile_id.encode(), detection.SerializeToString())]
 
@@ -73,9 +77,22 @@ async def _main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hang-marker", type=Path)
     parser.add_argument("--slow-s", type=float, default=0.0)
+    parser.add_argument(
+        "--uneven", action="store_true", help="records take 0-0.8 s, so batches finish out of order"
+    )
+    parser.add_argument("--max-records", type=int, default=64)
+    parser.add_argument("--in-flight", type=int, default=2)
     args = parser.parse_args()
     stop = stop_on_signals()
-    await make_stage(Settings(), args.hang_marker, slow_s=args.slow_s).run(stop)
+    stage = make_stage(
+        Settings(),
+        args.hang_marker,
+        slow_s=args.slow_s,
+        uneven=args.uneven,
+        max_records=args.max_records,
+        max_in_flight=args.in_flight,
+    )
+    await stage.run(stop)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from amberscan.aggregator.core import mask_polygon
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
 from amberscan.common.settings import Settings
-from amberscan.geo.tiles import Tile
+from amberscan.geo.tiles import Tile, pixel_to_lonlat
 from amberscan.sink.core import UPSERT_DETECTION, detection_row
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import read_image
 from amberscan.vision.labels import encode_labels
-from amberscan.vision.segment import segment
+from amberscan.vision.segment import Segmentation, segment
 from amberscan.web.app import make_app
 from tests.streams import free_port, served
 
@@ -54,6 +55,21 @@ def _scores(n: int, mining: bool, seed: int) -> list[float]:
     return [float(s) for s in scores]
 
 
+def damage_geojson(tile: Tile, segmentation: Segmentation, positive: list[int]) -> str:
+    """The damaged-area MultiPolygon of a tile's positive superpixels, as the aggregator makes
+    it (exact pixel outlines, in degrees)."""
+    height, width = segmentation.labels.shape
+    polygons = []
+    for index in positive:
+        shape = mask_polygon(segmentation.labels == index, 0, 0)
+        for part in getattr(shape, "geoms", [shape]):
+            ring = [
+                list(pixel_to_lonlat(tile, width, height, x, y)) for x, y in part.exterior.coords
+            ]
+            polygons.append([ring])
+    return json.dumps({"type": "MultiPolygon", "coordinates": polygons})
+
+
 async def seed(
     db: Database, store: BlobStore, shared_data: Path, demo: bool
 ) -> dict[str, pb.Detection]:
@@ -69,7 +85,8 @@ async def seed(
             encode_labels(segmentation.labels), "labels", "png", "image/png"
         )
         scores = _scores(len(segmentation.superpixels), mining, i)
-        positives = sum(s >= 0.5 for s in scores)
+        positive = [k for k, s in enumerate(scores) if s >= 0.5]
+        positives = len(positive)
         detection = pb.Detection(
             tile_id=tile.quadkey,
             scan_id="scan-test",
@@ -83,6 +100,7 @@ async def seed(
             min_positives=2,
             hectares=1.5 * positives,
             tile_geojson=json.dumps(tile.polygon()),
+            positives_geojson=damage_geojson(tile, segmentation, positive) if positives > 2 else "",
             scores=scores,
             models=pb.ModelVersions(classifier=MODEL, backbone="efficientnet_lite0@1"),
             demo=demo,
@@ -102,17 +120,10 @@ async def seeded(stack_settings: Settings, database: Database, shared_data: Path
     return Seeded(stack_settings, database, store, tiles)
 
 
-class WebSettings(Settings):
-    """The settings with the web fields this issue adds (until `Settings` has them)."""
-
-    web_token: str = ""
-    map_tiles_url: str = "http://127.0.0.1:18080/tiles/{z}/{x}/{y}.png"
-
-
 @pytest.fixture
 async def server(seeded: Seeded) -> AsyncIterator[str]:
     """The web app on a free port, with writes enabled by TOKEN; yields its base URL."""
     port = free_port()
-    settings = WebSettings(**{**seeded.settings.model_dump(), "web_port": port, "web_token": TOKEN})
+    settings = seeded.settings.model_copy(update={"web_port": port, "web_token": TOKEN})
     async with served(make_app(settings), port) as base:
         yield base

@@ -13,40 +13,21 @@ from pathlib import Path
 
 import pytest
 
+from amberscan.geo.tiles import Tile
+from amberscan.v1 import messages_pb2 as pb
+from amberscan.web.app import make_app
+from tests.web import chromium
 from tests.web.conftest import HOSTILE, TOKEN, Seeded
-from tests.web.test_explore import produce_scan_features
+from tests.web.scan_features import produce_scan_features
 
 pytestmark = pytest.mark.stack
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 
 
 @pytest.fixture
 def browser() -> Iterator[object]:
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    if not Path(CHROMEDRIVER).exists():
-        pytest.fail("chromium-driver is missing: apt-get install -y chromium chromium-driver")
     profile = tempfile.mkdtemp(prefix="amberscan-chromium-")
-    options = Options()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        "--window-size=1400,900",
-    ):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
+    driver = chromium.start(profile)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     try:
         yield driver
@@ -76,30 +57,87 @@ def _image_loaded(driver, selector: str) -> None:  # type: ignore[no-untyped-def
     )
 
 
-def map_and_debugger(driver, base: str, flagged_tile: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def _idle(driver) -> None:  # type: ignore[no-untyped-def]
+    """The map has loaded and drawn every tile in view."""
+    _wait(driver, lambda d: d.execute_script("return document.body.dataset.idle") == "1", 60)
+
+
+def _view(driver, lon: float, lat: float, zoom: float) -> None:  # type: ignore[no-untyped-def]
+    driver.execute_script(
+        "document.body.dataset.idle = '0'; window.amberMap.jumpTo({center: [arguments[0], arguments[1]], zoom: arguments[2]})",
+        lon,
+        lat,
+        zoom,
+    )
+    _idle(driver)
+
+
+def _count(driver, what: str) -> int:  # type: ignore[no-untyped-def]
+    return int(driver.execute_script(f"return document.body.dataset.{what}") or 0)
+
+
+def _click_at(driver, lon: float, lat: float) -> None:  # type: ignore[no-untyped-def]
+    """Click the map canvas where (lon, lat) is drawn."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
+    canvas = driver.find_element(By.CSS_SELECTOR, "#map canvas")
+    x, y, width, height = driver.execute_script(
+        "const p = window.amberMap.project([arguments[0], arguments[1]]);"
+        "const c = window.amberMap.getCanvas();"
+        "return [p.x, p.y, c.clientWidth, c.clientHeight];",
+        lon,
+        lat,
+    )
+    ActionChains(driver).move_to_element_with_offset(
+        canvas, int(x - width / 2), int(y - height / 2)
+    ).click().perform()
+
+
+def _choose(driver, select_id: str, value: str) -> None:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    driver.execute_script("document.body.dataset.idle = '0'")
+    Select(driver.find_element(By.ID, select_id)).select_by_value(value)
+    _idle(driver)
+
+
+def map_and_debugger(driver, base: str, flagged: tuple[float, float]) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+
     seen: dict[str, object] = {}
+    lon, lat = flagged
     driver.get(base + "/")
     _ready(driver)
-    paths = driver.find_elements(By.CSS_SELECTOR, "path.det")
-    seen["polygons"] = len(paths)
-    seen["flagged_polygons"] = len(driver.find_elements(By.CSS_SELECTOR, "path.det-flagged"))
+    _idle(driver)
     seen["notice"] = driver.find_element(By.ID, "demo-notice").text
     seen["summary"] = driver.find_element(By.ID, "summary").text
-    driver.save_screenshot(str(SCREENSHOTS / "map.png"))
+    # The whole region: zoomed out, aggregated cells.
+    _view(driver, lon, lat, 8)
+    seen["region_cells"] = _count(driver, "cells")
+    seen["region_detections"] = _count(driver, "detections")
+    driver.save_screenshot(str(SCREENSHOTS / "map-region.png"))
+    # Zoom to one tile: its polygon and its damaged areas.
+    _view(driver, lon, lat, 16)
+    seen["tile_detections"] = _count(driver, "detections")
+    seen["tile_damage"] = _count(driver, "damage")
+    driver.save_screenshot(str(SCREENSHOTS / "map-tile.png"))
+    # Four tiles in view; a filter by vintage keeps those of 2014.
+    _view(driver, lon, lat, 14)
+    seen["polygons"] = _count(driver, "detections")
+    _choose(driver, "year", "2014")
+    seen["polygons_2014"] = _count(driver, "detections")
+    _choose(driver, "year", "")
 
-    # Click a flagged polygon, then the popup's link to the tile debugger.
-    flagged = driver.find_elements(By.CSS_SELECTOR, "path.det-flagged")[0]
-    ActionChains(driver).move_to_element(flagged).click().perform()
+    # Click the flagged tile, then the popup's link to the tile debugger.
+    _view(driver, lon, lat, 16)
+    _click_at(driver, lon, lat)
     link = _wait(
-        driver, lambda d: d.find_element(By.CSS_SELECTOR, ".leaflet-popup a.open-debugger")
+        driver, lambda d: d.find_element(By.CSS_SELECTOR, ".maplibregl-popup a.open-debugger")
     )
-    # Leaflet fades the popup in, and Selenium's .text is only the visible text: wait until
-    # the popup is visible rather than reading it mid-fade.
     seen["popup"] = _wait(
-        driver, lambda d: d.find_element(By.CSS_SELECTOR, ".leaflet-popup-content").text
+        driver, lambda d: d.find_element(By.CSS_SELECTOR, ".maplibregl-popup-content").text
     )
     driver.save_screenshot(str(SCREENSHOTS / "map-popup.png"))
     link.click()
@@ -111,8 +149,13 @@ def map_and_debugger(driver, base: str, flagged_tile: str) -> dict[str, object]:
     seen["tile_heading"] = driver.find_element(By.ID, "title").text
     seen["injected"] = len(driver.find_elements(By.ID, "xss")) + (driver.title == "xss")
 
-    # Select a superpixel by clicking the overlay; relabel it; reject the detection.
+    # Select a superpixel by clicking the overlay; relabel it; reject the detection, marking
+    # its positive superpixels not mining; the history lists each action.
+    from selenium.webdriver.common.action_chains import ActionChains
+
     driver.find_element(By.ID, "token").send_keys(TOKEN)
+    driver.find_element(By.ID, "reviewer").clear()
+    driver.find_element(By.ID, "reviewer").send_keys("ana")
     image = driver.find_element(By.ID, "overlay")
     ActionChains(driver).move_to_element_with_offset(image, 40, 40).click().perform()
     _wait(driver, lambda d: "superpixel" in d.find_element(By.ID, "selection").text)
@@ -120,18 +163,88 @@ def map_and_debugger(driver, base: str, flagged_tile: str) -> dict[str, object]:
     driver.find_element(By.ID, "class-not_mining").click()
     driver.find_element(By.ID, "relabel").click()
     _wait(driver, lambda d: "not mining" in d.find_element(By.ID, "status").text)
-    driver.find_element(By.ID, "review-rejected").click()
-    _wait(driver, lambda d: "review saved" in d.find_element(By.ID, "status").text)
+    driver.find_element(By.ID, "review-confirmed").click()
+    _wait(driver, lambda d: "review saved: confirmed" in d.find_element(By.ID, "status").text)
+    driver.find_element(By.ID, "reject-and-mark").click()
+    _wait(driver, lambda d: "marked not mining" in d.find_element(By.ID, "status").text)
+    seen["marked_status"] = driver.find_element(By.ID, "status").text
+    _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#history tbody tr")) >= 3)
     _image_loaded(driver, "#overlay")
+    seen["history"] = [
+        row.get_attribute("data-action")
+        for row in driver.find_elements(By.CSS_SELECTOR, "#history tbody tr")
+    ]
+    seen["history_text"] = driver.find_element(By.ID, "history").text
     driver.execute_script("window.scrollTo(0, 0)")
     driver.save_screenshot(str(SCREENSHOTS / "tile-debugger.png"))
 
     # The map after a reload shows the review.
     driver.get(base + "/")
     _ready(driver)
-    seen["rejected_polygons"] = len(driver.find_elements(By.CSS_SELECTOR, "path.det-rejected"))
+    _view(driver, lon, lat, 14)
+    _choose(driver, "review", "rejected")
+    seen["rejected_polygons"] = _count(driver, "detections")
     seen["summary_after"] = driver.find_element(By.ID, "summary").text
     driver.save_screenshot(str(SCREENSHOTS / "map-after-review.png"))
+    return seen
+
+
+def audit(driver, base: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+
+    seen: dict[str, object] = {}
+    driver.get(base + "/audit")
+    _ready(driver)
+    driver.find_element(By.ID, "token").send_keys(TOKEN)
+    n = driver.find_element(By.ID, "n")
+    n.clear()
+    n.send_keys("10")
+    driver.find_element(By.ID, "draw").click()
+    _wait(driver, lambda d: "/audit/" in d.current_url)
+    _ready(driver)
+    _image_loaded(driver, "#tile")
+    seen["before"] = driver.find_element(By.ID, "estimate").text
+    seen["sample_rows"] = len(driver.find_elements(By.CSS_SELECTOR, "#sample tbody tr"))
+    for button in ("confirm", "reject"):
+        previous = driver.find_element(By.ID, "estimate").text
+        driver.find_element(By.ID, button).click()
+        _wait(driver, lambda d, p=previous: d.find_element(By.ID, "estimate").text != p)
+        _ready(driver)
+        seen[f"after_{button}"] = driver.find_element(By.ID, "estimate").text
+    _image_loaded(driver, "#tile")
+    driver.save_screenshot(str(SCREENSHOTS / "audit.png"))
+    return seen
+
+
+def change_view(driver, base: str, centre: tuple[float, float]) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    seen: dict[str, object] = {}
+    driver.get(base + "/")
+    _ready(driver)
+    _view(driver, *centre, 14)
+    _choose(driver, "year", "2017")
+    seen["vintage"] = _count(driver, "detections")
+    _choose(driver, "change", "new")
+    seen["new"] = _count(driver, "detections")
+    seen["new_tiles"] = driver.execute_script(
+        "return [...new Set(window.amberMap.queryRenderedFeatures({layers: ['detections']})"
+        ".map(f => f.properties.tile_id))]"
+    )
+    driver.save_screenshot(str(SCREENSHOTS / "map-change.png"))
+    _choose(driver, "change", "gone")
+    seen["gone"] = _count(driver, "detections")
+    seen["by_year"] = driver.find_element("id", "by-year").text
+    # The exclusion area drawn, the tile inside it marked excluded, the summary by reason.
+    _choose(driver, "change", "")
+    _choose(driver, "year", "")
+    seen["excluded_tiles"] = driver.execute_script(
+        "return [...new Set(window.amberMap.queryRenderedFeatures({layers: ['detections']})"
+        ".filter(f => f.properties.excluded).map(f => f.properties.tile_id))]"
+    )
+    seen["exclusion_outlines"] = driver.execute_script(
+        "return window.amberMap.queryRenderedFeatures({layers: ['exclusions']}).length"
+    )
+    seen["summary"] = driver.find_element("id", "summary").text
+    driver.save_screenshot(str(SCREENSHOTS / "map-exclusion.png"))
     return seen
 
 
@@ -184,19 +297,65 @@ def explore_and_label(driver, base: str, tile: str, query: str) -> dict[str, obj
 
 
 async def test_map_debugger_and_review(browser, server: str, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
-    flagged = seeded.tiles["positive1"].tile_id
-    seen = await asyncio.to_thread(map_and_debugger, browser, server, flagged)
-    assert seen["polygons"] == 4
-    assert seen["flagged_polygons"] == 2
+    flagged = seeded.tiles["positive1"]
+    centre = Tile(flagged.tile.x, flagged.tile.y, flagged.tile.z).center()
+    seen = await asyncio.to_thread(map_and_debugger, browser, server, centre)
     assert "DEMO" in str(seen["notice"])
     assert "tiles scanned 4" in str(seen["summary"])
+    assert seen["region_cells"] >= 1 and seen["region_detections"] == 0
+    assert seen["tile_detections"] >= 1 and seen["tile_damage"] >= 1
+    assert seen["polygons"] == 4 and seen["polygons_2014"] == 2
     assert "DEMO" in str(seen["popup"]) and "FLAGGED" in str(seen["popup"])
-    assert "/tile/" in str(seen["debugger_url"])
+    assert flagged.tile_id in str(seen["popup"])
+    assert f"/tile/{flagged.tile_id}" in str(seen["debugger_url"])
     assert seen["tile_heading"] == "Tile debugger"
     assert "FLAGGED" in str(seen["facts"]) and "efficientnet_lite0@1" in str(seen["facts"])
     assert HOSTILE in str(seen["facts"]) and seen["injected"] == 0
+    history = seen["history"]
+    assert isinstance(history, list)
+    assert history[:3] == ["not_mining", "confirmed", "rejected"]
+    assert history.count("not_mining") == 1 + flagged.positives  # the relabel, then the marks
+    assert "ana" in str(seen["history_text"])
     assert seen["rejected_polygons"] == 1
     assert "rejected 1" in str(seen["summary_after"])
+
+
+async def test_audit_page_steps_through_a_sample(browser, server: str, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+    seen = await asyncio.to_thread(audit, browser, server)
+    assert seen["sample_rows"] == 2  # the two flagged tiles
+    assert "no tile judged yet (2 sampled)" in str(seen["before"])
+    assert "precision 1.000" in str(seen["after_confirm"]) and "1 of 2 judged" in str(
+        seen["after_confirm"]
+    )
+    assert "precision 0.500 (95 % CI 0.095–0.905), 2 of 2 judged" in str(seen["after_reject"])
+
+
+async def test_change_view(browser, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+    from amberscan.web import exclusion_queries, params
+    from tests.streams import served
+    from tests.web.routes.test_changes import VINTAGE_2017, upsert
+    from tests.web.routes.test_exclusions import around
+
+    for name, flagged in VINTAGE_2017.items():
+        row = pb.Detection()
+        row.CopyFrom(seeded.tiles[name])
+        row.imagery_date = "2017-07-01"
+        row.flagged, row.positives, row.hectares = flagged, 5 if flagged else 1, 2.5 * flagged
+        await upsert(seeded, row)
+    first = seeded.tiles["positive1"]
+    centre = Tile(first.tile.x, first.tile.y, first.tile.z).center()
+    quarry = seeded.tiles["positive2"]
+    area = around(Tile(quarry.tile.x, quarry.tile.y, quarry.tile.z), "licensed quarry")
+    await exclusion_queries.add(seeded.db, params.exclusion_areas(area), "test")
+    async with served(make_app(seeded.settings)) as base:
+        seen = await asyncio.to_thread(change_view, browser, base, centre)
+    assert seen["vintage"] == 4
+    assert seen["new"] == 1 and seen["new_tiles"] == [seeded.tiles["negative1"].tile_id]
+    assert seen["gone"] == 1  # positive1: flagged in 2014, not in 2017
+    # 2017: negative1 flagged (new damage); positive2 flagged but in the exclusion area.
+    assert "2017 4 1 2.50 2.50" in str(seen["by_year"])
+    assert seen["excluded_tiles"] == [quarry.tile_id] and seen["exclusion_outlines"] >= 1
+    assert "licensed quarry" in str(seen["summary"])
 
 
 async def test_explore_tooltip_and_labelling(browser, server: str, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]

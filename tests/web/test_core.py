@@ -15,39 +15,6 @@ from hypothesis import strategies as st
 from amberscan.web import core
 
 
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("26.5,50.7,26.8,50.9", (26.5, 50.7, 26.8, 50.9)),
-        ("-200,-95,200,95", (-180.0, -90.0, 180.0, 90.0)),  # Leaflet's wrapped world, clamped
-    ],
-)
-def test_parse_bbox(text: str, expected: tuple[float, ...]) -> None:
-    assert core.parse_bbox(text) == expected
-
-
-@pytest.mark.parametrize(
-    "text", ["", "1,2,3", "1,2,3,4,5", "a,1,2,3", "1,1,1,2", "0,2,1,1", "0,0,inf,1"]
-)
-def test_parse_bbox_refuses(text: str) -> None:
-    with pytest.raises(core.BadRequest, match="bbox"):
-        core.parse_bbox(text)
-
-
-def test_parse_filters() -> None:
-    f = core.parse_filters(
-        {"bbox": "0,0,1,1", "year": "2014", "model": "m-1", "limit": "3", "offset": "6"},
-        bbox_required=True,
-    )
-    assert f == core.Filters((0.0, 0.0, 1.0, 1.0), "2014", "m-1", 3, 6)
-    assert core.parse_filters({}, bbox_required=False) == core.Filters()
-    for bad in ({"year": "14"}, {"model": "a b"}, {"limit": "0"}, {"limit": "x"}, {"offset": "-1"}):
-        with pytest.raises(core.BadRequest):
-            core.parse_filters(bad, bbox_required=False)
-    with pytest.raises(core.BadRequest, match="required"):
-        core.parse_filters({}, bbox_required=True)
-
-
 def test_implied_threshold() -> None:
     scores = [0.1, 0.9, 0.6, 0.3]
     assert core.implied_threshold(scores, 2) == pytest.approx(0.6)
@@ -133,19 +100,3 @@ def test_label_overlay() -> None:
     edges = np.zeros((4, 4), bool)
     out = core.label_overlay(image, labels, edges, {1: 1})
     assert (out[:, :2] == 100).all() and (out[:, 2:, 0] > 100).all()
-
-
-@pytest.mark.parametrize(("value", "label"), [("mining", 1), ("not_mining", 0), ("clear", None)])
-def test_parse_label(value: str, label: int | None) -> None:
-    assert core.parse_label(value) == label
-
-
-def test_parse_inputs_refuse() -> None:
-    for fn, value in (
-        (core.parse_label, "yes"),
-        (core.parse_verdict, "maybe"),
-        (core.parse_reviewer, "<b>"),
-    ):
-        with pytest.raises(core.BadRequest):
-            fn(value)
-    assert core.parse_reviewer(None) == "web"

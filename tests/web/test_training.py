@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from amberscan.model.dataset import list_labelled
-from amberscan.web import queries
+from amberscan.web import queries, review_queries
 from amberscan.web.training import export_reviewed_crops
 from tests.web.conftest import MODEL, Seeded
 
@@ -25,7 +25,7 @@ async def labelled(seeded: Seeded) -> Seeded:
         row = await queries.detection(seeded.db, target.tile_id, target.imagery_date, MODEL)
         assert row is not None
         for index, label in marks.items():
-            await queries.save_label(seeded.db, row, index, label, "tester")
+            await review_queries.save_label(seeded.db, row, index, label, "tester")
     return seeded
 
 

@@ -14,12 +14,14 @@ import sys
 from amberscan.cli import (
     demo_tiles,
     detect_tile,
+    diff,
     evaluate,
     export_backbone,
     finetune,
     replay,
     scan,
     serve,
+    survey_fixture,
     topics,
     train,
 )
@@ -37,6 +39,8 @@ COMMANDS = (
     train,
     evaluate,
     detect_tile,
+    diff,
+    survey_fixture,
 )
 
 

@@ -87,3 +87,120 @@ CREATE TABLE IF NOT EXISTS audit_tiles (
     model_version text NOT NULL,
     PRIMARY KEY (audit_id, tile_id, imagery_date, model_version)
 );
+
+-- Issue 14, the map at survey scale (web app): review history and the map's low-zoom aggregates.
+-- Every review action, kept: who did what to which detection, and when. `reviews` (above) holds
+-- the current verdict, which is the latest event's.
+CREATE TABLE IF NOT EXISTS review_events (
+    event_id      bigserial PRIMARY KEY,
+    tile_id       text NOT NULL,
+    imagery_date  text NOT NULL,
+    model_version text NOT NULL,
+    action        text NOT NULL CHECK (action IN ('confirmed', 'rejected', 'cleared', 'mining',
+                                                  'not_mining', 'label_cleared')),
+    segment_index integer CHECK (segment_index >= 0),   -- a relabel's superpixel
+    reviewer      text NOT NULL,
+    note          text NOT NULL DEFAULT '',
+    at            timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS review_events_detection_idx
+    ON review_events (tile_id, imagery_date, model_version, at);
+
+-- The newest detection: what the map's refresher polls to see that detections changed.
+CREATE INDEX IF NOT EXISTS detections_detected_at_idx ON detections (detected_at);
+
+-- Issue 12 item 4, exclusion areas (web app): known legal quarries, sand pits, construction
+-- sites. A detection whose tile's centre lies in one is kept but marked excluded: shown so on the
+-- map, left out of the flagged hectares, listed by reason.
+CREATE TABLE IF NOT EXISTS exclusion_areas (
+    area_id    bigserial PRIMARY KEY,
+    region     text NOT NULL DEFAULT '',
+    reason     text NOT NULL,
+    name       text NOT NULL DEFAULT '',
+    geom       geometry(MultiPolygon, 4326) NOT NULL CHECK (ST_IsValid(geom)),
+    created_by text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS exclusion_areas_geom_idx ON exclusion_areas USING gist (geom);
+
+-- Issue 14 (continued): the map's aggregates, which count the exclusions too.
+-- The map's aggregates at low zooms: per grid cell (the zoom-`level` tile, 15, 13 or 11,
+-- containing the scan tile) the counts of each kind of verdict a filter can ask for. `latest`: the tile's newest
+-- verdict (all vintages); `latest_year`: its newest in that imagery year (a vintage);
+-- `latest_model` / `latest_year_model`: the same among one model's verdicts. `change` compares a
+-- tile's vintage with its previous one (newest run each): new, gone, same, first.
+-- Flagged tiles inside an exclusion area count apart (`excluded`), not in `flagged`/`hectares`.
+-- Refreshed by the web app when detections or reviews changed (`AMBERSCAN_MAP_REFRESH_S`).
+-- Its definition changes with the code: an older one (see the comment) is dropped and rebuilt.
+DO $$
+BEGIN
+    IF to_regclass('map_cells') IS NOT NULL
+       AND coalesce(obj_description(to_regclass('map_cells'), 'pg_class'), '') <> 'map_cells v2'
+    THEN
+        DROP MATERIALIZED VIEW map_cells;
+    END IF;
+END $$;
+CREATE MATERIALIZED VIEW IF NOT EXISTS map_cells AS
+WITH base AS (
+    SELECT d.tile_id, d.z, d.x, d.y, d.flagged, d.hectares, d.model_version, d.demo,
+           d.provider = 'synthetic' AS synthetic, d.imagery_date, d.detected_at,
+           ST_XMin(d.tile_geom) AS west, ST_YMin(d.tile_geom) AS south,
+           ST_XMax(d.tile_geom) AS east, ST_YMax(d.tile_geom) AS north,
+           CASE WHEN d.imagery_date ~ '^[0-9]{4}' THEN left(d.imagery_date, 4)
+                ELSE 'unknown' END AS year,
+           coalesce(r.verdict, 'unreviewed') AS review, x.reason IS NOT NULL AS excluded
+    FROM detections d
+    LEFT JOIN reviews r USING (tile_id, imagery_date, model_version)
+    LEFT JOIN LATERAL (SELECT e.reason FROM exclusion_areas e
+                       WHERE e.geom && d.tile_geom
+                         AND ST_Intersects(e.geom, ST_Centroid(d.tile_geom))
+                       ORDER BY e.area_id LIMIT 1) x ON true
+), by_tile AS (
+    SELECT *, row_number() OVER w = 1 AS latest,
+           lag(year) OVER w IS DISTINCT FROM year AS latest_year
+    FROM base
+    WINDOW w AS (PARTITION BY z, x, y ORDER BY imagery_date COLLATE "C" DESC, detected_at DESC)
+), ranked AS (
+    SELECT *, row_number() OVER m = 1 AS latest_model,
+           lag(year) OVER m IS DISTINCT FROM year AS latest_year_model
+    FROM by_tile
+    WINDOW m AS (PARTITION BY z, x, y, model_version COLLATE "C"
+                 ORDER BY imagery_date COLLATE "C" DESC, detected_at DESC)
+), vintages AS (
+    SELECT z, x, y, year, lead(flagged) OVER v AS before, lead(year) OVER v AS before_year
+    FROM by_tile WHERE latest_year
+    WINDOW v AS (PARTITION BY z, x, y ORDER BY year COLLATE "C" DESC)
+), changed AS (
+    SELECT r.*, CASE WHEN NOT r.latest_year OR v.before_year IS NULL THEN 'first'
+                     WHEN r.flagged AND NOT v.before THEN 'new'
+                     WHEN v.before AND NOT r.flagged THEN 'gone'
+                     ELSE 'same' END AS change
+    FROM ranked r
+    LEFT JOIN vintages v ON (v.z, v.x, v.y, v.year) = (r.z, r.x, r.y, r.year) AND r.latest_year
+), l15 AS (
+    SELECT x >> (z - 15) AS cx, y >> (z - 15) AS cy, year, model_version, review, latest,
+           latest_year, latest_model, latest_year_model, change,
+           count(*) AS tiles, count(*) FILTER (WHERE flagged AND NOT excluded) AS flagged,
+           coalesce(sum(hectares) FILTER (WHERE flagged AND NOT excluded), 0) AS hectares,
+           count(*) FILTER (WHERE flagged AND excluded) AS excluded,
+           coalesce(sum(hectares) FILTER (WHERE flagged AND excluded), 0) AS excluded_hectares,
+           count(*) FILTER (WHERE demo) AS demo, count(*) FILTER (WHERE synthetic) AS synthetic,
+           min(west) AS west, min(south) AS south, max(east) AS east, max(north) AS north
+    FROM changed WHERE z >= 15
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+)
+SELECT 15 AS level, * FROM l15
+UNION ALL
+SELECT l.level, cx >> (15 - l.level), cy >> (15 - l.level), year, model_version, review, latest,
+       latest_year, latest_model, latest_year_model, change,
+       sum(tiles)::bigint, sum(flagged)::bigint, sum(hectares), sum(excluded)::bigint,
+       sum(excluded_hectares), sum(demo)::bigint, sum(synthetic)::bigint, min(west), min(south),
+       max(east), max(north)
+FROM l15 CROSS JOIN (VALUES (11), (13)) AS l (level)
+GROUP BY l.level, 2, 3, year, model_version, review, latest, latest_year, latest_model,
+         latest_year_model, change
+WITH NO DATA;
+CREATE UNIQUE INDEX IF NOT EXISTS map_cells_key ON map_cells
+    (level, cx, cy, year, model_version, review, latest, latest_year, latest_model,
+     latest_year_model, change);
+COMMENT ON MATERIALIZED VIEW map_cells IS 'map_cells v2';

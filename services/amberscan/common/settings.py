@@ -109,6 +109,18 @@ class Settings(BaseSettings):
         description="base layer of the map (the demo tile server by default)",
     )
 
+    # Web map at survey scale (issue 14): aggregates' freshness and the bounds of one request.
+    map_refresh_s: float = Field(
+        default=30.0, gt=0, description="longest wait before the map's aggregates follow a change"
+    )
+    web_max_page: int = Field(default=5000, ge=1, description="detections per GeoJSON page")
+    explore_max_points: int = Field(default=5000, ge=1, description="points one projection plots")
+    explore_max_records: int = Field(
+        default=200_000, ge=1, description="feature records one projection reads"
+    )
+    explore_read_budget_s: float = Field(
+        default=20.0, gt=0, description="longest read of the features topic for one projection"
+    )
     # Data (issue 13): the texty-amber folder (tiles/, superpixels/); unset, common/data.py looks
     # for shared/data/texty-amber beside the checkout and the folders above it.
     shared_data: Path | None = None

@@ -1,6 +1,6 @@
 """The label image of a segmentation as bytes: a 16-bit grayscale PNG, label value = index.
 
-The segmenter stores it beside a tile's crops; the web app and the training export read it back
+The segmenter stores it beside the tile; the web app and the training export read it back
 to outline superpixels. Pure: bytes in, arrays out.
 """
 
@@ -13,6 +13,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from amberscan.common.errors import InvalidImage
+from amberscan.vision.imageio import PNG_COMPRESS_LEVEL
 
 MAX_LABEL = 65535
 
@@ -26,7 +27,9 @@ def encode_labels(labels: NDArray[np.int32]) -> bytes:
     if labels.max(initial=0) > MAX_LABEL:
         raise ValueError("more than 65536 segments do not fit a 16-bit label image")
     buffer = io.BytesIO()
-    Image.fromarray(labels.astype(np.uint16)).save(buffer, format="PNG")
+    Image.fromarray(labels.astype(np.uint16)).save(
+        buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL
+    )
     return buffer.getvalue()
 
 

@@ -1,4 +1,4 @@
-"""Web core: request parsing, GeoJSON/CSV shaping, audit statistics, projections. Pure.
+"""Web core: the filter type, GeoJSON/CSV shaping, audit statistics, overlays. Pure.
 
 Nothing here opens a connection or reads a file: rows in, documents out.
 """
@@ -20,12 +20,8 @@ from numpy.typing import NDArray
 MAX_PAGE = 5000
 DEFAULT_PAGE = 500
 VERDICTS = ("confirmed", "rejected")
-LABELS = {"mining": 1, "not_mining": 0}
+REVIEW_STATES = ("confirmed", "rejected", "unreviewed")
 _YEAR = re.compile(r"^\d{4}$")
-_MODEL = re.compile(r"^[A-Za-z0-9._:+-]{1,128}$")
-_REVIEWER = re.compile(r"^[\w .@-]{1,64}$")
-# Map layers and exports stay within the web-mercator world.
-_MAX_LAT = 85.06
 
 
 class BadRequest(ValueError):
@@ -37,93 +33,12 @@ class Filters:
     """What the map, the summary and the exports are restricted to."""
 
     bbox: tuple[float, float, float, float] | None = None
-    year: str = ""
+    year: str = ""  # a vintage: the imagery year ("unknown" for undated imagery)
     model: str = ""
+    review: str = ""  # one of REVIEW_STATES
+    change: str = ""  # with a year: "new", "gone" or "changed" against the previous vintage
     limit: int = DEFAULT_PAGE
     offset: int = 0
-
-
-def parse_bbox(text: str) -> tuple[float, float, float, float]:
-    """A "W,S,E,N" query parameter in WGS84 degrees.
-
-    Raises:
-        BadRequest: not four finite numbers, or west >= east, south >= north, out of range.
-    """
-    parts = text.split(",")
-    if len(parts) != 4:
-        raise BadRequest(f"bbox={text!r}: expected four numbers W,S,E,N, got {len(parts)} values")
-    try:
-        west, south, east, north = (float(p) for p in parts)
-    except ValueError:
-        raise BadRequest(f"bbox={text!r}: expected four numbers W,S,E,N") from None
-    if not all(math.isfinite(v) for v in (west, south, east, north)):
-        raise BadRequest(f"bbox={text!r}: values must be finite")
-    # Leaflet reports longitudes past ±180 when the world wraps; clamp those instead of refusing.
-    west, east = max(west, -180.0), min(east, 180.0)
-    south, north = max(south, -90.0), min(north, 90.0)
-    if not west < east:
-        raise BadRequest(f"bbox={text!r}: west must be less than east")
-    if not south < north:
-        raise BadRequest(f"bbox={text!r}: south must be less than north")
-    return (west, south, east, north)
-
-
-def parse_filters(query: Mapping[str, str], *, bbox_required: bool) -> Filters:
-    """Filters from a request's query string (bbox, year, model, limit, offset).
-
-    Raises:
-        BadRequest: naming the parameter that is missing or malformed.
-    """
-    bbox_text = query.get("bbox", "").strip()
-    if not bbox_text and bbox_required:
-        raise BadRequest("bbox is required: ?bbox=W,S,E,N in WGS84 degrees")
-    bbox = parse_bbox(bbox_text) if bbox_text else None
-    year = query.get("year", "").strip()
-    if year and year != "unknown" and not _YEAR.match(year):
-        raise BadRequest(f"year={year!r}: expected four digits or 'unknown'")
-    model = query.get("model", "").strip()
-    if model and not _MODEL.match(model):
-        raise BadRequest(f"model={model!r}: not a model version")
-    limit = _int_param(query, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
-    offset = _int_param(query, "offset", 0, 0, 10**9)
-    return Filters(bbox=bbox, year=year, model=model, limit=limit, offset=offset)
-
-
-def _int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    text = query.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise BadRequest(f"{name}={text!r}: expected an integer") from None
-    if not low <= value <= high:
-        raise BadRequest(f"{name}={value}: must be between {low} and {high}")
-    return value
-
-
-def parse_reviewer(value: Any) -> str:
-    """The reviewer's name from a request body; "web" when absent."""
-    if value is None or value == "":
-        return "web"
-    if not isinstance(value, str) or not _REVIEWER.match(value):
-        raise BadRequest("reviewer: 1-64 letters, digits, spaces or . @ - _")
-    return value
-
-
-def parse_verdict(value: Any) -> str:
-    if value not in VERDICTS:
-        raise BadRequest(f"verdict must be one of {', '.join(VERDICTS)}")
-    return str(value)
-
-
-def parse_label(value: Any) -> int | None:
-    """1 for "mining", 0 for "not_mining", None for "clear" (remove the label)."""
-    if value == "clear":
-        return None
-    if value not in LABELS:
-        raise BadRequest("label must be one of mining, not_mining, clear")
-    return LABELS[str(value)]
 
 
 def year_of(imagery_date: str) -> str:
@@ -174,6 +89,8 @@ def feature_of(row: Mapping[str, Any]) -> dict[str, Any]:
             "scores": scores,
             "demo": bool(row["demo"]),
             "review": review_state(row["verdict"]),
+            "excluded": row.get("exclusion_reason") is not None,
+            "exclusion_reason": row.get("exclusion_reason") or "",
             "reviewer": row["reviewer"] or "",
             "reviewed_at": row["reviewed_at"].isoformat() if row["reviewed_at"] else "",
             "detected_at": row["detected_at"].isoformat() if row["detected_at"] else "",
@@ -211,6 +128,8 @@ CSV_FIELDS = (
     "review",
     "reviewer",
     "demo",
+    "excluded",
+    "exclusion_reason",
     "west",
     "south",
     "east",
@@ -218,11 +137,13 @@ CSV_FIELDS = (
 )
 
 
-def csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
-    """Detections as CSV, one row each; scores joined by ';'. Text cannot start a formula."""
+def csv_text(rows: Iterable[Mapping[str, Any]], header: bool = True) -> str:
+    """Detections as CSV, one row each (after the header when `header`); scores joined by ';'.
+    Text cannot start a formula."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
+    if header:
+        writer.writerow(CSV_FIELDS)
     for row in rows:
         p = feature_of(row)["properties"]
         writer.writerow(
@@ -242,6 +163,8 @@ def csv_text(rows: Iterable[Mapping[str, Any]]) -> str:
                 p["review"],
                 _cell(p["reviewer"]),
                 str(p["demo"]).lower(),
+                str(p["excluded"]).lower(),
+                _cell(p["exclusion_reason"]),
                 *(round(float(row[k]), 7) for k in ("west", "south", "east", "north")),
             ]
         )

@@ -9,18 +9,16 @@ Two sources:
 * ``labelled``: the shared labelled crops (``positive/`` and ``negative/``), their features
   computed by the model server (cached per served backbone version) and scored the same way.
 
-The pure part (`project`, `outcome`, `parse_image_key`, `parse_pixel_box`, `describe`) takes
-arrays and strings; the loaders below it talk to Kafka, PostgreSQL, the blob store and the model
-server.
+The pure part (`project`, `outcome`, `describe`, `points`) takes arrays and strings; the
+documents below it read features through `common.features_reader` and labels from PostgreSQL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-import time
-from collections import Counter, OrderedDict
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,16 +27,12 @@ from urllib.parse import urlencode
 import numpy as np
 from numpy.typing import NDArray
 
+from amberscan.common import features_reader
+from amberscan.common.data import CHECKOUT, find_shared_data
 from amberscan.common.settings import Settings
-from amberscan.web.core import BadRequest
 
-MAX_POINTS = 5000
 TSNE_MIN_POINTS = 30
-READ_BUDGET_S = 60.0
-SHARED_LABELLED = Path("/work/shared/data/texty-amber/superpixels")
 CLASS_NAMES = {1: "mining", 0: "not_mining", None: "unlabelled"}
-_IMAGE_KEY = re.compile(r"^tiles/([0-9a-f]{2})/([0-9a-f]{64})\.(png|jpg|jpeg|webp|tif|tiff)$")
-_SCAN_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
 
 # ---------------------------------------------------------------- pure
@@ -106,40 +100,6 @@ def outcome(positive: bool, label: int | None) -> str:
     return "FP" if positive else "TN"
 
 
-def parse_image_key(text: str) -> str:
-    """A tile image's content key (`tiles/ab/abcdef….png`); nothing else may be read.
-
-    Raises:
-        BadRequest: any other text.
-    """
-    match = _IMAGE_KEY.match(text)
-    if match is None or not match.group(2).startswith(match.group(1)):
-        raise BadRequest(f"image_key={text[:80]!r}: not a tile image key (tiles/ab/<sha256>.png)")
-    return text
-
-
-def parse_pixel_box(text: str) -> tuple[int, int, int, int]:
-    """`r0,c0,r1,c1` (half-open rows and columns) as four integers with r0 < r1, c0 < c1.
-
-    Raises:
-        BadRequest: not four non-negative integers, or an empty box.
-    """
-    parts = text.split(",")
-    if len(parts) != 4 or not all(re.fullmatch(r"\d{1,5}", p.strip()) for p in parts):
-        raise BadRequest(f"bbox={text[:40]!r}: expected four non-negative integers r0,c0,r1,c1")
-    r0, c0, r1, c1 = (int(p) for p in parts)
-    if not (r0 < r1 and c0 < c1):
-        raise BadRequest(f"bbox={text!r}: empty box (need r0 < r1 and c0 < c1)")
-    return r0, c0, r1, c1
-
-
-def check_box_inside(box: tuple[int, int, int, int], height: int, width: int) -> None:
-    """Raises BadRequest when `box` reaches outside a height x width image."""
-    r0, c0, r1, c1 = box
-    if r1 > height or c1 > width:
-        raise BadRequest(f"bbox {r0},{c0},{r1},{c1} reaches outside the {height}x{width} image")
-
-
 def describe(method: str, n: int, backbone: str, where: str) -> str:
     """The sentence the page shows above the plot."""
     noun = "superpixel feature vector" if n == 1 else "superpixel feature vectors"
@@ -190,13 +150,6 @@ def counts(values: Sequence[dict[str, Any]], field: str) -> dict[str, int]:
 # ---------------------------------------------------------------- loaders
 
 
-async def load_classifier(settings: Settings) -> Any:
-    """The classifier the pipeline would score with now (registry, else the local file)."""
-    from amberscan.classifier.service import load_classifier as load
-
-    return await load(settings)
-
-
 async def latest_scan(db: Any) -> str | None:
     """The most recently requested scan, else the scan of the newest detection."""
     rows = await db.fetch("SELECT scan_id FROM scans ORDER BY requested_at DESC LIMIT 1")
@@ -205,92 +158,6 @@ async def latest_scan(db: Any) -> str | None:
             "SELECT scan_id FROM detections WHERE scan_id <> '' ORDER BY detected_at DESC LIMIT 1"
         )
     return str(rows[0][0]) if rows else None
-
-
-def parse_scan_id(text: str) -> str:
-    if not _SCAN_ID.match(text):
-        raise BadRequest(f"scan_id={text[:80]!r}: letters, digits and . _ : - only")
-    return text
-
-
-@dataclass(frozen=True)
-class ReadResult:
-    features: list[Any]  # pb.SuperpixelFeatures of the scan
-    records_read: int
-    complete: bool  # read to the end offsets within the budget and under the cap
-
-
-async def read_scan_features(
-    settings: Settings, scan_id: str, limit: int = MAX_POINTS, budget_s: float = READ_BUDGET_S
-) -> ReadResult:
-    """The scan's SuperpixelFeatures from the retained features topic, at most `limit`.
-
-    A consumer without a group (nothing is committed, no other reader is disturbed) is assigned
-    every partition, reads from the beginning to the end offsets seen at the start, and keeps
-    the records whose ref.scan_id is `scan_id`. A redelivered superpixel (same tile, date,
-    segment) counts once, the last copy wins.
-    """
-    from aiokafka import AIOKafkaConsumer
-    from google.protobuf.message import DecodeError
-
-    from amberscan.common import topics
-    from amberscan.v1 import messages_pb2 as pb
-
-    topic = topics.topic_name(settings.topic_prefix, topics.FEATURES)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-    )
-    await consumer.start()
-    found: OrderedDict[tuple[str, str, int], Any] = OrderedDict()
-    read = 0
-    complete = True
-    try:
-        if topic not in await consumer.topics():
-            return ReadResult([], 0, True)
-        # Without a group, a subscription is assigned every partition of the topic.
-        consumer.subscribe([topic])
-        deadline = time.monotonic() + budget_s
-        while not consumer.assignment():
-            if time.monotonic() > deadline:
-                return ReadResult([], 0, False)
-            await asyncio.sleep(0.05)
-        assigned = sorted(consumer.assignment())
-        await consumer.seek_to_beginning(*assigned)
-        ends = await consumer.end_offsets(assigned)
-        remaining = {tp for tp in assigned if ends[tp] > 0}
-        while remaining:
-            if time.monotonic() > deadline:
-                complete = False
-                break
-            batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=2000)
-            for tp, records in batch.items():
-                for record in records:
-                    if record.offset >= ends[tp]:
-                        continue
-                    read += 1
-                    message = pb.SuperpixelFeatures()
-                    try:
-                        message.ParseFromString(record.value)
-                    except DecodeError:  # a poison record: the dead-letter path handles it
-                        continue
-                    ref = message.ref
-                    if ref.scan_id == scan_id:
-                        key = (ref.tile_id, ref.imagery_date, int(ref.segment_index))
-                        found.pop(key, None)
-                        found[key] = message
-            for tp in list(remaining):
-                if await consumer.position(tp) >= ends[tp]:
-                    remaining.discard(tp)
-            if len(found) >= limit:
-                complete = not remaining
-                break
-    finally:
-        await consumer.stop()
-    return ReadResult(list(found.values())[:limit], read, complete)
 
 
 async def superpixel_labels(db: Any, labels_keys: Sequence[str]) -> dict[tuple[str, int], int]:
@@ -314,13 +181,21 @@ def _tile_link(tile_id: str, imagery_date: str) -> str:
     return f"/tile/{tile_id}?" + urlencode({"imagery_date": imagery_date})
 
 
-async def scan_projection(settings: Settings, db: Any, scan_id: str | None) -> dict[str, Any]:
+async def scan_projection(
+    settings: Settings, db: Any, scan_id: str | None, points_cap: int
+) -> dict[str, Any]:
     """The explore document of one scan (the latest when `scan_id` is None)."""
     if scan_id is None:
         scan_id = await latest_scan(db)
         if scan_id is None:
             return _empty("scan", "", "no scan yet: run a scan, or use ?source=labelled")
-    result = await read_scan_features(settings, scan_id)
+    result = await features_reader.read_scan_features(
+        settings,
+        scan_id,
+        limit=points_cap,
+        budget_s=settings.explore_read_budget_s,
+        max_records=settings.explore_max_records,
+    )
     features = result.features
     backbone = ""
     dropped = 0
@@ -337,7 +212,7 @@ async def scan_projection(settings: Settings, db: Any, scan_id: str | None) -> d
             f"no superpixel features of scan {scan_id} in the features topic "
             f"({result.records_read} records read)",
         )
-    classifier = await load_classifier(settings)
+    classifier = await features_reader.current_classifier(settings)
     vectors = np.asarray([f.vector for f in features], dtype=np.float32)
     labels = await superpixel_labels(db, [f.ref.labels_key for f in features])
     scores, coords, method = await _score_and_project(classifier, vectors)
@@ -358,7 +233,12 @@ async def scan_projection(settings: Settings, db: Any, scan_id: str | None) -> d
     out = points(items, coords)
     notes = []
     if not result.complete:
-        notes.append(f"only the first {len(out)} superpixels found are plotted")
+        notes.append(
+            f"only the first {len(out)} superpixels found are plotted: the read stopped at "
+            f"{points_cap} points, {settings.explore_max_records} records "
+            f"(AMBERSCAN_EXPLORE_MAX_RECORDS) or {settings.explore_read_budget_s:g} s "
+            "(AMBERSCAN_EXPLORE_READ_BUDGET_S)"
+        )
     if dropped:
         notes.append(f"{dropped} vectors of another backbone left out")
     return {
@@ -394,10 +274,22 @@ def _empty(source: str, scan_id: str, about: str) -> dict[str, Any]:
     }
 
 
-def labelled_dir(settings: Settings) -> Path:
-    """Where the labelled crops are: settings.explore_data_dir, else the shared data set."""
-    configured = getattr(settings, "explore_data_dir", None)
-    return Path(configured) if configured else SHARED_LABELLED
+def labelled_dir(settings: Settings, checkout: Path = CHECKOUT) -> Path:
+    """Where the labelled crops are: `settings.explore_data_dir`, else the shared data set's
+    `superpixels/` (`common.data`: `AMBERSCAN_SHARED_DATA`, else beside the checkout or a folder
+    above it).
+
+    Raises:
+        FileNotFoundError: the configured folder is missing.
+        SharedDataMissing: the shared data set is nowhere; the message names every place.
+    """
+    if settings.explore_data_dir is not None:
+        if not settings.explore_data_dir.is_dir():
+            raise FileNotFoundError(
+                f"AMBERSCAN_EXPLORE_DATA_DIR={settings.explore_data_dir} is not a folder"
+            )
+        return settings.explore_data_dir
+    return find_shared_data(settings.shared_data, "superpixels", checkout=checkout)
 
 
 class LabelledFeatures:
@@ -414,14 +306,12 @@ class LabelledFeatures:
 
     async def get(self, settings: Settings) -> tuple[str, list[Any], NDArray[np.float32]]:
         """(backbone label, crops, features) of the labelled data folder."""
-        from amberscan.feature.extract import client_for, extract, load_crop, served_backbone
-
-        async with self.lock, client_for(settings) as client:
-            backbone = (await served_backbone(client)).label
+        async with self.lock:
+            backbone = await features_reader.served_backbone(settings)
             key = (str(labelled_dir(settings)), backbone)
             if key not in self.cache:
                 crops = await self.crops(settings)
-                vectors = await extract(client, lambda i: load_crop(crops[i].path), len(crops))
+                _, vectors = await features_reader.crop_features(settings, [c.path for c in crops])
                 self.cache.clear()  # only the current backbone's vectors are worth keeping
                 self.cache[key] = (crops, vectors)
             crops, vectors = self.cache[key]
@@ -440,11 +330,13 @@ async def _score_and_project(
     return await asyncio.to_thread(compute)
 
 
-async def labelled_projection(settings: Settings, cache: LabelledFeatures) -> dict[str, Any]:
-    """The explore document of the labelled crops (every one, up to MAX_POINTS)."""
+async def labelled_projection(
+    settings: Settings, cache: LabelledFeatures, points_cap: int
+) -> dict[str, Any]:
+    """The explore document of the labelled crops (every one, up to `points_cap`)."""
     backbone, crops, vectors = await cache.get(settings)
-    crops, vectors = crops[:MAX_POINTS], vectors[:MAX_POINTS]
-    classifier = await load_classifier(settings)
+    crops, vectors = crops[:points_cap], vectors[:points_cap]
+    classifier = await features_reader.current_classifier(settings)
     scores, coords, method = await _score_and_project(classifier, vectors)
     items = [
         Item(
@@ -486,42 +378,9 @@ def _segment_of(name: str) -> int:
     return int(match.group(1)) if match else -1
 
 
-class TileImages:
-    """The last few decoded tile images, for tooltip crops (a plot hovers over one tile often)."""
-
-    def __init__(self, size: int = 8) -> None:
-        self.size = size
-        self.entries: OrderedDict[str, NDArray[np.uint8]] = OrderedDict()
-
-    async def get(self, store: Any, image_key: str) -> NDArray[np.uint8]:
-        from amberscan.vision.imageio import decode_image
-
-        if image_key in self.entries:
-            self.entries.move_to_end(image_key)
-            return self.entries[image_key]
-        data = await store.get(image_key)
-        image = await asyncio.to_thread(decode_image, data, image_key)
-        self.entries[image_key] = image
-        while len(self.entries) > self.size:
-            self.entries.popitem(last=False)
-        return image
-
-
 def crop_png(image: NDArray[np.uint8], box: tuple[int, int, int, int], size: int = 160) -> bytes:
     """PNG of `box` of `image` resized to size x size, as the classifier's crop is made."""
     from amberscan.vision.crops import crop_superpixel
     from amberscan.vision.imageio import encode_png
 
-    check_box_inside(box, int(image.shape[0]), int(image.shape[1]))
     return encode_png(np.ascontiguousarray(crop_superpixel(image, box, size)))
-
-
-def query_source(query: Mapping[str, str]) -> tuple[str, str | None]:
-    """("scan", scan_id or None) or ("labelled", None) from a request's query string."""
-    source = query.get("source", "scan").strip() or "scan"
-    if source not in ("scan", "labelled"):
-        raise BadRequest(f"source={source[:20]!r}: scan or labelled")
-    scan_id = query.get("scan_id", "").strip()
-    if source == "labelled":
-        return source, None
-    return source, parse_scan_id(scan_id) if scan_id else None

@@ -1,4 +1,5 @@
-"""The web app's SQL: detections with their review state, summaries, reviews, labels, audits.
+"""The web app's SQL of detections: the map's filters, detection rows with their review state,
+the summary. (Reviews, labels and audits: `review_queries`; vector tiles: `vector_tiles`.)
 
 Every statement passes values as parameters; the few dynamic parts (filter clauses) are fixed
 strings chosen in code, never text from a request.
@@ -6,11 +7,12 @@ strings chosen in code, never text from a request.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from typing import Any
 
 from psycopg.rows import dict_row
 
+from amberscan import changes
 from amberscan.common.db import Database
 from amberscan.web.core import Filters
 
@@ -20,19 +22,33 @@ COLUMNS = """
     d.image_key, d.labels_key, d.detected_at, ST_AsGeoJSON(d.tile_geom, 7) AS geojson,
     ST_XMin(d.tile_geom) AS west, ST_YMin(d.tile_geom) AS south,
     ST_XMax(d.tile_geom) AS east, ST_YMax(d.tile_geom) AS north,
-    r.verdict, r.reviewer, r.reviewed_at
+    r.verdict, r.reviewer, r.reviewed_at, x.reason AS exclusion_reason
 """
-FROM = """
+# A detection is excluded when its tile's centre lies in an exclusion area (the first one's
+# reason is shown); the GiST indexes of both geometries keep the probe cheap.
+EXCLUSION = """
+LEFT JOIN LATERAL (SELECT e.reason FROM exclusion_areas e
+                   WHERE e.geom && d.tile_geom AND ST_Intersects(e.geom, ST_Centroid(d.tile_geom))
+                   ORDER BY e.area_id LIMIT 1) x ON true"""
+FROM = f"""
 FROM detections d
 LEFT JOIN reviews r
   ON r.tile_id = d.tile_id AND r.imagery_date = d.imagery_date
- AND r.model_version = d.model_version
+ AND r.model_version = d.model_version{EXCLUSION}
 """
 
 
-def _where(filters: Filters) -> tuple[str, list[Any]]:
+def where_clause(filters: Filters) -> tuple[str, list[Any]]:
+    """The WHERE clause (over `d` detections, `r` reviews) of `filters`, with its parameters.
+
+    One verdict per tile: among the detections matching the vintage (year) and model filters,
+    the newest imagery date, then the newest run. A replay or rescan with a new model
+    supersedes, it does not stack up; a vintage shows each tile as it was in that year.
+    """
     clauses: list[str] = ["true"]
     params: list[Any] = []
+    newer = ["n.tile_id = d.tile_id"]
+    newer_params: list[Any] = []
     if filters.bbox is not None:
         # && uses the GiST index; ST_Intersects then tests the exact geometry.
         clauses.append(
@@ -42,23 +58,33 @@ def _where(filters: Filters) -> tuple[str, list[Any]]:
         params += [*filters.bbox, *filters.bbox]
     if filters.year == "unknown":
         clauses.append("d.imagery_date !~ '^[0-9]{4}'")
+        newer.append("n.imagery_date !~ '^[0-9]{4}'")
     elif filters.year:
         clauses.append("left(d.imagery_date, 4) = %s")
         params.append(filters.year)
+        newer.append("left(n.imagery_date, 4) = %s")
+        newer_params.append(filters.year)
     if filters.model:
         clauses.append("d.model_version = %s")
         params.append(filters.model)
-    else:
-        # Without a model filter each tile shows its latest verdict (newest imagery, then the
-        # newest run): a replay or rescan with a new model supersedes, it does not stack up.
-        clauses.append(
-            "NOT EXISTS (SELECT 1 FROM detections n WHERE n.tile_id = d.tile_id"
-            " AND (n.imagery_date, n.detected_at) > (d.imagery_date, d.detected_at))"
-        )
+        newer.append("n.model_version = %s")
+        newer_params.append(filters.model)
+    clauses.append(
+        f"NOT EXISTS (SELECT 1 FROM detections n WHERE {' AND '.join(newer)}"
+        " AND (n.imagery_date, n.detected_at) > (d.imagery_date, d.detected_at))"
+    )
+    params += newer_params
+    if filters.review:
+        clauses.append("coalesce(r.verdict, 'unreviewed') = %s")
+        params.append(filters.review)
+    if filters.change:
+        previous = changes.previous_flagged("d", bool(filters.model))
+        clauses.append(changes.change_clause(filters.change, "d", previous))
+        params += [filters.year] + ([filters.model] if filters.model else [])
     return " AND ".join(clauses), params
 
 
-async def _rows(db: Database, query: str, params: list[Any]) -> list[dict[str, Any]]:
+async def fetch_dicts(db: Database, query: str, params: list[Any]) -> list[dict[str, Any]]:
     async with db.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cursor:
         await cursor.execute(query.encode(), params)
         return await cursor.fetchall()
@@ -66,17 +92,31 @@ async def _rows(db: Database, query: str, params: list[Any]) -> list[dict[str, A
 
 async def detections(db: Database, filters: Filters, *, page: bool = True) -> list[dict[str, Any]]:
     """Detection rows matching `filters`, in a stable order; each has `matched` (total count)."""
-    where, params = _where(filters)
+    where, params = where_clause(filters)
     query = f"SELECT {COLUMNS}, count(*) OVER () AS matched {FROM} WHERE {where} ORDER BY d.tile_id, d.imagery_date, d.model_version"
     if page:
         query += " LIMIT %s OFFSET %s"
         params += [filters.limit, filters.offset]
-    return await _rows(db, query, params)
+    return await fetch_dicts(db, query, params)
+
+
+async def stream_detections(db: Database, filters: Filters) -> AsyncIterator[dict[str, Any]]:
+    """Every detection row matching `filters` (no paging), from a server-side cursor: memory
+    stays bounded however many match."""
+    where, params = where_clause(filters)
+    query = (
+        f"SELECT {COLUMNS} {FROM} WHERE {where} ORDER BY d.tile_id, d.imagery_date, d.model_version"
+    )
+    async with db.pool.connection() as conn, conn.transaction():
+        async with conn.cursor(name="amberscan_export", row_factory=dict_row) as cursor:
+            await cursor.execute(query.encode(), params)
+            async for row in cursor:
+                yield row
 
 
 async def count_detections(db: Database, filters: Filters) -> int:
-    where, params = _where(filters)
-    rows = await _rows(db, f"SELECT count(*) AS n {FROM} WHERE {where}", params)
+    where, params = where_clause(filters)
+    rows = await fetch_dicts(db, f"SELECT count(*) AS n {FROM} WHERE {where}", params)
     return int(rows[0]["n"])
 
 
@@ -91,7 +131,7 @@ async def detection(
     if model:
         clauses.append("d.model_version = %s")
         params.append(model)
-    rows = await _rows(
+    rows = await fetch_dicts(
         db,
         f"SELECT {COLUMNS} {FROM} WHERE {' AND '.join(clauses)} ORDER BY d.detected_at DESC, d.imagery_date DESC LIMIT 1",
         params,
@@ -99,44 +139,61 @@ async def detection(
     return rows[0] if rows else None
 
 
-async def summary(db: Database, filters: Filters) -> dict[str, Any]:
-    """Counts for the summary panel: tiles, flagged, hectares, by year, reviews, extent."""
-    where, params = _where(filters)
-    year = "CASE WHEN d.imagery_date ~ '^[0-9]{4}' THEN left(d.imagery_date, 4) ELSE 'unknown' END"
-    totals = (
-        await _rows(
+async def summary(
+    db: Database, filters: Filters, cells: tuple[str, list[Any]] | None
+) -> dict[str, Any]:
+    """Counts for the summary panel: tiles, flagged, hectares, reviews, extent, and per vintage
+    the tiles, flagged, hectares and the new damage against each tile's previous vintage.
+
+    Totals come from `map_cells` (the `cells` condition, see `vector_tiles.cell_scope`; a bbox
+    counts the zoom-15 cells that meet it) when given, else from the detections; review counts
+    always from the reviews themselves, so a review shows at once.
+    """
+    where, params = where_clause(filters)
+    if cells is None:
+        source, sparams = (
+            f"(SELECT d.*, coalesce(r.verdict, 'unreviewed') AS review, x.reason IS NOT NULL AS excluded {FROM} WHERE {where}) c",
+            params,
+        )
+        totals_q = """count(*) AS tiles,
+            count(*) FILTER (WHERE c.flagged AND NOT c.excluded) AS flagged,
+            coalesce(sum(c.hectares) FILTER (WHERE c.flagged AND NOT c.excluded), 0) AS hectares,
+            count(*) FILTER (WHERE c.flagged AND c.excluded) AS excluded,
+            coalesce(sum(c.hectares) FILTER (WHERE c.flagged AND c.excluded), 0)
+                AS excluded_hectares,
+            count(*) FILTER (WHERE c.demo) AS demo,
+            count(*) FILTER (WHERE c.provider = 'synthetic') AS synthetic,
+            min(ST_XMin(c.tile_geom)) AS west, min(ST_YMin(c.tile_geom)) AS south,
+            max(ST_XMax(c.tile_geom)) AS east, max(ST_YMax(c.tile_geom)) AS north"""
+    else:
+        scope, sparams = cells
+        level = 15 if filters.bbox else 11
+        box = ""
+        if filters.bbox:
+            box = " AND east > %s AND north > %s AND west < %s AND south < %s"
+            sparams = [*sparams, *filters.bbox]
+        source = f"(SELECT * FROM map_cells WHERE level = {level} AND {scope}{box}) c"
+        totals_q = """coalesce(sum(c.tiles), 0) AS tiles, coalesce(sum(c.flagged), 0) AS flagged,
+            coalesce(sum(c.hectares), 0) AS hectares, coalesce(sum(c.excluded), 0) AS excluded,
+            coalesce(sum(c.excluded_hectares), 0) AS excluded_hectares,
+            coalesce(sum(c.demo), 0) AS demo,
+            coalesce(sum(c.synthetic), 0) AS synthetic, min(c.west) AS west,
+            min(c.south) AS south, max(c.east) AS east, max(c.north) AS north"""
+    totals = (await fetch_dicts(db, f"SELECT {totals_q} FROM {source}", sparams))[0]
+    reviews = (
+        await fetch_dicts(
             db,
-            f"""SELECT count(*) AS tiles,
-                       count(*) FILTER (WHERE d.flagged) AS flagged,
-                       coalesce(sum(d.hectares) FILTER (WHERE d.flagged), 0) AS hectares,
-                       count(*) FILTER (WHERE d.demo) AS demo,
-                       count(*) FILTER (WHERE r.verdict = 'confirmed') AS confirmed,
+            f"""SELECT count(*) FILTER (WHERE r.verdict = 'confirmed') AS confirmed,
                        count(*) FILTER (WHERE r.verdict = 'rejected') AS rejected,
-                       count(*) FILTER (WHERE d.flagged AND r.verdict IS NULL) AS unreviewed_flagged,
+                       count(*) FILTER (WHERE d.flagged AND x.reason IS NULL) AS reviewed_flagged,
                        coalesce(sum(d.hectares) FILTER (WHERE r.verdict = 'confirmed'), 0)
-                           AS confirmed_hectares,
-                       ST_XMin(ST_Extent(d.tile_geom)) AS west, ST_YMin(ST_Extent(d.tile_geom)) AS south,
-                       ST_XMax(ST_Extent(d.tile_geom)) AS east, ST_YMax(ST_Extent(d.tile_geom)) AS north
-                {FROM} WHERE {where}""",
+                           AS confirmed_hectares
+                FROM reviews r JOIN detections d USING (tile_id, imagery_date, model_version)
+                {EXCLUSION} WHERE {where}""",
             params,
         )
     )[0]
-    by_year = await _rows(
-        db,
-        f"""SELECT {year} AS year, count(*) AS tiles,
-                   count(*) FILTER (WHERE d.flagged) AS flagged,
-                   coalesce(sum(d.hectares) FILTER (WHERE d.flagged), 0) AS hectares
-            {FROM} WHERE {where} GROUP BY 1 ORDER BY 1""",
-        params,
-    )
-    models = await _rows(
-        db, "SELECT DISTINCT model_version FROM detections ORDER BY model_version", []
-    )
-    years = await _rows(
-        db,
-        f"SELECT DISTINCT {year} AS year FROM detections d ORDER BY 1",
-        [],
-    )
+    vintages = await _by_vintage(db, filters, cells)
     extent = None
     if totals["west"] is not None:
         extent = [float(totals[k]) for k in ("west", "south", "east", "north")]
@@ -144,156 +201,74 @@ async def summary(db: Database, filters: Filters) -> dict[str, Any]:
         "tiles": int(totals["tiles"]),
         "flagged": int(totals["flagged"]),
         "hectares": round(float(totals["hectares"]), 4),
+        "excluded": {
+            "flagged": int(totals["excluded"]),
+            "hectares": round(float(totals["excluded_hectares"]), 4),
+        },
         "demo": int(totals["demo"]),
+        "synthetic": int(totals["synthetic"]),
         "reviews": {
-            "confirmed": int(totals["confirmed"]),
-            "rejected": int(totals["rejected"]),
-            "unreviewed_flagged": int(totals["unreviewed_flagged"]),
-            "confirmed_hectares": round(float(totals["confirmed_hectares"]), 4),
+            "confirmed": int(reviews["confirmed"]),
+            "rejected": int(reviews["rejected"]),
+            "unreviewed_flagged": max(0, int(totals["flagged"]) - int(reviews["reviewed_flagged"])),
+            "confirmed_hectares": round(float(reviews["confirmed_hectares"]), 4),
         },
-        "by_year": {
-            r["year"]: {
-                "tiles": int(r["tiles"]),
-                "flagged": int(r["flagged"]),
-                "hectares": round(float(r["hectares"]), 4),
-            }
-            for r in by_year
-        },
+        "by_year": vintages,
         "extent": extent,
-        "years": [r["year"] for r in years],
-        "models": [r["model_version"] for r in models],
+        "years": sorted(vintages),
+        "models": await _models(db, cells is not None),
     }
 
 
-async def save_review(
-    db: Database,
-    tile_id: str,
-    imagery_date: str,
-    model: str,
-    verdict: str,
-    reviewer: str,
-    note: str,
-) -> dict[str, Any]:
-    rows = await _rows(
-        db,
-        """INSERT INTO reviews (tile_id, imagery_date, model_version, verdict, reviewer, note, reviewed_at)
-           VALUES (%s, %s, %s, %s, %s, %s, now())
-           ON CONFLICT (tile_id, imagery_date, model_version) DO UPDATE SET
-               verdict = EXCLUDED.verdict, reviewer = EXCLUDED.reviewer, note = EXCLUDED.note,
-               reviewed_at = EXCLUDED.reviewed_at
-           RETURNING verdict, reviewer, reviewed_at""",
-        [tile_id, imagery_date, model, verdict, reviewer, note],
-    )
-    return rows[0]
-
-
-async def delete_review(db: Database, tile_id: str, imagery_date: str, model: str) -> None:
-    await db.execute(
-        "DELETE FROM reviews WHERE tile_id = %s AND imagery_date = %s AND model_version = %s",
-        tile_id,
-        imagery_date,
-        model,
-    )
-
-
-async def save_label(
-    db: Database, row: dict[str, Any], segment: int, label: int | None, reviewer: str
-) -> None:
-    """Set (or with None, remove) a person's label of superpixel `segment` of a detection's tile."""
-    if label is None:
-        await db.execute(
-            "DELETE FROM superpixel_labels WHERE labels_key = %s AND segment_index = %s",
-            row["labels_key"],
-            segment,
+async def _by_vintage(
+    db: Database, filters: Filters, cells: tuple[str, list[Any]] | None
+) -> dict[str, dict[str, Any]]:
+    """Per imagery year (every vintage, whatever year is chosen): each tile's verdict in that
+    vintage, and the new damage (flagged, not flagged in the tile's previous vintage)."""
+    if cells is not None:
+        scope = "latest_year_model AND model_version = %s" if filters.model else "latest_year"
+        params: list[Any] = [filters.model] if filters.model else []
+        query = f"""SELECT year, sum(tiles) AS tiles, sum(flagged) AS flagged,
+                           sum(hectares) AS hectares,
+                           coalesce(sum(tiles) FILTER (WHERE change = 'new'), 0) AS new_tiles,
+                           coalesce(sum(hectares) FILTER (WHERE change = 'new'), 0) AS new_hectares,
+                           coalesce(sum(tiles) FILTER (WHERE change = 'gone'), 0) AS gone_tiles
+                    FROM map_cells WHERE level = 11 AND {scope} GROUP BY year ORDER BY year"""
+        rows = await fetch_dicts(db, query, params)
+        if filters.model:  # the change of one model's vintages is not aggregated
+            for row in rows:
+                row["new_tiles"] = row["new_hectares"] = row["gone_tiles"] = None
+    else:
+        year = (
+            "CASE WHEN d.imagery_date ~ '^[0-9]{4}' THEN left(d.imagery_date, 4) ELSE 'unknown' END"
         )
-        return
-    await db.execute(
-        """INSERT INTO superpixel_labels
-               (labels_key, segment_index, image_key, tile_id, imagery_date, label, reviewer, labelled_at)
-           VALUES (%s, %s, %s, %s, %s, %s, %s, now())
-           ON CONFLICT (labels_key, segment_index) DO UPDATE SET
-               label = EXCLUDED.label, reviewer = EXCLUDED.reviewer, labelled_at = now()""",
-        row["labels_key"],
-        segment,
-        row["image_key"],
-        row["tile_id"],
-        row["imagery_date"],
-        label,
-        reviewer,
-    )
-
-
-async def labels_of(db: Database, labels_key: str) -> dict[int, int]:
-    """Segment index → person's label (1 mining, 0 not) for one segmentation."""
-    rows = await db.fetch(
-        "SELECT segment_index, label FROM superpixel_labels WHERE labels_key = %s", labels_key
-    )
-    return {int(i): int(label) for i, label in rows}
-
-
-@dataclass(frozen=True)
-class ReviewedSuperpixel:
-    """A superpixel a person labelled, with the blobs needed to crop it."""
-
-    tile_id: str
-    imagery_date: str
-    image_key: str
-    labels_key: str
-    segment_index: int
-    label: int  # 1 = mining
-
-
-async def reviewed_superpixels(db: Database) -> list[ReviewedSuperpixel]:
-    """Every labelled superpixel (tile image key, labels key, segment index, label)."""
-    rows = await db.fetch(
-        """SELECT tile_id, imagery_date, image_key, labels_key, segment_index, label
-           FROM superpixel_labels WHERE image_key <> '' AND labels_key <> ''
-           ORDER BY tile_id, imagery_date, labels_key, segment_index"""
-    )
-    return [
-        ReviewedSuperpixel(str(t), str(d), str(i), str(k), int(s), int(lab))
-        for t, d, i, k, s, lab in rows
-    ]
-
-
-async def create_audit(db: Database, n: int, filters: Filters, created_by: str) -> int:
-    """Draw a uniform random sample of `n` flagged detections; the new audit's id."""
-    where, params = _where(filters)
-    async with db.pool.connection() as conn, conn.transaction():
-        cursor = await conn.execute(
-            b"INSERT INTO audits (requested, created_by) VALUES (%s, %s) RETURNING audit_id",
-            [n, created_by],
+        where, params = where_clause(Filters(bbox=filters.bbox, model=filters.model))
+        rows = await fetch_dicts(
+            db,
+            f"""SELECT {year} AS year, count(*) AS tiles,
+                       count(*) FILTER (WHERE d.flagged AND x.reason IS NULL) AS flagged,
+                       coalesce(sum(d.hectares) FILTER (WHERE d.flagged AND x.reason IS NULL), 0)
+                           AS hectares,
+                       NULL AS new_tiles, NULL AS new_hectares, NULL AS gone_tiles
+                {FROM} WHERE {where} GROUP BY 1 ORDER BY 1""",
+            params,
         )
-        audit_id = int((await cursor.fetchone())[0])  # type: ignore[index]
-        await conn.execute(
-            f"""INSERT INTO audit_tiles (audit_id, tile_id, imagery_date, model_version)
-                SELECT %s, d.tile_id, d.imagery_date, d.model_version {FROM}
-                WHERE d.flagged AND {where} ORDER BY random() LIMIT %s""".encode(),
-            [audit_id, *params, n],
-        )
-    return audit_id
+    return {
+        r["year"]: {
+            "tiles": int(r["tiles"]),
+            "flagged": int(r["flagged"]),
+            "hectares": round(float(r["hectares"]), 4),
+            "new_tiles": None if r["new_tiles"] is None else int(r["new_tiles"]),
+            "new_hectares": None
+            if r["new_hectares"] is None
+            else round(float(r["new_hectares"]), 4),
+            "gone_tiles": None if r["gone_tiles"] is None else int(r["gone_tiles"]),
+        }
+        for r in rows
+    }
 
 
-async def audit(db: Database, audit_id: int) -> dict[str, Any] | None:
-    head = await _rows(
-        db,
-        "SELECT audit_id, requested, created_by, created_at FROM audits WHERE audit_id = %s",
-        [audit_id],
-    )
-    if not head:
-        return None
-    tiles = await _rows(
-        db,
-        """SELECT a.tile_id, a.imagery_date, a.model_version, r.verdict, r.reviewer
-           FROM audit_tiles a LEFT JOIN reviews r
-             ON r.tile_id = a.tile_id AND r.imagery_date = a.imagery_date
-            AND r.model_version = a.model_version
-           WHERE a.audit_id = %s ORDER BY a.tile_id, a.imagery_date, a.model_version""",
-        [audit_id],
-    )
-    return {**head[0], "tiles": tiles}
-
-
-async def explore_rows(db: Database, filters: Filters) -> list[dict[str, Any]]:
-    """Per-detection rows for the explore page (scores, flag, review), newest model first."""
-    return await detections(db, filters, page=False)
+async def _models(db: Database, cells: bool) -> list[str]:
+    table = "map_cells WHERE level = 11" if cells else "detections"
+    rows = await fetch_dicts(db, f"SELECT DISTINCT model_version FROM {table} ORDER BY 1", [])
+    return [r["model_version"] for r in rows]

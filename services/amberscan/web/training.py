@@ -23,7 +23,7 @@ from amberscan.vision.crops import CROP_SIZE, crop_superpixel
 from amberscan.vision.imageio import decode_image, encode_png
 from amberscan.vision.labels import decode_labels
 from amberscan.vision.segment import Segmentation
-from amberscan.web.queries import ReviewedSuperpixel, reviewed_superpixels
+from amberscan.web.review_queries import ReviewedSuperpixel, reviewed_superpixels
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")
 

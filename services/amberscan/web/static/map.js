@@ -1,39 +1,114 @@
-"use strict";
+// The map: MapLibre GL JS over the app's vector tiles (/tiles/detections/{z}/{x}/{y}.mvt).
+// Zoomed out the tiles hold aggregated cells, zoomed in one polygon per scan tile and, from
+// zoom 14, the damaged-area polygons of flagged tiles.
+import * as maplibregl from "/static/vendor/maplibre-gl/maplibre-gl.mjs";
 
-const state = { layer: null, map: null, loaded: 0, popupOpen: false, stale: false };
-
-function styleOf(p) {
-  const weight = 1 + 3 * p.max_score;
-  if (p.review === "confirmed") return { color: "#000", fillColor: "#6a040f", fillOpacity: 0.55, weight };
-  if (p.review === "rejected") return { color: "#495057", fillColor: "#adb5bd", fillOpacity: 0.35, weight, dashArray: "4 4" };
-  if (p.flagged) return { color: "#9d0208", fillColor: "#d62828", fillOpacity: 0.45, weight };
-  const fill = p.max_score >= 0.5 ? "#f4a261" : "#2a9d8f";
-  return { color: fill, fillColor: fill, fillOpacity: 0.25, weight };
-}
+const state = { map: null, config: null, version: 0, popup: null };
+// Start the map's worker now, while the page fetches its configuration and summary.
+maplibregl.prewarm();
 
 function filters() {
   const params = new URLSearchParams();
-  const year = document.getElementById("year").value;
-  const model = document.getElementById("model").value;
-  if (year) params.set("year", year);
-  if (model) params.set("model", model);
+  for (const id of ["year", "model", "review", "change"]) {
+    const value = document.getElementById(id).value;
+    if (value && !(id === "change" && !document.getElementById("year").value)) params.set(id, value);
+  }
   return params;
+}
+
+function tileUrl() {
+  const params = filters();
+  params.set("v", String(state.version));
+  return `${location.origin}/tiles/detections/{z}/{x}/{y}.mvt?${params}`;
+}
+
+const reviewed = (value) => ["==", ["get", "review"], value];
+const DETECTION_COLOUR = [
+  "case",
+  ["==", ["get", "change"], "new"], "#7209b7",
+  ["==", ["get", "change"], "gone"], "#4cc9f0",
+  reviewed("confirmed"), "#6a040f",
+  reviewed("rejected"), "#adb5bd",
+  ["get", "excluded"], "#577590",
+  ["get", "flagged"], "#d62828",
+  [">=", ["get", "max_score"], 0.5], "#f4a261",
+  "#2a9d8f",
+];
+
+function style(config) {
+  return {
+    version: 8,
+    sources: {
+      imagery: { type: "raster", tiles: [config.tiles_url], tileSize: 256, maxzoom: 18, attribution: "imagery: configured provider" },
+      detections: { type: "vector", tiles: [tileUrl()], minzoom: 0, maxzoom: 17 },
+      exclusions: { type: "geojson", data: `${location.origin}/api/exclusions` },
+    },
+    layers: [
+      { id: "imagery", type: "raster", source: "imagery" },
+      {
+        id: "cells",
+        type: "fill",
+        source: "detections",
+        "source-layer": "cells",
+        maxzoom: config.detail_zoom,
+        paint: {
+          "fill-color": ["case", [">", ["get", "flagged"], 0], ["interpolate", ["linear"], ["get", "flagged_share"], 0, "#fcbf49", 0.05, "#f77f00", 0.2, "#d62828", 0.5, "#6a040f"], "#2a9d8f"],
+          "fill-opacity": ["case", [">", ["get", "flagged"], 0], 0.75, 0.25],
+          // No outline pass: one shader less to compile before the first view (software WebGL).
+          "fill-antialias": false,
+        },
+      },
+      {
+        id: "detections",
+        type: "fill",
+        source: "detections",
+        "source-layer": "detections",
+        minzoom: config.detail_zoom,
+        paint: { "fill-color": DETECTION_COLOUR, "fill-opacity": ["case", ["get", "flagged"], 0.45, 0.25] },
+      },
+      {
+        id: "detection-outlines",
+        type: "line",
+        source: "detections",
+        "source-layer": "detections",
+        minzoom: config.detail_zoom,
+        paint: { "line-color": DETECTION_COLOUR, "line-width": ["+", 1, ["*", 3, ["get", "max_score"]]] },
+      },
+      {
+        id: "exclusions",
+        type: "line",
+        source: "exclusions",
+        minzoom: 9,
+        paint: { "line-color": "#577590", "line-width": 2, "line-dasharray": [3, 2] },
+      },
+      {
+        id: "damage",
+        type: "fill",
+        source: "detections",
+        "source-layer": "damage",
+        minzoom: config.damage_zoom,
+        paint: { "fill-color": "#ffba08", "fill-opacity": 0.8, "fill-outline-color": "#9d0208" },
+      },
+    ],
+  };
 }
 
 function popupOf(p) {
   const box = amber.el("div", { class: "popup" });
-  const title = amber.el("strong", {}, "tile " + p.tile_id);
-  box.append(title);
+  box.append(amber.el("strong", {}, "tile " + p.tile_id));
   if (p.demo) box.append(amber.el("span", { class: "demo-tag" }, "DEMO"));
+  if (p.synthetic) box.append(amber.el("span", { class: "demo-tag" }, "SYNTHETIC"));
   const rows = [
     ["verdict", p.flagged ? "FLAGGED" : "not flagged"],
     ["positives", `${p.positives} of ${p.segment_count} (rule: > ${p.min_positives})`],
-    ["hectares", p.hectares.toFixed(2)],
-    ["max score", p.max_score.toFixed(3)],
+    ["hectares", Number(p.hectares).toFixed(2)],
+    ["max score", Number(p.max_score).toFixed(3)],
     ["imagery", p.imagery_date || "undated"],
     ["model", p.model_version],
     ["review", p.review + (p.reviewer ? " by " + p.reviewer : "")],
   ];
+  if (p.excluded) rows.push(["EXCLUDED", `in an exclusion area: ${p.exclusion_reason} (not counted in the flagged hectares)`]);
+  if (p.change) rows.push(["change", { new: "new damage since the previous vintage", gone: "no longer flagged", same: "unchanged", first: "first vintage" }[p.change] || p.change]);
   const table = amber.el("table");
   for (const [k, v] of rows) {
     const tr = amber.el("tr");
@@ -41,8 +116,7 @@ function popupOf(p) {
     table.append(tr);
   }
   box.append(table);
-  const link = amber.el("a", { href: "/tile/" + encodeURIComponent(p.tile_id) + "?" + amber.tileQuery(p), class: "open-debugger" }, "open tile debugger");
-  box.append(link);
+  box.append(amber.el("a", { href: "/tile/" + encodeURIComponent(p.tile_id) + "?" + amber.tileQuery(p), class: "open-debugger" }, "open tile debugger"));
   const buttons = amber.el("div");
   for (const verdict of ["confirmed", "rejected"]) {
     const b = amber.el("button", { type: "button", class: "review-" + verdict }, verdict === "confirmed" ? "confirm" : "reject");
@@ -50,6 +124,7 @@ function popupOf(p) {
       try {
         await amber.post("/api/reviews", { tile_id: p.tile_id, imagery_date: p.imagery_date, model_version: p.model_version, verdict });
         amber.status("review saved: " + verdict);
+        if (state.popup) state.popup.remove();
         await refresh();
       } catch (e) {
         amber.status(e.message, true);
@@ -59,30 +134,6 @@ function popupOf(p) {
   }
   box.append(buttons);
   return box;
-}
-
-async function loadDetections() {
-  const b = state.map.getBounds();
-  const params = filters();
-  params.set("bbox", [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map((v) => v.toFixed(6)).join(","));
-  params.set("limit", "1000");
-  const features = [];
-  let offset = 0;
-  for (let page = 0; page < 20; page++) {
-    params.set("offset", String(offset));
-    const fc = await amber.getJSON("/api/detections?" + params.toString());
-    features.push(...fc.features);
-    if (fc.next_offset === null || fc.next_offset === undefined) break;
-    offset = fc.next_offset;
-  }
-  if (state.layer) state.layer.remove();
-  state.layer = L.geoJSON({ type: "FeatureCollection", features }, {
-    style: (f) => ({ ...styleOf(f.properties), className: `det det-${f.properties.flagged ? "flagged" : "clear"} det-${f.properties.review}` }),
-    onEachFeature: (f, layer) => layer.bindPopup(() => popupOf(f.properties)),
-  }).addTo(state.map);
-  state.loaded = features.length;
-  document.body.dataset.detections = String(features.length);
-  amber.status(`${features.length} detections in view`);
 }
 
 function fillSummary(s) {
@@ -95,7 +146,9 @@ function fillSummary(s) {
     ["confirmed", s.reviews.confirmed],
     ["rejected", s.reviews.rejected],
     ["flagged, unreviewed", s.reviews.unreviewed_flagged],
+    ["excluded (exclusion areas)", `${s.excluded.flagged} flagged, ${s.excluded.hectares.toFixed(2)} ha`],
   ];
+  for (const r of s.excluded.by_reason) rows.push([`  ${r.reason}`, `${r.areas} areas, ${r.flagged} flagged, ${r.hectares.toFixed(2)} ha`]);
   for (const [k, v] of rows) {
     const tr = amber.el("tr", { "data-key": k });
     tr.append(amber.el("th", {}, k), amber.el("td", {}, v));
@@ -104,13 +157,17 @@ function fillSummary(s) {
   const years = document.querySelector("#by-year tbody");
   years.replaceChildren();
   for (const [year, y] of Object.entries(s.by_year)) {
-    const tr = amber.el("tr");
-    tr.append(amber.el("td", {}, year), amber.el("td", {}, y.tiles), amber.el("td", {}, y.flagged), amber.el("td", {}, y.hectares.toFixed(2)));
+    const tr = amber.el("tr", { "data-year": year });
+    const fresh = y.new_hectares === null ? "" : y.new_hectares.toFixed(2);
+    tr.append(amber.el("td", {}, year), amber.el("td", {}, y.tiles), amber.el("td", {}, y.flagged), amber.el("td", {}, y.hectares.toFixed(2)), amber.el("td", {}, fresh));
     years.append(tr);
   }
   const notice = document.getElementById("demo-notice");
   notice.textContent = s.demo ? amber.demoNotice : "";
   notice.classList.toggle("hidden", !s.demo);
+  const synthetic = document.getElementById("synthetic-notice");
+  synthetic.textContent = s.synthetic ? `SYNTHETIC: ${s.synthetic} generated detections (amberscan survey-fixture), for measuring the map at survey scale; not findings.` : "";
+  synthetic.classList.toggle("hidden", !s.synthetic);
 }
 
 function fillSelect(id, values) {
@@ -121,42 +178,68 @@ function fillSelect(id, values) {
   select.value = values.includes(current) ? current : "";
 }
 
+function rendered() {
+  // Counts of what is drawn now, for people and tests: a feature near a tile edge is drawn from
+  // each vector tile that holds it, so scan tiles are counted by id.
+  const features = (layer) => state.map.queryRenderedFeatures({ layers: [layer] });
+  const tiles = (layer) => new Set(features(layer).map((f) => f.properties.tile_id)).size;
+  document.body.dataset.cells = String(features("cells").length);
+  document.body.dataset.detections = String(tiles("detections"));
+  document.body.dataset.damage = String(tiles("damage"));
+  document.body.dataset.zoom = state.map.getZoom().toFixed(2);
+}
+
 async function refresh() {
   const params = filters();
+  document.getElementById("change").disabled = !document.getElementById("year").value;
   const s = await amber.getJSON("/api/summary?" + params.toString());
   fillSummary(s);
   document.getElementById("export-geojson").href = "/api/export.geojson?" + params.toString();
   document.getElementById("export-csv").href = "/api/export.csv?" + params.toString();
-  await loadDetections();
+  state.version += 1;
+  document.body.dataset.idle = "0";
+  state.map.getSource("detections").setTiles([tileUrl()]);
+  state.map.getSource("exclusions").setData(`${location.origin}/api/exclusions?v=${state.version}`);
   return s;
 }
 
 async function main() {
+  document.body.dataset.scriptMs = String(Math.round(performance.now()));
   amber.initToken();
   document.getElementById("token").addEventListener("change", () => amber.token());
-  const config = await amber.getJSON("/api/config");
-  state.map = L.map("map");
-  L.tileLayer(config.tiles_url, { maxZoom: 20, maxNativeZoom: 18, attribution: "imagery: configured provider" }).addTo(state.map);
-  const s = await amber.getJSON("/api/summary");
+  const [config, s] = await Promise.all([amber.getJSON("/api/config"), amber.getJSON("/api/summary")]);
+  state.config = config;
   fillSelect("year", s.years);
   fillSelect("model", s.models);
-  if (s.extent) {
-    state.map.fitBounds([[s.extent[1], s.extent[0]], [s.extent[3], s.extent[2]]], { padding: [20, 20] });
-  } else {
-    state.map.setView([50.8, 26.5], 9);
-  }
-  // Opening a popup near the edge pans the map; reloading then would replace the layer and close
-  // the popup the user just opened, so a pan under an open popup reloads when it closes.
-  const reload = () => loadDetections().catch((e) => amber.status(e.message, true));
-  state.map.on("popupopen", () => { state.popupOpen = true; });
-  state.map.on("popupclose", () => {
-    state.popupOpen = false;
-    if (state.stale) { state.stale = false; reload(); }
+  const options = { container: "map", style: style(state.config), attributionControl: { compact: true }, maxZoom: 19, fadeDuration: 0 };
+  if (s.extent) options.bounds = [[s.extent[0], s.extent[1]], [s.extent[2], s.extent[3]]];
+  else options.center = [26.5, 50.8];
+  options.fitBoundsOptions = { padding: 20 };
+  if (!s.extent) options.zoom = 9;
+  state.map = new maplibregl.Map(options);
+  window.amberMap = state.map;
+  state.map.addControl(new maplibregl.NavigationControl({ showCompass: false }));
+  state.map.on("click", "detections", (e) => {
+    const p = e.features[0].properties;
+    state.popup = new maplibregl.Popup({ maxWidth: "320px" }).setLngLat(e.lngLat).setDOMContent(popupOf(p)).addTo(state.map);
   });
-  state.map.on("moveend", () => { if (state.popupOpen) state.stale = true; else reload(); });
-  for (const id of ["year", "model"]) document.getElementById(id).addEventListener("change", () => refresh().catch((e) => amber.status(e.message, true)));
-  await refresh();
-  document.body.dataset.ready = "1";
+  state.map.on("click", "cells", (e) => state.map.flyTo({ center: e.lngLat, zoom: Math.max(state.map.getZoom() + 3, state.config.detail_zoom) }));
+  for (const layer of ["detections", "cells"]) {
+    state.map.on("mouseenter", layer, () => { state.map.getCanvas().style.cursor = "pointer"; });
+    state.map.on("mouseleave", layer, () => { state.map.getCanvas().style.cursor = ""; });
+  }
+  state.map.on("load", () => { document.body.dataset.loadMs = String(Math.round(performance.now())); });
+  state.map.on("idle", () => {
+    rendered();
+    document.body.dataset.idle = "1";
+    if (document.body.dataset.ready !== "1") {
+      document.body.dataset.renderedMs = String(Math.round(performance.now()));
+      document.body.dataset.ready = "1";
+    }
+  });
+  state.map.on("movestart", () => { document.body.dataset.idle = "0"; });
+  fillSummary(s);
+  for (const id of ["year", "model", "review", "change"]) document.getElementById(id).addEventListener("change", () => refresh().catch((e) => amber.status(e.message, true)));
 }
 
 main().catch((e) => amber.status(e.message, true));

@@ -77,6 +77,26 @@ function fillSuperpixels(d) {
   }
 }
 
+const ACTIONS = { confirmed: "confirmed", rejected: "rejected", cleared: "review cleared", mining: "labelled mining", not_mining: "labelled not mining", label_cleared: "label cleared" };
+
+async function loadHistory(d) {
+  const q = new URLSearchParams({ imagery_date: d.imagery_date, model: d.model_version });
+  const h = await amber.getJSON(`/api/tiles/${encodeURIComponent(d.tile_id)}/history?${q}`);
+  const body = document.querySelector("#history tbody");
+  body.replaceChildren();
+  for (const e of h.events) {
+    const tr = amber.el("tr", { "data-action": e.action });
+    const what = (ACTIONS[e.action] || e.action) + (e.segment === null ? "" : ` (superpixel ${e.segment})`);
+    tr.append(amber.el("td", {}, e.at.replace("T", " ").slice(0, 19)), amber.el("td", {}, e.reviewer), amber.el("td", {}, what), amber.el("td", {}, e.note));
+    body.append(tr);
+  }
+  if (!h.events.length) {
+    const tr = amber.el("tr");
+    tr.append(amber.el("td", { colspan: "4" }, "no review yet"));
+    body.append(tr);
+  }
+}
+
 async function load() {
   // The previous detail stays in place while this one loads: a click in between (review, relabel)
   // still knows its tile, imagery date and model.
@@ -85,14 +105,18 @@ async function load() {
   fillFacts(d);
   fillSuperpixels(d);
   reloadImage();
+  await loadHistory(d);
   document.body.dataset.ready = "1";
 }
 
-async function review(verdict) {
+async function review(verdict, markNotMining = false) {
   if (!detail) return amber.status("the tile is still loading", true);
   try {
-    await amber.post("/api/reviews", { tile_id: detail.tile_id, imagery_date: detail.imagery_date, model_version: detail.model_version, verdict, reviewer: document.getElementById("reviewer").value });
-    amber.status("review saved: " + verdict);
+    const body = { tile_id: detail.tile_id, imagery_date: detail.imagery_date, model_version: detail.model_version, verdict, reviewer: document.getElementById("reviewer").value };
+    if (markNotMining) body.mark_not_mining = true;
+    const saved = await amber.post("/api/reviews", body);
+    const marked = saved.marked_not_mining && saved.marked_not_mining.length ? `; superpixels ${saved.marked_not_mining.join(", ")} marked not mining` : "";
+    amber.status("review saved: " + verdict + marked);
     await load();
   } catch (e) {
     amber.status(e.message, true);
@@ -118,6 +142,9 @@ function controls() {
       b.addEventListener("click", () => review(verdict));
       box.append(b);
     }
+    const reject = amber.el("button", { type: "button", id: "reject-and-mark", title: "for amberscan train --from-reviews" }, "Reject and mark its positive superpixels not mining");
+    reject.addEventListener("click", () => review("rejected", true));
+    box.append(reject);
     box.append(amber.el("p", {}, "Click a superpixel on the image to select it, then relabel it:"));
   } else {
     box.append(amber.el("p", {}, "Choose a class, then click superpixels on the image."));

@@ -1,0 +1,115 @@
+"""Response helpers shared by the route groups: JSON documents, error messages, pages."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """`data` as JSON; dates and other values JSON lacks become their text."""
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
+
+
+def error(status: int, message: str) -> web.Response:
+    """`{"error": message}` with `status`."""
+    return json_response({"error": message}, status=status)
+
+
+STATIC = Path(__file__).parent / "static"
+
+
+def page(name: str) -> web.FileResponse:
+    """A static HTML page of the app (its script fetches the data)."""
+    return web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
+
+
+async def stream_rows(
+    request: web.Request,
+    rows: AsyncIterator[Any],
+    *,
+    content_type: str,
+    filename: str,
+    head: str,
+    chunk: Callable[[list[Any], bool], str],
+    tail: str = "",
+    batch: int = 500,
+) -> web.StreamResponse:
+    """A download written as the rows arrive: `head`, then `chunk(rows, first)` for each batch of
+    `batch` rows, then `tail`; memory holds one batch, whatever the total."""
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": content_type,
+            "Content-Disposition": f'attachment; filename="{filename}"',
+        }
+    )
+    await response.prepare(request)
+    await response.write(head.encode())
+    pending: list[Any] = []
+    first = True
+    async for row in rows:
+        pending.append(row)
+        if len(pending) >= batch:
+            await response.write(chunk(pending, first).encode())
+            pending, first = [], False
+    if pending:
+        await response.write(chunk(pending, first).encode())
+    await response.write(tail.encode())
+    await response.write_eof()
+    return response
+
+
+def features_chunk(to_feature: Callable[[Any], dict[str, Any]]) -> Callable[[list[Any], bool], str]:
+    """The `chunk` of a streamed GeoJSON FeatureCollection: features joined by commas."""
+
+    def chunk(rows: Iterable[Any], first: bool) -> str:
+        text = ",".join(json.dumps(to_feature(r), default=str) for r in rows)
+        return text if first else "," + text
+
+    return chunk
+
+
+FEATURES_HEAD = '{"type":"FeatureCollection","features":['
+FEATURES_TAIL = "]}"
+
+
+async def stream_geojson(
+    request: web.Request,
+    rows: AsyncIterator[Any],
+    filename: str,
+    to_feature: Callable[[Any], dict[str, Any]],
+    **members: str,
+) -> web.StreamResponse:
+    """A streamed GeoJSON FeatureCollection download of `rows`; `members` go before the
+    features (e.g. what was compared)."""
+    extra = "".join(f"{json.dumps(k)}:{json.dumps(v)}," for k, v in members.items())
+    return await stream_rows(
+        request,
+        rows,
+        content_type="application/geo+json",
+        filename=filename,
+        head=FEATURES_HEAD.replace('"features"', extra + '"features"'),
+        chunk=features_chunk(to_feature),
+        tail=FEATURES_TAIL,
+    )
+
+
+async def stream_csv(
+    request: web.Request,
+    rows: AsyncIterator[Any],
+    filename: str,
+    to_csv: Callable[[list[Any], bool], str],
+) -> web.StreamResponse:
+    """A streamed CSV download of `rows`: `to_csv(rows, header)` gives the text of a batch."""
+    return await stream_rows(
+        request,
+        rows,
+        content_type="text/csv",
+        filename=filename,
+        head=to_csv([], True),
+        chunk=lambda batch, _: to_csv(batch, False),
+    )

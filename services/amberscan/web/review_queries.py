@@ -1,0 +1,192 @@
+"""The web app's SQL of the review loop: verdicts with their history, labels, audits.
+
+Every verdict and label change is kept in `review_events` (who, what, when); `reviews` and
+`superpixel_labels` hold the current state, which is the latest event's. A write and its event
+go in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg import AsyncConnection
+
+from amberscan.common.db import Database
+from amberscan.web.core import Filters
+from amberscan.web.queries import FROM, fetch_dicts, where_clause
+
+LABEL_ACTIONS = {1: "mining", 0: "not_mining", None: "label_cleared"}
+_EVENT = b"""INSERT INTO review_events
+    (tile_id, imagery_date, model_version, action, segment_index, reviewer, note)
+    VALUES (%s, %s, %s, %s, %s, %s, %s)"""
+
+
+async def _label(
+    conn: AsyncConnection[Any], row: dict[str, Any], segment: int, label: int | None, reviewer: str
+) -> None:
+    if label is None:
+        await conn.execute(
+            b"DELETE FROM superpixel_labels WHERE labels_key = %s AND segment_index = %s",
+            [row["labels_key"], segment],
+        )
+    else:
+        await conn.execute(
+            b"""INSERT INTO superpixel_labels
+                   (labels_key, segment_index, image_key, tile_id, imagery_date, label, reviewer,
+                    labelled_at)
+               VALUES (%s, %s, %s, %s, %s, %s, %s, now())
+               ON CONFLICT (labels_key, segment_index) DO UPDATE SET
+                   label = EXCLUDED.label, reviewer = EXCLUDED.reviewer, labelled_at = now()""",
+            [
+                row["labels_key"],
+                segment,
+                row["image_key"],
+                row["tile_id"],
+                row["imagery_date"],
+                label,
+                reviewer,
+            ],
+        )
+    await conn.execute(
+        _EVENT,
+        [
+            row["tile_id"],
+            row["imagery_date"],
+            row["model_version"],
+            LABEL_ACTIONS[label],
+            segment,
+            reviewer,
+            "",
+        ],
+    )
+
+
+async def save_review(
+    db: Database,
+    row: dict[str, Any],
+    verdict: str | None,
+    reviewer: str,
+    note: str,
+    not_mining: Sequence[int] = (),
+) -> dict[str, Any]:
+    """Set (None: clear) a person's verdict on a detection, and label the superpixels
+    `not_mining` as not mining, in one transaction with their events; the saved review."""
+    key = [row["tile_id"], row["imagery_date"], row["model_version"]]
+    async with db.pool.connection() as conn, conn.transaction():
+        if verdict is None:
+            await conn.execute(
+                b"DELETE FROM reviews WHERE tile_id = %s AND imagery_date = %s AND model_version = %s",
+                key,
+            )
+            saved: dict[str, Any] = {"verdict": None, "reviewer": reviewer, "reviewed_at": None}
+        else:
+            cursor = await conn.execute(
+                b"""INSERT INTO reviews
+                       (tile_id, imagery_date, model_version, verdict, reviewer, note, reviewed_at)
+                   VALUES (%s, %s, %s, %s, %s, %s, now())
+                   ON CONFLICT (tile_id, imagery_date, model_version) DO UPDATE SET
+                       verdict = EXCLUDED.verdict, reviewer = EXCLUDED.reviewer,
+                       note = EXCLUDED.note, reviewed_at = EXCLUDED.reviewed_at
+                   RETURNING verdict, reviewer, reviewed_at""",
+                [*key, verdict, reviewer, note],
+            )
+            verdict_, reviewer_, at = await cursor.fetchone()  # type: ignore[misc]
+            saved = {"verdict": verdict_, "reviewer": reviewer_, "reviewed_at": at}
+        await conn.execute(_EVENT, [*key, verdict or "cleared", None, reviewer, note])
+        for segment in not_mining:
+            await _label(conn, row, segment, 0, reviewer)
+    return saved
+
+
+async def save_label(
+    db: Database, row: dict[str, Any], segment: int, label: int | None, reviewer: str
+) -> None:
+    """Set (or with None, remove) a person's label of superpixel `segment` of a detection's tile."""
+    async with db.pool.connection() as conn, conn.transaction():
+        await _label(conn, row, segment, label, reviewer)
+
+
+async def history(
+    db: Database, tile_id: str, imagery_date: str, model: str
+) -> list[dict[str, Any]]:
+    """Every review event of one detection, oldest first."""
+    return await fetch_dicts(
+        db,
+        """SELECT action, segment_index, reviewer, note, at FROM review_events
+           WHERE tile_id = %s AND imagery_date = %s AND model_version = %s
+           ORDER BY at, event_id""",
+        [tile_id, imagery_date, model],
+    )
+
+
+async def labels_of(db: Database, labels_key: str) -> dict[int, int]:
+    """Segment index → person's label (1 mining, 0 not) for one segmentation."""
+    rows = await db.fetch(
+        "SELECT segment_index, label FROM superpixel_labels WHERE labels_key = %s", labels_key
+    )
+    return {int(i): int(label) for i, label in rows}
+
+
+@dataclass(frozen=True)
+class ReviewedSuperpixel:
+    """A superpixel a person labelled, with the blobs needed to crop it."""
+
+    tile_id: str
+    imagery_date: str
+    image_key: str
+    labels_key: str
+    segment_index: int
+    label: int  # 1 = mining
+
+
+async def reviewed_superpixels(db: Database) -> list[ReviewedSuperpixel]:
+    """Every labelled superpixel (tile image key, labels key, segment index, label)."""
+    rows = await db.fetch(
+        """SELECT tile_id, imagery_date, image_key, labels_key, segment_index, label
+           FROM superpixel_labels WHERE image_key <> '' AND labels_key <> ''
+           ORDER BY tile_id, imagery_date, labels_key, segment_index"""
+    )
+    return [
+        ReviewedSuperpixel(str(t), str(d), str(i), str(k), int(s), int(lab))
+        for t, d, i, k, s, lab in rows
+    ]
+
+
+async def create_audit(db: Database, n: int, filters: Filters, created_by: str) -> int:
+    """Draw a uniform random sample of `n` flagged detections; the new audit's id."""
+    where, params = where_clause(filters)
+    async with db.pool.connection() as conn, conn.transaction():
+        cursor = await conn.execute(
+            b"INSERT INTO audits (requested, created_by) VALUES (%s, %s) RETURNING audit_id",
+            [n, created_by],
+        )
+        audit_id = int((await cursor.fetchone())[0])  # type: ignore[index]
+        await conn.execute(
+            f"""INSERT INTO audit_tiles (audit_id, tile_id, imagery_date, model_version)
+                SELECT %s, d.tile_id, d.imagery_date, d.model_version {FROM}
+                WHERE d.flagged AND {where} ORDER BY random() LIMIT %s""".encode(),
+            [audit_id, *params, n],
+        )
+    return audit_id
+
+
+async def audit(db: Database, audit_id: int) -> dict[str, Any] | None:
+    head = await fetch_dicts(
+        db,
+        "SELECT audit_id, requested, created_by, created_at FROM audits WHERE audit_id = %s",
+        [audit_id],
+    )
+    if not head:
+        return None
+    tiles = await fetch_dicts(
+        db,
+        """SELECT a.tile_id, a.imagery_date, a.model_version, r.verdict, r.reviewer
+           FROM audit_tiles a LEFT JOIN reviews r
+             ON r.tile_id = a.tile_id AND r.imagery_date = a.imagery_date
+            AND r.model_version = a.model_version
+           WHERE a.audit_id = %s ORDER BY a.tile_id, a.imagery_date, a.model_version""",
+        [audit_id],
+    )
+    return {**head[0], "tiles": tiles}

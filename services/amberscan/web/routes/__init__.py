@@ -1,0 +1,1 @@
+"""The web app's route groups; each module exports `routes`, a `web.RouteTableDef`."""

@@ -1,0 +1,43 @@
+"""Vector-tile helpers without servers: tile bounds, and which aggregates answer which filter."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from amberscan.geo.tiles import Tile
+from amberscan.web import vector_tiles
+from amberscan.web.core import Filters
+
+
+@given(
+    st.integers(0, 18).flatmap(
+        lambda z: st.tuples(st.just(z), st.integers(0, 2**z - 1), st.integers(0, 2**z - 1))
+    )
+)
+def test_tile_bounds_match_the_tile_grid(zxy: tuple[int, int, int]) -> None:
+    z, x, y = zxy
+    assert vector_tiles.tile_bounds(z, x, y) == pytest.approx(Tile(x, y, z).bounds(), abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("filters", "scope"),
+    [
+        (Filters(), ("latest", [])),
+        (Filters(year="2016"), ("latest_year AND year = %s", ["2016"])),
+        (Filters(model="m"), ("latest_model AND model_version = %s", ["m"])),
+        (
+            Filters(year="2016", model="m"),
+            ("latest_year_model AND year = %s AND model_version = %s", ["2016", "m"]),
+        ),
+        (Filters(review="rejected"), ("latest AND review = %s", ["rejected"])),
+        (
+            Filters(year="2016", change="changed"),
+            ("latest_year AND year = %s AND change = ANY(%s)", ["2016", ["new", "gone"]]),
+        ),
+        (Filters(year="2016", change="new", model="m"), None),  # one model's change: not aggregated
+    ],
+)
+def test_cell_scope(filters: Filters, scope: tuple[str, list[object]] | None) -> None:
+    assert vector_tiles.cell_scope(filters) == scope
