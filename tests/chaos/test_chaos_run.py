@@ -25,7 +25,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(1800)
 def test_chaos_ci_loses_nothing(tmp_path: Path) -> None:
     report = tmp_path / "chaos.json"
-    stack = tmp_path / "stack"
+    # Not under pytest's tmp_path: that is private to root, and PostgreSQL runs as postgres.
+    stack = ROOT / ".stack-chaos-ci"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMBERSCAN_STACK_")}
     result = subprocess.run(
         [
