@@ -17,10 +17,12 @@ on one thread (`--threads`), as `amberscan finetune` does so that a build is rep
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
@@ -127,6 +129,7 @@ def main() -> None:
     parser.add_argument("--colour-jitter", type=float, default=FinetuneConfig.colour_jitter)
     parser.add_argument("--zoom-out", type=float, default=FinetuneConfig.zoom_out)
     parser.add_argument("--label-smoothing", type=float, default=FinetuneConfig.label_smoothing)
+    parser.add_argument("--frozen-blocks", type=int, default=FinetuneConfig.frozen_blocks)
     parser.add_argument(
         "--threads", type=int, default=1, help="TensorFlow threads (1: repeatable, the recipe)"
     )
@@ -144,6 +147,7 @@ def main() -> None:
         colour_jitter=args.colour_jitter,
         zoom_out=args.zoom_out,
         label_smoothing=args.label_smoothing,
+        frozen_blocks=args.frozen_blocks,
         seed=args.seed,
     )
     if args.threads == 1:
@@ -189,6 +193,9 @@ def main() -> None:
             view_oof[n][test] = booster.predict_proba(test_views[list(views)].mean(0))[:, 1]
         booster = _fit(np.hstack([train_views[0], stats[train]]), labels[train], args.seed, None)
         stats_oof[test] = booster.predict_proba(np.hstack([test_views[0], stats[test]]))[:, 1]
+        del model
+        keras.backend.clear_session()  # each fold's graphs and variables, freed
+        gc.collect()
         print(
             f"  fold {fold}: {len(train)} train / {len(test)} test crops, fine-tune "
             f"{t_train:.0f}s, total {time.perf_counter() - t0:.0f}s",

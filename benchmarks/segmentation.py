@@ -1,7 +1,7 @@
 """SLIC time per scan tile: the 2018 reference segmentation against the fast mode.
 
     python benchmarks/segmentation.py --tiles ../shared/data/texty-amber/tiles [--repeat 3]
-        [--classifier models/classifier.json --model-server 127.0.0.1:18500]
+        [--classifier models/classifier.json --model-server 127.0.0.1:18500 [--mosaic 128]]
 
 Both modes run in the same process on the same real tiles; the figures are the median wall time
 per tile, the speed-up (reference / fast), and the agreement of fast with reference: the mean
@@ -10,7 +10,8 @@ over reference superpixels of the best-matching fast superpixel's IoU, plain and
 With a classifier and a model server, it also measures the effect on detection: the labelled
 crops were cut from reference superpixels, so the effect is measured on the whole tiles instead:
 positive superpixels found in each mode, the IoU of the positive (damaged) area between modes, and
-whether the tile's verdict (more than K positives) agrees.
+whether the tile's verdict (more than K positives) agrees; `--mosaic N` adds the N tiles of the
+bench mosaic (crops of the same images in their flips and rotations) to that comparison.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def main() -> None:
     parser.add_argument("--model-server", default="127.0.0.1:18500")
     parser.add_argument("--name", default="backbone")
     parser.add_argument("--min-positives", type=int, default=2)
+    parser.add_argument("--mosaic", type=int, default=0, help="also compare N mosaic tiles")
     args = parser.parse_args()
     paths = sorted(p for p in args.tiles.iterdir() if p.suffix.lower() in {".png", ".jpg"})
     if not paths:
@@ -104,18 +106,24 @@ def main() -> None:
 
     if args.classifier:
         print(f"\neffect on detection ({args.classifier}, flagged when > {args.min_positives}):")
-        print(f"{'tile':<12} {'pos ref':>7} {'pos fast':>8} {'damaged-area IoU':>16} verdicts")
+        print(f"{'tile':<24} {'pos ref':>7} {'pos fast':>8} {'damaged-area IoU':>16} verdicts")
+        named = [(path.stem, read_image(path)) for path in paths]
+        if args.mosaic:
+            from amberscan.tiler.mosaic import Mosaic
+
+            mosaic = Mosaic.of(args.mosaic, args.tiles)
+            named += [(f"mosaic {t.quadkey}", mosaic.image(t)) for t in mosaic.tiles()]
         agree = 0
-        for path in paths:
-            image = read_image(path)
+        for name, image in named:
             ref, fast = segment(image, mode="reference"), segment(image, mode="fast")
             n_ref, n_fast, iou, flag_ref, flag_fast = detection_effect(image, ref, fast, args)
             agree += flag_ref == flag_fast
-            print(
-                f"{path.stem:<12} {n_ref:7d} {n_fast:8d} {iou:16.3f} "
-                f"{'flagged' if flag_ref else 'clear'}/{'flagged' if flag_fast else 'clear'}"
-            )
-        print(f"verdicts agree on {agree} of {len(paths)} tiles")
+            if not name.startswith("mosaic") or flag_ref != flag_fast:
+                print(
+                    f"{name[:24]:<24} {n_ref:7d} {n_fast:8d} {iou:16.3f} "
+                    f"{'flagged' if flag_ref else 'clear'}/{'flagged' if flag_fast else 'clear'}"
+                )
+        print(f"verdicts agree on {agree} of {len(named)} tiles")
 
 
 if __name__ == "__main__":

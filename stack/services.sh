@@ -9,7 +9,7 @@ root=$PWD
 state=${AMBERSCAN_STACK_DIR:-$root/.stack}/services
 mkdir -p "$state"
 bin=$root/.venv/bin/amberscan
-all=(demo-tiles tiler segmenter feature classifier aggregator sink web)
+all=(demo-tiles tiler segmenter feature classifier aggregator sink web watch)
 action=${1:-status}
 shift || true
 names=("${@:-${all[@]}}")

@@ -2,12 +2,16 @@
 
 The scan's tiles are counted here with the same tile maths the tiler uses, recorded in `scans`,
 and the request goes on the `scan-requests` topic; progress is read from `scan_tiles`, which
-the sink fills from detections and dead letters.
+the sink fills from detections and dead letters. For raster, STAC and WMTS sources the request
+is first checked against its sources (`prepare`): bad sources are refused before anything is
+submitted, a request without a region gets the union of the sources' footprints, and
+`--vintage all` becomes one request per capture date.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 import uuid
@@ -24,6 +28,11 @@ from amberscan.common.errors import InvalidRegion, TransientError
 from amberscan.common.settings import Settings
 from amberscan.geo.tiles import Tile, parse_geojson, tiles_for_region
 from amberscan.v1 import messages_pb2 as pb
+
+ALL_VINTAGES = "all"
+# Footprints are shrunk by this much (degrees, ~1 cm) so tiles that only touch a raster's edge
+# are not counted in its region.
+_EDGE = 1e-7
 
 
 @dataclass
@@ -67,6 +76,69 @@ def region_tiles(request: pb.ScanRequest) -> list[Tile]:
     if request.geojson:
         return tiles_for_region(parse_geojson(request.geojson), zoom)
     raise InvalidRegion(f"scan {request.scan_id}: no bbox and no GeoJSON region")
+
+
+async def prepare(settings: Settings, request: pb.ScanRequest) -> list[pb.ScanRequest]:
+    """Check a request against its sources and make it complete: one request per vintage.
+
+    For providers that list their imagery (geotiff, stac, wmts): the sources are opened (a
+    missing file, a raster without CRS or too coarse, an unreachable catalogue fail here, with
+    the provider's message); a request with no region gets the union of the footprints; a
+    `vintage` of "all" becomes one request per capture date over the region. Other providers'
+    requests are returned as they are.
+
+    Raises:
+        AmberscanError: the sources cannot be scanned, or the region is missing/empty.
+    """
+    from shapely import geometry as sg
+
+    from amberscan.tiler.core import normalize_date
+    from amberscan.tiler.providers import Catalogue, SourceError, SourceSpec, provider_for
+
+    provider = provider_for(SourceSpec.from_request(request), settings)
+    try:
+        if not isinstance(provider, Catalogue):
+            if not (request.HasField("bbox") or request.geojson):
+                raise InvalidRegion(
+                    f"provider {request.provider!r}: give a region (--bbox or --geojson)"
+                )
+            if request.vintage == ALL_VINTAGES:
+                raise SourceError(f"provider {request.provider!r} has no vintages to list")
+            return [request]
+        if request.HasField("bbox"):
+            b = request.bbox
+            region = sg.box(b.west, b.south, b.east, b.north)
+        elif request.geojson:
+            region = parse_geojson(request.geojson)
+        else:
+            footprint = await provider.footprint(request.date_from, request.date_to)
+            shrunk = footprint.buffer(-_EDGE)
+            region = shrunk if not shrunk.is_empty else footprint
+            request.geojson = json.dumps(sg.mapping(region))
+        # Listing the capture dates over the region opens the sources: bad ones fail here.
+        dates = await provider.vintages(region, request.date_from, request.date_to)
+        if not dates:
+            raise SourceError(
+                f"scan: the {request.provider} sources have no imagery over the region"
+            )
+        if request.vintage and request.vintage != ALL_VINTAGES:
+            if normalize_date(request.vintage) not in dates:
+                raise SourceError(
+                    f"scan: no {request.provider} imagery of {request.vintage} over the region "
+                    f"(it has {', '.join(dates)})"
+                )
+            request.vintage = normalize_date(request.vintage)
+        if request.vintage != ALL_VINTAGES:
+            return [request]
+        out = []
+        for date in dates:
+            one = pb.ScanRequest()
+            one.CopyFrom(request)
+            one.scan_id, one.vintage = uuid.uuid4().hex, date
+            out.append(one)
+        return out
+    finally:
+        await provider.close()
 
 
 def summarize(

@@ -18,6 +18,7 @@ COMMAND_NAMES = [
     "finetune",
     "serve",
     "scan",
+    "watch",
     "replay",
     "demo-tiles",
     "topics",

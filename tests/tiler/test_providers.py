@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from PIL import Image
 
 from amberscan.common.errors import InvalidImage, PoisonMessage, TransientError
+from amberscan.common.settings import Settings
 from amberscan.geo.tiles import Tile
 from amberscan.tiler.core import plan_children, split
 from amberscan.tiler.providers import (
@@ -385,21 +386,17 @@ async def test_local_provider(tmp_path: Path, scan_image, child_pngs) -> None:
     ],
 )
 def test_provider_for_unconfigured(name: str, fields: dict, message: str) -> None:
-    class Bare:
-        pass
-
+    bare = Settings(xyz_url="", bing_api_key="", local_tiles_dir=None, **fields)
     with pytest.raises(PoisonMessage, match=message):
-        provider_for(name, Bare())
+        provider_for(name, bare)
 
 
 def test_provider_for_configured() -> None:
-    class Configured:
-        xyz_url = "http://127.0.0.1:1/{z}/{x}/{y}.png"
-        local_tiles_dir = "/tmp"
-        bing_api_key = "k"
-
-    assert provider_for("xyz", Configured()).name == "xyz"
-    assert provider_for("local", Configured()).name == "local"
-    assert provider_for("bing", Configured()).name == "bing"
-    demo = provider_for("demo", Configured())
+    configured = Settings(
+        xyz_url="http://127.0.0.1:1/{z}/{x}/{y}.png", local_tiles_dir="/tmp", bing_api_key="k"
+    )
+    assert provider_for("xyz", configured).name == "xyz"
+    assert provider_for("local", configured).name == "local"
+    assert provider_for("bing", configured).name == "bing"
+    demo = provider_for("demo", configured)
     assert isinstance(demo, XyzProvider) and demo.url_template.startswith("http://127.0.0.1:18080")

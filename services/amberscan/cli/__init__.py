@@ -24,6 +24,7 @@ from amberscan.cli import (
     survey_fixture,
     topics,
     train,
+    watch,
 )
 from amberscan.common.errors import AmberscanError
 
@@ -33,6 +34,7 @@ COMMANDS = (
     finetune,
     serve,
     scan,
+    watch,
     replay,
     demo_tiles,
     topics,

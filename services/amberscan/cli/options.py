@@ -45,3 +45,31 @@ def add_model_dir(parser: argparse.ArgumentParser, help: str) -> None:
 def add_json(parser: argparse.ArgumentParser, help: str | None = None) -> None:
     """--json: print the result as one JSON object on the last line of stdout."""
     parser.add_argument("--json", action="store_true", help=help)
+
+
+# The imagery providers a scan may name (`amberscan.tiler.providers.PROVIDERS`; a test checks
+# they agree: importing the tiler here would slow `--help`).
+PROVIDERS = ("xyz", "bing", "local", "demo", "geotiff", "stac", "wmts")
+
+
+def add_imagery_sources(parser: argparse.ArgumentParser, vintage: bool = True) -> None:
+    """--source, --collection, --layer, --imagery-date (and --vintage): raster, STAC and WMTS
+    sources, as `scan` and `watch add` name them."""
+    parser.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        help="geotiff: a file, folder, glob, URL or s3:// key/prefix (repeatable); "
+        "stac: the catalogue or API URL; wmts: the GetCapabilities URL",
+    )
+    parser.add_argument("--collection", default="", help="stac: the collection")
+    parser.add_argument("--layer", action="append", default=[], help="wmts: layer (repeatable)")
+    parser.add_argument(
+        "--imagery-date", default="", help="capture date of sources whose metadata has none"
+    )
+    if vintage:
+        parser.add_argument(
+            "--vintage",
+            default="",
+            help="ISO date of the imagery to read, or 'all' (one scan per date); default the newest",
+        )

@@ -19,13 +19,16 @@ if TYPE_CHECKING:
 
 def add_parser(sub: options.Subparsers) -> None:
     p = options.command(sub, "scan", "scan a region and follow it to the end", run)
-    region = p.add_mutually_exclusive_group(required=True)
-    region.add_argument("--bbox", help="W,S,E,N in WGS84 degrees")
+    region = p.add_mutually_exclusive_group()
+    region.add_argument(
+        "--bbox", help="W,S,E,N in WGS84 degrees (geotiff/stac: default the sources' footprints)"
+    )
     region.add_argument("--geojson", type=Path, help="a GeoJSON Polygon/MultiPolygon file")
     region.add_argument("--demo", action="store_true", help="the bundled demo area")
     p.add_argument("--zoom", type=int, default=16, help="scan tile zoom (default 16)")
     p.add_argument("--fetch-zoom", type=int, default=18, help="provider tile zoom (default 18)")
-    p.add_argument("--provider", default="xyz", choices=["bing", "xyz", "local", "demo"])
+    p.add_argument("--provider", default="xyz", choices=list(options.PROVIDERS))
+    options.add_imagery_sources(p)
     p.add_argument("--date-from", default="", help="ISO date: skip imagery captured before")
     p.add_argument("--date-to", default="", help="ISO date: skip imagery captured after")
     p.add_argument("--rescan", action="store_true", help="scan again tiles already scanned")
@@ -40,23 +43,33 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     request = scan_request(args)
 
-    async def follow() -> scanning.ScanSummary:
+    async def follow() -> list[tuple[pb.ScanRequest, scanning.ScanSummary]]:
+        # Raster, STAC and WMTS sources are checked (and a missing region filled from their
+        # footprints) before anything is submitted; `--vintage all` is one scan per date.
+        requests = await scanning.prepare(settings, request)
         await ensure_topics(settings)
+        done = []
         async with Database(settings) as db:
-            expected = await scanning.submit(settings, db, request)
-            if not args.json:
-                print(f"scan {request.scan_id}: {expected} tiles", file=sys.stderr)
-            return await scanning.follow(
-                db, request.scan_id, expected, timeout_s=args.timeout, progress=not args.json
-            )
+            for one in requests:
+                expected = await scanning.submit(settings, db, one)
+                if not args.json:
+                    vintage = f" (imagery of {one.vintage})" if one.vintage else ""
+                    print(f"scan {one.scan_id}: {expected} tiles{vintage}", file=sys.stderr)
+                summary = await scanning.follow(
+                    db, one.scan_id, expected, timeout_s=args.timeout, progress=not args.json
+                )
+                done.append((one, summary))
+        return done
 
-    summary = asyncio.run(follow())
+    results = asyncio.run(follow())
     url = f"http://{settings.web_host}:{settings.web_port}/"
-    if args.json:
-        print(json.dumps({**summary.as_dict(), "map_url": url, "demo": request.demo}))
-    else:
-        print_summary(summary, request.demo, url)
-    return 0 if summary.complete and not summary.error else 1
+    for one, summary in results:
+        if args.json:
+            report = {**summary.as_dict(), "map_url": url, "demo": one.demo}
+            print(json.dumps({**report, "vintage": one.vintage}))
+        else:
+            print_summary(summary, one.demo, url)
+    return 0 if all(s.complete and not s.error for _, s in results) else 1
 
 
 def scan_request(args: argparse.Namespace) -> pb.ScanRequest:
@@ -79,11 +92,16 @@ def scan_request(args: argparse.Namespace) -> pb.ScanRequest:
             provider=args.provider,
             date_from=args.date_from,
             date_to=args.date_to,
+            sources=args.source,
+            collection=args.collection,
+            layers=args.layer,
+            vintage=args.vintage,
+            imagery_date=args.imagery_date,
         )
         if args.bbox:
             w, s, e, n = parse_bbox(args.bbox)
             request.bbox.CopyFrom(pb.BoundingBox(west=w, south=s, east=e, north=n))
-        else:
+        elif args.geojson:  # neither: the sources' footprints (scanning.prepare)
             text = args.geojson.read_text()
             parse_geojson(text)
             request.geojson = text
@@ -99,7 +117,7 @@ def print_summary(summary: scanning.ScanSummary, demo: bool, url: str) -> None:
     print(
         f"scan {summary.scan_id}: {summary.tiles} tiles, {summary.flagged} flagged, "
         f"{summary.hectares:.2f} ha, {summary.failed} failed, {summary.skipped} skipped "
-        f"as already scanned, {summary.seconds:.1f} s"
+        f"(already scanned, or not covered by the imagery), {summary.seconds:.1f} s"
     )
     for failure in summary.failures:
         print(f"  failed {failure['tile_id']}: {failure['reason']}")

@@ -21,6 +21,7 @@ STAGES = {
     "aggregator": "amberscan.aggregator.service",
     "sink": "amberscan.sink.service",
     "web": "amberscan.web.app",
+    "watch": "amberscan.watch.service",
 }
 # The model server: module with `main(argv, settings)`. Imported only when served; its runtime,
 # threads and batching come from the settings (AMBERSCAN_MODEL_SERVER_*).

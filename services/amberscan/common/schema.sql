@@ -204,3 +204,51 @@ CREATE UNIQUE INDEX IF NOT EXISTS map_cells_key ON map_cells
     (level, cx, cy, year, model_version, review, latest, latest_year, latest_model,
      latest_year_model, change);
 COMMENT ON MATERIALIZED VIEW map_cells IS 'map_cells v2';
+
+-- Issue 11: continuous scanning (`amberscan watch`). Watched regions and their lease: a watch
+-- replica holds a region's round until lease_until, so replicas share regions without running one
+-- twice at once; the cursor is what the provider last reported (newest STAC item datetime, newest
+-- WMTS Time value).
+CREATE TABLE IF NOT EXISTS watches (
+    watch_id      bigserial PRIMARY KEY,
+    name          text NOT NULL DEFAULT '',
+    region        geometry(Geometry, 4326) NOT NULL,
+    geojson       text NOT NULL,
+    provider      text NOT NULL,
+    sources       text[] NOT NULL DEFAULT '{}',
+    collection    text NOT NULL DEFAULT '',
+    layers        text[] NOT NULL DEFAULT '{}',
+    imagery_date  text NOT NULL DEFAULT '',
+    every_s       double precision NOT NULL CHECK (every_s > 0),
+    cursor        text NOT NULL DEFAULT '',
+    next_round_at timestamptz NOT NULL DEFAULT now(),
+    last_round_at timestamptz,
+    last_scan_id  text NOT NULL DEFAULT '',
+    last_error    text NOT NULL DEFAULT '',
+    lease_owner   text,
+    lease_until   timestamptz,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+-- Every (tile, imagery date, model) watch enqueued: the key makes each enqueue happen once,
+-- across restarts and replicas (a failed tile is enqueued again under the same key, with
+-- backoff, attempts counting). A row is recorded before its request is produced and marked sent
+-- after; unsent rows are sent again by the next round of their region.
+CREATE TABLE IF NOT EXISTS watch_tiles (
+    tile_id       text NOT NULL,
+    imagery_date  text NOT NULL,
+    model_version text NOT NULL,
+    watch_id      bigint REFERENCES watches ON DELETE SET NULL,
+    scan_id       text NOT NULL,
+    attempts      integer NOT NULL DEFAULT 1,
+    sent          boolean NOT NULL DEFAULT false,
+    enqueued_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tile_id, imagery_date, model_version)
+);
+CREATE INDEX IF NOT EXISTS watch_tiles_scan_idx ON watch_tiles (scan_id);
+-- Each round that enqueued something is a scan (its progress in scans / scan_tiles).
+CREATE TABLE IF NOT EXISTS watch_rounds (
+    scan_id    text PRIMARY KEY,
+    watch_id   bigint REFERENCES watches ON DELETE CASCADE,
+    tiles      integer NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now()
+);

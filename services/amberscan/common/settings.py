@@ -79,7 +79,7 @@ class Settings(BaseSettings):
     retry_backoff_s: float = Field(default=0.5, gt=0)
 
     # Imagery providers (tiler)
-    default_provider: Literal["xyz", "bing", "local", "demo"] = "xyz"
+    default_provider: Literal["xyz", "bing", "local", "demo", "geotiff", "stac", "wmts"] = "xyz"
     xyz_url: str = Field(default="", description="XYZ template with {z} {x} {y} (or {q})")
     xyz_imagery_date: str = Field(
         default="", description="capture date when the XYZ source has one"
@@ -94,6 +94,37 @@ class Settings(BaseSettings):
     fetch_timeout_s: float = Field(default=30.0, gt=0)
     max_scan_tiles: int = Field(default=100_000, ge=1)
     tile_concurrency: int = Field(default=4, ge=1)
+
+    # Raster, STAC and WMTS sources (issue 11): limits, and the catalogues a scan that names none
+    # reads.
+    raster_max_resolution_m: float = Field(
+        default=1.0, gt=0, description="coarser rasters are refused (the method needs ~0.4 m/px)"
+    )
+    raster_min_coverage: float = Field(
+        default=0.5, ge=0, le=1, description="scan tiles the imagery covers less of are skipped"
+    )
+    stac_url: str = Field(default="", description="STAC API or static catalogue URL")
+    stac_collection: str = ""
+    wmts_url: str = Field(default="", description="WMTS GetCapabilities URL")
+    wmts_layer: str = ""
+
+    # Continuous scanning (`amberscan serve watch`, issue 11)
+    watch_poll_s: float = Field(
+        default=30.0, gt=0, description="how often watch looks for due regions"
+    )
+    watch_lease_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="a replica's hold on a region's round; then another may take it",
+    )
+    watch_retry_backoff_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="first wait before a failed tile is enqueued again (doubles)",
+    )
+    watch_max_attempts: int = Field(
+        default=5, ge=1, description="enqueues of a failing tile at most"
+    )
 
     # Web map
     web_host: str = "127.0.0.1"

@@ -41,6 +41,10 @@ class FinetuneConfig:
     zoom_jitter: float = 0.15  # zoom in: a random square of (1 - zoom_jitter .. 1) of the side
     zoom_out: float = 0.0  # zoom out: shrink to 1 / (1 + zoom_out .. 1), reflect-padded back
     label_smoothing: float = 0.0
+    # Keep the stem and blocks 0..frozen_blocks of EfficientNet-Lite0 at their ImageNet weights
+    # (-1: train every layer). Through block 4 (stride 8, 40 channels) costs 38 % less CPU a
+    # step (measured: 1.35 against 2.17 s for 32 crops on one thread).
+    frozen_blocks: int = -1
     train_batch_norm: bool = False
     class_balance: bool = False  # measured: weighting mining up hurt the high-precision end
     seed: int = 0
@@ -118,6 +122,14 @@ def deterministic_threads() -> None:
     of the convolution gradients sum in a varying order). Call before TensorFlow runs an op."""
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
+
+
+def freeze_early_blocks(model: keras.Model, last_block: int) -> None:
+    """Freeze the stem and blocks 0..`last_block` (EfficientNet-Lite layer names)."""
+    prefixes = ("conv_stem", "bn0", *(f"blocks_{i}_" for i in range(last_block + 1)))
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if layer.name.startswith(prefixes):
+            layer.trainable = False
 
 
 def freeze_batch_norm(model: keras.Model) -> None:
@@ -205,6 +217,8 @@ def finetune(
     features = make_features()
     if not config.train_batch_norm:
         freeze_batch_norm(features)
+    if config.frozen_blocks >= 0:
+        freeze_early_blocks(features, config.frozen_blocks)
     width = int(features.output_shape[-1])
     head = keras.Sequential(
         [

@@ -224,14 +224,17 @@ def latest_date(dates: Iterable[str]) -> str:
 
 
 def normalize_date(text: str) -> str:
-    """An imagery date as ISO 8601 (YYYY-MM-DD): accepts ISO dates/datetimes and "31 Dec 2012".
+    """An imagery date as ISO 8601 (YYYY-MM-DD): accepts ISO dates/datetimes, "31 Dec 2012" and
+    TIFF's "2017:05:01 10:00:00".
 
     Returns "" for an empty or unreadable date (the provider then does not say).
     """
     text = text.strip()
     if not text:
         return ""
-    for fmt in ("%Y-%m-%d", "%d %b %Y", "%d %B %Y", "%Y%m%d"):
+    # The last two are TIFF's DateTime ("2017:05:01 10:00:00") and its date alone.
+    formats = ("%Y-%m-%d", "%d %b %Y", "%d %B %Y", "%Y%m%d", "%Y:%m:%d %H:%M:%S", "%Y:%m:%d")
+    for fmt in formats:
         try:
             return dt.datetime.strptime(text, fmt).date().isoformat()
         except ValueError:

@@ -20,12 +20,15 @@ letter with the scan id and no tile id. A provider that keeps failing (5xx, time
 Skips: a tile whose imagery (same capture date) was already scanned with the current classifier
 is not sent down the pipeline again; its scan row says "skipped" (`ScanRequest.rescan` forces a
 new scan). The imagery date is known only once the tile is fetched, so the fetch still happens;
-the expensive stages (segmenter, model server) are spared.
+the expensive stages (segmenter, model server) are spared. A raster or STAC tile that its imagery
+covers less than `raster_min_coverage` of (the rest nodata or outside every file) is skipped too,
+with that reason, rather than scored on black pixels.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
@@ -47,7 +50,7 @@ from amberscan.tiler.core import (
     split_request,
     tile_message,
 )
-from amberscan.tiler.providers import Provider, fetch_scan_tile, provider_for
+from amberscan.tiler.providers import Provider, SourceSpec, provider_for
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import encode_png
 
@@ -74,16 +77,27 @@ def describe_request(record: ConsumerRecord) -> Failure:
 
 
 class Providers:
-    """The providers of one process, made on first use and closed together."""
+    """The providers of one process, one per source spec, made on first use and closed together
+    (the least recently used is closed beyond `limit`: requests may name many sources)."""
 
-    def __init__(self, factory: Callable[[str], Provider]) -> None:
+    def __init__(self, factory: Callable[[SourceSpec], Provider], limit: int = 64) -> None:
         self.factory = factory
-        self._made: dict[str, Provider] = {}
+        self.limit = limit
+        self._made: OrderedDict[SourceSpec, Provider] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
 
-    def get(self, name: str) -> Provider:
-        if name not in self._made:
-            self._made[name] = self.factory(name)
-        return self._made[name]
+    def get(self, spec: SourceSpec | str) -> Provider:
+        if isinstance(spec, str):
+            spec = SourceSpec(spec)
+        if spec not in self._made:
+            self._made[spec] = self.factory(spec)
+            while len(self._made) > self.limit:
+                _, old = self._made.popitem(last=False)
+                task = asyncio.get_running_loop().create_task(old.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+        self._made.move_to_end(spec)
+        return self._made[spec]
 
     async def close(self) -> None:
         for provider in self._made.values():
@@ -107,6 +121,13 @@ class ScanHistory(Protocol):
     async def mark_skipped(
         self, scan_id: str, tile_id: str, imagery_date: str, model: str, reason: str
     ) -> None: ...
+
+    async def mark_not_covered(self, scan_id: str, tile_id: str, reason: str) -> None: ...
+
+
+class NotCovered(PoisonMessage):
+    """The imagery covers too little of a tile to scan it (dead-lettered only where no scan
+    history is kept to mark it skipped)."""
 
 
 class DatabaseHistory:
@@ -149,6 +170,17 @@ class DatabaseHistory:
             model,
         )
 
+    async def mark_not_covered(self, scan_id: str, tile_id: str, reason: str) -> None:
+        await self.db.execute(
+            "INSERT INTO scan_tiles (scan_id, tile_id, status, reason) "
+            "VALUES (%s, %s, 'skipped', %s) "
+            "ON CONFLICT (scan_id, tile_id) DO UPDATE SET status = 'skipped', "
+            "reason = EXCLUDED.reason, updated_at = now()",
+            scan_id,
+            tile_id,
+            reason,
+        )
+
 
 def make_handler(
     store: Blobs,
@@ -158,20 +190,22 @@ def make_handler(
     default_provider: str = "xyz",
     max_tiles: int = DEFAULT_MAX_TILES,
     tile_concurrency: int = 4,
+    min_coverage: float = 0.5,
 ) -> Handler:
     """The record handler: one scan request in, its tile messages and dead letters out."""
 
-    def provider(name: str) -> Provider:
+    def provider(spec: SourceSpec) -> Provider:
         if isinstance(providers, Providers):
-            return providers.get(name)
-        if name not in providers:
-            raise PoisonMessage(f"unknown imagery provider {name!r}")
-        return providers[name]
+            return providers.get(spec)
+        if spec.provider not in providers:
+            raise PoisonMessage(f"unknown imagery provider {spec.provider!r}")
+        return providers[spec.provider]
 
     async def handle(record: ConsumerRecord) -> list[Output]:
         request = decode_request(record)
         plan = plan_scan(request, default_provider, max_tiles)
-        source = provider(plan.provider)  # an unknown provider fails the whole request here
+        # An unknown or unconfigured provider fails the whole request here.
+        source = provider(SourceSpec.from_request(request, plan.provider))
         if not plan.single:
             # A region becomes one request per scan tile, keyed by tile: any tiler replica
             # fetches each, and no record takes longer than one tile.
@@ -186,7 +220,9 @@ def make_handler(
         async def one(tile: Tile) -> Output | None:
             async with gate:
                 try:
-                    return await _tile_output(store, source, plan, request, tile, history, model)
+                    return await _tile_output(
+                        store, source, plan, request, tile, history, model, min_coverage
+                    )
                 except (PoisonMessage, InvalidInput) as error:
                     failure = Failure(tile_id=tile.quadkey, scan_id=plan.scan_id)
                     # Name the scan tile too: the provider's error names only its child tile.
@@ -210,8 +246,19 @@ async def _tile_output(
     tile: Tile,
     history: ScanHistory | None = None,
     model: str = "",
+    min_coverage: float = 0.5,
 ) -> Output | None:
-    fetched = await fetch_scan_tile(source, tile, plan.fetch_zoom)
+    fetched = await source.scan_image(tile, plan.fetch_zoom, request.vintage)
+    if fetched.coverage < min_coverage:
+        where = f" ({fetched.source})" if fetched.source else ""
+        reason = (
+            f"imagery covers {fetched.coverage:.0%} of the tile, less than the "
+            f"{min_coverage:.0%} needed{where}: the rest is nodata or outside the raster"
+        )
+        if history is None:
+            raise NotCovered(f"tile {tile} ({tile.quadkey}): {reason}")
+        await history.mark_not_covered(plan.scan_id, tile.quadkey, reason)
+        return None
     if not date_in_range(fetched.imagery_date, request.date_from, request.date_to):
         raise OutsideDates(
             f"tile {tile} ({tile.quadkey}): imagery dated {fetched.imagery_date} is outside "
@@ -250,14 +297,15 @@ def make_stage(
 ) -> Stage:
     """The tiler stage; `providers` defaults to those configured in `settings`."""
     if providers is None:
-        providers = Providers(lambda name: provider_for(name, settings))
+        providers = Providers(lambda spec: provider_for(spec, settings))
     handler = make_handler(
         store,
         providers,
         history=history,
-        default_provider=str(getattr(settings, "default_provider", "xyz")),
-        max_tiles=int(getattr(settings, "max_scan_tiles", DEFAULT_MAX_TILES)),
-        tile_concurrency=int(getattr(settings, "tile_concurrency", 4)),
+        default_provider=settings.default_provider,
+        max_tiles=settings.max_scan_tiles,
+        tile_concurrency=settings.tile_concurrency,
+        min_coverage=settings.raster_min_coverage,
     )
     config = StageConfig(
         service=SERVICE,
@@ -265,7 +313,7 @@ def make_stage(
         describe=describe_request,
         # Requests of one tile each (a region is split first): a poll's worth are fetched
         # concurrently, bounded by the fetcher's own limits.
-        max_records=int(getattr(settings, "tile_concurrency", 4)),
+        max_records=settings.tile_concurrency,
     )
     return Stage(settings, config, handler)
 
@@ -283,7 +331,7 @@ async def _run(
 ) -> None:
     # One HTTP session (connection pool) shared by every provider of the process.
     async with aiohttp.ClientSession(headers={"User-Agent": "amberscan-tiler"}) as session:
-        providers = Providers(lambda name: provider_for(name, settings, session))
+        providers = Providers(lambda spec: provider_for(spec, settings, session))
         try:
             await make_stage(settings, store, providers, history).run(stop)
         finally:

@@ -54,7 +54,7 @@ class ModelVersions(_message.Message):
     def __init__(self, backbone: _Optional[str] = ..., classifier: _Optional[str] = ...) -> None: ...
 
 class ScanRequest(_message.Message):
-    __slots__ = ("scan_id", "bbox", "geojson", "tile", "zoom", "fetch_zoom", "provider", "date_from", "date_to", "rescan", "requested_at", "demo", "tiles_expected")
+    __slots__ = ("scan_id", "bbox", "geojson", "tile", "zoom", "fetch_zoom", "provider", "date_from", "date_to", "rescan", "requested_at", "demo", "tiles_expected", "sources", "collection", "layers", "vintage", "imagery_date")
     SCAN_ID_FIELD_NUMBER: _ClassVar[int]
     BBOX_FIELD_NUMBER: _ClassVar[int]
     GEOJSON_FIELD_NUMBER: _ClassVar[int]
@@ -68,6 +68,11 @@ class ScanRequest(_message.Message):
     REQUESTED_AT_FIELD_NUMBER: _ClassVar[int]
     DEMO_FIELD_NUMBER: _ClassVar[int]
     TILES_EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    VINTAGE_FIELD_NUMBER: _ClassVar[int]
+    IMAGERY_DATE_FIELD_NUMBER: _ClassVar[int]
     scan_id: str
     bbox: BoundingBox
     geojson: str
@@ -81,7 +86,12 @@ class ScanRequest(_message.Message):
     requested_at: _timestamp_pb2.Timestamp
     demo: bool
     tiles_expected: int
-    def __init__(self, scan_id: _Optional[str] = ..., bbox: _Optional[_Union[BoundingBox, _Mapping]] = ..., geojson: _Optional[str] = ..., tile: _Optional[_Union[TileCoord, _Mapping]] = ..., zoom: _Optional[int] = ..., fetch_zoom: _Optional[int] = ..., provider: _Optional[str] = ..., date_from: _Optional[str] = ..., date_to: _Optional[str] = ..., rescan: _Optional[bool] = ..., requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., demo: _Optional[bool] = ..., tiles_expected: _Optional[int] = ...) -> None: ...
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    collection: str
+    layers: _containers.RepeatedScalarFieldContainer[str]
+    vintage: str
+    imagery_date: str
+    def __init__(self, scan_id: _Optional[str] = ..., bbox: _Optional[_Union[BoundingBox, _Mapping]] = ..., geojson: _Optional[str] = ..., tile: _Optional[_Union[TileCoord, _Mapping]] = ..., zoom: _Optional[int] = ..., fetch_zoom: _Optional[int] = ..., provider: _Optional[str] = ..., date_from: _Optional[str] = ..., date_to: _Optional[str] = ..., rescan: _Optional[bool] = ..., requested_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., demo: _Optional[bool] = ..., tiles_expected: _Optional[int] = ..., sources: _Optional[_Iterable[str]] = ..., collection: _Optional[str] = ..., layers: _Optional[_Iterable[str]] = ..., vintage: _Optional[str] = ..., imagery_date: _Optional[str] = ...) -> None: ...
 
 class Tile(_message.Message):
     __slots__ = ("tile_id", "scan_id", "tile", "provider", "imagery_date", "image_key", "width", "height", "tiles_expected", "demo", "models")

@@ -1,0 +1,140 @@
+"""Imagery providers: where a scan tile's pixels come from.
+
+Tile servers — `xyz` (any z/x/y template), `bing` (Bing Maps), `local` (a z/x/y folder), `demo`
+(the demo tile server) and `wmts` (OGC WMTS) — and rasters read with rasterio/rio-tiler —
+`geotiff` (GeoTIFF/COG files, URLs, `s3://` keys) and `stac` (STAC API or static catalogue).
+`provider_for` makes the one a scan names, configured from the settings and the request.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+
+from amberscan.common.errors import PoisonMessage
+from amberscan.common.settings import Settings
+from amberscan.tiler.providers.base import (
+    DATE_HEADER,
+    Catalogue,
+    Discovery,
+    FetchedTile,
+    Provider,
+    ProviderError,
+    ScanImage,
+    SourceError,
+    SourceSpec,
+    TileNotFound,
+    TileProvider,
+    fetch_scan_tile,
+)
+from amberscan.tiler.providers.bing import BingProvider
+from amberscan.tiler.providers.geotiff import GeotiffProvider
+from amberscan.tiler.providers.http import Fetcher, RateLimiter, redact
+from amberscan.tiler.providers.local import LocalProvider
+from amberscan.tiler.providers.raster import RasterOptions
+from amberscan.tiler.providers.stac import StacProvider
+from amberscan.tiler.providers.wmts import WmtsProvider
+from amberscan.tiler.providers.xyz import XyzProvider
+
+__all__ = [
+    "DATE_HEADER",
+    "PROVIDERS",
+    "BingProvider",
+    "Catalogue",
+    "Discovery",
+    "FetchedTile",
+    "Fetcher",
+    "GeotiffProvider",
+    "LocalProvider",
+    "Provider",
+    "ProviderError",
+    "RateLimiter",
+    "RasterOptions",
+    "ScanImage",
+    "SourceError",
+    "SourceSpec",
+    "StacProvider",
+    "TileNotFound",
+    "TileProvider",
+    "WmtsProvider",
+    "XyzProvider",
+    "fetch_scan_tile",
+    "provider_for",
+    "redact",
+]
+
+PROVIDERS = ("xyz", "bing", "local", "demo", "geotiff", "stac", "wmts")
+
+
+def provider_for(
+    spec: SourceSpec | str, settings: Settings, session: aiohttp.ClientSession | None = None
+) -> Provider:
+    """The provider a scan names, configured from `settings` and the request's sources.
+
+    Raises:
+        PoisonMessage: an unknown provider, or one neither the request nor the settings configure.
+    """
+    if isinstance(spec, str):
+        spec = SourceSpec(spec)
+    name = spec.provider
+
+    def fetcher() -> Fetcher:
+        return Fetcher(
+            session,
+            concurrency=settings.fetch_concurrency,
+            rate_per_s=settings.fetch_rate_per_s,
+            timeout_s=settings.fetch_timeout_s,
+            retries=settings.max_retries,
+            backoff_s=settings.retry_backoff_s,
+        )
+
+    if name == "xyz":
+        url = spec.sources[0] if spec.sources else settings.xyz_url
+        if not url:
+            raise PoisonMessage("provider 'xyz' is not configured: set AMBERSCAN_XYZ_URL")
+        date = spec.imagery_date or settings.xyz_imagery_date
+        return XyzProvider(url, fetcher(), name="xyz", imagery_date=date)
+    if name == "demo":
+        return XyzProvider(settings.demo_tiles_url, fetcher(), name="demo")
+    if name == "bing":
+        if not settings.bing_api_key:
+            raise PoisonMessage("provider 'bing' is not configured: set AMBERSCAN_BING_API_KEY")
+        return BingProvider(settings.bing_api_key, fetcher())
+    if name == "local":
+        directory = spec.sources[0] if spec.sources else settings.local_tiles_dir
+        if not directory:
+            raise PoisonMessage("provider 'local' is not configured: set AMBERSCAN_LOCAL_TILES_DIR")
+        date = spec.imagery_date or settings.local_imagery_date
+        return LocalProvider(directory, imagery_date=date)
+    if name == "geotiff":
+        return GeotiffProvider(
+            spec.sources,
+            RasterOptions.from_settings(settings),
+            imagery_date=spec.imagery_date,
+            list_s3=_s3_lister(settings),
+        )
+    if name == "stac":
+        return StacProvider(
+            spec.sources[0] if spec.sources else settings.stac_url,
+            RasterOptions.from_settings(settings),
+            collection=spec.collection or settings.stac_collection,
+            timeout_s=settings.fetch_timeout_s,
+        )
+    if name == "wmts":
+        layers = spec.layers or ((settings.wmts_layer,) if settings.wmts_layer else ())
+        return WmtsProvider(
+            spec.sources[0] if spec.sources else settings.wmts_url,
+            layers,
+            fetcher(),
+            imagery_date=spec.imagery_date,
+        )
+    raise PoisonMessage(f"unknown imagery provider {name!r} (known: {', '.join(PROVIDERS)})")
+
+
+def _s3_lister(settings: Settings):  # type: ignore[no-untyped-def]
+    def list_keys(bucket: str, prefix: str) -> list[str]:
+        from amberscan.common.blobstore import BlobStore
+
+        client = BlobStore(settings).client
+        return [o.object_name for o in client.list_objects(bucket, prefix=prefix, recursive=True)]
+
+    return list_keys

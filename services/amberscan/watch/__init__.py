@@ -1,0 +1,1 @@
+"""Continuous scanning: watched regions scanned again when their provider has new imagery."""
