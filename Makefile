@@ -9,12 +9,12 @@ STAMP   := $(VENV)/.installed
 export AMBERSCAN_MODEL_DIR ?= $(CURDIR)/models/serving
 export AMBERSCAN_CLASSIFIER_PATH ?= $(CURDIR)/models/classifier.json
 
-.PHONY: bench-stages help setup setup-python setup-web setup-stack proto proto-check lint model up status down test test-unit run services-down bench bench-map clean
+.PHONY: bench-stages help setup setup-python setup-web setup-stack proto proto-check lint model up status down test test-unit run services-down bench bench-map chaos clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
-setup: setup-python setup-web setup-stack ## install everything: Python env, map assets, Kafka jars, MinIO, PostgreSQL+PostGIS, Chromium
+setup: setup-python setup-web setup-stack ## install everything: Python env, map assets, Kafka jars, MinIO, kustomize, PostgreSQL+PostGIS, Chromium
 
 setup-python: $(STAMP) ## the Python environment at .venv with the `amberscan` command
 
@@ -34,7 +34,7 @@ $(WEB_VENDOR): web/package.json web/package-lock.json web/vendor.mjs
 	cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent vendor
 	touch $@
 
-setup-stack: ## Kafka (Maven Central jars), MinIO (go install), PostgreSQL 15 + PostGIS 3 (Debian), Chromium for browser tests
+setup-stack: ## Kafka (Maven Central jars), MinIO and kustomize (go install), PostgreSQL 15 + PostGIS 3 (Debian), Chromium for browser tests
 	stack/setup.sh
 
 proto: $(STAMP) ## regenerate the Python code of protos/
@@ -88,6 +88,9 @@ bench-stages: up ## SLIC per tile (both modes, effect on detection), feature thr
 bench-map: up ## the map at survey scale: a SYNTHETIC 450,000-detection schema, vector-tile/summary latency, browser render time
 	$(BIN)/amberscan survey-fixture
 	$(BIN)/python benchmarks/survey_map.py --browser
+
+chaos: setup ## SIGKILL services and servers mid-scan of a 200-tile demo mosaic on a private stack, verify nothing is lost (QUICK=1: 24 tiles; BROKERS=3: a 3-broker cluster)
+	$(BIN)/python stack/chaos.py $(if $(QUICK),--quick) $(if $(BROKERS),--brokers $(BROKERS))
 
 clean: down ## remove local state (stack data, models, venv)
 	rm -rf .stack models $(VENV)

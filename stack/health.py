@@ -1,6 +1,6 @@
 """Ask each server of the local stack a real question; print one line each; exit 1 if any fails.
 
-    python stack/health.py [--all] [kafka] [minio] [postgres] [model-server]
+    python stack/health.py [--all] [kafka] [kafka-N] [minio] [postgres] [model-server]
 
 Endpoints come from the same AMBERSCAN_* settings the services use. `--all` checks every server
 and reports a missing model server as "not started" rather than an error when no model exists.
@@ -9,6 +9,8 @@ and reports a missing model server as "not started" rather than an error when no
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
 import sys
 import time
 import urllib.request
@@ -17,17 +19,30 @@ from collections.abc import Awaitable, Callable
 from amberscan.common.settings import Settings, load_settings
 
 
-async def kafka(settings: Settings) -> str:
+def expected_brokers() -> int:
+    """Kafka nodes the stack runs (stack/lib.sh: AMBERSCAN_STACK_KAFKA_BROKERS, 1 or 3)."""
+    return int(os.environ.get("AMBERSCAN_STACK_KAFKA_BROKERS", "1"))
+
+
+async def kafka(settings: Settings, node: int = 0) -> str:
+    """The cluster (node 0), or one node of it, answers; the cluster counts all its brokers."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=5000)
+    addresses = settings.kafka_bootstrap.split(",")
+    bootstrap = addresses[node - 1] if node else settings.kafka_bootstrap
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
     await admin.start()
     try:
         topics = await admin.list_topics()
         cluster = await admin.describe_cluster()
     finally:
         await admin.close()
-    return f"{len(cluster['brokers'])} broker(s), {len(topics)} topic(s)"
+    ids = sorted(broker["node_id"] for broker in cluster["brokers"])
+    if node and node not in ids:
+        raise RuntimeError(f"node {node} is not among the live brokers {ids}")
+    if not node and len(ids) < expected_brokers():
+        raise RuntimeError(f"{len(ids)} of {expected_brokers()} brokers live: {ids}")
+    return f"{len(ids)} broker(s) {ids}, {len(topics)} topic(s)"
 
 
 async def minio(settings: Settings) -> str:
@@ -89,7 +104,11 @@ async def check(names: list[str], settings: Settings, optional: set[str]) -> int
 
 def main(argv: list[str]) -> int:
     everything = "--all" in argv
-    names = [a for a in argv if a != "--all"] or list(CHECKS)
+    nodes = expected_brokers()
+    if nodes > 1:  # one Kafka node of a cluster, by name, as stack/up.sh starts them
+        for i in range(1, nodes + 1):
+            CHECKS[f"kafka-{i}"] = functools.partial(kafka, node=i)
+    names = [a for a in argv if a != "--all"] or [n for n in CHECKS if n[-2:-1] != "-"]
     unknown = [n for n in names if n not in CHECKS]
     if unknown:
         print(

@@ -13,9 +13,17 @@ RUN_DIR="$STACK_DIR/run"
 KAFKA_VERSION=4.3.1
 # Ports follow the same AMBERSCAN_* variables the services read (one source of truth).
 KAFKA_BOOTSTRAP="${AMBERSCAN_KAFKA_BOOTSTRAP:-127.0.0.1:19092}"
-KAFKA_PORT="${KAFKA_BOOTSTRAP##*:}"
+KAFKA_FIRST="${KAFKA_BOOTSTRAP%%,*}"
+KAFKA_PORT="${KAFKA_FIRST##*:}"
 KAFKA_CONTROLLER_PORT="${AMBERSCAN_STACK_KAFKA_CONTROLLER_PORT:-19093}"
-KAFKA_HEAP="${AMBERSCAN_STACK_KAFKA_HEAP:--Xms256m -Xmx768m}"
+# 1: one combined broker+controller (the default). 3: a KRaft cluster as production runs it,
+# three nodes each a broker and a controller voter, node i on KAFKA_PORT + 2(i-1) and its
+# controller on KAFKA_CONTROLLER_PORT + 2(i-1); topics then want replication factor 3 and
+# min.insync.replicas 2 (AMBERSCAN_TOPIC_REPLICATION_FACTOR, AMBERSCAN_TOPIC_MIN_INSYNC_REPLICAS).
+KAFKA_BROKERS="${AMBERSCAN_STACK_KAFKA_BROKERS:-1}"
+case "$KAFKA_BROKERS" in 1|3) ;; *) echo "AMBERSCAN_STACK_KAFKA_BROKERS must be 1 or 3" >&2; exit 1 ;; esac
+if [ "$KAFKA_BROKERS" = 1 ]; then KAFKA_DEFAULT_HEAP="-Xms256m -Xmx768m"; else KAFKA_DEFAULT_HEAP="-Xms128m -Xmx512m"; fi
+KAFKA_HEAP="${AMBERSCAN_STACK_KAFKA_HEAP:-$KAFKA_DEFAULT_HEAP}"
 KAFKA_LIBS="$CACHE_DIR/kafka-$KAFKA_VERSION/libs"
 
 # MinIO publishes no semver tags; this is the module's pseudo-version of the pinned commit.
@@ -26,6 +34,11 @@ MINIO_PORT="${S3_ENDPOINT##*:}"
 MINIO_CONSOLE_PORT="${AMBERSCAN_STACK_MINIO_CONSOLE_PORT:-19001}"
 MINIO_USER="${AMBERSCAN_S3_ACCESS_KEY:-amberscan}"
 MINIO_PASSWORD="${AMBERSCAN_S3_SECRET_KEY:-amberscan-secret}"
+
+# kustomize builds the k8s overlays in the tests (tests/deploy); the newest release needs a newer
+# Go than Debian's, this one builds with it.
+KUSTOMIZE_VERSION=v5.6.0
+KUSTOMIZE_BIN="$CACHE_DIR/kustomize-$KUSTOMIZE_VERSION/kustomize"
 
 PG_BIN="${AMBERSCAN_STACK_PG_BIN:-/usr/lib/postgresql/15/bin}"
 DATABASE_URL="${AMBERSCAN_DATABASE_URL:-postgresql://postgres@127.0.0.1:15432/amberscan}"
@@ -78,3 +91,19 @@ wait_for() {
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# kafka_nodes: the names of the Kafka nodes, as up.sh, down.sh and health.py know them: "kafka"
+# for the single node, "kafka-1" … "kafka-3" for the cluster.
+kafka_nodes() {
+  if [ "$KAFKA_BROKERS" = 1 ]; then echo kafka; else seq -f 'kafka-%g' 1 "$KAFKA_BROKERS"; fi
+}
+# kafka_node_port NAME / kafka_node_controller_port NAME: the ports of one node.
+kafka_node_index() { local i=${1#kafka}; i=${i#-}; echo "${i:-1}"; }
+kafka_node_port() { echo $((KAFKA_PORT + 2 * ($(kafka_node_index "$1") - 1))); }
+kafka_node_controller_port() { echo $((KAFKA_CONTROLLER_PORT + 2 * ($(kafka_node_index "$1") - 1))); }
+# kafka_cluster_bootstrap: every node's address, for the clients of a cluster.
+kafka_cluster_bootstrap() {
+  local node out=()
+  for node in $(kafka_nodes); do out+=("127.0.0.1:$(kafka_node_port "$node")"); done
+  (IFS=,; echo "${out[*]}")
+}

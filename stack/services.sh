@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Start, check or stop amberscan's own processes on the local stack: the demo tile server, the
-# streaming services and the web map. One process each, pid and log under .stack/services/.
+# streaming services and the web map. One process each, pid and log under .stack/services/
+# (AMBERSCAN_STACK_DIR/services).
 #   stack/services.sh up|status|down [SERVICE...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-state=$root/.stack/services
+state=${AMBERSCAN_STACK_DIR:-$root/.stack}/services
 mkdir -p "$state"
 bin=$root/.venv/bin/amberscan
 all=(demo-tiles tiler segmenter feature classifier aggregator sink web watch)
@@ -31,7 +32,7 @@ case $action in
       # shellcheck disable=SC2046
       nohup $(command_of "$name") >>"$state/$name.log" 2>&1 &
       echo $! >"$state/$name.pid"
-      echo "[services] started $name (pid $!, log .stack/services/$name.log)"
+      echo "[services] started $name (pid $!, log $state/$name.log)"
     done
     sleep 2
     for name in "${names[@]}"; do

@@ -2,6 +2,7 @@
 # Install the local stack's servers, idempotently, from the package registries only:
 #   Kafka  — broker jars resolved by Maven into the cache (stack/kafka/pom.xml)
 #   MinIO  — built from source with `go install` into the cache
+#   kustomize — built with `go install` into the cache (the tests build the k8s overlays)
 #   PostgreSQL 15 + PostGIS 3 — Debian packages (needs root; skipped when already installed)
 #   Chromium + ChromeDriver — Debian packages, for the web map's browser tests
 source "$(dirname "$0")/lib.sh"
@@ -17,12 +18,24 @@ setup_kafka() {
   touch "$KAFKA_LIBS/.complete"
 }
 
+# go_install NAME BIN MODULE@VERSION [NOTE]: build a Go tool into the cache unless it is there.
+go_install() {
+  local name=$1 bin=$2 module=$3 note=${4:-}
+  if [ -x "$bin" ]; then log "$name: cached at $bin"; return; fi
+  command -v go >/dev/null || die "go not found: $name is built with 'go install'"
+  log "$name: building with go install$note"
+  GOBIN="$(dirname "$bin")" GOFLAGS=-trimpath go install "$module"
+  [ -x "$bin" ] || die "go install did not produce $bin"
+}
+
 setup_minio() {
-  if [ -x "$MINIO_BIN" ]; then log "minio $MINIO_VERSION: cached at $MINIO_BIN"; return; fi
-  command -v go >/dev/null || die "go not found: MinIO is built with 'go install'"
-  log "minio $MINIO_VERSION: building with go install (several minutes on 2 cores)"
-  GOBIN="$(dirname "$MINIO_BIN")" GOFLAGS=-trimpath go install "github.com/minio/minio@$MINIO_VERSION"
-  [ -x "$MINIO_BIN" ] || die "go install did not produce $MINIO_BIN"
+  go_install "minio $MINIO_VERSION" "$MINIO_BIN" "github.com/minio/minio@$MINIO_VERSION" \
+    " (several minutes on 2 cores)"
+}
+
+setup_kustomize() {
+  go_install "kustomize $KUSTOMIZE_VERSION" "$KUSTOMIZE_BIN" \
+    "sigs.k8s.io/kustomize/kustomize/v5@$KUSTOMIZE_VERSION"
 }
 
 setup_postgres() {
@@ -53,6 +66,7 @@ case "${1:-all}" in
   minio) setup_minio ;;
   postgres) setup_postgres ;;
   browser) setup_browser ;;
-  all) setup_postgres; setup_browser; setup_kafka; setup_minio ;;
-  *) die "usage: stack/setup.sh [all|kafka|minio|postgres|browser]" ;;
+  kustomize) setup_kustomize ;;
+  all) setup_postgres; setup_browser; setup_kafka; setup_minio; setup_kustomize ;;
+  *) die "usage: stack/setup.sh [all|kafka|minio|kustomize|postgres|browser]" ;;
 esac

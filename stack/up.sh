@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Start the local single-node stack on loopback and wait until every server really answers:
-# Kafka (KRaft, combined broker+controller), MinIO, PostgreSQL+PostGIS, and the model server
-# when a model has been built (`make model`). State and logs live under .stack/.
-#   stack/up.sh [kafka|minio|postgres|model-server ...]   (default: all)
+# Start the local stack on loopback and wait until every server really answers: Kafka (KRaft:
+# one combined broker+controller, or a 3-node cluster with AMBERSCAN_STACK_KAFKA_BROKERS=3),
+# MinIO, PostgreSQL+PostGIS, and the model server when a model has been built (`make model`).
+# State and logs live under .stack/ (AMBERSCAN_STACK_DIR).
+#   stack/up.sh [kafka|kafka-N|minio|postgres|model-server ...]   (default: all)
 source "$(dirname "$0")/lib.sh"
 mkdir -p "$LOG_DIR" "$RUN_DIR"
 PY="$ROOT/.venv/bin/python"
@@ -26,45 +27,85 @@ already_running() {
   return 1
 }
 
-start_kafka() {
-  local dir="$STACK_DIR/kafka" pidfile="$RUN_DIR/kafka.pid"
-  if already_running kafka "$pidfile"; then return; fi
-  [ -f "$KAFKA_LIBS/.complete" ] || die "kafka jars missing: run stack/setup.sh"
-  mkdir -p "$dir/data"
-  cat > "$dir/server.properties" <<PROPS
+# kafka_properties NAME DATA_DIR: the server.properties of one node.
+kafka_properties() {
+  local name=$1 data=$2 port controller
+  port=$(kafka_node_port "$name")
+  controller=$(kafka_node_controller_port "$name")
+  local replicas=1 isr=1 quorum="controller.quorum.bootstrap.servers=127.0.0.1:$controller"
+  if [ "$KAFKA_BROKERS" != 1 ]; then
+    replicas=$KAFKA_BROKERS
+    isr=$((KAFKA_BROKERS - 1))
+    local voters=() node
+    for node in $(kafka_nodes); do
+      voters+=("$(kafka_node_index "$node")@127.0.0.1:$(kafka_node_controller_port "$node")")
+    done
+    quorum="controller.quorum.voters=$(IFS=,; echo "${voters[*]}")"
+  fi
+  cat <<PROPS
 process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:$KAFKA_CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+node.id=$(kafka_node_index "$name")
+$quorum
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
-log.dirs=$dir/data
+log.dirs=$data
 num.partitions=6
 auto.create.topics.enable=false
-offsets.topic.replication.factor=1
+default.replication.factor=$replicas
+min.insync.replicas=$isr
+offsets.topic.replication.factor=$replicas
 offsets.topic.num.partitions=12
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor=$replicas
+transaction.state.log.min.isr=$isr
+share.coordinator.state.topic.replication.factor=$replicas
+share.coordinator.state.topic.min.isr=$isr
 group.initial.rebalance.delay.ms=0
 num.network.threads=2
 num.io.threads=4
 PROPS
+}
+
+# launch_kafka NAME: start one Kafka node unless it runs, adding it to LAUNCHED. A cluster node
+# cannot answer before a quorum of its peers runs, so the caller waits for all of them after.
+LAUNCHED=()
+launch_kafka() {
+  local name=$1 dir="$STACK_DIR/$1" pidfile="$RUN_DIR/$1.pid"
+  if already_running "$name" "$pidfile"; then return; fi
+  [ -f "$KAFKA_LIBS/.complete" ] || die "kafka jars missing: run stack/setup.sh"
+  mkdir -p "$dir/data"
+  kafka_properties "$name" "$dir/data" > "$dir/server.properties"
   local java=(java $KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true
     -Dlog4j2.configurationFile="$ROOT/stack/kafka/log4j2.properties" -cp "$KAFKA_LIBS/*")
   if [ ! -f "$dir/data/meta.properties" ]; then
-    local cluster
-    cluster=$("${java[@]}" kafka.tools.StorageTool random-uuid 2>>"$LOG_DIR/kafka.log" | tail -1)
-    "${java[@]}" kafka.tools.StorageTool format --standalone -t "$cluster" \
-      -c "$dir/server.properties" >>"$LOG_DIR/kafka.log" 2>&1 || die "kafka storage format failed; see $LOG_DIR/kafka.log"
+    local cluster format=(--standalone)
+    if [ "$KAFKA_BROKERS" != 1 ]; then
+      # One cluster id for every node; the voters are static (controller.quorum.voters).
+      local idfile="$STACK_DIR/kafka-cluster.id"
+      [ -s "$idfile" ] || "${java[@]}" kafka.tools.StorageTool random-uuid 2>>"$LOG_DIR/$name.log" | tail -1 >"$idfile"
+      cluster=$(cat "$idfile")
+      format=()
+    else
+      cluster=$("${java[@]}" kafka.tools.StorageTool random-uuid 2>>"$LOG_DIR/$name.log" | tail -1)
+    fi
+    "${java[@]}" kafka.tools.StorageTool format "${format[@]}" -t "$cluster" \
+      -c "$dir/server.properties" >>"$LOG_DIR/$name.log" 2>&1 || die "kafka storage format failed; see $LOG_DIR/$name.log"
   fi
-  log "kafka: starting on 127.0.0.1:$KAFKA_PORT"
-  nohup "${java[@]}" kafka.Kafka "$dir/server.properties" >>"$LOG_DIR/kafka.log" 2>&1 &
+  log "$name: starting on 127.0.0.1:$(kafka_node_port "$name")"
+  nohup "${java[@]}" kafka.Kafka "$dir/server.properties" >>"$LOG_DIR/$name.log" 2>&1 &
   echo $! >"$pidfile"
-  wait_for kafka 120 "$PY" "$ROOT/stack/health.py" kafka
+  LAUNCHED+=("$name")
+}
+
+# start_kafka [NAME...]: the given nodes (default: every node), then wait until each answers.
+start_kafka() {
+  local node nodes=("$@")
+  [ ${#nodes[@]} -gt 0 ] || mapfile -t nodes < <(kafka_nodes)
+  LAUNCHED=()
+  for node in "${nodes[@]}"; do launch_kafka "$node"; done
+  for node in "${LAUNCHED[@]}"; do wait_for "$node" 120 "$PY" "$ROOT/stack/health.py" "$node"; done
 }
 
 start_minio() {
@@ -129,10 +170,12 @@ if [ ${#components[@]} -eq 0 ]; then components=(postgres minio kafka model-serv
 for c in "${components[@]}"; do
   case "$c" in
     kafka) start_kafka ;;
+    kafka-[0-9]) [ "$KAFKA_BROKERS" != 1 ] || die "$c: the stack runs one Kafka node (AMBERSCAN_STACK_KAFKA_BROKERS=3 for a cluster)"
+      start_kafka "$c" ;;
     minio) start_minio ;;
     postgres) start_postgres ;;
     model-server) start_model_server ;;
-    *) die "unknown component $c (kafka, minio, postgres, model-server)" ;;
+    *) die "unknown component $c (kafka, kafka-N, minio, postgres, model-server)" ;;
   esac
 done
 "$PY" "$ROOT/stack/health.py" "${report[@]}"

@@ -69,7 +69,6 @@ async def stack_settings(base_settings: Settings) -> AsyncIterator[Settings]:
 async def _remove_test_state(settings: Settings) -> None:
     """Delete the test's topics and bucket: tests leave nothing behind."""
     from aiokafka.admin import AIOKafkaAdminClient
-    from minio.deleteobjects import DeleteObject
 
     from amberscan.common.blobstore import BlobStore
 
@@ -81,14 +80,7 @@ async def _remove_test_state(settings: Settings) -> None:
             await admin.delete_topics(mine)
     finally:
         await admin.close()
-    client = BlobStore(settings).client
-    if client.bucket_exists(settings.s3_bucket):
-        objects = client.list_objects(settings.s3_bucket, recursive=True)
-        for _ in client.remove_objects(
-            settings.s3_bucket, (DeleteObject(o.object_name) for o in objects)
-        ):
-            pass
-        client.remove_bucket(settings.s3_bucket)
+    BlobStore(settings).remove_bucket()
 
 
 @pytest.fixture

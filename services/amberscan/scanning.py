@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from tqdm import tqdm
 
 from amberscan.common import topics
 from amberscan.common.db import Database
-from amberscan.common.errors import InvalidRegion
+from amberscan.common.errors import InvalidRegion, TransientError
 from amberscan.common.settings import Settings
 from amberscan.geo.tiles import Tile, parse_geojson, tiles_for_region
 from amberscan.v1 import messages_pb2 as pb
@@ -202,17 +203,46 @@ async def submit(settings: Settings, db: Database, request: pb.ScanRequest) -> i
 
 
 async def follow(
-    db: Database, scan_id: str, expected: int, *, timeout_s: float, progress: bool
+    db: Database,
+    scan_id: str,
+    expected: int,
+    *,
+    timeout_s: float,
+    progress: bool,
+    poll_s: float = 0.5,
 ) -> ScanSummary:
-    """Poll the scan's progress until every tile is done, skipped or failed (or the timeout)."""
+    """Poll the scan's progress until every tile is done, skipped or failed (or the timeout).
+
+    The database may restart meanwhile (the scan goes on without it): a failed poll is retried,
+    with a note on stderr while it lasts, until the database answers again or the timeout.
+    """
     started = time.monotonic()
     bar = tqdm(total=expected, unit="tile", disable=not progress, desc="scan")
+    rows: list[tuple[Any, ...]] = []
+    unreachable_since: float | None = None
     try:
         while True:
-            rows = await db.fetch(
-                "SELECT tile_id, status, flagged, hectares, reason FROM scan_tiles WHERE scan_id = %s",
-                scan_id,
-            )
+            try:
+                rows = await db.fetch(
+                    "SELECT tile_id, status, flagged, hectares, reason FROM scan_tiles "
+                    "WHERE scan_id = %s",
+                    scan_id,
+                )
+            except TransientError as error:
+                if unreachable_since is None:
+                    unreachable_since = time.monotonic()
+                    print(
+                        f"scan {scan_id}: the database does not answer ({error}); retrying",
+                        file=sys.stderr,
+                    )
+            else:
+                if unreachable_since is not None:
+                    print(
+                        f"scan {scan_id}: the database answers again after "
+                        f"{time.monotonic() - unreachable_since:.0f}s",
+                        file=sys.stderr,
+                    )
+                    unreachable_since = None
             summary = summarize(scan_id, expected, rows, time.monotonic() - started)
             finished = summary.done + summary.skipped + summary.failed
             bar.n = finished
@@ -224,7 +254,12 @@ async def follow(
                 summary.error = (
                     f"timed out after {timeout_s:.0f}s with {finished} of {expected} tiles finished"
                 )
+                if unreachable_since is not None:
+                    summary.error += (
+                        f"; the database has not answered for "
+                        f"{time.monotonic() - unreachable_since:.0f}s"
+                    )
                 return summary
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(poll_s)
     finally:
         bar.close()

@@ -60,7 +60,7 @@ def scores_for(
 def test_detection_once_all_scores_arrived_in_any_order(order: list[int]) -> None:
     scores = scores_for([0.9, 0.1, 0.8, 0.7, 0.2, 0.3])
     join = TileJoin(min_positives=2, max_open=10, stale_s=60)
-    results = [join.add(scores[i], 0, 100 + k, now=0.0) for k, i in enumerate(order)]
+    results = [join.add(scores[i], 0, 100 + k, now=0.0).detection for k, i in enumerate(order)]
     assert all(r is None for r in results[:-1])
     detection = results[-1]
     assert detection is not None and detection.flagged and detection.positives == 3
@@ -99,10 +99,10 @@ def test_commit_never_passes_an_open_tile() -> None:
     join.add(a[0], 0, 10, 0.0)
     join.add(b[0], 0, 11, 0.0)
     assert join.safe_offset(0, 12) == 10
-    assert join.add(a[1], 0, 12, 0.0) is not None
+    assert join.add(a[1], 0, 12, 0.0).detection is not None
     assert join.safe_offset(0, 13) == 11  # b still open
     assert join.safe_offset(1, 5) == 5  # other partition unaffected
-    assert join.add(b[1], 0, 13, 0.0) is not None
+    assert join.add(b[1], 0, 13, 0.0).detection is not None
     assert join.safe_offset(0, 14) == 14
 
 
@@ -110,18 +110,20 @@ def test_redelivered_score_does_not_complete_a_tile_twice() -> None:
     join = TileJoin(min_positives=2, max_open=10, stale_s=60)
     s = scores_for([0.9, 0.9, 0.9])
     join.add(s[0], 0, 1, 0.0)
-    assert join.add(s[0], 0, 2, 0.0) is None  # duplicate of segment 0
+    assert join.add(s[0], 0, 2, 0.0).detection is None  # duplicate of segment 0
     join.add(s[1], 0, 3, 0.0)
-    assert join.add(s[2], 0, 4, 0.0) is not None
+    assert join.add(s[2], 0, 4, 0.0).detection is not None
 
 
-def test_state_is_bounded_and_stale_tiles_are_dropped() -> None:
+def test_state_is_bounded_and_a_tile_pushed_out_is_reported() -> None:
     join = TileJoin(min_positives=2, max_open=2, stale_s=10)
-    for k, scan in enumerate("abc"):
-        join.add(scores_for([0.5, 0.5], scan=scan)[0], 0, k, now=float(k))
+    added = [join.add(scores_for([0.5, 0.5], scan=s)[0], 0, k, now=k) for k, s in enumerate("abc")]
     assert len(join.open) == 2 and join.dropped == 1
-    assert join.evict_stale(now=100.0)
-    assert not join.open and join.safe_offset(0, 50) == 50
+    [dropped] = added[-1].dropped
+    assert (dropped.tile_id, dropped.scan_id, dropped.cause) == (TILE.quadkey, "a", "overflow")
+    assert (dropped.partition, dropped.offset, dropped.received, dropped.expected) == (0, 0, 1, 2)
+    assert "MAX_OPEN_TILES" in dropped.reason and "1 of 2" in dropped.reason
+    assert join.safe_offset(0, 50) == 1  # a's first score no longer holds the commit
 
 
 def pixel_squares(mask: np.ndarray, r0: int, c0: int) -> sg.base.BaseGeometry:

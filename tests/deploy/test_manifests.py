@@ -3,8 +3,10 @@
 The manifests must agree with the code: ConfigMap/Secret keys with `Settings`, KafkaTopic CRs with
 `common/topics.py` and `ensure_topics`, KEDA triggers with each stage's `StageConfig`, container
 args with the `amberscan` command line, and the custom resources with their CRD schemas (copied
-under ../shared/data/crds). When `kustomize` or `kubectl` is on PATH the overlays are built too and
-the same checks run on what `kubectl apply -k` would send.
+under ../shared/data/crds), and every built-in resource with the Kubernetes API's own schemas
+(strict: an unknown field is an error), read offline from the pinned `kubernetes-validate`
+package. The overlays are built with `kustomize` (installed by `stack/setup.sh`; a missing one
+fails, it never skips) and the same checks run on what `kubectl apply -k` would send.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -85,20 +88,24 @@ def _base() -> list[dict[str, Any]]:
     return [obj for path, obj in _resources() if path.parent == K8S / "base"]
 
 
-def _kustomize_command() -> list[str] | None:
+def _kustomize_command() -> list[str]:
+    """kustomize from PATH, else where `stack/setup.sh` caches it (as stack/lib.sh names it)."""
     if shutil.which("kustomize"):
         return ["kustomize", "build"]
-    if shutil.which("kubectl"):
-        return ["kubectl", "kustomize"]
-    return None
+    lib = (ROOT / "stack" / "lib.sh").read_text()
+    version = re.search(r"^KUSTOMIZE_VERSION=(\S+)$", lib, re.M)
+    assert version, "stack/lib.sh names no KUSTOMIZE_VERSION"
+    cache = Path(os.environ.get("AMBERSCAN_CACHE_DIR", Path.home() / ".cache" / "amberscan"))
+    cached = cache / f"kustomize-{version.group(1)}" / "kustomize"
+    if cached.exists():
+        return [str(cached), "build"]
+    pytest.fail(f"kustomize is not installed ({cached}): run `stack/setup.sh kustomize`")
 
 
 @cache
 def _built(overlay: str, scratch: Path) -> tuple[dict[str, Any], ...]:
     """`kustomize build` of an overlay, in a copy of k8s/ where example secrets stand in."""
     command = _kustomize_command()
-    if command is None:
-        pytest.skip("neither kustomize nor kubectl is on PATH: overlays not built")
     tree = scratch / f"k8s-{overlay}"
     if not tree.exists():
         shutil.copytree(K8S, tree)
@@ -306,6 +313,54 @@ def test_schema_validation_catches_a_bad_topic() -> None:
     bad = {**topic, "spec": {**topic["spec"], "partitions": "twelve"}}
     with pytest.raises(AssertionError, match="partitions"):
         _validate_custom_resources([bad])
+
+
+# --- built-in resources against the Kubernetes API schemas -----------------------------------------
+
+# The oldest Kubernetes the manifests must apply to (the schemas are those of this release).
+KUBERNETES_VERSION = "1.31.0"
+
+
+def _validate_builtin_resources(objects: list[dict[str, Any]]) -> int:
+    """Check every object that no shared CRD defines against the Kubernetes schema of its kind."""
+    groups = {api.split("/")[0] for api, _ in _crd_schemas()}
+    checked = 0
+    for obj in objects:
+        if obj["apiVersion"].split("/")[0] in groups:
+            continue
+        name = obj["metadata"].get("name") or obj["metadata"].get("generateName")
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.SchemaNotFoundError:
+            pytest.fail(f"{obj['kind']}/{name}: {obj['apiVersion']} is not a Kubernetes API")
+        except kubernetes_validate.ValidationError as error:
+            where = "/".join(map(str, error.path))
+            raise AssertionError(f"{obj['kind']}/{name}: {where}: {error.message}") from None
+        checked += 1
+    return checked
+
+
+def test_resources_match_the_kubernetes_schemas(objects: list[dict[str, Any]]) -> None:
+    assert _validate_builtin_resources(objects) >= len(serve.STAGES)
+
+
+def test_all_manifest_resources_match_the_kubernetes_schemas() -> None:
+    """The Job templates (not in any kustomization) are checked as written."""
+    resources = [obj for _, obj in _resources()]
+    assert {"Job", "CronJob", "Deployment"} <= {o["kind"] for o in resources}
+    _validate_builtin_resources(resources)
+
+
+def test_kubernetes_schema_validation_catches_a_bad_deployment() -> None:
+    """Not vacuous: a misspelt field and a wrong type are refused."""
+    deployment = _one(_base(), "Deployment", "sink")
+    spec = deployment["spec"]
+    typo = {**deployment, "spec": {**spec, "replica": 2}}
+    with pytest.raises(AssertionError, match="replica"):
+        _validate_builtin_resources([typo])
+    wrong = {**deployment, "spec": {**spec, "replicas": "two"}}
+    with pytest.raises(AssertionError, match="replicas"):
+        _validate_builtin_resources([wrong])
 
 
 # --- configuration ------------------------------------------------------------------------------
@@ -538,8 +593,6 @@ def test_scaled_objects_follow_consumer_group_lag(scratch: Path) -> None:
             objects = [obj for _, obj in _resources()]
             config = _config(_base())
         else:
-            if _kustomize_command() is None:
-                continue
             objects = list(_built(overlay, scratch))
             config = _config(objects)
         deployments = {d["metadata"]["name"] for d in _of_kind(objects, "Deployment")}
@@ -631,7 +684,7 @@ def test_backbone_export_writes_where_the_model_server_reads() -> None:
     assert args.name == _config(base)["AMBERSCAN_BACKBONE_NAME"]
     # The export loads the weights the fine-tuning init container wrote on the same volume.
     tuned = build_parser().parse_args(finetune["args"])
-    assert str(args.finetuned) == str(tuned.out) and args.tta
+    assert str(args.finetuned) == str(tuned.out) and args.views == 8  # as stack/model.sh
     assert str(tuned.out).startswith(mounts["models"] + "/")
     claims = {v["persistentVolumeClaim"]["claimName"] for v in _pod_spec(job)["volumes"]}
     claims.discard("training-data")  # the labelled crops; the model server needs only models

@@ -23,11 +23,21 @@ class MissingBlob(PoisonMessage):
     """A message names a blob that is not in the store."""
 
 
+class MissingBucket(SystemExit):
+    """The configured bucket does not exist: a configuration error, not a missing blob.
+
+    Retrying cannot help and dead-lettering would fail every tile of every scan, so it is a
+    `SystemExit`: no handler's catch-all turns it into a dead letter, and the process stops with
+    this message (exit status 1) for the operator to fix `AMBERSCAN_S3_BUCKET` or the store.
+    """
+
+
 class BlobStore:
     """Async facade over the MinIO client (its calls run in threads, off the event loop)."""
 
     def __init__(self, settings: Settings, bucket: str | None = None) -> None:
         self.bucket = bucket or settings.s3_bucket
+        self.endpoint = settings.s3_endpoint
         self.client = Minio(
             settings.s3_endpoint,
             access_key=settings.s3_access_key,
@@ -41,6 +51,17 @@ class BlobStore:
             ),
         )
 
+    def _missing_bucket(self, what: str) -> str:
+        return (
+            f"configuration error: bucket {self.bucket!r} does not exist on the blob store at "
+            f"{self.endpoint} ({what}); create it or set AMBERSCAN_S3_BUCKET"
+        )
+
+    async def require_bucket(self) -> None:
+        """Stop with `MissingBucket` unless the bucket exists (for services that only read)."""
+        if not await self._call(lambda: self.client.bucket_exists(self.bucket), "check bucket"):
+            raise MissingBucket(self._missing_bucket("check bucket"))
+
     async def ensure_bucket(self) -> None:
         """Create the bucket if missing."""
 
@@ -53,6 +74,19 @@ class BlobStore:
                         raise
 
         await self._call(create, "create bucket")
+
+    def remove_bucket(self) -> None:
+        """Delete every object and then the bucket (tests and chaos runs clean up with this)."""
+        from minio.deleteobjects import DeleteObject
+
+        if not self.client.bucket_exists(self.bucket):
+            return
+        objects = self.client.list_objects(self.bucket, recursive=True)
+        for _ in self.client.remove_objects(
+            self.bucket, (DeleteObject(o.object_name) for o in objects)
+        ):
+            pass
+        self.client.remove_bucket(self.bucket)
 
     async def put(self, data: bytes, kind: str, ext: str, content_type: str = "") -> str:
         """Store `data` under its content-addressed key and return the key."""
@@ -117,7 +151,7 @@ class BlobStore:
                     f"blob {self.bucket}/{what.split(' ', 1)[-1]} not found"
                 ) from None
             if error.code == "NoSuchBucket":
-                raise MissingBlob(f"bucket {self.bucket} does not exist ({what})") from None
+                raise MissingBucket(self._missing_bucket(what)) from None
             raise TransientError(f"blob store {what}: {error.code} {error.message}") from error
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise TransientError(f"blob store {what}: {error}") from error

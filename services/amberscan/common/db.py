@@ -1,14 +1,65 @@
-"""PostgreSQL/PostGIS access: a connection pool bound to one schema, and the schema itself."""
+"""PostgreSQL/PostGIS access: a connection pool bound to one schema, and the schema itself.
+
+The pool checks each connection before lending it, so after a server restart the first query
+gets a fresh connection instead of a dead one. `database_errors` says what a failure means to
+a stream: the server unreachable or restarting is transient (retry), a row the database rejects
+is poison (dead-letter it). `fetch` and `execute` raise the transient ones as `TransientError`,
+so a stage that reads the database (the tiler's scan history) retries instead of failing tiles.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
+import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
+from amberscan.common.errors import PoisonMessage, TransientError
 from amberscan.common.settings import Settings
+
+# How long a caller waits for a pooled connection (the server down: then a TransientError).
+CONNECTION_WAIT_S = 10.0
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a database failure may pass: the server unreachable, restarting or shutting
+    down (a lost connection, a pool timeout), or a transaction a concurrent one rolled back
+    (all are `OperationalError`s in psycopg)."""
+    return isinstance(error, psycopg.OperationalError)
+
+
+@contextlib.contextmanager
+def transient_errors(what: str) -> Iterator[None]:
+    """Raise the block's transient database failures as `TransientError`, naming `what`."""
+    try:
+        yield
+    except psycopg.Error as error:
+        if is_transient(error):
+            raise TransientError(f"database unavailable ({what}): {error}") from error
+        raise
+
+
+@contextlib.contextmanager
+def database_errors(what: str) -> Iterator[None]:
+    """Raise the database failures of the block as amberscan's errors, naming `what`.
+
+    Raises:
+        TransientError: the server did not answer, or a concurrent transaction won (retry).
+        PoisonMessage: the database rejected the data itself (a bad value or geometry).
+    """
+    try:
+        with transient_errors(what):
+            yield
+    except psycopg.Error as error:
+        if isinstance(
+            error, psycopg.DataError | psycopg.IntegrityError | psycopg.errors.InternalError_
+        ):
+            raise PoisonMessage(f"{what}: rejected by PostGIS ({error})") from None
+        raise
 
 
 class Database:
@@ -22,6 +73,8 @@ class Database:
             max_size=8,
             open=False,
             configure=self._configure,
+            check=AsyncConnectionPool.check_connection,
+            timeout=CONNECTION_WAIT_S,
             kwargs={"autocommit": True},
         )
 
@@ -64,11 +117,18 @@ class Database:
             )
 
     async def fetch(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
-        """Rows of `query` with positional `%s` parameters."""
-        async with self.pool.connection() as conn:
-            cursor = await conn.execute(query.encode(), params)
-            return await cursor.fetchall()
+        """Rows of `query` with positional `%s` parameters.
+
+        Raises:
+            TransientError: the server did not answer (a stage retries the record).
+        """
+        with transient_errors("query"):
+            async with self.pool.connection() as conn:
+                cursor = await conn.execute(query.encode(), params)
+                return await cursor.fetchall()
 
     async def execute(self, query: str, *params: Any) -> None:
-        async with self.pool.connection() as conn:
-            await conn.execute(query.encode(), params)
+        """Run `query` with positional `%s` parameters (TransientError as `fetch`)."""
+        with transient_errors("statement"):
+            async with self.pool.connection() as conn:
+                await conn.execute(query.encode(), params)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 MESSAGES = Counter(
     "amberscan_messages_total",
@@ -26,6 +26,24 @@ REWINDS = Counter(
     "amberscan_rewinds_total",
     "Partitions rewound and paused after a transient failure outlasted its retries.",
     ["service"],
+)
+# Aggregator (#10): tiles given up on (each one dead-lettered, so it ends as failed), scores
+# ignored because their tile was already finished or dropped, and tiles held open.
+DROPPED_TILES = Counter(
+    "amberscan_aggregator_dropped_tiles_total",
+    "Tiles the aggregator gave up on, by cause (stale, overflow); each is dead-lettered.",
+    ["cause"],
+)
+IGNORED_SCORES = Counter(
+    "amberscan_aggregator_ignored_scores_total",
+    "Scores of a tile already finished (a redelivery) or dropped (late), by reason.",
+    ["reason"],
+)
+OPEN_TILES = Gauge("amberscan_aggregator_open_tiles", "Tiles waiting for more scores.")
+# Sink (#10): dead letters that could not be read or stored (never dead-lettered again).
+UNRECORDED_DEAD_LETTERS = Counter(
+    "amberscan_sink_unrecorded_dead_letters_total",
+    "Dead letters the sink could not read or store as a failed tile.",
 )
 
 

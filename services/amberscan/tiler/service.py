@@ -161,7 +161,7 @@ class DatabaseHistory:
             "SELECT %s, %s, 'skipped', d.flagged, d.hectares, %s FROM detections d "
             "WHERE d.tile_id = %s AND d.imagery_date = %s AND d.model_version = %s "
             "ON CONFLICT (scan_id, tile_id) DO UPDATE SET status = 'skipped', "
-            "reason = EXCLUDED.reason, updated_at = now()",
+            "reason = EXCLUDED.reason, updated_at = now() WHERE scan_tiles.status <> 'done'",
             scan_id,
             tile_id,
             reason,

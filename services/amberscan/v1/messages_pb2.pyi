@@ -190,7 +190,7 @@ class SuperpixelScore(_message.Message):
     def __init__(self, ref: _Optional[_Union[SuperpixelRef, _Mapping]] = ..., score: _Optional[float] = ..., positive: _Optional[bool] = ..., threshold: _Optional[float] = ..., models: _Optional[_Union[ModelVersions, _Mapping]] = ...) -> None: ...
 
 class Detection(_message.Message):
-    __slots__ = ("tile_id", "scan_id", "tile", "provider", "imagery_date", "flagged", "positives", "segment_count", "min_positives", "hectares", "tile_geojson", "positives_geojson", "scores", "models", "demo", "image_key", "tiles_expected", "labels_key")
+    __slots__ = ("tile_id", "scan_id", "tile", "provider", "imagery_date", "flagged", "positives", "segment_count", "min_positives", "hectares", "tile_geojson", "positives_geojson", "scores", "models", "demo", "image_key", "tiles_expected", "labels_key", "detected_at")
     TILE_ID_FIELD_NUMBER: _ClassVar[int]
     SCAN_ID_FIELD_NUMBER: _ClassVar[int]
     TILE_FIELD_NUMBER: _ClassVar[int]
@@ -209,6 +209,7 @@ class Detection(_message.Message):
     IMAGE_KEY_FIELD_NUMBER: _ClassVar[int]
     TILES_EXPECTED_FIELD_NUMBER: _ClassVar[int]
     LABELS_KEY_FIELD_NUMBER: _ClassVar[int]
+    DETECTED_AT_FIELD_NUMBER: _ClassVar[int]
     tile_id: str
     scan_id: str
     tile: TileCoord
@@ -227,7 +228,8 @@ class Detection(_message.Message):
     image_key: str
     tiles_expected: int
     labels_key: str
-    def __init__(self, tile_id: _Optional[str] = ..., scan_id: _Optional[str] = ..., tile: _Optional[_Union[TileCoord, _Mapping]] = ..., provider: _Optional[str] = ..., imagery_date: _Optional[str] = ..., flagged: _Optional[bool] = ..., positives: _Optional[int] = ..., segment_count: _Optional[int] = ..., min_positives: _Optional[int] = ..., hectares: _Optional[float] = ..., tile_geojson: _Optional[str] = ..., positives_geojson: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ..., models: _Optional[_Union[ModelVersions, _Mapping]] = ..., demo: _Optional[bool] = ..., image_key: _Optional[str] = ..., tiles_expected: _Optional[int] = ..., labels_key: _Optional[str] = ...) -> None: ...
+    detected_at: _timestamp_pb2.Timestamp
+    def __init__(self, tile_id: _Optional[str] = ..., scan_id: _Optional[str] = ..., tile: _Optional[_Union[TileCoord, _Mapping]] = ..., provider: _Optional[str] = ..., imagery_date: _Optional[str] = ..., flagged: _Optional[bool] = ..., positives: _Optional[int] = ..., segment_count: _Optional[int] = ..., min_positives: _Optional[int] = ..., hectares: _Optional[float] = ..., tile_geojson: _Optional[str] = ..., positives_geojson: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ..., models: _Optional[_Union[ModelVersions, _Mapping]] = ..., demo: _Optional[bool] = ..., image_key: _Optional[str] = ..., tiles_expected: _Optional[int] = ..., labels_key: _Optional[str] = ..., detected_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class DeadLetter(_message.Message):
     __slots__ = ("reason", "error_type", "service", "origin_topic", "origin_partition", "origin_offset", "key", "value", "tile_id", "scan_id", "failed_at")

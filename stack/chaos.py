@@ -1,0 +1,872 @@
+"""`make chaos`: a scan of the demo mosaic on a private stack while its processes are SIGKILLed.
+
+    .venv/bin/python stack/chaos.py [--quick] [--brokers 3] [--tiles N] [--seed S] [--keep]
+
+1. Starts a private stack (its own AMBERSCAN_STACK_DIR and ports, never the shared one): Kafka
+   (one node, or three with `--brokers 3`: topics at replication factor 3, min.insync.replicas
+   2, acks=all), MinIO, PostgreSQL/PostGIS and the model server; serves the demo mosaic
+   (`amberscan.tiler.mosaic`, labelled demo) from the real shared tiles.
+2. The fault-free reference: the same tiles scanned with no fault, by a pipeline of its own
+   (kept in the cache, keyed by the tiles, the models and the detection settings, so a rerun
+   reuses it; `--fresh-reference` scans again).
+3. The chaos run: every stage its own `amberscan serve` process, two copies of segmenter and
+   feature; while the scan runs, the harness SIGKILLs services (at least 10 kills, every one of
+   the six services included) and SIGKILLs and restarts Kafka (one broker of the cluster),
+   MinIO, PostgreSQL and the model server once each, one fault at a time at seeded moments of
+   the scan's progress, and restarts what it killed after a short pause.
+4. Verifies and prints: tiles expected / done / failed; rows per (tile, imagery date, model):
+   exactly one each; verdicts and scores equal to the reference; nothing left without a status;
+   Kafka-level redeliveries per topic (allowed, reported); time to recover after each fault
+   (back up, and the next tile finished). Writes `artifacts/chaos.json` (and a copy named by
+   the mode) and exits 1 on any loss, duplicate row or mismatch.
+
+`--quick` is the short form (fewer tiles, one kill per service); `--ci` the smaller one a test
+runs. A service that exits by itself is restarted too (as Kubernetes would) and reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "services"))
+
+# name of a copy → its stage. Two copies of the two heaviest stages share their groups.
+COPIES = {
+    "tiler": "tiler",
+    "segmenter-a": "segmenter",
+    "segmenter-b": "segmenter",
+    "feature-a": "feature",
+    "feature-b": "feature",
+    "classifier": "classifier",
+    "aggregator": "aggregator",
+    "sink": "sink",
+}
+SERVICES = ("tiler", "segmenter", "feature", "classifier", "aggregator", "sink")
+# Consumer groups a copy joins (the sink runs two loops).
+GROUPS = {"sink": 2}
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    tiles: int
+    service_kills: int
+    timeout_s: float
+    # The small forms slow the tiler's provider requests so the scan lasts long enough for
+    # every fault to land in it (the full one runs at full speed).
+    fetch_rate_per_s: float = 0.0
+
+
+MODES = {
+    "full": Mode("full", tiles=200, service_kills=12, timeout_s=4 * 3600),
+    "quick": Mode("quick", tiles=24, service_kills=6, timeout_s=3600, fetch_rate_per_s=1.0),
+    "ci": Mode("ci", tiles=8, service_kills=6, timeout_s=1800, fetch_rate_per_s=0.4),
+}
+
+
+# --- the private stack ----------------------------------------------------------------------------
+
+
+def stack_env(stack_dir: Path, base: int, brokers: int) -> dict[str, str]:
+    """AMBERSCAN_* variables of a private stack on ports base..base+600 (see stack/lib.sh)."""
+    kafka = [f"127.0.0.1:{base + 92 + 2 * i}" for i in range(brokers)]
+    env = {
+        "AMBERSCAN_STACK_DIR": str(stack_dir),
+        "AMBERSCAN_STACK_KAFKA_BROKERS": str(brokers),
+        "AMBERSCAN_KAFKA_BOOTSTRAP": ",".join(kafka),
+        "AMBERSCAN_STACK_KAFKA_CONTROLLER_PORT": str(base + 93),
+        "AMBERSCAN_S3_ENDPOINT": f"127.0.0.1:{base}",
+        "AMBERSCAN_STACK_MINIO_CONSOLE_PORT": str(base + 1),
+        "AMBERSCAN_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{base + 432}/amberscan",
+        "AMBERSCAN_MODEL_SERVER": f"127.0.0.1:{base + 500}",
+    }
+    if brokers > 1:
+        env |= {
+            "AMBERSCAN_TOPIC_REPLICATION_FACTOR": "3",
+            "AMBERSCAN_TOPIC_MIN_INSYNC_REPLICAS": "2",
+        }
+    return env
+
+
+class Stack:
+    """The private stack's servers, started and killed through stack/up.sh and their pid files."""
+
+    def __init__(self, directory: Path, env: dict[str, str], brokers: int) -> None:
+        self.dir = directory
+        self.env = {**os.environ, **env}
+        self.brokers = brokers
+
+    def up(self, *components: str) -> None:
+        result = subprocess.run(
+            [str(ROOT / "stack" / "up.sh"), *components],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"stack/up.sh {' '.join(components)} failed:\n{result.stderr}")
+
+    def down(self) -> None:
+        subprocess.run([str(ROOT / "stack" / "down.sh")], env=self.env, check=False)
+
+    def kafka_victim(self, rng: random.Random) -> str:
+        return "kafka" if self.brokers == 1 else f"kafka-{rng.randint(1, self.brokers)}"
+
+    def pids(self, server: str) -> list[int]:
+        """The processes of `server`: PostgreSQL's postmaster and its children."""
+        if server == "postgres":
+            pidfile = self.dir / "postgres" / "data" / "postmaster.pid"
+            if not pidfile.exists():
+                return []
+            main = int(pidfile.read_text().split()[0])
+            return [main, *_children(main)]
+        pidfile = self.dir / "run" / f"{server}.pid"
+        return [int(pidfile.read_text())] if pidfile.exists() else []
+
+    def sigkill(self, server: str) -> None:
+        pids = self.pids(server)
+        if not pids:
+            raise RuntimeError(f"{server}: no pid to kill")
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        for pid in pids:  # reaped by their parent (up.sh's nohup is gone): wait until gone
+            deadline = time.monotonic() + 30
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+# --- the pipeline's processes ---------------------------------------------------------------------
+
+
+class Pipeline:
+    """`amberscan serve <stage>` processes, one per copy, each logging to its own file."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        logs.mkdir(parents=True, exist_ok=True)
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.log_of: dict[str, Path] = {}
+        self.starts: Counter[str] = Counter()
+        self.exits: list[dict[str, Any]] = []  # exits the harness did not cause
+        self.killed: set[str] = set()  # copies the harness killed and will restart itself
+
+    def start(self, name: str) -> None:
+        self.killed.discard(name)
+        self.starts[name] += 1
+        path = self.logs / f"{name}.{self.starts[name]}.log"
+        with path.open("wb") as log:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "amberscan.cli", "serve", COPIES[name]],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.log_of[name] = path
+
+    def sigkill(self, name: str) -> None:
+        self.killed.add(name)
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+
+    def joined(self, name: str) -> bool:
+        """The copy is running and has joined each of its consumer groups."""
+        if self.procs[name].poll() is not None:
+            return False
+        text = self.log_of[name].read_text(errors="replace")
+        return text.count("partitions assigned") >= GROUPS.get(COPIES[name], 1)
+
+    def restart_exited(self) -> None:
+        """Restart copies that exited on their own (as Kubernetes would), and note why."""
+        for name, proc in list(self.procs.items()):
+            if proc.poll() is not None and name not in self.killed:
+                tail = self.log_of[name].read_text(errors="replace").splitlines()[-8:]
+                self.exits.append({"service": name, "status": proc.returncode, "log": tail})
+                print(f"  ! {name} exited with status {proc.returncode}; restarted", flush=True)
+                self.start(name)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in self.procs.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+# --- one run: a scan through a pipeline, with or without faults -----------------------------------
+
+
+@dataclass
+class Fault:
+    kind: str  # "service" or "server"
+    target: str  # a copy name, or kafka / kafka-N / minio / postgres / model-server
+    at_fraction: float
+    started_s: float = 0.0  # since the scan was submitted
+    down_s: float = 0.0
+    back_s: float = 0.0  # kill → running again (rejoined its groups / answering)
+    recovered_s: float | None = None  # kill → the next tile finished after it was back
+    finished_before: int = 0
+
+
+def plan_faults(mode: Mode, stack: Stack, rng: random.Random) -> list[Fault]:
+    """Every service once, then more kills at random copies; each server once; shuffled."""
+    copies = {s: [c for c, stage in COPIES.items() if stage == s] for s in SERVICES}
+    targets = [rng.choice(copies[s]) for s in SERVICES]
+    while len(targets) < mode.service_kills:
+        targets.append(rng.choice(list(COPIES)))
+    faults = [Fault("service", t, 0.0) for t in targets]
+    for server in (stack.kafka_victim(rng), "minio", "postgres", "model-server"):
+        faults.append(Fault("server", server, 0.0))
+    rng.shuffle(faults)
+    # Spread over the scan, leaving its end fault-free so the last recoveries are measured.
+    for i, fault in enumerate(faults):
+        fault.at_fraction = 0.03 + 0.72 * i / max(len(faults) - 1, 1)
+    return faults
+
+
+class Run:
+    """A scan of the mosaic by one pipeline in its own topics, bucket and schema."""
+
+    def __init__(self, label: str, stack_env: dict[str, str], mosaic: Any, logs: Path) -> None:
+        from amberscan.common.settings import Settings
+
+        unique = uuid.uuid4().hex[:8]
+        self.label = label
+        self.run_env = {
+            **stack_env,
+            "AMBERSCAN_TOPIC_PREFIX": f"chaos-{unique}.",
+            "AMBERSCAN_S3_BUCKET": f"chaos-{unique}",
+            "AMBERSCAN_DATABASE_SCHEMA": f"chaos_{unique}",
+        }
+        self.env = {**os.environ, **self.run_env}
+        self.settings = Settings(**_fields(self.run_env))
+        self.mosaic = mosaic
+        self.pipeline = Pipeline(self.env, logs / label)
+        self.samples: list[tuple[float, int]] = []  # (seconds since submit, tiles finished)
+
+    async def prepare(self) -> None:
+        from amberscan.common.blobstore import BlobStore
+        from amberscan.common.kafka import ensure_topics
+
+        await ensure_topics(self.settings)
+        await BlobStore(self.settings).ensure_bucket()
+        for name in COPIES:
+            self.pipeline.start(name)
+        await until(lambda: all(self.pipeline.joined(n) for n in COPIES), 300, "services joined")
+
+    async def scan(self, faults: list[Fault], stack: Stack, rng: random.Random) -> Any:
+        """Submit the scan, inject `faults` as it goes, and follow it to the end."""
+        from amberscan import scanning
+        from amberscan.common.db import Database
+
+        request = self.mosaic.scan_request()
+        async with Database(self.settings) as db:
+            expected = await scanning.submit(self.settings, db, request)
+            started = time.monotonic()
+            follower = asyncio.create_task(
+                scanning.follow(
+                    db, request.scan_id, expected, timeout_s=self.timeout_s, progress=False
+                )
+            )
+            sampler = asyncio.create_task(self._sample(db, request.scan_id, started, follower))
+            try:
+                for fault in faults:
+                    while self._finished() < fault.at_fraction * expected and not follower.done():
+                        await asyncio.sleep(0.5)
+                    if follower.done():
+                        break
+                    await self._inject(fault, stack, rng, started)
+                summary = await follower
+            finally:
+                sampler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampler
+            self.pipeline.restart_exited()
+            rows = await db.fetch(
+                "SELECT tile_id, imagery_date, model_version, backbone_version, flagged, "
+                "positives, segment_count, scores FROM detections"
+            )
+            statuses = await db.fetch(
+                "SELECT tile_id, status, reason FROM scan_tiles WHERE scan_id = %s",
+                request.scan_id,
+            )
+        self.scan_id = request.scan_id
+        self.seconds = time.monotonic() - started
+        for fault in faults:
+            fault.recovered_s = self._recovered(fault)
+        return summary, rows, statuses
+
+    timeout_s: float = 3600
+
+    def _finished(self) -> int:
+        return self.samples[-1][1] if self.samples else 0
+
+    async def _sample(self, db: Any, scan_id: str, started: float, follower: Any) -> None:
+        from amberscan.common.errors import TransientError
+
+        while True:
+            try:
+                [(n,)] = await db.fetch(
+                    "SELECT count(*) FROM scan_tiles WHERE scan_id = %s AND tile_id <> ''",
+                    scan_id,
+                )
+                self.samples.append((time.monotonic() - started, int(n)))
+            except TransientError:
+                pass  # PostgreSQL is down: no sample
+            self.pipeline.restart_exited()
+            await asyncio.sleep(0.5)
+
+    async def _inject(self, fault: Fault, stack: Stack, rng: random.Random, t0: float) -> None:
+        fault.started_s = time.monotonic() - t0
+        fault.finished_before = self._finished()
+        fault.down_s = round(rng.uniform(1.0, 4.0), 1)
+        print(
+            f"  [{fault.started_s:7.1f}s] {self._finished():>4} tiles finished: SIGKILL "
+            f"{fault.target}, restart after {fault.down_s}s",
+            flush=True,
+        )
+        if fault.kind == "service":
+            self.pipeline.sigkill(fault.target)
+            await asyncio.sleep(fault.down_s)
+            self.pipeline.start(fault.target)
+            await until(lambda: self.pipeline.joined(fault.target), 300, f"{fault.target} back")
+        else:
+            await asyncio.to_thread(stack.sigkill, fault.target)
+            await asyncio.sleep(fault.down_s)
+            await asyncio.to_thread(stack.up, fault.target)
+        fault.back_s = round(time.monotonic() - t0 - fault.started_s, 1)
+        print(f"             {fault.target} back after {fault.back_s}s", flush=True)
+
+    def _recovered(self, fault: Fault) -> float | None:
+        back = fault.started_s + fault.back_s
+        before = next((n for t, n in reversed(self.samples) if t <= back), 0)
+        for t, n in self.samples:
+            if t > back and n > before:
+                return round(t - fault.started_s, 1)
+        return None  # nothing finished after it (the scan had ended)
+
+    async def bus_counts(self) -> dict[str, dict[str, int]]:
+        """Per topic: records, logical messages (unique keys), and the redeliveries between."""
+        from amberscan.common import topics
+
+        counts = {}
+        for topic in topics.ALL_TOPICS:
+            records = await read_topic(self.settings, topic)
+            keys = [logical_key(topic, value) for value in records]
+            counts[topic] = {
+                "records": len(records),
+                "messages": len(set(keys)),
+                "redeliveries": len(records) - len(set(keys)),
+            }
+        return counts
+
+    async def cleanup(self) -> None:
+        """Drop the run's topics, bucket and schema (the stack keeps running)."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        from amberscan.common.db import Database
+
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
+        await admin.start()
+        try:
+            mine = [
+                t for t in await admin.list_topics() if t.startswith(self.settings.topic_prefix)
+            ]
+            if mine:
+                await admin.delete_topics(mine)
+        finally:
+            await admin.close()
+        async with Database(self.settings) as db:
+            await db.drop_schema()
+        from amberscan.common.blobstore import BlobStore
+
+        await asyncio.to_thread(BlobStore(self.settings).remove_bucket)
+
+
+def _fields(env: dict[str, str]) -> dict[str, str]:
+    from amberscan.common.settings import Settings
+
+    names = set(Settings.model_fields)
+    return {
+        key.removeprefix("AMBERSCAN_").lower(): value
+        for key, value in env.items()
+        if key.startswith("AMBERSCAN_") and key.removeprefix("AMBERSCAN_").lower() in names
+    }
+
+
+async def until(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(0.5)
+
+
+async def read_topic(settings: Any, topic: str) -> list[bytes]:
+    """Every record value of a topic, from the start to its current end."""
+    from aiokafka import AIOKafkaConsumer
+
+    from amberscan.common import topics
+
+    consumer = AIOKafkaConsumer(
+        topics.topic_name(settings.topic_prefix, topic),
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        await until(lambda: bool(consumer.assignment()), 30, f"the partitions of {topic}")
+        parts = list(consumer.assignment())
+        ends = await consumer.end_offsets(parts)
+        values: list[bytes] = []
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < ends[tp] for tp in parts])
+
+        while await behind():
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            values += [r.value or b"" for part in batch.values() for r in part]
+        return values
+    finally:
+        await consumer.stop()
+
+
+def logical_key(topic: str, value: bytes) -> tuple[Any, ...]:
+    """What makes a message the same message when it is produced again (a redelivery)."""
+    from amberscan.common import topics
+    from amberscan.v1 import messages_pb2 as pb
+
+    if topic == topics.SCAN_REQUESTS:
+        r = pb.ScanRequest.FromString(value)
+        return (r.scan_id, r.tile.quadkey if r.HasField("tile") else "region")
+    if topic == topics.TILES:
+        t = pb.Tile.FromString(value)
+        return (t.scan_id, t.tile_id)
+    if topic in (topics.SUPERPIXELS, topics.FEATURES, topics.SCORES):
+        cls = {
+            topics.SUPERPIXELS: pb.Superpixel,
+            topics.FEATURES: pb.SuperpixelFeatures,
+            topics.SCORES: pb.SuperpixelScore,
+        }[topic]
+        ref = cls.FromString(value).ref
+        return (ref.scan_id, ref.tile_id, ref.segment_index)
+    if topic == topics.DETECTIONS:
+        d = pb.Detection.FromString(value)
+        return (d.scan_id, d.tile_id, d.models.classifier)
+    letter = pb.DeadLetter.FromString(value)
+    return (letter.origin_topic, letter.origin_partition, letter.origin_offset, letter.service)
+
+
+# --- verification ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    status: str
+    flagged: bool = False
+    positives: int = 0
+    segment_count: int = 0
+    scores: list[float] = field(default_factory=list)
+    reason: str = ""
+
+
+def verdicts(rows: list[tuple[Any, ...]], statuses: list[tuple[Any, ...]]) -> dict[str, Verdict]:
+    """Per tile of the scan: its status and, when done, its detection's verdict and scores."""
+    out = {tile: Verdict(status, reason=reason) for tile, status, reason in statuses if tile}
+    for tile, _date, _model, _backbone, flagged, positives, count, scores in rows:
+        if tile in out and out[tile].status == "done":
+            v = out[tile]
+            v.flagged, v.positives, v.segment_count = bool(flagged), int(positives), int(count)
+            v.scores = [float(s) for s in scores]
+    return out
+
+
+def compare(
+    expected_tiles: list[str],
+    chaos: dict[str, Verdict],
+    reference: dict[str, Verdict],
+    rows: list[tuple[Any, ...]],
+    atol: float = 1e-4,
+) -> dict[str, Any]:
+    """The checks of a chaos run against its fault-free reference."""
+    per_key = Counter((r[0], r[1], r[2]) for r in rows)
+    per_tile = Counter(r[0] for r in rows)
+    lost = [t for t in expected_tiles if t not in chaos]
+    status_mismatches = [
+        t
+        for t in expected_tiles
+        if t in chaos and t in reference and chaos[t].status != reference[t].status
+    ]
+    verdict_mismatches = []
+    score_mismatches = []
+    for tile in expected_tiles:
+        c, r = chaos.get(tile), reference.get(tile)
+        if c is None or r is None or c.status != "done" or r.status != "done":
+            continue
+        if (c.flagged, c.positives, c.segment_count) != (r.flagged, r.positives, r.segment_count):
+            verdict_mismatches.append(tile)
+        elif len(c.scores) != len(r.scores) or any(
+            abs(a - b) > atol for a, b in zip(c.scores, r.scores, strict=True)
+        ):
+            score_mismatches.append(tile)
+    done = [t for t in expected_tiles if t in chaos and chaos[t].status == "done"]
+    return {
+        "lost": len(lost),
+        "lost_tiles": lost,
+        # The key is the table's primary key, so a second row of one key cannot exist; what
+        # can is a tile stored twice under another date or model label, or not at all.
+        "duplicate_rows": sum(n - 1 for n in per_key.values() if n > 1)
+        + sum(n - 1 for n in per_tile.values() if n > 1),
+        "done_without_row": [t for t in done if per_tile.get(t, 0) == 0],
+        "rows_outside_the_scan": sorted(set(per_tile) - set(expected_tiles)),
+        "verdict_mismatches": len(verdict_mismatches) + len(status_mismatches),
+        "verdict_mismatch_tiles": sorted(verdict_mismatches + status_mismatches),
+        "score_mismatches": len(score_mismatches),
+        "score_mismatch_tiles": score_mismatches,
+    }
+
+
+# --- the reference --------------------------------------------------------------------------------
+
+
+def reference_path(cache: Path, key: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return cache / "chaos" / f"reference-{digest}.json"
+
+
+async def model_key(run: Run, mosaic: Any) -> dict[str, Any]:
+    """What a fault-free scan's result depends on: the tiles, the models, the settings."""
+    from amberscan.feature.extract import client_for, served_backbone
+    from amberscan.model.classifier import Classifier
+
+    async with client_for(run.settings) as client:
+        await client.wait_until_serving(300)
+        backbone = (await served_backbone(client)).label
+    s = run.settings
+    return {
+        "mosaic": [mosaic.columns, mosaic.rows, mosaic.seed, mosaic.shift],
+        "classifier": Classifier.load(Path(s.classifier_path)).version,
+        "backbone": backbone,
+        "segmentation": s.segmentation_mode,
+        "min_positives": s.min_positive_superpixels,
+    }
+
+
+# --- main -----------------------------------------------------------------------------------------
+
+
+async def chaos(args: argparse.Namespace) -> int:
+    from amberscan.tiler.mosaic import MOSAIC_NOTICE, Mosaic
+
+    mode = MODES[args.mode]
+    tiles = args.tiles or mode.tiles
+    models = Path(os.environ.get("AMBERSCAN_MODEL_DIR", ROOT / "models" / "serving"))
+    if not list(models.glob("*/*/saved_model.pb")):
+        print(f"no model in {models}: build it first (make model)", file=sys.stderr)
+        return 2
+    rng = random.Random(args.seed)
+    stack_dir = Path(args.stack_dir).resolve()
+    env = stack_env(stack_dir, args.port_base, args.brokers)
+    os.environ.update(env)  # this process reads the same settings as the services it starts
+    stack = Stack(stack_dir, env, args.brokers)
+    logs = stack_dir / "chaos" / time.strftime("%Y%m%d-%H%M%S")
+    from amberscan.common.data import shared_data_dir
+    from amberscan.common.settings import load_settings
+
+    mosaic = Mosaic.of(tiles, shared_data_dir(load_settings(), "tiles"))
+    print(MOSAIC_NOTICE)
+    print(
+        f"chaos ({mode.name}): {mosaic.columns}x{mosaic.rows} = {len(mosaic.tiles())} scan tiles, "
+        f"{args.brokers} Kafka broker(s), private stack {stack_dir} (ports {args.port_base}+), "
+        f"logs {logs}",
+        flush=True,
+    )
+    started = time.monotonic()
+    print("starting the private stack", flush=True)
+    await asyncio.to_thread(stack.up)
+    tile_server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "amberscan.tiler.mosaic",
+            "--tiles",
+            str(tiles),
+            "--port",
+            str(args.port_base + 80),
+        ],
+        cwd=ROOT,
+        env={**os.environ},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env["AMBERSCAN_DEMO_TILES_URL"] = (
+        f"http://127.0.0.1:{args.port_base + 80}/tiles/{{z}}/{{x}}/{{y}}.png"
+    )
+    runs: list[Run] = []
+    try:
+        # The reference: the same tiles, no fault.
+        probe = Run("reference", env, mosaic, logs)
+        key = await model_key(probe, mosaic)
+        cached = reference_path(Path(args.cache_dir), key)
+        if cached.exists() and not args.fresh_reference:
+            reference = {
+                t: Verdict(**v) for t, v in json.loads(cached.read_text())["tiles"].items()
+            }
+            ref_seconds = json.loads(cached.read_text())["seconds"]
+            print(
+                f"fault-free reference from {cached} ({ref_seconds:.0f}s when it ran)", flush=True
+            )
+        else:
+            print("fault-free reference scan", flush=True)
+            runs.append(probe)
+            await probe.prepare()
+            summary, rows, statuses = await probe.scan([], stack, rng)
+            probe.pipeline.stop()
+            if not summary.complete or summary.error:
+                raise RuntimeError(f"the fault-free scan did not complete: {summary.error}")
+            reference = verdicts(rows, statuses)
+            ref_seconds = probe.seconds
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(
+                json.dumps(
+                    {
+                        "key": key,
+                        "seconds": ref_seconds,
+                        "tiles": {t: asdict(v) for t, v in reference.items()},
+                    }
+                )
+            )
+            print(
+                f"  {summary.done} done, {summary.failed} failed in {ref_seconds:.0f}s", flush=True
+            )
+
+        # The chaos run.
+        # One tile fetched at a time at that rate: tiles enter the pipeline evenly spaced.
+        throttle = (
+            {
+                "AMBERSCAN_FETCH_RATE_PER_S": str(mode.fetch_rate_per_s),
+                "AMBERSCAN_TILE_CONCURRENCY": "1",
+            }
+            if mode.fetch_rate_per_s
+            else {}
+        )
+        run = Run("chaos", {**env, **throttle}, mosaic, logs)
+        run.timeout_s = mode.timeout_s
+        runs.append(run)
+        faults = plan_faults(mode, stack, rng)
+        print(f"chaos scan with {len(faults)} faults", flush=True)
+        await run.prepare()
+        summary, rows, statuses = await run.scan(faults, stack, rng)
+        counts = await run.bus_counts()
+        run.pipeline.stop()
+    finally:
+        for r in runs:
+            r.pipeline.stop()
+        tile_server.terminate()
+        tile_server.wait(10)
+
+    expected = [t.quadkey for t in mosaic.tiles()]
+    checks = compare(expected, verdicts(rows, statuses), reference, rows)
+    done_faults = [f for f in faults if f.back_s]
+    service_kills = Counter(COPIES[f.target] for f in done_faults if f.kind == "service")
+    server_kills = Counter(f.target for f in done_faults if f.kind == "server")
+    report = {
+        "mode": mode.name,
+        "brokers": args.brokers,
+        "tiles": len(expected),
+        "done": summary.done,
+        "failed": summary.failed,
+        "skipped": summary.skipped,
+        "reference_done": sum(v.status == "done" for v in reference.values()),
+        "reference_failed": sum(v.status == "failed" for v in reference.values()),
+        **checks,
+        "complete": summary.complete,
+        "error": summary.error,
+        "failures": summary.failures,
+        "service_kills": sum(service_kills.values()),
+        "service_kills_by_service": dict(service_kills),
+        "server_kills": sum(server_kills.values()),
+        "server_kills_by_server": dict(server_kills),
+        "faults_not_injected": [f.target for f in faults if not f.back_s],
+        "redeliveries": sum(c["redeliveries"] for t, c in counts.items() if t != "dead-letters"),
+        "bus": counts,
+        "dead_letters": counts["dead-letters"]["records"],
+        "unexpected_exits": run.pipeline.exits,
+        "faults": [asdict(f) for f in faults],
+        "scan_seconds": round(run.seconds, 1),
+        "reference_seconds": round(ref_seconds, 1),
+        "wall_seconds": round(time.monotonic() - started, 1),
+        "segmentation": key["segmentation"],
+        "models": {"classifier": key["classifier"], "backbone": key["backbone"]},
+        "command": " ".join(["stack/chaos.py", *sys.argv[1:]]),
+    }
+    problems = problems_of(report, mode)
+    report["problems"] = problems
+    print_report(report)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(report, indent=2) + "\n"
+    out.write_text(text)
+    suffix = mode.name + ("-3-brokers" if args.brokers > 1 else "")
+    out.with_name(f"chaos-{suffix}.json").write_text(text)
+    if not args.keep:
+        for r in runs:
+            with contextlib.suppress(Exception):
+                await r.cleanup()
+        stack.down()
+    return 1 if problems else 0
+
+
+def problems_of(report: dict[str, Any], mode: Mode) -> list[str]:
+    problems = []
+    if report["lost"]:
+        problems.append(f"{report['lost']} tile(s) without a status: {report['lost_tiles']}")
+    if report["duplicate_rows"]:
+        problems.append(f"{report['duplicate_rows']} duplicate detection row(s)")
+    if report["verdict_mismatches"]:
+        problems.append(f"{report['verdict_mismatches']} verdict(s) differ from the fault-free run")
+    if report["score_mismatches"]:
+        problems.append(
+            f"{report['score_mismatches']} tile(s) with scores unlike the fault-free run"
+        )
+    if report["done_without_row"] or report["rows_outside_the_scan"]:
+        problems.append("detection rows do not match the done tiles")
+    if not report["complete"] or report["error"]:
+        problems.append(f"the scan did not complete: {report['error']}")
+    if report["faults_not_injected"]:
+        problems.append(
+            f"faults not injected before the scan ended: {report['faults_not_injected']}"
+        )
+    if report["service_kills"] < mode.service_kills or set(
+        report["service_kills_by_service"]
+    ) != set(SERVICES):
+        problems.append("fewer service kills than planned, or a service never killed")
+    if report["server_kills"] < 4:
+        problems.append("a server was not killed")
+    return problems
+
+
+def print_report(r: dict[str, Any]) -> None:
+    print()
+    print(f"chaos ({r['mode']}, {r['brokers']} broker(s)): {r['tiles']} tiles")
+    print(
+        f"  tiles expected {r['tiles']}  done {r['done']}  failed {r['failed']}  skipped "
+        f"{r['skipped']}  without a status {r['lost']}   (fault-free: {r['reference_done']} done, "
+        f"{r['reference_failed']} failed)"
+    )
+    print(
+        f"  rows per (tile, date, model): duplicates {r['duplicate_rows']}; verdicts unlike the "
+        f"fault-free run {r['verdict_mismatches']}; scores {r['score_mismatches']}"
+    )
+    print(
+        f"  kills: {r['service_kills']} services {r['service_kills_by_service']}, "
+        f"{r['server_kills']} servers {r['server_kills_by_server']}"
+    )
+    print(
+        f"  redeliveries on the bus: {r['redeliveries']} ("
+        + ", ".join(
+            f"{t} {c['redeliveries']}/{c['records']}"
+            for t, c in r["bus"].items()
+            if t != "dead-letters"
+        )
+        + f"); dead letters {r['dead_letters']}"
+    )
+    if r["unexpected_exits"]:
+        print(
+            f"  services that exited by themselves (restarted): {[e['service'] for e in r['unexpected_exits']]}"
+        )
+    print("  fault                at      back after   next tile after")
+    for f in r["faults"]:
+        if not f["back_s"]:
+            print(f"  {f['target']:<18} not injected (the scan had ended)")
+            continue
+        rec = f"{f['recovered_s']:.1f}s" if f["recovered_s"] is not None else "(scan over)"
+        print(f"  {f['target']:<18} {f['started_s']:7.1f}s  {f['back_s']:7.1f}s      {rec}")
+    print(
+        f"  scan {r['scan_seconds']:.0f}s under faults, {r['reference_seconds']:.0f}s fault-free; "
+        f"wall {r['wall_seconds']:.0f}s"
+    )
+    for p in r["problems"]:
+        print(f"  FAILED: {p}")
+    if not r["problems"]:
+        print("  OK: nothing lost, nothing duplicated, verdicts equal to the fault-free run")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", dest="mode", action="store_const", const="quick", default="full")
+    parser.add_argument("--ci", dest="mode", action="store_const", const="ci")
+    parser.add_argument("--tiles", type=int, help="scan tiles (default: by mode, 200 full)")
+    parser.add_argument("--brokers", type=int, choices=[1, 3], default=1)
+    parser.add_argument("--seed", type=int, default=10)
+    parser.add_argument(
+        "--stack-dir",
+        default=os.environ.get("AMBERSCAN_CHAOS_STACK_DIR", str(ROOT / ".stack-chaos")),
+    )
+    parser.add_argument("--port-base", type=int, default=29000, help="ports base..base+600")
+    parser.add_argument(
+        "--cache-dir",
+        default=os.environ.get("AMBERSCAN_CACHE_DIR", str(Path.home() / ".cache" / "amberscan")),
+    )
+    parser.add_argument("--fresh-reference", action="store_true", help="scan the reference again")
+    parser.add_argument(
+        "--keep", action="store_true", help="leave the private stack and the run's data"
+    )
+    parser.add_argument("--json", default=str(ROOT / "artifacts" / "chaos.json"))
+    args = parser.parse_args(argv)
+    # The pool logs every refused connection while PostgreSQL is down: that is the point here.
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    return asyncio.run(chaos(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

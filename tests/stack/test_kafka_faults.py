@@ -1,0 +1,75 @@
+"""Faults of the Kafka loop (common/kafka.py) against the real broker (#10, defects 2 and 3).
+
+Written by the chaos engineer for the integrator's loop: a transient failure that outlasts the
+retries (a model server down for longer than they last) must neither dead-letter the records nor
+hold the group's rebalance (a peer joining gets its partitions within the revoke grace), and the
+records must all come through once the failure passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+
+from amberscan.common import topics
+from amberscan.common.errors import TransientError
+from amberscan.common.kafka import Output, Stage, StageConfig, ensure_topics
+from amberscan.common.settings import Settings
+from amberscan.v1 import messages_pb2 as pb
+from tests.stack.test_kafka_loop import committed, detections_of, tile
+from tests.streams import produce, read_all
+
+pytestmark = pytest.mark.stack
+
+
+def flaky_stage(settings: Settings, down: asyncio.Event, service: str = "flaky") -> Stage:
+    """Tiles → detections; every record fails transiently while `down` is set."""
+
+    async def handle(record: ConsumerRecord) -> list[Output]:
+        if down.is_set():
+            raise TransientError("model server: connection refused")
+        message = pb.Tile.FromString(record.value)
+        detection = pb.Detection(tile_id=message.tile_id, scan_id=message.scan_id)
+        return [Output(topics.DETECTIONS, record.key, detection.SerializeToString())]
+
+    config = StageConfig(service=service, source_topic=topics.TILES, max_records=4)
+    return Stage(settings, config, handle)
+
+
+async def test_a_long_transient_outage_holds_no_rebalance_and_loses_nothing(
+    stack_settings: Settings,
+) -> None:
+    settings = stack_settings.model_copy(update={"max_retries": 2, "retry_backoff_s": 0.2})
+    await ensure_topics(settings)
+    ids = [f"{i:04d}" for i in range(12)]
+    await produce(settings, topics.TILES, [tile(t) for t in ids])
+    down = asyncio.Event()
+    down.set()  # the model server is down from the start, longer than the retries last
+    first, second = flaky_stage(settings, down), flaky_stage(settings, down)
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(first.run(stop))]
+    try:
+        await asyncio.sleep(8)  # well past the retries: the partitions are rewound and paused
+        assert not tasks[0].done(), tasks[0]
+        joined = time.monotonic()
+        tasks.append(asyncio.create_task(second.run(stop)))
+        while not (second.consumer and second.consumer.assignment()):
+            assert time.monotonic() - joined < 30, "the rebalance waited on the failing records"
+            assert not any(t.done() for t in tasks), tasks
+            await asyncio.sleep(0.2)
+        print(f"a peer got its partitions {time.monotonic() - joined:.1f}s after joining")
+        down.clear()  # the server is back
+        group = first.config.group(settings)
+        deadline = time.monotonic() + 90
+        while await committed(settings, group, topics.TILES) < len(ids):
+            assert time.monotonic() < deadline, "not every record was committed"
+            assert not any(t.done() for t in tasks), tasks
+            await asyncio.sleep(0.5)
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
+    assert await detections_of(settings, len(ids)) == set(ids)  # none lost
+    assert await read_all(settings, topics.DEAD_LETTERS, expect=1, timeout=3) == []  # none failed
