@@ -54,6 +54,8 @@ _TOPIC_ALREADY_EXISTS = 36
 # Bytes a record needs beyond its key and value (record and batch headers), kept free when
 # checking an output against the topic's max.message.bytes.
 _RECORD_OVERHEAD = 512
+# Bytes of records sent to one partition in one batch (a poll's ~30 feature vectors of 5 KB).
+_BATCH_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,8 @@ class Stage:
             acks="all",
             linger_ms=5,
             max_request_size=self.settings.topic_max_message_bytes + _RECORD_OVERHEAD,
+            # The broker holds a whole record batch to the topic's max.message.bytes.
+            max_batch_size=min(_BATCH_BYTES, self.settings.topic_max_message_bytes),
         )
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
@@ -519,31 +523,34 @@ class Stage:
         sends = []
         ends: dict[TopicPartition, int] = {}
         i = 0
-        for tp, part in batch.records.items():
-            mine, i = results[i : i + len(part)], i + len(part)
-            if not self._current(tp, batch.epochs[tp]):
-                continue  # rewound or revoked since the poll: these records come again
-            ends[tp] = part[-1].offset + 1
-            for record, result in zip(part, mine, strict=True):
-                if isinstance(result, Retry):
-                    self._rewind(tp, record.offset, result.error)
-                    ends[tp] = record.offset
-                    break
-                assert not isinstance(result, BaseException)
-                for output in self._checked(record, result):
-                    sends.append(
-                        await self.producer.send(
-                            self.topic(output.topic), output.value, key=output.key
-                        )
-                    )
-                    metrics.OUTPUTS.labels(self.config.service, output.topic).inc()
         try:
+            for tp, part in batch.records.items():
+                mine, i = results[i : i + len(part)], i + len(part)
+                if not self._current(tp, batch.epochs[tp]):
+                    continue  # rewound or revoked since the poll: these records come again
+                ends[tp] = part[-1].offset + 1
+                for record, result in zip(part, mine, strict=True):
+                    if isinstance(result, Retry):
+                        self._rewind(tp, record.offset, result.error)
+                        ends[tp] = record.offset
+                        break
+                    assert not isinstance(result, BaseException)
+                    for output in self._checked(record, result):
+                        sends.append(
+                            await self.producer.send(
+                                self.topic(output.topic), output.value, key=output.key
+                            )
+                        )
+                        metrics.OUTPUTS.labels(self.config.service, output.topic).inc()
             await asyncio.gather(*sends)  # every output acknowledged before the commit below
         except KafkaError as error:
             log.error(
                 "outputs not acknowledged; their inputs will be handled again",
                 extra={"error": repr(error)},
             )
+            for future in sends:  # the ones still pending fail on their own; none is awaited
+                if future.done() and not future.cancelled():
+                    future.exception()
             for tp, part in batch.records.items():
                 if tp in ends and self._current(tp, batch.epochs[tp]):
                     self._rewind(tp, part[0].offset, error)
