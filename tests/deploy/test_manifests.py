@@ -535,7 +535,8 @@ def test_every_service_has_a_disruption_budget(objects: list[dict[str, Any]]) ->
 
 def test_services_select_their_pods(objects: list[dict[str, Any]]) -> None:
     for service in _of_kind(objects, "Service"):
-        name = service["metadata"]["name"]
+        # A headless Service (DNS of every pod) is named for its Deployment plus "-headless".
+        name = service["metadata"]["name"].removesuffix("-headless")
         labels = _one(objects, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
         assert service["spec"]["selector"].items() <= labels.items(), name
 
@@ -655,7 +656,21 @@ def test_model_server_runs_tf_serving_with_batching(objects: list[dict[str, Any]
     settings = _config(objects)
     assert f'name: "{settings["AMBERSCAN_BACKBONE_NAME"]}"' in config["models.config"]
     assert f'base_path: "{mounts["models"]}/' in config["models.config"]
-    assert settings["AMBERSCAN_MODEL_SERVER"] == "model-server:8500"
+    # Clients balance over every model-server pod: the headless Service's DNS, round-robin.
+    (headless,) = [
+        o
+        for o in _of_kind(objects, "Service")
+        if o["spec"].get("clusterIP") == "None"
+        and o["spec"]["selector"].get("app.kubernetes.io/component") == "model-server"
+    ]
+    # The raw base has no namespace on its objects: kustomize sets the kustomization's.
+    namespace = headless["metadata"].get("namespace") or yaml.safe_load(
+        (ROOT / "k8s" / "base" / "kustomization.yaml").read_text()
+    )["namespace"]
+    name = headless["metadata"]["name"]
+    target = settings["AMBERSCAN_MODEL_SERVER"]
+    assert target.startswith(f"dns:///{name}.{namespace}.svc:"), target
+    assert {p["port"] for p in headless["spec"]["ports"]} == {int(target.rsplit(":", 1)[1])}
 
 
 def test_tfserving_config_is_docker_tfserving() -> None:
