@@ -580,30 +580,13 @@ def _buckets(after: dict[str, float], before: dict[str, float]) -> dict[str, int
 
 
 async def _drop(settings: Settings) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
+    from amberscan.common.blobstore import BlobStore
+    from amberscan.common.kafka import delete_topics
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        mine = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
+    await delete_topics(settings)
     async with Database(settings) as db:
         await db.drop_schema()
-    from amberscan.common.blobstore import BlobStore
-
-    client = BlobStore(settings).client
-    if client.bucket_exists(settings.s3_bucket):
-        from minio.deleteobjects import DeleteObject
-
-        objects = client.list_objects(settings.s3_bucket, recursive=True)
-        for _ in client.remove_objects(
-            settings.s3_bucket, (DeleteObject(o.object_name) for o in objects)
-        ):
-            pass
-        client.remove_bucket(settings.s3_bucket)
+    await asyncio.to_thread(BlobStore(settings).remove_bucket)
 
 
 def machine() -> dict[str, Any]:

@@ -406,20 +406,10 @@ class Run:
 
     async def cleanup(self) -> None:
         """Drop the run's topics, bucket and schema (the stack keeps running)."""
-        from aiokafka.admin import AIOKafkaAdminClient
-
         from amberscan.common.db import Database
+        from amberscan.common.kafka import delete_topics
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap)
-        await admin.start()
-        try:
-            mine = [
-                t for t in await admin.list_topics() if t.startswith(self.settings.topic_prefix)
-            ]
-            if mine:
-                await admin.delete_topics(mine)
-        finally:
-            await admin.close()
+        await delete_topics(self.settings)
         async with Database(self.settings) as db:
             await db.drop_schema()
         from amberscan.common.blobstore import BlobStore

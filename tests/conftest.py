@@ -68,18 +68,10 @@ async def stack_settings(base_settings: Settings) -> AsyncIterator[Settings]:
 
 async def _remove_test_state(settings: Settings) -> None:
     """Delete the test's topics and bucket: tests leave nothing behind."""
-    from aiokafka.admin import AIOKafkaAdminClient
-
     from amberscan.common.blobstore import BlobStore
+    from amberscan.common.kafka import delete_topics
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        mine = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
+    await delete_topics(settings)
     BlobStore(settings).remove_bucket()
 
 

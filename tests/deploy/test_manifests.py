@@ -664,9 +664,8 @@ def test_model_server_runs_tf_serving_with_batching(objects: list[dict[str, Any]
         and o["spec"]["selector"].get("app.kubernetes.io/component") == "model-server"
     ]
     # The raw base has no namespace on its objects: kustomize sets the kustomization's.
-    namespace = headless["metadata"].get("namespace") or yaml.safe_load(
-        (ROOT / "k8s" / "base" / "kustomization.yaml").read_text()
-    )["namespace"]
+    kustomization = yaml.safe_load((ROOT / "k8s" / "base" / "kustomization.yaml").read_text())
+    namespace = headless["metadata"].get("namespace") or kustomization["namespace"]
     name = headless["metadata"]["name"]
     target = settings["AMBERSCAN_MODEL_SERVER"]
     assert target.startswith(f"dns:///{name}.{namespace}.svc:"), target

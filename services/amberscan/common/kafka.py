@@ -187,6 +187,22 @@ async def ensure_topics(settings: Settings, names: Sequence[str] = topics.ALL_TO
         await admin.close()
 
 
+async def delete_topics(settings: Settings) -> list[str]:
+    """Delete every topic named with the settings' prefix (tests, benchmarks and chaos runs clean
+    up with this); refuses an empty prefix, which would name every topic of the cluster."""
+    if not settings.topic_prefix:
+        raise ValueError("delete_topics needs a topic prefix: an empty one names every topic")
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+        if mine:
+            await admin.delete_topics(mine)
+        return mine
+    finally:
+        await admin.close()
+
+
 def dead_letter(
     record: ConsumerRecord, service: str, error: BaseException, failure: Failure
 ) -> pb.DeadLetter:
