@@ -243,6 +243,13 @@ async def test_sigkill_mid_scan_loses_and_duplicates_nothing(
         settings = stack_settings.model_copy(update={"demo_tiles_url": url})
         await prepare(settings)
         services = Services(settings, tmp_path)
+        # Each feature copy gathers its poll for 3 s before one Predict call: the victim then
+        # surely holds uncommitted superpixels when it is killed (a fast backbone otherwise
+        # commits all 240 between two checks), and the peer is mid-batch when the group rebalances.
+        services.env |= {
+            "AMBERSCAN_FEATURE_BATCH_SIZE": "512",
+            "AMBERSCAN_FEATURE_BATCH_WAIT_MS": "3000",
+        }
         try:
             for stage in STAGES:
                 services.start("feature-a" if stage == "feature" else stage, stage)
