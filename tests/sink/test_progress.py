@@ -58,6 +58,9 @@ async def test_done_is_final(stack_settings: Settings, database: Database) -> No
     history = DatabaseHistory(stack_settings, database)
     await history.mark_skipped("s1", TILE.quadkey, "2015-06-01", "m1", "already scanned")
     assert await status(database, "s1") == [("done", True, 2.5)]
+    # Nor does a redelivered request whose imagery check now finds the tile not covered.
+    await history.mark_not_covered("s1", TILE.quadkey, "imagery covers 10 % of the tile")
+    assert await status(database, "s1") == [("done", True, 2.5)]
     # A dead letter of a redelivered record of the same tile.
     row = failed_row(
         pb.DeadLetter(reason="x", service="feature", tile_id=TILE.quadkey, scan_id="s1")

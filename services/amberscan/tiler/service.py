@@ -175,7 +175,8 @@ class DatabaseHistory:
             "INSERT INTO scan_tiles (scan_id, tile_id, status, reason) "
             "VALUES (%s, %s, 'skipped', %s) "
             "ON CONFLICT (scan_id, tile_id) DO UPDATE SET status = 'skipped', "
-            "reason = EXCLUDED.reason, updated_at = now()",
+            "reason = EXCLUDED.reason, updated_at = now() "
+            "WHERE scan_tiles.status <> 'done'",  # done is final, as in the sink
             scan_id,
             tile_id,
             reason,
