@@ -106,20 +106,11 @@ def make_stage(settings: Settings, classifier: Classifier, *, replay: bool = Fal
     return Stage(settings, config, batch_handler=handle)
 
 
-async def load_classifier(settings: Settings) -> Classifier:
-    """The registry's current classifier, or the local file when the registry has none."""
-    from amberscan.common.blobstore import MissingBlob
-    from amberscan.common.registry import load_current
-
-    try:
-        return await load_current(settings)
-    except MissingBlob:
-        return await asyncio.to_thread(Classifier.load, settings.classifier_path)
-
-
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Run the classifier until `stop` is set, with the model current when it starts."""
-    classifier = await load_classifier(settings)
+    from amberscan.common.registry import load_current_or_file
+
+    classifier = await load_current_or_file(settings)
     await make_stage(settings, classifier).run(stop)
 
 

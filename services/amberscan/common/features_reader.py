@@ -128,16 +128,3 @@ async def crop_features(
         backbone = (await extract.served_backbone(client)).label
         vectors = await extract.extract(client, lambda i: extract.load_crop(paths[i]), len(paths))
     return backbone, vectors
-
-
-async def current_classifier(settings: Settings) -> Any:
-    """The classifier the pipeline scores with now: the registry's current one, else the file
-    `settings.classifier_path`."""
-    from amberscan.common.blobstore import MissingBlob
-    from amberscan.common.registry import load_current
-    from amberscan.model.classifier import Classifier
-
-    try:
-        return await load_current(settings)
-    except MissingBlob:
-        return await asyncio.to_thread(Classifier.load, settings.classifier_path)

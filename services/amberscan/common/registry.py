@@ -45,3 +45,16 @@ async def current_version(settings: Settings) -> str:
 async def load_version(settings: Settings, version: str) -> Classifier:
     key = f"{PREFIX}/{version}.json"
     return Classifier.from_json(await BlobStore(settings).get(key), key)
+
+
+async def load_current_or_file(settings: Settings) -> Classifier:
+    """The classifier the pipeline scores with now: the registry's current one, else the file
+    `settings.classifier_path` (a stack whose registry has none yet)."""
+    import asyncio
+
+    from amberscan.common.blobstore import MissingBlob
+
+    try:
+        return await load_current(settings)
+    except MissingBlob:
+        return await asyncio.to_thread(Classifier.load, settings.classifier_path)

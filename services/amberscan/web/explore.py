@@ -212,7 +212,9 @@ async def scan_projection(
             f"no superpixel features of scan {scan_id} in the features topic "
             f"({result.records_read} records read)",
         )
-    classifier = await features_reader.current_classifier(settings)
+    from amberscan.common.registry import load_current_or_file
+
+    classifier = await load_current_or_file(settings)
     vectors = np.asarray([f.vector for f in features], dtype=np.float32)
     labels = await superpixel_labels(db, [f.ref.labels_key for f in features])
     scores, coords, method = await _score_and_project(classifier, vectors)
@@ -336,7 +338,9 @@ async def labelled_projection(
     """The explore document of the labelled crops (every one, up to `points_cap`)."""
     backbone, crops, vectors = await cache.get(settings)
     crops, vectors = crops[:points_cap], vectors[:points_cap]
-    classifier = await features_reader.current_classifier(settings)
+    from amberscan.common.registry import load_current_or_file
+
+    classifier = await load_current_or_file(settings)
     scores, coords, method = await _score_and_project(classifier, vectors)
     items = [
         Item(
