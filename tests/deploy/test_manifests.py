@@ -30,6 +30,7 @@ from amberscan.cli import build_parser, serve
 from amberscan.cli import replay as replay_command
 from amberscan.common import topics
 from amberscan.common.settings import Settings
+from amberscan.model.recipe import SERVED_RECIPE
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
@@ -698,7 +699,8 @@ def test_backbone_export_writes_where_the_model_server_reads() -> None:
     assert args.name == _config(base)["AMBERSCAN_BACKBONE_NAME"]
     # The export loads the weights the fine-tuning init container wrote on the same volume.
     tuned = build_parser().parse_args(finetune["args"])
-    assert str(args.finetuned) == str(tuned.out) and args.views == 8  # as stack/model.sh
+    # The views the recipe's nested CV measured (and its threshold), as stack/model.sh exports.
+    assert str(args.finetuned) == str(tuned.out) and args.views == SERVED_RECIPE.views
     assert str(tuned.out).startswith(mounts["models"] + "/")
     claims = {v["persistentVolumeClaim"]["claimName"] for v in _pod_spec(job)["volumes"]}
     claims.discard("training-data")  # the labelled crops; the model server needs only models
