@@ -551,6 +551,7 @@ async def scale_out(
         "two_copies_tiles_per_s": round(two, 3),
         "speed_up": round(two / one_copy_tiles_per_s, 2) if one_copy_tiles_per_s else 0.0,
         "cores": os.cpu_count(),
+        "summary": {k: summary.as_dict()[k] for k in ("tiles", "done", "failed")},
     }
 
 
@@ -621,8 +622,9 @@ def print_table(report: dict[str, Any]) -> None:
     print(f"2018 method per tile: {b['seconds_per_tile']} ({b['weights']})")
     s = a["stages"]
     print(
-        f"busy seconds per tile by stage: {s['busy_seconds_per_tile']} (costliest: {s['costliest']})"
+        f"CPU seconds per tile by process: {s['cpu_seconds_per_tile']} (costliest: {s['costliest']})"
     )
+    print(f"handler seconds per tile by stage: {s['handle_seconds_per_tile']}")
     ms = s["model_server"]
     print(
         f"model server: {ms['crops']} crops in {ms['calls']} calls (mean batch {ms['mean_batch']}), "
@@ -641,6 +643,8 @@ def print_table(report: dict[str, Any]) -> None:
         print(
             f"scale-out, 2 copies of {so['stage']}: {so['one_copy_tiles_per_s']} -> "
             f"{so['two_copies_tiles_per_s']} tiles/s = {so['speed_up']}x on {so['cores']} cores"
+            f" ({so.get('summary', {}).get('done', '?')} done, "
+            f"{so.get('summary', {}).get('failed', '?')} failed)"
         )
 
 

@@ -268,6 +268,31 @@ async def test_etag_revalidation(serve: Serve, child_pngs) -> None:
     assert provider.fetcher.revalidated == 1
 
 
+async def test_revalidated_entry_evicted_in_flight_is_still_answered(
+    serve: Serve, child_pngs
+) -> None:
+    """A 304 whose cache entry other fetches evicted while it was in flight (a scan fetches far
+    more children at once than the cache holds) answers from the entry it was sent with."""
+
+    async def etagged(request: web.Request, tile: Tile) -> web.Response:
+        etag = f'"{tile.quadkey}"'
+        if request.headers.get("If-None-Match") == etag:
+            await asyncio.sleep(0.3)  # the other fetches' 200s arrive first and evict it
+            return web.Response(status=304, headers={"ETag": etag})
+        return web.Response(body=child_pngs[tile], content_type="image/png", headers={"ETag": etag})
+
+    server = await serve(xyz_app(child_pngs, etagged))
+    children = list(child_pngs)
+    provider = XyzProvider(template(server), Fetcher(etag_cache_size=1))
+    try:
+        await provider.fetch(children[0])  # the one cached entry
+        again = await asyncio.gather(*(provider.fetch(c) for c in children))
+    finally:
+        await provider.close()
+    assert [f.data for f in again] == [child_pngs[c] for c in children]
+    assert provider.fetcher.revalidated == 1
+
+
 KEY = "secret-bing-key"
 
 

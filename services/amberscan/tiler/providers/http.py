@@ -125,7 +125,9 @@ class Fetcher:
                         status = response.status
                         if status == 304 and cached is not None:
                             self.revalidated += 1
-                            self._etags.move_to_end(url)
+                            # Re-inserted, not moved: concurrent fetches may have evicted it
+                            # from the bounded cache while this request was in flight.
+                            self._remember(url, cached.etag, cached.body, cached.headers)
                             return cached.body, cached.headers
                         if status == 200:
                             body = await response.read()
