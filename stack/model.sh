@@ -24,7 +24,7 @@ export AMBERSCAN_MODEL_DIR="$MODEL_DIR" AMBERSCAN_CLASSIFIER_PATH="$CLASSIFIER"
 [ -x "$BIN" ] || die ".venv missing: run make setup-python"
 [ -d "$DATA/positive" ] && [ -d "$DATA/negative" ] || die "training data not found at $DATA (positive/ and negative/)"
 
-# The served recipe's views and the threshold its nested CV measured (model/finetune.py).
+# The served recipe's views and the threshold its nested CV measured (model/recipe.py).
 recipe() { "$PY" -c "from amberscan.model.recipe import SERVED_RECIPE as r; print(r.$1)"; }
 VIEWS="$(recipe views)"
 

@@ -187,7 +187,7 @@ async def ensure_topics(settings: Settings, names: Sequence[str] = topics.ALL_TO
         await admin.close()
 
 
-async def delete_topics(settings: Settings) -> list[str]:
+async def delete_topics(settings: Settings) -> None:
     """Delete every topic named with the settings' prefix (tests, benchmarks and chaos runs clean
     up with this); refuses an empty prefix, which would name every topic of the cluster."""
     if not settings.topic_prefix:
@@ -198,7 +198,6 @@ async def delete_topics(settings: Settings) -> list[str]:
         mine = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
         if mine:
             await admin.delete_topics(mine)
-        return mine
     finally:
         await admin.close()
 

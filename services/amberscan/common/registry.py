@@ -7,10 +7,11 @@ blob store and the settings), hence here with the other I/O and not in the pure 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from amberscan.common import keys
-from amberscan.common.blobstore import BlobStore
+from amberscan.common.blobstore import BlobStore, MissingBlob
 from amberscan.common.settings import Settings
 from amberscan.model.classifier import Classifier
 
@@ -50,10 +51,6 @@ async def load_version(settings: Settings, version: str) -> Classifier:
 async def load_current_or_file(settings: Settings) -> Classifier:
     """The classifier the pipeline scores with now: the registry's current one, else the file
     `settings.classifier_path` (a stack whose registry has none yet)."""
-    import asyncio
-
-    from amberscan.common.blobstore import MissingBlob
-
     try:
         return await load_current(settings)
     except MissingBlob:
