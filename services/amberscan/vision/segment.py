@@ -13,14 +13,14 @@ unchanged k-means core:
 `segment(mode="reference")` therefore does the 2018 preprocessing itself (Gaussian on RGB, then
 Lab) and calls today's slic with Lab input and the compactness and size factors that undo
 (1) and (3). On the four shared tiles this reproduces scikit-image 0.13.1 and 0.14.2 label for
-label. `Superpixel.index` is then the 2018 label, the N of the data set's ``*_super_N.png``.
+label. Today's slic itself runs in `vision/slic.py`: its labels, compiled, in half the time.
+`Superpixel.index` is then the 2018 label, the N of the data set's ``*_super_N.png``.
 Note that the 2018 code ran ``regionprops`` on these 0-based labels, which skips label 0: the
 top-left superpixel of every tile was never classified then. amberscan keeps it.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,10 +29,11 @@ from numpy.typing import NDArray
 from PIL import Image
 from scipy import ndimage as ndi
 from skimage.color import rgb2lab
-from skimage.segmentation import find_boundaries, slic
-from skimage.util import img_as_float, regular_grid
+from skimage.segmentation import find_boundaries
+from skimage.util import img_as_float
 
 from amberscan.common.errors import InvalidMask
+from amberscan.vision.slic import grid_seeds, slic_labels
 
 Mode = Literal["reference", "fast"]
 
@@ -146,7 +147,7 @@ def segment(
         mode: "reference" is the 2018 segmentation (see the module docstring). "fast" runs the
             same on the tile shrunk by `fast_scale` (area averaging, `sigma` scaled too) and
             enlarges the labels back with nearest neighbour; on the shared tiles it is about
-            15 times faster and its superpixels match the reference ones with a mean IoU near
+            ten times faster and its superpixels match the reference ones with a mean IoU near
             0.97 (benchmarks/segmentation.py), with boundaries on a 1/`fast_scale` px staircase.
         fast_scale: Shrink factor of "fast" mode, in (0, 1].
 
@@ -310,21 +311,14 @@ def _slic_2018(
     spread = float(lab.max() - lab.min())
     effective = compactness / spread if spread > 0 else compactness
     # Today's slic sizes segments by the seeds on the grid, 0.14 by n_segments.
-    grid = regular_grid((1, *image.shape[:2]), n_segments)  # type: ignore[no-untyped-call]
-    seeds = math.prod(
-        len(range(*s.indices(side))) for s, side in zip(grid, (1, *image.shape[:2]), strict=True)
-    )
-    labels: NDArray[np.intp] = slic(
+    seeds = grid_seeds(image.shape[0], image.shape[1], n_segments)
+    # Today's slic (vision/slic.py runs it, label for label, twice as fast).
+    labels = slic_labels(
         lab,
         n_segments=n_segments,
         compactness=effective,
-        sigma=0,
-        convert2lab=False,
-        enforce_connectivity=True,
         min_size_factor=_MIN_SIZE_FACTOR * seeds / n_segments,
         max_size_factor=_MAX_SIZE_FACTOR * seeds / n_segments,
-        start_label=0,
-        channel_axis=-1,
     )
     return labels
 
