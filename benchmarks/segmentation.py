@@ -6,6 +6,8 @@
 Both modes run in the same process on the same real tiles; the figures are the median wall time
 per tile, the speed-up (reference / fast), and the agreement of fast with reference: the mean
 over reference superpixels of the best-matching fast superpixel's IoU, plain and area-weighted.
+Then the step `vision/slic.py` replaced, before and after in the same run: scikit-image's own
+`slic` against the compiled one on the same Lab input (median CPU time; labels must be equal).
 
 With a classifier and a model server, it also measures the effect on detection: the labelled
 crops were cut from reference superpixels, so the effect is measured on the whole tiles instead:
@@ -25,6 +27,38 @@ import numpy as np
 
 from amberscan.vision.imageio import read_image
 from amberscan.vision.segment import Segmentation, best_match_iou, segment
+
+
+def kernel_before_after(image: np.ndarray, repeat: int) -> tuple[float, float, bool]:
+    """CPU seconds of scikit-image's slic and of vision/slic.py on the tile's 2018 Lab input."""
+    from scipy import ndimage as ndi
+    from skimage.color import rgb2lab
+    from skimage.segmentation import slic
+    from skimage.util import img_as_float
+
+    from amberscan.vision.slic import grid_seeds, slic_labels
+
+    lab = rgb2lab(ndi.gaussian_filter(img_as_float(image), sigma=(1, 1, 0)))
+    seeds = grid_seeds(image.shape[0], image.shape[1], 30)
+    kwargs = {
+        "n_segments": 30,
+        "compactness": 35.0 / float(lab.max() - lab.min()),
+        "min_size_factor": 0.5 * seeds / 30,
+        "max_size_factor": 3.0 * seeds / 30,
+    }
+    slic_labels(lab, **kwargs)  # compile (or load the cache) outside the timing
+    runs: dict[str, list[float]] = {"skimage": [], "compiled": []}
+    results = {}
+    for _ in range(repeat):
+        for name, run in (
+            ("skimage", lambda: slic(lab, sigma=0, convert2lab=False, start_label=0, **kwargs)),
+            ("compiled", lambda: slic_labels(lab, **kwargs)),
+        ):
+            started = time.process_time()
+            results[name] = run()
+            runs[name].append(time.process_time() - started)
+    equal = bool(np.array_equal(results["skimage"], results["compiled"]))
+    return statistics.median(runs["skimage"]), statistics.median(runs["compiled"]), equal
 
 
 def timed(image: np.ndarray, mode: str, repeat: int) -> tuple[float, Segmentation]:
@@ -102,6 +136,20 @@ def main() -> None:
     print(
         f"{'all':<12} {'':>10} {totals[0]:7.3f} {totals[1]:7.3f} {totals[0] / totals[1]:7.1f}x "
         f"{'':>5} {'':>6} {statistics.mean(ious):5.3f} {statistics.mean(weighted):9.3f}"
+    )
+
+    print("\nSLIC k-means and clean-up, CPU s per tile: scikit-image's slic / vision/slic.py")
+    before_after = [kernel_before_after(read_image(path), args.repeat) for path in paths]
+    for path, (before, after, equal) in zip(paths, before_after, strict=True):
+        print(
+            f"{path.stem:<12} {before:7.3f} {after:7.3f} {before / after:7.1f}x  "
+            f"labels {'equal' if equal else 'DIFFER'}"
+        )
+    before_total = sum(b for b, _, _ in before_after)
+    after_total = sum(a for _, a, _ in before_after)
+    print(
+        f"{'all':<12} {before_total:7.3f} {after_total:7.3f} {before_total / after_total:7.1f}x  "
+        f"labels equal on {sum(e for _, _, e in before_after)} of {len(paths)} tiles"
     )
 
     if args.classifier:

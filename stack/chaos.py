@@ -322,9 +322,12 @@ class Run:
                     await self._inject(fault, stack, rng, started)
                 summary = await follower
             finally:
-                sampler.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sampler
+                # On an error too: a follower left running would poll a closed pool until its
+                # timeout, and keep the harness from reporting.
+                for task in (sampler, follower):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             self.pipeline.restart_exited()
             rows = await db.fetch(
                 "SELECT tile_id, imagery_date, model_version, backbone_version, flagged, "

@@ -78,6 +78,18 @@ pid_alive() {
   [ "${stat%% *}" != Z ]
 }
 
+# pid_exists PID: any process, a zombie included, has that pid.
+pid_exists() { [ -n "$1" ] && [ -e "/proc/$1" ]; }
+
+# postmaster_alive PIDFILE: PostgreSQL's postmaster.pid names a live, non-zombie process (its
+# first line is the pid).
+postmaster_alive() {
+  [ -f "$1" ] || return 1
+  local stat; stat=$(cat "/proc/$(head -n1 "$1")/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [ "${stat%% *}" != Z ]
+}
+
 # wait_for NAME SECONDS CMD...: poll CMD until it succeeds, or fail naming the log to read.
 wait_for() {
   local name=$1 seconds=$2; shift 2

@@ -132,7 +132,20 @@ start_postgres() {
     as_pg "$PG_BIN/initdb" -D "$data" -U "$PG_USER" --auth=trust --encoding=UTF8 --no-locale >>"$LOG_DIR/postgres.log" 2>&1 \
       || die "initdb failed; see $LOG_DIR/postgres.log"
   fi
-  if as_pg "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+  # pg_ctl status (and postgres itself) take a postmaster that exists as a zombie for a live
+  # one: just after a SIGKILL, until its parent reaps it, the cluster would neither answer nor
+  # start. Wait for the dead one to go (it holds no lock a new postmaster needs).
+  local pidfile="$data/postmaster.pid" waited=0
+  while [ -f "$pidfile" ] && ! postmaster_alive "$pidfile" && pid_exists "$(head -n1 "$pidfile")"; do
+    if [ $waited -ge 60 ]; then
+      log "postgres: postmaster $(head -n1 "$pidfile") is dead but not reaped after 30s; removing its pid file"
+      rm -f "$pidfile"
+      break
+    fi
+    sleep 0.5
+    waited=$((waited + 1))
+  done
+  if postmaster_alive "$pidfile" && as_pg "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
     log "postgres: running"
   else
     log "postgres: starting on 127.0.0.1:$PG_PORT"
