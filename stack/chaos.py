@@ -69,13 +69,15 @@ class Mode:
     tiles: int
     service_kills: int
     timeout_s: float
-    # The small forms slow the tiler's provider requests so the scan lasts long enough for
-    # every fault to land in it (the full one runs at full speed).
+    # The tiler's provider requests are slowed so the scan lasts long enough for every fault to
+    # land in it: the faults come one at a time, each back after 10-40 s, while the unslowed
+    # pipeline scans 200 tiles in about 150 s on 2 cores.
     fetch_rate_per_s: float = 0.0
 
 
 MODES = {
-    "full": Mode("full", tiles=200, service_kills=12, timeout_s=4 * 3600),
+    # 16 requests a scan tile: 200 tiles in at least 200 * 16 / 6 = 530 s.
+    "full": Mode("full", tiles=200, service_kills=12, timeout_s=4 * 3600, fetch_rate_per_s=6.0),
     "quick": Mode("quick", tiles=24, service_kills=6, timeout_s=3600, fetch_rate_per_s=1.0),
     "ci": Mode("ci", tiles=8, service_kills=6, timeout_s=1800, fetch_rate_per_s=0.4),
 }
@@ -841,7 +843,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=10)
     parser.add_argument(
         "--stack-dir",
-        default=os.environ.get("AMBERSCAN_CHAOS_STACK_DIR", str(ROOT / ".stack-chaos")),
+        default=os.environ.get("AMBERSCAN_CHAOS_STACK_DIR"),
+        help="default: .stack-chaos (.stack-chaos3 for 3 brokers: their Kafka data differ)",
     )
     parser.add_argument("--port-base", type=int, default=29000, help="ports base..base+600")
     parser.add_argument(
@@ -854,6 +857,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", default=str(ROOT / "artifacts" / "chaos.json"))
     args = parser.parse_args(argv)
+    if args.stack_dir is None:
+        args.stack_dir = str(ROOT / (".stack-chaos" if args.brokers == 1 else ".stack-chaos3"))
     # The pool logs every refused connection while PostgreSQL is down: that is the point here.
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("psycopg.pool").setLevel(logging.CRITICAL)

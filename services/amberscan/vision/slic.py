@@ -64,8 +64,11 @@ def slic_labels(
         image /= high - low
     height, width = image.shape[:2]
     grid = regular_grid((1, height, width), n_segments)  # type: ignore[no-untyped-call]
-    rows, cols = np.mgrid[:height, :width]
-    seeds = np.stack([rows[grid[1:]].ravel(), cols[grid[1:]].ravel()], axis=1)
+    # The grid's points in raster order, as scikit-image takes them from an mgrid.
+    seed_rows, seed_cols = np.meshgrid(
+        np.arange(height)[grid[1]], np.arange(width)[grid[2]], indexing="ij"
+    )
+    seeds = np.stack([seed_rows.ravel(), seed_cols.ravel()], axis=1)
     # Its k-means sizes its windows by a grid for as many segments as seeds were placed.
     window_grid = regular_grid((1, height, width), len(seeds))  # type: ignore[no-untyped-call]
     step_y, step_x = (int(s.step) if s.step is not None else 1 for s in window_grid[1:])
