@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,10 +14,11 @@ from skimage.segmentation import slic
 from skimage.util import img_as_float
 
 from amberscan.vision.imageio import read_image
-from amberscan.vision.slic import grid_seeds, slic_labels
+from amberscan.vision.segment import slic_2018_input
+from amberscan.vision.slic import slic_labels
 
 
-def skimage_slic(lab: np.ndarray, **kwargs: float) -> np.ndarray:
+def skimage_slic(lab: np.ndarray, **kwargs: Any) -> np.ndarray:
     """What vision/slic.py must reproduce: scikit-image's own slic on the same Lab image."""
     labels: np.ndarray = slic(
         lab,
@@ -78,16 +80,8 @@ def test_constant_image_is_one_grid_of_segments() -> None:
 
 @pytest.mark.parametrize("name", ["negative1", "negative2", "positive1", "positive2"])
 def test_real_tile_labels_equal_scikit_image(shared_data: Path, name: str) -> None:
-    # The 2018 preprocessing is segment.py's; here only the k-means and the clean-up are compared.
-    image = read_image(shared_data / "tiles" / f"{name}.png")
-    lab = rgb2lab(img_as_float(image))
-    seeds = grid_seeds(*image.shape[:2], 30)
-    kwargs = {
-        "n_segments": 30,
-        "compactness": 35.0 / float(lab.max() - lab.min()),
-        "min_size_factor": 0.5 * seeds / 30,
-        "max_size_factor": 3.0 * seeds / 30,
-    }
+    # Both given what the 2018 segmentation gives today's slic: its k-means and clean-up compared.
+    lab, kwargs = slic_2018_input(read_image(shared_data / "tiles" / f"{name}.png"))
     np.testing.assert_array_equal(slic_labels(lab, **kwargs), skimage_slic(lab, **kwargs))
 
 

@@ -22,7 +22,7 @@ top-left superpixel of every tile was never classified then. amberscan keeps it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -298,29 +298,36 @@ def decode_rle(data: bytes, shape: tuple[int, int], source: str = "mask RLE") ->
     return mask
 
 
-def _slic_2018(
-    image: NDArray[np.uint8], n_segments: int, compactness: float, sigma: float
-) -> NDArray[np.intp]:
-    """scikit-image 0.14's ``slic(img_as_float(image), n_segments, compactness, sigma)``."""
+def slic_2018_input(
+    image: NDArray[np.uint8], n_segments: int = 30, compactness: float = 35.0, sigma: float = 1.0
+) -> tuple[NDArray[np.float64], dict[str, Any]]:
+    """What today's slic is given to make the 2018 segmentation of `image`: the Lab image and
+    the keyword arguments of `slic_labels` (which scikit-image's ``slic`` takes too)."""
     rgb = img_as_float(image)  # type: ignore[no-untyped-call]
     if sigma > 0:
         rgb = ndi.gaussian_filter(rgb, sigma=(sigma, sigma, 0.0))
-    lab = rgb2lab(rgb)
+    lab: NDArray[np.float64] = rgb2lab(rgb)
     # Today's slic divides its input by (max - min); dividing compactness too cancels it, since
     # colour distances are scaled by 1 / compactness.
     spread = float(lab.max() - lab.min())
     effective = compactness / spread if spread > 0 else compactness
     # Today's slic sizes segments by the seeds on the grid, 0.14 by n_segments.
     seeds = grid_seeds(image.shape[0], image.shape[1], n_segments)
+    return lab, {
+        "n_segments": n_segments,
+        "compactness": effective,
+        "min_size_factor": _MIN_SIZE_FACTOR * seeds / n_segments,
+        "max_size_factor": _MAX_SIZE_FACTOR * seeds / n_segments,
+    }
+
+
+def _slic_2018(
+    image: NDArray[np.uint8], n_segments: int, compactness: float, sigma: float
+) -> NDArray[np.intp]:
+    """scikit-image 0.14's ``slic(img_as_float(image), n_segments, compactness, sigma)``."""
+    lab, arguments = slic_2018_input(image, n_segments, compactness, sigma)
     # Today's slic (vision/slic.py runs it, label for label, twice as fast).
-    labels = slic_labels(
-        lab,
-        n_segments=n_segments,
-        compactness=effective,
-        min_size_factor=_MIN_SIZE_FACTOR * seeds / n_segments,
-        max_size_factor=_MAX_SIZE_FACTOR * seeds / n_segments,
-    )
-    return labels
+    return slic_labels(lab, **arguments)
 
 
 def _enlarge_nearest(labels: NDArray[np.intp], height: int, width: int) -> NDArray[np.intp]:
