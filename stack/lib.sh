@@ -69,26 +69,18 @@ as_pg() {
   if [ "$(id -u)" = 0 ]; then runuser -u "$PG_USER" -- "$@"; else "$@"; fi
 }
 
-# pid_alive PIDFILE: its process exists and is not a zombie (a killed child not yet reaped).
+# pid_alive PIDFILE: the process its first line names exists and is not a zombie (a killed child
+# not yet reaped). The first line: PostgreSQL's postmaster.pid holds more after it.
 # Read from /proc rather than ps: procps is not on every minimal machine.
 pid_alive() {
   [ -f "$1" ] || return 1
-  local stat; stat=$(cat "/proc/$(cat "$1")/stat" 2>/dev/null) || return 1
+  local stat; stat=$(cat "/proc/$(head -n1 "$1")/stat" 2>/dev/null) || return 1
   stat=${stat##*) }  # the state letter follows the command name, which may hold spaces
   [ "${stat%% *}" != Z ]
 }
 
 # pid_exists PID: any process, a zombie included, has that pid.
 pid_exists() { [ -n "$1" ] && [ -e "/proc/$1" ]; }
-
-# postmaster_alive PIDFILE: PostgreSQL's postmaster.pid names a live, non-zombie process (its
-# first line is the pid).
-postmaster_alive() {
-  [ -f "$1" ] || return 1
-  local stat; stat=$(cat "/proc/$(head -n1 "$1")/stat" 2>/dev/null) || return 1
-  stat=${stat##*) }
-  [ "${stat%% *}" != Z ]
-}
 
 # wait_for NAME SECONDS CMD...: poll CMD until it succeeds, or fail naming the log to read.
 wait_for() {

@@ -134,9 +134,9 @@ start_postgres() {
   fi
   # pg_ctl status (and postgres itself) take a postmaster that exists as a zombie for a live
   # one: just after a SIGKILL, until its parent reaps it, the cluster would neither answer nor
-  # start. Wait for the dead one to go (it holds no lock a new postmaster needs).
+  # start. Wait for the dead one to go.
   local pidfile="$data/postmaster.pid" waited=0
-  while [ -f "$pidfile" ] && ! postmaster_alive "$pidfile" && pid_exists "$(head -n1 "$pidfile")"; do
+  while [ -f "$pidfile" ] && ! pid_alive "$pidfile" && pid_exists "$(head -n1 "$pidfile")"; do
     if [ $waited -ge 60 ]; then
       log "postgres: postmaster $(head -n1 "$pidfile") is dead but not reaped after 30s; removing its pid file"
       rm -f "$pidfile"
@@ -145,7 +145,7 @@ start_postgres() {
     sleep 0.5
     waited=$((waited + 1))
   done
-  if postmaster_alive "$pidfile" && as_pg "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
+  if pid_alive "$pidfile" && as_pg "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
     log "postgres: running"
   else
     log "postgres: starting on 127.0.0.1:$PG_PORT"
