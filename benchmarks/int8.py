@@ -40,25 +40,17 @@ from amberscan.model.classifier import (
     tile_groups,
 )
 from amberscan.model.dataset import list_labelled
-from amberscan.modelserver.runtimes import METADATA_FILE, OPENVINO_DIR, OPENVINO_MODEL, versions
+from amberscan.modelserver.runtimes import (
+    METADATA_FILE,
+    OPENVINO_DIR,
+    OPENVINO_MODEL,
+    compile_config,
+    compile_for_uint8,
+    versions,
+)
 from amberscan.vision.crops import crops_for
 from amberscan.vision.imageio import read_image
 from amberscan.vision.segment import segment
-
-
-def compiled(core: Any, model: Any, meta: dict[str, Any]) -> Any:
-    """The backbone behind the model server's pre-processing: uint8 NHWC in, f32 compute."""
-    import openvino as ov
-
-    ppp = ov.preprocess.PrePostProcessor(model)
-    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
-    ppp.input().model().set_layout(ov.Layout("NHWC"))
-    steps = ppp.input().preprocess().convert_element_type(ov.Type.f32)
-    if meta.get("reverse_channels"):
-        steps.reverse_channels()
-    steps.mean([float(v) for v in meta["mean"]])
-    steps.scale([float(v) for v in meta["scale"]])
-    return core.compile_model(ppp.build(), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
 def features(model: Any, crops: np.ndarray, batch: int = 32) -> np.ndarray:
@@ -130,7 +122,11 @@ def main() -> None:
         preset=nncf.QuantizationPreset.MIXED,
     )
     print(f"quantized in {time.perf_counter() - started:.0f} s")
-    models = {"f32": compiled(core, bare, meta), "int8": compiled(core, quantized, meta)}
+    config = compile_config()
+    models = {
+        "f32": compile_for_uint8(core, bare, meta, config),
+        "int8": compile_for_uint8(core, quantized, meta, config),
+    }
 
     timing_crops = images[:256]
     for model in models.values():

@@ -206,6 +206,38 @@ def dihedral_views(images: NDArray[Any], views: Sequence[int]) -> NDArray[Any]:
     return np.ascontiguousarray(np.concatenate(out))
 
 
+def compile_config(streams: int = 1, threads: int = 0) -> dict[str, Any]:
+    """OpenVINO CPU settings of the runtime: f32, `streams` streams, `threads` threads (0: all)."""
+    # f32 on purpose: CPUs with bf16 units would otherwise compute in bf16, 3 % off the
+    # SavedModel's features (measured), enough to move scores near the threshold.
+    config: dict[str, Any] = {
+        "INFERENCE_PRECISION_HINT": "f32",
+        "NUM_STREAMS": str(max(streams, 1)),
+    }
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = int(threads)
+    return config
+
+
+def compile_for_uint8(
+    core: Any, model: Any, metadata: dict[str, Any], config: dict[str, Any]
+) -> Any:
+    """The bare backbone `model` compiled behind the serving graph's pre-processing: uint8 NHWC
+    pixels in; the cast and the normalisation that `metadata` (the export's "openvino" entry)
+    names run inside the compiled model, as they do inside the serving graph."""
+    import openvino as ov
+
+    ppp = ov.preprocess.PrePostProcessor(model)
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    ppp.input().model().set_layout(ov.Layout("NHWC"))
+    steps = ppp.input().preprocess().convert_element_type(ov.Type.f32)
+    if metadata.get("reverse_channels"):
+        steps.reverse_channels()
+    steps.mean([float(v) for v in metadata["mean"]])
+    steps.scale([float(v) for v in metadata["scale"]])
+    return core.compile_model(ppp.build(), "CPU", config)
+
+
 class OpenVinoRuntime:
     """One version's bare backbone (``VERSION/openvino/backbone.xml``), run by OpenVINO on CPU,
     behind the version's SavedModel signature."""
@@ -239,26 +271,8 @@ class OpenVinoRuntime:
         self.input_size = int(meta["input_size"])
         self.views = tuple(int(k) for k in self.metadata["views"])
         core = ov.Core()
-        model = core.read_model(ir)
-        ppp = ov.preprocess.PrePostProcessor(model)
-        # uint8 pixels in; the cast and the backbone's normalisation run inside the compiled
-        # model, as they do inside the serving graph.
-        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
-        ppp.input().model().set_layout(ov.Layout("NHWC"))
-        steps = ppp.input().preprocess().convert_element_type(ov.Type.f32)
-        if self.metadata.get("reverse_channels"):
-            steps.reverse_channels()
-        steps.mean([float(v) for v in self.metadata["mean"]])
-        steps.scale([float(v) for v in self.metadata["scale"]])
-        # f32 on purpose: CPUs with bf16 units would otherwise compute in bf16, 3 % off the
-        # SavedModel's features (measured), enough to move scores near the threshold.
-        config: dict[str, Any] = {
-            "INFERENCE_PRECISION_HINT": "f32",
-            "NUM_STREAMS": str(max(streams, 1)),
-        }
-        if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        self._compiled = core.compile_model(ppp.build(), "CPU", config)
+        config = compile_config(streams, threads)
+        self._compiled = compile_for_uint8(core, core.read_model(ir), self.metadata, config)
         # Crops of another size are resized (float) and normalised here, then go to the model
         # as it was exported, so nothing is rounded on the way.
         self._floats = core.compile_model(core.read_model(ir), "CPU", config)
