@@ -40,3 +40,43 @@ async def test_default_model_classifies_the_shared_tiles(
         base_settings.min_positive_superpixels,
     )
     assert result.flagged == mining, (name, result)
+
+
+# The fine-tuned default's INT8 features against its float32 ones on the shared tiles' crops:
+# measured medians 0.047-0.056 per tile (max 0.26 on one crop); twice that is the bound.
+DEFAULT_INT8_MEDIAN_RELATIVE_L2 = 0.12
+
+
+def test_the_default_int8_backbone_keeps_the_float_verdicts(
+    base_settings: Settings, shared_data: Path
+) -> None:
+    """The default export serves its INT8 backbone (the CPU model server's default): its
+    features stay close to the same export's float32 ones, and every shared tile gets the same
+    verdict from either."""
+    import numpy as np
+
+    from amberscan.modelserver.runtimes import OpenVinoRuntime
+
+    model_dir = Path(base_settings.model_dir)
+    int8 = OpenVinoRuntime(model_dir, base_settings.backbone_name)
+    f32 = OpenVinoRuntime(model_dir, base_settings.backbone_name, precision="f32")
+    assert int8.precision == "int8", "make model exports the INT8 backbone (AMBERSCAN_INT8=1)"
+    classifier = Classifier.load(Path(base_settings.classifier_path))
+    for name in ("positive1", "positive2", "negative1", "negative2"):
+        image = read_image(shared_data / "tiles" / f"{name}.png")
+        segmentation = segment(image)
+        crops = crops_for(image, segmentation, 224)
+        quantized = int8.predict({"images": crops})["features"]
+        exact = f32.predict({"images": crops})["features"]
+        relative = np.linalg.norm(quantized - exact, axis=1) / np.linalg.norm(exact, axis=1)
+        assert np.median(relative) < DEFAULT_INT8_MEDIAN_RELATIVE_L2, (name, relative)
+        verdicts = [
+            tile_result(
+                segmentation,
+                classifier.score(features),
+                classifier.threshold,
+                base_settings.min_positive_superpixels,
+            ).flagged
+            for features in (quantized, exact)
+        ]
+        assert verdicts[0] == verdicts[1], name

@@ -41,6 +41,13 @@ def add_parser(sub: options.Subparsers) -> None:
         help="serve the mean feature over this many flips/rotations of each crop (default 1)",
     )
     p.add_argument(
+        "--int8",
+        type=Path,
+        metavar="DATA",
+        help="also quantize the OpenVINO backbone to INT8, calibrated on the labelled crops in "
+        "DATA (positive/, negative/); the CPU model server then serves it",
+    )
+    p.add_argument(
         "--no-openvino",
         action="store_true",
         help="do not write the OpenVINO export (the model server's CPU runtime)",
@@ -51,6 +58,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan.model.export import export_backbone
 
     started = time.perf_counter()
+    calibration = None
+    if args.int8 is not None:
+        if args.no_openvino:
+            raise SystemExit("--int8 quantizes the OpenVINO export: drop --no-openvino")
+        import numpy as np
+
+        from amberscan.feature.extract import load_crop
+        from amberscan.model.dataset import list_labelled
+
+        calibration = np.stack([load_crop(c.path) for c in list_labelled(args.int8)])
     weights = args.weights or ("imagenet" if args.backbone == "resnet50" else "pretrained")
     path = export_backbone(
         args.backbone,
@@ -62,6 +79,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         finetuned=args.finetuned,
         views=args.views,
         openvino=not args.no_openvino,
+        int8_calibration=calibration,
     )
     print(f"exported {args.backbone} ({weights}) to {path} in {time.perf_counter() - started:.1f}s")
     return 0

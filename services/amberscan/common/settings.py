@@ -54,9 +54,11 @@ class Settings(BaseSettings):
     feature_tile_cache: int = Field(default=32, ge=1)
     model_deadline_s: float = Field(default=60.0, gt=0)
     # The local model server (`amberscan serve model-server`; production GPUs run TF Serving):
-    # runtime (auto: OpenVINO where the export has it), threads (0: every core), OpenVINO
-    # streams, and its server-side batching.
+    # runtime (auto: OpenVINO where the export has it), OpenVINO precision (auto: the export's
+    # INT8 backbone where it has one), threads (0: every core), OpenVINO streams, and its
+    # server-side batching.
     model_server_runtime: Literal["auto", "tensorflow", "openvino"] = "auto"
+    model_server_precision: Literal["auto", "int8", "f32"] = "auto"
     model_server_threads: int = Field(default=0, ge=0)
     model_server_streams: int = Field(default=1, ge=1)
     model_server_max_batch: int = Field(default=64, ge=1)

@@ -10,7 +10,9 @@ as one batch of N × views.
 
 Beside it, `openvino/backbone.xml` (+ `.bin`) holds the bare backbone (preprocessed float input)
 as OpenVINO IR, and `amberscan.json` says how the CPU runtime of the model server wraps it to
-give the same features (`amberscan.modelserver.runtimes.OpenVinoRuntime`).
+give the same features (`amberscan.modelserver.runtimes.OpenVinoRuntime`). With calibration
+crops, `openvino/backbone-int8.xml` holds that backbone quantized to INT8, which the CPU runtime
+then serves instead (`amberscan.json`'s `openvino.int8` names it).
 
 A version is written into a hidden temporary folder and renamed into place, so a server watching
 `MODEL_DIR/MODEL_NAME` never loads a half-written version.
@@ -27,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
+from numpy.typing import NDArray
 
 from amberscan.model import backbones
 from amberscan.model.finetune import DIHEDRAL_VIEWS
@@ -128,6 +132,25 @@ def _write_openvino(model: keras.Model, name: str, folder: Path) -> dict[str, An
     }
 
 
+INT8_MODEL = "backbone-int8.xml"
+
+
+def _write_int8(folder: Path, metadata: dict[str, Any], crops: NDArray[np.uint8]) -> dict[str, Any]:
+    """The IR in `folder` quantized to INT8 on `crops` (beside it); returns its metadata entry."""
+    import nncf
+    import openvino as ov
+
+    from amberscan.model.quantize import calibration_indices, quantize_backbone
+
+    quantized = quantize_backbone(ov.Core().read_model(folder / "backbone.xml"), crops, metadata)
+    ov.save_model(quantized, folder / INT8_MODEL, compress_to_fp16=False)
+    return {
+        "file": f"{folder.name}/{INT8_MODEL}",
+        "calibration_crops": len(calibration_indices(len(crops))),
+        "quantizer": f"nncf {nncf.__version__}, preset mixed",
+    }
+
+
 def export_backbone(
     name: str,
     weights: str,
@@ -139,6 +162,7 @@ def export_backbone(
     finetuned: str | Path | None = None,
     views: int = 1,
     openvino: bool = True,
+    int8_calibration: NDArray[np.uint8] | None = None,
 ) -> Path:
     """Write backbone `name` as version `version` of TF Serving model `model_name`.
 
@@ -154,6 +178,9 @@ def export_backbone(
             (`amberscan finetune`), loaded over `weights`.
         views: Serve the mean feature over this many dihedral views of each crop (1, 2, 4, 8).
         openvino: Also write the bare backbone as OpenVINO IR (the model server's CPU runtime).
+        int8_calibration: [N, S, S, 3] uint8 crops at the input size: also write the OpenVINO
+            backbone quantized to INT8 on them (`model/quantize.py`), which the CPU model server
+            then serves (TensorFlow keeps serving the SavedModel's float32).
 
     Returns:
         The version folder, `model_dir/model_name/version`.
@@ -209,6 +236,10 @@ def export_backbone(
                 **_write_openvino(model, name, staging / "openvino"),
                 "views": list(DIHEDRAL_VIEWS[views]),
             }
+            if int8_calibration is not None:
+                metadata["openvino"]["int8"] = _write_int8(
+                    staging / "openvino", metadata["openvino"], int8_calibration
+                )
         (staging / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
         os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide it from a server run as another user
         staging.rename(target)

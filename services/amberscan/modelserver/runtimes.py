@@ -9,6 +9,12 @@ around it what the serving graph does — resize to the input size (antialiased 
 `tf.image.resize`; the identity at that size), the backbone's normalisation (compiled into the
 model), and the mean over the dihedral views the export names — so its features match the
 SavedModel's (tests/modelserver/test_runtimes.py says how closely).
+
+An export made with calibration crops also holds that backbone quantized to INT8
+(`openvino/backbone-int8.xml`, `model/quantize.py`); the runtime serves it by default
+(`precision="auto"`), so the classifier trained through this server learns INT8 features. Its
+features are within a few per cent of the float ones (the same test says how far), not equal:
+a classifier trained on one precision should be served by the same one.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ OPENVINO_DIR = "openvino"
 OPENVINO_MODEL = "backbone.xml"
 METADATA_FILE = "amberscan.json"
 RUNTIMES = ("tensorflow", "openvino")
+PRECISIONS = ("auto", "int8", "f32")
 
 
 class ContractViolation(ValueError):
@@ -59,6 +66,7 @@ class Runtime(Protocol):
     version: int
     path: Path
     runtime: str
+    precision: str  # what the backbone computes in: "f32" or "int8"
     signature_defs: dict[str, Any]
     inputs: dict[str, dict[str, TensorSpec]]
 
@@ -148,6 +156,7 @@ class SavedModelRuntime:
     """One version of a SavedModel, run by TensorFlow."""
 
     runtime = "tensorflow"
+    precision = "f32"
 
     def __init__(self, model_dir: Path, name: str, version: int | None = None) -> None:
         """Load ``model_dir/name/version`` (the highest version when `version` is None).
@@ -252,10 +261,18 @@ class OpenVinoRuntime:
         *,
         threads: int = 0,
         streams: int = 1,
+        precision: str = "auto",
     ) -> None:
-        """Raises FileNotFoundError when the version has no OpenVINO export."""
+        """`precision`: "auto" serves the INT8 backbone where the export has one, else f32.
+
+        Raises:
+            FileNotFoundError: The version has no OpenVINO export (or no INT8 one, for "int8").
+            ValueError: An unknown `precision`.
+        """
         import openvino as ov
 
+        if precision not in PRECISIONS:
+            raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
         self.name = name
         self.version, self.path = resolve_version(model_dir, name, version)
         ir = self.path / OPENVINO_DIR / OPENVINO_MODEL
@@ -268,6 +285,17 @@ class OpenVinoRuntime:
         self.inputs = {key: _specs_of(sig) for key, sig in self.signature_defs.items()}
         meta = json.loads((self.path / METADATA_FILE).read_text())
         self.metadata = meta["openvino"]
+        int8 = self.metadata.get("int8")
+        if precision == "int8" and not int8:
+            raise FileNotFoundError(
+                f"{self.path}: no INT8 backbone in this export (export it with "
+                f"`amberscan export-backbone --int8 DATA`), or serve it with precision f32"
+            )
+        if int8 and precision != "f32":
+            ir = self.path / str(int8["file"])
+            self.precision = "int8"
+        else:
+            self.precision = "f32"
         self.input_size = int(meta["input_size"])
         self.views = tuple(int(k) for k in self.metadata["views"])
         core = ov.Core()
@@ -335,15 +363,19 @@ def load_runtime(
     *,
     threads: int = 0,
     streams: int = 1,
+    precision: str = "auto",
 ) -> Runtime:
     """The newest version of `name`, on `runtime` ("auto": OpenVINO where the version has an
-    OpenVINO export, else TensorFlow)."""
+    OpenVINO export, else TensorFlow); `precision` as `OpenVinoRuntime`'s (TensorFlow serves
+    the SavedModel's float32)."""
     if runtime not in ("auto", *RUNTIMES):
         raise ValueError(f"unknown runtime {runtime!r}; expected auto, tensorflow or openvino")
     _, path = resolve_version(model_dir, name, None)
     has_ir = (path / OPENVINO_DIR / OPENVINO_MODEL).is_file()
     if runtime == "openvino" or (runtime == "auto" and has_ir):
-        return OpenVinoRuntime(model_dir, name, threads=threads, streams=streams)
+        return OpenVinoRuntime(
+            model_dir, name, threads=threads, streams=streams, precision=precision
+        )
     if threads:
         import tensorflow as tf
 

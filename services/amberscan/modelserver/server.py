@@ -38,6 +38,7 @@ from amberscan.common.settings import Settings
 from amberscan.modelserver.batching import Batcher
 from amberscan.modelserver.runtimes import (
     DEFAULT_SIGNATURE,
+    PRECISIONS,
     ContractViolation,
     Runtime,
     check_inputs,
@@ -68,6 +69,7 @@ class ServerOptions:
     computed at once, requests in flight at most)."""
 
     runtime: str = "auto"
+    precision: str = "auto"
     threads: int = 0
     streams: int = 1
     max_batch: int = 64
@@ -79,6 +81,7 @@ class ServerOptions:
     def from_settings(cls, settings: Settings) -> ServerOptions:
         return cls(
             runtime=settings.model_server_runtime,
+            precision=settings.model_server_precision,
             threads=settings.model_server_threads,
             streams=settings.model_server_streams,
             max_batch=settings.model_server_max_batch,
@@ -265,15 +268,17 @@ class ModelServer:
             o.runtime,
             threads=o.threads,
             streams=o.streams,
+            precision=o.precision,
         )
         self.servicer.serve_model(model)
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "serving %s version %d on %s with %s (batches of up to %d, %d worker(s))",
+            "serving %s version %d on %s with %s %s (batches of up to %d, %d worker(s))",
             self.name,
             model.version,
             self.address,
             model.runtime,
+            model.precision,
             o.max_batch,
             o.workers,
         )
@@ -345,6 +350,12 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
         choices=["auto", "tensorflow", "openvino"],
         help="auto: OpenVINO where the version has its OpenVINO export, else TensorFlow",
     )
+    parser.add_argument(
+        "--precision",
+        default=defaults.precision,
+        choices=list(PRECISIONS),
+        help="OpenVINO: auto serves the export's INT8 backbone where it has one, else f32",
+    )
     parser.add_argument("--threads", type=int, default=defaults.threads, help="0: every core")
     parser.add_argument("--streams", type=int, default=defaults.streams, help="OpenVINO streams")
     parser.add_argument("--max-batch", type=int, default=defaults.max_batch)
@@ -355,6 +366,7 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
     serve_metrics(settings.metrics_port)
     options = ServerOptions(
         runtime=args.runtime,
+        precision=args.precision,
         threads=args.threads,
         streams=args.streams,
         max_batch=args.max_batch,
