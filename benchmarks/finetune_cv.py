@@ -8,7 +8,11 @@ In the same run and on the same folds (StratifiedGroupKFold by tile, as `ambersc
   ft-xgb-vN  fine-tuned backbone features, mean over N dihedral views (1, 2, 4, 8) → XGBoost,
              trained and tested on features of the same N views, as the served pipeline does
   ft-xgb-v1+stats  the 1-view features with the crop's colour/texture statistics appended
+  ft-xgb-v1-int8  the fine-tuned backbone quantized to INT8 (OpenVINO + NNCF, calibrated on the
+             fold's training crops, as `export-backbone --int8` does) → XGBoost trained on its
+             features: what the CPU model server serves
   cascade-m  1-view scores; crops within m of the 1-view threshold re-scored from 8 views
+             (only when 8 views are among `--view-sets`)
 All out-of-fold scores are pooled and one threshold is chosen for precision ≥ 0.95. Prints one
 row per variant and writes the out-of-fold scores to artifacts/finetune_cv.json. TensorFlow runs
 on one thread (`--threads`), as `amberscan finetune` does so that a build is repeatable.
@@ -20,12 +24,14 @@ import argparse
 import gc
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
+from amberscan.model import backbones
 from amberscan.model.classifier import (
     _fit,
     cross_validate,
@@ -37,10 +43,14 @@ from amberscan.model.dataset import list_labelled
 from amberscan.model.finetune import (
     DIHEDRAL_VIEWS,
     FinetuneConfig,
+    FinetunedModel,
+    backbone_net,
     deterministic_threads,
     finetune,
     pixel_features,
 )
+from amberscan.model.quantize import quantize_backbone
+from amberscan.modelserver.runtimes import compile_config, compile_for_uint8
 from amberscan.vision.crops import crop_superpixel
 from amberscan.vision.imageio import read_image
 
@@ -89,6 +99,27 @@ def crop_statistics(images: np.ndarray) -> np.ndarray:
     return np.asarray(rows, dtype=np.float32)
 
 
+def int8_features(
+    model: FinetunedModel, backbone: str, calibration: np.ndarray, threads: int
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The fold's fine-tuned backbone converted to OpenVINO, quantized on `calibration` crops,
+    behind the model server's uint8 pre-processing: a function from crops to INT8 features."""
+    import openvino as ov
+
+    norm = backbones.normalisation(backbone)
+    meta = {"mean": norm.mean, "scale": norm.scale, "reverse_channels": norm.reverse_channels}
+    bare = ov.convert_model(backbone_net(model.features))
+    quantized = quantize_backbone(bare, calibration, meta)
+    compiled = compile_for_uint8(ov.Core(), quantized, meta, compile_config(threads=threads))
+    request = compiled.create_infer_request()
+
+    def embed(crops: np.ndarray) -> np.ndarray:
+        out = [request.infer({0: crops[i : i + 32]})[0].copy() for i in range(0, len(crops), 32)]
+        return np.concatenate(out).astype(np.float32)
+
+    return embed
+
+
 def report(name: str, labels: np.ndarray, scores: np.ndarray, target: float) -> dict:
     threshold = threshold_for_precision(labels, scores, target)
     at_target = evaluate_scores(labels, scores, threshold)
@@ -133,6 +164,15 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="TensorFlow threads (1: repeatable, the recipe)"
     )
+    parser.add_argument(
+        "--view-sets",
+        type=int,
+        nargs="+",
+        choices=sorted(VIEW_SETS),
+        default=sorted(VIEW_SETS),
+        help="the ft-xgb-vN rows to compute (1 is always among them); the cascade needs 8",
+    )
+    parser.add_argument("--no-int8", action="store_true", help="leave out the ft-xgb-v1-int8 row")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target-precision", type=float, default=0.95)
     parser.add_argument("--out", type=Path, default=Path("artifacts/finetune_cv.json"))
@@ -169,7 +209,10 @@ def main() -> None:
     frozen_oof = cross_validate(frozen, labels, groups, folds=args.folds, seed=args.seed)
 
     head_oof = np.full(len(labels), np.nan)
-    view_oof = {n: np.full(len(labels), np.nan) for n in VIEW_SETS}
+    view_sets = {n: VIEW_SETS[n] for n in sorted({1, *args.view_sets})}
+    views_used = tuple(sorted({k for views in view_sets.values() for k in views}))
+    view_oof = {n: np.full(len(labels), np.nan) for n in view_sets}
+    int8_oof = np.full(len(labels), np.nan)
     stats_oof = np.full(len(labels), np.nan)
     stats = crop_statistics(images)
     splitter = StratifiedGroupKFold(n_splits=args.folds, shuffle=True, random_state=args.seed)
@@ -186,11 +229,20 @@ def main() -> None:
         )
         t_train = time.perf_counter() - t0
         head_oof[test] = model.score(images[test])
-        train_views = model.embed_views(images[train])
-        test_views = model.embed_views(images[test])
-        for n, views in VIEW_SETS.items():
-            booster = _fit(train_views[list(views)].mean(0), labels[train], args.seed, None)
-            view_oof[n][test] = booster.predict_proba(test_views[list(views)].mean(0))[:, 1]
+        # embed_views stacks the views asked for, in that order: index them by position.
+        position = {k: i for i, k in enumerate(views_used)}
+        train_views = model.embed_views(images[train], views_used)
+        test_views = model.embed_views(images[test], views_used)
+        for n, views in view_sets.items():
+            rows = [position[k] for k in views]
+            booster = _fit(train_views[rows].mean(0), labels[train], args.seed, None)
+            view_oof[n][test] = booster.predict_proba(test_views[rows].mean(0))[:, 1]
+        if not args.no_int8:
+            t_int8 = time.perf_counter()
+            embed = int8_features(model, args.backbone, images[train], args.threads)
+            booster = _fit(embed(images[train]), labels[train], args.seed, None)
+            int8_oof[test] = booster.predict_proba(embed(images[test]))[:, 1]
+            print(f"  fold {fold}: INT8 arm {time.perf_counter() - t_int8:.0f}s", flush=True)
         booster = _fit(np.hstack([train_views[0], stats[train]]), labels[train], args.seed, None)
         stats_oof[test] = booster.predict_proba(np.hstack([test_views[0], stats[test]]))[:, 1]
         del model
@@ -211,14 +263,16 @@ def main() -> None:
     rows = [
         report("frozen", y, frozen_oof[done], args.target_precision),
         report("ft-head", y, head_oof[done], args.target_precision),
-        *(report(f"ft-xgb-v{n}", y, view_oof[n][done], args.target_precision) for n in VIEW_SETS),
+        *(report(f"ft-xgb-v{n}", y, view_oof[n][done], args.target_precision) for n in view_sets),
         report("ft-xgb-v1+stats", y, stats_oof[done], args.target_precision),
     ]
+    if not args.no_int8:
+        rows.append(report("ft-xgb-v1-int8", y, int8_oof[done], args.target_precision))
     # The cascade: every crop gets the 1-view score; those within `margin` of the 1-view
     # threshold are scored again from 8 views. Reported with the share of crops re-scored.
-    one, eight = view_oof[1][done], view_oof[8][done]
+    one, eight = view_oof[1][done], view_oof.get(8, view_oof[1])[done]
     t1 = threshold_for_precision(y, one, args.target_precision)
-    for margin in CASCADE_MARGINS:
+    for margin in CASCADE_MARGINS if 8 in view_oof else ():
         again = np.abs(one - t1) < margin
         row = report(f"cascade-{margin}", y, np.where(again, eight, one), args.target_precision)
         row["rescored_share"] = float(again.mean())
@@ -235,8 +289,9 @@ def main() -> None:
                     "labels": labels.tolist(),
                     "frozen": frozen_oof.tolist(),
                     "ft_head": head_oof.tolist(),
-                    **{f"ft_xgb_v{n}": view_oof[n].tolist() for n in VIEW_SETS},
+                    **{f"ft_xgb_v{n}": view_oof[n].tolist() for n in view_sets},
                     "ft_xgb_v1_stats": stats_oof.tolist(),
+                    "ft_xgb_v1_int8": int8_oof.tolist(),
                 },
             }
         )
