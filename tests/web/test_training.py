@@ -103,3 +103,54 @@ def test_train_from_reviews_grows_the_training_set(
         sizes.append(int(printed.split("training on ", 1)[1].split(" ", 1)[0]))
     assert sizes == [6, 9]
     assert len(list(exported.glob("*/*.png"))) == 3
+
+
+async def test_retraining_on_a_reviewed_false_positive_stops_flagging_it(
+    seeded: Seeded, shared_data: Path, tmp_path: Path
+) -> None:
+    """The review loop with the real parts: the default classifier (`make model`) on features
+    from the real model server flags superpixels of a tile; a reviewer marks the one it is least
+    sure of "not mining" (the typical false positive: a sand pit, a clear-cut); `amberscan train
+    --from-reviews` on the shared crops plus that review, at the build's threshold, gives a
+    classifier that no longer flags it, and still flags the tile by its other superpixels."""
+    import asyncio
+
+    from amberscan.cli import build_parser
+    from amberscan.feature.extract import client_for
+    from amberscan.model.classifier import Classifier
+    from amberscan.vision.crops import crops_for
+    from amberscan.vision.imageio import decode_image
+    from amberscan.vision.labels import decode_labels
+    from amberscan.vision.segment import Segmentation
+
+    settings = seeded.settings
+    path = Path(settings.classifier_path)
+    if not path.exists():
+        pytest.fail(f"no classifier at {path}: build the default model with `make model`")
+    before = Classifier.load(path)
+    target = seeded.tiles["positive1"]
+    image = decode_image(await seeded.store.get(target.image_key), target.image_key)
+    labels = decode_labels(await seeded.store.get(target.labels_key), target.labels_key)
+    async with client_for(settings) as client:
+        vectors = await client.predict(crops_for(image, Segmentation.from_labels(labels)))
+    scores = before.score(vectors)
+    flagged = np.flatnonzero(scores >= before.threshold)
+    assert len(flagged) > settings.min_positive_superpixels + 1, scores  # a tile that stays flagged
+    reviewed = int(flagged[np.argmin(scores[flagged])])
+    row = await queries.detection(seeded.db, target.tile_id, target.imagery_date, MODEL)
+    assert row is not None
+    await review_queries.save_label(seeded.db, row, reviewed, 0, "tester")
+
+    out = tmp_path / "classifier.json"
+    args = build_parser().parse_args(
+        ["train", "--data", str(shared_data / "superpixels"), "--from-reviews", "--no-registry"]
+        + ["--threshold", str(before.threshold), "--out", str(out)]
+    )
+    assert await asyncio.to_thread(args.run, args, settings) == 0
+    after = Classifier.load(out)
+    assert after.version != before.version and after.threshold == before.threshold
+    rescored = after.score(vectors)
+    print(f"superpixel {reviewed}: {scores[reviewed]:.3f} before, {rescored[reviewed]:.3f} after")
+    assert rescored[reviewed] < after.threshold
+    others = np.delete(rescored, reviewed)
+    assert (others >= after.threshold).sum() > settings.min_positive_superpixels
