@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.installed
 export AMBERSCAN_MODEL_DIR ?= $(CURDIR)/models/serving
 export AMBERSCAN_CLASSIFIER_PATH ?= $(CURDIR)/models/classifier.json
 
-.PHONY: bench-stages help setup setup-python setup-web setup-stack proto proto-check lint model up status down test test-unit run services-down bench bench-map chaos clean
+.PHONY: bench-stages finetune help setup setup-python setup-web setup-stack proto proto-check lint model up status down test test-unit run services-down bench bench-map chaos clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(BIN)/ruff format --check services tests benchmarks stack docker tools
 	$(BIN)/mypy services/amberscan
 
+finetune: setup-python ## fine-tune the default backbone only (the first step of `make model`; no stack needed)
+	stack/model.sh finetune
+
 model: setup ## build the default backbone (SavedModel) and train the default classifier
 	stack/model.sh
 
@@ -62,7 +65,9 @@ down: ## stop the local stack (data kept; `stack/down.sh --purge` deletes it)
 	stack/down.sh
 
 run: ## scan the bundled demo area on the local stack; ends with the map's URL (prints each phase's time)
-	@stack/phase.sh setup $(MAKE) --no-print-directory setup
+	@stack/phase.sh setup $(MAKE) --no-print-directory setup-python setup-web
+	@# The fine-tune runs on one thread (a repeatable build): the other core installs the stack.
+	@stack/phase.sh "fine-tune + stack setup" $(MAKE) --no-print-directory -j2 --output-sync=line setup-stack finetune
 	@stack/phase.sh model $(MAKE) --no-print-directory model
 	@stack/phase.sh stack $(MAKE) --no-print-directory up
 	@stack/phase.sh services stack/services.sh up

@@ -5,6 +5,8 @@
 # production uses). Repeatable: fixed seeds and one TensorFlow thread for the fine-tune, so the
 # same machine and data give the same weights and the same classifier version.
 # Skips what is already built; FORCE=1 rebuilds both. Says how long each step took.
+# `stack/model.sh finetune` does the fine-tune alone (no stack needed): `make run` runs it on one
+# core while the other installs the stack's servers.
 source "$(dirname "$0")/lib.sh"
 
 MODEL_DIR="${AMBERSCAN_MODEL_DIR:-$ROOT/models/serving}"
@@ -17,6 +19,9 @@ DATA="${AMBERSCAN_TRAINING_DATA:-$(shared_data superpixels)}"
 # AMBERSCAN_FINETUNE=0 serves the frozen ImageNet backbone instead.
 FINETUNE="${AMBERSCAN_FINETUNE:-1}"
 FINETUNED="${AMBERSCAN_FINETUNED_WEIGHTS:-$ROOT/models/finetuned/$BACKBONE.weights.h5}"
+# The CPU model server serves the backbone quantized to INT8, calibrated on the training crops
+# (docs/model.md, docs/performance.md); AMBERSCAN_INT8=0 exports float32 only.
+INT8="${AMBERSCAN_INT8:-1}"
 BIN="$ROOT/.venv/bin/amberscan"
 PY="$ROOT/.venv/bin/python"
 export AMBERSCAN_MODEL_DIR="$MODEL_DIR" AMBERSCAN_CLASSIFIER_PATH="$CLASSIFIER"
@@ -39,17 +44,34 @@ if [ "${FORCE:-0}" = 1 ]; then
   rm -rf "${MODEL_DIR:?}/$NAME" "$CLASSIFIER" "$FINETUNED"
 fi
 
+finetune_once() {
+  if [ "$FINETUNE" = 1 ] && [ ! -f "$FINETUNED" ]; then
+    log "model: fine-tuning $BACKBONE on $DATA (one thread, so the build is repeatable)"
+    timed "fine-tuning" "$BIN" finetune --backbone "$BACKBONE" --data "$DATA" --out "$FINETUNED"
+  fi
+}
+
+case "${1:-all}" in
+  finetune)
+    if ! ls "$MODEL_DIR/$NAME"/*/saved_model.pb >/dev/null 2>&1; then finetune_once; fi
+    exit 0 ;;
+  all) ;;
+  *) die "usage: stack/model.sh [all|finetune]" ;;
+esac
+
 if ! ls "$MODEL_DIR/$NAME"/*/saved_model.pb >/dev/null 2>&1; then
   extra=()
   if [ "$FINETUNE" = 1 ]; then
-    if [ ! -f "$FINETUNED" ]; then
-      log "model: fine-tuning $BACKBONE on $DATA (one thread, so the build is repeatable)"
-      timed "fine-tuning" "$BIN" finetune --backbone "$BACKBONE" --data "$DATA" --out "$FINETUNED"
-    fi
+    finetune_once
     extra=(--finetuned "$FINETUNED" --views "$VIEWS")
   fi
+  what="SavedModel + OpenVINO"
+  if [ "$INT8" = 1 ]; then
+    extra+=(--int8 "$DATA")
+    what+=" + INT8"
+  fi
   log "model: exporting $BACKBONE ($WEIGHTS${extra[*]:+, ${extra[*]}}) to $MODEL_DIR/$NAME/1"
-  timed "the export (SavedModel + OpenVINO)" "$BIN" export-backbone --backbone "$BACKBONE" \
+  timed "the export ($what)" "$BIN" export-backbone --backbone "$BACKBONE" \
     --weights "$WEIGHTS" --model-dir "$MODEL_DIR" --name "$NAME" --version 1 "${extra[@]}"
 else
   log "model: backbone present in $MODEL_DIR/$NAME"
