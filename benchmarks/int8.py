@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/int8.py [--model-dir models/serving] [--classifier models/classifier.json]
         [--data ../shared/data/texty-amber/superpixels] [--tiles ../shared/data/texty-amber/tiles]
 
-Not part of the served path: the model server runs the backbone in f32 (runtimes.py), and the
-classifier is trained on f32 features. This measures, in one run on this CPU, whether INT8 is
-worth making a recipe of:
+The served export holds its own INT8 backbone (`export-backbone --int8`, calibrated on crops
+spread over every tile; the CPU model server serves it). This bench quantizes the export's float
+backbone again, the same way (`model/quantize.py`) but on half of the tiles, so that the other
+half is unseen by the calibration, and measures in one run on this CPU:
 
 1. quantizes the export's bare OpenVINO backbone with NNCF (calibration: the crops of half of the
    data set's tiles, split by tile as its README says);
@@ -16,8 +17,7 @@ worth making a recipe of:
    the four shared tiles (reference SLIC, more than 2 positive superpixels), and a tile-grouped
    CV of XGBoost trained on each arm's own features (paired, both optimistic).
 
-A classifier meant for INT8 features would be trained on them and measured by the nested CV;
-this only says how far the f32 classifier is from holding as it is.
+Quality on unseen tiles is the nested CV's (`benchmarks/finetune_cv.py`, row ft-xgb-v1-int8).
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from amberscan.model.classifier import (
     tile_groups,
 )
 from amberscan.model.dataset import list_labelled
+from amberscan.model.quantize import quantize_backbone
 from amberscan.modelserver.runtimes import (
     METADATA_FILE,
     OPENVINO_DIR,
@@ -81,7 +82,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("artifacts/int8.json"))
     args = parser.parse_args()
 
-    import nncf
     import openvino as ov
 
     version = versions(args.model_dir, args.name)[-1]
@@ -105,22 +105,13 @@ def main() -> None:
     )
     labels = np.array([c.label for c in crops])
     held_out = np.array([c.tile_id not in calibration_tiles for c in crops])
-    mean = np.asarray(meta["mean"], dtype=np.float32)
-    scale = np.asarray(meta["scale"], dtype=np.float32)
-    calibration = [
-        ((images[i : i + 1].astype(np.float32) - mean) / scale) for i in np.flatnonzero(~held_out)
-    ]
+    calibration = images[~held_out]
     print(
         f"backbone {args.name}/{version}; {len(crops)} crops of {len(tiles)} tiles: "
         f"{len(calibration)} calibrate (half of the tiles), {int(held_out.sum())} held out"
     )
     started = time.perf_counter()
-    quantized = nncf.quantize(
-        bare,
-        nncf.Dataset(calibration),
-        subset_size=len(calibration),
-        preset=nncf.QuantizationPreset.MIXED,
-    )
+    quantized = quantize_backbone(bare, calibration, meta, sample=len(calibration))
     print(f"quantized in {time.perf_counter() - started:.0f} s")
     config = compile_config()
     models = {
