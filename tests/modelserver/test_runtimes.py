@@ -163,5 +163,7 @@ def test_precision_auto_serves_int8_where_exported_and_says_when_missing(
     assert load_runtime(exported, "plain").precision == "f32"
     with pytest.raises(FileNotFoundError, match="--int8"):
         load_runtime(exported, "plain", precision="int8")
+    with pytest.raises(ValueError, match="needs the OpenVINO runtime"):
+        load_runtime(int8_exported, "int8", "tensorflow", precision="int8")
     with pytest.raises(ValueError, match="unknown precision"):
         OpenVinoRuntime(exported, "plain", precision="int4")

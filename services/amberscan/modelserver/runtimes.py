@@ -376,6 +376,11 @@ def load_runtime(
         return OpenVinoRuntime(
             model_dir, name, threads=threads, streams=streams, precision=precision
         )
+    if precision == "int8":
+        raise ValueError(
+            f"precision int8 needs the OpenVINO runtime, but {path} is served by TensorFlow "
+            f"(float32): use --runtime openvino on an export made with --int8"
+        )
     if threads:
         import tensorflow as tf
 
