@@ -106,8 +106,7 @@ def int8_features(
     behind the model server's uint8 pre-processing: a function from crops to INT8 features."""
     import openvino as ov
 
-    norm = backbones.normalisation(backbone)
-    meta = {"mean": norm.mean, "scale": norm.scale, "reverse_channels": norm.reverse_channels}
+    meta = backbones.normalisation(backbone).as_metadata()
     bare = ov.convert_model(backbone_net(model.features))
     quantized = quantize_backbone(bare, calibration, meta)
     compiled = compile_for_uint8(ov.Core(), quantized, meta, compile_config(threads=threads))

@@ -44,6 +44,8 @@ if [ "${FORCE:-0}" = 1 ]; then
   rm -rf "${MODEL_DIR:?}/$NAME" "$CLASSIFIER" "$FINETUNED"
 fi
 
+backbone_built() { ls "$MODEL_DIR/$NAME"/*/saved_model.pb >/dev/null 2>&1; }
+
 finetune_once() {
   if [ "$FINETUNE" = 1 ] && [ ! -f "$FINETUNED" ]; then
     log "model: fine-tuning $BACKBONE on $DATA (one thread, so the build is repeatable)"
@@ -53,13 +55,13 @@ finetune_once() {
 
 case "${1:-all}" in
   finetune)
-    if ! ls "$MODEL_DIR/$NAME"/*/saved_model.pb >/dev/null 2>&1; then finetune_once; fi
+    backbone_built || finetune_once
     exit 0 ;;
   all) ;;
   *) die "usage: stack/model.sh [all|finetune]" ;;
 esac
 
-if ! ls "$MODEL_DIR/$NAME"/*/saved_model.pb >/dev/null 2>&1; then
+if ! backbone_built; then
   extra=()
   if [ "$FINETUNE" = 1 ]; then
     finetune_once

@@ -101,6 +101,14 @@ class Normalisation:
     mean: tuple[float, float, float]
     scale: tuple[float, float, float]
 
+    def as_metadata(self) -> dict[str, Any]:
+        """The keys an export's `amberscan.json` "openvino" entry gives them (JSON-ready)."""
+        return {
+            "reverse_channels": self.reverse_channels,
+            "mean": list(self.mean),
+            "scale": list(self.scale),
+        }
+
 
 def normalisation(name: str) -> Normalisation:
     """What `preprocess(name, …)` computes, as constants."""

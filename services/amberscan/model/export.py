@@ -121,13 +121,10 @@ def _write_openvino(model: keras.Model, name: str, folder: Path) -> dict[str, An
     folder.mkdir(parents=True, exist_ok=True)
     converted = ov.convert_model(model)
     ov.save_model(converted, folder / "backbone.xml", compress_to_fp16=False)
-    norm = backbones.normalisation(name)
     return {
         "file": f"{folder.name}/backbone.xml",
         "input": "float32 [N, S, S, 3], normalised",
-        "reverse_channels": norm.reverse_channels,
-        "mean": list(norm.mean),
-        "scale": list(norm.scale),
+        **backbones.normalisation(name).as_metadata(),
         "openvino": ov.__version__,
     }
 

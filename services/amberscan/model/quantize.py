@@ -34,9 +34,10 @@ def calibration_indices(count: int, sample: int = CALIBRATION_CROPS) -> NDArray[
     return np.unique(np.linspace(0, count - 1, sample).round().astype(np.intp))
 
 
-def normalise(images: NDArray[np.uint8], metadata: Mapping[str, Any]) -> NDArray[np.float32]:
-    """What the model server's compiled pre-processing makes of uint8 NHWC crops: float32,
-    channels reversed if the export says so, minus the mean, divided by the scale."""
+def normalise(images: NDArray[Any], metadata: Mapping[str, Any]) -> NDArray[np.float32]:
+    """What the model server's compiled pre-processing makes of NHWC crops (uint8, or float
+    pixels after a resize): float32, channels reversed if the export says so, minus the mean,
+    divided by the scale. The model server uses it for crops it resizes itself."""
     pixels = np.asarray(images, dtype=np.float32)
     if metadata.get("reverse_channels"):
         pixels = pixels[..., ::-1]

@@ -28,6 +28,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
+from amberscan.model.quantize import normalise
+
 DEFAULT_SIGNATURE = "serving_default"
 OPENVINO_DIR = "openvino"
 OPENVINO_MODEL = "backbone.xml"
@@ -304,8 +306,6 @@ class OpenVinoRuntime:
         # Crops of another size are resized (float) and normalised here, then go to the model
         # as it was exported, so nothing is rounded on the way.
         self._floats = core.compile_model(core.read_model(ir), "CPU", config)
-        self._mean = np.asarray(self.metadata["mean"], dtype=np.float32)
-        self._scale = np.asarray(self.metadata["scale"], dtype=np.float32)
         self.threads = int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
         self.streams = int(self._compiled.get_property("NUM_STREAMS"))
 
@@ -340,10 +340,7 @@ class OpenVinoRuntime:
             import tensorflow as tf
 
             resized = tf.image.resize(images, (size, size), method="bilinear", antialias=True)
-            pixels = resized.numpy()
-            if self.metadata.get("reverse_channels"):
-                pixels = pixels[..., ::-1]
-            images = (pixels - self._mean) / self._scale
+            images = normalise(resized.numpy(), self.metadata)
             compiled = self._floats
         batch = dihedral_views(images, self.views) if self.views != (0,) else images
         request = compiled.create_infer_request()
