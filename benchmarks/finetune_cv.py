@@ -34,6 +34,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 from amberscan.model import backbones
 from amberscan.model.classifier import (
     _fit,
+    cascade_choice,
+    cascade_scores,
     cross_validate,
     evaluate_scores,
     threshold_for_precision,
@@ -272,8 +274,10 @@ def main() -> None:
     one, eight = view_oof[1][done], view_oof.get(8, view_oof[1])[done]
     t1 = threshold_for_precision(y, one, args.target_precision)
     for margin in CASCADE_MARGINS if 8 in view_oof else ():
-        again = np.abs(one - t1) < margin
-        row = report(f"cascade-{margin}", y, np.where(again, eight, one), args.target_precision)
+        again = cascade_choice(one, t1, margin)
+        row = report(
+            f"cascade-{margin}", y, cascade_scores(one, eight, t1, margin), args.target_precision
+        )
         row["rescored_share"] = float(again.mean())
         print(f"          re-scored {again.mean():.1%} of crops from 8 views")
         rows.append(row)

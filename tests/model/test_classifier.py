@@ -10,6 +10,8 @@ from hypothesis import strategies as st
 from amberscan.model.classifier import (
     Classifier,
     ClassifierError,
+    cascade_choice,
+    cascade_scores,
     evaluate_scores,
     threshold_for_precision,
     train_classifier,
@@ -173,3 +175,40 @@ def test_a_given_threshold_replaces_the_cv_choice_and_metrics_follow_it() -> Non
     assert given.threshold == 0.9 and given.metadata["threshold_source"] == "given"
     assert cv_given.recall == pytest.approx(((oof >= 0.9) & (labels == 1)).sum() / labels.sum())
     assert given.version != chosen.version
+
+
+def test_the_cascade_rescores_only_crops_near_the_threshold() -> None:
+    first = np.array([0.10, 0.48, 0.50, 0.52, 0.55, 0.90])
+    second = np.array([0.00, 0.99, 0.01, 0.02, 0.97, 0.00])
+    chosen = cascade_choice(first, threshold=0.5, margin=0.05)
+    # |s - t| < margin, strictly: 0.55 is at the margin and keeps its first score.
+    assert chosen.tolist() == [False, True, True, True, False, False]
+    combined = cascade_scores(first, second, threshold=0.5, margin=0.05)
+    assert combined.tolist() == [0.10, 0.99, 0.01, 0.02, 0.55, 0.90]
+    # A margin of 0 is no cascade; a margin of 1 rescores everything in [0, 1].
+    assert not cascade_choice(first, 0.5, 0.0).any()
+    assert cascade_scores(first, second, 0.5, 1.0).tolist() == second.tolist()
+
+
+@given(
+    st.lists(st.floats(0, 1), min_size=1, max_size=50),
+    st.floats(0, 1),
+    st.floats(0, 0.5),
+)
+def test_the_cascade_changes_verdicts_only_of_chosen_crops(
+    scores: list[float], threshold: float, margin: float
+) -> None:
+    first = np.array(scores)
+    second = 1.0 - first
+    combined = cascade_scores(first, second, threshold, margin)
+    changed = combined != first
+    assert not (changed & ~cascade_choice(first, threshold, margin)).any()
+
+
+def test_the_cascade_refuses_bad_input() -> None:
+    with pytest.raises(ValueError, match="margin must be >= 0"):
+        cascade_choice(np.array([0.5]), 0.5, -0.1)
+    with pytest.raises(ValueError, match="finite"):
+        cascade_choice(np.array([np.nan]), 0.5, 0.1)
+    with pytest.raises(ValueError, match="different shapes"):
+        cascade_scores(np.array([0.5, 0.6]), np.array([0.5]), 0.5, 0.1)

@@ -12,12 +12,14 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
+from rasterio.io import MemoryFile
 
 from amberscan.common import keys, topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.errors import PoisonMessage
 from amberscan.common.kafka import ensure_topics
 from amberscan.common.settings import Settings
+from amberscan.geo.tiles import Tile
 from amberscan.tiler import demo
 from amberscan.tiler.providers import Fetcher, XyzProvider
 from amberscan.tiler.service import make_handler, make_stage
@@ -203,9 +205,17 @@ async def test_stage_scans_the_demo_area(stack_settings: Settings, shared_data: 
     tiles = [pb.Tile.FromString(r.value) for r in out]
     assert sorted(t.tile_id for t in tiles) == sorted(t.quadkey for t in demo.demo_tiles())
     assert all(r.key == pb.Tile.FromString(r.value).tile_id.encode() for r in out)
+    images = demo.demo_images(shared_data / "tiles")
     for tile in tiles:
         assert tile.scan_id == "stack-demo" and tile.demo and tile.tiles_expected == 8
-        assert await store.exists(tile.image_key)
+        # Stored as a lossless GeoTIFF on the scan tile's web-mercator bounds.
+        assert tile.image_key.endswith(".tif")
+        data = await store.get(tile.image_key)
+        place = Tile(tile.tile.x, tile.tile.y, tile.tile.z)
+        np.testing.assert_array_equal(decode_image(data, tile.image_key), images[place])
+        with MemoryFile(data) as memory, memory.open() as dataset:
+            assert dataset.crs.to_epsg() == 3857
+            assert dataset.bounds == pytest.approx(place.xy_bounds())
     assert len(await store.list(keys.TILE_IMAGES + "/")) == 8
     [letter] = [pb.DeadLetter.FromString(r.value) for r in letters]
     assert letter.scan_id == "bad" and letter.tile_id == "" and "invalid region" in letter.reason

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
 from amberscan.common.errors import InvalidImage, InvalidInput, PoisonMessage
-from amberscan.vision.imageio import decode_image, encode_png, read_image
+from amberscan.vision.imageio import decode_image, encode_png, encode_tile, read_image
 
 SOURCE = "tile 18/151234/87211"
 
@@ -140,6 +140,40 @@ def test_encode_png_refuses_what_is_not_an_rgb_array(bad: np.ndarray) -> None:
 
 
 # --- empty, not an image, truncated, corrupt --------------------------------------------------
+
+
+def test_a_stored_tile_is_a_lossless_georeferenced_tiff(tile_rgb: np.ndarray) -> None:
+    import mercantile
+    import rasterio
+    from rasterio.io import MemoryFile
+
+    tile = np.ascontiguousarray(
+        np.pad(tile_rgb, ((0, 1024 - tile_rgb.shape[0]), (0, 1024 - tile_rgb.shape[1]), (0, 0)))
+    )
+    bounds = tuple(mercantile.xy_bounds(37640, 21610, 16))
+    data = encode_tile(tile, bounds)
+    assert data[:4] == b"II*\x00"
+    np.testing.assert_array_equal(decode_image(data, "tile"), tile)
+    with MemoryFile(data) as memory, memory.open() as dataset:
+        assert dataset.crs == rasterio.CRS.from_epsg(3857)
+        assert dataset.bounds == pytest.approx(bounds)
+        assert dataset.compression.name.lower() == "zstd"
+        np.testing.assert_array_equal(np.moveaxis(dataset.read(), 0, 2), tile)
+
+
+def test_a_tile_of_any_size_round_trips(tile_rgb: np.ndarray) -> None:
+    # 999 x 974 px, as a raster source's tile may be: its last blocks are partly padding.
+    data = encode_tile(tile_rgb, (0.0, 0.0, 999.0, 974.0))
+    np.testing.assert_array_equal(decode_image(data, "tile"), tile_rgb)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32), np.zeros((0, 4, 3), np.uint8)],
+)
+def test_encode_tile_refuses_what_is_not_an_rgb_array(bad: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="encode_tile needs"):
+        encode_tile(bad, (0.0, 0.0, 1.0, 1.0))
 
 
 def test_empty_bytes() -> None:

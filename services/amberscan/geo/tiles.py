@@ -62,6 +62,11 @@ class Tile:
         b = mercantile.bounds(self.x, self.y, self.z)
         return (b.west, b.south, b.east, b.north)
 
+    def xy_bounds(self) -> tuple[float, float, float, float]:
+        """(west, south, east, north) in web-mercator metres (EPSG:3857)."""
+        b = mercantile.xy_bounds(self.x, self.y, self.z)
+        return (b.left, b.bottom, b.right, b.top)
+
     def center(self) -> tuple[float, float]:
         """(lon, lat) of the tile's centre, in mercator (the pixel grid's centre)."""
         return pixel_to_lonlat(self, 1, 1, 0.5, 0.5)

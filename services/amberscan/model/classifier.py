@@ -120,6 +120,43 @@ def threshold_for_precision(
     return chosen if chosen is not None else best
 
 
+def cascade_choice(
+    first: NDArray[np.floating[Any]], threshold: float, margin: float
+) -> NDArray[np.bool_]:
+    """Which crops a cascade scores again: those whose first score is within `margin` of the
+    threshold (strictly), where a second, costlier opinion can change the verdict.
+
+    Raises:
+        ValueError: `margin` is negative or a score is not finite.
+    """
+    s = np.asarray(first, dtype=float)
+    if margin < 0:
+        raise ValueError(f"cascade margin must be >= 0, got {margin}")
+    if not np.isfinite(s).all():
+        raise ValueError("cascade scores must be finite")
+    chosen: NDArray[np.bool_] = np.abs(s - threshold) < margin
+    return chosen
+
+
+def cascade_scores(
+    first: NDArray[np.floating[Any]],
+    second: NDArray[np.floating[Any]],
+    threshold: float,
+    margin: float,
+) -> NDArray[np.float64]:
+    """A cascade's scores: `second` (e.g. from 8 views) for the crops `cascade_choice` picks,
+    `first` (one view) for the rest.
+
+    Raises:
+        ValueError: the two score arrays differ in shape, or as `cascade_choice`.
+    """
+    one, again = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    if one.shape != again.shape:
+        raise ValueError(f"cascade scores of different shapes: {one.shape} and {again.shape}")
+    combined: NDArray[np.float64] = np.where(cascade_choice(one, threshold, margin), again, one)
+    return combined
+
+
 def tile_groups(tile_ids: list[str]) -> NDArray[np.int64]:
     """Integer group per sample, equal for samples of one tile (for grouped CV)."""
     index = {tile: i for i, tile in enumerate(sorted(set(tile_ids)))}

@@ -4,13 +4,14 @@ A region request (bbox or GeoJSON) is validated, its zoom-16 scan tiles listed, 
 into one request per scan tile, produced back onto `scan-requests` keyed by tile id and carrying
 the scan's tile count; the region's offset is committed once they are all acknowledged. Each
 one-tile request is then handled by whichever tiler replica owns its partition: fetch the 4×4
-zoom-18 provider tiles, stitch them to a 1024×1024 PNG, store it in the blob store under its
+zoom-18 provider tiles, stitch them to a 1024×1024 image, store it in the blob store (a lossless
+GeoTIFF, georeferenced in EPSG:3857: `vision.imageio.encode_tile`) under its
 content-addressed key, and produce one `Tile` message keyed by tile id. A scan of any size is
 thus spread over the replicas, and no record takes longer than one tile.
 
 At-least-once, de-duplicated downstream by (scan id, tile id). A crash redelivers the requests
 not yet committed: a region is split again (the same one-tile requests), a tile is fetched again
-(its PNG rewrites the same content-addressed object, its message repeats with the same key and
+(its GeoTIFF rewrites the same content-addressed object, its message repeats with the same key and
 content). A tile the provider does not have (404) or that is not a usable image becomes a dead
 letter carrying its tile id and scan id (the sink marks it failed) and the scan goes on. An
 invalid request (not a ScanRequest, bad region or zooms, unknown provider) becomes one dead
@@ -52,7 +53,7 @@ from amberscan.tiler.core import (
 )
 from amberscan.tiler.providers import Provider, SourceSpec, provider_for
 from amberscan.v1 import messages_pb2 as pb
-from amberscan.vision.imageio import encode_png
+from amberscan.vision.imageio import encode_tile
 
 SERVICE = "tiler"
 
@@ -273,8 +274,8 @@ async def _tile_output(
                 plan.scan_id, tile.quadkey, fetched.imagery_date, model, reason
             )
             return None
-    png = await asyncio.to_thread(encode_png, fetched.image)
-    key = await store.put(png, keys.TILE_IMAGES, "png", "image/png")
+    data = await asyncio.to_thread(encode_tile, fetched.image, tile.xy_bounds())
+    key = await store.put(data, keys.TILE_IMAGES, "tif", "image/tiff")
     height, width = fetched.image.shape[:2]
     message = tile_message(
         tile,

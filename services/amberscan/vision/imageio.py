@@ -1,4 +1,4 @@
-"""Decoding tiles into RGB arrays, and encoding arrays as PNG.
+"""Decoding tiles into RGB arrays, and encoding arrays as PNG and as the stored tile's GeoTIFF.
 
 The contract downstream is an (H, W, 3) uint8 RGB array of aerial imagery. Anything else is
 refused here with `InvalidImage`, whose message names the source and the problem, so the runner
@@ -171,6 +171,64 @@ def encode_png(image: NDArray[np.uint8], compress_level: int = PNG_COMPRESS_LEVE
         buffer, format="PNG", compress_level=compress_level
     )
     return buffer.getvalue()
+
+
+# A stored scan tile: GeoTIFF, Zstandard level 1 with horizontal differencing, 256-px blocks.
+# Measured on a 1024-px tile: written in 35 ms and read in 13 ms of CPU, 1.26 MB; a PNG at zlib
+# level 1 took 116 ms and 57 ms for 1.33 MB, and a tile is written once and read by two stages.
+TILE_TIFF_OPTIONS: dict[str, object] = {
+    "compress": "zstd",
+    "zstd_level": 1,
+    "predictor": 2,
+    "interleave": "pixel",
+    "tiled": True,
+    "blockxsize": 256,
+    "blockysize": 256,
+}
+
+
+def encode_tile(image: NDArray[np.uint8], bounds: tuple[float, float, float, float]) -> bytes:
+    """Encode a scan tile as a lossless GeoTIFF, georeferenced in web mercator.
+
+    Args:
+        image: (H, W, 3) uint8 RGB.
+        bounds: (west, south, east, north) in web-mercator metres (EPSG:3857): the tile's
+            extent (`geo.tiles.Tile.xy_bounds`).
+
+    Returns:
+        The file's bytes (any TIFF reader decodes them: Pillow, GDAL, QGIS).
+
+    Raises:
+        ValueError: The array is not (H, W, 3) uint8, or is empty.
+    """
+    # rasterio loads GDAL: imported when a tile is written, not by every user of this module.
+    import rasterio
+    from rasterio.io import MemoryFile
+
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3 or array.size == 0:
+        raise ValueError(
+            f"encode_tile needs an (H, W, 3) uint8 array, got {array.dtype} {array.shape}"
+        )
+    height, width = array.shape[:2]
+    west, south, east, north = bounds
+    transform = rasterio.Affine(
+        (east - west) / width, 0.0, west, 0.0, (south - north) / height, north
+    )
+    with MemoryFile() as memory:
+        with memory.open(
+            driver="GTiff",
+            width=width,
+            height=height,
+            count=3,
+            dtype="uint8",
+            photometric="RGB",
+            crs=rasterio.CRS.from_epsg(3857),
+            transform=transform,
+            **TILE_TIFF_OPTIONS,
+        ) as dataset:
+            dataset.write(np.moveaxis(array, 2, 0))
+        return bytes(memory.read())
 
 
 def _to_rgb(image: Image.Image, source: str, kind: str) -> NDArray[np.uint8]:

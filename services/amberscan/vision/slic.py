@@ -55,13 +55,10 @@ def slic_labels(
     """
     if lab.ndim != 3 or lab.shape[2] != 3 or lab.shape[0] == 0 or lab.shape[1] == 0:
         raise ValueError(f"slic_labels needs an (H, W, 3) image, got {lab.shape}")
-    image = np.array(lab, dtype=np.float64, copy=True)
+    image = np.ascontiguousarray(lab, dtype=np.float64)
     low, high = image.min(), image.max()
     if not (np.isfinite(low) and np.isfinite(high)):
         raise ValueError("slic_labels needs finite values")
-    image -= low
-    if high != low:
-        image /= high - low
     height, width = image.shape[:2]
     grid = regular_grid((1, height, width), n_segments)  # type: ignore[no-untyped-call]
     # The grid's points in raster order, as scikit-image takes them from an mgrid.
@@ -75,9 +72,9 @@ def slic_labels(
     # scikit-image passes the largest step as a C float and squares it in float.
     step = np.float32(max(float(s.step) if s.step is not None else 1.0 for s in grid))
     spatial_weight = 1.0 / float(step * step)
-    # Colours scaled by 1 / compactness, as scikit-image does before its k-means.
-    scaled = np.ascontiguousarray(image * (1.0 / compactness), dtype=np.float64)
-    planes = np.ascontiguousarray(np.moveaxis(scaled, 2, 0))
+    # Stretched to [0, 1] and scaled by 1 / compactness, as scikit-image does before its k-means,
+    # in one pass that also makes a plane per channel.
+    planes = _scaled_planes(image, float(low), float(high), 1.0 / compactness)
     centres = np.zeros((len(seeds), 5), dtype=np.float64)
     centres[:, :2] = seeds
     nearest = _kmeans(planes, centres, step_y, step_x, max_num_iter, spatial_weight)
@@ -86,6 +83,25 @@ def slic_labels(
     max_size = max(1, int(max_size_factor * segment_size))
     labels: NDArray[np.intp] = _connect(nearest, min_size, max_size)
     return labels
+
+
+@njit(cache=True, nogil=True)
+def _scaled_planes(
+    image: NDArray[np.float64], low: float, high: float, factor: float
+) -> NDArray[np.float64]:
+    """((image - low) / (high - low)) * factor, channels first: scikit-image's operations in
+    its order (no division when the image is flat)."""
+    height, width, channels = image.shape
+    planes = np.empty((channels, height, width), np.float64)
+    spread = high - low
+    for y in range(height):
+        for x in range(width):
+            for c in range(channels):
+                value = image[y, x, c] - low
+                if spread != 0.0:
+                    value /= spread
+                planes[c, y, x] = value * factor
+    return planes
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

@@ -130,14 +130,15 @@ def date_model(query: Mapping[str, str]) -> tuple[str | None, str | None]:
 
 
 def image_key(text: str) -> str:
-    """A tile image's content key (`tiles/ab/abcdef….png`); nothing else may be read.
+    """A tile image's content key (`tiles/ab/abcdef….tif`; `.png` as tiles were stored before);
+    nothing else may be read.
 
     Raises:
         BadRequest: any other text.
     """
     match = _IMAGE_KEY.match(text)
     if match is None or not match.group(2).startswith(match.group(1)):
-        raise BadRequest(f"image_key={text[:80]!r}: not a tile image key (tiles/ab/<sha256>.png)")
+        raise BadRequest(f"image_key={text[:80]!r}: not a tile image key (tiles/ab/<sha256>.tif)")
     return text
 
 
