@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
 from amberscan.common.errors import InvalidImage, InvalidInput, PoisonMessage
+from amberscan.geo.tiles import Tile
 from amberscan.vision.imageio import decode_image, encode_png, encode_tile, read_image
 
 SOURCE = "tile 18/151234/87211"
@@ -143,14 +144,13 @@ def test_encode_png_refuses_what_is_not_an_rgb_array(bad: np.ndarray) -> None:
 
 
 def test_a_stored_tile_is_a_lossless_georeferenced_tiff(tile_rgb: np.ndarray) -> None:
-    import mercantile
     import rasterio
     from rasterio.io import MemoryFile
 
     tile = np.ascontiguousarray(
         np.pad(tile_rgb, ((0, 1024 - tile_rgb.shape[0]), (0, 1024 - tile_rgb.shape[1]), (0, 0)))
     )
-    bounds = tuple(mercantile.xy_bounds(37640, 21610, 16))
+    bounds = Tile(37640, 21610, 16).xy_bounds()
     data = encode_tile(tile, bounds)
     assert data[:4] == b"II*\x00"
     np.testing.assert_array_equal(decode_image(data, "tile"), tile)

@@ -144,16 +144,17 @@ class Mosaic:
         r, c = (y >> _STEP) - self.origin.y, (x >> _STEP) - self.origin.x
         if z != FETCH_ZOOM or not (0 <= r < self.rows and 0 <= c < self.columns):
             return None
-        return _provider_png(self, x, y)
+        k = 1 << _STEP
+        return _provider_png(self, r, c, y % k, x % k)
 
 
 # Kept encoded, as a tile server's cache would keep them: a warm scan then costs the provider
 # its HTTP answers only, not a PNG encoding per provider tile on the scanning machine's cores.
 @functools.lru_cache(maxsize=4096)
-def _provider_png(mosaic: Mosaic, x: int, y: int) -> bytes:
-    k = 1 << _STEP
-    image = _compose(mosaic, (y >> _STEP) - mosaic.origin.y, (x >> _STEP) - mosaic.origin.x)
-    r0, c0 = (y % k) * PROVIDER_TILE_PX, (x % k) * PROVIDER_TILE_PX
+def _provider_png(mosaic: Mosaic, r: int, c: int, row: int, column: int) -> bytes:
+    """Provider tile (`row`, `column`) of scan tile (`r`, `c`) of the mosaic, as PNG."""
+    image = _compose(mosaic, r, c)
+    r0, c0 = row * PROVIDER_TILE_PX, column * PROVIDER_TILE_PX
     block = image[r0 : r0 + PROVIDER_TILE_PX, c0 : c0 + PROVIDER_TILE_PX]
     return encode_png(np.ascontiguousarray(block))
 

@@ -11,8 +11,8 @@ thus spread over the replicas, and no record takes longer than one tile.
 
 At-least-once, de-duplicated downstream by (scan id, tile id). A crash redelivers the requests
 not yet committed: a region is split again (the same one-tile requests), a tile is fetched again
-(its GeoTIFF rewrites the same content-addressed object, its message repeats with the same key and
-content). A tile the provider does not have (404) or that is not a usable image becomes a dead
+(its GeoTIFF rewrites the same content-addressed object, its message repeats with the same key
+and content). A tile the provider does not have (404) or that is not a usable image becomes a dead
 letter carrying its tile id and scan id (the sink marks it failed) and the scan goes on. An
 invalid request (not a ScanRequest, bad region or zooms, unknown provider) becomes one dead
 letter with the scan id and no tile id. A provider that keeps failing (5xx, timeouts) raises

@@ -20,18 +20,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 from numpy.typing import NDArray
+from skimage.color import xyz_tristimulus_values
+from skimage.color.colorconv import xyz_from_rgb
 
-# scikit-image's sRGB → XYZ matrix and the D65 / 2° white point (skimage.color.colorconv).
-_XYZ_FROM_RGB = np.array(
-    [
-        [0.412453, 0.357580, 0.180423],
-        [0.212671, 0.715160, 0.072169],
-        [0.019334, 0.119193, 0.950227],
-    ]
+# scikit-image's sRGB → XYZ matrix as rgb2xyz passes it (a transposed view, so the same BLAS
+# kernel and rounding), and its D65 / 2° white point.
+_RGB_TO_XYZ = xyz_from_rgb.T.astype(np.float64)
+_D65 = xyz_tristimulus_values(  # type: ignore[no-untyped-call]
+    illuminant="D65", observer="2", dtype=np.float64
 )
-# As scikit-image passes it (a transposed view, so the same BLAS kernel and rounding).
-_RGB_TO_XYZ = _XYZ_FROM_RGB.T.astype(np.float64)
-_D65 = np.array([0.95047, 1.0, 1.08883])
 # SciPy's gaussian_filter default: the kernel reaches 4 sigma.
 _TRUNCATE = 4.0
 # Rows per band: 16 rows of a 1024-px tile are 0.4 MB of float64, with temporaries in L2.

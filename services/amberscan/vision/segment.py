@@ -11,8 +11,8 @@ unchanged k-means core:
    instead of by `n_segments`.
 
 `segment(mode="reference")` therefore does the 2018 preprocessing itself (Gaussian on RGB, then
-Lab, compiled in `vision/colour.py`, bit for bit) and calls today's slic with Lab input and the compactness and size factors that undo
-(1) and (3). On the four shared tiles this reproduces scikit-image 0.13.1 and 0.14.2 label for
+Lab, compiled in `vision/colour.py`, bit for bit) and calls today's slic with Lab input and the
+compactness and size factors that undo (1) and (3). On the four shared tiles this reproduces scikit-image 0.13.1 and 0.14.2 label for
 label. Today's slic itself runs in `vision/slic.py`: its labels, compiled, in half the time.
 `Superpixel.index` is then the 2018 label, the N of the data set's ``*_super_N.png``.
 Note that the 2018 code ran ``regionprops`` on these 0-based labels, which skips label 0: the
