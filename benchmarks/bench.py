@@ -214,18 +214,36 @@ def children(pid: int) -> list[int]:
     return [int(c) for c in found] + [g for c in found for g in children(int(c))]
 
 
-def stack_rss_mb(settings: Settings) -> dict[str, float]:
-    """Peak RSS of the local stack's servers, from the pid files `make up` keeps."""
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of `pid` and its live children, with those of its children that ended
+    (PostgreSQL's backends come and go)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    ended = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(pid) + ended + sum(cpu_seconds(c) for c in children(pid))
+
+
+def stack_pids() -> dict[str, int]:
+    """The local stack's servers (Kafka, MinIO, PostgreSQL), from the pid files `make up` keeps."""
     run = ROOT / ".stack" / "run"
-    out = {}
-    for name in ("kafka", "minio"):
-        pidfile = run / f"{name}.pid"
-        if pidfile.is_file():
-            out[name] = peak_rss_mb(int(pidfile.read_text().split()[0]))
-    pg = ROOT / ".stack" / "postgres" / "data" / "postmaster.pid"
-    if pg.is_file():
-        out["postgres"] = peak_rss_mb(int(pg.read_text().split()[0]))
-    return out
+    files = {
+        "kafka": run / "kafka.pid",
+        "minio": run / "minio.pid",
+        "postgres": ROOT / ".stack" / "postgres" / "data" / "postmaster.pid",
+    }
+    return {n: int(f.read_text().split()[0]) for n, f in files.items() if f.is_file()}
+
+
+def stack_rss_mb() -> dict[str, float]:
+    """Peak RSS of the local stack's servers."""
+    return {name: peak_rss_mb(pid) for name, pid in stack_pids().items()}
+
+
+def stack_cpu_seconds() -> dict[str, float]:
+    """CPU seconds the local stack's servers have used so far."""
+    return {name: tree_cpu_seconds(pid) for name, pid in stack_pids().items()}
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -456,12 +474,14 @@ async def run_pipeline(args: argparse.Namespace, mosaic: Mosaic, base: Settings)
             procs.check()
             before = procs.scrape()
             cpu_before = procs.cpu_seconds()
+            stack_before = stack_cpu_seconds()
             started = time.perf_counter()
             warm = await scan(settings, mosaic, args.timeout)
             seconds = time.perf_counter() - started
             procs.check()
             after = procs.scrape()
             cpu = {n: round(c - cpu_before.get(n, 0.0), 2) for n, c in procs.cpu_seconds().items()}
+            stack_cpu = {n: c - stack_before.get(n, 0.0) for n, c in stack_cpu_seconds().items()}
             delta = {name: _delta_text(before.get(name, ""), text) for name, text in after.items()}
             tiles = warm.done
             result["warm_scan"] = {
@@ -477,6 +497,10 @@ async def run_pipeline(args: argparse.Namespace, mosaic: Mosaic, base: Settings)
             stage = max((n for n in per_tile if n in (*STAGES, "model-server")), key=per_tile.get)
             result["stages"] = {
                 "cpu_seconds_per_tile": per_tile,
+                # Kafka, MinIO and PostgreSQL on the same cores: the cost model's stack share.
+                "stack_cpu_seconds_per_tile": {
+                    n: round(c / max(tiles, 1), 4) for n, c in stack_cpu.items()
+                },
                 "handle_seconds_per_tile": busy,
                 "costliest": stage,
                 "model_server": {
@@ -502,7 +526,7 @@ async def run_pipeline(args: argparse.Namespace, mosaic: Mosaic, base: Settings)
                 },
                 "wait_per_topic": await stage_latencies(settings, warm.scan_id),
             }
-            result["peak_rss_mb"] = {**procs.peak_rss_mb(), **stack_rss_mb(settings)}
+            result["peak_rss_mb"] = {**procs.peak_rss_mb(), **stack_rss_mb()}
             pipeline_verdicts = {v["tile_id"]: bool(v["flagged"]) for v in warm.verdicts}
             tile_images = {t.quadkey: mosaic.image(t) for t in mosaic.tiles()}
             core = await core_verdicts(settings, tile_images, classifier)
@@ -624,6 +648,7 @@ def print_table(report: dict[str, Any]) -> None:
     print(
         f"CPU seconds per tile by process: {s['cpu_seconds_per_tile']} (costliest: {s['costliest']})"
     )
+    print(f"CPU seconds per tile of the stack's servers: {s['stack_cpu_seconds_per_tile']}")
     print(f"handler seconds per tile by stage: {s['handle_seconds_per_tile']}")
     ms = s["model_server"]
     print(
