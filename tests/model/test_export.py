@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from amberscan.model import backbones
 from amberscan.model.export import METADATA_FILE, build_backbone, export_backbone
+from amberscan.vision.crops import CROP_RESAMPLE
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,7 @@ def test_layout_is_tf_servings(model_dir: Path, lite0_version: Path) -> None:
     assert meta["weights"].startswith("pretrained (efficientnet-lite0-57934424.pth")
     assert meta["feature_dim"] == 1280
     assert meta["input_size"] == 224
+    assert meta["crop_resample"] == CROP_RESAMPLE
     assert meta["created_by"] == "amberscan.model.export"
 
 

