@@ -53,7 +53,7 @@ from amberscan.model.finetune import (
 )
 from amberscan.model.quantize import quantize_backbone
 from amberscan.modelserver.runtimes import compile_config, compile_for_uint8
-from amberscan.vision.crops import Resample, crop_superpixel
+from amberscan.vision.crops import CROP_RESAMPLE, Resample, crop_superpixel
 from amberscan.vision.imageio import read_image
 
 
@@ -183,7 +183,7 @@ def main() -> None:
     parser.add_argument(
         "--crop-resample",
         choices=("nearest", "bilinear"),
-        default="nearest",
+        default=CROP_RESAMPLE,
         help="how each crop is resized to the backbone's input (vision/crops.py)",
     )
     parser.add_argument("--seed", type=int, default=0)

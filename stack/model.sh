@@ -39,27 +39,6 @@ timed() {  # timed WHAT CMD...: run CMD and log how long WHAT took
   log "model: $what took $((SECONDS - started)) s"
 }
 
-# A backbone fine-tuned on crops resized another way than this code cuts them (vision/crops.py's
-# CROP_RESAMPLE, recorded by the export in amberscan.json) would see other pixels than it learnt
-# from: such a model is rebuilt, not served.
-crops_changed() {
-  "$PY" - "$MODEL_DIR/$NAME" <<'PY'
-import json, sys
-from pathlib import Path
-from amberscan.vision.crops import CROP_RESAMPLE
-found = sorted(Path(sys.argv[1]).glob("[0-9]*/amberscan.json"), key=lambda p: int(p.parent.name))
-built = json.loads(found[-1].read_text()).get("crop_resample", "nearest") if found else CROP_RESAMPLE
-if built != CROP_RESAMPLE:
-    print(f"{built} crops, while this code cuts {CROP_RESAMPLE} ones")
-    sys.exit(0)
-sys.exit(1)
-PY
-}
-if [ "${FORCE:-0}" != 1 ] && changed=$(crops_changed); then
-  log "model: the model in $MODEL_DIR/$NAME was built on $changed: rebuilding it"
-  FORCE=1
-fi
-
 if [ "${FORCE:-0}" = 1 ]; then
   "$ROOT/stack/down.sh" >/dev/null 2>&1 || true
   rm -rf "${MODEL_DIR:?}/$NAME" "$CLASSIFIER" "$FINETUNED"

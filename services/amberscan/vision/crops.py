@@ -28,7 +28,8 @@ _RESAMPLERS: dict[str, Image.Resampling] = {
     "bilinear": Image.Resampling.BILINEAR,
 }
 # How the default model's crops are made, for training and scanning alike (the export records
-# it in amberscan.json, and `stack/model.sh` rebuilds a model made with another).
+# it in amberscan.json). Nearest, as in 2018: the nested CV found bilinear no better
+# (docs/model.md, "Crop resampling").
 CROP_RESAMPLE: Resample = "nearest"
 
 
