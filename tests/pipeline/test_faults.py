@@ -144,6 +144,12 @@ class Services:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
 
+    def pause(self, name: str) -> None:
+        self.procs[name].send_signal(signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        self.procs[name].send_signal(signal.SIGCONT)
+
     def check_alive(self) -> None:
         dead = {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
         assert not dead, f"services exited: {dead}\n{self.tails()}"
@@ -276,12 +282,24 @@ async def test_sigkill_mid_scan_loses_and_duplicates_nothing(
                 expected = await scanning.submit(settings, db, request)
                 assert expected == 8
 
-                # The segmenter dies between committing its first tiles and its last ones.
-                async def segmenter_midway() -> bool:
-                    left = sum((await backlog(settings, "segmenter", topics.TILES)).values())
-                    return await records_on(settings, topics.TILES) == 8 and 0 < left < 8
-
-                await wait_for("the segmenter midway", segmenter_midway, services, 300)
+                # The segmenter dies between committing its first tiles and its last ones. It is
+                # paused (SIGSTOP) while its progress is read and killed while still paused, so
+                # the kill lands on exactly the state read: a fast machine otherwise commits its
+                # last tiles between the check and the kill. Sampled often: it keeps pace with
+                # the tiler, so only a few tiles wait once the last one is on the bus.
+                deadline = time.monotonic() + 300
+                while True:
+                    services.pause("segmenter")
+                    left_now = sum((await backlog(settings, "segmenter", topics.TILES)).values())
+                    if await records_on(settings, topics.TILES) == 8 and 0 < left_now < 8:
+                        break
+                    services.resume("segmenter")
+                    services.check_alive()
+                    if time.monotonic() > deadline:
+                        pytest.fail(
+                            f"timed out waiting for the segmenter midway\n{services.tails()}"
+                        )
+                    await asyncio.sleep(0.05)
                 services.kill("segmenter")
                 left = await backlog(settings, "segmenter", topics.TILES)
                 assert sum(left.values()) > 0, "the segmenter had committed every tile"
