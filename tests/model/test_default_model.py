@@ -14,6 +14,7 @@ from amberscan.model.detect import tile_result
 from amberscan.vision.crops import crops_for
 from amberscan.vision.imageio import read_image
 from amberscan.vision.segment import segment
+from tests.modelserver.test_runtimes import INT8_MEDIAN_COSINE, INT8_MEDIAN_RELATIVE_L2
 
 pytestmark = pytest.mark.stack
 
@@ -42,9 +43,11 @@ async def test_default_model_classifies_the_shared_tiles(
     assert result.flagged == mining, (name, result)
 
 
-# The fine-tuned default's INT8 features against its float32 ones on the shared tiles' crops:
-# measured medians 0.047-0.056 per tile (max 0.26 on one crop); twice that is the bound.
-DEFAULT_INT8_MEDIAN_RELATIVE_L2 = 0.12
+# The fine-tuned default's INT8 features against its float32 ones on the shared tiles' crops,
+# per tile: median relative L2 0.047-0.056 with an Intel build, 0.063-0.142 (cosine 0.991-0.998)
+# with an AMD EPYC's build of the same recipe (each CPU fine-tunes to other weights, and NNCF
+# calibrates each). What holds for every build is INT8's bound for any backbone, which a wrong
+# scale, layout or calibration is far outside (relative error near 1), and the same verdicts.
 
 
 def test_the_default_int8_backbone_keeps_the_float_verdicts(
@@ -69,7 +72,11 @@ def test_the_default_int8_backbone_keeps_the_float_verdicts(
         quantized = int8.predict({"images": crops})["features"]
         exact = f32.predict({"images": crops})["features"]
         relative = np.linalg.norm(quantized - exact, axis=1) / np.linalg.norm(exact, axis=1)
-        assert np.median(relative) < DEFAULT_INT8_MEDIAN_RELATIVE_L2, (name, relative)
+        cosine = (quantized * exact).sum(axis=1) / (
+            np.linalg.norm(quantized, axis=1) * np.linalg.norm(exact, axis=1)
+        )
+        assert np.median(relative) < INT8_MEDIAN_RELATIVE_L2, (name, relative)
+        assert np.median(cosine) > INT8_MEDIAN_COSINE, (name, cosine)
         verdicts = [
             tile_result(
                 segmentation,
