@@ -11,9 +11,9 @@ Two families:
 * `resnet50`: `keras.applications.ResNet50` without its top, average-pooled. 2048 features.
 
 Each model takes images that `preprocess` has already turned into the backbone's input scale,
-[N, S, S, 3] float32 RGB (S the spec's `input_size`, 224 but for Lite1/Lite2), and returns
-[N, D] float32. `preprocess` is built from TensorFlow
-ops so that the exported serving graph does it itself.
+[N, S, S, 3] float32 RGB (S is the spec's `input_size`: 224, Lite1 240, Lite2 260), and returns
+[N, D] float32. `preprocess` is built from TensorFlow ops so that the exported serving graph
+does it itself.
 """
 
 from __future__ import annotations
