@@ -197,13 +197,17 @@ def peak_rss_mb(pid: int) -> float:
     return round(total, 1)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds `pid` has used so far (what a CPU-bound stage costs)."""
+def cpu_seconds(pid: int, *, ended_children: bool = False) -> float:
+    """User + system CPU seconds `pid` has used so far (what a CPU-bound stage costs), with
+    those of its children that ended and were waited for when `ended_children`."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[11]) + int(fields[12])
+    if ended_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def children(pid: int) -> list[int]:
@@ -215,14 +219,9 @@ def children(pid: int) -> list[int]:
 
 
 def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds of `pid` and its live children, with those of its children that ended
-    (PostgreSQL's backends come and go)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    ended = (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
-    return cpu_seconds(pid) + ended + sum(cpu_seconds(c) for c in children(pid))
+    """CPU seconds of `pid`, its live children and the children that ended (PostgreSQL's
+    backends come and go)."""
+    return cpu_seconds(pid, ended_children=True) + sum(cpu_seconds(c) for c in children(pid))
 
 
 def stack_pids() -> dict[str, int]:

@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument(
         "--backbone",
         default="efficientnet-lite0",
-        choices=["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"],
+        choices=backbones.LITE_VARIANTS,
     )
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--only-folds", type=int, nargs="*", help="run these folds only (0-based)")

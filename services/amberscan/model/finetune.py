@@ -276,9 +276,15 @@ def pixel_features(
 ) -> keras.Model:
     """A fresh pretrained backbone taking float pixels in [0, 255] (preprocessing inside), at its
     spec's input size."""
-    from amberscan.model.backbones import BACKBONES, efficientnet_lite, preprocess, resnet50
+    from amberscan.model.backbones import (
+        BACKBONES,
+        LITE_VARIANTS,
+        efficientnet_lite,
+        preprocess,
+        resnet50,
+    )
 
-    if backbone.startswith("efficientnet-lite") and not backbone.endswith("-multi"):
+    if backbone in LITE_VARIANTS:
         from amberscan.model.backbones import efficientnet_lite_pretrained_path
         from amberscan.model.pth import load_state_dict
 
