@@ -206,6 +206,7 @@ async def backlog(settings: Settings, service: str, topic: str) -> dict[int, int
     await admin.start()
     await consumer.start()
     try:
+        await consumer.topics()  # fresh metadata: partitions_for_topic may be empty before it
         committed = await admin.list_consumer_group_offsets(
             f"{settings.topic_prefix}amberscan-{service}"
         )
@@ -224,11 +225,16 @@ async def records_on(settings: Settings, topic: str) -> int:
     consumer = AIOKafkaConsumer(name, bootstrap_servers=settings.kafka_bootstrap)
     await consumer.start()
     try:
+        await consumer.topics()  # fresh metadata: partitions_for_topic may be empty before it
         partitions = consumer.partitions_for_topic(name) or set()
         ends = await consumer.end_offsets([TopicPartition(name, p) for p in partitions])
         return sum(ends.values())
     finally:
         await consumer.stop()
+
+
+async def has_records(settings: Settings, topic: str, count: int) -> bool:
+    return await records_on(settings, topic) == count
 
 
 async def wait_for(
@@ -255,10 +261,15 @@ async def test_sigkill_mid_scan_loses_and_duplicates_nothing(
         services.env |= {
             "AMBERSCAN_FEATURE_BATCH_SIZE": "512",
             "AMBERSCAN_FEATURE_BATCH_WAIT_MS": "3000",
+            # The segmenter commits tile by tile, so that it can be caught midway.
+            "AMBERSCAN_SEGMENTER_BATCH_SIZE": "1",
         }
         try:
+            # The segmenter starts once every tile is on the bus (below), so that it has tiles
+            # left to do when it is killed: it otherwise keeps pace with the tiler.
             for stage in STAGES:
-                services.start("feature-a" if stage == "feature" else stage, stage)
+                if stage != "segmenter":
+                    services.start("feature-a" if stage == "feature" else stage, stage)
             # The copies are told apart by member id: feature-a joins the group alone first.
             members: dict[str, list[int]] = {}
 
@@ -282,24 +293,30 @@ async def test_sigkill_mid_scan_loses_and_duplicates_nothing(
                 expected = await scanning.submit(settings, db, request)
                 assert expected == 8
 
-                # The segmenter dies between committing its first tiles and its last ones. It is
-                # paused (SIGSTOP) while its progress is read and killed while still paused, so
-                # the kill lands on exactly the state read: a fast machine otherwise commits its
-                # last tiles between the check and the kill. Sampled often: it keeps pace with
-                # the tiler, so only a few tiles wait once the last one is on the bus.
+                # The segmenter dies between committing its first tiles and its last ones. It
+                # starts with all 8 tiles waiting, runs in 100 ms slices and is paused (SIGSTOP)
+                # while its progress is read, so the kill lands on exactly the state read.
+                await wait_for(
+                    "the tiler's 8 tiles",
+                    lambda: has_records(settings, topics.TILES, 8),
+                    services,
+                    300,
+                )
+                services.start("segmenter", "segmenter")
                 deadline = time.monotonic() + 300
                 while True:
+                    await asyncio.sleep(0.1)
                     services.pause("segmenter")
                     left_now = sum((await backlog(settings, "segmenter", topics.TILES)).values())
-                    if await records_on(settings, topics.TILES) == 8 and 0 < left_now < 8:
+                    if 0 < left_now < 8:
                         break
+                    assert left_now == 8, "the segmenter committed every tile within one slice"
                     services.resume("segmenter")
                     services.check_alive()
                     if time.monotonic() > deadline:
                         pytest.fail(
                             f"timed out waiting for the segmenter midway\n{services.tails()}"
                         )
-                    await asyncio.sleep(0.05)
                 services.kill("segmenter")
                 left = await backlog(settings, "segmenter", topics.TILES)
                 assert sum(left.values()) > 0, "the segmenter had committed every tile"

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     # Detection rule: a tile is flagged when more than this many superpixels are positive.
     min_positive_superpixels: int = Field(default=2, ge=0)
     segmentation_mode: Literal["reference", "fast"] = "reference"
+    # Tiles the segmenter takes per poll (two polls are handled at once): each holds decoded
+    # tiles and their SLIC buffers in memory, and a batch is committed as a whole.
+    segmenter_batch_size: int = Field(default=4, ge=1)
 
     # Aggregator: open tiles held at most, and how long a tile may wait for missing scores.
     aggregator_max_open_tiles: int = Field(default=10_000, ge=1)

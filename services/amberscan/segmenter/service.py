@@ -53,7 +53,10 @@ def make_stage(settings: Settings, store: BlobStore) -> Stage:
         return [Output(topics.SUPERPIXELS, key, m.SerializeToString()) for m in messages]
 
     config = StageConfig(
-        service="segmenter", source_topic=topics.TILES, describe=describe_tile, max_records=4
+        service="segmenter",
+        source_topic=topics.TILES,
+        describe=describe_tile,
+        max_records=settings.segmenter_batch_size,
     )
     return Stage(settings, config, handle)
 
