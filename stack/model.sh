@@ -12,7 +12,12 @@ source "$(dirname "$0")/lib.sh"
 MODEL_DIR="${AMBERSCAN_MODEL_DIR:-$ROOT/models/serving}"
 NAME="${AMBERSCAN_BACKBONE_NAME:-backbone}"
 CLASSIFIER="${AMBERSCAN_CLASSIFIER_PATH:-$ROOT/models/classifier.json}"
-BACKBONE="${AMBERSCAN_DEFAULT_BACKBONE:-efficientnet-lite0}"
+BIN="$ROOT/.venv/bin/amberscan"
+PY="$ROOT/.venv/bin/python"
+[ -x "$BIN" ] || die ".venv missing: run make setup-python"
+# The served recipe's backbone, views and the threshold its nested CV measured (model/recipe.py).
+recipe() { "$PY" -c "from amberscan.model.recipe import SERVED_RECIPE as r; print(r.$1)"; }
+BACKBONE="${AMBERSCAN_DEFAULT_BACKBONE:-$(recipe backbone)}"
 WEIGHTS="${AMBERSCAN_DEFAULT_WEIGHTS:-pretrained}"
 DATA="${AMBERSCAN_TRAINING_DATA:-$(shared_data superpixels)}"
 # The offline default fine-tunes the pretrained backbone on the labelled crops (docs/model.md);
@@ -22,15 +27,10 @@ FINETUNED="${AMBERSCAN_FINETUNED_WEIGHTS:-$ROOT/models/finetuned/$BACKBONE.weigh
 # The CPU model server serves the backbone quantized to INT8, calibrated on the training crops
 # (docs/model.md, docs/performance.md); AMBERSCAN_INT8=0 exports float32 only.
 INT8="${AMBERSCAN_INT8:-1}"
-BIN="$ROOT/.venv/bin/amberscan"
-PY="$ROOT/.venv/bin/python"
 export AMBERSCAN_MODEL_DIR="$MODEL_DIR" AMBERSCAN_CLASSIFIER_PATH="$CLASSIFIER"
 
-[ -x "$BIN" ] || die ".venv missing: run make setup-python"
 [ -d "$DATA/positive" ] && [ -d "$DATA/negative" ] || die "training data not found at $DATA (positive/ and negative/)"
 
-# The served recipe's views and the threshold its nested CV measured (model/recipe.py).
-recipe() { "$PY" -c "from amberscan.model.recipe import SERVED_RECIPE as r; print(r.$1)"; }
 VIEWS="$(recipe views)"
 
 timed() {  # timed WHAT CMD...: run CMD and log how long WHAT took
@@ -38,6 +38,15 @@ timed() {  # timed WHAT CMD...: run CMD and log how long WHAT took
   "$@" || return $?
   log "model: $what took $((SECONDS - started)) s"
 }
+
+# A backbone built by an earlier recipe (another default backbone) is rebuilt, with its classifier.
+built_as=$(cat "$MODEL_DIR/$NAME"/*/amberscan.json 2>/dev/null |
+  sed -n 's/^ *"backbone": "\([^"]*\)".*/\1/p' | sort -u | tr '\n' ' ')
+if [ -n "$built_as" ] && [ "$built_as" != "$BACKBONE " ]; then
+  log "model: $MODEL_DIR/$NAME holds ${built_as% } and the recipe serves $BACKBONE: rebuilding"
+  "$ROOT/stack/down.sh" >/dev/null 2>&1 || true
+  rm -rf "${MODEL_DIR:?}/$NAME" "$CLASSIFIER"
+fi
 
 if [ "${FORCE:-0}" = 1 ]; then
   "$ROOT/stack/down.sh" >/dev/null 2>&1 || true

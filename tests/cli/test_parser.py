@@ -105,3 +105,13 @@ def test_demo_tiles_without_the_data_set_names_where_it_looked(
     assert main(["demo-tiles", "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert f"(tiles/) is not at {tmp_path / 'nowhere' / 'tiles'}" in err
+
+
+def test_finetune_names_the_backbones_it_takes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["finetune", "--data", str(tmp_path), "--out", str(tmp_path / "w.weights.h5")]
+    assert main([*argv, "--backbone", "resnet50"]) == 2
+    err = capsys.readouterr().err
+    assert "--backbone 'resnet50': fine-tuning takes one of efficientnet-lite0, " in err
+    assert not (tmp_path / "w.weights.h5").exists()

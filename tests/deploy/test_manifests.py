@@ -701,6 +701,7 @@ def test_backbone_export_writes_where_the_model_server_reads() -> None:
     tuned = build_parser().parse_args(finetune["args"])
     # The views the recipe's nested CV measured (and its threshold), as stack/model.sh exports.
     assert str(args.finetuned) == str(tuned.out) and args.views == SERVED_RECIPE.views
+    assert args.backbone == tuned.backbone == SERVED_RECIPE.backbone
     assert str(tuned.out).startswith(mounts["models"] + "/")
     claims = {v["persistentVolumeClaim"]["claimName"] for v in _pod_spec(job)["volumes"]}
     claims.discard("training-data")  # the labelled crops; the model server needs only models

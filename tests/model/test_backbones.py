@@ -211,3 +211,15 @@ def test_resnet50_imagenet_offline_says_to_pass_a_file(monkeypatch: pytest.Monke
     monkeypatch.setattr(file_utils, "get_file", offline)
     with pytest.raises(RuntimeError, match="cannot be downloaded.*pass the path of a local"):
         backbones.resnet50("imagenet")
+
+
+def test_resize_to_input_is_the_identity_at_the_input_size_and_resizes_otherwise() -> None:
+    rng = np.random.default_rng(3)
+    crops = rng.integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    same = backbones.resize_to_input(crops, 224).numpy()
+    np.testing.assert_allclose(same, crops.astype(np.float32), atol=1e-3)
+    bigger = backbones.resize_to_input(crops, 240).numpy()
+    assert bigger.shape == (2, 240, 240, 3) and bigger.dtype == np.float32
+    # Antialiased bilinear keeps the range and the mean of the pixels.
+    assert bigger.min() >= 0 and bigger.max() <= 255
+    assert abs(bigger.mean() - crops.mean()) < 0.5

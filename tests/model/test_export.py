@@ -93,6 +93,23 @@ def test_resnet50_random_export(tmp_path: Path) -> None:
     assert serving(images=_images(2, 120, 80))["features"].shape == (2, 2048)
 
 
+def test_lite1_serves_224_crops_as_the_fine_tune_sees_them(tmp_path: Path) -> None:
+    """The feature stage cuts 224 px crops for every backbone: Lite1's graph resizes them to its
+    240 px input with the fine-tune's own op, so what it serves is what it was trained on."""
+    from amberscan.model.finetune import pixel_features
+
+    version = export_backbone("efficientnet-lite1", "pretrained", tmp_path)
+    assert json.loads((version / METADATA_FILE).read_text())["input_size"] == 240
+    serving = tf.saved_model.load(str(version)).signatures["serving_default"]
+    images = _images(3, 224, 224, seed=7)
+    trained_on = pixel_features("efficientnet-lite1")(tf.cast(images, tf.float32)).numpy()
+    served = serving(images=images)["features"].numpy()
+    np.testing.assert_allclose(served, trained_on, atol=1e-4)
+    # Not the identity: the same crops at 240 px give other features.
+    native = serving(images=tf.image.resize(images, (240, 240), method="nearest"))["features"]
+    assert np.abs(native.numpy() - served).max() > 1e-2
+
+
 def test_lite0_multi_depth_export(tmp_path: Path) -> None:
     version = export_backbone("efficientnet-lite0-multi", "pretrained", tmp_path)
     assert json.loads((version / METADATA_FILE).read_text())["feature_dim"] == 1432

@@ -74,6 +74,21 @@ def test_quantized_model_is_close_repeatable_and_different() -> None:
     assert np.median(relative) < 0.1
 
 
+def test_calibration_crops_of_another_size_are_resized_as_the_server_does() -> None:
+    """Crops cut at 48 px for a 32 px backbone: calibrated on what the server feeds it (the
+    antialiased resize, then the normalisation), so the ranges fit the resized crops."""
+    from amberscan.model.backbones import resize_to_input
+
+    rng = np.random.default_rng(2)
+    crops = rng.integers(0, 256, (40, 48, 48, 3), dtype=np.uint8)
+    held_out = resize_to_input(rng.integers(0, 256, (16, 48, 48, 3), dtype=np.uint8), 32).numpy()
+    want = run(small_backbone(), held_out)
+    quantized = run(quantize_backbone(small_backbone(), crops, META, sample=20), held_out)
+    assert not np.array_equal(quantized, want)
+    relative = np.linalg.norm(quantized - want, axis=1) / np.linalg.norm(want, axis=1)
+    assert np.median(relative) < 0.1
+
+
 @pytest.mark.parametrize(
     "crops, what",
     [

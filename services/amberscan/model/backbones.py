@@ -38,6 +38,7 @@ __all__ = [
     "efficientnet_lite_pretrained_path",
     "normalisation",
     "preprocess",
+    "resize_to_input",
     "resnet50",
 ]
 
@@ -152,6 +153,18 @@ def normalisation(name: str) -> Normalisation:
     if spec.preprocessing == "imagenet-mean-std":
         return Normalisation(False, _LITE0_MEAN, _LITE0_STD)
     return Normalisation(True, _RESNET50_BGR_MEAN, (1.0, 1.0, 1.0))
+
+
+def resize_to_input(images: tf.Tensor, size: int) -> tf.Tensor:
+    """[N, H, W, 3] pixels of any size → float32 [N, size, size, 3], antialiased bilinear.
+
+    The serving graph, the OpenVINO runtime and the fine-tune all resize crops (cut at 224 px by
+    the feature stage) to the backbone's input size with this one op, so that a backbone larger
+    than 224 px is trained on exactly what it is served. At `size` itself it is the identity.
+    """
+    return tf.image.resize(
+        tf.cast(images, tf.float32), (size, size), method="bilinear", antialias=True
+    )
 
 
 def preprocess(name: str, images: tf.Tensor) -> tf.Tensor:

@@ -91,9 +91,8 @@ def _serving_module(model: keras.Model, name: str, input_size: int, views: int =
     dihedral = DIHEDRAL_VIEWS[views]
 
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        # Antialiased bilinear: crops come in larger or smaller than the input size; at the
-        # input size itself it is the identity.
-        x = tf.image.resize(images, (input_size, input_size), method="bilinear", antialias=True)
+        # Crops come in at any size (the feature stage cuts 224 px): resized as in the fine-tune.
+        x = backbones.resize_to_input(images, input_size)
         x = backbones.preprocess(name, x)
         if views == 1:
             return {OUTPUT_NAME: tf.cast(model(x, training=False), tf.float32)}

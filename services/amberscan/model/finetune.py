@@ -274,13 +274,14 @@ def finetune(
 def pixel_features(
     backbone: str = "efficientnet-lite0", weights: str = "pretrained"
 ) -> keras.Model:
-    """A fresh pretrained backbone taking float pixels in [0, 255] (preprocessing inside), at its
-    spec's input size."""
+    """A fresh pretrained backbone taking float pixels in [0, 255] of any size: resized to its
+    spec's input size and preprocessed inside, as the serving graph does."""
     from amberscan.model.backbones import (
         BACKBONES,
         LITE_VARIANTS,
         efficientnet_lite,
         preprocess,
+        resize_to_input,
         resnet50,
     )
 
@@ -296,8 +297,9 @@ def pixel_features(
     else:
         raise ValueError(f"unknown backbone {backbone!r}")
     size = BACKBONES[backbone].input_size
-    pixels = keras.Input((size, size, 3), name="pixels")
-    x = keras.layers.Lambda(lambda t: preprocess(backbone, t), name="preprocess")(pixels)
+    pixels = keras.Input((None, None, 3), name="pixels")
+    x = keras.layers.Lambda(lambda t: resize_to_input(t, size), name="resize")(pixels)
+    x = keras.layers.Lambda(lambda t: preprocess(backbone, t), name="preprocess")(x)
     return keras.Model(pixels, net(x), name=f"{backbone}_features")
 
 

@@ -56,7 +56,8 @@ def quantize_backbone(
 
     Args:
         model: An `openvino.Model` of the bare backbone, as `export_backbone` writes it.
-        crops: [N, S, S, 3] uint8 crops at the backbone's input size, e.g. the training crops.
+        crops: [N, H, W, 3] uint8 crops, e.g. the training crops; those not at the model's
+            input size are resized (`backbones.resize_to_input`) as the model server resizes them.
         metadata: The export's "openvino" entry (mean, scale, reverse_channels).
         sample: How many of `crops` calibrate (spread evenly over them).
 
@@ -64,17 +65,22 @@ def quantize_backbone(
         The quantized `openvino.Model` (same inputs and outputs).
 
     Raises:
-        ValueError: `crops` is not a non-empty [N, S, S, 3] uint8 array.
+        ValueError: `crops` is not a non-empty [N, H, W, 3] uint8 array.
     """
     crops = np.asarray(crops)
     if crops.dtype != np.uint8 or crops.ndim != 4 or crops.shape[-1] != 3 or not len(crops):
         raise ValueError(
-            f"calibration crops must be a non-empty [N, S, S, 3] uint8 array, got "
+            f"calibration crops must be a non-empty [N, H, W, 3] uint8 array, got "
             f"{crops.dtype} {crops.shape}"
         )
     import nncf
 
-    chosen = crops[calibration_indices(len(crops), sample)]
+    chosen: NDArray[Any] = crops[calibration_indices(len(crops), sample)]
+    size = model.input(0).get_partial_shape()[1].get_length()
+    if chosen.shape[1:3] != (size, size):
+        from amberscan.model.backbones import resize_to_input
+
+        chosen = resize_to_input(chosen, size).numpy()
     batches = [normalise(chosen[i : i + 1], metadata) for i in range(len(chosen))]
     return nncf.quantize(
         model,

@@ -1,5 +1,6 @@
-"""What the nested CV measured for the default model as it is served, in one place: the number
-of views the export averages, the threshold the classifier uses and the figures to expect.
+"""What the nested CV measured for the default model as it is served, in one place: the backbone
+it fine-tunes, the number of views the export averages, the threshold the classifier uses and the
+figures to expect.
 
 `stack/model.sh` exports and trains with these, and prints them; the k8s export Job and
 `docs/model.md` state the same. Kept apart from `finetune.py` so reading it needs no TensorFlow.
@@ -20,6 +21,7 @@ class NestedCV:
     it uses the threshold its recipe reached in the CV. Builds are repeatable on one machine (the
     fine-tune runs on one TensorFlow thread), so every build there serves the same verdicts."""
 
+    backbone: str
     threshold: float
     precision: float
     recall: float
@@ -34,6 +36,7 @@ class NestedCV:
 # difference puts it at 0.008 (90 % interval -0.027 to 0.056): no loss this data can show, for
 # half the backbone's CPU.
 SERVED_RECIPE = NestedCV(
+    backbone="efficientnet-lite0",
     threshold=0.5737,
     precision=0.952,
     recall=0.913,
@@ -45,6 +48,7 @@ SERVED_RECIPE = NestedCV(
 # The same run's float32 row (ft-xgb-v1): what TF Serving (the GPU path, which serves the
 # SavedModel's float32) gives, so the threshold a classifier trained through it should use.
 FLOAT_RECIPE = NestedCV(
+    backbone=SERVED_RECIPE.backbone,
     threshold=0.5032,
     precision=0.953,
     recall=0.928,

@@ -337,9 +337,9 @@ class OpenVinoRuntime:
         size = self.input_size
         compiled = self._compiled
         if images.shape[1:3] != (size, size):
-            import tensorflow as tf
+            from amberscan.model.backbones import resize_to_input
 
-            resized = tf.image.resize(images, (size, size), method="bilinear", antialias=True)
+            resized = resize_to_input(images, size)
             images = normalise(resized.numpy(), self.metadata)
             compiled = self._floats
         batch = dihedral_views(images, self.views) if self.views != (0,) else images
