@@ -40,7 +40,7 @@ timed() {  # timed WHAT CMD...: run CMD and log how long WHAT took
 }
 
 # A backbone built by an earlier recipe (another default backbone) is rebuilt, with its classifier.
-built_as=$(cat "$MODEL_DIR/$NAME"/*/amberscan.json 2>/dev/null |
+built_as=$( (cat "$MODEL_DIR/$NAME"/*/amberscan.json 2>/dev/null || true) |
   sed -n 's/^ *"backbone": "\([^"]*\)".*/\1/p' | sort -u | tr '\n' ' ')
 if [ -n "$built_as" ] && [ "$built_as" != "$BACKBONE " ]; then
   log "model: $MODEL_DIR/$NAME holds ${built_as% } and the recipe serves $BACKBONE: rebuilding"
