@@ -51,7 +51,7 @@ from amberscan.model.finetune import (
     finetune,
     pixel_features,
 )
-from amberscan.model.quantize import normalise, quantize_backbone
+from amberscan.model.quantize import normalise_at, quantize_backbone
 from amberscan.modelserver.runtimes import compile_config, compile_for_uint8
 from amberscan.vision.crops import CROP_RESAMPLE, CROP_SIZE, Resample, crop_superpixel
 from amberscan.vision.imageio import read_image
@@ -127,7 +127,7 @@ def int8_features(
     request = compiled.create_infer_request()
 
     def prepare(crops: np.ndarray) -> np.ndarray:
-        return crops if at_size else normalise(backbones.resize_to_input(crops, size).numpy(), meta)
+        return crops if at_size else normalise_at(crops, size, meta)
 
     def embed(crops: np.ndarray) -> np.ndarray:
         out = [

@@ -14,7 +14,7 @@ from amberscan.model.detect import tile_result
 from amberscan.vision.crops import crops_for
 from amberscan.vision.imageio import read_image
 from amberscan.vision.segment import segment
-from tests.modelserver.test_runtimes import INT8_MEDIAN_COSINE, INT8_MEDIAN_RELATIVE_L2
+from tests.modelserver.test_runtimes import assert_int8_close
 
 pytestmark = pytest.mark.stack
 
@@ -56,7 +56,6 @@ def test_the_default_int8_backbone_keeps_the_float_verdicts(
     """The default export serves its INT8 backbone (the CPU model server's default): its
     features stay close to the same export's float32 ones, and every shared tile gets the same
     verdict from either."""
-    import numpy as np
 
     from amberscan.modelserver.runtimes import OpenVinoRuntime
 
@@ -71,12 +70,7 @@ def test_the_default_int8_backbone_keeps_the_float_verdicts(
         crops = crops_for(image, segmentation, 224)
         quantized = int8.predict({"images": crops})["features"]
         exact = f32.predict({"images": crops})["features"]
-        relative = np.linalg.norm(quantized - exact, axis=1) / np.linalg.norm(exact, axis=1)
-        cosine = (quantized * exact).sum(axis=1) / (
-            np.linalg.norm(quantized, axis=1) * np.linalg.norm(exact, axis=1)
-        )
-        assert np.median(relative) < INT8_MEDIAN_RELATIVE_L2, (name, relative)
-        assert np.median(cosine) > INT8_MEDIAN_COSINE, (name, cosine)
+        assert_int8_close(quantized, exact, name)
         verdicts = [
             tile_result(
                 segmentation,

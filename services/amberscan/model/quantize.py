@@ -46,6 +46,18 @@ def normalise(images: NDArray[Any], metadata: Mapping[str, Any]) -> NDArray[np.f
     return np.ascontiguousarray((pixels - mean) / scale, dtype=np.float32)
 
 
+def normalise_at(
+    images: NDArray[Any], size: int, metadata: Mapping[str, Any]
+) -> NDArray[np.float32]:
+    """What the model server feeds the bare backbone for NHWC crops of any size: resized to
+    `size` (`backbones.resize_to_input`) unless already there, then normalised."""
+    if images.shape[1:3] != (size, size):
+        from amberscan.model.backbones import resize_to_input
+
+        images = resize_to_input(images, size).numpy()
+    return normalise(images, metadata)
+
+
 def quantize_backbone(
     model: Any,
     crops: NDArray[np.uint8],
@@ -75,13 +87,9 @@ def quantize_backbone(
         )
     import nncf
 
-    chosen: NDArray[Any] = crops[calibration_indices(len(crops), sample)]
     size = model.input(0).get_partial_shape()[1].get_length()
-    if chosen.shape[1:3] != (size, size):
-        from amberscan.model.backbones import resize_to_input
-
-        chosen = resize_to_input(chosen, size).numpy()
-    batches = [normalise(chosen[i : i + 1], metadata) for i in range(len(chosen))]
+    chosen = normalise_at(crops[calibration_indices(len(crops), sample)], size, metadata)
+    batches = [chosen[i : i + 1] for i in range(len(chosen))]
     return nncf.quantize(
         model,
         nncf.Dataset(batches),

@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from amberscan.model.quantize import normalise
+from amberscan.model.quantize import normalise_at
 
 DEFAULT_SIGNATURE = "serving_default"
 OPENVINO_DIR = "openvino"
@@ -337,10 +337,7 @@ class OpenVinoRuntime:
         size = self.input_size
         compiled = self._compiled
         if images.shape[1:3] != (size, size):
-            from amberscan.model.backbones import resize_to_input
-
-            resized = resize_to_input(images, size)
-            images = normalise(resized.numpy(), self.metadata)
+            images = normalise_at(images, size, self.metadata)
             compiled = self._floats
         batch = dihedral_views(images, self.views) if self.views != (0,) else images
         request = compiled.create_infer_request()
