@@ -370,9 +370,11 @@ async def core_verdicts(
     """The detection core on the same tiles, in this process, through the same model server."""
     out = {}
     async with client_for(settings) as client:
+        crop_size = (await client.metadata()).crop_size
         for tile_id, image in images.items():
             segmentation = segment(image, mode=settings.segmentation_mode)
-            scores = classifier.score(await client.predict(crops_for(image, segmentation)))
+            crops = crops_for(image, segmentation, crop_size)
+            scores = classifier.score(await client.predict(crops))
             out[tile_id] = verdict(scores, classifier.threshold, settings.min_positive_superpixels)[
                 0
             ]

@@ -2,7 +2,7 @@
 
     python benchmarks/features.py --address 127.0.0.1:18500 --name backbone [--crops 256]
 
-Sends real superpixel crops (the shared labelled set, resized to 224) through the same async
+Sends real superpixel crops (the shared labelled set, cut at the served crop size) through the same async
 client the feature service uses: first one crop per Predict call (the baseline), then batches of
 `--batch` crops one call at a time (what one feature copy sends per poll), then two such calls in
 flight at once (two copies; the server batches them together). Prints crops/s and ratios.
@@ -22,6 +22,11 @@ from amberscan.common.settings import load_settings
 from amberscan.feature.client import FeatureClient
 from amberscan.feature.extract import load_crop
 from amberscan.model.dataset import list_labelled
+
+
+async def served_crop_size(address: str, name: str) -> int:
+    async with FeatureClient(address, name) as client:
+        return (await client.metadata()).crop_size
 
 
 async def measure(
@@ -52,11 +57,12 @@ def main() -> None:
     args = parser.parse_args()
     data = args.data or shared_data_dir(load_settings(), "superpixels")
     labelled = list_labelled(data)[: args.crops]
-    crops = np.stack([load_crop(c.path) for c in labelled])
+    size = asyncio.run(served_crop_size(args.address, args.name))
+    crops = np.stack([load_crop(c.path, size) for c in labelled])
     single = asyncio.run(measure(args.address, args.name, crops, 1))
     batched = asyncio.run(measure(args.address, args.name, crops, args.batch))
     two = asyncio.run(measure(args.address, args.name, crops, args.batch, in_flight=2))
-    print(f"{len(crops)} real crops of 224x224 through {args.name} at {args.address}")
+    print(f"{len(crops)} real crops of {size}x{size} through {args.name} at {args.address}")
     print(f"one per call           {single:8.1f} crops/s")
     print(
         f"batches of {args.batch:<4}        {batched:8.1f} crops/s   ratio {batched / single:.2f}x"

@@ -86,19 +86,22 @@ def main() -> None:
 
     version = versions(args.model_dir, args.name)[-1]
     path = args.model_dir / args.name / str(version)
-    meta = json.loads((path / METADATA_FILE).read_text())["openvino"]
+    exported = json.loads((path / METADATA_FILE).read_text())
+    meta = exported["openvino"]
+    # The size the export's signature takes crops at (224 for exports before it said so).
+    size = int(exported.get("crop_size", 224))
     core = ov.Core()
     bare = core.read_model(path / OPENVINO_DIR / OPENVINO_MODEL)
 
     crops = list_labelled(args.data)
     tiles = sorted({c.tile_id for c in crops})
     calibration_tiles = set(tiles[::2])
-    # The data set's crops come in their own sizes; the model server resizes them to 224 (in
-    # float, with antialiasing): here Pillow's bilinear does it once, the same input for both.
+    # The data set's crops come in their own sizes; here Pillow's bilinear resizes them to the
+    # crop size once, the same input for both runtimes.
     images = np.stack(
         [
             np.asarray(
-                Image.fromarray(read_image(c.path)).resize((224, 224), Image.Resampling.BILINEAR)
+                Image.fromarray(read_image(c.path)).resize((size, size), Image.Resampling.BILINEAR)
             )
             for c in crops
         ]
@@ -158,7 +161,7 @@ def main() -> None:
     verdicts = {}
     for tile in sorted(args.tiles.glob("*.png")):
         image = read_image(tile)
-        tile_crops = crops_for(image, segment(image), 224)
+        tile_crops = crops_for(image, segment(image), size)
         counts = [
             int((classifier.score(features(m, tile_crops)) >= classifier.threshold).sum())
             for m in models.values()

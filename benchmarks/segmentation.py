@@ -62,11 +62,13 @@ def timed(image: np.ndarray, mode: str, repeat: int) -> tuple[float, Segmentatio
     return statistics.median(times), result
 
 
-async def _scores(address: str, name: str, images: np.ndarray) -> np.ndarray:
+async def _scores(address: str, name: str, image: np.ndarray, seg: Segmentation) -> np.ndarray:
     from amberscan.feature.client import FeatureClient
+    from amberscan.vision.crops import crops_for
 
     async with FeatureClient(address, name) as client:
-        return await client.predict(images)
+        size = (await client.metadata()).crop_size
+        return await client.predict(crops_for(image, seg, size))
 
 
 def detection_effect(
@@ -75,12 +77,11 @@ def detection_effect(
     import asyncio
 
     from amberscan.model.classifier import Classifier
-    from amberscan.vision.crops import crops_for
 
     classifier = Classifier.load(args.classifier)
     masks, counts = [], []
     for seg in (ref, fast):
-        vectors = asyncio.run(_scores(args.model_server, args.name, crops_for(image, seg, 224)))
+        vectors = asyncio.run(_scores(args.model_server, args.name, image, seg))
         positive = np.flatnonzero(classifier.score(vectors) >= classifier.threshold)
         masks.append(np.isin(seg.labels, positive))
         counts.append(len(positive))

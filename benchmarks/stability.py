@@ -63,7 +63,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
         "tiles": {},
     }
     async with client_for(settings) as client:
-        await client.wait_until_serving(120)
+        crop_size = (await client.wait_until_serving(120)).crop_size
         for name in SOURCES:
             image = read_image(tiles / f"{name}.png")
             mining = name.startswith("positive")
@@ -73,7 +73,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
                     variant = resized(dihedral(image, view), scale)
                     segmentation = segment(variant, mode=settings.segmentation_mode)
                     scores = classifier.score(
-                        await client.predict(crops_for(variant, segmentation))
+                        await client.predict(crops_for(variant, segmentation, crop_size))
                     )
                     flagged, count = verdict(scores, threshold, k)
                     positives.append(count)

@@ -17,6 +17,7 @@ from tensorflow_serving.apis import predict_pb2
 from amberscan.common.errors import ModelContractError, TransientError
 from amberscan.feature.client import FeatureClient, ModelMetadata, channel_target, parse_features
 from amberscan.modelserver.server import ModelServer
+from amberscan.vision.crops import CROP_SIZE
 from tests.model.conftest import TinyModel, export_tiny_model
 
 FAST: dict[str, Any] = {"max_retries": 3, "backoff_s": 0.02, "deadline_s": 10}
@@ -51,6 +52,25 @@ async def test_metadata_names_version_width_and_input(
     async with FeatureClient(server.address, tiny_model.name) as client:
         meta = await client.metadata()
     assert meta == ModelMetadata(name="tiny", version=3, input_shape=(8, 8, 3), feature_dim=16)
+    assert meta.crop_size == 8
+
+
+@pytest.mark.parametrize(
+    ("input_shape", "size"),
+    [((240, 240, 3), 240), ((None, None, 3), CROP_SIZE)],  # open: an export before the contract
+)
+def test_crop_size_is_the_signatures_square_side(
+    input_shape: tuple[int | None, ...], size: int
+) -> None:
+    assert ModelMetadata("m", 1, input_shape, 16).crop_size == size
+
+
+@pytest.mark.parametrize("input_shape", [(224, 240, 3), (None, 224, 3)])
+def test_a_signature_of_other_than_square_crops_is_a_contract_error(
+    input_shape: tuple[int | None, ...],
+) -> None:
+    with pytest.raises(ModelContractError, match=r"model m v1: input is .* expected square"):
+        _ = ModelMetadata("m", 1, input_shape, 16).crop_size
 
 
 async def test_predict_returns_one_row_per_image(

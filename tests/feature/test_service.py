@@ -211,3 +211,57 @@ async def test_vectors_name_the_version_that_computed_them(
         messages[0].ref.segment_index: "tiny/2",
         messages[1].ref.segment_index: "tiny/3",
     }
+
+
+async def test_a_version_of_another_crop_size_gets_crops_cut_at_its_size(
+    stack_settings: Settings, shared_data: Path, model_224: TinyModel, tmp_path: Path
+) -> None:
+    """The crop size is part of the model's contract: the server loads a version whose signature
+    takes 160-px crops mid-stream; the stage, whose batch of 224-px crops it now rejects, reads
+    the metadata again and cuts the crops at 160, so nothing is dead-lettered and every vector is
+    the new version's feature of the crop cut at its size."""
+    import shutil
+
+    model_dir = tmp_path / "serving"
+    shutil.copytree(model_224.model_dir, model_dir)
+    served = ModelServer(model_dir, model_224.name, "127.0.0.1:0")
+    await served.start()
+    await ensure_topics(stack_settings)
+    key, image = await stored_tile(stack_settings, shared_data, "negative1")
+    messages = superpixels_of("1500", key, image)
+    store = BlobStore(stack_settings)
+    try:
+        async with FeatureClient(served.address, model_224.name) as client:
+            await produce(
+                stack_settings, topics.SUPERPIXELS, [(b"1500", messages[0].SerializeToString())]
+            )
+            stage = service.make_stage(stack_settings, store, client)
+            stop = asyncio.Event()
+            task = asyncio.create_task(stage.run(stop))
+            try:
+                await read_all(stack_settings, topics.FEATURES, expect=1, timeout=60)
+                small = export_tiny_model(model_dir, version=3, image_size=160, seed=3)
+                await served.load()
+                await produce(
+                    stack_settings,
+                    topics.SUPERPIXELS,
+                    [(b"1500", m.SerializeToString()) for m in messages[1:6]],
+                )
+                records = await read_all(stack_settings, topics.FEATURES, expect=6, timeout=60)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 60)
+    finally:
+        await served.stop(grace_s=0.5)
+    letters = await read_all(stack_settings, topics.DEAD_LETTERS, expect=0, timeout=3)
+    assert letters == []
+    got = {
+        f.ref.segment_index: f for f in (pb.SuperpixelFeatures.FromString(r.value) for r in records)
+    }
+    assert got[messages[0].ref.segment_index].backbone == "tiny/2"
+    for message in messages[1:6]:
+        features = got[message.ref.segment_index]
+        assert features.backbone == "tiny/3"
+        box = message.ref.bbox
+        crop = crop_superpixel(image, (box.row0, box.col0, box.row1, box.col1), 160)
+        np.testing.assert_allclose(features.vector, small.expected(crop[None])[0], atol=1e-5)

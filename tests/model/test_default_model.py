@@ -33,7 +33,8 @@ async def test_default_model_classifies_the_shared_tiles(
     image = read_image(shared_data / "tiles" / f"{name}.png")
     segmentation = segment(image)
     async with client_for(base_settings) as client:
-        vectors = await client.predict(crops_for(image, segmentation, 224))
+        size = (await client.metadata()).crop_size  # the served model's, read as the pipeline does
+        vectors = await client.predict(crops_for(image, segmentation, size))
     result = tile_result(
         segmentation,
         classifier.score(vectors),
@@ -67,7 +68,7 @@ def test_the_default_int8_backbone_keeps_the_float_verdicts(
     for name in ("positive1", "positive2", "negative1", "negative2"):
         image = read_image(shared_data / "tiles" / f"{name}.png")
         segmentation = segment(image)
-        crops = crops_for(image, segmentation, 224)
+        crops = crops_for(image, segmentation, int8.inputs["serving_default"]["images"].shape[1])
         quantized = int8.predict({"images": crops})["features"]
         exact = f32.predict({"images": crops})["features"]
         assert_int8_close(quantized, exact, name)

@@ -45,6 +45,7 @@ def test_layout_is_tf_servings(model_dir: Path, lite0_version: Path) -> None:
     assert meta["weights"].startswith("pretrained (efficientnet-lite0-57934424.pth")
     assert meta["feature_dim"] == 1280
     assert meta["input_size"] == 224
+    assert meta["crop_size"] == 224
     assert meta["crop_resample"] == CROP_RESAMPLE
     assert meta["created_by"] == "amberscan.model.export"
 
@@ -53,18 +54,30 @@ def test_signature_takes_uint8_images_and_returns_features(lite0_serving: Any) -
     _, inputs = lite0_serving.structured_input_signature
     assert list(inputs) == ["images"]
     assert inputs["images"].dtype == tf.uint8
-    assert inputs["images"].shape.as_list() == [None, None, None, 3]
+    # The crop size is part of the contract: clients read it from the server's metadata.
+    assert inputs["images"].shape.as_list() == [None, 224, 224, 3]
     assert lite0_serving.structured_outputs["features"].shape.as_list() == [None, 1280]
 
 
-@pytest.mark.parametrize(("n", "height", "width"), [(1, 224, 224), (3, 64, 96), (2, 500, 300)])
-def test_any_image_size_gives_n_by_d_float32(
-    lite0_serving: Any, n: int, height: int, width: int
-) -> None:
-    features = lite0_serving(images=_images(n, height, width))["features"]
+@pytest.mark.parametrize("n", [1, 3])
+def test_crops_of_the_crop_size_give_n_by_d_float32(lite0_serving: Any, n: int) -> None:
+    features = lite0_serving(images=_images(n, 224, 224))["features"]
     assert features.dtype == tf.float32
     assert features.shape == (n, 1280)
     assert np.isfinite(features.numpy()).all()
+
+
+@pytest.mark.parametrize(("height", "width"), [(64, 96), (240, 240)])
+def test_the_model_server_refuses_crops_of_another_size(
+    lite0_version: Path, height: int, width: int
+) -> None:
+    """Rather than serve features of crops the backbone was not trained on (the graph itself
+    would run on any size)."""
+    from amberscan.modelserver.runtimes import ContractViolation, SavedModelRuntime
+
+    runtime = SavedModelRuntime(lite0_version.parent.parent, "backbone", version=1)
+    with pytest.raises(ContractViolation, match=r"expected shape \(-1, 224, 224, 3\)"):
+        runtime.predict({"images": _images(1, height, width).numpy()})
 
 
 def test_preprocessing_happens_in_the_graph(lite0_serving: Any) -> None:
@@ -90,31 +103,53 @@ def test_resnet50_random_export(tmp_path: Path) -> None:
     meta = json.loads((version / METADATA_FILE).read_text())
     assert (meta["weights"], meta["feature_dim"]) == ("random (seed 3)", 2048)
     serving = tf.saved_model.load(str(version)).signatures["serving_default"]
-    assert serving(images=_images(2, 120, 80))["features"].shape == (2, 2048)
+    assert serving(images=_images(2, 224, 224))["features"].shape == (2, 2048)
 
 
-def test_lite1_serves_224_crops_as_the_fine_tune_sees_them(tmp_path: Path) -> None:
-    """The feature stage cuts 224 px crops for every backbone: Lite1's graph resizes them to its
-    240 px input with the fine-tune's own op, so what it serves is what it was trained on."""
+def test_lite1_takes_crops_at_its_own_input_size_by_default(tmp_path: Path) -> None:
+    """`finetune` cuts Lite1's crops at its 240-px input, so its export takes 240-px crops and
+    serves what the fine-tune computes on them."""
     from amberscan.model.finetune import pixel_features
 
     version = export_backbone("efficientnet-lite1", "pretrained", tmp_path)
-    assert json.loads((version / METADATA_FILE).read_text())["input_size"] == 240
+    meta = json.loads((version / METADATA_FILE).read_text())
+    assert (meta["input_size"], meta["crop_size"]) == (240, 240)
+    serving = tf.saved_model.load(str(version)).signatures["serving_default"]
+    _, inputs = serving.structured_input_signature
+    assert inputs["images"].shape.as_list() == [None, 240, 240, 3]
+    images = _images(3, 240, 240, seed=7)
+    trained_on = pixel_features("efficientnet-lite1")(tf.cast(images, tf.float32)).numpy()
+    np.testing.assert_allclose(serving(images=images)["features"].numpy(), trained_on, atol=1e-4)
+
+
+def test_lite1_exported_for_224_crops_resizes_them_as_the_fine_tune_does(tmp_path: Path) -> None:
+    """Another crop size than the input: the graph resizes the crops with the fine-tune's own
+    op, so what it serves is what a fine-tune on crops cut at that size was trained on."""
+    from amberscan.model.finetune import pixel_features
+
+    version = export_backbone("efficientnet-lite1", "pretrained", tmp_path, crop_size=224)
+    assert json.loads((version / METADATA_FILE).read_text())["crop_size"] == 224
     serving = tf.saved_model.load(str(version)).signatures["serving_default"]
     images = _images(3, 224, 224, seed=7)
     trained_on = pixel_features("efficientnet-lite1")(tf.cast(images, tf.float32)).numpy()
     served = serving(images=images)["features"].numpy()
     np.testing.assert_allclose(served, trained_on, atol=1e-4)
     # Not the identity: the same crops at 240 px give other features.
-    native = serving(images=tf.image.resize(images, (240, 240), method="nearest"))["features"]
-    assert np.abs(native.numpy() - served).max() > 1e-2
+    native = tf.image.resize(images, (240, 240), method="nearest")
+    assert np.abs(pixel_features("efficientnet-lite1")(native).numpy() - served).max() > 1e-2
 
 
 def test_lite0_multi_depth_export(tmp_path: Path) -> None:
     version = export_backbone("efficientnet-lite0-multi", "pretrained", tmp_path)
     assert json.loads((version / METADATA_FILE).read_text())["feature_dim"] == 1432
     serving = tf.saved_model.load(str(version)).signatures["serving_default"]
-    assert serving(images=_images(1, 90, 90))["features"].shape == (1, 1432)
+    assert serving(images=_images(1, 224, 224))["features"].shape == (1, 1432)
+
+
+def test_a_crop_size_out_of_range_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="crop_size must be 32 to 1024 px, not 8"):
+        export_backbone("efficientnet-lite0", "pretrained", tmp_path, crop_size=8)
+    assert not (tmp_path / "backbone").exists()
 
 
 @pytest.mark.parametrize(

@@ -158,7 +158,8 @@ async def test_demo_scan_end_to_end_matches_the_detection_core(pipeline: Setting
             image = decode_image(await store.get(key), key)
             segmentation = segment(image, mode=settings.segmentation_mode)
             assert len(segmentation.superpixels) == count
-            vectors = await client.predict(crops_for(image, segmentation, 224))
+            size = (await client.metadata()).crop_size
+            vectors = await client.predict(crops_for(image, segmentation, size))
             expected = classifier.score(vectors)
             np.testing.assert_allclose(scores, expected, atol=1e-4)
             tile = Tile(x, y, z)

@@ -91,12 +91,13 @@ async def scores_match_the_core(settings: Settings, rows: list[tuple]) -> None:
     store = BlobStore(settings)
     classifier = Classifier.load(settings.classifier_path)
     async with client_for(settings) as client:
+        size = (await client.metadata()).crop_size
         for tile_id, count, scores, key in rows:
             assert count == len(scores), tile_id
             image = decode_image(await store.get(key), key)
             segmentation = segment(image, mode=settings.segmentation_mode)
             assert len(segmentation.superpixels) == count, tile_id
-            vectors = await client.predict(crops_for(image, segmentation, 224))
+            vectors = await client.predict(crops_for(image, segmentation, size))
             np.testing.assert_allclose(
                 scores, classifier.score(vectors), atol=1e-4, err_msg=f"tile {tile_id}"
             )

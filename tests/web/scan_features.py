@@ -44,14 +44,15 @@ async def produce_scan_features(seeded: Seeded, per_tile: int = 3) -> list[pb.Su
     mining: list[int] = []
     async with client_for(settings) as client:
         await client.wait_until_serving(180)
-        backbone = (await served_backbone(client)).label
+        served = await served_backbone(client)
+        backbone = served.label
         for name, detection in seeded.tiles.items():
             image = decode_image(await seeded.store.get(detection.image_key), "tile")
             segmentation = Segmentation.from_labels(
                 decode_labels(await seeded.store.get(detection.labels_key))
             )
             chosen = segmentation.superpixels[:per_tile]
-            crops = np.stack([crop_superpixel(image, sp.bbox, 224) for sp in chosen])
+            crops = np.stack([crop_superpixel(image, sp.bbox, served.crop_size) for sp in chosen])
             vectors = await client.predict(crops)
             for sp, vector in zip(chosen, vectors, strict=True):
                 r0, c0, r1, c1 = sp.bbox

@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from amberscan.feature.extract import load_crop
 from amberscan.model.dataset import list_labelled
+from amberscan.vision.crops import crop_superpixel
+from amberscan.vision.imageio import read_image
+from amberscan.vision.segment import segment
 from amberscan.web import queries, review_queries
 from amberscan.web.training import export_reviewed_crops
 from tests.web.conftest import MODEL, Seeded
@@ -29,13 +33,28 @@ async def labelled(seeded: Seeded) -> Seeded:
     return seeded
 
 
-async def test_export_reviewed_crops(labelled: Seeded, tmp_path: Path) -> None:
+async def test_export_reviewed_crops(labelled: Seeded, tmp_path: Path, shared_data: Path) -> None:
     crops = await export_reviewed_crops(labelled.db, labelled.store, tmp_path)
     assert sorted(c.label for c in crops) == [0, 0, 1]
     assert len({c.tile_id for c in crops}) == 2
+    # Written as the superpixel's box, unresized: cut at any model's crop size, each is the crop
+    # the feature stage cuts from the tile at that size.
+    tile = read_image(shared_data / "tiles" / "positive1.png")
+    segmentation = segment(tile, mode="fast")  # as the seeded labels were made
+    by_index = {int(c.path.stem.rsplit("_super_", 1)[1]): c for c in crops}
+    assert sorted(by_index) == [1, 2, 5]  # positive1's 1 and 2, negative2's 5 (the fixture)
     for crop in crops:
         with Image.open(crop.path) as image:
-            assert image.size == (224, 224) and image.mode == "RGB"
+            assert image.mode == "RGB"
+    for index in (1, 2):
+        crop = by_index[index]
+        bbox = segmentation.superpixels[index].bbox
+        with Image.open(crop.path) as image:
+            assert image.size == (bbox[3] - bbox[1], bbox[2] - bbox[0])
+        for size in (224, 240):
+            np.testing.assert_array_equal(
+                load_crop(crop.path, size), crop_superpixel(tile, bbox, size)
+            )
     assert {(c.path, c.label) for c in list_labelled(tmp_path)} == {
         (c.path, c.label) for c in crops
     }
@@ -65,7 +84,7 @@ def test_train_from_reviews_grows_the_training_set(
     from amberscan.model import classifier
 
     class Backbone:
-        label, feature_dim = "stub", 4
+        label, feature_dim, crop_size = "stub", 4, 224
 
     class Stop(Exception):
         pass
@@ -132,7 +151,8 @@ async def test_retraining_on_a_reviewed_false_positive_stops_flagging_it(
     image = decode_image(await seeded.store.get(target.image_key), target.image_key)
     labels = decode_labels(await seeded.store.get(target.labels_key), target.labels_key)
     async with client_for(settings) as client:
-        vectors = await client.predict(crops_for(image, Segmentation.from_labels(labels)))
+        size = (await client.metadata()).crop_size
+        vectors = await client.predict(crops_for(image, Segmentation.from_labels(labels), size))
     scores = before.score(vectors)
     flagged = np.flatnonzero(scores >= before.threshold)
     assert len(flagged) > settings.min_positive_superpixels + 1, scores  # a tile that stays flagged

@@ -39,10 +39,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     classifier = Classifier.load(args.model or settings.classifier_path)
     image = read_image(args.image)
     segmentation = segment(image, mode=args.segmentation)
-    crops = crops_for(image, segmentation)
     _, features = asyncio.run(
         served_features(
-            settings, iter(crops), len(crops), address=args.model_server, classifier=classifier
+            settings,
+            lambda size: crops_for(image, segmentation, size),
+            len(segmentation.superpixels),
+            address=args.model_server,
+            classifier=classifier,
         )
     )
     scores = classifier.score(features)

@@ -54,6 +54,12 @@ def add_parser(sub: options.Subparsers) -> None:
         "DATA (positive/, negative/); the CPU model server then serves it",
     )
     p.add_argument(
+        "--crop-size",
+        type=int,
+        help="side of the crops the served signature takes, which clients read from the model "
+        "server (default: the backbone's input size, where `finetune` cuts its crops)",
+    )
+    p.add_argument(
         "--no-openvino",
         action="store_true",
         help="do not write the OpenVINO export (the model server's CPU runtime)",
@@ -61,8 +67,10 @@ def add_parser(sub: options.Subparsers) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    from amberscan.model.backbones import BACKBONES
     from amberscan.model.export import export_backbone
 
+    crop_size = args.crop_size or BACKBONES[args.backbone].input_size
     started = time.perf_counter()
     calibration = None
     if args.int8 is not None:
@@ -73,7 +81,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         from amberscan.feature.extract import load_crop
         from amberscan.model.dataset import list_labelled
 
-        calibration = np.stack([load_crop(c.path) for c in list_labelled(args.int8)])
+        calibration = np.stack([load_crop(c.path, crop_size) for c in list_labelled(args.int8)])
     weights = args.weights or ("imagenet" if args.backbone == "resnet50" else "pretrained")
     path = export_backbone(
         args.backbone,
@@ -86,6 +94,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         views=args.views,
         openvino=not args.no_openvino,
         int8_calibration=calibration,
+        crop_size=crop_size,
     )
     print(f"exported {args.backbone} ({weights}) to {path} in {time.perf_counter() - started:.1f}s")
     return 0

@@ -6,6 +6,7 @@ Imported inside the commands' `run`, never at parser build time: it pulls in gRP
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import TypeAlias
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,10 +17,16 @@ from amberscan.feature.extract import ServedBackbone, load_crop
 from amberscan.model.classifier import Classifier, ClassifierError
 from amberscan.model.dataset import LabelledCrop
 
+# The crops to send, cut at the size the served model takes: an iterable of crops, or a loader
+# called with a crop's index (see `extract`).
+CropsAt: TypeAlias = Callable[
+    [int], Iterable[NDArray[np.uint8]] | Callable[[int], NDArray[np.uint8]]
+]
+
 
 async def served_features(
     settings: Settings,
-    crops: Iterable[NDArray[np.uint8]] | Callable[[int], NDArray[np.uint8]],
+    crops_at: CropsAt,
     count: int,
     *,
     address: str | None = None,
@@ -27,7 +34,8 @@ async def served_features(
     classifier: Classifier | None = None,
     progress: str | None = None,
 ) -> tuple[ServedBackbone, NDArray[np.float32]]:
-    """The served backbone and the features of `count` crops (see `extract`).
+    """The served backbone and the features of `count` crops, `crops_at(S)` with S the served
+    model's crop size (see `extract`).
 
     Raises:
         ClassifierError: `classifier` was trained on another backbone than the one served.
@@ -37,6 +45,7 @@ async def served_features(
         backbone = await feature_extract.served_backbone(client)
         if classifier is not None:
             check_backbone(classifier, backbone)
+        crops = crops_at(backbone.crop_size)
         return backbone, await feature_extract.extract(client, crops, count, progress=progress)
 
 
@@ -52,7 +61,7 @@ async def labelled_features(
     """`served_features` of labelled crop files, each decoded in a thread while the server works."""
     return await served_features(
         settings,
-        lambda i: load_crop(crops[i].path),
+        lambda size: lambda i: load_crop(crops[i].path, size),
         len(crops),
         address=address,
         name=name,

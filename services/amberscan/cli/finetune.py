@@ -40,7 +40,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     from amberscan.common.errors import InvalidInput
     from amberscan.feature.extract import load_crop
-    from amberscan.model.backbones import LITE_VARIANTS
+    from amberscan.model.backbones import BACKBONES, LITE_VARIANTS
     from amberscan.model.dataset import fingerprint, list_labelled
     from amberscan.model.finetune import (
         FinetuneConfig,
@@ -60,10 +60,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.epochs:
         config = dataclasses.replace(config, epochs=args.epochs)
     started = time.perf_counter()
-    images = np.stack([load_crop(c.path) for c in crops])
+    # Crops cut at the backbone's own input size: the size its export tells clients to cut at.
+    size = BACKBONES[args.backbone].input_size
+    images = np.stack([load_crop(c.path, size) for c in crops])
     labels = np.array([c.label for c in crops])
     print(
-        f"fine-tuning {args.backbone} on {len(crops)} crops ({int(labels.sum())} mining), {config}",
+        f"fine-tuning {args.backbone} on {len(crops)} crops ({int(labels.sum())} mining, cut at "
+        f"{size} px), {config}",
         file=sys.stderr,
     )
     model = finetune(

@@ -125,6 +125,9 @@ async def crop_features(
     from amberscan.feature import extract
 
     async with extract.client_for(settings) as client:
-        backbone = (await extract.served_backbone(client)).label
-        vectors = await extract.extract(client, lambda i: extract.load_crop(paths[i]), len(paths))
-    return backbone, vectors
+        backbone = await extract.served_backbone(client)
+        size = backbone.crop_size
+        vectors = await extract.extract(
+            client, lambda i: extract.load_crop(paths[i], size), len(paths)
+        )
+    return backbone.label, vectors

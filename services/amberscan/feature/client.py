@@ -35,6 +35,7 @@ from tensorflow_serving.apis import (
 
 from amberscan.common.errors import AmberscanError, ModelContractError, TransientError
 from amberscan.common.retry import RetryPolicy, grpc_retry_after
+from amberscan.vision.crops import CROP_SIZE
 
 SIGNATURE = "serving_default"
 INPUT_KEY = "images"
@@ -79,6 +80,21 @@ class ModelMetadata:
     version: int
     input_shape: tuple[int | None, ...]
     feature_dim: int
+
+    @property
+    def crop_size(self) -> int:
+        """The side of the square crops this model takes: its signature's H = W. A model whose
+        signature leaves the size open (exports before the crop size was part of the contract)
+        takes the 2018 crops, `CROP_SIZE`."""
+        height, width = self.input_shape[0], self.input_shape[1]
+        if height is None and width is None:
+            return CROP_SIZE
+        if height is None or height != width:
+            raise ModelContractError(
+                f"model {self.name} v{self.version}: input is {_show(self.input_shape)} per "
+                "image, expected square crops (S, S, 3)"
+            )
+        return height
 
 
 class FeatureClient:

@@ -23,11 +23,13 @@ from amberscan.vision.imageio import read_image
 
 @dataclass(frozen=True)
 class ServedBackbone:
-    """Which backbone answered: the model server's model name and version, and its width."""
+    """Which backbone answered: the model server's model name and version, its width, and the
+    size of the crops it takes (its signature's, `ModelMetadata.crop_size`)."""
 
     name: str
     version: int
     feature_dim: int
+    crop_size: int
 
     @property
     def label(self) -> str:
@@ -35,7 +37,8 @@ class ServedBackbone:
 
 
 def load_crop(path: Path, size: int = CROP_SIZE) -> NDArray[np.uint8]:
-    """A labelled crop file resized to the model's input, as the segmenter's crops are."""
+    """A labelled crop file resized to `size` (the served model's crop size), as the feature
+    stage cuts a superpixel's crop from its tile."""
     image = read_image(path)
     return crop_superpixel(image, (0, 0, image.shape[0], image.shape[1]), size)
 
@@ -55,7 +58,10 @@ def client_for(
 async def served_backbone(client: FeatureClient) -> ServedBackbone:
     meta: Any = await client.metadata()
     return ServedBackbone(
-        name=client.model_name, version=int(meta.version), feature_dim=int(meta.feature_dim)
+        name=client.model_name,
+        version=int(meta.version),
+        feature_dim=int(meta.feature_dim),
+        crop_size=meta.crop_size,
     )
 
 

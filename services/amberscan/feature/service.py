@@ -5,8 +5,11 @@ version); a redelivered superpixel yields the same vector again.
 
 A poll's superpixels go to the model server as one Predict call. Each crop is cut here from its
 tile (read once from the blob store and kept decoded while its superpixels are in flight), so no
-crop makes a PNG round trip. Each vector is labelled with the backbone version the server's answer
-names, so vectors of a version loaded mid-stream never pass as the old one's. When the server fails
+crop makes a PNG round trip, at the crop size the served model's signature states (read from the
+server's metadata). Each vector is labelled with the backbone version the server's answer names,
+so vectors of a version loaded mid-stream never pass as the old one's; when an answer names a
+version other than the one whose crop size was read, or the server rejects a whole batch, the
+metadata is read again, and a batch cut at a size the server no longer takes is cut again. When the server fails
 on a batch (INVALID_ARGUMENT, UNKNOWN, INTERNAL — an out-of-memory, a crop the graph rejects) the
 batch is split in halves until the crop that fails alone is found: only that superpixel is
 dead-lettered, the rest of the batch goes on.
@@ -26,10 +29,13 @@ from amberscan.common.blobstore import BlobStore
 from amberscan.common.errors import ModelContractError, PoisonMessage, TransientError
 from amberscan.common.kafka import Output, Result, Stage, StageConfig, decode_message, describer
 from amberscan.common.settings import Settings
-from amberscan.feature.client import FeatureClient, ModelServerError
+from amberscan.feature.client import FeatureClient, ModelMetadata, ModelServerError
 from amberscan.feature.tiles import TileImages
 from amberscan.v1 import messages_pb2 as pb
-from amberscan.vision.crops import CROP_SIZE, crop_superpixel
+from amberscan.vision.crops import crop_superpixel
+
+# How often one batch may find the served crop size changed under it before it is retried later.
+SIZE_CHANGES = 3
 
 
 def decode_superpixel(record: ConsumerRecord) -> pb.Superpixel:
@@ -51,8 +57,9 @@ def superpixel_name(ref: pb.SuperpixelRef) -> str:
     return f"superpixel {ref.segment_index} of tile {ref.tile_id} ({ref.image_key})"
 
 
-def cut_crop(image: NDArray[np.uint8], ref: pb.SuperpixelRef) -> NDArray[np.uint8]:
-    """The superpixel's crop, as the segmenter's bbox names it in the tile it segmented.
+def cut_crop(image: NDArray[np.uint8], ref: pb.SuperpixelRef, size: int) -> NDArray[np.uint8]:
+    """The superpixel's crop, as the segmenter's bbox names it in the tile it segmented, cut at
+    `size` px (the served model's crop size).
 
     Raises:
         PoisonMessage: the tile is not the size the superpixel was cut from, or the box is off it.
@@ -65,7 +72,7 @@ def cut_crop(image: NDArray[np.uint8], ref: pb.SuperpixelRef) -> NDArray[np.uint
         )
     box = ref.bbox
     try:
-        return crop_superpixel(image, (box.row0, box.col0, box.row1, box.col1), CROP_SIZE)
+        return crop_superpixel(image, (box.row0, box.col0, box.row1, box.col1), size)
     except ValueError as error:
         raise PoisonMessage(f"{superpixel_name(ref)}: {error}") from None
 
@@ -84,17 +91,48 @@ async def features_isolating(
         vectors, version = await client.predict_versioned(crops)
         return [(vector, version) for vector in vectors]
     except (ModelContractError, ModelServerError) as error:
-        if len(crops) == 1:
-            return [PoisonMessage(f"{names[0]}: {error}")]
-        half = len(crops) // 2
-        first = await features_isolating(client, crops[:half], names[:half])
-        return first + await features_isolating(client, crops[half:], names[half:])
+        return await isolating(client, crops, names, error)
+
+
+async def isolating(
+    client: FeatureClient,
+    crops: NDArray[np.uint8],
+    names: Sequence[str],
+    error: ModelContractError | ModelServerError,
+) -> list[tuple[NDArray[np.float32], int] | PoisonMessage]:
+    """`features_isolating` for a batch the server has already failed on with `error`."""
+    if len(crops) == 1:
+        return [PoisonMessage(f"{names[0]}: {error}")]
+    half = len(crops) // 2
+    first = await features_isolating(client, crops[:half], names[:half])
+    return first + await features_isolating(client, crops[half:], names[half:])
+
+
+class ServedModel:
+    """The served model's metadata (its crop size above all), read once and read again when an
+    answer suggests the server has loaded another version."""
+
+    def __init__(self, client: FeatureClient) -> None:
+        self.client = client
+        self._metadata: ModelMetadata | None = None
+
+    async def metadata(self) -> ModelMetadata:
+        if self._metadata is None:
+            self._metadata = await self.client.metadata()
+        return self._metadata
+
+    async def crop_size_changed(self) -> bool:
+        """Read the metadata again; whether the crop size differs from the one read before."""
+        before = self._metadata
+        self._metadata = await self.client.metadata()
+        return before is None or before.crop_size != self._metadata.crop_size
 
 
 def make_stage(
     settings: Settings, store: BlobStore, client: FeatureClient, tiles: TileImages | None = None
 ) -> Stage:
     tiles = tiles or TileImages(store, settings.feature_tile_cache)
+    served = ServedModel(client)
 
     async def handle(records: list[ConsumerRecord]) -> list[Result]:
         results: list[Result | None] = [None] * len(records)
@@ -120,30 +158,47 @@ def make_stage(
                 results[i] = image  # poison (missing, corrupt) or transient (retried)
                 del messages[i]
 
-        def cut() -> dict[int, NDArray[np.uint8] | PoisonMessage]:
+        def cut(size: int) -> dict[int, NDArray[np.uint8] | PoisonMessage]:
             out: dict[int, NDArray[np.uint8] | PoisonMessage] = {}
             for i, message in messages.items():
                 image = images[message.ref.image_key]
                 assert isinstance(image, np.ndarray)
                 try:
-                    out[i] = cut_crop(image, message.ref)
+                    out[i] = cut_crop(image, message.ref, size)
                 except PoisonMessage as error:
                     out[i] = error
             return out
 
-        crops = await asyncio.to_thread(cut)
-        wanted = [i for i, crop in crops.items() if isinstance(crop, np.ndarray)]
-        for i, crop in crops.items():
-            if isinstance(crop, PoisonMessage):
-                results[i] = crop
-        if wanted:
+        unhandled = TransientError("not handled")
+        for _ in range(SIZE_CHANGES + 1):
+            served_as = await served.metadata()
+            crops = await asyncio.to_thread(cut, served_as.crop_size)
+            wanted = [i for i, crop in crops.items() if isinstance(crop, np.ndarray)]
+            for i, crop in crops.items():
+                if isinstance(crop, PoisonMessage):
+                    results[i] = crop
+            if not wanted:
+                break
             batch = np.stack([crops[i] for i in wanted])  # type: ignore[misc]
-            computed = await features_isolating(
-                client, batch, [superpixel_name(messages[i].ref) for i in wanted]
-            )
+            crop_names = [superpixel_name(messages[i].ref) for i in wanted]
+            computed: list[tuple[NDArray[np.float32], int] | PoisonMessage]
+            try:
+                vectors, version = await client.predict_versioned(batch)
+            except (ModelContractError, ModelServerError) as error:
+                # A whole batch refused: the server may take another crop size since it was read.
+                if await served.crop_size_changed():
+                    continue
+                computed = await isolating(client, batch, crop_names, error)
+            else:
+                if version != served_as.version and await served.crop_size_changed():
+                    continue  # cut at the old version's size: cut again for the new one
+                computed = [(vector, version) for vector in vectors]
             for i, got in zip(wanted, computed, strict=True):
                 results[i] = got if isinstance(got, PoisonMessage) else [output(messages[i], *got)]
-        return [r if r is not None else TransientError("not handled") for r in results]
+            break
+        else:
+            unhandled = TransientError(f"the served crop size changed {SIZE_CHANGES + 1} times")
+        return [r if r is not None else unhandled for r in results]
 
     def output(message: pb.Superpixel, vector: NDArray[np.float32], version: int) -> Output:
         ref = message.ref

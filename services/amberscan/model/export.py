@@ -2,9 +2,13 @@
 
 Layout, as TF Serving expects it: `MODEL_DIR/MODEL_NAME/VERSION/saved_model.pb` (+ `variables/`),
 with `amberscan.json` beside `saved_model.pb` describing what was exported. The one signature,
-`serving_default`, takes `images`: uint8 [N, H, W, 3] RGB of any size, resizes them to the
-backbone's input size and preprocesses them inside the graph, and returns
-`{"features": float32 [N, D]}`, so clients send raw crops and never repeat the preprocessing.
+`serving_default`, takes `images`: uint8 [N, S, S, 3] RGB crops, resizes them to the backbone's
+input size (the identity when S is that size, the default) and preprocesses them inside the
+graph, and returns `{"features": float32 [N, D]}`, so clients send raw crops and never repeat the
+preprocessing. S, the crop size, is part of the contract: the signature states it, so every
+client reads from the model server's metadata the size to cut crops at (`ModelMetadata.crop_size`)
+and the server rejects crops of another size rather than serving features of crops the backbone
+was never trained on.
 With `views` > 1 the feature is the mean over that many dihedral views of each crop, computed
 as one batch of N × views.
 
@@ -86,12 +90,14 @@ def build_backbone(name: str, weights: str | Path, *, seed: int = 0) -> tuple[ke
     raise ValueError(f"unknown backbone {name!r}; expected one of {sorted(backbones.BACKBONES)}")
 
 
-def _serving_module(model: keras.Model, name: str, input_size: int, views: int = 1) -> Any:
+def _serving_module(
+    model: keras.Model, name: str, input_size: int, crop_size: int, views: int = 1
+) -> Any:
     """A tf.Module holding the model's variables and `serve`, the signature's function."""
     dihedral = DIHEDRAL_VIEWS[views]
 
     def serve(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        # Crops come in at any size (the feature stage cuts 224 px): resized as in the fine-tune.
+        # Crops cut at crop_size, resized to the backbone's input with the fine-tune's own op.
         x = backbones.resize_to_input(images, input_size)
         x = backbones.preprocess(name, x)
         if views == 1:
@@ -110,7 +116,8 @@ def _serving_module(model: keras.Model, name: str, input_size: int, views: int =
     module = tf.Module(name="amberscan_backbone")
     module.model = model  # tracked, so its variables are saved
     module.serve = tf.function(
-        serve, input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name=INPUT_NAME)]
+        serve,
+        input_signature=[tf.TensorSpec([None, crop_size, crop_size, 3], tf.uint8, name=INPUT_NAME)],
     )
     return module
 
@@ -161,6 +168,7 @@ def export_backbone(
     views: int = 1,
     openvino: bool = True,
     int8_calibration: NDArray[np.uint8] | None = None,
+    crop_size: int | None = None,
 ) -> Path:
     """Write backbone `name` as version `version` of TF Serving model `model_name`.
 
@@ -176,9 +184,12 @@ def export_backbone(
             (`amberscan finetune`), loaded over `weights`.
         views: Serve the mean feature over this many dihedral views of each crop (1, 2, 4, 8).
         openvino: Also write the bare backbone as OpenVINO IR (the model server's CPU runtime).
-        int8_calibration: [N, S, S, 3] uint8 crops at the input size: also write the OpenVINO
-            backbone quantized to INT8 on them (`model/quantize.py`), which the CPU model server
-            then serves (TensorFlow keeps serving the SavedModel's float32).
+        int8_calibration: [N, S, S, 3] uint8 crops cut at the crop size: also write the
+            OpenVINO backbone quantized to INT8 on them (`model/quantize.py`), which the CPU
+            model server then serves (TensorFlow keeps serving the SavedModel's float32).
+        crop_size: S, the side of the crops the signature takes (clients read it from the
+            server's metadata); by default the backbone's input size, the size the fine-tune
+            cuts crops at.
 
     Returns:
         The version folder, `model_dir/model_name/version`.
@@ -194,6 +205,9 @@ def export_backbone(
         )
     if views not in DIHEDRAL_VIEWS:
         raise ValueError(f"views must be one of {sorted(DIHEDRAL_VIEWS)}, not {views}")
+    crop_size = spec.input_size if crop_size is None else crop_size
+    if not 32 <= crop_size <= 1024:
+        raise ValueError(f"crop_size must be 32 to 1024 px, not {crop_size}")
     if version is not None and version < 1:
         raise ValueError(f"version must be a positive integer, not {version}")
     base = Path(model_dir) / model_name
@@ -212,13 +226,15 @@ def export_backbone(
         existing = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
         version = max(existing, default=0) + 1
     target = base / str(version)
-    module = _serving_module(model, name, spec.input_size, views)
+    module = _serving_module(model, name, spec.input_size, crop_size, views)
     metadata: dict[str, Any] = {
         "backbone": name,
         "weights": described,
         "feature_dim": spec.feature_dim,
         "input_size": spec.input_size,
-        # How clients cut and resize the crops this backbone was trained and calibrated on.
+        # How clients cut and resize the crops this backbone was trained and calibrated on (the
+        # signature states the size too, which is what clients read).
+        "crop_size": crop_size,
         "crop_resample": CROP_RESAMPLE,
         "preprocessing": spec.preprocessing,
         "test_time_augmentation": f"dihedral-{views}" if views > 1 else "none",

@@ -1,8 +1,8 @@
 """Reviewed superpixels → labelled crops on disk, for `amberscan train --from-reviews`.
 
 Each superpixel a person labelled (tile debugger relabel or labelling page) is cropped from its
-tile image as the pipeline crops it (`vision.crops.crop_superpixel` of its bounding box,
-224 px) and written to `DIR/positive/` or `DIR/negative/`, named
+tile image as its bounding box, unresized (as the 2018 crop files are: `load_crop` then cuts it
+at whatever size the served model takes, the same pixels as cutting it from the tile) and written to `DIR/positive/` or `DIR/negative/`, named
 `<tile_id>-<imagery_date>_super_<index>.png` so `model.dataset.tile_id_of` groups crops of one
 tile into one cross-validation fold.
 """
@@ -19,7 +19,6 @@ from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
 from amberscan.common.settings import Settings
 from amberscan.model.dataset import LabelledCrop
-from amberscan.vision.crops import CROP_SIZE, crop_superpixel
 from amberscan.vision.imageio import decode_image, encode_png
 from amberscan.vision.labels import decode_labels
 from amberscan.vision.segment import Segmentation
@@ -76,8 +75,8 @@ def _write_crops(
     for item in group:
         if item.segment_index >= len(segmentation.superpixels):
             continue  # a label of a segment the label image does not have
-        bbox = segmentation.superpixels[item.segment_index].bbox
-        crop = crop_superpixel(image, bbox, CROP_SIZE)
+        row0, col0, row1, col1 = segmentation.superpixels[item.segment_index].bbox
+        crop = image[row0:row1, col0:col1]
         folder = "positive" if item.label == 1 else "negative"
         path = out_dir / folder / crop_name(item)
         path.write_bytes(encode_png(np.ascontiguousarray(crop)))

@@ -122,8 +122,11 @@ async def test_labelled_crops_projected(
     crops = list_labelled(tmp_path)
     async with client_for(stack_settings) as client:
         await client.wait_until_serving(180)
-        backbone = (await served_backbone(client)).label
-        vectors = await extract(client, [load_crop(c.path) for c in crops], len(crops))
+        served = await served_backbone(client)
+        backbone = served.label
+        vectors = await extract(
+            client, [load_crop(c.path, served.crop_size) for c in crops], len(crops)
+        )
     # The web's reader computes the same vectors as the training commands' extraction.
     label, read = await features_reader.crop_features(stack_settings, [c.path for c in crops])
     assert label == backbone
