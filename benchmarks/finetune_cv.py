@@ -53,7 +53,7 @@ from amberscan.model.finetune import (
 )
 from amberscan.model.quantize import normalise_at, quantize_backbone
 from amberscan.modelserver.runtimes import compile_config, compile_for_uint8
-from amberscan.vision.crops import CROP_RESAMPLE, CROP_SIZE, Resample, crop_superpixel
+from amberscan.vision.crops import CROP_RESAMPLE, Resample, crop_superpixel
 from amberscan.vision.imageio import read_image
 
 
@@ -205,9 +205,9 @@ def main() -> None:
     parser.add_argument(
         "--crop-size",
         type=int,
-        default=CROP_SIZE,
-        help="side the crops are cut at, as the feature stage cuts them (the backbone's graph "
-        "resizes them to its input size); pass the backbone's input size to cut them there",
+        help="side the crops are cut at (default: the backbone's input size, where `finetune` "
+        "cuts them and the export's signature takes them); another size is resized to the input "
+        "in the graph, as an export with that --crop-size serves it",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target-precision", type=float, default=0.95)
@@ -230,9 +230,10 @@ def main() -> None:
         deterministic_threads()
     started = time.perf_counter()
     size = backbones.BACKBONES[args.backbone].input_size
-    images, labels, groups = load(args.data, args.crop_size, args.crop_resample)
+    crop_size = args.crop_size or size
+    images, labels, groups = load(args.data, crop_size, args.crop_resample)
     print(
-        f"{len(images)} crops ({args.crop_size} px, {args.crop_resample} resize; the backbone "
+        f"{len(images)} crops ({crop_size} px, {args.crop_resample} resize; the backbone "
         f"takes {size} px), {int(labels.sum())} mining, "
         f"{len(set(groups))} tiles; {args.folds}-fold CV grouped by tile; "
         f"fine-tuning {args.backbone} {config}"
@@ -326,6 +327,7 @@ def main() -> None:
                 "rows": rows,
                 "config": vars(config) if hasattr(config, "__dict__") else str(config),
                 "crop_resample": args.crop_resample,
+                "crop_size": crop_size,
                 "seconds": time.perf_counter() - started,
                 "oof": {
                     "labels": labels.tolist(),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from amberscan.cli import options
+from amberscan.model.recipe import SERVED_RECIPE
 
 if TYPE_CHECKING:
     from amberscan.common.settings import Settings
@@ -17,7 +18,8 @@ def add_parser(sub: options.Subparsers) -> None:
     p = options.command(sub, "export-backbone", "export a backbone as a TF Serving SavedModel", run)
     p.add_argument(
         "--backbone",
-        default="efficientnet-lite0",
+        default=SERVED_RECIPE.backbone,
+        help=f"default: the served recipe's, {SERVED_RECIPE.backbone}",
         choices=[
             "efficientnet-lite0",
             "efficientnet-lite1",

