@@ -5,7 +5,7 @@ that answered, and dead-letters only the superpixel a batch fails on."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import grpc
@@ -164,49 +164,72 @@ async def test_a_crop_the_server_fails_on_is_dead_lettered_alone(
     assert "absent.png" in reasons["1301"] and "not found" in reasons["1301"]
 
 
+async def features_across_a_new_version(
+    settings: Settings,
+    shared_data: Path,
+    model: TinyModel,
+    model_dir: Path,
+    tile: tuple[str, str],
+    new_version: Callable[[Path], TinyModel],
+    later: int,
+) -> tuple[list[pb.Superpixel], np.ndarray, TinyModel, list[pb.SuperpixelFeatures]]:
+    """The stage on a model server serving a copy of `model`'s versions: the first superpixel of
+    `tile` (source name, tile id) goes through, then the server loads `new_version(model_dir)`,
+    then the next `later` superpixels follow. Returns the superpixels, the tile's image, the new
+    version and every features message."""
+    import shutil
+
+    name, tile_id = tile
+    shutil.copytree(model.model_dir, model_dir)
+    served = ModelServer(model_dir, model.name, "127.0.0.1:0")
+    await served.start()
+    await ensure_topics(settings)
+    key, image = await stored_tile(settings, shared_data, name)
+    messages = superpixels_of(tile_id, key, image)
+    store = BlobStore(settings)
+    try:
+        async with FeatureClient(served.address, model.name) as client:
+            await produce(
+                settings, topics.SUPERPIXELS, [(tile_id.encode(), messages[0].SerializeToString())]
+            )
+            stage = service.make_stage(settings, store, client)
+            stop = asyncio.Event()
+            task = asyncio.create_task(stage.run(stop))
+            try:
+                await read_all(settings, topics.FEATURES, expect=1, timeout=60)
+                loaded = new_version(model_dir)
+                await served.load()  # the server moves on to the new version
+                await produce(
+                    settings,
+                    topics.SUPERPIXELS,
+                    [(tile_id.encode(), m.SerializeToString()) for m in messages[1 : 1 + later]],
+                )
+                records = await read_all(settings, topics.FEATURES, expect=1 + later, timeout=60)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 60)
+    finally:
+        await served.stop(grace_s=0.5)
+    features = [pb.SuperpixelFeatures.FromString(r.value) for r in records]
+    return messages, image, loaded, features
+
+
 async def test_vectors_name_the_version_that_computed_them(
     stack_settings: Settings, shared_data: Path, model_224: TinyModel, tmp_path: Path
 ) -> None:
     """A model server that loads a new backbone version mid-stream: vectors computed by it are
     labelled with it (so a classifier trained on the old one rejects them, instead of scoring
     them as if nothing changed)."""
-    import shutil
-
-    model_dir = tmp_path / "serving"
-    shutil.copytree(model_224.model_dir, model_dir)
-    served = ModelServer(model_dir, model_224.name, "127.0.0.1:0")
-    await served.start()
-    await ensure_topics(stack_settings)
-    key, image = await stored_tile(stack_settings, shared_data, "positive2")
-    messages = superpixels_of("1400", key, image)
-    store = BlobStore(stack_settings)
-    try:
-        async with FeatureClient(served.address, model_224.name) as client:
-            await produce(
-                stack_settings, topics.SUPERPIXELS, [(b"1400", messages[0].SerializeToString())]
-            )
-            stage = service.make_stage(stack_settings, store, client)
-            stop = asyncio.Event()
-            task = asyncio.create_task(stage.run(stop))
-            try:
-                await read_all(stack_settings, topics.FEATURES, expect=1, timeout=60)
-                export_tiny_model(model_dir, version=3, image_size=CROP_SIZE, seed=3)
-                await served.load()  # the server moves on to version 3
-                await produce(
-                    stack_settings, topics.SUPERPIXELS, [(b"1400", messages[1].SerializeToString())]
-                )
-                records = await read_all(stack_settings, topics.FEATURES, expect=2, timeout=60)
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, 60)
-    finally:
-        await served.stop(grace_s=0.5)
-    labels = {
-        pb.SuperpixelFeatures.FromString(
-            r.value
-        ).ref.segment_index: pb.SuperpixelFeatures.FromString(r.value).backbone
-        for r in records
-    }
+    messages, _, _, features = await features_across_a_new_version(
+        stack_settings,
+        shared_data,
+        model_224,
+        tmp_path / "serving",
+        ("positive2", "1400"),
+        lambda folder: export_tiny_model(folder, version=3, image_size=CROP_SIZE, seed=3),
+        later=1,
+    )
+    labels = {f.ref.segment_index: f.backbone for f in features}
     assert labels == {
         messages[0].ref.segment_index: "tiny/2",
         messages[1].ref.segment_index: "tiny/3",
@@ -220,48 +243,22 @@ async def test_a_version_of_another_crop_size_gets_crops_cut_at_its_size(
     takes 160-px crops mid-stream; the stage, whose batch of 224-px crops it now rejects, reads
     the metadata again and cuts the crops at 160, so nothing is dead-lettered and every vector is
     the new version's feature of the crop cut at its size."""
-    import shutil
-
-    model_dir = tmp_path / "serving"
-    shutil.copytree(model_224.model_dir, model_dir)
-    served = ModelServer(model_dir, model_224.name, "127.0.0.1:0")
-    await served.start()
-    await ensure_topics(stack_settings)
-    key, image = await stored_tile(stack_settings, shared_data, "negative1")
-    messages = superpixels_of("1500", key, image)
-    store = BlobStore(stack_settings)
-    try:
-        async with FeatureClient(served.address, model_224.name) as client:
-            await produce(
-                stack_settings, topics.SUPERPIXELS, [(b"1500", messages[0].SerializeToString())]
-            )
-            stage = service.make_stage(stack_settings, store, client)
-            stop = asyncio.Event()
-            task = asyncio.create_task(stage.run(stop))
-            try:
-                await read_all(stack_settings, topics.FEATURES, expect=1, timeout=60)
-                small = export_tiny_model(model_dir, version=3, image_size=160, seed=3)
-                await served.load()
-                await produce(
-                    stack_settings,
-                    topics.SUPERPIXELS,
-                    [(b"1500", m.SerializeToString()) for m in messages[1:6]],
-                )
-                records = await read_all(stack_settings, topics.FEATURES, expect=6, timeout=60)
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, 60)
-    finally:
-        await served.stop(grace_s=0.5)
+    messages, image, small, features = await features_across_a_new_version(
+        stack_settings,
+        shared_data,
+        model_224,
+        tmp_path / "serving",
+        ("negative1", "1500"),
+        lambda folder: export_tiny_model(folder, version=3, image_size=160, seed=3),
+        later=5,
+    )
     letters = await read_all(stack_settings, topics.DEAD_LETTERS, expect=0, timeout=3)
     assert letters == []
-    got = {
-        f.ref.segment_index: f for f in (pb.SuperpixelFeatures.FromString(r.value) for r in records)
-    }
+    got = {f.ref.segment_index: f for f in features}
     assert got[messages[0].ref.segment_index].backbone == "tiny/2"
     for message in messages[1:6]:
-        features = got[message.ref.segment_index]
-        assert features.backbone == "tiny/3"
+        vector = got[message.ref.segment_index]
+        assert vector.backbone == "tiny/3"
         box = message.ref.bbox
         crop = crop_superpixel(image, (box.row0, box.col0, box.row1, box.col1), 160)
-        np.testing.assert_allclose(features.vector, small.expected(crop[None])[0], atol=1e-5)
+        np.testing.assert_allclose(vector.vector, small.expected(crop[None])[0], atol=1e-5)
