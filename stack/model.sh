@@ -39,11 +39,27 @@ timed() {  # timed WHAT CMD...: run CMD and log how long WHAT took
   log "model: $what took $((SECONDS - started)) s"
 }
 
-# A backbone built by an earlier recipe (another default backbone) is rebuilt, with its classifier.
-built_as=$( (cat "$MODEL_DIR/$NAME"/*/amberscan.json 2>/dev/null || true) |
-  sed -n 's/^ *"backbone": "\([^"]*\)".*/\1/p' | sort -u | tr '\n' ' ')
-if [ -n "$built_as" ] && [ "$built_as" != "$BACKBONE " ]; then
-  log "model: $MODEL_DIR/$NAME holds ${built_as% } and the recipe serves $BACKBONE: rebuilding"
+# How the recipe resizes crops (vision/crops.py); the export and the fine-tune record theirs.
+RESAMPLE="$("$PY" -c 'from amberscan.vision.crops import CROP_RESAMPLE as r; print(r)')"
+recorded() {  # recorded KEY FILE...: the values of KEY in those JSON files, space-separated
+  local key=$1; shift
+  (cat "$@" 2>/dev/null || true) | sed -n "s/^ *\"$key\": \"\([^\"]*\)\".*/\1/p" |
+    sort -u | tr '\n' ' '
+}
+
+# Fine-tuned weights of crops resized another way (before it was recorded: nearest) are redone.
+tuned_as=$(recorded crop_resample "${FINETUNED%.weights.h5}.json")
+if [ -f "$FINETUNED" ] && [ "${tuned_as:-nearest }" != "$RESAMPLE " ]; then
+  log "model: $FINETUNED was fine-tuned on ${tuned_as:-nearest } crops, the recipe's are $RESAMPLE: redoing it"
+  rm -f "$FINETUNED" "${FINETUNED%.weights.h5}.json"
+fi
+# A backbone built by an earlier recipe (another backbone, or crops resized another way) is
+# rebuilt, with its classifier.
+built_as=$(recorded backbone "$MODEL_DIR/$NAME"/*/amberscan.json)
+built_resample=$(recorded crop_resample "$MODEL_DIR/$NAME"/*/amberscan.json)
+if [ -n "$built_as" ] && { [ "$built_as" != "$BACKBONE " ] || [ "$built_resample" != "$RESAMPLE " ]; }; then
+  log "model: $MODEL_DIR/$NAME holds ${built_as% } (${built_resample% } crops) and the recipe" \
+    "serves $BACKBONE ($RESAMPLE crops): rebuilding"
   "$ROOT/stack/down.sh" >/dev/null 2>&1 || true
   rm -rf "${MODEL_DIR:?}/$NAME" "$CLASSIFIER"
 fi

@@ -120,13 +120,14 @@ async def test_demo_scan_end_to_end_matches_the_detection_core(pipeline: Setting
     assert len(rows) == 8
     by_tile = {row[0]: row for row in rows}
     assert set(by_tile) == {t.quadkey for t in demo.demo_tiles()}
-    # What holds for every build of the default model: no tile made from a real negative image
-    # is flagged, and each tile's verdict is the rule applied to the scores the detection core
-    # gives the same image (checked below), so the pipeline adds nothing and loses nothing.
-    mining = [p for p in demo.demo_layout() if p.source.startswith("positive")]
+    # The truth: every tile made from a mining image is flagged and no other tile is. The default
+    # build keeps each shared tile's verdict in >= 39 of its 40 turns and resizes
+    # (benchmarks/stability.py, docs/model.md), so this holds beyond one lucky build. Each
+    # tile's verdict is also the rule applied to the scores the detection core gives the same
+    # image (checked below), so the pipeline adds nothing and loses nothing.
     for placed in demo.demo_layout():
-        if placed not in mining:
-            assert not by_tile[placed.tile.quadkey][1], placed
+        mining = placed.source.startswith("positive")
+        assert by_tile[placed.tile.quadkey][1] == mining, (placed, by_tile[placed.tile.quadkey])
     store = BlobStore(settings)
     classifier = Classifier.load(settings.classifier_path)
     async with client_for(settings) as client:

@@ -35,7 +35,7 @@ def test_bilinear_shrinking_averages_what_nearest_aliases() -> None:
     # or all white, depending on where the samples fall); the antialiased resize sees its mean.
     rows, cols = np.mgrid[0:64, 0:64]
     board = np.repeat((((rows + cols) % 2) * 255).astype(np.uint8)[..., None], 3, axis=-1)
-    nearest = crop_superpixel(board, (0, 0, 64, 64), size=16)
+    nearest = crop_superpixel(board, (0, 0, 64, 64), size=16, resample="nearest")
     smooth = crop_superpixel(board, (0, 0, 64, 64), size=16, resample="bilinear")
     assert set(np.unique(nearest)) <= {0, 255} and len(np.unique(nearest)) == 1
     assert np.abs(smooth.astype(int) - 127.5).max() <= 2

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         finetune,
         pixel_features,
     )
+    from amberscan.vision.crops import CROP_RESAMPLE
 
     if args.backbone not in LITE_VARIANTS:
         raise InvalidInput(
@@ -84,6 +85,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "config": dataclasses.asdict(config),
         "data": str(args.data),
         "data_fingerprint": fingerprint(crops),
+        "crop_size": size,
+        "crop_resample": CROP_RESAMPLE,
     }
     path.with_suffix("").with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"saved fine-tuned weights to {path} in {time.perf_counter() - started:.0f}s")
