@@ -49,8 +49,9 @@ recorded() {  # recorded KEY FILE...: the values of KEY in those JSON files, spa
 
 # Fine-tuned weights of crops resized another way (before it was recorded: nearest) are redone.
 tuned_as=$(recorded crop_resample "${FINETUNED%.weights.h5}.json")
-if [ -f "$FINETUNED" ] && [ "${tuned_as:-nearest }" != "$RESAMPLE " ]; then
-  log "model: $FINETUNED was fine-tuned on ${tuned_as:-nearest } crops, the recipe's are $RESAMPLE: redoing it"
+tuned_as=${tuned_as:-nearest }
+if [ -f "$FINETUNED" ] && [ "$tuned_as" != "$RESAMPLE " ]; then
+  log "model: $FINETUNED was fine-tuned on ${tuned_as% } crops, the recipe's are $RESAMPLE: redoing it"
   rm -f "$FINETUNED" "${FINETUNED%.weights.h5}.json"
 fi
 # A backbone built by an earlier recipe (another backbone, or crops resized another way) is
