@@ -2,10 +2,11 @@
 
     python benchmarks/features.py --address 127.0.0.1:18500 --name backbone [--crops 256]
 
-Sends real superpixel crops (the shared labelled set, cut at the served crop size) through the same async
-client the feature service uses: first one crop per Predict call (the baseline), then batches of
-`--batch` crops one call at a time (what one feature copy sends per poll), then two such calls in
-flight at once (two copies; the server batches them together). Prints crops/s and ratios.
+Sends real superpixel crops (the shared labelled set, cut at the served crop size) through the
+same async client the feature service uses: first one crop per Predict call (the baseline), then
+batches of `--batch` crops one call at a time (what one feature copy sends per poll), then two
+such calls in flight at once (two copies; the server batches them together). Prints crops/s and
+ratios.
 """
 
 from __future__ import annotations

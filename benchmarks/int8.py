@@ -49,7 +49,7 @@ from amberscan.modelserver.runtimes import (
     compile_for_uint8,
     versions,
 )
-from amberscan.vision.crops import crops_for
+from amberscan.vision.crops import CROP_SIZE, crops_for
 from amberscan.vision.imageio import read_image
 from amberscan.vision.segment import segment
 
@@ -88,8 +88,8 @@ def main() -> None:
     path = args.model_dir / args.name / str(version)
     exported = json.loads((path / METADATA_FILE).read_text())
     meta = exported["openvino"]
-    # The size the export's signature takes crops at (224 for exports before it said so).
-    size = int(exported.get("crop_size", 224))
+    # The size the export's signature takes crops at (the 2018 size for exports before it said so).
+    size = int(exported.get("crop_size", CROP_SIZE))
     core = ov.Core()
     bare = core.read_model(path / OPENVINO_DIR / OPENVINO_MODEL)
 

@@ -51,14 +51,16 @@ recorded() {  # recorded KEY FILE...: the values of KEY in those JSON files, spa
 tuned_as=$(recorded crop_resample "${FINETUNED%.weights.h5}.json")
 tuned_as=${tuned_as:-nearest }
 if [ -f "$FINETUNED" ] && [ "$tuned_as" != "$RESAMPLE " ]; then
-  log "model: $FINETUNED was fine-tuned on ${tuned_as% } crops, the recipe's are $RESAMPLE: redoing it"
+  log "model: $FINETUNED was fine-tuned on ${tuned_as% } crops, the recipe's are $RESAMPLE:" \
+    "redoing it"
   rm -f "$FINETUNED" "${FINETUNED%.weights.h5}.json"
 fi
 # A backbone built by an earlier recipe (another backbone, or crops resized another way) is
 # rebuilt, with its classifier.
 built_as=$(recorded backbone "$MODEL_DIR/$NAME"/*/amberscan.json)
 built_resample=$(recorded crop_resample "$MODEL_DIR/$NAME"/*/amberscan.json)
-if [ -n "$built_as" ] && { [ "$built_as" != "$BACKBONE " ] || [ "$built_resample" != "$RESAMPLE " ]; }; then
+if [ -n "$built_as" ] &&
+  { [ "$built_as" != "$BACKBONE " ] || [ "$built_resample" != "$RESAMPLE " ]; }; then
   log "model: $MODEL_DIR/$NAME holds ${built_as% } (${built_resample% } crops) and the recipe" \
     "serves $BACKBONE ($RESAMPLE crops): rebuilding"
   "$ROOT/stack/down.sh" >/dev/null 2>&1 || true

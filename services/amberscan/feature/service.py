@@ -9,10 +9,10 @@ crop makes a PNG round trip, at the crop size the served model's signature state
 server's metadata). Each vector is labelled with the backbone version the server's answer names,
 so vectors of a version loaded mid-stream never pass as the old one's; when an answer names a
 version other than the one whose crop size was read, or the server rejects a whole batch, the
-metadata is read again, and a batch cut at a size the server no longer takes is cut again. When the server fails
-on a batch (INVALID_ARGUMENT, UNKNOWN, INTERNAL — an out-of-memory, a crop the graph rejects) the
-batch is split in halves until the crop that fails alone is found: only that superpixel is
-dead-lettered, the rest of the batch goes on.
+metadata is read again, and a batch cut at a size the server no longer takes is cut again. When
+the server fails on a batch (INVALID_ARGUMENT, UNKNOWN, INTERNAL — an out-of-memory, a crop the
+graph rejects) the batch is split in halves until the crop that fails alone is found: only that
+superpixel is dead-lettered, the rest of the batch goes on.
 """
 
 from __future__ import annotations

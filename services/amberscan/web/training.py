@@ -2,9 +2,9 @@
 
 Each superpixel a person labelled (tile debugger relabel or labelling page) is cropped from its
 tile image as its bounding box, unresized (as the 2018 crop files are: `load_crop` then cuts it
-at whatever size the served model takes, the same pixels as cutting it from the tile) and written to `DIR/positive/` or `DIR/negative/`, named
-`<tile_id>-<imagery_date>_super_<index>.png` so `model.dataset.tile_id_of` groups crops of one
-tile into one cross-validation fold.
+at whatever size the served model takes, the same pixels as cutting it from the tile), and
+written to `DIR/positive/` or `DIR/negative/`, named `<tile_id>-<imagery_date>_super_<index>.png`
+so `model.dataset.tile_id_of` groups crops of one tile into one cross-validation fold.
 """
 
 from __future__ import annotations
