@@ -57,9 +57,28 @@ def _image_loaded(driver, selector: str) -> None:  # type: ignore[no-untyped-def
     )
 
 
+# What a test reports when the map never settles: enough to tell a request that never came back
+# from a map that loaded and never said so.
+MAP_STATE = """
+const m = window.amberMap;
+return {
+  status: document.getElementById("status")?.textContent,
+  dataset: {...document.body.dataset},
+  selects: [...document.querySelectorAll("select")].map((s) => s.id + "=" + s.value),
+  loaded: m && m.loaded(), moving: m && m.isMoving(),
+  sources: m && Object.fromEntries(Object.keys(m.getStyle().sources).map((k) => [k, m.isSourceLoaded(k)])),
+};
+"""
+
+
 def _idle(driver) -> None:  # type: ignore[no-untyped-def]
     """The map has loaded and drawn every tile in view."""
-    _wait(driver, lambda d: d.execute_script("return document.body.dataset.idle") == "1", 60)
+    from selenium.common.exceptions import TimeoutException
+
+    try:
+        _wait(driver, lambda d: d.execute_script("return document.body.dataset.idle") == "1", 60)
+    except TimeoutException as e:
+        raise TimeoutException(f"the map never settled: {driver.execute_script(MAP_STATE)}") from e
 
 
 def _view(driver, lon: float, lat: float, zoom: float) -> None:  # type: ignore[no-untyped-def]

@@ -3,7 +3,8 @@
 // zoom 14, the damaged-area polygons of flagged tiles.
 import * as maplibregl from "/static/vendor/maplibre-gl/maplibre-gl.mjs";
 
-const state = { map: null, config: null, version: 0, popup: null };
+// settling: the map was moved or its data changed, and has not yet been seen loaded since.
+const state = { map: null, config: null, version: 0, popup: null, settling: false };
 // Start the map's worker now, while the page fetches its configuration and summary.
 maplibregl.prewarm();
 
@@ -189,6 +190,18 @@ function rendered() {
   document.body.dataset.zoom = state.map.getZoom().toFixed(2);
 }
 
+// The map has loaded and drawn what it was last asked for: the counts of what is drawn, and
+// body[data-idle] = "1" for tests.
+function settled() {
+  state.settling = false;
+  rendered();
+  document.body.dataset.idle = "1";
+  if (document.body.dataset.ready !== "1") {
+    document.body.dataset.renderedMs = String(Math.round(performance.now()));
+    document.body.dataset.ready = "1";
+  }
+}
+
 async function refresh() {
   const params = filters();
   document.getElementById("change").disabled = !document.getElementById("year").value;
@@ -198,6 +211,7 @@ async function refresh() {
   document.getElementById("export-csv").href = "/api/export.csv?" + params.toString();
   state.version += 1;
   document.body.dataset.idle = "0";
+  state.settling = true;
   state.map.getSource("detections").setTiles([tileUrl()]);
   state.map.getSource("exclusions").setData(`${location.origin}/api/exclusions?v=${state.version}`);
   return s;
@@ -218,6 +232,7 @@ async function main() {
   if (!s.extent) options.zoom = 9;
   state.map = new maplibregl.Map(options);
   window.amberMap = state.map;
+  state.settling = true;
   state.map.addControl(new maplibregl.NavigationControl({ showCompass: false }));
   state.map.on("click", "detections", (e) => {
     const p = e.features[0].properties;
@@ -229,15 +244,16 @@ async function main() {
     state.map.on("mouseleave", layer, () => { state.map.getCanvas().style.cursor = ""; });
   }
   state.map.on("load", () => { document.body.dataset.loadMs = String(Math.round(performance.now())); });
-  state.map.on("idle", () => {
-    rendered();
-    document.body.dataset.idle = "1";
-    if (document.body.dataset.ready !== "1") {
-      document.body.dataset.renderedMs = String(Math.round(performance.now()));
-      document.body.dataset.ready = "1";
-    }
+  state.map.on("idle", settled);
+  // MapLibre fires "idle" only at the end of a frame, and a reload that finishes without asking
+  // for one more (seen with new tile URLs and the exclusions reloaded unchanged) leaves the map
+  // loaded and silent; so look as well. loaded() is false from the moment a move or new data is
+  // asked for until every source in view has loaded it.
+  setInterval(() => { if (state.settling && state.map.loaded() && !state.map.isMoving()) settled(); }, 250);
+  state.map.on("movestart", () => {
+    document.body.dataset.idle = "0";
+    state.settling = true;
   });
-  state.map.on("movestart", () => { document.body.dataset.idle = "0"; });
   fillSummary(s);
   for (const id of ["year", "model", "review", "change"]) document.getElementById(id).addEventListener("change", () => refresh().catch((e) => amber.status(e.message, true)));
 }
