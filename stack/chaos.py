@@ -86,6 +86,10 @@ MODES = {
 # --- the private stack ----------------------------------------------------------------------------
 
 
+# The ports the kernel gives client connections (Linux).
+EPHEMERAL_PORTS = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def stack_env(stack_dir: Path, base: int, brokers: int) -> dict[str, str]:
     """AMBERSCAN_* variables of a private stack on ports base..base+600 (see stack/lib.sh)."""
     kafka = [f"127.0.0.1:{base + 92 + 2 * i}" for i in range(brokers)]
@@ -105,6 +109,24 @@ def stack_env(stack_dir: Path, base: int, brokers: int) -> dict[str, str]:
             "AMBERSCAN_TOPIC_MIN_INSYNC_REPLICAS": "2",
         }
     return env
+
+
+def ephemeral_clash(first: int, last: int, ranges: Path = EPHEMERAL_PORTS) -> str | None:
+    """Why ports first..last would clash with the ports the kernel gives client connections.
+
+    A client connection (a broker's, a test server's) may be given any of those ports, and a
+    server started on one it holds fails to bind: a fault that is not the one under test.
+    """
+    try:
+        low, high = map(int, ranges.read_text().split())
+    except (OSError, ValueError):
+        return None  # no such file on this system: nothing known to clash with
+    if last < low or first > high:
+        return None
+    return (
+        f"--port-base {first}: ports {first}-{last} overlap this machine's ephemeral ports "
+        f"{low}-{high} ({ranges}); choose a base below {low - (last - first)} or above {high}"
+    )
 
 
 class Stack:
@@ -625,7 +647,11 @@ async def chaos(args: argparse.Namespace) -> int:
     )
     started = time.monotonic()
     print("starting the private stack", flush=True)
-    await asyncio.to_thread(stack.up)
+    try:
+        await asyncio.to_thread(stack.up)
+    except BaseException:
+        stack.down()  # what did start must not outlive the run
+        raise
     tile_server = subprocess.Popen(
         [
             sys.executable,
@@ -857,6 +883,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", default=str(ROOT / "artifacts" / "chaos.json"))
     args = parser.parse_args(argv)
+    if clash := ephemeral_clash(args.port_base, args.port_base + 600):
+        parser.error(clash)
     if args.stack_dir is None:
         args.stack_dir = str(ROOT / (".stack-chaos" if args.brokers == 1 else ".stack-chaos3"))
     # The pool logs every refused connection while PostgreSQL is down: that is the point here.

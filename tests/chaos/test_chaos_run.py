@@ -4,7 +4,7 @@ Eight demo-mosaic tiles (the tiler slowed so the scan outlasts the faults); ever
 services SIGKILLed once and restarted, and Kafka, MinIO, PostgreSQL and the model server each
 SIGKILLed and restarted once, mid-scan; then nothing may be lost or stored twice, and every
 verdict and score must equal those of a fault-free scan of the same tiles. The shared stack's
-servers are never touched: the private one has its own directory and ports (39000+).
+servers are never touched: the private one has its own directory and ports (26000+).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def test_chaos_ci_loses_nothing(tmp_path: Path) -> None:
             "--stack-dir",
             str(stack),
             "--port-base",
-            "39000",
+            "26000",
             "--json",
             str(report),
         ],
@@ -65,3 +65,23 @@ def test_chaos_ci_loses_nothing(tmp_path: Path) -> None:
     assert r["server_kills"] == 4 and not r["faults_not_injected"], tail
     assert result.returncode == 0 and r["problems"] == [], tail
     assert not (stack / "run" / "kafka.pid").exists()  # the private stack was stopped
+
+
+def test_a_port_base_among_the_ephemeral_ports_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("stack_chaos", ROOT / "stack" / "chaos.py")
+    assert spec is not None and spec.loader is not None
+    chaos = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "stack_chaos", chaos)  # its dataclasses look themselves up
+    spec.loader.exec_module(chaos)
+    ranges = tmp_path / "ip_local_port_range"
+    ranges.write_text("32768\t60999\n")
+    clash = chaos.ephemeral_clash(39000, 39600, ranges)
+    assert clash is not None and "32768-60999" in clash and "below 32168" in clash
+    assert chaos.ephemeral_clash(32500, 33100, ranges) is not None  # overlapping the low end
+    assert chaos.ephemeral_clash(26000, 26600, ranges) is None
+    assert chaos.ephemeral_clash(61000, 61600, ranges) is None
+    assert chaos.ephemeral_clash(39000, 39600, tmp_path / "missing") is None
