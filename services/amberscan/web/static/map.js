@@ -190,6 +190,12 @@ function rendered() {
   document.body.dataset.zoom = state.map.getZoom().toFixed(2);
 }
 
+// The map was moved or its data changed: not settled until it has loaded what that asks for.
+function unsettle() {
+  document.body.dataset.idle = "0";
+  state.settling = true;
+}
+
 // The map has loaded and drawn what it was last asked for: the counts of what is drawn, and
 // body[data-idle] = "1" for tests.
 function settled() {
@@ -210,8 +216,7 @@ async function refresh() {
   document.getElementById("export-geojson").href = "/api/export.geojson?" + params.toString();
   document.getElementById("export-csv").href = "/api/export.csv?" + params.toString();
   state.version += 1;
-  document.body.dataset.idle = "0";
-  state.settling = true;
+  unsettle();
   state.map.getSource("detections").setTiles([tileUrl()]);
   state.map.getSource("exclusions").setData(`${location.origin}/api/exclusions?v=${state.version}`);
   return s;
@@ -232,7 +237,7 @@ async function main() {
   if (!s.extent) options.zoom = 9;
   state.map = new maplibregl.Map(options);
   window.amberMap = state.map;
-  state.settling = true;
+  unsettle();
   state.map.addControl(new maplibregl.NavigationControl({ showCompass: false }));
   state.map.on("click", "detections", (e) => {
     const p = e.features[0].properties;
@@ -250,10 +255,7 @@ async function main() {
   // loaded and silent; so look as well. loaded() is false from the moment a move or new data is
   // asked for until every source in view has loaded it.
   setInterval(() => { if (state.settling && state.map.loaded() && !state.map.isMoving()) settled(); }, 250);
-  state.map.on("movestart", () => {
-    document.body.dataset.idle = "0";
-    state.settling = true;
-  });
+  state.map.on("movestart", unsettle);
   fillSummary(s);
   for (const id of ["year", "model", "review", "change"]) document.getElementById(id).addEventListener("change", () => refresh().catch((e) => amber.status(e.message, true)));
 }
