@@ -47,19 +47,32 @@ recorded() {  # recorded KEY FILE...: the values of KEY in those JSON files, spa
     sort -u | tr '\n' ' '
 }
 
-# Fine-tuned weights of crops resized another way (before it was recorded: nearest) are redone.
+# The promotion gate's share of tiles (model/promotion.py), which neither the fine-tune nor the
+# classifier trains on: the build's expected quality is measured there.
+HOLDOUT="$("$PY" -c 'from amberscan.model.promotion import GATE_SHARE_RULE as r; print(r)')"
+# Fine-tuned weights of crops resized another way (before it was recorded: nearest), or trained
+# with another share held out (before it was recorded: none), are redone.
 tuned_as=$(recorded crop_resample "${FINETUNED%.weights.h5}.json")
 tuned_as=${tuned_as:-nearest }
+tuned_holdout=$(recorded holdout "${FINETUNED%.weights.h5}.json")
 if [ -f "$FINETUNED" ] && [ "$tuned_as" != "$RESAMPLE " ]; then
   log "model: $FINETUNED was fine-tuned on ${tuned_as% } crops, the recipe's are $RESAMPLE:" \
     "redoing it"
+  rm -f "$FINETUNED" "${FINETUNED%.weights.h5}.json"
+elif [ -f "$FINETUNED" ] && [ "$tuned_holdout" != "$HOLDOUT " ]; then
+  log "model: $FINETUNED was fine-tuned on the gate share too: redoing it without it"
   rm -f "$FINETUNED" "${FINETUNED%.weights.h5}.json"
 fi
 # A backbone built by an earlier recipe (another backbone, or crops resized another way) is
 # rebuilt, with its classifier.
 built_as=$(recorded backbone "$MODEL_DIR/$NAME"/*/amberscan.json)
 built_resample=$(recorded crop_resample "$MODEL_DIR/$NAME"/*/amberscan.json)
-if [ -n "$built_as" ] &&
+built_holdout=$(recorded holdout "$MODEL_DIR/$NAME"/*/amberscan.json)
+if [ -n "$built_as" ] && [ "$FINETUNE" = 1 ] && [ "$built_holdout" != "$HOLDOUT " ]; then
+  log "model: $MODEL_DIR/$NAME was fine-tuned on the gate share too: rebuilding"
+  "$ROOT/stack/down.sh" >/dev/null 2>&1 || true
+  rm -rf "${MODEL_DIR:?}/$NAME" "$CLASSIFIER"
+elif [ -n "$built_as" ] &&
   { [ "$built_as" != "$BACKBONE " ] || [ "$built_resample" != "$RESAMPLE " ]; }; then
   log "model: $MODEL_DIR/$NAME holds ${built_as% } (${built_resample% } crops) and the recipe" \
     "serves $BACKBONE ($RESAMPLE crops): rebuilding"
@@ -120,20 +133,43 @@ if [ ! -f "$CLASSIFIER" ] || [ "$newest" -nt "$CLASSIFIER" ]; then
     # that gives precision 0.95 on held-out tiles, for this repeatable recipe.
     timed "training the classifier" "$BIN" train --data "$DATA" --out "$CLASSIFIER" \
       --threshold "$(recipe threshold)"
-    log "model: the CV figures above are optimistic (the backbone was fine-tuned on these crops)." \
-      "Expected on unseen tiles: precision $(recipe precision), recall $(recipe recall) at threshold" \
-      "$(recipe threshold), measured by the nested CV of this recipe: $(recipe command) (docs/model.md)"
   else
     timed "training the classifier" "$BIN" train --data "$DATA" --out "$CLASSIFIER"
   fi
-else
-  log "model: classifier present at $CLASSIFIER; publishing it to the registry"
-  "$PY" - "$CLASSIFIER" <<'PY'
+fi
+# `make model` serves its build: the classifier becomes the registry's current one (recorded as
+# promoted by "make model"; `amberscan train` alone only adds candidates). Then what to expect on
+# unseen tiles: its figures on the gate share, which neither it nor (FINETUNE=1) its backbone
+# was trained on, with their intervals.
+"$PY" - "$CLASSIFIER" <<'PY'
 import asyncio, sys
+from pathlib import Path
+from amberscan.cli.train import expected_text
+from amberscan.common import registry
+from amberscan.common.blobstore import MissingBlob
 from amberscan.common.settings import load_settings
 from amberscan.model.classifier import Classifier
-from amberscan.common.registry import publish
-from pathlib import Path
-print(asyncio.run(publish(load_settings(), Classifier.load(Path(sys.argv[1])))))
+
+settings = load_settings()
+classifier = Classifier.load(Path(sys.argv[1]))
+
+async def serve() -> str:
+    try:
+        if await registry.current_version(settings) == classifier.version:
+            return "is the registry's current classifier"
+    except MissingBlob:
+        pass
+    await registry.make_current(
+        settings, classifier, action="promote", by="make model", forced=False,
+        gate="none: make model serves the default build it made",
+    )
+    return "is now the registry's current classifier"
+
+print(f"[model] classifier {classifier.version} {asyncio.run(serve())}")
+share = classifier.metadata.get("gate_share")
+if share:
+    print(
+        f"[model] expected on unseen tiles, measured on the gate share held out from this build "
+        f"at threshold {classifier.threshold:.4f}: {expected_text(share)} (docs/model.md)"
+    )
 PY
-fi

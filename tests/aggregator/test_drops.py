@@ -58,7 +58,7 @@ def test_late_scores_of_a_dropped_tile_are_ignored() -> None:
     join.acknowledged(0, 3)  # the dead letter went out with record 2
     late = join.add(a[1], 0, 3, now=2.0)
     assert late.ignored == "dropped" and late.detection is None
-    assert set(join.open) == {(TILE.quadkey, "b", "m1")}  # the late score opened nothing
+    assert set(join.open) == {(TILE.quadkey, "b", "m1", "2015-10-05")}  # the late one opened none
     assert join.safe_offset(0, 4) == 2
 
 

@@ -129,7 +129,7 @@ async def test_restart_completes_an_open_tile_once(stack_settings: Settings) -> 
     try:
         first = make_stage(settings)
         group = first.config.group(settings)
-        b_key = (b_id, SCAN, "m1")
+        b_key = (b_id, SCAN, "m1", "2015-10-05")
 
         def a_and_c_out_b_half_in() -> bool:
             open_b = first.join.open.get(b_key)  # type: ignore[attr-defined]

@@ -23,6 +23,7 @@ COMMAND_NAMES = [
     "demo-tiles",
     "topics",
     "train",
+    "models",
     "evaluate",
     "detect-tile",
     "diff",

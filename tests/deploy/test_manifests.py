@@ -490,6 +490,11 @@ def test_replay_job_template() -> None:
     (container,) = _containers(replay)
     args = build_parser().parse_args(container["args"])
     assert args.run is replay_command.run and args.model
+    # `kubectl logs -l amberscan/model-version=V` (docs/deploy.md) selects pods: the label must
+    # be on the pod template, with the same placeholder the Job's args carry.
+    label = "amberscan/model-version"
+    pod_labels = replay["spec"]["template"]["metadata"]["labels"]
+    assert pod_labels[label] == replay["metadata"]["labels"][label] == args.model
 
 
 # --- streaming services: probes, metrics, shutdown, disruption budgets ----------------------------

@@ -19,7 +19,7 @@ from amberscan.common.settings import Settings
 from amberscan.feature import service
 from amberscan.feature.client import FeatureClient
 from amberscan.feature.tiles import TileImages
-from amberscan.modelserver.server import ModelServer
+from amberscan.modelserver.server import ModelServer, ServerOptions
 from amberscan.segmenter.core import superpixel_messages
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.crops import CROP_SIZE, crop_superpixel
@@ -262,3 +262,72 @@ async def test_a_version_of_another_crop_size_gets_crops_cut_at_its_size(
         box = message.ref.bbox
         crop = crop_superpixel(image, (box.row0, box.col0, box.row1, box.col1), 160)
         np.testing.assert_allclose(vector.vector, small.expected(crop[None])[0], atol=1e-5)
+
+
+async def test_a_tile_stamped_with_a_backbone_version_gets_that_version(
+    stack_settings: Settings, shared_data: Path, model_224: TinyModel, tmp_path: Path
+) -> None:
+    """During a rollout the server keeps the old version beside the new one: a tile stamped for
+    a classifier trained on version 1 gets version 1's features, an unstamped one the newest's;
+    a tile stamped with a version not loaded yet waits (no dead letter) and goes through once the
+    server has it."""
+    import shutil
+
+    settings = stack_settings
+    model_dir = tmp_path / "serving"
+    shutil.copytree(model_224.model_dir, model_dir)
+    options = ServerOptions(keep_versions=3, poll_s=0.2)
+    served = ModelServer(model_dir, model_224.name, "127.0.0.1:0", options)
+    await served.start()
+    polling = asyncio.ensure_future(served.poll_versions())
+    await ensure_topics(settings)
+    key, image = await stored_tile(settings, shared_data, "positive1")
+    tiles = {}
+    for tile_id, stamp in (("1001", "tiny/1"), ("1002", ""), ("1003", "tiny/3")):
+        messages = superpixels_of(tile_id, key, image)[:3]
+        for m in messages:
+            m.ref.tile_id = tile_id
+            m.ref.models.backbone = stamp
+        tiles[tile_id] = messages
+    store = BlobStore(settings)
+    try:
+        async with FeatureClient(served.address, model_224.name) as client:
+            stage = service.make_stage(settings, store, client)
+            stop = asyncio.Event()
+            task = asyncio.create_task(stage.run(stop))
+            try:
+                for tile_id, messages in tiles.items():
+                    await produce(
+                        settings,
+                        topics.SUPERPIXELS,
+                        [(tile_id.encode(), m.SerializeToString()) for m in messages],
+                    )
+                first = await read_all(settings, topics.FEATURES, expect=6, timeout=60)
+                assert {pb.SuperpixelFeatures.FromString(r.value).ref.tile_id for r in first} == {
+                    "1001",
+                    "1002",
+                }
+                assert await read_all(settings, topics.DEAD_LETTERS, expect=0, timeout=2) == []
+                version_3 = export_tiny_model(model_dir, version=3, image_size=CROP_SIZE, seed=3)
+                records = await read_all(settings, topics.FEATURES, expect=9, timeout=60)
+            finally:
+                stop.set()
+                await asyncio.wait_for(task, 60)
+    finally:
+        polling.cancel()
+        await served.stop(grace_s=0.5)
+    # Version 1 as exported (the same seed makes the same projection), to compare against.
+    version_1 = export_tiny_model(tmp_path / "v1", version=1, image_size=CROP_SIZE, seed=1)
+    expected = {
+        "1001": ("tiny/1", version_1),
+        "1002": ("tiny/2", model_224),
+        "1003": ("tiny/3", version_3),
+    }
+    for record in records:
+        features = pb.SuperpixelFeatures.FromString(record.value)
+        label, model = expected[features.ref.tile_id]
+        assert features.backbone == label
+        box = features.ref.bbox
+        crop = crop_superpixel(image, (box.row0, box.col0, box.row1, box.col1))
+        np.testing.assert_allclose(features.vector, model.expected(crop[None])[0], atol=1e-5)
+    assert await read_all(settings, topics.DEAD_LETTERS, expect=0, timeout=2) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from amberscan.modelserver.server import ModelServer, versions
+from amberscan.modelserver.server import ModelServer, ServerOptions, versions
 from tests.model.conftest import TinyModel
 
 
@@ -79,17 +80,67 @@ async def test_predict_matches_the_saved_model(
     assert response.model_spec.signature_name == "serving_default"
 
 
-async def test_predict_with_the_served_version_and_not_another(
+async def test_a_request_naming_a_version_gets_that_version_among_the_two_kept(
     tiny_model: TinyModel, channel: grpc.aio.Channel
 ) -> None:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    batch = images(1, tiny_model.image_size)
-    response = await stub.Predict(predict_request(tiny_model.name, batch, version=2), timeout=10)
-    assert response.model_spec.version.value == 2
+    batch = images(2, tiny_model.image_size)
+    newest = await stub.Predict(predict_request(tiny_model.name, batch), timeout=10)
+    older = await stub.Predict(predict_request(tiny_model.name, batch, version=1), timeout=10)
+    assert (newest.model_spec.version.value, older.model_spec.version.value) == (2, 1)
+    direct = tf.saved_model.load(str(tiny_model.model_dir / tiny_model.name / "1"))
+    want = direct.signatures["serving_default"](images=tf.constant(batch))["features"].numpy()
+    np.testing.assert_array_equal(tf.make_ndarray(older.outputs["features"]), want)
+    assert not np.allclose(tf.make_ndarray(newest.outputs["features"]), want)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.Predict(predict_request(tiny_model.name, batch, version=1), timeout=10)
+        await stub.Predict(predict_request(tiny_model.name, batch, version=3), timeout=10)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert "version 1" in (caught.value.details() or "")
+    assert "version 3" in (caught.value.details() or "")
+    assert "[1, 2]" in (caught.value.details() or "")
+
+
+async def test_latest_1_serves_the_newest_only(tiny_model: TinyModel) -> None:
+    served = ModelServer(
+        tiny_model.model_dir, tiny_model.name, "127.0.0.1:0", ServerOptions(keep_versions=1)
+    )
+    await served.start()
+    try:
+        async with grpc.aio.insecure_channel(served.address) as chan:
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(chan)
+            batch = images(1, tiny_model.image_size)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Predict(predict_request(tiny_model.name, batch, version=1), timeout=10)
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await served.stop(grace_s=0.5)
+
+
+async def test_a_new_version_is_loaded_by_the_poll_and_the_oldest_unloaded(
+    tiny_model: TinyModel, tmp_path: Path
+) -> None:
+    import shutil
+
+    from tests.model.conftest import export_tiny_model
+
+    model_dir = tmp_path / "serving"
+    shutil.copytree(tiny_model.model_dir, model_dir)
+    served = ModelServer(
+        model_dir, tiny_model.name, "127.0.0.1:0", ServerOptions(keep_versions=2, poll_s=0.2)
+    )
+    await served.start()
+    polling = asyncio.ensure_future(served.poll_versions())
+    try:
+        assert sorted(served.servicer.models) == [1, 2]
+        export_tiny_model(model_dir, version=3, seed=3)
+        for _ in range(100):
+            if 3 in served.servicer.models:
+                break
+            await asyncio.sleep(0.1)
+        assert sorted(served.servicer.models) == [2, 3]  # "latest 2": version 1 unloaded
+        assert served.model is not None and served.model.version == 3
+    finally:
+        polling.cancel()
+        await served.stop(grace_s=0.5)
 
 
 async def test_metadata_carries_the_signature_def_map(
@@ -233,7 +284,7 @@ def test_tfserving_model_config_parses() -> None:
     (model,) = config.model_config_list.config
     assert (model.name, model.base_path) == ("backbone", "/models/backbone")
     assert model.model_platform == "tensorflow"
-    assert model.model_version_policy.latest.num_versions == 1
+    assert model.model_version_policy.latest.num_versions == 2  # the rollout keeps the old one
 
 
 def test_tfserving_batching_parameters_name_known_fields() -> None:

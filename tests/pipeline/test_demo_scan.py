@@ -16,7 +16,7 @@ from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
 from amberscan.common.kafka import ensure_topics
-from amberscan.common.registry import publish
+from amberscan.common.registry import make_current
 from amberscan.common.settings import Settings
 from amberscan.feature.extract import client_for
 from amberscan.geo.tiles import Tile, pixel_area_m2
@@ -51,9 +51,9 @@ async def pipeline(stack_settings: Settings, shared_data: Path) -> AsyncIterator
         await client.wait_until_serving(60)
     async with served(demo.make_app(shared_data / "tiles"), port):
         await ensure_topics(settings)
-        # The tiler skips by the registry's current model: publish the default one to this test's
-        # bucket.
-        await publish(settings, Classifier.load(classifier_path))
+        # The tiler skips by (and stamps tiles with) the registry's current model: make the
+        # default one current in this test's bucket.
+        await make_current(settings, Classifier.load(classifier_path), action="promote", by="test")
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(
@@ -181,3 +181,75 @@ async def test_demo_scan_end_to_end_matches_the_detection_core(pipeline: Setting
     assert (redo.done, redo.skipped) == (8, 0)
     async with Database(settings) as db:  # neither the skip nor the rescan added a row
         assert (await db.fetch("SELECT count(*) FROM detections"))[0][0] == 8
+
+
+async def test_a_replay_is_a_scan_of_its_own_and_rewrites_no_history(pipeline: Settings) -> None:
+    """`amberscan replay` with a new model: the earlier scan's progress rows stay byte for byte
+    what they were, the new model's detections are added beside the old ones under the replay's
+    own scan id, and a tile a reviewer rejected stays rejected on the map under the new model."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from amberscan.common.registry import load_current, publish
+    from amberscan.web import queries
+    from amberscan.web.core import Filters
+    from amberscan.web.review_queries import save_review
+
+    settings = pipeline
+    first = await scan(settings, demo.demo_scan_request())
+    assert (first.done, first.failed) == (8, 0)
+    progress = (
+        "SELECT scan_id, tile_id, status, flagged, hectares, reason, updated_at FROM scan_tiles "
+        "WHERE scan_id = %s ORDER BY tile_id"
+    )
+    async with Database(settings) as db:
+        rejected = next(v["tile_id"] for v in first.verdicts if v["flagged"])
+        (detection,) = await db.fetch(
+            "SELECT imagery_date, model_version FROM detections WHERE tile_id = %s", rejected
+        )
+        row = {"tile_id": rejected, "imagery_date": detection[0], "model_version": detection[1]}
+        await save_review(db, row, "rejected", "ana", "a sand road")
+        before = json.dumps(await db.fetch(progress, first.scan_id), default=str)
+
+    # The new model: the same booster with a threshold nothing reaches (it flags no tile).
+    current = await load_current(settings)
+    new = Classifier.from_json(current.to_json(), "copy")
+    new.threshold = 0.9999
+    new.metadata["version"] = "xgb-replay-test"
+    await publish(settings, new)
+    env = {
+        **os.environ,
+        "AMBERSCAN_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
+        "AMBERSCAN_TOPIC_PREFIX": settings.topic_prefix,
+        "AMBERSCAN_S3_BUCKET": settings.s3_bucket,
+        "AMBERSCAN_DATABASE_SCHEMA": settings.database_schema,
+        "AMBERSCAN_LOG_JSON": "false",
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "amberscan.cli", "replay", "--model", new.version, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    replayed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert replayed["scan_id"] != first.scan_id and replayed["scan_id"].startswith("replay-")
+    assert (replayed["tiles"], replayed["done"], replayed["failed"]) == (8, 8, 0)
+    assert replayed["flagged"] == 0
+
+    async with Database(settings) as db:
+        assert json.dumps(await db.fetch(progress, first.scan_id), default=str) == before
+        rows = await db.fetch(
+            "SELECT model_version, scan_id, count(*) FROM detections GROUP BY 1, 2"
+        )
+        newest = await queries.detections(db, Filters(limit=100))
+    assert sorted(rows) == sorted(
+        [(current.version, first.scan_id, 8), (new.version, replayed["scan_id"], 8)]
+    )
+    states = {r["tile_id"]: (r["model_version"], r["review"]) for r in newest}
+    assert states[rejected] == (new.version, "rejected")  # the review holds under the new model

@@ -32,7 +32,7 @@ from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
 from amberscan.common.kafka import ensure_topics
-from amberscan.common.registry import publish
+from amberscan.common.registry import make_current
 from amberscan.common.settings import Settings
 from amberscan.feature.extract import client_for
 from amberscan.model.classifier import Classifier
@@ -83,7 +83,7 @@ async def prepare(settings: Settings) -> None:
     async with client_for(settings) as client:
         await client.wait_until_serving(60)
     await ensure_topics(settings)
-    await publish(settings, Classifier.load(classifier_path))
+    await make_current(settings, Classifier.load(classifier_path), action="promote", by="test")
 
 
 async def scores_match_the_core(settings: Settings, rows: list[tuple]) -> None:

@@ -31,7 +31,7 @@ async def publish_classifier(
     meta = {"version": "explore-test-1", "backbone": backbone}
     classifier = Classifier(model.get_booster(), 0.5, meta)
     await BlobStore(settings).ensure_bucket()
-    await registry.publish(settings, classifier)
+    await registry.make_current(settings, classifier, action="promote", by="test")
     return classifier
 
 

@@ -28,7 +28,9 @@ from amberscan.geo.tiles import Tile, pixel_area_m2, pixel_to_lonlat
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.segment import decode_rle
 
-TileKey = tuple[str, str, str]  # (tile id, scan id, classifier version)
+# (tile id, scan id, classifier version, imagery date): a replay's scan holds every vintage of a
+# tile, so the date keeps them apart.
+TileKey = tuple[str, str, str, str]
 
 # A gap between two records of a partition counts as at most this much waiting (or a quarter of
 # the stale limit, when that is shorter): a pause of the whole stream (an outage upstream) does
@@ -37,7 +39,12 @@ ACTIVE_GAP_S = 5.0
 
 
 def tile_key(score: pb.SuperpixelScore) -> TileKey:
-    return (score.ref.tile_id, score.ref.scan_id, score.models.classifier)
+    return (
+        score.ref.tile_id,
+        score.ref.scan_id,
+        score.models.classifier,
+        score.ref.imagery_date,
+    )
 
 
 @dataclass
@@ -216,7 +223,7 @@ class TileJoin:
         self.dropped += 1
         self._pending[key] = (*at, self.given_up)
         partition, offset = min(entry.first.items(), key=lambda item: item[1])
-        tile_id, scan_id, classifier = key
+        tile_id, scan_id, classifier, _ = key
         return DroppedTile(
             key=key,
             reason=(

@@ -50,6 +50,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         finetune,
         pixel_features,
     )
+    from amberscan.model.promotion import GATE_SHARE_RULE, split_gate_share
     from amberscan.vision.crops import CROP_RESAMPLE
 
     if args.backbone not in LITE_VARIANTS:
@@ -59,6 +60,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     deterministic_threads()  # a repeatable build: same machine, same data, same weights
 
     crops = list_labelled(args.data)
+    # The gate share is never trained on, by the backbone no more than by the classifier: the
+    # promotion gate and the build's expected quality are measured there.
+    keep, held = split_gate_share([c.tile_id for c in crops])
+    print(f"holding out the gate share: {len(held)} crops ({GATE_SHARE_RULE})", file=sys.stderr)
+    crops = [crops[i] for i in keep]
     config = FinetuneConfig(seed=args.seed)
     if args.epochs:
         config = dataclasses.replace(config, epochs=args.epochs)
@@ -87,6 +93,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "data_fingerprint": fingerprint(crops),
         "crop_size": size,
         "crop_resample": CROP_RESAMPLE,
+        "holdout": GATE_SHARE_RULE,
     }
     path.with_suffix("").with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"saved fine-tuned weights to {path} in {time.perf_counter() - started:.0f}s")

@@ -1,4 +1,11 @@
-"""`amberscan train`: the superpixel classifier, from labelled crops through the model server."""
+"""`amberscan train`: a candidate superpixel classifier, from labelled crops through the model
+server.
+
+The candidate is stored in the model registry and served by nothing until `amberscan models
+promote` passes it through the gate. Crops of the gate share (`model.promotion.in_gate_share`,
+about one tile in five) are never trained on, so the gate judges every candidate on tiles it
+has not seen.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from amberscan.cli import options
 
@@ -16,7 +23,9 @@ if TYPE_CHECKING:
 
 
 def add_parser(sub: options.Subparsers) -> None:
-    p = options.command(sub, "train", "train the superpixel classifier on labelled crops", run)
+    p = options.command(
+        sub, "train", "train a candidate classifier on labelled crops (serves nothing yet)", run
+    )
     options.add_labelled_data(p, options.LABELLED_HELP)
     p.add_argument("--out", type=Path, help="default: AMBERSCAN_CLASSIFIER_PATH")
     p.add_argument("--target-precision", type=float, default=0.95)
@@ -30,7 +39,9 @@ def add_parser(sub: options.Subparsers) -> None:
     options.add_model_server(p, "default: AMBERSCAN_MODEL_SERVER")
     p.add_argument("--backbone", help="model name on the server (default: AMBERSCAN_BACKBONE_NAME)")
     p.add_argument(
-        "--no-registry", action="store_true", help="do not publish to the model registry"
+        "--no-registry",
+        action="store_true",
+        help="do not store the candidate in the model registry (only --out)",
     )
     options.add_json(p, "print the CV metrics as one JSON object")
     p.add_argument(
@@ -41,15 +52,21 @@ def add_parser(sub: options.Subparsers) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    import dataclasses
+    from datetime import UTC, datetime
+
     import numpy as np
 
+    import amberscan
     from amberscan.cli.evaluate import metrics_table
     from amberscan.cli.features import labelled_features
     from amberscan.common.registry import publish
     from amberscan.model.classifier import evaluate_scores, train_classifier
-    from amberscan.model.dataset import fingerprint, list_labelled
+    from amberscan.model.dataset import LabelledCrop, fingerprint, list_labelled
+    from amberscan.model.promotion import GATE_SHARE_RULE, judge, split_gate_share
 
     crops = list_labelled(args.data)
+    reviewed: list[LabelledCrop] = []
     if args.from_reviews:
         import tempfile
 
@@ -59,14 +76,23 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         reviewed = asyncio.run(reviewed_crops(settings, review_dir))
         print(f"added {len(reviewed)} reviewed crops from {review_dir}", file=sys.stderr)
         crops += reviewed
-    labels = np.array([c.label for c in crops])
+    keep, held = split_gate_share([c.tile_id for c in crops])
+    print(
+        f"holding out the gate share: {len(held)} crops of "
+        f"{len({crops[i].tile_id for i in held})} tiles ({GATE_SHARE_RULE})",
+        file=sys.stderr,
+    )
     out = args.out or settings.classifier_path
 
-    backbone, x = asyncio.run(
+    backbone, features = asyncio.run(
         labelled_features(
             settings, crops, address=args.model_server, name=args.backbone, progress="features"
         )
     )
+    gate_crops = [crops[i] for i in held]
+    x, gate_x = features[keep], features[held]
+    crops = [crops[i] for i in keep]
+    labels = np.array([c.label for c in crops])
     print(
         f"training on {len(crops)} crops ({int(labels.sum())} mining) from "
         f"{len({c.tile_id for c in crops})} tiles, {args.folds}-fold CV grouped by tile",
@@ -85,13 +111,34 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "feature_dim": backbone.feature_dim,
             "data": str(args.data),
             "data_fingerprint": fingerprint(crops),
+            "reviewed_crops": len([c for c in reviewed if c in crops]),
+            "holdout": GATE_SHARE_RULE,
+            "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "code_version": amberscan.__version__,
         },
     )
+    if gate_crops:
+        judged = judge(
+            [c.label for c in gate_crops],
+            [c.tile_id for c in gate_crops],
+            classifier.version,
+            classifier.score(gate_x),
+            classifier.threshold,
+        )
+        # What to expect on tiles it has not seen: honest as far as the backbone has not seen
+        # the gate share either (`make model` fine-tunes with it held out).
+        classifier.metadata["gate_share"] = {
+            "crops": len(gate_crops),
+            "mining_crops": sum(c.label for c in gate_crops),
+            "tiles": len({c.tile_id for c in gate_crops}),
+            "precision": dataclasses.asdict(judged.precision),
+            "recall": dataclasses.asdict(judged.recall),
+        }
     classifier.save(out)
     where = str(out)
     if not args.no_registry:
         key = asyncio.run(publish(settings, classifier))
-        where += f" and s3://{settings.s3_bucket}/{key}"
+        where += f" and s3://{settings.s3_bucket}/{key} as a candidate"
     report = {
         "version": classifier.version,
         "backbone": backbone.label,
@@ -99,10 +146,29 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "crops": len(crops),
         **cv.as_dict(),
         "f1_at_0.5": evaluate_scores(labels, oof, 0.5).f1,
+        "gate_share": classifier.metadata.get("gate_share"),
     }
     if args.json:
         print(json.dumps(report))
     else:
         print(metrics_table("out-of-fold CV", report))
+        if gate_crops:
+            share = classifier.metadata["gate_share"]
+            print(f"gate share (held out): {expected_text(share)}")
         print(f"saved classifier {classifier.version} to {where}")
+        if not args.no_registry:
+            print(
+                f"nothing served changed: `amberscan models promote {classifier.version}` "
+                "compares it with the current model on the gate share, and serves it if it passes"
+            )
     return 0
+
+
+def expected_text(share: dict[str, Any]) -> str:
+    """A model's figures on the held-out gate share, with their intervals, as one line."""
+    p, r = share["precision"], share["recall"]
+    return (
+        f"precision {p['value']:.3f} ({p['low']:.2f}-{p['high']:.2f}), recall {r['value']:.3f} "
+        f"({r['low']:.2f}-{r['high']:.2f}), 95 % tile-bootstrap intervals over "
+        f"{share['crops']} crops ({share['mining_crops']} mining) of {share['tiles']} tiles"
+    )

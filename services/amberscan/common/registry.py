@@ -1,51 +1,89 @@
 """The model registry: classifiers stored in the blob store under `models/classifier/`.
 
-Each version is kept (`models/classifier/<version>.json`), and `current.json` names the one
-services load, so a retrained model is published without losing the ones before it. I/O (the
-blob store and the settings), hence here with the other I/O and not in the pure `model/`.
+Every classifier is kept (`models/classifier/<version>.json`, its lineage in its metadata).
+Publishing adds a **candidate**: it changes nothing that is served. Only a promotion
+(`amberscan models promote`, through the gate) or a rollback moves `current.json`, the pointer
+services read, and each move is appended to `history.json` with who made it, when, and the
+gate's figures (or that it was forced). I/O (the blob store and the settings), hence here with
+the other I/O and not in the pure `model/`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from amberscan.common import keys
 from amberscan.common.blobstore import BlobStore, MissingBlob
+from amberscan.common.errors import AmberscanError
 from amberscan.common.settings import Settings
 from amberscan.model.classifier import Classifier
 
 PREFIX = f"{keys.MODELS}/classifier"
+CURRENT = f"{PREFIX}/current.json"
+HISTORY = f"{PREFIX}/history.json"
 
 
-async def publish(settings: Settings, classifier: Classifier, *, make_current: bool = True) -> str:
-    """Store `classifier` in the registry and return its key."""
+class RegistryError(AmberscanError):
+    """A version the registry does not hold, or a move it cannot make (nothing to roll back to)."""
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """What `current.json` says: the version services score with and the backbone it needs."""
+
+    version: str
+    key: str
+    backbone: str = ""
+
+
+def version_key(version: str) -> str:
+    return f"{PREFIX}/{version}.json"
+
+
+async def publish(settings: Settings, classifier: Classifier) -> str:
+    """Store `classifier` as a candidate (nothing served changes) and return its key."""
     store = BlobStore(settings)
     await store.ensure_bucket()
-    key = f"{PREFIX}/{classifier.version}.json"
+    key = version_key(classifier.version)
     await store.put_at(key, classifier.to_json(), "application/json")
-    if make_current:
-        pointer = json.dumps({"version": classifier.version, "key": key}).encode()
-        await store.put_at(f"{PREFIX}/current.json", pointer, "application/json")
     return key
+
+
+async def pointer(settings: Settings) -> Pointer:
+    """The current pointer (MissingBlob when nothing was promoted yet)."""
+    document = json.loads(await BlobStore(settings).get(CURRENT))
+    return Pointer(
+        str(document["version"]), str(document["key"]), str(document.get("backbone", ""))
+    )
 
 
 async def load_current(settings: Settings) -> Classifier:
     """The classifier `current.json` names."""
-    store = BlobStore(settings)
-    pointer = json.loads(await store.get(f"{PREFIX}/current.json"))
-    return Classifier.from_json(await store.get(pointer["key"]), pointer["key"])
+    current = await pointer(settings)
+    return Classifier.from_json(await BlobStore(settings).get(current.key), current.key)
 
 
 async def current_version(settings: Settings) -> str:
-    """The version `current.json` names (MissingBlob when nothing was published)."""
-    pointer = json.loads(await BlobStore(settings).get(f"{PREFIX}/current.json"))
-    return str(pointer["version"])
+    """The version `current.json` names (MissingBlob when nothing was promoted)."""
+    return (await pointer(settings)).version
 
 
 async def load_version(settings: Settings, version: str) -> Classifier:
-    key = f"{PREFIX}/{version}.json"
-    return Classifier.from_json(await BlobStore(settings).get(key), key)
+    """Classifier `version` from the registry.
+
+    Raises:
+        RegistryError: the registry holds no such version.
+    """
+    key = version_key(version)
+    try:
+        data = await BlobStore(settings).get(key)
+    except MissingBlob:
+        raise RegistryError(f"the model registry holds no classifier {version!r}") from None
+    return Classifier.from_json(data, key)
 
 
 async def load_current_or_file(settings: Settings) -> Classifier:
@@ -55,3 +93,133 @@ async def load_current_or_file(settings: Settings) -> Classifier:
         return await load_current(settings)
     except MissingBlob:
         return await asyncio.to_thread(Classifier.load, settings.classifier_path)
+
+
+async def history(settings: Settings) -> list[dict[str, Any]]:
+    """Every move of `current.json`, oldest first."""
+    try:
+        return list(json.loads(await BlobStore(settings).get(HISTORY)))
+    except MissingBlob:
+        return []
+
+
+async def versions(settings: Settings) -> list[str]:
+    """Every classifier version the registry holds, sorted."""
+    names = await BlobStore(settings).list(f"{PREFIX}/")
+    found = []
+    for name in names:
+        if name in (CURRENT, HISTORY) or not name.endswith(".json"):
+            continue
+        found.append(name.rsplit("/", 1)[-1].removesuffix(".json"))
+    return sorted(found)
+
+
+async def make_current(
+    settings: Settings, classifier: Classifier, *, action: str, by: str, **record: Any
+) -> dict[str, Any]:
+    """Point `current.json` at `classifier` (stored first if it is not yet) and record the move
+    in the history: `action` ("promote", "rollback"), who, when, and `record` (the gate)."""
+    store = BlobStore(settings)
+    await store.ensure_bucket()
+    key = version_key(classifier.version)
+    if not await store.exists(key):
+        await store.put_at(key, classifier.to_json(), "application/json")
+    previous = ""
+    try:
+        previous = (await pointer(settings)).version
+    except MissingBlob:
+        pass
+    entry = {
+        "action": action,
+        "version": classifier.version,
+        "previous": previous,
+        "by": by,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        **record,
+    }
+    moves = [*await history(settings), entry]
+    await store.put_at(HISTORY, json.dumps(moves, indent=1).encode(), "application/json")
+    document = {"version": classifier.version, "key": key, "backbone": classifier.backbone}
+    await store.put_at(CURRENT, json.dumps(document).encode(), "application/json")
+    return entry
+
+
+async def rollback_target(settings: Settings) -> str:
+    """The version served before the current one (what `rollback` makes current).
+
+    Raises:
+        RegistryError: nothing was served before it.
+    """
+    moves = await history(settings)
+    if not moves or not moves[-1].get("previous"):
+        raise RegistryError("nothing to roll back to: no model was current before this one")
+    return str(moves[-1]["previous"])
+
+
+# The lineage `catalogue` lists per version, in this order (`describe` gives all of it).
+LINEAGE = (
+    "backbone",
+    "threshold_source",
+    "target_precision",
+    "holdout",
+    "data_fingerprint",
+    "reviewed_crops",
+    "n_samples",
+    "n_tiles",
+    "gate_share",
+    "trained_at",
+    "code_version",
+)
+
+
+async def current_or_none(settings: Settings) -> str:
+    """The current version, "" when nothing was promoted yet."""
+    try:
+        return await current_version(settings)
+    except MissingBlob:
+        return ""
+
+
+def _summary(classifier: Classifier, state: str) -> dict[str, Any]:
+    meta = classifier.metadata
+    return {
+        "version": classifier.version,
+        "state": state,
+        "threshold": classifier.threshold,
+        **{k: meta[k] for k in LINEAGE if k in meta},
+    }
+
+
+async def catalogue(settings: Settings) -> dict[str, Any]:
+    """Every version with its state (current, previous: served before, candidate) and lineage."""
+    current = await current_or_none(settings)
+    served = {m["version"] for m in await history(settings)}
+    rows = []
+    for version in await versions(settings):
+        state = (
+            "current" if version == current else "previous" if version in served else "candidate"
+        )
+        rows.append(_summary(await load_version(settings, version), state))
+    return {"current": current, "models": rows}
+
+
+async def describe(settings: Settings, version: str) -> dict[str, Any]:
+    """One version ("current" for the current one): its state, lineage, training CV and moves.
+
+    Raises:
+        RegistryError: no such version, or "current" while nothing is current.
+    """
+    current = await current_or_none(settings)
+    if version == "current":
+        if not current:
+            raise RegistryError("no model is current yet")
+        version = current
+    classifier = await load_version(settings, version)
+    moves = [m for m in await history(settings) if m["version"] == version]
+    state = "current" if version == current else "previous" if moves else "candidate"
+    return {
+        **_summary(classifier, state),
+        "metadata": {k: v for k, v in classifier.metadata.items() if k != "cv"},
+        "cv": classifier.metadata.get("cv", {}),
+        "history": moves,
+    }

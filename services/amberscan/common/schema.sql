@@ -47,7 +47,9 @@ CREATE TABLE IF NOT EXISTS scan_tiles (
     PRIMARY KEY (scan_id, tile_id)
 );
 
--- Review loop (web map). A reviewer's verdict on one detection: the latest one counts.
+-- Review loop (web map). A reviewer's verdict on a tile's imagery of one date: the latest one
+-- counts, under every model (issue 23: a model change must not make a rejected tile unreviewed).
+-- `model_version` is the model whose detection the reviewer saw.
 CREATE TABLE IF NOT EXISTS reviews (
     tile_id       text NOT NULL,
     imagery_date  text NOT NULL,
@@ -56,8 +58,21 @@ CREATE TABLE IF NOT EXISTS reviews (
     reviewer      text NOT NULL,
     note          text NOT NULL DEFAULT '',
     reviewed_at   timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tile_id, imagery_date, model_version)
+    PRIMARY KEY (tile_id, imagery_date)
 );
+-- A database made before issue 23 keyed reviews by model too: keep each (tile, date)'s newest.
+DO $$
+BEGIN
+    IF (SELECT array_length(c.conkey, 1) FROM pg_constraint c
+        WHERE c.conrelid = to_regclass('reviews') AND c.contype = 'p') = 3 THEN
+        DELETE FROM reviews r WHERE EXISTS (
+            SELECT 1 FROM reviews n
+            WHERE n.tile_id = r.tile_id AND n.imagery_date = r.imagery_date
+              AND (n.reviewed_at, n.ctid) > (r.reviewed_at, r.ctid));
+        ALTER TABLE reviews DROP CONSTRAINT reviews_pkey;
+        ALTER TABLE reviews ADD PRIMARY KEY (tile_id, imagery_date);
+    END IF;
+END $$;
 
 -- A person's label of one superpixel of one segmentation (the label image names it), from the
 -- tile debugger's relabel or the labelling page; `amberscan train --from-reviews` reads them.
@@ -135,7 +150,7 @@ CREATE INDEX IF NOT EXISTS exclusion_areas_geom_idx ON exclusion_areas USING gis
 DO $$
 BEGIN
     IF to_regclass('map_cells') IS NOT NULL
-       AND coalesce(obj_description(to_regclass('map_cells'), 'pg_class'), '') <> 'map_cells v2'
+       AND coalesce(obj_description(to_regclass('map_cells'), 'pg_class'), '') <> 'map_cells v3'
     THEN
         DROP MATERIALIZED VIEW map_cells;
     END IF;
@@ -148,9 +163,13 @@ WITH base AS (
            ST_XMax(d.tile_geom) AS east, ST_YMax(d.tile_geom) AS north,
            CASE WHEN d.imagery_date ~ '^[0-9]{4}' THEN left(d.imagery_date, 4)
                 ELSE 'unknown' END AS year,
-           coalesce(r.verdict, 'unreviewed') AS review, x.reason IS NOT NULL AS excluded
+           -- as web/queries.py REVIEW_STATE: a rejection a later model flags again
+           CASE WHEN r.verdict IS NULL THEN 'unreviewed'
+                WHEN r.verdict = 'rejected' AND d.flagged AND r.model_version <> d.model_version
+                THEN 'reflagged' ELSE r.verdict END AS review,
+           x.reason IS NOT NULL AS excluded
     FROM detections d
-    LEFT JOIN reviews r USING (tile_id, imagery_date, model_version)
+    LEFT JOIN reviews r ON r.tile_id = d.tile_id AND r.imagery_date = d.imagery_date
     LEFT JOIN LATERAL (SELECT e.reason FROM exclusion_areas e
                        WHERE e.geom && d.tile_geom
                          AND ST_Intersects(e.geom, ST_Centroid(d.tile_geom))
@@ -203,7 +222,7 @@ WITH NO DATA;
 CREATE UNIQUE INDEX IF NOT EXISTS map_cells_key ON map_cells
     (level, cx, cy, year, model_version, review, latest, latest_year, latest_model,
      latest_year_model, change);
-COMMENT ON MATERIALIZED VIEW map_cells IS 'map_cells v2';
+COMMENT ON MATERIALIZED VIEW map_cells IS 'map_cells v3';
 
 -- Issue 11: continuous scanning (`amberscan watch`). Watched regions and their lease: a watch
 -- replica holds a region's round until lease_until, so replicas share regions without running one

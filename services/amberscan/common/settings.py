@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     backbone_name: str = "backbone"
     model_dir: Path = Path("models/serving")
     classifier_path: Path = Path("models/classifier.json")
+    classifier_refresh_s: float = Field(
+        default=5.0, gt=0, description="how often a classifier looks for a newly promoted model"
+    )
     # Superpixels per model-server request, and the longest wait to fill one.
     feature_batch_size: int = Field(default=32, ge=1)
     feature_batch_wait_ms: int = Field(default=50, ge=0)
@@ -64,6 +67,10 @@ class Settings(BaseSettings):
     model_server_max_batch: int = Field(default=64, ge=1)
     model_server_batch_timeout_ms: float = Field(default=2.0, ge=0)
     model_server_workers: int = Field(default=1, ge=1)
+    # TF Serving's "latest N" version policy and file-system poll: the versions kept loaded (the
+    # one the current classifier needs stays beside a new one during a rollout).
+    model_server_versions: int = Field(default=2, ge=1)
+    model_server_poll_s: float = Field(default=2.0, ge=0, description="0: no polling")
 
     # Detection rule: a tile is flagged when more than this many superpixels are positive.
     min_positive_superpixels: int = Field(default=2, ge=0)

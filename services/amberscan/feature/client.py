@@ -168,19 +168,22 @@ class FeatureClient:
             ) from None
         raise AssertionError("unreachable: tenacity returns or raises")
 
-    async def metadata(self) -> ModelMetadata:
-        """The served version, one image's input shape and the feature width.
+    async def metadata(self, version: int | None = None) -> ModelMetadata:
+        """The served version (`version`, or the newest), one image's input shape and the
+        feature width.
 
         Raises:
             ModelContractError: the model is unknown or its signature is not the contract.
             TransientError: the server did not answer after the retries.
         """
-        response = await self._call("GetModelMetadata", self._metadata_request())
+        response = await self._call("GetModelMetadata", self._metadata_request(version))
         return parse_metadata(self.model_name, response)
 
-    def _metadata_request(self) -> Any:
+    def _metadata_request(self, version: int | None = None) -> Any:
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         request.model_spec.name = self.model_name
+        if version is not None:
+            request.model_spec.version.value = version
         return request
 
     async def predict(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
@@ -188,12 +191,15 @@ class FeatureClient:
         features, _ = await self.predict_versioned(images)
         return features
 
-    async def predict_versioned(self, images: NDArray[np.uint8]) -> tuple[NDArray[np.float32], int]:
+    async def predict_versioned(
+        self, images: NDArray[np.uint8], version: int | None = None
+    ) -> tuple[NDArray[np.float32], int]:
         """Features of a batch of crops, in one Predict call, and the model version that
         computed them (as the answer names it: a server may load a new version at any time).
 
         Args:
             images: uint8 ``[N, H, W, 3]``.
+            version: the model version to ask for (`model_spec.version`); None: the newest.
 
         Returns:
             float32 ``[N, D]``, row i for crop i; the version.
@@ -210,6 +216,8 @@ class FeatureClient:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model_name
         request.model_spec.signature_name = SIGNATURE
+        if version is not None:
+            request.model_spec.version.value = version
         request.inputs[INPUT_KEY].CopyFrom(tf.make_tensor_proto(images))
         response = await self._call("Predict", request)
         features = parse_features(self.model_name, response, len(images))

@@ -6,7 +6,9 @@ version); a redelivered superpixel yields the same vector again.
 A poll's superpixels go to the model server as one Predict call. Each crop is cut here from its
 tile (read once from the blob store and kept decoded while its superpixels are in flight), so no
 crop makes a PNG round trip, at the crop size the served model's signature states (read from the
-server's metadata). Each vector is labelled with the backbone version the server's answer names,
+server's metadata). A superpixel whose tile was stamped with a backbone version (the one its
+classifier was trained on) is sent to that version (`model_spec.version`); one not yet loaded
+is retried later, never dead-lettered. Each vector is labelled with the backbone version the server's answer names,
 so vectors of a version loaded mid-stream never pass as the old one's; when an answer names a
 version other than the one whose crop size was read, or the server rejects a whole batch, the
 metadata is read again, and a batch cut at a size the server no longer takes is cut again. When
@@ -78,7 +80,10 @@ def cut_crop(image: NDArray[np.uint8], ref: pb.SuperpixelRef, size: int) -> NDAr
 
 
 async def features_isolating(
-    client: FeatureClient, crops: NDArray[np.uint8], names: Sequence[str]
+    client: FeatureClient,
+    crops: NDArray[np.uint8],
+    names: Sequence[str],
+    version: int | None = None,
 ) -> list[tuple[NDArray[np.float32], int] | PoisonMessage]:
     """(vector, backbone version) per crop, in one Predict call when the server takes the batch;
     a batch it fails on is split in halves until each crop it fails on alone is found, which
@@ -88,10 +93,10 @@ async def features_isolating(
         TransientError: the server did not answer (the whole batch is retried).
     """
     try:
-        vectors, version = await client.predict_versioned(crops)
-        return [(vector, version) for vector in vectors]
+        vectors, answered = await client.predict_versioned(crops, version)
+        return [(vector, answered) for vector in vectors]
     except (ModelContractError, ModelServerError) as error:
-        return await isolating(client, crops, names, error)
+        return await isolating(client, crops, names, error, version)
 
 
 async def isolating(
@@ -99,33 +104,43 @@ async def isolating(
     crops: NDArray[np.uint8],
     names: Sequence[str],
     error: ModelContractError | ModelServerError,
+    version: int | None = None,
 ) -> list[tuple[NDArray[np.float32], int] | PoisonMessage]:
     """`features_isolating` for a batch the server has already failed on with `error`."""
     if len(crops) == 1:
         return [PoisonMessage(f"{names[0]}: {error}")]
     half = len(crops) // 2
-    first = await features_isolating(client, crops[:half], names[:half])
-    return first + await features_isolating(client, crops[half:], names[half:])
+    first = await features_isolating(client, crops[:half], names[:half], version)
+    return first + await features_isolating(client, crops[half:], names[half:], version)
+
+
+def requested_version(ref: pb.SuperpixelRef, model_name: str) -> int | None:
+    """The backbone version the tile was stamped for (`name/N` in `ref.models.backbone`), or None
+    when it names none or another model (the newest served version then)."""
+    name, _, version = ref.models.backbone.rpartition("/")
+    if name == model_name and version.isdigit():
+        return int(version)
+    return None
 
 
 class ServedModel:
-    """The served model's metadata (its crop size above all), read once and read again when an
-    answer suggests the server has loaded another version."""
+    """The served model's metadata per version asked for (its crop size above all), read once
+    and read again when an answer suggests the server has loaded another version."""
 
     def __init__(self, client: FeatureClient) -> None:
         self.client = client
-        self._metadata: ModelMetadata | None = None
+        self._metadata: dict[int | None, ModelMetadata] = {}
 
-    async def metadata(self) -> ModelMetadata:
-        if self._metadata is None:
-            self._metadata = await self.client.metadata()
-        return self._metadata
+    async def metadata(self, version: int | None = None) -> ModelMetadata:
+        if version not in self._metadata:
+            self._metadata[version] = await self.client.metadata(version)
+        return self._metadata[version]
 
-    async def crop_size_changed(self) -> bool:
+    async def crop_size_changed(self, version: int | None = None) -> bool:
         """Read the metadata again; whether the crop size differs from the one read before."""
-        before = self._metadata
-        self._metadata = await self.client.metadata()
-        return before is None or before.crop_size != self._metadata.crop_size
+        before = self._metadata.get(version)
+        self._metadata[version] = await self.client.metadata(version)
+        return before is None or before.crop_size != self._metadata[version].crop_size
 
 
 def make_stage(
@@ -157,6 +172,23 @@ def make_stage(
                     raise image
                 results[i] = image  # poison (missing, corrupt) or transient (retried)
                 del messages[i]
+        by_version: dict[int | None, dict[int, pb.Superpixel]] = {}
+        for i, message in messages.items():
+            by_version.setdefault(requested_version(message.ref, client.model_name), {})[i] = (
+                message
+            )
+        for version, group in by_version.items():
+            await compute(group, version, images, results)
+        return [r if r is not None else TransientError("not handled") for r in results]
+
+    async def compute(
+        messages: dict[int, pb.Superpixel],
+        version: int | None,
+        images: dict[str, NDArray[np.uint8] | BaseException],
+        results: list[Result | None],
+    ) -> None:
+        """The features of `messages` from backbone `version` (None: the newest), into
+        `results`."""
 
         def cut(size: int) -> dict[int, NDArray[np.uint8] | PoisonMessage]:
             out: dict[int, NDArray[np.uint8] | PoisonMessage] = {}
@@ -169,36 +201,49 @@ def make_stage(
                     out[i] = error
             return out
 
-        unhandled = TransientError("not handled")
         for _ in range(SIZE_CHANGES + 1):
-            served_as = await served.metadata()
+            try:
+                served_as = await served.metadata(version)
+            except ModelContractError as error:
+                if version is None:
+                    raise
+                # The version the tile's classifier needs is not (yet) loaded: the records come
+                # back later rather than fail (a rollout loads it before it is promoted).
+                for i in messages:
+                    results[i] = TransientError(
+                        f"{superpixel_name(messages[i].ref)}: backbone version {version} is "
+                        f"not served: {error}"
+                    )
+                return
             crops = await asyncio.to_thread(cut, served_as.crop_size)
             wanted = [i for i, crop in crops.items() if isinstance(crop, np.ndarray)]
             for i, crop in crops.items():
                 if isinstance(crop, PoisonMessage):
                     results[i] = crop
             if not wanted:
-                break
+                return
             batch = np.stack([crops[i] for i in wanted])  # type: ignore[misc]
             crop_names = [superpixel_name(messages[i].ref) for i in wanted]
             computed: list[tuple[NDArray[np.float32], int] | PoisonMessage]
             try:
-                vectors, version = await client.predict_versioned(batch)
+                vectors, answered = await client.predict_versioned(batch, version)
             except (ModelContractError, ModelServerError) as error:
                 # A whole batch refused: the server may take another crop size since it was read.
-                if await served.crop_size_changed():
+                if await served.crop_size_changed(version):
                     continue
-                computed = await isolating(client, batch, crop_names, error)
+                computed = await isolating(client, batch, crop_names, error, version)
             else:
-                if version != served_as.version and await served.crop_size_changed():
+                if answered != served_as.version and await served.crop_size_changed(version):
                     continue  # cut at the old version's size: cut again for the new one
-                computed = [(vector, version) for vector in vectors]
+                computed = [(vector, answered) for vector in vectors]
             for i, got in zip(wanted, computed, strict=True):
                 results[i] = got if isinstance(got, PoisonMessage) else [output(messages[i], *got)]
-            break
-        else:
-            unhandled = TransientError(f"the served crop size changed {SIZE_CHANGES + 1} times")
-        return [r if r is not None else unhandled for r in results]
+            return
+        for i in messages:
+            if results[i] is None:
+                results[i] = TransientError(
+                    f"the served crop size changed {SIZE_CHANGES + 1} times"
+                )
 
     def output(message: pb.Superpixel, vector: NDArray[np.float32], version: int) -> Output:
         ref = message.ref

@@ -20,6 +20,9 @@ from sklearn.model_selection import StratifiedGroupKFold
 from amberscan.common.errors import AmberscanError
 
 FORMAT = "amberscan-classifier/1"
+# Lineage that does not name the model's content (where the data sat, when it was trained): left
+# out of the version's hash, so the same data and seed give the same version.
+VOLATILE = frozenset({"data", "trained_at", "code_version"})
 
 # The 2018 notebook's XGBoost, with a faster learning rate and fewer rounds: the same model
 # family, tuned for ~1,000 samples on 2 cores.
@@ -316,7 +319,7 @@ def train_classifier(
     classifier = Classifier(final, threshold, meta)
     # The version names the content, so the same data and seed give the same version (where
     # the data happens to sit on disk does not count; its fingerprint does).
-    content = Classifier(final, threshold, {k: v for k, v in meta.items() if k != "data"})
+    content = Classifier(final, threshold, {k: v for k, v in meta.items() if k not in VOLATILE})
     digest = hashlib.sha256(content.to_json()).hexdigest()[:12]
     classifier.metadata["version"] = f"xgb-{digest}"
     return classifier, cv, oof

@@ -215,12 +215,16 @@ def export_backbone(
         raise FileExistsError(f"{base / str(version)} already exists; choose another version")
     # Built before anything is written, so bad weights leave the model folder untouched.
     model, described = build_backbone(name, weights, seed=seed)
+    holdout = ""
     if finetuned is not None:
         finetuned = Path(finetuned)
         if not finetuned.is_file():
             raise FileNotFoundError(f"fine-tuned weights file {finetuned} does not exist")
         model.load_weights(finetuned)
         described += f", fine-tuned {finetuned.name} (sha256 {_sha256(finetuned)[:16]})"
+        # The crops its fine-tune held out (the promotion gate's share), as `finetune` recorded.
+        tuned = finetuned.with_suffix("").with_suffix(".json")
+        holdout = json.loads(tuned.read_text()).get("holdout", "none") if tuned.is_file() else ""
     base.mkdir(parents=True, exist_ok=True)
     if version is None:
         existing = [int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()]
@@ -236,6 +240,7 @@ def export_backbone(
         # signature states the size too, which is what clients read).
         "crop_size": crop_size,
         "crop_resample": CROP_RESAMPLE,
+        "holdout": holdout or "none",
         "preprocessing": spec.preprocessing,
         "test_time_augmentation": f"dihedral-{views}" if views > 1 else "none",
         "views": list(DIHEDRAL_VIEWS[views]),

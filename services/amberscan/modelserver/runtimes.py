@@ -358,17 +358,18 @@ def load_runtime(
     threads: int = 0,
     streams: int = 1,
     precision: str = "auto",
+    version: int | None = None,
 ) -> Runtime:
-    """The newest version of `name`, on `runtime` ("auto": OpenVINO where the version has an
+    """Version `version` of `name` (the newest when None), on `runtime` ("auto": OpenVINO where the version has an
     OpenVINO export, else TensorFlow); `precision` as `OpenVinoRuntime`'s (TensorFlow serves
     the SavedModel's float32)."""
     if runtime not in ("auto", *RUNTIMES):
         raise ValueError(f"unknown runtime {runtime!r}; expected auto, tensorflow or openvino")
-    _, path = resolve_version(model_dir, name, None)
+    version, path = resolve_version(model_dir, name, version)
     has_ir = (path / OPENVINO_DIR / OPENVINO_MODEL).is_file()
     if runtime == "openvino" or (runtime == "auto" and has_ir):
         return OpenVinoRuntime(
-            model_dir, name, threads=threads, streams=streams, precision=precision
+            model_dir, name, version, threads=threads, streams=streams, precision=precision
         )
     if precision == "int8":
         raise ValueError(
@@ -382,4 +383,4 @@ def load_runtime(
             tf.config.threading.set_intra_op_parallelism_threads(threads)
         except RuntimeError:  # already initialised in this process (tests): keep its setting
             pass
-    return SavedModelRuntime(model_dir, name)
+    return SavedModelRuntime(model_dir, name, version)

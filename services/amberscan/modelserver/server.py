@@ -2,8 +2,12 @@
 runtime (`runtimes`: TensorFlow on the SavedModel, or OpenVINO on the bare backbone exported
 beside it), with TF Serving's server-side batching (`batching`).
 
-It serves the highest version under ``MODEL_DIR/NAME`` (TF Serving's layout and its default
-"latest 1" policy): ``tensorflow.serving.PredictionService`` (Predict and GetModelMetadata; the
+It serves the newest `keep_versions` versions under ``MODEL_DIR/NAME`` (TF Serving's layout
+and its "latest N" `model_version_policy`, N = 2 by default), and looks for new versions every
+`poll_s` as TF Serving's file-system poll does: a request that names a version
+(`model_spec.version`) gets that one, any other the newest. So during a rollout the version the
+current classifier was trained on stays loaded beside the new one, and each tile's superpixels
+go to the backbone its classifier needs. ``tensorflow.serving.PredictionService`` (Predict and GetModelMetadata; the
 other methods answer UNIMPLEMENTED) and the standard gRPC health service, which reports SERVING
 once the model is loaded. Clients written against it work unchanged against the official TF
 Serving image (see ``docker/tfserving``), which stays the GPU path.
@@ -76,6 +80,8 @@ class ServerOptions:
     batch_timeout_s: float = 0.002
     workers: int = 1
     max_concurrent: int = 64
+    keep_versions: int = 2
+    poll_s: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServerOptions:
@@ -87,36 +93,58 @@ class ServerOptions:
             max_batch=settings.model_server_max_batch,
             batch_timeout_s=settings.model_server_batch_timeout_ms / 1000,
             workers=settings.model_server_workers,
+            keep_versions=settings.model_server_versions,
+            poll_s=settings.model_server_poll_s,
         )
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
-    """Predict and GetModelMetadata for one model; `predict_calls` counts Predict requests."""
+    """Predict and GetModelMetadata for the versions of one model; `predict_calls` counts
+    Predict requests."""
 
     def __init__(self, name: str, options: ServerOptions | None = None) -> None:
         self.name = name
         self.options = options or ServerOptions()
-        self.model: Runtime | None = None
-        self.batcher: Batcher | None = None
+        self.models: dict[int, Runtime] = {}
+        self.batchers: dict[int, Batcher] = {}
         self.predict_calls = 0
 
+    @property
+    def model(self) -> Runtime | None:
+        """The newest version served (what a request naming no version gets)."""
+        return self.models[max(self.models)] if self.models else None
+
+    @property
+    def batcher(self) -> Batcher | None:
+        return self.batchers[max(self.batchers)] if self.batchers else None
+
     def serve_model(self, model: Runtime) -> None:
-        """Serve `model` from now on, through a batcher of its own."""
-        old = self.batcher
+        """Serve `model` from now on, through a batcher of its own; the oldest versions beyond
+        `keep_versions` are unloaded."""
+        old = self.batchers.get(model.version)
 
         def run(images: Any) -> Any:
             BATCH_IMAGES.observe(len(images))
             return model.predict({"images": images}, DEFAULT_SIGNATURE, ["features"])["features"]
 
-        self.batcher = Batcher(
+        self.batchers[model.version] = Batcher(
             run,
             max_batch=self.options.max_batch,
             timeout_s=self.options.batch_timeout_s,
             workers=self.options.workers,
         )
-        self.model = model
+        self.models[model.version] = model
         if old is not None:
             asyncio.ensure_future(old.close())
+        while len(self.models) > max(self.options.keep_versions, 1):
+            self.unload(min(self.models))
+
+    def unload(self, version: int) -> None:
+        self.models.pop(version, None)
+        batcher = self.batchers.pop(version, None)
+        if batcher is not None:
+            asyncio.ensure_future(batcher.close())
+        log.info("unloaded %s version %d", self.name, version)
 
     async def _resolve(self, model_spec: Any, context: grpc.aio.ServicerContext) -> Runtime:
         if model_spec.name != self.name:
@@ -129,12 +157,16 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         if model is None:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"model {self.name} is loading")
         assert model is not None
-        if model_spec.HasField("version") and model_spec.version.value != model.version:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND,
-                f"Servable not found for request: model {self.name} version "
-                f"{model_spec.version.value} (serving version {model.version})",
-            )
+        if model_spec.HasField("version"):
+            wanted = self.models.get(model_spec.version.value)
+            if wanted is None:
+                await context.abort(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"Servable not found for request: model {self.name} version "
+                    f"{model_spec.version.value} (serving versions {sorted(self.models)})",
+                )
+            assert wanted is not None
+            model = wanted
         if model_spec.version_label:
             await context.abort(
                 grpc.StatusCode.NOT_FOUND,
@@ -159,8 +191,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             if model.batchable(signature, inputs) and set(wanted) <= {"features"}:
                 # Checked alone first: a request that breaks the contract never joins a batch.
                 check_inputs(model.name, model.version, model.inputs, inputs, signature)
-                assert self.batcher is not None
-                outputs = {"features": await self.batcher.submit(inputs["images"])}
+                batcher = self.batchers[model.version]
+                outputs = {"features": await batcher.submit(inputs["images"])}
             else:
                 outputs = await asyncio.to_thread(model.predict, inputs, signature, wanted)
         except ContractViolation as error:
@@ -259,7 +291,19 @@ class ModelServer:
             await self.load()
 
     async def load(self) -> Runtime:
-        """Load the highest version (in a thread) on the configured runtime; report SERVING."""
+        """Load the newest `keep_versions` versions (in a thread, oldest first) on the
+        configured runtime; report SERVING; returns the newest."""
+        found = versions(self.model_dir, self.name)
+        if not found:
+            raise FileNotFoundError(f"no SavedModel under {self.model_dir / self.name}/<version>/")
+        for version in found[-max(self.options.keep_versions, 1) :]:
+            await self.load_version(version)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        model = self.model
+        assert model is not None
+        return model
+
+    async def load_version(self, version: int) -> Runtime:
         o = self.options
         model = await asyncio.to_thread(
             load_runtime,
@@ -269,9 +313,9 @@ class ModelServer:
             threads=o.threads,
             streams=o.streams,
             precision=o.precision,
+            version=version,
         )
         self.servicer.serve_model(model)
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving %s version %d on %s with %s %s (batches of up to %d, %d worker(s))",
             self.name,
@@ -283,6 +327,24 @@ class ModelServer:
             o.workers,
         )
         return model
+
+    async def poll_versions(self) -> None:
+        """Load versions that appear under the model's folder, as TF Serving's file-system poll
+        does (a version whose files are still being written fails to load and is tried again on
+        the next poll)."""
+        while self.options.poll_s > 0:
+            await asyncio.sleep(self.options.poll_s)
+            found = versions(self.model_dir, self.name)
+            newest = found[-max(self.options.keep_versions, 1) :]
+            for version in newest:
+                if version in self.servicer.models or (
+                    self.servicer.models and version < min(self.servicer.models)
+                ):
+                    continue
+                try:
+                    await self.load_version(version)
+                except Exception:  # noqa: BLE001 - keep serving what is loaded; retry next poll
+                    log.exception("could not load %s version %d yet", self.name, version)
 
     async def _set_health(self, status: Any) -> None:
         for service in ("", SERVICE_NAME, self.name):
@@ -299,8 +361,8 @@ class ModelServer:
         await self.health.enter_graceful_shutdown()
         await self._server.stop(grace_s)
         self._server = None
-        if self.servicer.batcher is not None:
-            await self.servicer.batcher.close()
+        for batcher in list(self.servicer.batchers.values()):
+            await batcher.close()
 
 
 async def serve(
@@ -319,7 +381,11 @@ async def serve(
         await asyncio.wait({loading, stopping}, return_when=asyncio.FIRST_COMPLETED)
         if loading.done():
             loading.result()  # a model that fails to load ends the server with its error
-            await stopping
+            polling = asyncio.ensure_future(server.poll_versions())
+            try:
+                await stopping
+            finally:
+                polling.cancel()
         else:
             loading.cancel()
         log.info("stopping model server on %s", server.address)
@@ -372,6 +438,8 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
         max_batch=args.max_batch,
         batch_timeout_s=args.batch_timeout_ms / 1000,
         workers=args.workers,
+        keep_versions=defaults.keep_versions,
+        poll_s=defaults.poll_s,
     )
     if not versions(args.model_dir, args.name):
         log.error("no SavedModel under %s/%s/<version>/", args.model_dir, args.name)

@@ -181,8 +181,10 @@ def tile_message(
     height: int,
     tiles_expected: int,
     demo: bool,
+    models: pb.ModelVersions | None = None,
 ) -> pb.Tile:
-    """The message announcing one stored scan tile on the `tiles` topic."""
+    """The message announcing one stored scan tile on the `tiles` topic, stamped with the models
+    that are to score it (decided here, once per tile)."""
     return pb.Tile(
         tile_id=scan_tile.quadkey,
         scan_id=scan_id,
@@ -194,6 +196,7 @@ def tile_message(
         height=height,
         tiles_expected=tiles_expected,
         demo=demo,
+        models=models,
     )
 
 

@@ -115,7 +115,7 @@ class Blobs(Protocol):
 class ScanHistory(Protocol):
     """What the tiler needs to skip tiles already scanned (the database, or a fake in tests)."""
 
-    async def model_version(self) -> str: ...
+    async def current_models(self) -> pb.ModelVersions: ...
 
     async def scanned(self, tile_id: str) -> list[tuple[str, str]]: ...
 
@@ -138,14 +138,17 @@ class DatabaseHistory:
         self.settings = settings
         self.db = db
 
-    async def model_version(self) -> str:
+    async def current_models(self) -> pb.ModelVersions:
         from amberscan.common.blobstore import MissingBlob
-        from amberscan.common.registry import current_version
+        from amberscan.common.registry import pointer
 
         try:
-            return await current_version(self.settings)
+            current = await pointer(self.settings)
         except MissingBlob:
-            return ""  # no model published yet: nothing can match, nothing is skipped
+            # No model promoted yet: nothing can match (nothing is skipped) and the classifier
+            # scores with its file.
+            return pb.ModelVersions()
+        return pb.ModelVersions(classifier=current.version, backbone=current.backbone)
 
     async def scanned(self, tile_id: str) -> list[tuple[str, str]]:
         rows = await self.db.fetch(
@@ -217,13 +220,16 @@ def make_handler(
             ]
         # Bounds the stitched images held at once; the provider bounds HTTP concurrency itself.
         gate = asyncio.Semaphore(tile_concurrency)
-        model = await history.model_version() if history and not request.rescan else ""
+        # The models that score this request's tiles, decided once here: a promotion while
+        # the tiles are in flight does not split a tile between two models.
+        models = await history.current_models() if history else pb.ModelVersions()
+        model = "" if request.rescan else models.classifier
 
         async def one(tile: Tile) -> Output | None:
             async with gate:
                 try:
                     return await _tile_output(
-                        store, source, plan, request, tile, history, model, min_coverage
+                        store, source, plan, request, tile, history, model, min_coverage, models
                     )
                 except (PoisonMessage, InvalidInput) as error:
                     failure = Failure(tile_id=tile.quadkey, scan_id=plan.scan_id)
@@ -249,6 +255,7 @@ async def _tile_output(
     history: ScanHistory | None = None,
     model: str = "",
     min_coverage: float = 0.5,
+    models: pb.ModelVersions | None = None,
 ) -> Output | None:
     fetched = await source.scan_image(tile, plan.fetch_zoom, request.vintage)
     if fetched.coverage < min_coverage:
@@ -287,6 +294,7 @@ async def _tile_output(
         height=height,
         tiles_expected=plan.tiles_expected,
         demo=request.demo,
+        models=models,
     )
     return Output(topics.TILES, tile.quadkey.encode(), message.SerializeToString())
 

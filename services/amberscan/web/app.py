@@ -20,13 +20,22 @@ from amberscan.common.settings import Settings
 from amberscan.web import middleware, state
 from amberscan.web.params import EXCLUSIONS_MAX_BODY
 from amberscan.web.responses import STATIC
-from amberscan.web.routes import audits, changes, exclusions, explore, exports, reviews, tiles
+from amberscan.web.routes import (
+    audits,
+    changes,
+    exclusions,
+    explore,
+    exports,
+    models,
+    reviews,
+    tiles,
+)
 from amberscan.web.routes import map as map_routes
 
 log = logging.getLogger(__name__)
 # MapLibre ships ES modules: a browser runs a module only when served as JavaScript.
 mimetypes.add_type("text/javascript", ".mjs")
-GROUPS = (map_routes, tiles, reviews, audits, explore, exports, changes, exclusions)
+GROUPS = (map_routes, tiles, reviews, audits, explore, exports, changes, exclusions, models)
 
 
 def make_app(settings: Settings) -> web.Application:

@@ -20,7 +20,8 @@ from numpy.typing import NDArray
 MAX_PAGE = 5000
 DEFAULT_PAGE = 500
 VERDICTS = ("confirmed", "rejected")
-REVIEW_STATES = ("confirmed", "rejected", "unreviewed")
+# `reflagged`: rejected by a reviewer, flagged again by a later model (queries.REVIEW_STATE).
+REVIEW_STATES = ("confirmed", "rejected", "reflagged", "unreviewed")
 _YEAR = re.compile(r"^\d{4}$")
 
 
@@ -62,7 +63,7 @@ def implied_threshold(scores: Sequence[float], positives: int) -> float:
 
 
 def review_state(verdict: str | None) -> str:
-    return verdict if verdict in VERDICTS else "unreviewed"
+    return verdict if verdict in VERDICTS or verdict == "reflagged" else "unreviewed"
 
 
 def feature_of(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,7 +89,8 @@ def feature_of(row: Mapping[str, Any]) -> dict[str, Any]:
             "max_score": max(scores, default=0.0),
             "scores": scores,
             "demo": bool(row["demo"]),
-            "review": review_state(row["verdict"]),
+            "review": review_state(row.get("review", row["verdict"])),
+            "reviewed_model": row.get("reviewed_model") or "",
             "excluded": row.get("exclusion_reason") is not None,
             "exclusion_reason": row.get("exclusion_reason") or "",
             "reviewer": row["reviewer"] or "",

@@ -93,7 +93,7 @@ async def areas(db: Database, filters: Filters) -> list[dict[str, Any]]:
                        coalesce(sum(d.hectares) FILTER (WHERE d.flagged), 0) AS hectares
                 FROM detections d
                 LEFT JOIN reviews r ON r.tile_id = d.tile_id
-                    AND r.imagery_date = d.imagery_date AND r.model_version = d.model_version
+                    AND r.imagery_date = d.imagery_date
                 WHERE d.tile_geom && e.geom AND ST_Intersects(e.geom, ST_Centroid(d.tile_geom))
                   AND {where}) c ON true
             ORDER BY e.area_id""",
@@ -137,7 +137,7 @@ async def by_reason(db: Database, filters: Filters) -> list[dict[str, Any]]:
                 FROM inside i
                 JOIN detections d USING (tile_id, imagery_date, model_version)
                 LEFT JOIN reviews r ON r.tile_id = d.tile_id
-                    AND r.imagery_date = d.imagery_date AND r.model_version = d.model_version
+                    AND r.imagery_date = d.imagery_date
                 {EXCLUSION}
                 WHERE {where} GROUP BY x.reason)
             SELECT a.reason, a.areas, coalesce(c.tiles, 0) AS tiles,

@@ -16,13 +16,20 @@ from amberscan import changes
 from amberscan.common.db import Database
 from amberscan.web.core import Filters
 
-COLUMNS = """
+# A review belongs to the tile and its imagery date, whatever model's detection it was made on:
+# under any model the map shows it. A tile a reviewer rejected that a later model flags again is
+# `reflagged` (the map shows it so, and the summary counts it).
+REVIEW_STATE = """CASE WHEN r.verdict IS NULL THEN 'unreviewed'
+     WHEN r.verdict = 'rejected' AND d.flagged AND r.model_version <> d.model_version
+     THEN 'reflagged' ELSE r.verdict END"""
+COLUMNS = f"""
     d.tile_id, d.imagery_date, d.model_version, d.backbone_version, d.scan_id, d.provider,
     d.flagged, d.positives, d.segment_count, d.min_positives, d.hectares, d.scores, d.demo,
     d.image_key, d.labels_key, d.detected_at, ST_AsGeoJSON(d.tile_geom, 7) AS geojson,
     ST_XMin(d.tile_geom) AS west, ST_YMin(d.tile_geom) AS south,
     ST_XMax(d.tile_geom) AS east, ST_YMax(d.tile_geom) AS north,
-    r.verdict, r.reviewer, r.reviewed_at, x.reason AS exclusion_reason
+    r.verdict, r.reviewer, r.reviewed_at, r.model_version AS reviewed_model,
+    {REVIEW_STATE} AS review, x.reason AS exclusion_reason
 """
 # A detection is excluded when its tile's centre lies in an exclusion area (the first one's
 # reason is shown); the GiST indexes of both geometries keep the probe cheap.
@@ -33,8 +40,7 @@ LEFT JOIN LATERAL (SELECT e.reason FROM exclusion_areas e
 FROM = f"""
 FROM detections d
 LEFT JOIN reviews r
-  ON r.tile_id = d.tile_id AND r.imagery_date = d.imagery_date
- AND r.model_version = d.model_version{EXCLUSION}
+  ON r.tile_id = d.tile_id AND r.imagery_date = d.imagery_date{EXCLUSION}
 """
 
 
@@ -75,7 +81,7 @@ def where_clause(filters: Filters) -> tuple[str, list[Any]]:
     )
     params += newer_params
     if filters.review:
-        clauses.append("coalesce(r.verdict, 'unreviewed') = %s")
+        clauses.append(f"({REVIEW_STATE}) = %s")
         params.append(filters.review)
     if filters.change:
         previous = changes.previous_flagged("d", bool(filters.model))
@@ -152,7 +158,7 @@ async def summary(
     where, params = where_clause(filters)
     if cells is None:
         source, sparams = (
-            f"(SELECT d.*, coalesce(r.verdict, 'unreviewed') AS review, x.reason IS NOT NULL AS excluded {FROM} WHERE {where}) c",
+            f"(SELECT d.*, {REVIEW_STATE} AS review, x.reason IS NOT NULL AS excluded {FROM} WHERE {where}) c",
             params,
         )
         totals_q = """count(*) AS tiles,
@@ -185,10 +191,12 @@ async def summary(
             db,
             f"""SELECT count(*) FILTER (WHERE r.verdict = 'confirmed') AS confirmed,
                        count(*) FILTER (WHERE r.verdict = 'rejected') AS rejected,
+                       count(*) FILTER (WHERE r.verdict = 'rejected' AND d.flagged
+                                        AND r.model_version <> d.model_version) AS reflagged,
                        count(*) FILTER (WHERE d.flagged AND x.reason IS NULL) AS reviewed_flagged,
                        coalesce(sum(d.hectares) FILTER (WHERE r.verdict = 'confirmed'), 0)
                            AS confirmed_hectares
-                FROM reviews r JOIN detections d USING (tile_id, imagery_date, model_version)
+                FROM reviews r JOIN detections d USING (tile_id, imagery_date)
                 {EXCLUSION} WHERE {where}""",
             params,
         )
@@ -210,6 +218,7 @@ async def summary(
         "reviews": {
             "confirmed": int(reviews["confirmed"]),
             "rejected": int(reviews["rejected"]),
+            "reflagged": int(reviews["reflagged"]),
             "unreviewed_flagged": max(0, int(totals["flagged"]) - int(reviews["reviewed_flagged"])),
             "confirmed_hectares": round(float(reviews["confirmed_hectares"]), 4),
         },

@@ -77,8 +77,7 @@ async def save_review(
     async with db.pool.connection() as conn, conn.transaction():
         if verdict is None:
             await conn.execute(
-                b"DELETE FROM reviews WHERE tile_id = %s AND imagery_date = %s AND model_version = %s",
-                key,
+                b"DELETE FROM reviews WHERE tile_id = %s AND imagery_date = %s", key[:2]
             )
             saved: dict[str, Any] = {"verdict": None, "reviewer": reviewer, "reviewed_at": None}
         else:
@@ -86,7 +85,8 @@ async def save_review(
                 b"""INSERT INTO reviews
                        (tile_id, imagery_date, model_version, verdict, reviewer, note, reviewed_at)
                    VALUES (%s, %s, %s, %s, %s, %s, now())
-                   ON CONFLICT (tile_id, imagery_date, model_version) DO UPDATE SET
+                   ON CONFLICT (tile_id, imagery_date) DO UPDATE SET
+                       model_version = EXCLUDED.model_version,
                        verdict = EXCLUDED.verdict, reviewer = EXCLUDED.reviewer,
                        note = EXCLUDED.note, reviewed_at = EXCLUDED.reviewed_at
                    RETURNING verdict, reviewer, reviewed_at""",
@@ -109,15 +109,16 @@ async def save_label(
 
 
 async def history(
-    db: Database, tile_id: str, imagery_date: str, model: str
+    db: Database, tile_id: str, imagery_date: str, model: str = ""
 ) -> list[dict[str, Any]]:
-    """Every review event of one detection, oldest first."""
+    """Every review event of one tile's imagery, under any model, oldest first (each names
+    the model whose detection it was made on)."""
     return await fetch_dicts(
         db,
-        """SELECT action, segment_index, reviewer, note, at FROM review_events
-           WHERE tile_id = %s AND imagery_date = %s AND model_version = %s
+        """SELECT action, segment_index, reviewer, note, at, model_version FROM review_events
+           WHERE tile_id = %s AND imagery_date = %s
            ORDER BY at, event_id""",
-        [tile_id, imagery_date, model],
+        [tile_id, imagery_date],
     )
 
 
@@ -185,7 +186,6 @@ async def audit(db: Database, audit_id: int) -> dict[str, Any] | None:
         """SELECT a.tile_id, a.imagery_date, a.model_version, r.verdict, r.reviewer
            FROM audit_tiles a LEFT JOIN reviews r
              ON r.tile_id = a.tile_id AND r.imagery_date = a.imagery_date
-            AND r.model_version = a.model_version
            WHERE a.audit_id = %s ORDER BY a.tile_id, a.imagery_date, a.model_version""",
         [audit_id],
     )

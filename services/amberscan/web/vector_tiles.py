@@ -105,7 +105,7 @@ rows AS (
            d.segment_count, d.min_positives, round(d.hectares::numeric, 3)::float8 AS hectares,
            round(coalesce((SELECT max(s) FROM unnest(d.scores) s), 0)::numeric, 3)::float8
                AS max_score,
-           coalesce(r.verdict, 'unreviewed') AS review, coalesce(r.reviewer, '') AS reviewer,
+           {queries.REVIEW_STATE} AS review, coalesce(r.reviewer, '') AS reviewer,
            d.demo, d.provider = 'synthetic' AS synthetic, {change} AS change,
            x.reason IS NOT NULL AS excluded, coalesce(x.reason, '') AS exclusion_reason,
            d.tile_geom, d.positives_geom

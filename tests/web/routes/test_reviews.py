@@ -54,6 +54,7 @@ async def test_review_changes_summary_and_state(server: str, seeded: Seeded) -> 
     assert after["reviews"] == {
         "confirmed": 0,
         "rejected": 1,
+        "reflagged": 0,
         "unreviewed_flagged": 1,
         "confirmed_hectares": 0.0,
     }
@@ -65,6 +66,53 @@ async def test_review_changes_summary_and_state(server: str, seeded: Seeded) -> 
     assert status == 400 and "verdict" in bad["error"]
     status, bad = await post(f"{server}/api/reviews", {**body, "tile_id": "<script>"}, AUTH)
     assert status == 400
+
+
+async def test_a_review_survives_a_model_change_and_a_rejection_flagged_again_shows(
+    server: str, seeded: Seeded
+) -> None:
+    """A review belongs to the tile's imagery, not to the model: under the next model the map
+    still shows it, and a tile a reviewer rejected that the new model flags again is shown as
+    such (a filter, and a count in the summary)."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from amberscan.sink.core import UPSERT_DETECTION, detection_row
+
+    rejected, confirmed = seeded.tiles["positive1"], seeded.tiles["positive2"]
+    for target, verdict in ((rejected, "rejected"), (confirmed, "confirmed")):
+        body = {**client.target(target), "verdict": verdict, "reviewer": "ana"}
+        status, _ = await post(f"{server}/api/reviews", body, AUTH)
+        assert status == 200
+    # A replay with a new model: both tiles flagged again, as new rows beside the old ones.
+    later = Timestamp()
+    later.GetCurrentTime()
+    async with seeded.db.pool.connection() as conn:
+        for target in (rejected, confirmed):
+            again = type(target)()
+            again.CopyFrom(target)
+            again.models.classifier = "clf-test-2"
+            again.scan_id = "replay-clf-test-2"
+            again.detected_at.CopyFrom(later)
+            await conn.execute(UPSERT_DETECTION.encode(), detection_row(again))
+    _, fc = await get(f"{server}/api/detections", bbox=BBOX)
+    shown = {f["properties"]["tile_id"]: f["properties"] for f in fc["features"]}
+    assert shown[rejected.tile_id]["model_version"] == "clf-test-2"  # the newest run shows
+    assert shown[rejected.tile_id]["review"] == "reflagged"
+    assert shown[rejected.tile_id]["reviewed_model"] == MODEL
+    assert shown[confirmed.tile_id]["review"] == "confirmed"
+    _, summary = await get(f"{server}/api/summary")
+    assert summary["reviews"]["reflagged"] == 1
+    assert summary["reviews"]["confirmed"] == 1
+    _, only = await get(f"{server}/api/detections", bbox=BBOX, review="reflagged")
+    assert [f["properties"]["tile_id"] for f in only["features"]] == [rejected.tile_id]
+    # Under the model the reviewer saw, the verdict is as it was.
+    _, old = await get(f"{server}/api/detections", bbox=BBOX, model=MODEL)
+    states = {f["properties"]["tile_id"]: f["properties"]["review"] for f in old["features"]}
+    assert states[rejected.tile_id] == "rejected"
+    # The history of the tile's imagery lists the verdicts with the model each was made on.
+    _, history = await get(f"{server}/api/tiles/{rejected.tile_id}/history")
+    assert [(e["action"], e["model_version"]) for e in history["events"]] == [("rejected", MODEL)]
+    assert history["state"] == "reflagged"
 
 
 def test_settings_default_has_no_token() -> None:

@@ -53,8 +53,9 @@ async def post_review(request: web.Request) -> web.Response:
 
 @routes.get("/api/tiles/{tile_id}/history")
 async def review_history(request: web.Request) -> web.Response:
-    """Every review action on one detection (the query's imagery_date/model, else the newest),
-    oldest first: verdicts, clears and superpixel labels, with who and when."""
+    """Every review action on one tile's imagery (the query's imagery_date, else the newest's)
+    under any model, oldest first: verdicts, clears and superpixel labels, with who, when and
+    the model whose detection each was made on."""
     row = await params.detection(request, params.tile_id(request))
     events = await review_queries.history(
         request.app[DB], row["tile_id"], row["imagery_date"], row["model_version"]
@@ -65,6 +66,7 @@ async def review_history(request: web.Request) -> web.Response:
             "imagery_date": row["imagery_date"],
             "model_version": row["model_version"],
             "current": row["verdict"] or "unreviewed",
+            "state": row["review"],
             "events": [_event(e) for e in events],
         }
     )
@@ -77,4 +79,5 @@ def _event(event: dict[str, Any]) -> dict[str, Any]:
         "reviewer": event["reviewer"],
         "note": event["note"],
         "at": event["at"].isoformat(),
+        "model_version": event["model_version"],
     }

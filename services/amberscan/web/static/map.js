@@ -30,6 +30,7 @@ const DETECTION_COLOUR = [
   ["==", ["get", "change"], "gone"], "#4cc9f0",
   reviewed("confirmed"), "#6a040f",
   reviewed("rejected"), "#adb5bd",
+  reviewed("reflagged"), "#e85d04",
   ["get", "excluded"], "#577590",
   ["get", "flagged"], "#d62828",
   [">=", ["get", "max_score"], 0.5], "#f4a261",
@@ -146,6 +147,7 @@ function fillSummary(s) {
     ["hectares (flagged)", s.hectares.toFixed(2)],
     ["confirmed", s.reviews.confirmed],
     ["rejected", s.reviews.rejected],
+    ["flagged again against a rejection", s.reviews.reflagged],
     ["flagged, unreviewed", s.reviews.unreviewed_flagged],
     ["excluded (exclusion areas)", `${s.excluded.flagged} flagged, ${s.excluded.hectares.toFixed(2)} ha`],
   ];

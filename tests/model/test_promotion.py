@@ -1,0 +1,116 @@
+"""The promotion gate (pure): the gate share rule, the paired tile bootstrap, the refusal rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from amberscan.model.dataset import list_labelled
+from amberscan.model.promotion import (
+    GATE_SHARE_RULE,
+    gate,
+    gate_table,
+    in_gate_share,
+    split_gate_share,
+)
+
+
+def test_the_gate_share_is_about_a_fifth_of_the_tiles_and_depends_on_the_tile_alone() -> None:
+    tiles = [f"50.{i:06d}_26.{i * 7 % 999_999:06d}_11_Oct_2014_GMT" for i in range(5000)]
+    share = np.mean([in_gate_share(t) for t in tiles])
+    assert 0.18 < share < 0.22
+    # Decided by the tile id only: the same answer every time, for every crop of a tile.
+    assert [in_gate_share(t) for t in tiles[:50]] == [in_gate_share(t) for t in tiles[:50]]
+    assert "sha256" in GATE_SHARE_RULE
+
+
+@given(st.lists(st.sampled_from([f"tile{i}" for i in range(40)]), min_size=1, max_size=200))
+def test_split_keeps_every_tile_whole_on_one_side(tile_ids: list[str]) -> None:
+    train, held = split_gate_share(tile_ids)
+    assert sorted(train + held) == list(range(len(tile_ids)))
+    assert not {tile_ids[i] for i in train} & {tile_ids[i] for i in held}
+
+
+def test_the_shared_set_has_mining_tiles_in_the_gate_share(shared_data) -> None:  # type: ignore[no-untyped-def]
+    crops = list_labelled(shared_data / "superpixels")
+    _, held = split_gate_share([c.tile_id for c in crops])
+    mining = [crops[i] for i in held if crops[i].label == 1]
+    # Enough evidence to judge recall on: dozens of mining crops from many tiles.
+    assert len(mining) >= 25
+    assert len({c.tile_id for c in mining}) >= 15
+
+
+def toy_evidence(seed: int = 0, tiles: int = 60) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Labels, tile ids and well-separated scores: 4 crops a tile, a third of tiles mining."""
+    rng = np.random.default_rng(seed)
+    labels, tile_ids, scores = [], [], []
+    for t in range(tiles):
+        mining = t % 3 == 0
+        for _ in range(4):
+            label = int(mining and rng.random() < 0.7)
+            labels.append(label)
+            tile_ids.append(f"t{t}")
+            scores.append(rng.normal(0.8 if label else 0.2, 0.1))
+    return np.array(labels), tile_ids, np.clip(np.array(scores), 0, 1)
+
+
+def test_the_same_model_passes_against_itself() -> None:
+    labels, tiles, scores = toy_evidence()
+    decision = gate(labels, tiles, ("a", scores, 0.5), ("b", scores, 0.5))
+    assert decision.passed, decision.reasons
+    assert decision.recall_change.value == 0
+    assert decision.recall_change.low == decision.recall_change.high == 0  # paired: same draws
+    assert decision.current.recall.value == decision.candidate.recall.value
+    assert decision.current.recall.low <= decision.current.recall.value
+    assert decision.current.recall.value <= decision.current.recall.high
+
+
+def test_a_model_trained_on_swapped_labels_is_refused_for_recall() -> None:
+    labels, tiles, scores = toy_evidence()
+    decision = gate(labels, tiles, ("good", scores, 0.5), ("swapped", 1 - scores, 0.5))
+    assert not decision.passed
+    assert decision.recall_change.high < 0
+    assert any("recall is lower" in r for r in decision.reasons)
+    text = gate_table(decision)
+    assert "good" in text and "swapped" in text and "REFUSED" in text
+
+
+def test_a_more_permissive_threshold_is_refused_for_precision() -> None:
+    labels, tiles, scores = toy_evidence(seed=3)
+    current = ("current", scores, 0.5)
+    permissive = ("permissive", scores, 0.3)  # more positives: recall up, precision down
+    decision = gate(labels, tiles, current, permissive)
+    assert decision.candidate.recall.value >= decision.current.recall.value
+    assert decision.candidate.false_positives > decision.current.false_positives
+    assert not decision.passed
+    assert any("precision is lower" in r for r in decision.reasons)
+
+
+def test_one_missed_crop_more_is_within_the_interval() -> None:
+    labels, tiles, scores = toy_evidence(seed=5)
+    worse = scores.copy()
+    miss = int(np.flatnonzero((labels == 1) & (scores >= 0.5))[0])
+    worse[miss] = 0.0
+    decision = gate(labels, tiles, ("current", scores, 0.5), ("candidate", worse, 0.5))
+    assert decision.recall_change.value < 0
+    assert decision.recall_change.high >= 0  # not lower beyond the interval
+    assert decision.passed
+
+
+def test_evidence_without_mining_is_refused() -> None:
+    labels = np.zeros(20, dtype=int)
+    tiles = [f"t{i % 5}" for i in range(20)]
+    scores = np.zeros(20)
+    decision = gate(labels, tiles, ("a", scores, 0.5), ("b", scores, 0.5))
+    assert not decision.passed
+    assert "no mining crop" in decision.reasons[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_the_bootstrap_is_repeatable(seed: int) -> None:
+    labels, tiles, scores = toy_evidence(seed)
+    one = gate(labels, tiles, ("a", scores, 0.5), ("b", scores * 0.9, 0.5), seed=seed)
+    two = gate(labels, tiles, ("a", scores, 0.5), ("b", scores * 0.9, 0.5), seed=seed)
+    assert one == two
