@@ -93,6 +93,14 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     x, gate_x = features[keep], features[held]
     crops = [crops[i] for i in keep]
     labels = np.array([c.label for c in crops])
+    if args.threshold is None:
+        print(
+            "note: the threshold is chosen on out-of-fold scores of these crops; with a backbone "
+            "fine-tuned on them it is too low for unseen tiles (pass --threshold, e.g. the "
+            "current model's): the promotion gate judges the candidate's precision on the gate "
+            "share either way",
+            file=sys.stderr,
+        )
     print(
         f"training on {len(crops)} crops ({int(labels.sum())} mining) from "
         f"{len({c.tile_id for c in crops})} tiles, {args.folds}-fold CV grouped by tile",
@@ -169,6 +177,6 @@ def expected_text(share: dict[str, Any]) -> str:
     p, r = share["precision"], share["recall"]
     return (
         f"precision {p['value']:.3f} ({p['low']:.2f}-{p['high']:.2f}), recall {r['value']:.3f} "
-        f"({r['low']:.2f}-{r['high']:.2f}), 95 % tile-bootstrap intervals over "
+        f"({r['low']:.2f}-{r['high']:.2f}), 95 % site-bootstrap intervals over "
         f"{share['crops']} crops ({share['mining_crops']} mining) of {share['tiles']} tiles"
     )

@@ -1,14 +1,15 @@
 """The promotion gate: is a candidate classifier at least as good as the current one? Pure.
 
-Evidence is the **gate share**: a fixed fifth of the labelled tiles, chosen by a rule on the tile
-id before any training (`in_gate_share`), so no classifier that `amberscan train` makes has
-seen it, whatever data or seed it was trained with. Both models are scored there at their own
+Evidence is the **gate share**: about a fifth of the labelled tiles, whole sites at a time, chosen
+by a rule on the tile's place before any training (`in_gate_share`), so no classifier that
+`amberscan train` makes (nor the backbone `amberscan finetune` makes) has seen it, whatever data
+or seed it was trained with. Both models are scored there at their own
 thresholds (what each would serve), and the difference is judged with a paired bootstrap over
-tiles (crops of one tile are correlated, so tiles are what is resampled).
+sites (crops of one tile, and tiles of one site, are correlated, so sites are resampled).
 
 The rule (`gate`), stated once:
 - refused when the candidate's recall is lower beyond doubt: the upper end of the 95 % paired
-  tile-bootstrap interval of (candidate − current) recall is below zero;
+  site-bootstrap interval of (candidate − current) recall is below zero;
 - refused when the candidate's precision is lower than the current's by more than
   `precision_tolerance` (0.02 by default, about one more false positive in the gate share): a
   more permissive threshold is the failure this gate exists for, and it moves precision first;
@@ -18,6 +19,7 @@ The rule (`gate`), stated once:
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -25,20 +27,46 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-# The rule `in_gate_share` applies, recorded in every model's lineage: a model trained under
-# another rule (or none) may have seen the gate share.
-GATE_SHARE_RULE = "gate-v1: int(sha256('amberscan-gate:' + tile id), 16) % 5 == 0"
-# Salted, so the share is independent of any other split made by hashing bare tile ids (the
-# texty-amber set as shared has already had such a fifth taken out for an unseen check).
-_SALT = "amberscan-gate:"
+from amberscan.geo.tiles import Tile
+
 GATE_FOLDS = 5
 PRECISION_TOLERANCE = 0.02
 BOOTSTRAP_ROUNDS = 2000
 
+# The rule `in_gate_share` applies, recorded in every model's lineage: a model trained under
+# another rule (or none) may have seen the gate share.
+GATE_SHARE_RULE = (
+    "gate-v2: int(sha256('amberscan-gate:' + cell), 16) % 5 == 0, cell = the tile centre's "
+    "0.01-degree cell"
+)
+# Salted, so the share is independent of any other split made by hashing (the texty-amber set as
+# shared has already had a fifth of its tile ids taken out for an unseen check).
+_SALT = "amberscan-gate:"
+# Whole sites go to one side: mining pits cluster, and a tile has neighbours (73 of the shared
+# set's 720 tiles have another within 300 m; one place may be imaged twice). Grouped by tile id,
+# 6 of the 28 mining tiles of a gate share had a training tile within 300 m; by 0.01-degree cell
+# (about 1.1 km north-south, 0.7 km east-west here), 2 of 23.
+CELL_DEGREES = 0.01
+
+
+def site_of(tile_id: str) -> str:
+    """The site a tile belongs to: the 0.01-degree cell of its centre. Tile ids of the texty
+    layout (`LAT_LON_date`) and of reviewed tiles (`QUADKEY-date`) name their place; any other
+    id is its own site."""
+    head = tile_id.split("_", 2)
+    try:
+        lat, lon = float(head[0]), float(head[1])
+    except (IndexError, ValueError):
+        quadkey = tile_id.split("-", 1)[0]
+        if not quadkey or set(quadkey) - set("0123"):
+            return tile_id
+        lon, lat = Tile.from_quadkey(quadkey).center()
+    return f"{math.floor(lat / CELL_DEGREES)}:{math.floor(lon / CELL_DEGREES)}"
+
 
 def in_gate_share(tile_id: str) -> bool:
-    """Whether tile `tile_id`'s crops belong to the gate share (about one tile in five)."""
-    digest = hashlib.sha256((_SALT + tile_id).encode()).hexdigest()
+    """Whether tile `tile_id`'s crops belong to the gate share (about one site in five)."""
+    digest = hashlib.sha256((_SALT + site_of(tile_id)).encode()).hexdigest()
     return int(digest, 16) % GATE_FOLDS == 0
 
 
@@ -76,7 +104,7 @@ class GateRow:
 class GateDecision:
     current: GateRow
     candidate: GateRow
-    recall_change: Interval  # candidate − current, with the paired tile-bootstrap interval
+    recall_change: Interval  # candidate − current, with the paired site-bootstrap interval
     precision_change: Interval
     passed: bool
     reasons: list[str] = field(default_factory=list)
@@ -89,10 +117,10 @@ class GateDecision:
         return asdict(self)
 
 
-def _per_tile_counts(
+def _per_site_counts(
     labels: NDArray[np.int64], positive: NDArray[np.bool_], groups: NDArray[np.int64], tiles: int
 ) -> NDArray[np.float64]:
-    """Per tile: (true positives, false positives, false negatives)."""
+    """Per site: (true positives, false positives, false negatives)."""
     counts = np.zeros((tiles, 3))
     np.add.at(counts[:, 0], groups, (positive & (labels == 1)).astype(float))
     np.add.at(counts[:, 1], groups, (positive & (labels == 0)).astype(float))
@@ -114,15 +142,15 @@ def _interval(value: float, samples: NDArray[np.float64]) -> Interval:
     return Interval(float(value), float(low), float(high))
 
 
-def _bootstrap_weights(tiles: int, rounds: int, seed: int) -> NDArray[np.float64]:
-    """Per round, how often each tile is drawn (`tiles` draws with replacement)."""
-    draws = np.random.default_rng(seed).integers(0, tiles, size=(rounds, tiles))
-    return np.stack([np.bincount(d, minlength=tiles) for d in draws]).astype(float)
+def _bootstrap_weights(sites: int, rounds: int, seed: int) -> NDArray[np.float64]:
+    """Per round, how often each site is drawn (`sites` draws with replacement)."""
+    draws = np.random.default_rng(seed).integers(0, sites, size=(rounds, sites))
+    return np.stack([np.bincount(d, minlength=sites) for d in draws]).astype(float)
 
 
 def _judged(
     y: NDArray[np.int64],
-    tile_ids: Sequence[str],
+    sites: Sequence[str],
     names: list[str],
     version: str,
     scores: NDArray[np.floating[Any]],
@@ -131,9 +159,9 @@ def _judged(
 ) -> tuple[GateRow, tuple[NDArray[np.float64], NDArray[np.float64]]]:
     """One model's row, and its bootstrap samples of (precision, recall)."""
     index = {t: i for i, t in enumerate(names)}
-    groups = np.array([index[t] for t in tile_ids], dtype=np.int64)
+    groups = np.array([index[t] for t in sites], dtype=np.int64)
     positive = np.asarray(scores, dtype=float) >= threshold
-    counts = _per_tile_counts(y, positive, groups, len(names))
+    counts = _per_site_counts(y, positive, groups, len(names))
     total = counts.sum(axis=0)
     precision, recall = _rates(total)
     sampled_p, sampled_r = _rates(weights @ counts)
@@ -159,12 +187,13 @@ def judge(
     rounds: int = BOOTSTRAP_ROUNDS,
     seed: int = 0,
 ) -> GateRow:
-    """One model's precision and recall on held-out crops at `threshold`, with 95 % tile-bootstrap
-    intervals: what it is expected to do on tiles it has not seen."""
-    names = sorted(set(tile_ids))
+    """One model's precision and recall on held-out crops at `threshold`, with 95 % bootstrap
+    intervals over sites (`site_of`): what it is expected to do on places it has not seen."""
+    sites = [site_of(t) for t in tile_ids]
+    names = sorted(set(sites))
     y = np.asarray(labels, dtype=np.int64)
     weights = _bootstrap_weights(len(names), rounds, seed)
-    return _judged(y, tile_ids, names, version, scores, threshold, weights)[0]
+    return _judged(y, sites, names, version, scores, threshold, weights)[0]
 
 
 def gate(
@@ -181,16 +210,17 @@ def gate(
 
     Args:
         labels: 1 = mining, per crop.
-        tile_ids: the tile of each crop (the bootstrap resamples tiles).
+        tile_ids: the tile of each crop (the bootstrap resamples their sites).
         current, candidate: (version, scores per crop, threshold) of each model.
     """
     y = np.asarray(labels, dtype=np.int64)
-    names = sorted(set(tile_ids))
+    sites = [site_of(t) for t in tile_ids]
+    names = sorted(set(sites))
     weights = _bootstrap_weights(len(names), rounds, seed)  # the same draws for both: paired
     rows = []
     boot = []
     for version, scores, threshold in (current, candidate):
-        row, sampled = _judged(y, tile_ids, names, version, scores, threshold, weights)
+        row, sampled = _judged(y, sites, names, version, scores, threshold, weights)
         rows.append(row)
         boot.append(sampled)
     recall_change = _interval(rows[1].recall.value - rows[0].recall.value, boot[1][1] - boot[0][1])
@@ -204,7 +234,7 @@ def gate(
     if recall_change.high < 0:
         reasons.append(
             f"recall is lower beyond the interval: change {recall_change.show()} "
-            "(95 % paired tile bootstrap) lies below zero"
+            "(95 % paired site bootstrap) lies below zero"
         )
     if precision_change.value < -precision_tolerance:
         reasons.append(
@@ -222,7 +252,7 @@ def gate(
         mining_crops=mining,
         tiles=len(names),
         rule=(
-            "refused when (candidate − current) recall's 95 % paired tile-bootstrap interval "
+            "refused when (candidate − current) recall's 95 % paired site-bootstrap interval "
             f"lies below 0, or precision drops by more than {precision_tolerance:.3f}, on the "
             f"gate share ({GATE_SHARE_RULE})"
         ),
@@ -233,7 +263,7 @@ def gate_table(decision: GateDecision) -> str:
     """Both rows side by side, then the verdict and its reasons."""
     lines = [
         f"promotion gate: {decision.crops} crops ({decision.mining_crops} mining) from "
-        f"{decision.tiles} tiles of the gate share, 95 % tile-bootstrap intervals",
+        f"{decision.tiles} tiles of the gate share, 95 % site-bootstrap intervals",
         f"  {'':10} {'version':18} {'threshold':>9}  {'precision':24} {'recall':24} tp  fp  fn",
     ]
     for name, row in (("current", decision.current), ("candidate", decision.candidate)):
