@@ -51,7 +51,7 @@ from amberscan.common import topics
 from amberscan.common.data import shared_data_dir
 from amberscan.common.db import Database
 from amberscan.common.kafka import ensure_topics
-from amberscan.common.registry import publish
+from amberscan.common.registry import make_current
 from amberscan.common.settings import Settings, load_settings
 from amberscan.feature.extract import client_for
 from amberscan.model.classifier import Classifier, verdict
@@ -461,7 +461,7 @@ async def run_pipeline(args: argparse.Namespace, mosaic: Mosaic, base: Settings)
         try:
             await ensure_topics(settings)
             classifier = Classifier.load(settings.classifier_path)
-            await publish(settings, classifier)
+            await make_current(settings, classifier, action="promote", by="bench")
             procs.start("model-server", "serve", "model-server")
             await wait_serving(settings, procs)
             for stage in STAGES:
