@@ -1,11 +1,18 @@
-"""The house keeps its shape: the pure domain packages import no I/O, no settings, no service.
+"""The house keeps its shape: the pure domain packages import no I/O, no settings, no service;
+the imagery layer imports no service.
 
 An AST walk over every module of `geo/`, `vision/` and `model/` (imports at any depth, relative
 ones resolved, `os.environ` and `os.getenv` too). From amberscan they may import only each other
 and the pure corners of `common/` (`errors`, `keys`); anything else of amberscan (the other
-`common/` modules, which do I/O or read settings; every service package; the CLI; the model
-server; the generated protobuf code, which lives in runners) and the network and database
-clients are refused. The check is shown to fail on a tree with planted forbidden imports.
+`common/` modules, which do I/O or read settings; the imagery readers; every service package; the
+CLI; the model server; the generated protobuf code, which lives in runners) and the network and
+database clients are refused.
+
+The same walk over `imagery/` (the imagery readers, above the plumbing and below the services):
+from amberscan it may import the domain, `common/`, the generated messages and itself; a service
+package, the CLI, the web app, the model server or the scan command's module is refused, and so
+is reading the environment (its configuration is the settings). Both checks are shown to fail on
+trees with planted forbidden imports.
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ IO_LIBRARIES = (
     "prometheus_client",
     "pydantic_settings",
 )
+# The imagery layer and what it stands on: the domain, the plumbing, the generated messages.
+IMAGERY = "imagery"
+BELOW_IMAGERY = (*PURE, "common", "v1", IMAGERY)
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -102,7 +112,7 @@ def refusal(module: str, root_name: str = "amberscan") -> str | None:
         return None
     if module.split(".")[1] == "common":
         return f"{module} is common/ code that does I/O or reads settings"
-    return f"{module} is not pure domain code (a service, the CLI, a server or protobuf)"
+    return f"{module} is not pure domain code (imagery, a service, the CLI, a server or protobuf)"
 
 
 def violations(root: Path, pure: tuple[str, ...] = PURE) -> list[str]:
@@ -126,6 +136,32 @@ def violations(root: Path, pure: tuple[str, ...] = PURE) -> list[str]:
     return sorted(set(found))
 
 
+def imagery_refusal(module: str, root_name: str = "amberscan") -> str | None:
+    """Why an imagery module may not import `module`, or None when it may."""
+    parts = module.split(".")
+    if parts[0] != root_name or len(parts) == 1:
+        return None
+    if parts[1] in BELOW_IMAGERY:
+        return None
+    return f"{module} is above the imagery layer (a service, the CLI, a server or an entry point)"
+
+
+def imagery_violations(root: Path) -> list[str]:
+    """Every import of a layer above imagery, or environment read, in `root`'s imagery package."""
+    found = []
+    for path in sorted((root / IMAGERY).rglob("*.py")):
+        where = path.relative_to(root).as_posix()
+        refused: set[tuple[int, str]] = set()
+        for line, module in imported_modules(path, root):
+            reason = imagery_refusal(module, root.name)
+            if reason and (line, module.rpartition(".")[0]) not in refused:
+                refused.add((line, module))
+                found.append(f"{root.name}/{where}:{line}: imports {module}: {reason}")
+        for line in environment_reads(path):
+            found.append(f"{root.name}/{where}:{line}: reads the environment (settings do)")
+    return sorted(set(found))
+
+
 def test_the_pure_packages_import_no_io_settings_or_service() -> None:
     assert violations(PACKAGE_ROOT) == []
 
@@ -135,12 +171,17 @@ def test_every_pure_package_is_checked() -> None:
         assert list((PACKAGE_ROOT / name).rglob("*.py")), name
 
 
+def test_the_imagery_layer_imports_no_service() -> None:
+    assert list((PACKAGE_ROOT / IMAGERY).rglob("*.py"))
+    assert imagery_violations(PACKAGE_ROOT) == []
+
+
 def plant(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         path = root / "amberscan" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    for folder in ("", "geo", "vision", "model", "common", "tiler"):
+    for folder in ("", "geo", "vision", "model", "common", "imagery", "tiler"):
         (root / "amberscan" / folder).mkdir(parents=True, exist_ok=True)
         (root / "amberscan" / folder / "__init__.py").touch()
     return root / "amberscan"
@@ -166,6 +207,8 @@ from . import tiles
         ("from ..common.db import Database\n", "imports amberscan.common.db"),
         ("from .. import tiler\n", "imports amberscan.tiler: amberscan.tiler is not pure"),
         ("from amberscan.tiler.core import plan_scan\n", "imports amberscan.tiler.core"),
+        ("from amberscan.imagery.dates import normalize_date\n", "imports amberscan.imagery"),
+        ("from amberscan import imagery\n", "imports amberscan.imagery: amberscan.imagery is"),
         ("from amberscan.web import app\n", "imports amberscan.web"),
         ("from amberscan.modelserver import server\n", "imports amberscan.modelserver"),
         ("from amberscan.v1 import messages_pb2\n", "imports amberscan.v1"),
@@ -197,3 +240,58 @@ def test_the_allowed_common_modules_are_checked_too(tmp_path: Path) -> None:
         "amberscan/common/keys.py:1: imports amberscan.common.settings: "
         "amberscan.common.settings is common/ code that does I/O or reads settings"
     ]
+
+
+IMAGERY_ALLOWED = """
+from __future__ import annotations
+import aiohttp
+import rasterio
+from amberscan.common.settings import Settings
+from amberscan.common import blobstore
+from amberscan.geo.tiles import Tile
+from amberscan.vision.imageio import decode_image
+from amberscan.v1 import messages_pb2
+from amberscan.imagery.dates import normalize_date
+from ..dates import date_in_range
+from . import base
+"""
+
+
+@pytest.mark.parametrize(
+    ("planted", "expected"),
+    [
+        ("from amberscan.tiler.core import plan_scan\n", "imports amberscan.tiler.core: "),
+        ("from amberscan.tiler import demo\n", "imports amberscan.tiler: "),
+        ("from ...tiler import service\n", "imports amberscan.tiler: "),
+        ("from amberscan.watch.store import WatchStore\n", "imports amberscan.watch.store"),
+        ("import amberscan.cli.scan\n", "imports amberscan.cli.scan"),
+        ("from amberscan import scanning\n", "imports amberscan.scanning: "),
+        ("from amberscan.web import app\n", "imports amberscan.web"),
+        ("from amberscan.modelserver import server\n", "imports amberscan.modelserver"),
+        ("def f():\n    from amberscan.sink import service\n", ":2: imports amberscan.sink"),
+        ("import os\nURL = os.getenv('X')\n", ":2: reads the environment"),
+    ],
+)
+def test_the_imagery_check_fails_on_a_planted_service_import(
+    tmp_path: Path, planted: str, expected: str
+) -> None:
+    root = plant(
+        tmp_path,
+        {
+            "imagery/providers/__init__.py": "",
+            "imagery/providers/xyz.py": IMAGERY_ALLOWED,
+            "imagery/providers/planted.py": planted,
+        },
+    )
+    found = imagery_violations(root)
+    where = "amberscan/imagery/providers/planted.py:"
+    assert found and all(v.startswith(where) for v in found), found
+    assert any(expected in v for v in found), found
+
+
+def test_the_imagery_check_passes_a_clean_tree(tmp_path: Path) -> None:
+    root = plant(
+        tmp_path,
+        {"imagery/providers/__init__.py": "", "imagery/providers/xyz.py": IMAGERY_ALLOWED},
+    )
+    assert imagery_violations(root) == []

@@ -92,8 +92,8 @@ async def prepare(settings: Settings, request: pb.ScanRequest) -> list[pb.ScanRe
     """
     from shapely import geometry as sg
 
-    from amberscan.tiler.core import normalize_date
-    from amberscan.tiler.providers import Catalogue, SourceError, SourceSpec, provider_for
+    from amberscan.imagery.dates import normalize_date
+    from amberscan.imagery.providers import Catalogue, SourceError, SourceSpec, provider_for
 
     provider = provider_for(SourceSpec.from_request(request), settings)
     try:

@@ -12,9 +12,9 @@ from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 
 from amberscan.geo.tiles import Tile
+from amberscan.imagery.providers import XyzProvider, fetch_scan_tile
 from amberscan.tiler import demo
 from amberscan.tiler.core import plan_scan
-from amberscan.tiler.providers import XyzProvider, fetch_scan_tile
 from amberscan.vision.imageio import decode_image
 
 

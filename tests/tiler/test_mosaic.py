@@ -11,9 +11,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from amberscan.geo.tiles import Tile
+from amberscan.imagery.providers import XyzProvider, fetch_scan_tile
 from amberscan.tiler import demo, mosaic
 from amberscan.tiler.core import plan_scan
-from amberscan.tiler.providers import XyzProvider, fetch_scan_tile
 
 
 @pytest.mark.parametrize("tiles", [1, 8, 24, 100, 200, 201])

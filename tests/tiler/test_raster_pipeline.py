@@ -22,8 +22,7 @@ from amberscan.common.db import Database
 from amberscan.common.settings import Settings
 from amberscan.tiler import demo
 from amberscan.v1 import messages_pb2 as pb
-from tests.pipeline import test_demo_scan as demo_scan
-from tests.tiler.rasters import (
+from tests.imagery.rasters import (
     Catalogue,
     Served,
     WmtsServer,
@@ -32,6 +31,7 @@ from tests.tiler.rasters import (
     served_in_thread,
     wmts_app,
 )
+from tests.pipeline import test_demo_scan as demo_scan
 
 pytestmark = [pytest.mark.stack, pytest.mark.timeout(1800)]
 pipeline = demo_scan.pipeline  # the fixture running every stage on the stack, reused

@@ -12,11 +12,11 @@ from shapely import geometry as sg
 from amberscan import cli, scanning
 from amberscan.cli import options
 from amberscan.common.settings import Settings
+from amberscan.imagery.providers import PROVIDERS, SourceError
 from amberscan.tiler import demo
-from amberscan.tiler.providers import PROVIDERS, SourceError
 from amberscan.v1 import messages_pb2 as pb
+from tests.imagery.rasters import WmtsServer, tile_cog, wmts_app
 from tests.streams import served
-from tests.tiler.rasters import WmtsServer, tile_cog, wmts_app
 
 
 def test_cli_names_every_provider() -> None:

@@ -20,8 +20,8 @@ from amberscan.common.errors import PoisonMessage
 from amberscan.common.kafka import ensure_topics
 from amberscan.common.settings import Settings
 from amberscan.geo.tiles import Tile
+from amberscan.imagery.providers import Fetcher, XyzProvider
 from amberscan.tiler import demo
-from amberscan.tiler.providers import Fetcher, XyzProvider
 from amberscan.tiler.service import make_handler, make_stage
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import decode_image

@@ -37,7 +37,7 @@ async def _drop(settings: Settings) -> None:
 
 
 def test_add_list_remove(env: Path, tmp_path: Path, shared_data: Path, capsys) -> None:
-    from tests.tiler.rasters import tile_cog
+    from tests.imagery.rasters import tile_cog
 
     folder = tmp_path / "drone"
     folder.mkdir()

@@ -21,8 +21,8 @@ from amberscan.common.settings import Settings
 from amberscan.tiler import demo
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.watch import service, store
+from tests.imagery.rasters import Catalogue, Served, file_server
 from tests.streams import read_all, served
-from tests.tiler.rasters import Catalogue, Served, file_server
 
 pytestmark = pytest.mark.stack
 TILES = [d.tile for d in demo.demo_layout()]

@@ -47,8 +47,8 @@ def add_json(parser: argparse.ArgumentParser, help: str | None = None) -> None:
     parser.add_argument("--json", action="store_true", help=help)
 
 
-# The imagery providers a scan may name (`amberscan.tiler.providers.PROVIDERS`; a test checks
-# they agree: importing the tiler here would slow `--help`).
+# The imagery providers a scan may name (`amberscan.imagery.providers.PROVIDERS`; a test checks
+# they agree: importing the providers here would slow `--help`).
 PROVIDERS = ("xyz", "bing", "local", "demo", "geotiff", "stac", "wmts")
 
 

@@ -1,27 +1,22 @@
-"""Tiler core: which provider tiles make a scan tile, stitching them, and the Tile message.
+"""Tiler core: planning a scan's tiles, splitting a region request, the Tile message and the
+skip decision.
 
-Pure: Tile values, numpy arrays and protobuf values in and out; no I/O. A scan tile is one
-zoom-16 web-mercator tile (its id is its quadkey) fetched as its 4×4 zoom-18 children of 256 px,
-stitched north-first into one 1024×1024 RGB image.
+Pure: Tile values and protobuf values in and out; no I/O. A scan tile is one zoom-16
+web-mercator tile (its id is its quadkey); which provider tiles make it and how they are
+stitched is `amberscan.imagery.grid`, capture dates are `amberscan.imagery.dates`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
-from numpy.typing import NDArray
-
-from amberscan.common.errors import InvalidImage, InvalidRegion, PoisonMessage
+from amberscan.common.errors import InvalidRegion, PoisonMessage
 from amberscan.geo.tiles import (
     DEFAULT_FETCH_ZOOM,
     DEFAULT_MAX_TILES,
     DEFAULT_SCAN_ZOOM,
-    PROVIDER_TILE_PX,
     Tile,
-    iter_rows,
     parse_geojson,
     tiles_for_region,
 )
@@ -30,15 +25,6 @@ from amberscan.v1 import messages_pb2 as pb
 # A scan tile is at most 8×8 provider tiles (2048 px): larger images would not fit the method
 # (tuned for ~1000 px at ~0.4 m/px) and would only cost memory.
 MAX_ZOOM_STEP = 3
-
-
-@dataclass(frozen=True)
-class Child:
-    """One provider tile of a scan tile and its place (row north first, column west first)."""
-
-    row: int
-    col: int
-    tile: Tile
 
 
 @dataclass(frozen=True)
@@ -52,63 +38,6 @@ class ScanPlan:
     tiles: tuple[Tile, ...]
     tiles_expected: int  # of the whole scan (a one-tile request is part of a larger one)
     single: bool = False  # a one-tile request, split from a region request
-
-
-def plan_children(scan_tile: Tile, fetch_zoom: int) -> list[Child]:
-    """The provider tiles of `scan_tile` at `fetch_zoom`, row by row from the north-west corner.
-
-    Raises:
-        ValueError: if `fetch_zoom` is coarser than the scan tile's zoom.
-    """
-    return [Child(r, c, t) for r, c, t in iter_rows(scan_tile, fetch_zoom)]
-
-
-def stitch(
-    children: Sequence[Child],
-    images: Sequence[NDArray[np.uint8]],
-    tile_px: int = PROVIDER_TILE_PX,
-) -> NDArray[np.uint8]:
-    """Stitch provider tile images into one scan tile image.
-
-    Args:
-        children: The plan, from `plan_children` (a complete k×k grid).
-        images: One (tile_px, tile_px, 3) uint8 array per child, in the same order.
-        tile_px: Side of a provider tile in pixels.
-
-    Returns:
-        A (k·tile_px, k·tile_px, 3) uint8 array.
-
-    Raises:
-        InvalidImage: a child image has the wrong shape or dtype (the message names its z/x/y).
-        ValueError: the plan is not a complete square grid, or images do not match it.
-    """
-    if len(children) != len(images):
-        raise ValueError(f"stitch: {len(children)} children but {len(images)} images")
-    k = int(round(len(children) ** 0.5))
-    places = {(c.row, c.col) for c in children}
-    if k * k != len(children) or places != {(r, c) for r in range(k) for c in range(k)}:
-        raise ValueError(f"stitch: {len(children)} children do not form a complete square grid")
-    out = np.empty((k * tile_px, k * tile_px, 3), dtype=np.uint8)
-    for child, image in zip(children, images, strict=True):
-        array = np.asarray(image)
-        if array.dtype != np.uint8 or array.shape != (tile_px, tile_px, 3):
-            raise InvalidImage(
-                f"tile {child.tile}: expected a {tile_px}x{tile_px} RGB uint8 image, "
-                f"got {array.dtype} {array.shape}"
-            )
-        r0, c0 = child.row * tile_px, child.col * tile_px
-        out[r0 : r0 + tile_px, c0 : c0 + tile_px] = array
-    return out
-
-
-def split(image: NDArray[np.uint8], k: int) -> list[NDArray[np.uint8]]:
-    """The k×k provider-tile blocks of a square image, row by row (the inverse of `stitch`)."""
-    side = image.shape[0] // k
-    return [
-        image[r * side : (r + 1) * side, c * side : (c + 1) * side]
-        for r in range(k)
-        for c in range(k)
-    ]
 
 
 def plan_scan(
@@ -218,43 +147,3 @@ def should_skip(
     if rescan or not imagery_date:
         return False
     return (imagery_date, model) in set(scanned)
-
-
-def latest_date(dates: Iterable[str]) -> str:
-    """The latest of some ISO dates, ignoring empty ones ("" when none is known)."""
-    known = [d for d in dates if d]
-    return max(known) if known else ""
-
-
-def normalize_date(text: str) -> str:
-    """An imagery date as ISO 8601 (YYYY-MM-DD): accepts ISO dates/datetimes, "31 Dec 2012" and
-    TIFF's "2017:05:01 10:00:00".
-
-    Returns "" for an empty or unreadable date (the provider then does not say).
-    """
-    text = text.strip()
-    if not text:
-        return ""
-    # The last two are TIFF's DateTime ("2017:05:01 10:00:00") and its date alone.
-    formats = ("%Y-%m-%d", "%d %b %Y", "%d %B %Y", "%Y%m%d", "%Y:%m:%d %H:%M:%S", "%Y:%m:%d")
-    for fmt in formats:
-        try:
-            return dt.datetime.strptime(text, fmt).date().isoformat()
-        except ValueError:
-            continue
-    try:
-        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).date().isoformat()
-    except ValueError:
-        return ""
-
-
-def date_in_range(imagery_date: str, date_from: str, date_to: str) -> bool:
-    """Whether an ISO capture date lies within [date_from, date_to] (empty bounds are open).
-
-    An unknown capture date ("") is accepted: it cannot be shown to be outside.
-    """
-    if not imagery_date:
-        return True
-    if date_from and imagery_date < normalize_date(date_from):
-        return False
-    return not (date_to and imagery_date > normalize_date(date_to))

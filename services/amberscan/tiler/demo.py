@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from amberscan.geo.tiles import PROVIDER_TILE_PX, Tile
-from amberscan.tiler.providers import DATE_HEADER
+from amberscan.imagery.providers import DATE_HEADER
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import read_image
 

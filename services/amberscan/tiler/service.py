@@ -43,15 +43,9 @@ from amberscan.common.errors import InvalidInput, PoisonMessage
 from amberscan.common.kafka import Failure, Handler, Output, Stage, StageConfig, dead_letter
 from amberscan.common.settings import Settings
 from amberscan.geo.tiles import DEFAULT_MAX_TILES, Tile
-from amberscan.tiler.core import (
-    ScanPlan,
-    date_in_range,
-    plan_scan,
-    should_skip,
-    split_request,
-    tile_message,
-)
-from amberscan.tiler.providers import Provider, SourceSpec, provider_for
+from amberscan.imagery.dates import date_in_range
+from amberscan.imagery.providers import Provider, SourceSpec, provider_for
+from amberscan.tiler.core import ScanPlan, plan_scan, should_skip, split_request, tile_message
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import encode_tile
 

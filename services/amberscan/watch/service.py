@@ -33,7 +33,7 @@ from amberscan.common.db import Database
 from amberscan.common.errors import AmberscanError
 from amberscan.common.settings import Settings
 from amberscan.geo.tiles import Tile, parse_geojson, tiles_for_region
-from amberscan.tiler.providers import Catalogue, SourceSpec, provider_for
+from amberscan.imagery.providers import Catalogue, SourceSpec, provider_for
 from amberscan.watch import store
 from amberscan.watch.core import Watch, plan_round, tile_request
 

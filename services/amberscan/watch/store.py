@@ -11,7 +11,7 @@ from amberscan.common.db import Database
 from amberscan.common.errors import AmberscanError
 from amberscan.common.settings import Settings
 from amberscan.geo.tiles import parse_geojson
-from amberscan.tiler.providers import Catalogue, SourceSpec, provider_for
+from amberscan.imagery.providers import Catalogue, SourceSpec, provider_for
 from amberscan.watch.core import WATCHABLE, Enqueued, Watch, describe_every
 
 _WATCH_COLUMNS = (

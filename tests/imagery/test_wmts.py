@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from amberscan.geo.tiles import Tile
+from amberscan.imagery.providers import SourceError, WmtsProvider
+from amberscan.imagery.providers.wmts import mercator_matrices
 from amberscan.tiler import demo
-from amberscan.tiler.providers import SourceError, WmtsProvider
-from amberscan.tiler.providers.wmts import mercator_matrices
+from tests.imagery.rasters import WmtsServer, wmts_app
 from tests.streams import served
-from tests.tiler.rasters import WmtsServer, wmts_app
 
 TILES = [d.tile for d in demo.demo_layout()]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from amberscan.common.errors import TransientError
 from amberscan.geo.tiles import Tile
-from amberscan.tiler.core import normalize_date
-from amberscan.tiler.providers.base import FetchedTile, TileNotFound, TileProvider
+from amberscan.imagery.dates import normalize_date
+from amberscan.imagery.providers.base import FetchedTile, TileNotFound, TileProvider
 
 
 class LocalProvider(TileProvider):

@@ -17,16 +17,16 @@ from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
 from amberscan.geo.tiles import Tile
-from amberscan.tiler.core import date_in_range
-from amberscan.tiler.providers.base import Discovery, ScanImage, SourceError
-from amberscan.tiler.providers.raster import (
+from amberscan.imagery.dates import date_in_range
+from amberscan.imagery.providers.base import Discovery, ScanImage, SourceError
+from amberscan.imagery.providers.raster import (
     RasterInfo,
     RasterOptions,
     blank,
     inspect,
     read_tile,
 )
-from amberscan.tiler.rasters import choose_sources, newest_dates
+from amberscan.imagery.rasters import choose_sources, newest_dates
 
 RASTER_SUFFIXES = (".tif", ".tiff")
 # Lists the keys under an s3://bucket/prefix/ (the blob store's client in the service).

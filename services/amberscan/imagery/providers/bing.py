@@ -7,15 +7,15 @@ from typing import Any
 from urllib.parse import urlencode
 
 from amberscan.geo.tiles import Tile
-from amberscan.tiler.core import normalize_date
-from amberscan.tiler.providers.base import (
+from amberscan.imagery.dates import normalize_date
+from amberscan.imagery.providers.base import (
     FetchedTile,
     ProviderError,
     TileNotFound,
     TileProvider,
     header,
 )
-from amberscan.tiler.providers.http import Fetcher, redact
+from amberscan.imagery.providers.http import Fetcher, redact
 
 BING_REST_URL = "https://dev.virtualearth.net/REST/v1"
 

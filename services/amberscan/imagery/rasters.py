@@ -2,7 +2,7 @@
 scaling to 8-bit RGB, and which dated source (file, STAC item) a scan tile is read from.
 
 Pure: tags, numbers, numpy arrays and shapely geometries in and out; the readers that apply these
-rules are in `amberscan.tiler.providers.raster`.
+rules are in `amberscan.imagery.providers.raster`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from shapely import geometry as sg
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
-from amberscan.tiler.core import normalize_date
+from amberscan.imagery.dates import normalize_date
 
 # Tags naming when the imagery was captured, most specific first. GDAL exposes satellite and
 # aerial products' acquisition time (IMD/RPC metadata, the IMAGERY domain) as ACQUISITIONDATETIME;

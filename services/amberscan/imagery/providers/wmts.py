@@ -19,8 +19,8 @@ from shapely import geometry as sg
 from shapely.geometry.base import BaseGeometry
 
 from amberscan.geo.tiles import PROVIDER_TILE_PX, Tile
-from amberscan.tiler.core import normalize_date
-from amberscan.tiler.providers.base import (
+from amberscan.imagery.dates import date_in_range, normalize_date
+from amberscan.imagery.providers.base import (
     Discovery,
     FetchedTile,
     ProviderError,
@@ -28,7 +28,7 @@ from amberscan.tiler.providers.base import (
     SourceError,
     stitch_children,
 )
-from amberscan.tiler.providers.http import Fetcher, redact
+from amberscan.imagery.providers.http import Fetcher, redact
 
 # Web Mercator: the top-left corner and the scale denominator of zoom 0 for 256-px tiles
 # (OGC's 0.28 mm "standardized rendering pixel"), as GoogleMapsCompatible defines them.
@@ -271,8 +271,6 @@ class WmtsProvider:
     async def vintages(
         self, region: BaseGeometry, date_from: str = "", date_to: str = ""
     ) -> list[str]:
-        from amberscan.tiler.core import date_in_range
-
         return sorted(
             {v.date for v in await self._refreshed() if date_in_range(v.date, date_from, date_to)}
         )

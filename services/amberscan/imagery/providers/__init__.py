@@ -12,7 +12,7 @@ import aiohttp
 
 from amberscan.common.errors import PoisonMessage
 from amberscan.common.settings import Settings
-from amberscan.tiler.providers.base import (
+from amberscan.imagery.providers.base import (
     DATE_HEADER,
     Catalogue,
     Discovery,
@@ -26,14 +26,14 @@ from amberscan.tiler.providers.base import (
     TileProvider,
     fetch_scan_tile,
 )
-from amberscan.tiler.providers.bing import BingProvider
-from amberscan.tiler.providers.geotiff import GeotiffProvider
-from amberscan.tiler.providers.http import Fetcher, RateLimiter, redact
-from amberscan.tiler.providers.local import LocalProvider
-from amberscan.tiler.providers.raster import RasterOptions
-from amberscan.tiler.providers.stac import StacProvider
-from amberscan.tiler.providers.wmts import WmtsProvider
-from amberscan.tiler.providers.xyz import XyzProvider
+from amberscan.imagery.providers.bing import BingProvider
+from amberscan.imagery.providers.geotiff import GeotiffProvider
+from amberscan.imagery.providers.http import Fetcher, RateLimiter, redact
+from amberscan.imagery.providers.local import LocalProvider
+from amberscan.imagery.providers.raster import RasterOptions
+from amberscan.imagery.providers.stac import StacProvider
+from amberscan.imagery.providers.wmts import WmtsProvider
+from amberscan.imagery.providers.xyz import XyzProvider
 
 __all__ = [
     "DATE_HEADER",

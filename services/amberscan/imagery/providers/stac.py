@@ -22,10 +22,10 @@ from shapely.ops import unary_union
 
 from amberscan.common.errors import TransientError
 from amberscan.geo.tiles import Tile
-from amberscan.tiler.core import date_in_range, normalize_date
-from amberscan.tiler.providers.base import Discovery, ScanImage, SourceError
-from amberscan.tiler.providers.raster import RasterInfo, RasterOptions, blank, inspect, read_tile
-from amberscan.tiler.rasters import Dated, choose_sources, newest_dates
+from amberscan.imagery.dates import date_in_range, normalize_date
+from amberscan.imagery.providers.base import Discovery, ScanImage, SourceError
+from amberscan.imagery.providers.raster import RasterInfo, RasterOptions, blank, inspect, read_tile
+from amberscan.imagery.rasters import Dated, choose_sources, newest_dates
 
 log = logging.getLogger(__name__)
 

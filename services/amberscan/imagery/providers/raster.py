@@ -35,9 +35,9 @@ from shapely import geometry as sg
 from amberscan.common.errors import TransientError
 from amberscan.common.settings import Settings
 from amberscan.geo.tiles import PROVIDER_TILE_PX, Tile
-from amberscan.tiler.core import normalize_date
-from amberscan.tiler.providers.base import ScanImage, SourceError
-from amberscan.tiler.rasters import (
+from amberscan.imagery.dates import normalize_date
+from amberscan.imagery.providers.base import ScanImage, SourceError
+from amberscan.imagery.rasters import (
     BandRule,
     Dated,
     band_rule,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from amberscan.geo.tiles import Tile
-from amberscan.tiler.core import latest_date, normalize_date
-from amberscan.tiler.providers.base import DATE_HEADER, FetchedTile, TileProvider, header
-from amberscan.tiler.providers.http import Fetcher, redact
+from amberscan.imagery.dates import latest_date, normalize_date
+from amberscan.imagery.providers.base import DATE_HEADER, FetchedTile, TileProvider, header
+from amberscan.imagery.providers.http import Fetcher, redact
 
 
 class XyzProvider(TileProvider):

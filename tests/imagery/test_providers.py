@@ -17,8 +17,8 @@ from PIL import Image
 from amberscan.common.errors import InvalidImage, PoisonMessage, TransientError
 from amberscan.common.settings import Settings
 from amberscan.geo.tiles import Tile
-from amberscan.tiler.core import plan_children, split
-from amberscan.tiler.providers import (
+from amberscan.imagery.grid import plan_children, split
+from amberscan.imagery.providers import (
     BingProvider,
     Fetcher,
     LocalProvider,

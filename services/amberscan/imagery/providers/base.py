@@ -1,5 +1,6 @@
-"""What every imagery provider offers the tiler: a scan tile's image, its capture date and how
-much of the tile the imagery covers; and the errors providers raise.
+"""What every imagery provider offers its readers (the tiler, the watcher, the scan command): a
+scan tile's image, its capture date and how much of the tile the imagery covers; and the errors
+providers raise.
 
 Two kinds of provider implement `Provider.scan_image`. Tile servers (XYZ, Bing, a local folder,
 WMTS) hand out 256-px tiles: `TileProvider` fetches a scan tile's children and stitches them.
@@ -20,7 +21,7 @@ from shapely.geometry.base import BaseGeometry
 
 from amberscan.common.errors import PoisonMessage
 from amberscan.geo.tiles import Tile
-from amberscan.tiler.core import plan_children, stitch
+from amberscan.imagery.grid import plan_children, stitch
 from amberscan.vision.imageio import decode_image
 
 DATE_HEADER = "X-Imagery-Date"

@@ -21,7 +21,7 @@ import aiohttp
 
 from amberscan.common.errors import TransientError
 from amberscan.common.retry import RetryPolicy, parse_retry_after
-from amberscan.tiler.providers.base import ProviderError, TileNotFound
+from amberscan.imagery.providers.base import ProviderError, TileNotFound
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,10 @@ from rasterio.transform import from_origin
 
 from amberscan.common.settings import Settings
 from amberscan.geo.tiles import Tile
+from amberscan.imagery.providers import GeotiffProvider, RasterOptions, SourceError, provider_for
+from amberscan.imagery.providers.base import SourceSpec
 from amberscan.tiler import demo
-from amberscan.tiler.providers import GeotiffProvider, RasterOptions, SourceError, provider_for
-from amberscan.tiler.providers.base import SourceSpec
-from tests.streams import served
-from tests.tiler.rasters import (
+from tests.imagery.rasters import (
     Served,
     file_server,
     mercator_block_cog,
@@ -25,6 +24,7 @@ from tests.tiler.rasters import (
     utm_block_cog,
     write_cog,
 )
+from tests.streams import served
 
 OPTIONS = RasterOptions.from_settings(Settings())
 TILES = [d.tile for d in demo.demo_layout()]

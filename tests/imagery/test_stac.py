@@ -12,10 +12,10 @@ import pytest
 from amberscan.common.errors import TransientError
 from amberscan.common.settings import Settings
 from amberscan.geo.tiles import Tile
+from amberscan.imagery.providers import RasterOptions, SourceError, StacProvider
 from amberscan.tiler import demo
-from amberscan.tiler.providers import RasterOptions, SourceError, StacProvider
+from tests.imagery.rasters import Catalogue, Served, file_server, stac_api
 from tests.streams import free_port, served
-from tests.tiler.rasters import Catalogue, Served, file_server, stac_api
 
 OPTIONS = RasterOptions.from_settings(Settings())
 TILES = [d.tile for d in demo.demo_layout()]
