@@ -17,7 +17,7 @@ from amberscan.common import registry, topics
 from amberscan.common.kafka import ensure_topics
 from amberscan.common.settings import Settings
 from amberscan.model.dataset import list_labelled
-from amberscan.model.promotion import in_gate_share
+from amberscan.model.promotion import GATE_SHARE_RULE, in_gate_share
 from amberscan.v1 import messages_pb2 as pb
 from tests.cli.test_commands import run
 from tests.streams import produce, read_all
@@ -144,5 +144,5 @@ async def test_train_serves_nothing_the_gate_refuses_swapped_labels_and_a_promot
     assert [(m["action"], m["by"], m["forced"]) for m in shown["history"]] == [
         ("promote", "ops", True)
     ]
-    assert shown["metadata"]["holdout"].startswith("gate-v1")
+    assert shown["metadata"]["holdout"] == GATE_SHARE_RULE
     assert shown["metadata"]["data_fingerprint"]
