@@ -52,8 +52,8 @@ from amberscan.common.data import shared_data_dir
 from amberscan.common.db import Database
 from amberscan.common.kafka import ensure_topics
 from amberscan.common.registry import make_current
+from amberscan.common.served_features import client_for
 from amberscan.common.settings import Settings, load_settings
-from amberscan.feature.extract import client_for
 from amberscan.model.classifier import Classifier, verdict
 from amberscan.tiler.mosaic import MOSAIC_NOTICE, Mosaic
 from amberscan.vision.crops import crops_for
@@ -82,8 +82,8 @@ def baseline_2018(images: list[np.ndarray], data: Path) -> dict[str, Any]:
     from skimage.segmentation import slic
     from skimage.util import img_as_float
 
-    from amberscan.feature.extract import load_crop
     from amberscan.model.dataset import list_labelled
+    from amberscan.vision.crops import load_crop
 
     keras.utils.set_random_seed(0)
     resnet = keras.applications.ResNet50(

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from amberscan.common.data import shared_data_dir
+from amberscan.common.model_client import FeatureClient
 from amberscan.common.settings import load_settings
-from amberscan.feature.client import FeatureClient
-from amberscan.feature.extract import load_crop
 from amberscan.model.dataset import list_labelled
+from amberscan.vision.crops import load_crop
 
 
 async def served_crop_size(address: str, name: str) -> int:

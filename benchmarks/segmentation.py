@@ -63,7 +63,7 @@ def timed(image: np.ndarray, mode: str, repeat: int) -> tuple[float, Segmentatio
 
 
 async def _scores(address: str, name: str, image: np.ndarray, seg: Segmentation) -> np.ndarray:
-    from amberscan.feature.client import FeatureClient
+    from amberscan.common.model_client import FeatureClient
     from amberscan.vision.crops import crops_for
 
     async with FeatureClient(address, name) as client:

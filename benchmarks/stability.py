@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image
 
 from amberscan.common.data import shared_data_dir
+from amberscan.common.served_features import client_for
 from amberscan.common.settings import load_settings
-from amberscan.feature.extract import client_for
 from amberscan.model.classifier import Classifier, verdict
 from amberscan.vision.crops import crops_for
 from amberscan.vision.imageio import read_image

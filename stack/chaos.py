@@ -373,7 +373,7 @@ class Run:
         return self.samples[-1][1] if self.samples else 0
 
     async def _sample(self, db: Any, scan_id: str, started: float, follower: Any) -> None:
-        from amberscan.common.errors import TransientError
+        from amberscan.errors import TransientError
 
         while True:
             try:
@@ -600,7 +600,7 @@ def reference_path(cache: Path, key: dict[str, Any]) -> Path:
 
 async def model_key(run: Run, mosaic: Any) -> dict[str, Any]:
     """What a fault-free scan's result depends on: the tiles, the models, the settings."""
-    from amberscan.feature.extract import client_for, served_backbone
+    from amberscan.common.served_features import client_for, served_backbone
     from amberscan.model.classifier import Classifier
 
     async with client_for(run.settings) as client:

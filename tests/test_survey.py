@@ -7,8 +7,8 @@ import pytest
 
 from amberscan import survey
 from amberscan.common.db import Database
-from amberscan.common.errors import AmberscanError
 from amberscan.common.settings import Settings
+from amberscan.errors import AmberscanError
 from amberscan.geo.tiles import Tile
 
 

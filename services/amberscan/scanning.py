@@ -24,8 +24,8 @@ from tqdm import tqdm
 
 from amberscan.common import topics
 from amberscan.common.db import Database
-from amberscan.common.errors import InvalidRegion, TransientError
 from amberscan.common.settings import Settings
+from amberscan.errors import InvalidRegion, TransientError
 from amberscan.geo.tiles import Tile, parse_geojson, tiles_for_region
 from amberscan.v1 import messages_pb2 as pb
 

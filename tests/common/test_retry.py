@@ -6,8 +6,8 @@ import email.utils
 
 import pytest
 
-from amberscan.common.errors import TransientError
 from amberscan.common.retry import RetryPolicy, grpc_retry_after, parse_retry_after
+from amberscan.errors import TransientError
 
 
 def test_delays_are_jittered_within_a_doubling_capped_ceiling() -> None:

@@ -12,12 +12,13 @@ import grpc
 import numpy as np
 import pytest
 
-from amberscan.common import keys, topics
+from amberscan import keys
+from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.kafka import ensure_topics
+from amberscan.common.model_client import FeatureClient
 from amberscan.common.settings import Settings
 from amberscan.feature import service
-from amberscan.feature.client import FeatureClient
 from amberscan.feature.tiles import TileImages
 from amberscan.modelserver.server import ModelServer, ServerOptions
 from amberscan.segmenter.core import superpixel_messages

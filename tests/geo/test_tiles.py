@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from amberscan.common.errors import InvalidRegion
+from amberscan.errors import InvalidRegion
 from amberscan.geo.tiles import (
     Tile,
     ground_resolution_m,

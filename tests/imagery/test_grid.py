@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from amberscan.common.errors import InvalidImage
+from amberscan.errors import InvalidImage
 from amberscan.geo.tiles import Tile
 from amberscan.imagery import grid
 

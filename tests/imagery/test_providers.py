@@ -14,8 +14,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from PIL import Image
 
-from amberscan.common.errors import InvalidImage, PoisonMessage, TransientError
 from amberscan.common.settings import Settings
+from amberscan.errors import InvalidImage, PoisonMessage, TransientError
 from amberscan.geo.tiles import Tile
 from amberscan.imagery.grid import plan_children, split
 from amberscan.imagery.providers import (

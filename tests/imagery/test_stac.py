@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amberscan.common.errors import TransientError
 from amberscan.common.settings import Settings
+from amberscan.errors import TransientError
 from amberscan.geo.tiles import Tile
 from amberscan.imagery.providers import RasterOptions, SourceError, StacProvider
 from amberscan.tiler import demo

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from amberscan.common.served_features import client_for
 from amberscan.common.settings import Settings
-from amberscan.feature.extract import client_for
 from amberscan.model.classifier import Classifier
 from amberscan.model.detect import tile_result
 from amberscan.vision.crops import crops_for

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from amberscan.feature.extract import load_crop
 from amberscan.model.dataset import list_labelled
 from amberscan.model.export import export_backbone
 from amberscan.model.finetune import FinetuneConfig, augment, dihedral, finetune, pixel_features
+from amberscan.vision.crops import load_crop
 
 
 def test_dihedral_group_gives_eight_distinct_views_and_identity_first() -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from amberscan.feature.extract import load_crop
 from amberscan.model.dataset import list_labelled
 from amberscan.model.export import export_backbone
 from amberscan.modelserver.runtimes import (
@@ -19,7 +18,7 @@ from amberscan.modelserver.runtimes import (
     dihedral_views,
     load_runtime,
 )
-from amberscan.vision.crops import crops_for
+from amberscan.vision.crops import crops_for, load_crop
 from amberscan.vision.imageio import read_image
 from amberscan.vision.segment import segment
 

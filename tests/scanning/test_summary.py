@@ -1,6 +1,6 @@
 import pytest
 
-from amberscan.common.errors import InvalidRegion
+from amberscan.errors import InvalidRegion
 from amberscan.scanning import region_tiles, summarize
 from amberscan.v1 import messages_pb2 as pb
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from amberscan.common import keys, topics
+from amberscan import keys
+from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.kafka import ensure_topics
 from amberscan.common.settings import Settings

@@ -15,9 +15,9 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from amberscan.common import topics
-from amberscan.common.errors import TransientError
 from amberscan.common.kafka import Output, Stage, StageConfig, ensure_topics
 from amberscan.common.settings import Settings
+from amberscan.errors import TransientError
 from amberscan.v1 import messages_pb2 as pb
 from tests.stack.test_kafka_loop import committed, detections_of, tile
 from tests.streams import produce, read_all

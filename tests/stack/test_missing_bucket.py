@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from amberscan.common.blobstore import BlobStore, MissingBlob, MissingBucket
-from amberscan.common.errors import PoisonMessage
 from amberscan.common.settings import Settings
+from amberscan.errors import PoisonMessage
 
 pytestmark = pytest.mark.stack
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from amberscan.common.errors import PoisonMessage
+from amberscan.errors import PoisonMessage
 from amberscan.geo.tiles import Tile
 from amberscan.tiler import core
 from amberscan.v1 import messages_pb2 as pb

@@ -14,11 +14,12 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from rasterio.io import MemoryFile
 
-from amberscan.common import keys, topics
+from amberscan import keys
+from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
-from amberscan.common.errors import PoisonMessage
 from amberscan.common.kafka import ensure_topics
 from amberscan.common.settings import Settings
+from amberscan.errors import PoisonMessage
 from amberscan.geo.tiles import Tile
 from amberscan.imagery.providers import Fetcher, XyzProvider
 from amberscan.tiler import demo

@@ -3,10 +3,14 @@ or antialiased."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from amberscan.vision.crops import CROP_SIZE, crop_superpixel, crops_for
+from amberscan.errors import InvalidImage
+from amberscan.vision.crops import CROP_SIZE, crop_superpixel, crops_for, load_crop
+from amberscan.vision.imageio import encode_png
 from amberscan.vision.segment import Segmentation
 
 
@@ -88,3 +92,20 @@ def test_crops_for_gives_superpixel_i_in_row_i() -> None:
             np.testing.assert_array_equal(crops[i], expected)
     with pytest.raises(ValueError, match="differ"):
         crops_for(gradient(6, 8), segmentation)
+
+
+def test_a_crop_file_is_its_whole_image_resized(tmp_path: Path) -> None:
+    image = gradient(60, 45)
+    path = tmp_path / "super_1.png"
+    path.write_bytes(encode_png(image))
+    np.testing.assert_array_equal(
+        load_crop(path, size=16), crop_superpixel(image, (0, 0, 60, 45), 16)
+    )
+    assert load_crop(path).shape == (CROP_SIZE, CROP_SIZE, 3)
+
+
+def test_a_crop_file_that_is_no_image_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "super_2.png"
+    path.write_bytes(b"not a png")
+    with pytest.raises(InvalidImage, match="super_2.png"):
+        load_crop(path)

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from amberscan.common.errors import InvalidImage, InvalidInput, PoisonMessage
+from amberscan.errors import InvalidImage, InvalidInput, PoisonMessage
 from amberscan.geo.tiles import Tile
 from amberscan.vision.imageio import decode_image, encode_png, encode_tile, read_image
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from amberscan.common.errors import InvalidImage
+from amberscan.errors import InvalidImage
 from amberscan.vision.imageio import encode_png, read_image
 from amberscan.vision.labels import MAX_LABEL, decode_labels, encode_labels
 from amberscan.vision.segment import segment

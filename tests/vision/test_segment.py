@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from amberscan.common.errors import InvalidMask
+from amberscan.errors import InvalidMask
 from amberscan.vision.imageio import read_image
 from amberscan.vision.segment import (
     Segmentation,

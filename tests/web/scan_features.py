@@ -7,8 +7,8 @@ import numpy as np
 
 from amberscan.common import kafka, registry, topics
 from amberscan.common.blobstore import BlobStore
+from amberscan.common.served_features import client_for, served_backbone
 from amberscan.common.settings import Settings
-from amberscan.feature.extract import client_for, served_backbone
 from amberscan.model.classifier import Classifier
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.crops import crop_superpixel

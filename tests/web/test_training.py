@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from amberscan.feature.extract import load_crop
 from amberscan.model.dataset import list_labelled
-from amberscan.vision.crops import crop_superpixel
+from amberscan.vision.crops import crop_superpixel, load_crop
 from amberscan.vision.imageio import read_image
 from amberscan.vision.segment import segment
 from amberscan.web import queries, review_queries
@@ -85,7 +84,7 @@ def test_train_from_reviews_grows_the_training_set(
     import tempfile
 
     from amberscan.cli import build_parser
-    from amberscan.feature import extract
+    from amberscan.common import served_features
     from amberscan.model import classifier
 
     class Backbone:
@@ -107,9 +106,9 @@ def test_train_from_reviews_grows_the_training_set(
     def train_classifier(*_: object, **__: object) -> None:
         raise Stop
 
-    monkeypatch.setattr(extract, "client_for", client_for)
-    monkeypatch.setattr(extract, "served_backbone", served_backbone)
-    monkeypatch.setattr(extract, "extract", fake_extract)
+    monkeypatch.setattr(served_features, "client_for", client_for)
+    monkeypatch.setattr(served_features, "served_backbone", served_backbone)
+    monkeypatch.setattr(served_features, "extract", fake_extract)
     monkeypatch.setattr(classifier, "train_classifier", train_classifier)
     exported = tmp_path / "reviews"
     exported.mkdir()
@@ -140,7 +139,7 @@ async def test_retraining_on_a_reviewed_false_positive_stops_flagging_it(
     import asyncio
 
     from amberscan.cli import build_parser
-    from amberscan.feature.extract import client_for
+    from amberscan.common.served_features import client_for
     from amberscan.model.classifier import Classifier
     from amberscan.vision.crops import crops_for
     from amberscan.vision.imageio import decode_image

@@ -28,9 +28,9 @@ import numpy as np
 from aiokafka.structs import ConsumerRecord
 
 from amberscan.common import topics
-from amberscan.common.errors import PoisonMessage
 from amberscan.common.kafka import Output, Result, Stage, StageConfig, decode_message, describer
 from amberscan.common.settings import Settings
+from amberscan.errors import PoisonMessage
 from amberscan.model.classifier import Classifier
 from amberscan.v1 import messages_pb2 as pb
 

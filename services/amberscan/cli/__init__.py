@@ -27,7 +27,7 @@ from amberscan.cli import (
     train,
     watch,
 )
-from amberscan.common.errors import AmberscanError
+from amberscan.errors import AmberscanError
 
 # In the order `amberscan --help` lists them.
 COMMANDS = (

@@ -4,7 +4,7 @@
     amberscan diff --model A --model B [--year 2016]      models, on the same imagery
 
 As a table (default, with totals per kind), `--csv` or `--geojson`; the web API's
-`/api/changes.{geojson,csv}` lists the same (both call `amberscan.changes`).
+`/api/changes.{geojson,csv}` lists the same (both call `amberscan.common.changes`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def add_parser(sub: options.Subparsers) -> None:
 
 
 async def _collect(settings: Settings, spec: Any) -> list[dict[str, Any]]:
-    from amberscan import changes
+    from amberscan.common import changes
     from amberscan.common.db import Database
 
     async with Database(settings) as db:
@@ -48,8 +48,8 @@ async def _collect(settings: Settings, spec: Any) -> list[dict[str, Any]]:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from amberscan import changes
-    from amberscan.common.errors import AmberscanError
+    from amberscan.common import changes
+    from amberscan.errors import AmberscanError
 
     years = None
     if args.before or args.after:

@@ -80,8 +80,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             raise SystemExit("--int8 quantizes the OpenVINO export: drop --no-openvino")
         import numpy as np
 
-        from amberscan.feature.extract import load_crop
         from amberscan.model.dataset import list_labelled
+        from amberscan.vision.crops import load_crop
 
         calibration = np.stack([load_crop(c.path, crop_size) for c in list_labelled(args.int8)])
     weights = args.weights or ("imagenet" if args.backbone == "resnet50" else "pretrained")

@@ -11,11 +11,12 @@ from typing import TypeAlias
 import numpy as np
 from numpy.typing import NDArray
 
+from amberscan.common import served_features as served
+from amberscan.common.served_features import ServedBackbone
 from amberscan.common.settings import Settings
-from amberscan.feature import extract as feature_extract
-from amberscan.feature.extract import ServedBackbone, load_crop
 from amberscan.model.classifier import Classifier, ClassifierError
 from amberscan.model.dataset import LabelledCrop
+from amberscan.vision.crops import load_crop
 
 # The crops to send, cut at the size the served model takes: an iterable of crops, or a loader
 # called with a crop's index (see `extract`).
@@ -41,12 +42,12 @@ async def served_features(
         ClassifierError: `classifier` was trained on another backbone than the one served.
     """
     # Looked up on the module when called, as the commands did before they shared this helper.
-    async with feature_extract.client_for(settings, address, name) as client:
-        backbone = await feature_extract.served_backbone(client)
+    async with served.client_for(settings, address, name) as client:
+        backbone = await served.served_backbone(client)
         if classifier is not None:
             check_backbone(classifier, backbone)
         crops = crops_at(backbone.crop_size)
-        return backbone, await feature_extract.extract(client, crops, count, progress=progress)
+        return backbone, await served.extract(client, crops, count, progress=progress)
 
 
 async def labelled_features(

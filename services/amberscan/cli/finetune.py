@@ -40,8 +40,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     import numpy as np
 
-    from amberscan.common.errors import InvalidInput
-    from amberscan.feature.extract import load_crop
+    from amberscan.errors import InvalidInput
     from amberscan.model.backbones import BACKBONES, LITE_VARIANTS
     from amberscan.model.dataset import fingerprint, list_labelled
     from amberscan.model.finetune import (
@@ -51,7 +50,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         pixel_features,
     )
     from amberscan.model.promotion import GATE_SHARE_RULE, split_gate_share
-    from amberscan.vision.crops import CROP_RESAMPLE
+    from amberscan.vision.crops import CROP_RESAMPLE, load_crop
 
     if args.backbone not in LITE_VARIANTS:
         raise InvalidInput(

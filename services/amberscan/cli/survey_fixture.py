@@ -29,7 +29,7 @@ def add_parser(sub: options.Subparsers) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from amberscan.common.errors import AmberscanError
+    from amberscan.errors import AmberscanError
     from amberscan.survey import fill
 
     if not 1 <= args.tiles <= 2_000_000:

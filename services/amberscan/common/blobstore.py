@@ -1,7 +1,7 @@
 """The S3-compatible blob store (MinIO) holding tile images, crops and models.
 
 Writers store an object before producing the message that names it, so a consumer never sees a
-key without its object. Keys are content-addressed (`amberscan.common.keys`), so a rewrite after
+key without its object. Keys are content-addressed (`amberscan.keys`), so a rewrite after
 redelivery is the same object.
 """
 
@@ -14,9 +14,9 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from amberscan.common import keys
-from amberscan.common.errors import PoisonMessage, TransientError
+from amberscan import keys
 from amberscan.common.settings import Settings
+from amberscan.errors import PoisonMessage, TransientError
 
 
 class MissingBlob(PoisonMessage):

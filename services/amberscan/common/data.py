@@ -17,8 +17,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from amberscan.common.errors import AmberscanError
 from amberscan.common.settings import Settings, load_settings
+from amberscan.errors import AmberscanError
 
 # services/amberscan/common/data.py → the checkout.
 CHECKOUT = Path(__file__).resolve().parents[3]

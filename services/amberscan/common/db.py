@@ -18,8 +18,8 @@ import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
-from amberscan.common.errors import PoisonMessage, TransientError
 from amberscan.common.settings import Settings
+from amberscan.errors import PoisonMessage, TransientError
 
 # How long a caller waits for a pooled connection (the server down: then a TransientError).
 CONNECTION_WAIT_S = 10.0

@@ -111,10 +111,10 @@ async def read_scan_features(
 
 async def served_backbone(settings: Settings) -> str:
     """The backbone the model server serves now, as "name/version"."""
-    from amberscan.feature import extract
+    from amberscan.common import served_features
 
-    async with extract.client_for(settings) as client:
-        return (await extract.served_backbone(client)).label
+    async with served_features.client_for(settings) as client:
+        return (await served_features.served_backbone(client)).label
 
 
 async def crop_features(
@@ -122,12 +122,13 @@ async def crop_features(
 ) -> tuple[str, NDArray[np.float32]]:
     """(served backbone "name/version", feature vectors) of crop image files, computed by the
     model server the settings name, as the training commands compute them."""
-    from amberscan.feature import extract
+    from amberscan.common import served_features
+    from amberscan.vision.crops import load_crop
 
-    async with extract.client_for(settings) as client:
-        backbone = await extract.served_backbone(client)
+    async with served_features.client_for(settings) as client:
+        backbone = await served_features.served_backbone(client)
         size = backbone.crop_size
-        vectors = await extract.extract(
-            client, lambda i: extract.load_crop(paths[i], size), len(paths)
+        vectors = await served_features.extract(
+            client, lambda i: load_crop(paths[i], size), len(paths)
         )
     return backbone.label, vectors

@@ -43,9 +43,9 @@ from aiokafka.structs import ConsumerRecord
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from amberscan.common import metrics, topics
-from amberscan.common.errors import InvalidInput, PoisonMessage, TransientError
 from amberscan.common.retry import RetryPolicy
 from amberscan.common.settings import Settings
+from amberscan.errors import InvalidInput, PoisonMessage, TransientError
 from amberscan.v1 import messages_pb2 as pb
 
 log = logging.getLogger(__name__)

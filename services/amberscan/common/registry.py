@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from amberscan.common import keys
+from amberscan import keys
 from amberscan.common.blobstore import BlobStore, MissingBlob
-from amberscan.common.errors import AmberscanError
 from amberscan.common.settings import Settings
+from amberscan.errors import AmberscanError
 from amberscan.model.classifier import Classifier
 
 PREFIX = f"{keys.MODELS}/classifier"

@@ -28,10 +28,10 @@ from numpy.typing import NDArray
 
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
-from amberscan.common.errors import ModelContractError, PoisonMessage, TransientError
 from amberscan.common.kafka import Output, Result, Stage, StageConfig, decode_message, describer
+from amberscan.common.model_client import FeatureClient, ModelMetadata, ModelServerError
 from amberscan.common.settings import Settings
-from amberscan.feature.client import FeatureClient, ModelMetadata, ModelServerError
+from amberscan.errors import ModelContractError, PoisonMessage, TransientError
 from amberscan.feature.tiles import TileImages
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.crops import crop_superpixel
@@ -266,7 +266,7 @@ def make_stage(
 
 async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Run the feature service until `stop` is set (waits for the model server first)."""
-    from amberscan.feature.extract import client_for
+    from amberscan.common.served_features import client_for
 
     store = BlobStore(settings)
     await store.ensure_bucket()

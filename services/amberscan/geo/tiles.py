@@ -17,7 +17,7 @@ import mercantile
 from shapely import geometry as sg
 from shapely.errors import GEOSException
 
-from amberscan.common.errors import InvalidRegion
+from amberscan.errors import InvalidRegion
 
 EARTH_RADIUS_M = 6_378_137.0
 PROVIDER_TILE_PX = 256

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from amberscan.common.errors import InvalidImage
+from amberscan.errors import InvalidImage
 from amberscan.geo.tiles import PROVIDER_TILE_PX, Tile, iter_rows
 
 

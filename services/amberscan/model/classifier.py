@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
-from amberscan.common.errors import AmberscanError
+from amberscan.errors import AmberscanError
 
 FORMAT = "amberscan-classifier/1"
 # Lineage that does not name the model's content (where the data sat, when it was trained): left

@@ -10,7 +10,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from amberscan.common.errors import AmberscanError
+from amberscan.errors import AmberscanError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from amberscan.common.errors import InvalidRegion, PoisonMessage
+from amberscan.errors import InvalidRegion, PoisonMessage
 from amberscan.geo.tiles import (
     DEFAULT_FETCH_ZOOM,
     DEFAULT_MAX_TILES,

@@ -36,12 +36,13 @@ from typing import Protocol
 import aiohttp
 from aiokafka.structs import ConsumerRecord
 
-from amberscan.common import keys, topics
+from amberscan import keys
+from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
-from amberscan.common.errors import InvalidInput, PoisonMessage
 from amberscan.common.kafka import Failure, Handler, Output, Stage, StageConfig, dead_letter
 from amberscan.common.settings import Settings
+from amberscan.errors import InvalidInput, PoisonMessage
 from amberscan.geo.tiles import DEFAULT_MAX_TILES, Tile
 from amberscan.imagery.dates import date_in_range
 from amberscan.imagery.providers import Provider, SourceSpec, provider_for

@@ -11,12 +11,14 @@ antialiased bilinear instead (`CROP_RESAMPLE`), for training crops and tiles ali
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from amberscan.vision.imageio import read_image
 from amberscan.vision.segment import Segmentation
 
 CROP_SIZE = 224
@@ -102,3 +104,16 @@ def crops_for(
     for i, superpixel in enumerate(segmentation.superpixels):
         out[i] = crop_superpixel(image, superpixel.bbox, size, resample)
     return out
+
+
+def load_crop(
+    path: str | Path, size: int = CROP_SIZE, resample: Resample = CROP_RESAMPLE
+) -> NDArray[np.uint8]:
+    """A labelled crop file resized to `size` (the served model's crop size), as the feature
+    stage cuts a superpixel's crop from its tile: the whole image is the box.
+
+    Raises:
+        InvalidImage: the file is not a readable image.
+    """
+    image = read_image(path)
+    return crop_superpixel(image, (0, 0, image.shape[0], image.shape[1]), size, resample)

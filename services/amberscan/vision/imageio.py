@@ -33,7 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, UnidentifiedImageError
 
-from amberscan.common.errors import InvalidImage
+from amberscan.errors import InvalidImage
 
 # What Pillow raises from inside its plugins and decoders on malformed input.
 _DECODE_ERRORS: tuple[type[BaseException], ...] = (

@@ -12,7 +12,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
-from amberscan.common.errors import InvalidImage
+from amberscan.errors import InvalidImage
 from amberscan.vision.imageio import PNG_COMPRESS_LEVEL
 
 MAX_LABEL = 65535

@@ -30,7 +30,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
-from amberscan.common.errors import InvalidMask
+from amberscan.errors import InvalidMask
 from amberscan.vision.colour import smoothed_lab
 from amberscan.vision.slic import grid_seeds, slic_labels
 

@@ -30,8 +30,8 @@ from aiokafka import AIOKafkaProducer
 
 from amberscan.common import topics
 from amberscan.common.db import Database
-from amberscan.common.errors import AmberscanError
 from amberscan.common.settings import Settings
+from amberscan.errors import AmberscanError
 from amberscan.geo.tiles import Tile, parse_geojson, tiles_for_region
 from amberscan.imagery.providers import Catalogue, SourceSpec, provider_for
 from amberscan.watch import store

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from amberscan.common.db import Database
-from amberscan.common.errors import AmberscanError
 from amberscan.common.settings import Settings
+from amberscan.errors import AmberscanError
 from amberscan.geo.tiles import parse_geojson
 from amberscan.imagery.providers import Catalogue, SourceSpec, provider_for
 from amberscan.watch.core import WATCHABLE, Enqueued, Watch, describe_every

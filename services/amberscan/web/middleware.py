@@ -10,8 +10,8 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from amberscan.common.errors import AmberscanError
 from amberscan.common.settings import Settings
+from amberscan.errors import AmberscanError
 from amberscan.web.core import BadRequest
 from amberscan.web.responses import error
 from amberscan.web.state import CSP, SETTINGS

@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from amberscan.changes import CHANGE_FILTERS
+from amberscan.common.changes import CHANGE_FILTERS
 from amberscan.web import queries
 from amberscan.web.core import DEFAULT_PAGE, MAX_PAGE, REVIEW_STATES, VERDICTS, BadRequest, Filters
 from amberscan.web.state import DB

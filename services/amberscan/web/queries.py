@@ -12,7 +12,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from amberscan import changes
+from amberscan.common import changes
 from amberscan.common.db import Database
 from amberscan.web.core import Filters
 

@@ -21,8 +21,8 @@ from numpy.typing import NDArray
 
 from amberscan.common.blobstore import BlobStore, MissingBlob
 from amberscan.common.db import Database
-from amberscan.common.errors import AmberscanError
 from amberscan.common.settings import Settings
+from amberscan.errors import AmberscanError
 from amberscan.vision.imageio import decode_image
 from amberscan.vision.labels import decode_labels
 from amberscan.vision.segment import Segmentation, boundaries

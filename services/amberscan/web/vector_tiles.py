@@ -83,7 +83,7 @@ def _detail_sql(filters: Filters, z: int, x: int, y: int) -> tuple[str, list[Any
     change = "''"
     change_params: list[Any] = []
     if filters.year and filters.year != "unknown":
-        from amberscan import changes
+        from amberscan.common import changes
 
         previous = changes.previous_flagged("d", bool(filters.model))
         change = (

@@ -13,10 +13,11 @@ import pytest
 
 from amberscan.common import features_reader, topics
 from amberscan.common.db import Database
+from amberscan.common.served_features import client_for, extract, served_backbone
 from amberscan.common.settings import Settings
-from amberscan.feature.extract import client_for, extract, load_crop, served_backbone
 from amberscan.model.dataset import list_labelled
 from amberscan.v1 import messages_pb2 as pb
+from amberscan.vision.crops import load_crop
 from amberscan.web.app import make_app
 from tests import streams
 from tests.web.client import fetch, get

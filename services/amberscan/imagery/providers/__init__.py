@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import aiohttp
 
-from amberscan.common.errors import PoisonMessage
 from amberscan.common.settings import Settings
+from amberscan.errors import PoisonMessage
 from amberscan.imagery.providers.base import (
     DATE_HEADER,
     Catalogue,

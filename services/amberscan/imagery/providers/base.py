@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 from shapely.geometry.base import BaseGeometry
 
-from amberscan.common.errors import PoisonMessage
+from amberscan.errors import PoisonMessage
 from amberscan.geo.tiles import Tile
 from amberscan.imagery.grid import plan_children, stitch
 from amberscan.vision.imageio import decode_image

@@ -19,8 +19,8 @@ from typing import Any
 
 import aiohttp
 
-from amberscan.common.errors import TransientError
 from amberscan.common.retry import RetryPolicy, parse_retry_after
+from amberscan.errors import TransientError
 from amberscan.imagery.providers.base import ProviderError, TileNotFound
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from amberscan.common.errors import TransientError
+from amberscan.errors import TransientError
 from amberscan.geo.tiles import Tile
 from amberscan.imagery.dates import normalize_date
 from amberscan.imagery.providers.base import FetchedTile, TileNotFound, TileProvider

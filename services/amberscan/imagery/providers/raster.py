@@ -32,8 +32,8 @@ from rio_tiler.models import ImageData
 from rio_tiler.mosaic import mosaic_reader
 from shapely import geometry as sg
 
-from amberscan.common.errors import TransientError
 from amberscan.common.settings import Settings
+from amberscan.errors import TransientError
 from amberscan.geo.tiles import PROVIDER_TILE_PX, Tile
 from amberscan.imagery.dates import normalize_date
 from amberscan.imagery.providers.base import ScanImage, SourceError

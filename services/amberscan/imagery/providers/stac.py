@@ -20,7 +20,7 @@ from shapely import geometry as sg
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
-from amberscan.common.errors import TransientError
+from amberscan.errors import TransientError
 from amberscan.geo.tiles import Tile
 from amberscan.imagery.dates import date_in_range, normalize_date
 from amberscan.imagery.providers.base import Discovery, ScanImage, SourceError

@@ -1,11 +1,11 @@
 """Change between vintages or models as a list: the tiles whose verdict changed, GeoJSON or CSV
-(streamed). The computation is `amberscan.changes`, which `amberscan diff` shares."""
+(streamed). The computation is `amberscan.common.changes`, which `amberscan diff` shares."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
-from amberscan import changes
+from amberscan.common import changes
 from amberscan.web.core import BadRequest
 from amberscan.web.responses import stream_csv, stream_geojson
 from amberscan.web.state import DB

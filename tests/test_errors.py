@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from amberscan.common.errors import (
+from amberscan.errors import (
     AmberscanError,
     InvalidImage,
     InvalidInput,

@@ -7,7 +7,7 @@ import io
 
 import pytest
 
-from amberscan import changes
+from amberscan.common import changes
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,9 @@
-"""Feature extraction through the model server, for the training and evaluation commands.
+"""Feature vectors from the served backbone, for everything outside the feature stage: the
+training and evaluation commands, the web app's explore page (through `features_reader`), the
+benchmarks and the chaos run.
 
-The same TF Serving API path production uses: crops go to the model server, vectors come back.
+The same TF Serving API path production uses (`model_client`): crops go to the model server,
+vectors come back. Crop files are cut by `vision.crops.load_crop`.
 """
 
 from __future__ import annotations
@@ -8,17 +11,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
+from amberscan.common.model_client import FeatureClient
 from amberscan.common.settings import Settings
-from amberscan.feature.client import FeatureClient
-from amberscan.vision.crops import CROP_SIZE, crop_superpixel
-from amberscan.vision.imageio import read_image
 
 
 @dataclass(frozen=True)
@@ -34,13 +34,6 @@ class ServedBackbone:
     @property
     def label(self) -> str:
         return f"{self.name}/{self.version}"
-
-
-def load_crop(path: Path, size: int = CROP_SIZE) -> NDArray[np.uint8]:
-    """A labelled crop file resized to `size` (the served model's crop size), as the feature
-    stage cuts a superpixel's crop from its tile."""
-    image = read_image(path)
-    return crop_superpixel(image, (0, 0, image.shape[0], image.shape[1]), size)
 
 
 def client_for(

@@ -33,8 +33,8 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from amberscan.common.errors import AmberscanError, ModelContractError, TransientError
 from amberscan.common.retry import RetryPolicy, grpc_retry_after
+from amberscan.errors import AmberscanError, ModelContractError, TransientError
 from amberscan.vision.crops import CROP_SIZE
 
 SIGNATURE = "serving_default"

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from amberscan.common import keys
+from amberscan import keys
 
 
 @given(st.binary(max_size=2048))

@@ -14,8 +14,13 @@ import numpy as np
 import pytest
 from tensorflow_serving.apis import predict_pb2
 
-from amberscan.common.errors import ModelContractError, TransientError
-from amberscan.feature.client import FeatureClient, ModelMetadata, channel_target, parse_features
+from amberscan.common.model_client import (
+    FeatureClient,
+    ModelMetadata,
+    channel_target,
+    parse_features,
+)
+from amberscan.errors import ModelContractError, TransientError
 from amberscan.modelserver.server import ModelServer
 from amberscan.vision.crops import CROP_SIZE
 from tests.model.conftest import TinyModel, export_tiny_model
