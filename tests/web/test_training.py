@@ -97,7 +97,7 @@ def test_train_from_reviews_grows_the_training_set(
     async def client_for(*_: object, **__: object):  # type: ignore[no-untyped-def]
         yield None
 
-    async def served_backbone(_: object) -> Backbone:
+    async def served_backbone(*_: object) -> Backbone:
         return Backbone()
 
     async def fake_extract(_: object, __: object, n: int, **___: object) -> np.ndarray:

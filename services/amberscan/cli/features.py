@@ -43,11 +43,21 @@ async def served_features(
     """
     # Looked up on the module when called, as the commands did before they shared this helper.
     async with served.client_for(settings, address, name) as client:
-        backbone = await served.served_backbone(client)
+        # A classifier gets the backbone version it was trained on while the server keeps it
+        # loaded (during a rollout both are); anything else gets the newest.
+        version = trained_on(classifier, client.model_name) if classifier else None
+        backbone = await served.served_backbone(client, version)
         if classifier is not None:
             check_backbone(classifier, backbone)
         crops = crops_at(backbone.crop_size)
-        return backbone, await served.extract(client, crops, count, progress=progress)
+        features = await served.extract(client, crops, count, progress=progress, version=version)
+        return backbone, features
+
+
+def trained_on(classifier: Classifier, model_name: str) -> int | None:
+    """The version of `model_name` the classifier's backbone label names, else None."""
+    name, _, version = classifier.backbone.rpartition("/")
+    return int(version) if name == model_name and version.isdigit() else None
 
 
 async def labelled_features(

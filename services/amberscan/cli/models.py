@@ -187,7 +187,7 @@ async def gate_decision(
 
     import numpy as np
 
-    from amberscan.cli.features import check_backbone, labelled_features
+    from amberscan.cli.features import labelled_features
     from amberscan.common.data import shared_data_dir
     from amberscan.model.dataset import list_labelled
     from amberscan.model.promotion import GATE_SHARE_RULE, gate, in_gate_share
@@ -207,11 +207,16 @@ async def gate_decision(
                 "out: its row is in-sample, so optimistic",
                 file=sys.stderr,
             )
-    backbone, x = await labelled_features(
-        settings, crops, address=args.model_server, classifier=candidate
-    )
-    check_backbone(current, backbone)
-    scores = [current.score(x), candidate.score(x)]
+    # Each model scores the features of the backbone it was trained on (the server keeps the
+    # two newest versions: a candidate for a new backbone is judged on that one).
+    features: dict[str, Any] = {}
+    scores = []
+    for model in (current, candidate):
+        if model.backbone not in features:
+            _, features[model.backbone] = await labelled_features(
+                settings, crops, address=args.model_server, classifier=model
+            )
+        scores.append(model.score(features[model.backbone]))
     return gate(
         np.array([c.label for c in crops]),
         [c.tile_id for c in crops],

@@ -48,8 +48,9 @@ def client_for(
     )
 
 
-async def served_backbone(client: FeatureClient) -> ServedBackbone:
-    meta: Any = await client.metadata()
+async def served_backbone(client: FeatureClient, version: int | None = None) -> ServedBackbone:
+    """The backbone version `version` (None: the newest) as the server describes it."""
+    meta: Any = await client.metadata(version)
     return ServedBackbone(
         name=client.model_name,
         version=int(meta.version),
@@ -65,8 +66,10 @@ async def extract(
     *,
     batch: int = 32,
     progress: str | None = None,
+    version: int | None = None,
 ) -> NDArray[np.float32]:
-    """Feature vectors of `count` crops, `batch` per request, with an optional progress bar.
+    """Feature vectors of `count` crops, `batch` per request, with an optional progress bar,
+    from backbone version `version` (None: the newest served).
 
     `crops` is either an iterable of crops or a loader called with the crop's index (the loader
     runs in a thread, so decoding overlaps the model server's work).
@@ -92,7 +95,8 @@ async def extract(
             images = await pending
             nxt = start + batch
             pending = asyncio.ensure_future(load(nxt)) if nxt < count else None
-            rows.append(await client.predict(images))
+            vectors, _ = await client.predict_versioned(images, version)
+            rows.append(vectors)
             bar.update(len(images))
     finally:
         bar.close()
