@@ -57,7 +57,7 @@ from amberscan.common.settings import Settings, load_settings
 from amberscan.model.classifier import Classifier, verdict
 from amberscan.tiler.mosaic import MOSAIC_NOTICE, Mosaic
 from amberscan.vision.crops import crops_for
-from amberscan.vision.segment import segment
+from amberscan.vision.segment import COMPACTNESS, N_SEGMENTS, SIGMA, segment
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ("tiler", "segmenter", "feature", "classifier", "aggregator", "sink")
@@ -101,7 +101,13 @@ def baseline_2018(images: list[np.ndarray], data: Path) -> dict[str, Any]:
     started = time.perf_counter()
     for image in images:
         t0 = time.perf_counter()
-        labels = slic(img_as_float(image), n_segments=30, compactness=35, sigma=1, start_label=1)
+        labels = slic(
+            img_as_float(image),
+            n_segments=N_SEGMENTS,
+            compactness=COMPACTNESS,
+            sigma=SIGMA,
+            start_label=1,
+        )
         t1 = time.perf_counter()
         crops = []
         for region in regionprops(labels):

@@ -35,6 +35,7 @@ import aiohttp
 from aiohttp import web
 
 from amberscan.common.settings import Settings
+from amberscan.geo.tiles import Tile
 from amberscan.survey import DEFAULT_SCHEMA
 from amberscan.web.app import make_app
 
@@ -171,9 +172,7 @@ async def main(argv: list[str] | None = None) -> int:
                 failures.append(f"summary p95 {s95:.0f} ms")
             lon, lat = points[0]
             x, y = tile_of(lon, lat, 14)
-            from amberscan.web.vector_tiles import tile_bounds
-
-            bbox = ",".join(f"{v:.6f}" for v in tile_bounds(14, x, y))
+            bbox = ",".join(f"{v:.6f}" for v in Tile(x, y, 14).bounds())
             geo = [
                 (await timed(session, f"{base}/api/detections?bbox={bbox}&limit=1000"))[0]
                 for _ in range(5)

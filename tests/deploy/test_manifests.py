@@ -3,10 +3,11 @@
 The manifests must agree with the code: ConfigMap/Secret keys with `Settings`, KafkaTopic CRs with
 `common/topics.py` and `ensure_topics`, KEDA triggers with each stage's `StageConfig`, container
 args with the `amberscan` command line, and the custom resources with their CRD schemas (copied
-under ../shared/data/crds), and every built-in resource with the Kubernetes API's own schemas
-(strict: an unknown field is an error), read offline from the pinned `kubernetes-validate`
-package. The overlays are built with `kustomize` (installed by `stack/setup.sh`; a missing one
-fails, it never skips) and the same checks run on what `kubectl apply -k` would send.
+under shared/data/crds, beside the shared data set), and every built-in resource with the
+Kubernetes API's own schemas (strict: an unknown field is an error), read offline from the
+pinned `kubernetes-validate` package. The overlays are built with `kustomize` (installed by
+`stack/setup.sh`; a missing one fails, it never skips) and the same checks run on what
+`kubectl apply -k` would send.
 """
 
 from __future__ import annotations
@@ -29,15 +30,18 @@ import yaml
 from amberscan.cli import build_parser, serve
 from amberscan.cli import replay as replay_command
 from amberscan.common import topics
+from amberscan.common.data import places
 from amberscan.common.settings import Settings
 from amberscan.model.recipe import SERVED_RECIPE
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 SERVICES = ROOT / "services" / "amberscan"
-CRDS = ROOT.parent / "shared" / "data" / "crds"
-if not CRDS.exists():  # CI clones beside shared/, developers may keep it elsewhere
-    CRDS = Path("/work/shared/data/crds")
+# The CRD schemas sit beside the shared data set (`shared/data/crds`), found by the data set's
+# own rule (`common/data.py`): AMBERSCAN_SHARED_DATA, else `shared/` beside the checkout or
+# beside a folder above it (a clone as CI makes, or a git worktree kept a level down).
+CRD_PLACES = [data_set.parent / "crds" for data_set in places(Settings().shared_data, ROOT)]
+CRDS = next((place for place in CRD_PLACES if place.is_dir()), CRD_PLACES[0])
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
 
 # The Kafka consumers among `amberscan serve` services (the web map is served the same way).
@@ -264,7 +268,7 @@ def test_every_manifest_file_is_used() -> None:
 def _crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
     """(apiVersion, kind) → openAPIV3Schema of every served version of every CRD file."""
     if not CRDS.exists():
-        pytest.fail(f"the CRD schemas are missing at {CRDS}")
+        pytest.fail(f"the CRD schemas are in none of {', '.join(map(str, CRD_PLACES))}")
     schemas = {}
     for path in sorted(CRDS.glob("*.yaml")):
         for crd in _load(path):

@@ -21,6 +21,7 @@ from amberscan.vision.segment import (
     decode_rle,
     encode_rle,
     segment,
+    segmenter_label,
     superpixel_mask,
 )
 
@@ -177,6 +178,12 @@ def test_segmentation_is_immutable() -> None:
 def test_segment_refuses_bad_arguments(image: np.ndarray, kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         segment(image, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", ["reference", "fast"])
+def test_the_segmenter_label_names_the_mode_and_the_2018_parameters(mode: str) -> None:
+    # The name superpixel messages carry: it changes only when the parameters do.
+    assert segmenter_label(mode) == f"slic-{mode}/n30-c35-s1"
 
 
 def test_superpixel_mask_and_boundaries() -> None:

@@ -1,4 +1,5 @@
-"""Vector-tile helpers without servers: tile bounds, and which aggregates answer which filter."""
+"""Vector-tile helpers without servers: the area a tile reads, and which aggregates answer which
+filter."""
 
 from __future__ import annotations
 
@@ -16,9 +17,14 @@ from amberscan.web.core import Filters
         lambda z: st.tuples(st.just(z), st.integers(0, 2**z - 1), st.integers(0, 2**z - 1))
     )
 )
-def test_tile_bounds_match_the_tile_grid(zxy: tuple[int, int, int]) -> None:
+def test_a_tile_reads_the_detections_within_its_own_bounds(zxy: tuple[int, int, int]) -> None:
     z, x, y = zxy
-    assert vector_tiles.tile_bounds(z, x, y) == pytest.approx(Tile(x, y, z).bounds(), abs=1e-9)
+    bounds = list(Tile(x, y, z).bounds())
+    query = (
+        vector_tiles._detail_sql if z >= vector_tiles.DETAIL_ZOOM else vector_tiles._live_cells_sql
+    )
+    _, params = query(Filters(), z, x, y)
+    assert params[-8:] == bounds * 2  # the bbox condition: the index test, then the exact one
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,9 @@ from amberscan.common.settings import Settings
 from amberscan.v1 import messages_pb2 as pb
 
 SERVICE = "aggregator"
+# Scores per poll: joining one is a dictionary update in memory, so a large poll (about 17
+# tiles' superpixels) costs little and keeps polls and commits few.
+MAX_RECORDS = 512
 log = logging.getLogger(__name__)
 
 
@@ -108,7 +111,7 @@ def make_stage(settings: Settings) -> Stage:
         service=SERVICE,
         source_topic=topics.SCORES,
         describe=describe_score,
-        max_records=512,
+        max_records=MAX_RECORDS,
         commit_offset=commit_offset,
         on_revoked=on_revoked,
     )

@@ -291,23 +291,14 @@ def _classified(what: str, error: grpc.aio.AioRpcError) -> AmberscanError:
     return ModelServerError(f"{what}: {code.name}: {details}")
 
 
-def _check_uint8_rgb(value: Any, name: str, ndim: int, layout: str) -> None:
-    if not isinstance(value, np.ndarray):
-        raise ModelContractError(f"{name}: expected a numpy array, got {type(value).__name__}")
-    if value.dtype != np.uint8:
-        raise ModelContractError(f"{name}: expected dtype uint8, got {value.dtype}")
-    if value.ndim != ndim or value.shape[-1] != 3:
-        raise ModelContractError(f"{name}: expected shape {layout}, got {value.shape}")
-
-
-def check_crop(crop: Any) -> None:
-    """Raise ModelContractError unless `crop` is a uint8 ``[H, W, 3]`` array."""
-    _check_uint8_rgb(crop, "crop", 3, "(H, W, 3)")
-
-
 def check_images(images: Any) -> None:
     """Raise ModelContractError unless `images` is a uint8 ``[N, H, W, 3]`` array."""
-    _check_uint8_rgb(images, "images", 4, "(N, H, W, 3)")
+    if not isinstance(images, np.ndarray):
+        raise ModelContractError(f"images: expected a numpy array, got {type(images).__name__}")
+    if images.dtype != np.uint8:
+        raise ModelContractError(f"images: expected dtype uint8, got {images.dtype}")
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ModelContractError(f"images: expected shape (N, H, W, 3), got {images.shape}")
 
 
 def parse_features(name: str, response: Any, rows: int) -> NDArray[np.float32]:

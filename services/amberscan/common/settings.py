@@ -13,6 +13,13 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Defaults the raster readers and the tiler use too, defined once here (the layer below both)
+# as the fields' defaults and imported there.
+# Rasters coarser than this are refused: the method was tuned on ~0.4 m/px imagery.
+RASTER_MAX_RESOLUTION_M = 1.0
+# A scan tile whose imagery covers less than this share of it is skipped (the rest is nodata).
+RASTER_MIN_COVERAGE = 0.5
+
 
 class Settings(BaseSettings):
     """Configuration shared by every amberscan process."""
@@ -110,10 +117,15 @@ class Settings(BaseSettings):
     # Raster, STAC and WMTS sources (issue 11): limits, and the catalogues a scan that names none
     # reads.
     raster_max_resolution_m: float = Field(
-        default=1.0, gt=0, description="coarser rasters are refused (the method needs ~0.4 m/px)"
+        default=RASTER_MAX_RESOLUTION_M,
+        gt=0,
+        description="coarser rasters are refused (the method needs ~0.4 m/px)",
     )
     raster_min_coverage: float = Field(
-        default=0.5, ge=0, le=1, description="scan tiles the imagery covers less of are skipped"
+        default=RASTER_MIN_COVERAGE,
+        ge=0,
+        le=1,
+        description="scan tiles the imagery covers less of are skipped",
     )
     stac_url: str = Field(default="", description="STAC API or static catalogue URL")
     stac_collection: str = ""

@@ -32,9 +32,9 @@ from amberscan.common.kafka import Output, Result, Stage, StageConfig, decode_me
 from amberscan.common.model_client import FeatureClient, ModelMetadata, ModelServerError
 from amberscan.common.settings import Settings
 from amberscan.errors import ModelContractError, PoisonMessage, TransientError
+from amberscan.feature.core import cut_crop, features_message, requested_version, superpixel_name
 from amberscan.feature.tiles import TileImages
 from amberscan.v1 import messages_pb2 as pb
-from amberscan.vision.crops import crop_superpixel
 
 # How often one batch may find the served crop size changed under it before it is retried later.
 SIZE_CHANGES = 3
@@ -53,30 +53,6 @@ def decode_superpixel(record: ConsumerRecord) -> pb.Superpixel:
 
 
 describe_superpixel = describer(pb.Superpixel, lambda m: (m.ref.tile_id, m.ref.scan_id))
-
-
-def superpixel_name(ref: pb.SuperpixelRef) -> str:
-    return f"superpixel {ref.segment_index} of tile {ref.tile_id} ({ref.image_key})"
-
-
-def cut_crop(image: NDArray[np.uint8], ref: pb.SuperpixelRef, size: int) -> NDArray[np.uint8]:
-    """The superpixel's crop, as the segmenter's bbox names it in the tile it segmented, cut at
-    `size` px (the served model's crop size).
-
-    Raises:
-        PoisonMessage: the tile is not the size the superpixel was cut from, or the box is off it.
-    """
-    height, width = image.shape[:2]
-    if (ref.image_height, ref.image_width) != (height, width):
-        raise PoisonMessage(
-            f"{superpixel_name(ref)}: tile is {width}x{height}, the superpixel was cut from "
-            f"{ref.image_width}x{ref.image_height}"
-        )
-    box = ref.bbox
-    try:
-        return crop_superpixel(image, (box.row0, box.col0, box.row1, box.col1), size)
-    except ValueError as error:
-        raise PoisonMessage(f"{superpixel_name(ref)}: {error}") from None
 
 
 async def features_isolating(
@@ -112,15 +88,6 @@ async def isolating(
     half = len(crops) // 2
     first = await features_isolating(client, crops[:half], names[:half], version)
     return first + await features_isolating(client, crops[half:], names[half:], version)
-
-
-def requested_version(ref: pb.SuperpixelRef, model_name: str) -> int | None:
-    """The backbone version the tile was stamped for (`name/N` in `ref.models.backbone`), or None
-    when it names none or another model (the newest served version then)."""
-    name, _, version = ref.models.backbone.rpartition("/")
-    if name == model_name and version.isdigit():
-        return int(version)
-    return None
 
 
 class ServedModel:
@@ -246,13 +213,8 @@ def make_stage(
                 )
 
     def output(message: pb.Superpixel, vector: NDArray[np.float32], version: int) -> Output:
-        ref = message.ref
-        backbone = f"{client.model_name}/{version}"
-        out_ref = pb.SuperpixelRef()
-        out_ref.CopyFrom(ref)
-        out_ref.models.backbone = backbone
-        features = pb.SuperpixelFeatures(ref=out_ref, vector=vector.tolist(), backbone=backbone)
-        return Output(topics.FEATURES, ref.tile_id.encode(), features.SerializeToString())
+        features = features_message(message.ref, vector, f"{client.model_name}/{version}")
+        return Output(topics.FEATURES, message.ref.tile_id.encode(), features.SerializeToString())
 
     config = StageConfig(
         service="feature",

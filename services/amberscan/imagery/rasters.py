@@ -17,6 +17,7 @@ from shapely import geometry as sg
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
 
+from amberscan.common.settings import RASTER_MIN_COVERAGE
 from amberscan.imagery.dates import normalize_date
 
 # Tags naming when the imagery was captured, most specific first. GDAL exposes satellite and
@@ -31,8 +32,6 @@ DATE_TAGS = (
     "IMAGERY_DATE",
     "TIFFTAG_DATETIME",
 )
-DEFAULT_MAX_RESOLUTION_M = 1.0
-DEFAULT_MIN_COVERAGE = 0.5
 T = TypeVar("T")
 
 
@@ -169,7 +168,7 @@ def choose_sources(
     tile_bounds: tuple[float, float, float, float],
     sources: Sequence[Dated],
     vintage: str = "",
-    min_coverage: float = DEFAULT_MIN_COVERAGE,
+    min_coverage: float = RASTER_MIN_COVERAGE,
 ) -> tuple[str, list[Dated]]:
     """The capture date a scan tile is read at, and the sources of that date over it.
 
@@ -202,7 +201,7 @@ def _largest_first(box: sg.Polygon, group: list[Dated]) -> list[Dated]:
 def newest_dates(
     tiles: Sequence[tuple[T, tuple[float, float, float, float]]],
     sources: Sequence[Dated],
-    min_coverage: float = DEFAULT_MIN_COVERAGE,
+    min_coverage: float = RASTER_MIN_COVERAGE,
 ) -> dict[T, str]:
     """For each (tile, bounds), the date `choose_sources` reads it at (tiles no source covers
     at least `min_coverage` of are left out)."""

@@ -10,11 +10,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from amberscan.v1 import messages_pb2 as pb
-from amberscan.vision.segment import Segmentation, encode_rle, segment
+from amberscan.vision.segment import N_SEGMENTS, Segmentation, encode_rle, segment
 
 
 def segment_tile(
-    image: NDArray[np.uint8], *, mode: str = "reference", n_segments: int = 30
+    image: NDArray[np.uint8], *, mode: str = "reference", n_segments: int = N_SEGMENTS
 ) -> Segmentation:
     """The SLIC superpixels of `image` (the 2018 call, in `mode`)."""
     return segment(image, n_segments=n_segments, mode=mode)  # type: ignore[arg-type]

@@ -21,6 +21,7 @@ from amberscan.segmenter.core import segment_tile, superpixel_messages
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import decode_image
 from amberscan.vision.labels import encode_labels
+from amberscan.vision.segment import segmenter_label
 
 
 def decode_tile(record: ConsumerRecord) -> pb.Tile:
@@ -36,7 +37,7 @@ describe_tile = describer(pb.Tile, lambda t: (t.tile_id, t.scan_id))
 
 def make_stage(settings: Settings, store: BlobStore) -> Stage:
     mode = settings.segmentation_mode
-    segmenter = f"slic-{mode}/n30-c35-s1"
+    segmenter = segmenter_label(mode)
 
     async def handle(record: ConsumerRecord) -> list[Output]:
         tile = decode_tile(record)

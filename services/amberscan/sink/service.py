@@ -34,6 +34,9 @@ from amberscan.sink.core import (
 from amberscan.v1 import messages_pb2 as pb
 
 log = logging.getLogger(__name__)
+# Records per poll, on both loops: each is written on its own (the database pool bounds how many
+# at once) and the poll is committed as one, so a large poll means few commits.
+MAX_RECORDS = 256
 
 
 def decode_detection(record: ConsumerRecord) -> pb.Detection:
@@ -105,14 +108,16 @@ def make_stages(settings: Settings, db: Database) -> list[Stage]:
                 service="sink",
                 source_topic=topics.DETECTIONS,
                 describe=describe_detection,
-                max_records=256,
+                max_records=MAX_RECORDS,
             ),
             handle_detection,
         ),
         Stage(
             settings,
             StageConfig(
-                service="sink-dead-letters", source_topic=topics.DEAD_LETTERS, max_records=256
+                service="sink-dead-letters",
+                source_topic=topics.DEAD_LETTERS,
+                max_records=MAX_RECORDS,
             ),
             handle_dead_letter,
         ),

@@ -41,7 +41,7 @@ from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
 from amberscan.common.kafka import Failure, Handler, Output, Stage, StageConfig, dead_letter
-from amberscan.common.settings import Settings
+from amberscan.common.settings import RASTER_MIN_COVERAGE, Settings
 from amberscan.errors import InvalidInput, PoisonMessage
 from amberscan.geo.tiles import DEFAULT_MAX_TILES, Tile
 from amberscan.imagery.dates import date_in_range
@@ -190,7 +190,7 @@ def make_handler(
     default_provider: str = "xyz",
     max_tiles: int = DEFAULT_MAX_TILES,
     tile_concurrency: int = 4,
-    min_coverage: float = 0.5,
+    min_coverage: float = RASTER_MIN_COVERAGE,
 ) -> Handler:
     """The record handler: one scan request in, its tile messages and dead letters out."""
 
@@ -249,7 +249,7 @@ async def _tile_output(
     tile: Tile,
     history: ScanHistory | None = None,
     model: str = "",
-    min_coverage: float = 0.5,
+    min_coverage: float = RASTER_MIN_COVERAGE,
     models: pb.ModelVersions | None = None,
 ) -> Output | None:
     fetched = await source.scan_image(tile, plan.fetch_zoom, request.vintage)

@@ -36,6 +36,11 @@ from amberscan.vision.slic import grid_seeds, slic_labels
 
 Mode = Literal["reference", "fast"]
 
+# The 2018 call's parameters: about 30 superpixels a tile, compactness 35, a Gaussian of 1 px.
+N_SEGMENTS = 30
+COMPACTNESS = 35.0
+SIGMA = 1.0
+
 # The 2018 defaults, kept by slic in 0.13/0.14 and restated here because we pass them scaled.
 _MIN_SIZE_FACTOR = 0.5
 _MAX_SIZE_FACTOR = 3.0
@@ -128,9 +133,9 @@ class Segmentation:
 def segment(
     image: NDArray[np.uint8],
     *,
-    n_segments: int = 30,
-    compactness: float = 35.0,
-    sigma: float = 1.0,
+    n_segments: int = N_SEGMENTS,
+    compactness: float = COMPACTNESS,
+    sigma: float = SIGMA,
     mode: Mode = "reference",
     fast_scale: float = 0.25,
 ) -> Segmentation:
@@ -178,6 +183,12 @@ def segment(
         coarse = _slic_2018(small, n_segments, compactness, sigma * fast_scale)
         return Segmentation.from_labels(_enlarge_nearest(coarse, height, width))
     raise ValueError(f"unknown segmentation mode {mode!r}: expected 'reference' or 'fast'")
+
+
+def segmenter_label(mode: str) -> str:
+    """The segmentation's name in superpixel messages: `mode` and the SLIC parameters, such as
+    ``slic-reference/n30-c35-s1``."""
+    return f"slic-{mode}/n{N_SEGMENTS}-c{COMPACTNESS:g}-s{SIGMA:g}"
 
 
 def superpixel_mask(segmentation: Segmentation, index: int) -> NDArray[np.bool_]:
@@ -298,7 +309,10 @@ def decode_rle(data: bytes, shape: tuple[int, int], source: str = "mask RLE") ->
 
 
 def slic_2018_input(
-    image: NDArray[np.uint8], n_segments: int = 30, compactness: float = 35.0, sigma: float = 1.0
+    image: NDArray[np.uint8],
+    n_segments: int = N_SEGMENTS,
+    compactness: float = COMPACTNESS,
+    sigma: float = SIGMA,
 ) -> tuple[NDArray[np.float64], dict[str, Any]]:
     """What today's slic is given to make the 2018 segmentation of `image`: the Lab image and
     the keyword arguments of `slic_labels` (which scikit-image's ``slic`` takes too)."""

@@ -22,6 +22,9 @@ DEFAULT_PAGE = 500
 VERDICTS = ("confirmed", "rejected")
 # `reflagged`: rejected by a reviewer, flagged again by a later model (queries.REVIEW_STATE).
 REVIEW_STATES = ("confirmed", "rejected", "reflagged", "unreviewed")
+# A superpixel's label as people name it, by the value training stores (1: mining).
+LABEL_NAMES = {1: "mining", 0: "not_mining"}
+LABELS = {name: value for value, name in LABEL_NAMES.items()}
 _YEAR = re.compile(r"^\d{4}$")
 
 

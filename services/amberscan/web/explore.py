@@ -30,9 +30,10 @@ from numpy.typing import NDArray
 from amberscan.common import features_reader
 from amberscan.common.data import CHECKOUT, find_shared_data
 from amberscan.common.settings import Settings
+from amberscan.web.core import LABEL_NAMES
 
 TSNE_MIN_POINTS = 30
-CLASS_NAMES = {1: "mining", 0: "not_mining", None: "unlabelled"}
+CLASS_NAMES = LABEL_NAMES | {None: "unlabelled"}
 
 
 # ---------------------------------------------------------------- pure

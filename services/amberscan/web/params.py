@@ -17,11 +17,18 @@ from aiohttp import web
 
 from amberscan.common.changes import CHANGE_FILTERS
 from amberscan.web import queries
-from amberscan.web.core import DEFAULT_PAGE, MAX_PAGE, REVIEW_STATES, VERDICTS, BadRequest, Filters
+from amberscan.web.core import (
+    DEFAULT_PAGE,
+    LABELS,
+    MAX_PAGE,
+    REVIEW_STATES,
+    VERDICTS,
+    BadRequest,
+    Filters,
+)
 from amberscan.web.state import DB
 
 MAX_BODY = 64 * 1024
-LABELS = {"mining": 1, "not_mining": 0}
 TILE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _DATE = re.compile(r"^[0-9A-Za-z:._+-]{0,40}$")
 _YEAR = re.compile(r"^\d{4}$")
@@ -223,11 +230,11 @@ def verdict(value: Any) -> str:
 
 
 def label(value: Any) -> int | None:
-    """1 for "mining", 0 for "not_mining", None for "clear" (remove the label)."""
+    """1 for "mining", 0 for "not_mining" (`LABELS`), None for "clear" (remove the label)."""
     if value == "clear":
         return None
     if value not in LABELS:
-        raise BadRequest("label must be one of mining, not_mining, clear")
+        raise BadRequest(f"label must be one of {', '.join(LABELS)}, clear")
     return LABELS[str(value)]
 
 

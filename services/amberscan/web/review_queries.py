@@ -14,10 +14,11 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from amberscan.common.db import Database
-from amberscan.web.core import Filters
+from amberscan.web.core import LABEL_NAMES, Filters
 from amberscan.web.queries import FROM, fetch_dicts, where_clause
 
-LABEL_ACTIONS = {1: "mining", 0: "not_mining", None: "label_cleared"}
+# The review event of a label set (its name) or cleared.
+LABEL_ACTIONS = LABEL_NAMES | {None: "label_cleared"}
 _EVENT = b"""INSERT INTO review_events
     (tile_id, imagery_date, model_version, action, segment_index, reviewer, note)
     VALUES (%s, %s, %s, %s, %s, %s, %s)"""

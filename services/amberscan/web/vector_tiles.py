@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from typing import Any
 
 from psycopg import sql
 
 from amberscan.common.db import Database
+from amberscan.geo.tiles import Tile
 from amberscan.web import queries
 from amberscan.web.core import Filters
 
@@ -37,17 +37,8 @@ DETAIL_ZOOM = 12
 DAMAGE_ZOOM = 14
 CELL_BITS = 6  # a low-zoom tile holds 2^6 × 2^6 cells
 LEVELS = (11, 13, 15)
+# Every layer's coordinate grid, in units per tile side (the MVT spec's and PostGIS's default).
 EXTENT = 4096
-
-
-def tile_bounds(z: int, x: int, y: int) -> tuple[float, float, float, float]:
-    """(west, south, east, north) in degrees of Web Mercator tile z/x/y."""
-    n = 2.0**z
-
-    def lat(row: float) -> float:
-        return math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * row / n))))
-
-    return (x / n * 360.0 - 180.0, lat(y + 1), (x + 1) / n * 360.0 - 180.0, lat(y))
 
 
 def cell_scope(filters: Filters) -> tuple[str, list[Any]] | None:
@@ -78,7 +69,7 @@ def cell_scope(filters: Filters) -> tuple[str, list[Any]] | None:
 
 
 def _detail_sql(filters: Filters, z: int, x: int, y: int) -> tuple[str, list[Any]]:
-    tiled = Filters(**{**filters.__dict__, "bbox": tile_bounds(z, x, y)})
+    tiled = Filters(**{**filters.__dict__, "bbox": Tile(x, y, z).bounds()})
     where, params = queries.where_clause(tiled)
     change = "''"
     change_params: list[Any] = []
@@ -94,9 +85,9 @@ def _detail_sql(filters: Filters, z: int, x: int, y: int) -> tuple[str, list[Any
         change_params = side * 2
     damage = ""
     if z >= DAMAGE_ZOOM:
-        damage = """ || coalesce((SELECT ST_AsMVT(g, 'damage', 4096, 'geom') FROM (
+        damage = f""" || coalesce((SELECT ST_AsMVT(g, 'damage', {EXTENT}, 'geom') FROM (
             SELECT ST_AsMVTGeom(ST_Transform(positives_geom, 3857), (SELECT env FROM t),
-                                4096, 64, true) AS geom, tile_id, hectares
+                                {EXTENT}, 64, true) AS geom, tile_id, hectares
             FROM rows WHERE flagged AND positives_geom IS NOT NULL) g), ''::bytea)"""
     query = f"""
 WITH t AS (SELECT ST_TileEnvelope(%s, %s, %s) AS env),
@@ -111,8 +102,8 @@ rows AS (
            d.tile_geom, d.positives_geom
     {queries.FROM} WHERE {where}
 )
-SELECT coalesce((SELECT ST_AsMVT(f, 'detections', 4096, 'geom') FROM (
-    SELECT ST_AsMVTGeom(ST_Transform(tile_geom, 3857), (SELECT env FROM t), 4096, 64, true)
+SELECT coalesce((SELECT ST_AsMVT(f, 'detections', {EXTENT}, 'geom') FROM (
+    SELECT ST_AsMVTGeom(ST_Transform(tile_geom, 3857), (SELECT env FROM t), {EXTENT}, 64, true)
                AS geom,
            tile_id, imagery_date, model_version, flagged, positives, segment_count,
            min_positives, hectares, max_score, review, reviewer, demo, synthetic, change,
@@ -123,9 +114,9 @@ SELECT coalesce((SELECT ST_AsMVT(f, 'detections', 4096, 'geom') FROM (
 
 # The `cells` layer of cell sums `s` (gx, gy at the cell zoom; tiles, flagged, hectares, ...);
 # its parameters: the cell zoom, then the tile's z, x, y.
-_CELLS = """
-SELECT coalesce(ST_AsMVT(c, 'cells', 4096, 'geom'), ''::bytea) FROM (
-    SELECT ST_AsMVTGeom(ST_TileEnvelope(%s, gx, gy), ST_TileEnvelope(%s, %s, %s), 4096, 0, true)
+_CELLS = f"""
+SELECT coalesce(ST_AsMVT(c, 'cells', {EXTENT}, 'geom'), ''::bytea) FROM (
+    SELECT ST_AsMVTGeom(ST_TileEnvelope(%s, gx, gy), ST_TileEnvelope(%s, %s, %s), {EXTENT}, 0, true)
                AS geom,
            tiles, flagged, round(flagged::numeric / tiles, 4)::float8 AS flagged_share,
            round(hectares::numeric, 2)::float8 AS hectares, excluded, demo, synthetic
@@ -164,7 +155,7 @@ def _cells_sql(scope: tuple[str, list[Any]], z: int, x: int, y: int) -> tuple[st
 
 def _live_cells_sql(filters: Filters, z: int, x: int, y: int) -> tuple[str, list[Any]]:
     """Cells aggregated from the detections themselves (what `map_cells` does not hold)."""
-    tiled = Filters(**{**filters.__dict__, "bbox": tile_bounds(z, x, y)})
+    tiled = Filters(**{**filters.__dict__, "bbox": Tile(x, y, z).bounds()})
     where, params = queries.where_clause(tiled)
     cz = min(z + CELL_BITS, LEVELS[-1])
     query = f"""{_CELLS} (SELECT d.x >> (d.z - %s) AS gx, d.y >> (d.z - %s) AS gy, count(*)::int AS tiles,

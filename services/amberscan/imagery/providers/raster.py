@@ -14,7 +14,6 @@ block, so they run in a worker thread, each inside a `rasterio.Env` carrying the
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from rio_tiler.models import ImageData
 from rio_tiler.mosaic import mosaic_reader
 from shapely import geometry as sg
 
-from amberscan.common.settings import Settings
+from amberscan.common.settings import RASTER_MAX_RESOLUTION_M, RASTER_MIN_COVERAGE, Settings
 from amberscan.errors import TransientError
 from amberscan.geo.tiles import PROVIDER_TILE_PX, Tile
 from amberscan.imagery.dates import normalize_date
@@ -83,8 +82,8 @@ class RasterOptions:
     gdal: Mapping[str, str] = field(default_factory=dict)
     s3_access_key: str = ""
     s3_secret_key: str = field(default="", repr=False)
-    max_resolution_m: float = 1.0
-    min_coverage: float = 0.5
+    max_resolution_m: float = RASTER_MAX_RESOLUTION_M
+    min_coverage: float = RASTER_MIN_COVERAGE
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RasterOptions:
@@ -284,12 +283,3 @@ def blank(tile: Tile, fetch_zoom: int, date: str = "", source: str = "") -> Scan
     """A scan tile no raster covers: black, coverage 0 (the tiler skips it, saying so)."""
     size = PROVIDER_TILE_PX << (fetch_zoom - tile.z)
     return ScanImage(np.zeros((size, size, 3), dtype=np.uint8), date, 0.0, source)
-
-
-async def inspect_all(
-    hrefs: Sequence[str], options: RasterOptions, imagery_date: str = ""
-) -> list[RasterInfo]:
-    """`inspect` each of `hrefs` in worker threads (their errors propagate)."""
-    return list(
-        await asyncio.gather(*(asyncio.to_thread(inspect, h, options, imagery_date) for h in hrefs))
-    )

@@ -12,12 +12,11 @@ from aiohttp import web
 from amberscan.vision.imageio import encode_png
 from amberscan.vision.overlay import score_overlay
 from amberscan.web import core, params, review_queries
-from amberscan.web.core import BadRequest
+from amberscan.web.core import LABEL_NAMES, BadRequest
 from amberscan.web.responses import json_response, page
 from amberscan.web.state import DB, IMAGES, THRESHOLDS, scores_for
 
 routes = web.RouteTableDef()
-LABEL_NAMES = {1: "mining", 0: "not_mining"}
 
 
 @routes.get("/tile/{tile_id}")
