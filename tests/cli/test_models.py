@@ -154,35 +154,21 @@ async def test_a_candidate_for_a_new_backbone_version_is_judged_on_its_own_featu
     """A rollout's step 2: the server serves backbone versions 1 and 2; a candidate trained on
     version 2 is judged on version 2's features, the current model on version 1's (here the same
     network, so the same scores: the gate passes with no change)."""
-    import shutil
-
-    from amberscan.modelserver.server import ModelServer, ServerOptions
+    from tests.pipeline.test_rollout import add_version, versioned_server
 
     real, _ = lifecycle_set
     name = stack_settings.backbone_name
-    served = Path(stack_settings.model_dir) / name
-    newest = max(int(p.name) for p in served.iterdir() if p.name.isdigit())
-    model_dir = tmp_path / "serving"
-    shutil.copytree(served / str(newest), model_dir / name / "1")
-    server = ModelServer(model_dir, name, "127.0.0.1:0", ServerOptions(keep_versions=2, poll_s=0.2))
-    await server.start()
-    polling = asyncio.ensure_future(server.poll_versions())
-    settings = stack_settings.model_copy(update={"model_server": server.address})
+    async with versioned_server(stack_settings, tmp_path / "serving") as server:
+        settings = stack_settings.model_copy(update={"model_server": server.address})
 
-    async def cli(*args: str) -> str:
-        done = await asyncio.to_thread(run, [*args, "--json"], settings)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-        return done.stdout.strip().splitlines()[-1]
+        async def cli(*args: str) -> str:
+            done = await asyncio.to_thread(run, [*args, "--json"], settings)
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+            return done.stdout.strip().splitlines()[-1]
 
-    try:
         first = json.loads(await cli("train", "--data", str(real), "--out", str(tmp_path / "1")))
         await cli("models", "promote", first["version"], "--data", str(real))
-        shutil.copytree(model_dir / name / "1", model_dir / name / ".2-staging")
-        (model_dir / name / ".2-staging").rename(model_dir / name / "2")
-        for _ in range(300):
-            if sorted(server.servicer.models) == [1, 2]:
-                break
-            await asyncio.sleep(0.1)
+        await add_version(server, 2)
         second = json.loads(
             await cli(
                 "train", "--data", str(real), "--out", str(tmp_path / "2"),
@@ -191,9 +177,6 @@ async def test_a_candidate_for_a_new_backbone_version_is_judged_on_its_own_featu
         )  # fmt: skip
         assert (first["backbone"], second["backbone"]) == (f"{name}/1", f"{name}/2")
         report = json.loads(await cli("models", "promote", second["version"], "--data", str(real)))
-    finally:
-        polling.cancel()
-        await server.stop(grace_s=0.5)
     assert report["promoted"] and report["gate"]["passed"]
     gate = report["gate"]
     assert gate["recall_change"]["value"] == 0 and gate["precision_change"]["value"] == 0

@@ -12,8 +12,10 @@ test checks the pairing by the labels on every row, and the scores by equality.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -38,20 +40,43 @@ from tests.pipeline.test_faults import (
 pytestmark = pytest.mark.stack
 
 
+@contextlib.asynccontextmanager
+async def versioned_server(settings: Settings, folder: Path) -> AsyncIterator[ModelServer]:
+    """A model server on a copy of the default backbone as version 1, with TF Serving's
+    "latest 2" policy and a fast file-system poll (`add_version` rolls out the next)."""
+    name = settings.backbone_name
+    served = Path(settings.model_dir) / name
+    newest = max(int(p.name) for p in served.iterdir() if p.name.isdigit())
+    shutil.copytree(served / str(newest), folder / name / "1")
+    server = ModelServer(folder, name, "127.0.0.1:0", ServerOptions(keep_versions=2, poll_s=0.2))
+    await server.start()
+    polling = asyncio.ensure_future(server.poll_versions())
+    try:
+        yield server
+    finally:
+        polling.cancel()
+        await server.stop(grace_s=0.5)
+
+
+async def add_version(server: ModelServer, version: int) -> None:
+    """Copy version 1 as `version` (staged, then renamed, as an export writes it) and wait until
+    the server serves it beside the one before."""
+    base = server.model_dir / server.name
+    shutil.copytree(base / "1", base / f".{version}-staging")
+    (base / f".{version}-staging").rename(base / str(version))
+    deadline = time.monotonic() + 120
+    while version not in server.servicer.models:
+        assert time.monotonic() < deadline, f"version {version} never loaded"
+        await asyncio.sleep(0.2)
+
+
 async def test_a_classifier_and_backbone_rolled_out_mid_scan_fail_no_tile(
     stack_settings: Settings, shared_data: Path, tmp_path: Path
 ) -> None:
     name = stack_settings.backbone_name
-    served_dir = Path(stack_settings.model_dir) / name
-    newest = max(int(p.name) for p in served_dir.iterdir() if p.name.isdigit())
-    model_dir = tmp_path / "serving"
-    shutil.copytree(served_dir / str(newest), model_dir / name / "1")
-    server = ModelServer(model_dir, name, "127.0.0.1:0", ServerOptions(keep_versions=2, poll_s=0.2))
-    await server.start()
-    polling = asyncio.ensure_future(server.poll_versions())
     logs = tmp_path / "logs"
     logs.mkdir()
-    try:
+    async with versioned_server(stack_settings, tmp_path / "serving") as server:
         async with tile_server(shared_data) as url:
             settings = stack_settings.model_copy(
                 update={"demo_tiles_url": url, "model_server": server.address}
@@ -96,12 +121,8 @@ async def test_a_classifier_and_backbone_rolled_out_mid_scan_fail_no_tile(
                     )
                     # The rollout: the new backbone version appears, the server loads it beside
                     # the old one, and the new classifier (paired with it) is promoted.
-                    shutil.copytree(model_dir / name / "1", model_dir / name / ".2-staging")
-                    (model_dir / name / ".2-staging").rename(model_dir / name / "2")
-                    deadline = time.monotonic() + 120
-                    while sorted(server.servicer.models) != [1, 2]:
-                        assert time.monotonic() < deadline, "version 2 never loaded"
-                        await asyncio.sleep(0.2)
+                    await add_version(server, 2)
+                    assert sorted(server.servicer.models) == [1, 2]
                     await registry.make_current(settings, second, action="promote", by="test")
                     # A scan submitted now is scored by the new models.
                     after = demo.demo_scan_request()
@@ -132,9 +153,6 @@ async def test_a_classifier_and_backbone_rolled_out_mid_scan_fail_no_tile(
                 services.stop()
                 async with Database(settings) as db:
                     await db.drop_schema()
-    finally:
-        polling.cancel()
-        await server.stop(grace_s=0.5)
 
     for summary in summaries:
         assert summary.complete and not summary.error, summary
