@@ -17,8 +17,9 @@ import pytest
 
 from amberscan.aggregator.service import make_stage
 from amberscan.common import metrics, topics
-from amberscan.common.kafka import Stage, ensure_topics
 from amberscan.common.settings import Settings
+from amberscan.common.stage import Stage
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.geo.tiles import Tile
 from amberscan.v1 import messages_pb2 as pb
 from tests.aggregator.test_service import (

@@ -14,8 +14,8 @@ import pytest
 
 from amberscan.classifier.service import make_stage, registry_classifiers
 from amberscan.common import registry, topics
-from amberscan.common.kafka import ensure_topics
 from amberscan.common.settings import Settings
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.model.dataset import list_labelled
 from amberscan.model.promotion import GATE_SHARE_RULE, in_gate_share
 from amberscan.v1 import messages_pb2 as pb

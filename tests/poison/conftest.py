@@ -21,9 +21,9 @@ from amberscan import scanning
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
-from amberscan.common.kafka import ensure_topics
 from amberscan.common.served_features import client_for
 from amberscan.common.settings import Settings
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.v1 import messages_pb2 as pb
 from tests.streams import read_all
 

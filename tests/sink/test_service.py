@@ -22,8 +22,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from amberscan.common import metrics, topics
 from amberscan.common.db import CONNECTION_WAIT_S, Database
-from amberscan.common.kafka import ensure_topics
 from amberscan.common.settings import Settings
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.geo.tiles import Tile
 from amberscan.sink import service as sink
 from amberscan.v1 import messages_pb2 as pb

@@ -15,8 +15,9 @@ from pathlib import Path
 from aiokafka.structs import ConsumerRecord
 
 from amberscan.common import topics
-from amberscan.common.kafka import Failure, Output, Stage, StageConfig, stop_on_signals
+from amberscan.common.records import Failure, Output
 from amberscan.common.settings import Settings
+from amberscan.common.stage import Stage, StageConfig, stop_on_signals
 from amberscan.errors import PoisonMessage
 from amberscan.v1 import messages_pb2 as pb
 

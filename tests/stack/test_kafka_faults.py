@@ -1,4 +1,4 @@
-"""Faults of the Kafka loop (common/kafka.py) against the real broker (#10, defects 2 and 3).
+"""Faults of the Kafka loop (common/stage.py) against the real broker (#10, defects 2 and 3).
 
 Written by the chaos engineer for the integrator's loop: a transient failure that outlasts the
 retries (a model server down for longer than they last) must neither dead-letter the records nor
@@ -15,8 +15,10 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 
 from amberscan.common import topics
-from amberscan.common.kafka import Output, Stage, StageConfig, ensure_topics
+from amberscan.common.records import Output
 from amberscan.common.settings import Settings
+from amberscan.common.stage import Stage, StageConfig
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.errors import TransientError
 from amberscan.v1 import messages_pb2 as pb
 from tests.stack.test_kafka_loop import committed, detections_of, tile

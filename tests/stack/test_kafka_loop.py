@@ -14,8 +14,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from amberscan.common import topics
-from amberscan.common.kafka import ensure_topics
 from amberscan.common.settings import Settings
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.v1 import messages_pb2 as pb
 from tests.streams import produce, read_all
 

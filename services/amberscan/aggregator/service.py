@@ -24,8 +24,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from amberscan.aggregator.core import DroppedTile, TileJoin
 from amberscan.common import metrics, topics
-from amberscan.common.kafka import Output, Stage, StageConfig, decode_message, describer
+from amberscan.common.records import Output, decode_message, describer
 from amberscan.common.settings import Settings
+from amberscan.common.stage import Stage, StageConfig
 from amberscan.v1 import messages_pb2 as pb
 
 SERVICE = "aggregator"

@@ -53,9 +53,10 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def serve_stage(name: str, settings: Settings) -> int:
     """Run the stage `name` until SIGTERM or SIGINT, with its topics, logs and metrics."""
-    from amberscan.common.kafka import ensure_topics, stop_on_signals
     from amberscan.common.logs import configure_logging
     from amberscan.common.metrics import serve_metrics
+    from amberscan.common.stage import stop_on_signals
+    from amberscan.common.topic_admin import ensure_topics
 
     configure_logging(name, settings.log_level, settings.log_json)
     serve_metrics(settings.metrics_port)

@@ -21,8 +21,9 @@ from aiokafka.structs import ConsumerRecord
 
 from amberscan.common import metrics, topics
 from amberscan.common.db import Database, database_errors
-from amberscan.common.kafka import Output, Stage, StageConfig, decode_message, describer
+from amberscan.common.records import Output, decode_message, describer
 from amberscan.common.settings import Settings
+from amberscan.common.stage import Stage, StageConfig
 from amberscan.errors import TransientError
 from amberscan.sink.core import (
     UPSERT_DETECTION,

@@ -40,8 +40,10 @@ from amberscan import keys
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
-from amberscan.common.kafka import Failure, Handler, Output, Stage, StageConfig, dead_letter
+from amberscan.common.handling import Handler
+from amberscan.common.records import Failure, Output, dead_letter
 from amberscan.common.settings import Settings
+from amberscan.common.stage import Stage, StageConfig
 from amberscan.errors import InvalidInput, PoisonMessage
 from amberscan.geo.tiles import DEFAULT_MAX_TILES, Tile
 from amberscan.imagery.dates import date_in_range
