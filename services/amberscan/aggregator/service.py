@@ -15,6 +15,7 @@ finished tile are ignored rather than holding commits back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -118,6 +119,6 @@ def make_stage(settings: Settings) -> Stage:
     return stage
 
 
-async def run(settings: Settings, stop) -> None:  # type: ignore[no-untyped-def]
+async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Run the aggregator until `stop` is set."""
     await make_stage(settings).run(stop)

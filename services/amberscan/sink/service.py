@@ -15,6 +15,7 @@ one that cannot be read or stored is logged and counted
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka.structs import ConsumerRecord
@@ -120,9 +121,7 @@ def make_stages(settings: Settings, db: Database) -> list[Stage]:
     ]
 
 
-async def run(settings: Settings, stop) -> None:  # type: ignore[no-untyped-def]
+async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Run both sink loops until `stop` is set."""
-    import asyncio
-
     async with Database(settings) as db:
         await asyncio.gather(*(stage.run(stop) for stage in make_stages(settings, db)))

@@ -62,9 +62,10 @@ class OutsideDates(PoisonMessage):
 def decode_request(record: ConsumerRecord) -> pb.ScanRequest:
     where = f"{record.topic}/{record.partition}@{record.offset}"
     try:
-        return pb.ScanRequest.FromString(record.value or b"")
+        request: pb.ScanRequest = pb.ScanRequest.FromString(record.value or b"")
     except Exception as error:  # noqa: BLE001 - protobuf raises several types
         raise PoisonMessage(f"{where}: not a ScanRequest message ({error})") from None
+    return request
 
 
 def describe_request(record: ConsumerRecord) -> Failure:
