@@ -14,7 +14,7 @@ import time
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from amberscan.common import topics
+from amberscan.common import metrics, topics
 from amberscan.common.records import Output
 from amberscan.common.settings import Settings
 from amberscan.common.stage import Stage, StageConfig
@@ -51,10 +51,18 @@ async def test_a_long_transient_outage_holds_no_rebalance_and_loses_nothing(
     down = asyncio.Event()
     down.set()  # the model server is down from the start, longer than the retries last
     first, second = flaky_stage(settings, down), flaky_stage(settings, down)
+    rewinds = metrics.REWINDS.labels("flaky")
+    before = rewinds._value.get()
     stop = asyncio.Event()
     tasks = [asyncio.create_task(first.run(stop))]
     try:
-        await asyncio.sleep(8)  # well past the retries: the partitions are rewound and paused
+        # Past the retries: failing records' partitions are rewound and paused (as many rewinds
+        # as there are partitions).
+        deadline = time.monotonic() + 60
+        while rewinds._value.get() - before < settings.topic_partitions:
+            assert time.monotonic() < deadline, "the partitions were not rewound"
+            assert not tasks[0].done(), tasks[0]
+            await asyncio.sleep(0.2)
         assert not tasks[0].done(), tasks[0]
         joined = time.monotonic()
         tasks.append(asyncio.create_task(second.run(stop)))
