@@ -52,7 +52,7 @@ proto-check: $(STAMP) ## fail if the generated protobuf code is not what protos/
 	tmp=$$(mktemp -d) && $(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=$$tmp --pyi_out=$$tmp protos/amberscan/v1/*.proto \
 	  && diff -r -x __init__.py -x __pycache__ $$tmp/amberscan/v1 services/amberscan/v1 && echo "generated code is up to date"
 
-lint: $(STAMP) ## ruff (lint + format check) and mypy
+lint: $(STAMP) ## ruff (lint + format check) and mypy, strict on every package (pyproject.toml)
 	$(BIN)/ruff check services tests benchmarks stack docker tools
 	$(BIN)/ruff format --check services tests benchmarks stack docker tools
 	$(BIN)/mypy services/amberscan

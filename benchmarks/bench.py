@@ -50,10 +50,10 @@ from amberscan import scanning
 from amberscan.common import topics
 from amberscan.common.data import shared_data_dir
 from amberscan.common.db import Database
-from amberscan.common.kafka import ensure_topics
 from amberscan.common.registry import make_current
 from amberscan.common.served_features import client_for
 from amberscan.common.settings import Settings, load_settings
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.model.classifier import Classifier, verdict
 from amberscan.tiler.mosaic import MOSAIC_NOTICE, Mosaic
 from amberscan.vision.crops import crops_for
@@ -613,7 +613,7 @@ def _buckets(after: dict[str, float], before: dict[str, float]) -> dict[str, int
 
 async def _drop(settings: Settings) -> None:
     from amberscan.common.blobstore import BlobStore
-    from amberscan.common.kafka import delete_topics
+    from amberscan.common.topic_admin import delete_topics
 
     await delete_topics(settings)
     async with Database(settings) as db:

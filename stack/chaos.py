@@ -314,7 +314,7 @@ class Run:
 
     async def prepare(self) -> None:
         from amberscan.common.blobstore import BlobStore
-        from amberscan.common.kafka import ensure_topics
+        from amberscan.common.topic_admin import ensure_topics
 
         await ensure_topics(self.settings)
         await BlobStore(self.settings).ensure_bucket()
@@ -434,7 +434,7 @@ class Run:
     async def cleanup(self) -> None:
         """Drop the run's topics, bucket and schema (the stack keeps running)."""
         from amberscan.common.db import Database
-        from amberscan.common.kafka import delete_topics
+        from amberscan.common.topic_admin import delete_topics
 
         await delete_topics(self.settings)
         async with Database(self.settings) as db:

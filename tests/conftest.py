@@ -69,7 +69,7 @@ async def stack_settings(base_settings: Settings) -> AsyncIterator[Settings]:
 async def _remove_test_state(settings: Settings) -> None:
     """Delete the test's topics and bucket: tests leave nothing behind."""
     from amberscan.common.blobstore import BlobStore
-    from amberscan.common.kafka import delete_topics
+    from amberscan.common.topic_admin import delete_topics
 
     await delete_topics(settings)
     BlobStore(settings).remove_bucket()

@@ -1,18 +1,22 @@
-"""Producing to and reading from the real broker, and HTTP servers on loopback, for tests of the
-streaming stages and the web app."""
+"""Producing to and reading from the real broker, the stages' consumer groups as the broker
+sees them, and HTTP servers on loopback, for tests of the streaming stages and the web app."""
 
 from __future__ import annotations
 
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from amberscan.common import topics
 from amberscan.common.settings import Settings
+from amberscan.common.stage import StageConfig
+from amberscan.common.topic_admin import admin_client
 
 
 async def produce(settings: Settings, topic: str, items: list[tuple[bytes, bytes]]) -> None:
@@ -51,6 +55,52 @@ async def read_all(settings: Settings, topic: str, expect: int, timeout: float =
     finally:
         await consumer.stop()
     return records
+
+
+def group_of(settings: Settings, service: str) -> str:
+    """The consumer group of the stage named `service` (unless it names a group of its own)."""
+    return StageConfig(service=service, source_topic="").group(settings)
+
+
+async def describe_group(
+    admin: AIOKafkaAdminClient, group: str
+) -> tuple[str, dict[str, list[int]]]:
+    """A consumer group's state ("Stable", "PreparingRebalance", "Empty", ...) and the
+    partitions (of its source topic) assigned to each of its members."""
+    [response] = await admin.describe_consumer_groups([group])
+    # (error, group, state, protocol type, protocol, members)
+    state, members = response.groups[0][2], response.groups[0][5]
+    return state, {
+        member[0]: sorted(
+            tp.partition
+            for tp in (
+                ConsumerProtocolMemberAssignment.decode(member[-1]).partitions()
+                if member[-1]
+                else []
+            )
+        )
+        for member in members
+    }
+
+
+async def group_members(settings: Settings, service: str) -> dict[str, list[int]]:
+    """The partitions (of its source topic) assigned to each member of a stage's group."""
+    async with admin_client(settings) as admin:
+        return (await describe_group(admin, group_of(settings, service)))[1]
+
+
+async def joined(settings: Settings, services: Sequence[str], members: int | None = None) -> bool:
+    """Whether each stage of `services` is in its consumer group: the group stable and every
+    partition of its source topic assigned (to `members` members, when given)."""
+    every = list(range(settings.topic_partitions))
+    async with admin_client(settings) as admin:
+        for service in services:
+            state, assigned = await describe_group(admin, group_of(settings, service))
+            if state != "Stable" or sorted(sum(assigned.values(), [])) != every:
+                return False
+            if members is not None and len(assigned) != members:
+                return False
+    return True
 
 
 def free_port() -> int:

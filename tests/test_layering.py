@@ -125,7 +125,7 @@ def environment_reads(path: Path) -> Iterator[int]:
 
 
 def top_of(path: Path, root: Path) -> str:
-    """The package or root module `path` belongs to: `common` for `common/kafka.py`, `keys`
+    """The package or root module `path` belongs to: `common` for `common/stage.py`, `keys`
     for `keys.py`, "" for the package's own `__init__.py`."""
     first = path.relative_to(root).parts[0]
     return "" if first == "__init__.py" else first.removesuffix(".py")
@@ -276,7 +276,7 @@ from . import tiles
     [
         ("from amberscan.common.settings import Settings\n", "imports amberscan.common.settings"),
         ("from amberscan.common import blobstore\n", "imports amberscan.common.blobstore"),
-        ("import amberscan.common.kafka\n", "imports amberscan.common.kafka"),
+        ("import amberscan.common.stage\n", "imports amberscan.common.stage"),
         ("from ..common.db import Database\n", "imports amberscan.common.db"),
         ("from .. import tiler\n", "imports amberscan.tiler: amberscan.tiler is not pure"),
         ("from amberscan.tiler.core import plan_scan\n", "imports amberscan.tiler.core"),
@@ -379,11 +379,11 @@ LAYERED = {
     "vision/crops.py": "from amberscan.geo.tiles import Tile\nfrom amberscan import keys\n",
     "model/detect.py": "from amberscan.vision.crops import load_crop\nfrom ..geo import tiles\n",
     "v1/messages_pb2.py": "from google.protobuf import descriptor\n",
-    "common/kafka.py": "from amberscan.v1 import messages_pb2\nfrom amberscan.model import detect\n",
-    "imagery/dates.py": "from amberscan.common.kafka import Stage\n",
+    "common/stage.py": "from amberscan.v1 import messages_pb2\nfrom amberscan.model import detect\n",
+    "imagery/dates.py": "from amberscan.common.stage import Stage\n",
     "tiler/core.py": "from amberscan.imagery.dates import normalize_date\n",
     "tiler/service.py": "from amberscan.tiler.core import plan_scan\nfrom . import core\n",
-    "web/app.py": "from amberscan.common import kafka\nfrom amberscan import keys, errors\n",
+    "web/app.py": "from amberscan.common import stage\nfrom amberscan import keys, errors\n",
     "cli/scan.py": "def run():\n    from amberscan.tiler import service\n    from amberscan import scanning\n",
     "scanning.py": "from amberscan.imagery import dates\nfrom amberscan.cli import scan\n",
 }

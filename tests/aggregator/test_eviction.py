@@ -17,8 +17,9 @@ import pytest
 
 from amberscan.aggregator.service import make_stage
 from amberscan.common import metrics, topics
-from amberscan.common.kafka import Stage, ensure_topics
 from amberscan.common.settings import Settings
+from amberscan.common.stage import Stage
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.geo.tiles import Tile
 from amberscan.v1 import messages_pb2 as pb
 from tests.aggregator.test_service import (
@@ -63,6 +64,12 @@ async def running(stage: Stage, detections: Detections) -> AsyncIterator[Callabl
         await detections.consumer.stop()
 
 
+def _held_open(stage: Stage, tile: Tile, scores: int) -> bool:
+    """Whether the aggregator holds `tile` open with `scores` of its scores."""
+    join = stage.join  # type: ignore[attr-defined]
+    return any(key[0] == tile.quadkey and len(t.scores) == scores for key, t in join.open.items())
+
+
 def _dropped(cause: str) -> float:
     return metrics.DROPPED_TILES.labels(cause)._value.get()  # type: ignore[no-any-return]
 
@@ -105,7 +112,9 @@ async def test_a_pause_upstream_longer_than_the_stale_limit_loses_no_tile(
     stage = make_stage(settings)
     detections = Detections(settings)
     async with running(stage, detections) as until:
-        await asyncio.sleep(4)  # nothing arrives: the model server is down, say
+        await until(lambda: _held_open(stage, LOST, scores=2))
+        # On purpose: nothing arrives for three stale limits (the model server is down, say).
+        await asyncio.sleep(3 * settings.aggregator_stale_s)
         await produce_to(settings, 0, scores_for(OTHER, [0.1]))  # the stream resumes
         await produce_to(settings, 0, held[2:])
         await until(lambda: LOST.quadkey in detections.tile_ids())

@@ -18,8 +18,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from amberscan.aggregator.service import make_stage
 from amberscan.common import topics
-from amberscan.common.kafka import Stage, ensure_topics
 from amberscan.common.settings import Settings
+from amberscan.common.stage import Stage
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.geo.tiles import Tile
 from amberscan.v1 import messages_pb2 as pb
 from tests.aggregator.test_core import scores_for as core_scores_for

@@ -9,9 +9,9 @@ import pytest
 
 from amberscan.classifier.service import replay
 from amberscan.common import topics
-from amberscan.common.kafka import ensure_topics
 from amberscan.common.registry import publish
 from amberscan.common.settings import Settings
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.model.classifier import train_classifier
 from amberscan.v1 import messages_pb2 as pb
 from tests.streams import produce, read_all

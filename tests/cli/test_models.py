@@ -14,8 +14,8 @@ import pytest
 
 from amberscan.classifier.service import make_stage, registry_classifiers
 from amberscan.common import registry, topics
-from amberscan.common.kafka import ensure_topics
 from amberscan.common.settings import Settings
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.model.dataset import list_labelled
 from amberscan.model.promotion import GATE_SHARE_RULE, in_gate_share
 from amberscan.v1 import messages_pb2 as pb
@@ -123,7 +123,7 @@ async def test_train_serves_nothing_the_gate_refuses_swapped_labels_and_a_promot
         report = json.loads(passed.stdout.strip().splitlines()[-1])
         assert report["promoted"] and report["by"] == "tester" and not report["forced"]
         assert report["gate"]["passed"] and report["gate"]["recall_change"]["value"] == 0
-        await asyncio.sleep(1.0)  # past the refresh interval
+        await asyncio.sleep(1.0)  # on purpose: past the classifier's 0.5 s refresh interval
         assert await scored_versions(settings, "after", 4, 8) == {good}  # no restart
     finally:
         stop.set()

@@ -571,7 +571,7 @@ def test_kafka_topics_are_the_project_topics(objects: list[dict[str, Any]]) -> N
     for topic in kafka_topics:
         name = topic["metadata"]["name"]
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == cluster["metadata"]["name"]
-        # As common/kafka.py ensure_topics creates them, from the same settings.
+        # As common/topic_admin.py ensure_topics creates them, from the same settings.
         assert topic["spec"]["partitions"] == int(config["AMBERSCAN_TOPIC_PARTITIONS"]), name
         retention = int(topic["spec"]["config"]["retention.ms"])
         assert retention == int(config["AMBERSCAN_TOPIC_RETENTION_MS"]), name

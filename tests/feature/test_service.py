@@ -15,9 +15,9 @@ import pytest
 from amberscan import keys
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
-from amberscan.common.kafka import ensure_topics
 from amberscan.common.model_client import FeatureClient
 from amberscan.common.settings import Settings
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.feature import service
 from amberscan.feature.tiles import TileImages
 from amberscan.modelserver.server import ModelServer, ServerOptions

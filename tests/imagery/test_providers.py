@@ -169,7 +169,7 @@ async def test_connection_refused_is_transient(unused_tcp_port: int) -> None:
 
 async def test_timeout_is_transient(serve: Serve, child_pngs) -> None:
     async def stuck(request: web.Request, tile: Tile) -> None:
-        await asyncio.sleep(2)
+        await asyncio.sleep(2)  # on purpose: answers long after the fetcher's 0.2 s timeout
         return None
 
     server = await serve(xyz_app(child_pngs, stuck))

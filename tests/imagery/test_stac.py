@@ -3,6 +3,7 @@ items' visual assets are COGs made from the shared tiles, served with range requ
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from amberscan.common.settings import Settings
 from amberscan.errors import TransientError
 from amberscan.geo.tiles import Tile
 from amberscan.imagery.providers import RasterOptions, SourceError, StacProvider
+from amberscan.imagery.providers.stac import REWALK_S
 from amberscan.tiler import demo
 from tests.imagery.rasters import Catalogue, Served, file_server, stac_api
 from tests.streams import free_port, served
@@ -81,9 +83,7 @@ async def test_discover_reports_only_items_newer_than_the_cursor(catalogue: Cata
     catalogue.write(items)
     await kept.scan_image(TILES[1], 18)
     catalogue.write([*items, catalogue.item(TILES[1], "2019-06-01")])
-    import asyncio
-
-    await asyncio.sleep(1.1)
+    await asyncio.sleep(REWALK_S + 0.1)  # on purpose: it walks again no sooner than REWALK_S
     read = await kept.scan_image(TILES[1], 18, vintage="2019-06-01")
     assert read.imagery_date == "2019-06-01" and read.coverage == 1.0
 

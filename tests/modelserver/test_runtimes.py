@@ -154,7 +154,7 @@ def test_auto_picks_openvino_where_exported_and_says_when_missing(
         "efficientnet-lite0", "pretrained", tmp_path, model_name="tf", version=1, openvino=False
     )
     assert load_runtime(tmp_path, "tf").runtime == "tensorflow"
-    with pytest.raises(FileNotFoundError, match="--runtime tensorflow"):
+    with pytest.raises(FileNotFoundError, match="AMBERSCAN_MODEL_SERVER_RUNTIME=tensorflow"):
         load_runtime(tmp_path, "tf", "openvino")
 
 

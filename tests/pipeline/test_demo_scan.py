@@ -15,10 +15,10 @@ from amberscan import scanning
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
-from amberscan.common.kafka import ensure_topics
 from amberscan.common.registry import make_current
 from amberscan.common.served_features import client_for
 from amberscan.common.settings import Settings
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.geo.tiles import Tile, pixel_area_m2
 from amberscan.model.classifier import Classifier
 from amberscan.tiler import demo

@@ -25,16 +25,15 @@ import pytest
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from amberscan import scanning
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
-from amberscan.common.kafka import ensure_topics
 from amberscan.common.registry import make_current
 from amberscan.common.served_features import client_for
 from amberscan.common.settings import Settings
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.model.classifier import Classifier
 from amberscan.tiler import demo
 from amberscan.v1 import messages_pb2 as pb
@@ -42,7 +41,7 @@ from amberscan.vision.crops import crops_for
 from amberscan.vision.imageio import decode_image
 from amberscan.vision.segment import segment
 from tests.pipeline.test_demo_scan import STAGES
-from tests.streams import read_all, served
+from tests.streams import group_members, read_all, served
 
 pytestmark = pytest.mark.stack
 
@@ -173,30 +172,6 @@ class Services:
             text = path.read_text(errors="replace").splitlines()[-lines:]
             parts.append(f"--- {path.name}\n" + "\n".join(text))
         return "\n".join(parts)
-
-
-async def group_members(settings: Settings, service: str) -> dict[str, list[int]]:
-    """The partitions (of its source topic) assigned to each member of a stage's group."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        [response] = await admin.describe_consumer_groups(
-            [f"{settings.topic_prefix}amberscan-{service}"]
-        )
-    finally:
-        await admin.close()
-    members = response.groups[0][5]  # (error, group, state, protocol type, protocol, members)
-    return {
-        member[0]: sorted(
-            tp.partition
-            for tp in (
-                ConsumerProtocolMemberAssignment.decode(member[-1]).partitions()
-                if member[-1]
-                else []
-            )
-        )
-        for member in members
-    }
 
 
 async def backlog(settings: Settings, service: str, topic: str) -> dict[int, int]:

@@ -28,14 +28,8 @@ from amberscan.model.classifier import Classifier
 from amberscan.modelserver.server import ModelServer, ServerOptions
 from amberscan.tiler import demo
 from tests.pipeline.test_demo_scan import STAGES
-from tests.pipeline.test_faults import (
-    Services,
-    group_members,
-    has_records,
-    prepare,
-    tile_server,
-    wait_for,
-)
+from tests.pipeline.test_faults import Services, has_records, prepare, tile_server, wait_for
+from tests.streams import group_members
 
 pytestmark = pytest.mark.stack
 

@@ -21,13 +21,15 @@ from amberscan import scanning
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
-from amberscan.common.kafka import ensure_topics
 from amberscan.common.served_features import client_for
 from amberscan.common.settings import Settings
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.v1 import messages_pb2 as pb
-from tests.streams import read_all
+from tests.streams import joined, read_all
 
 STAGES = ("tiler", "segmenter", "feature", "classifier", "aggregator", "sink")
+# Their consumer groups: the sink runs a second loop, on the dead letters.
+GROUPS = (*STAGES, "sink-dead-letters")
 # The stage that consumes each topic: its dead letters name it as their service.
 CONSUMER = {
     topics.SCAN_REQUESTS: "tiler",
@@ -106,7 +108,7 @@ async def running(settings: Settings) -> AsyncIterator[Pipeline]:
         }
         pipeline = Pipeline(settings, db, tasks)
         try:
-            await asyncio.sleep(3)  # every stage joins its group
+            await pipeline.until("every stage in its group", lambda: joined(settings, GROUPS), 120)
             pipeline.check_alive()
             yield pipeline
             pipeline.check_alive()

@@ -9,6 +9,7 @@ instead of dying with `AdminShutdown` or a pool timeout.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -21,17 +22,29 @@ pytestmark = pytest.mark.stack
 
 
 async def test_follow_survives_a_database_restart(
-    stack_settings: Settings, database: Database, capsys: pytest.CaptureFixture[str]
+    stack_settings: Settings,
+    database: Database,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with outage_proxy(database_address(stack_settings.database_url)) as proxy:
         via = stack_settings.model_copy(
             update={"database_url": database_url_via(stack_settings.database_url, proxy)}
         )
         async with Database(via) as followed:
+            answered = asyncio.Event()  # the follower has read the progress through the proxy
+            fetch = followed.fetch
+
+            async def fetched(query: str, *params: Any) -> list[tuple[Any, ...]]:
+                rows = await fetch(query, *params)
+                answered.set()
+                return rows
+
+            monkeypatch.setattr(followed, "fetch", fetched)
             follower = asyncio.create_task(
                 scanning.follow(followed, "s8", 3, timeout_s=120, progress=False, poll_s=0.1)
             )
-            await asyncio.sleep(1)
+            await asyncio.wait_for(answered.wait(), 30)
             await database.execute(
                 "INSERT INTO scan_tiles (scan_id, tile_id, status) VALUES ('s8', 'a', 'done')"
             )
@@ -40,6 +53,7 @@ async def test_follow_survives_a_database_restart(
                 "INSERT INTO scan_tiles (scan_id, tile_id, status, reason) VALUES "
                 "('s8', 'b', 'done', ''), ('s8', 'c', 'failed', 'segmenter: PNG truncated')"
             )
+            # On purpose: down for longer than a pooled connection is waited for.
             await asyncio.sleep(CONNECTION_WAIT_S + 3)
             assert not follower.done(), follower.result()
             await proxy.restore()  # back from its restart

@@ -12,8 +12,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from amberscan import keys
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
-from amberscan.common.kafka import ensure_topics
 from amberscan.common.settings import Settings
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.segmenter import service
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import decode_image

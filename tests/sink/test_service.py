@@ -21,14 +21,14 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from amberscan.common import metrics, topics
-from amberscan.common.db import CONNECTION_WAIT_S, Database
-from amberscan.common.kafka import ensure_topics
+from amberscan.common.db import Database
 from amberscan.common.settings import Settings
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.geo.tiles import Tile
 from amberscan.sink import service as sink
 from amberscan.v1 import messages_pb2 as pb
 from tests.outage import database_address, database_url_via, outage_proxy
-from tests.streams import produce, read_all
+from tests.streams import joined, produce, read_all
 
 pytestmark = pytest.mark.stack
 
@@ -190,7 +190,8 @@ async def test_a_failure_status_survives_a_database_outage(
             update={"database_url": database_url_via(settings.database_url, proxy)}
         )
         async with running_sink(via) as task:
-            await asyncio.sleep(3)  # both loops joined their groups
+            await until(lambda: joined(settings, ["sink", "sink-dead-letters"]), task)
+            before = _retries("sink-dead-letters")
             await proxy.cut()  # PostgreSQL is down
             await produce(
                 settings,
@@ -202,8 +203,9 @@ async def test_a_failure_status_survives_a_database_outage(
                     )
                 ],
             )
-            # Longer than a caller waits for a pooled connection: the sink meets the outage.
-            await asyncio.sleep(CONNECTION_WAIT_S + 4)
+            # The sink meets the outage (a caller waits up to CONNECTION_WAIT_S for a pooled
+            # connection) and retries the dead letter, rather than dead-lettering it again.
+            await until(lambda: _retried("sink-dead-letters", before), task)
             assert await progress(database, "s5") == []
             await proxy.restore()  # PostgreSQL is back
             await until(lambda: _failed(database, "s5"), task, timeout=120)
@@ -211,6 +213,14 @@ async def test_a_failure_status_survives_a_database_outage(
     assert tile == TILE.quadkey and reason == "segmenter: PNG truncated"
     # Nothing was dead-lettered again: the only dead letter is the one produced above.
     assert len(await read_all(settings, topics.DEAD_LETTERS, expect=2, timeout=3)) == 1
+
+
+def _retries(service: str) -> float:
+    return float(metrics.RETRIES.labels(service)._value.get())
+
+
+async def _retried(service: str, before: float) -> bool:
+    return _retries(service) > before
 
 
 async def test_an_unreadable_dead_letter_is_counted_and_the_sink_goes_on(

@@ -15,8 +15,9 @@ from pathlib import Path
 from aiokafka.structs import ConsumerRecord
 
 from amberscan.common import topics
-from amberscan.common.kafka import Failure, Output, Stage, StageConfig, stop_on_signals
+from amberscan.common.records import Failure, Output
 from amberscan.common.settings import Settings
+from amberscan.common.stage import Stage, StageConfig, stop_on_signals
 from amberscan.errors import PoisonMessage
 from amberscan.v1 import messages_pb2 as pb
 
@@ -58,9 +59,9 @@ def make_stage(
             blocked = True
             time.sleep(block_s)  # on purpose: a handler that starves the loop
         if slow_s:
-            await asyncio.sleep(slow_s)
+            await asyncio.sleep(slow_s)  # on purpose: a slow record (a busy model server)
         if uneven:
-            await asyncio.sleep((record.offset * 7 % 5) * 0.2)
+            await asyncio.sleep((record.offset * 7 % 5) * 0.2)  # on purpose: out of order
         detection = pb.Detection(tile_id=tile.tile_id, scan_id=tile.scan_id)
         return [Output(topics.DETECTIONS, tile.tile_id.encode(), detection.SerializeToString())]
 

@@ -1,4 +1,4 @@
-"""Faults of the Kafka loop (common/kafka.py) against the real broker (#10, defects 2 and 3).
+"""Faults of the Kafka loop (common/stage.py) against the real broker (#10, defects 2 and 3).
 
 Written by the chaos engineer for the integrator's loop: a transient failure that outlasts the
 retries (a model server down for longer than they last) must neither dead-letter the records nor
@@ -14,9 +14,11 @@ import time
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from amberscan.common import topics
-from amberscan.common.kafka import Output, Stage, StageConfig, ensure_topics
+from amberscan.common import metrics, topics
+from amberscan.common.records import Output
 from amberscan.common.settings import Settings
+from amberscan.common.stage import Stage, StageConfig
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.errors import TransientError
 from amberscan.v1 import messages_pb2 as pb
 from tests.stack.test_kafka_loop import committed, detections_of, tile
@@ -49,10 +51,18 @@ async def test_a_long_transient_outage_holds_no_rebalance_and_loses_nothing(
     down = asyncio.Event()
     down.set()  # the model server is down from the start, longer than the retries last
     first, second = flaky_stage(settings, down), flaky_stage(settings, down)
+    rewinds = metrics.REWINDS.labels("flaky")
+    before = rewinds._value.get()
     stop = asyncio.Event()
     tasks = [asyncio.create_task(first.run(stop))]
     try:
-        await asyncio.sleep(8)  # well past the retries: the partitions are rewound and paused
+        # Past the retries: failing records' partitions are rewound and paused (as many rewinds
+        # as there are partitions).
+        deadline = time.monotonic() + 60
+        while rewinds._value.get() - before < settings.topic_partitions:
+            assert time.monotonic() < deadline, "the partitions were not rewound"
+            assert not tasks[0].done(), tasks[0]
+            await asyncio.sleep(0.2)
         assert not tasks[0].done(), tasks[0]
         joined = time.monotonic()
         tasks.append(asyncio.create_task(second.run(stop)))

@@ -14,10 +14,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from amberscan.common import topics
-from amberscan.common.kafka import ensure_topics
 from amberscan.common.settings import Settings
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.v1 import messages_pb2 as pb
-from tests.streams import produce, read_all
+from tests.streams import joined, produce, read_all
 
 sys.path.insert(0, str(Path(__file__).parent))
 from echo_stage import make_stage  # noqa: E402
@@ -232,7 +232,11 @@ async def test_a_commit_refused_after_the_group_moved_on_is_dropped_not_fatal(
             assert not task.done(), f"the stage exited: {task}"
             assert time.monotonic() < deadline, "not every record was committed"
             await asyncio.sleep(1)
-        await asyncio.sleep(3)  # the blocked stage has rejoined by now, and is still running
+        # The blocked stage rejoins its group beside the peer, and is still running.
+        while not await joined(stack_settings, ["echo"], members=2):
+            assert not task.done(), f"the stage exited: {task}"
+            assert time.monotonic() < deadline, "the blocked stage never rejoined"
+            await asyncio.sleep(0.5)
         assert not task.done(), task
     finally:
         peer.send_signal(signal.SIGTERM)

@@ -8,9 +8,9 @@ import urllib.request
 import pytest
 
 from amberscan.common import topics
-from amberscan.common.kafka import ensure_topics
 from amberscan.common.metrics import serve_metrics
 from amberscan.common.settings import Settings
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.v1 import messages_pb2 as pb
 from tests.stack.echo_stage import make_stage
 from tests.streams import free_port, produce, read_all

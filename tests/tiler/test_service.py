@@ -17,8 +17,8 @@ from rasterio.io import MemoryFile
 from amberscan import keys
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
-from amberscan.common.kafka import ensure_topics
 from amberscan.common.settings import Settings
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.errors import PoisonMessage
 from amberscan.geo.tiles import Tile
 from amberscan.imagery.providers import Fetcher, XyzProvider

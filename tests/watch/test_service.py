@@ -16,8 +16,8 @@ from shapely import geometry as sg
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
-from amberscan.common.kafka import ensure_topics
 from amberscan.common.settings import Settings
+from amberscan.common.topic_admin import ensure_topics
 from amberscan.tiler import demo
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.watch import service, store

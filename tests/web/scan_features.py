@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from amberscan.common import kafka, registry, topics
+from amberscan.common import registry, topic_admin, topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.served_features import client_for, served_backbone
 from amberscan.common.settings import Settings
@@ -75,7 +75,7 @@ async def produce_scan_features(seeded: Seeded, per_tile: int = 3) -> list[pb.Su
                 mining.append(int(name.startswith("positive")))
     vectors = np.array([m.vector for m in messages])
     await publish_classifier(settings, vectors, mining, backbone)
-    await kafka.ensure_topics(settings, [topics.FEATURES])
+    await topic_admin.ensure_topics(settings, [topics.FEATURES])
     await streams.produce(
         settings,
         topics.FEATURES,

@@ -15,6 +15,7 @@ finished tile are ignored rather than holding commits back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -24,8 +25,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from amberscan.aggregator.core import DroppedTile, TileJoin
 from amberscan.common import metrics, topics
-from amberscan.common.kafka import Output, Stage, StageConfig, decode_message, describer
+from amberscan.common.records import Output, decode_message, describer
 from amberscan.common.settings import Settings
+from amberscan.common.stage import Stage, StageConfig
 from amberscan.v1 import messages_pb2 as pb
 
 SERVICE = "aggregator"
@@ -120,6 +122,6 @@ def make_stage(settings: Settings) -> Stage:
     return stage
 
 
-async def run(settings: Settings, stop) -> None:  # type: ignore[no-untyped-def]
+async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Run the aggregator until `stop` is set."""
     await make_stage(settings).run(stop)

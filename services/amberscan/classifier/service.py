@@ -26,8 +26,10 @@ from aiokafka.structs import ConsumerRecord
 
 from amberscan.classifier.core import Classifiers, score_messages
 from amberscan.common import topics
-from amberscan.common.kafka import Output, Result, Stage, StageConfig, decode_message, describer
+from amberscan.common.handling import Result
+from amberscan.common.records import Output, decode_message, describer
 from amberscan.common.settings import Settings
+from amberscan.common.stage import Stage, StageConfig
 from amberscan.errors import PoisonMessage
 from amberscan.model.classifier import Classifier
 from amberscan.v1 import messages_pb2 as pb

@@ -45,8 +45,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan.classifier.service import replay
     from amberscan.common import registry
     from amberscan.common.db import Database
-    from amberscan.common.kafka import ensure_topics, stop_on_signals
     from amberscan.common.logs import configure_logging
+    from amberscan.common.stage import stop_on_signals
+    from amberscan.common.topic_admin import ensure_topics
 
     configure_logging("replay", settings.log_level, settings.log_json)
 

@@ -39,7 +39,7 @@ def add_parser(sub: options.Subparsers) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan import scanning
     from amberscan.common.db import Database
-    from amberscan.common.kafka import ensure_topics
+    from amberscan.common.topic_admin import ensure_topics
 
     request = scan_request(args)
 

@@ -23,9 +23,6 @@ STAGES = {
     "web": "amberscan.web.app",
     "watch": "amberscan.watch.service",
 }
-# The model server: module with `main(argv, settings)`. Imported only when served; its runtime,
-# threads and batching come from the settings (AMBERSCAN_MODEL_SERVER_*).
-MODEL_SERVER = "amberscan.modelserver.server"
 
 
 def add_parser(sub: options.Subparsers) -> None:
@@ -39,23 +36,30 @@ def add_parser(sub: options.Subparsers) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.server in STAGES:
         return serve_stage(args.server, settings)
-    server = importlib.import_module(MODEL_SERVER)
-    argv = [
-        "--model-dir",
-        str(args.model_dir or settings.model_dir),
-        "--name",
+    return serve_model(args, settings)
+
+
+def serve_model(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the model server until SIGTERM or SIGINT: its model and address from the flags or
+    the settings, its runtime, threads and batching from the settings (AMBERSCAN_MODEL_SERVER_*).
+    """
+    from amberscan.modelserver.server import ServerOptions, run_server
+
+    return run_server(
+        args.model_dir or settings.model_dir,
         args.name or settings.backbone_name,
-        "--address",
         args.address or settings.model_server,
-    ]
-    return int(server.main(argv, settings) or 0)
+        ServerOptions.from_settings(settings),
+        settings,
+    )
 
 
 def serve_stage(name: str, settings: Settings) -> int:
     """Run the stage `name` until SIGTERM or SIGINT, with its topics, logs and metrics."""
-    from amberscan.common.kafka import ensure_topics, stop_on_signals
     from amberscan.common.logs import configure_logging
     from amberscan.common.metrics import serve_metrics
+    from amberscan.common.stage import stop_on_signals
+    from amberscan.common.topic_admin import ensure_topics
 
     configure_logging(name, settings.log_level, settings.log_json)
     serve_metrics(settings.metrics_port)

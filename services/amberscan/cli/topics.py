@@ -17,7 +17,7 @@ def add_parser(sub: options.Subparsers) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    from amberscan.common.kafka import ensure_topics
+    from amberscan.common.topic_admin import ensure_topics
 
     asyncio.run(ensure_topics(settings))
     print(f"topics ready on {settings.kafka_bootstrap} (prefix {settings.topic_prefix!r})")

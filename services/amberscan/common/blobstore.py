@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import Callable
+from typing import TypeVar
 
 import urllib3
 from minio import Minio
@@ -17,6 +19,8 @@ from minio.error import S3Error
 from amberscan import keys
 from amberscan.common.settings import Settings
 from amberscan.errors import PoisonMessage, TransientError
+
+T = TypeVar("T")
 
 
 class MissingBlob(PoisonMessage):
@@ -142,7 +146,7 @@ class BlobStore:
             f"list {prefix}",
         )
 
-    async def _call(self, fn, what: str):  # type: ignore[no-untyped-def]
+    async def _call(self, fn: Callable[[], T], what: str) -> T:
         try:
             return await asyncio.to_thread(fn)
         except S3Error as error:

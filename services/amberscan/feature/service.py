@@ -28,9 +28,11 @@ from numpy.typing import NDArray
 
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
-from amberscan.common.kafka import Output, Result, Stage, StageConfig, decode_message, describer
+from amberscan.common.handling import Result
 from amberscan.common.model_client import FeatureClient, ModelMetadata, ModelServerError
+from amberscan.common.records import Output, decode_message, describer
 from amberscan.common.settings import Settings
+from amberscan.common.stage import Stage, StageConfig
 from amberscan.errors import ModelContractError, PoisonMessage, TransientError
 from amberscan.feature.core import cut_crop, features_message, requested_version, superpixel_name
 from amberscan.feature.tiles import TileImages

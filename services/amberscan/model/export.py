@@ -92,7 +92,7 @@ def build_backbone(name: str, weights: str | Path, *, seed: int = 0) -> tuple[ke
 
 def _serving_module(
     model: keras.Model, name: str, input_size: int, crop_size: int, views: int = 1
-) -> Any:
+) -> tf.Module:
     """A tf.Module holding the model's variables and `serve`, the signature's function."""
     dihedral = DIHEDRAL_VIEWS[views]
 

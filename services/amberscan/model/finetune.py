@@ -240,6 +240,7 @@ def finetune(
     def make_step(
         variables: list[tf.Variable], optimizer: keras.optimizers.Optimizer
     ) -> Callable[..., tf.Tensor]:
+        # TensorFlow ships no annotations: tf.function is an untyped decorator returning Any.
         @tf.function(reduce_retracing=True)  # type: ignore[untyped-decorator]
         def step(x: tf.Tensor, target: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
             x = augment(x, config, seed)
@@ -251,7 +252,7 @@ def finetune(
             optimizer.apply_gradients(zip(grads, variables, strict=True))
             return loss
 
-        return step  # type: ignore[no-any-return]
+        return step  # type: ignore[no-any-return]  # tf.function's result, untyped (above)
 
     head_step = make_step(
         head.trainable_variables, keras.optimizers.Adam(config.head_learning_rate)

@@ -281,7 +281,8 @@ class OpenVinoRuntime:
         if not ir.is_file():
             raise FileNotFoundError(
                 f"{ir} missing: export the backbone with `amberscan export-backbone` (it writes the "
-                f"OpenVINO model), or serve this version with --runtime tensorflow"
+                "OpenVINO model), or serve this version with "
+                "AMBERSCAN_MODEL_SERVER_RUNTIME=tensorflow"
             )
         self.signature_defs = signature_defs(self.path)
         self.inputs = {key: _specs_of(sig) for key, sig in self.signature_defs.items()}
@@ -374,7 +375,7 @@ def load_runtime(
     if precision == "int8":
         raise ValueError(
             f"precision int8 needs the OpenVINO runtime, but {path} is served by TensorFlow "
-            f"(float32): use --runtime openvino on an export made with --int8"
+            "(float32): use AMBERSCAN_MODEL_SERVER_RUNTIME=openvino on an export made with --int8"
         )
     if threads:
         import tensorflow as tf

@@ -7,10 +7,10 @@ and its "latest N" `model_version_policy`, N = 2 by default), and looks for new 
 `poll_s` as TF Serving's file-system poll does: a request that names a version
 (`model_spec.version`) gets that one, any other the newest. So during a rollout the version the
 current classifier was trained on stays loaded beside the new one, and each tile's superpixels
-go to the backbone its classifier needs. ``tensorflow.serving.PredictionService`` (Predict and GetModelMetadata; the
-other methods answer UNIMPLEMENTED) and the standard gRPC health service, which reports SERVING
-once the model is loaded. Clients written against it work unchanged against the official TF
-Serving image (see ``docker/tfserving``), which stays the GPU path.
+go to the backbone its classifier needs. It answers ``tensorflow.serving.PredictionService``
+(Predict and GetModelMetadata; the other methods answer UNIMPLEMENTED) and the standard gRPC
+health service, which reports SERVING once the model is loaded. Clients written against it work
+unchanged against the official TF Serving image (see ``docker/tfserving``), the GPU path.
 
 Inference runs on a fixed pool of worker threads (`workers`), never on the event loop, so health
 checks and metadata answer while a batch is computed; requests beyond `max_concurrent` wait their
@@ -42,7 +42,6 @@ from amberscan.common.settings import Settings
 from amberscan.modelserver.batching import Batcher
 from amberscan.modelserver.runtimes import (
     DEFAULT_SIGNATURE,
-    PRECISIONS,
     ContractViolation,
     Runtime,
     check_inputs,
@@ -52,7 +51,15 @@ from amberscan.modelserver.runtimes import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ModelServer", "PredictionServicer", "ServerOptions", "main", "serve", "versions"]
+__all__ = [
+    "ModelServer",
+    "PredictionServicer",
+    "ServerOptions",
+    "main",
+    "run_server",
+    "serve",
+    "versions",
+]
 
 DEFAULT_ADDRESS = "127.0.0.1:18500"
 SERVICE_NAME = "tensorflow.serving.PredictionService"
@@ -393,56 +400,18 @@ async def serve(
         await server.stop()
 
 
-def main(argv: list[str] | None = None, settings: Settings | None = None) -> int:
-    """Run the model server until SIGTERM or SIGINT; returns the process exit code.
-
-    Defaults come from `settings` (AMBERSCAN_MODEL_SERVER_*); flags override them.
-    """
+def run_server(
+    model_dir: Path, name: str, address: str, options: ServerOptions, settings: Settings
+) -> int:
+    """Run the model server with its logs and metrics until SIGTERM or SIGINT; returns the
+    process exit code (2: no model to serve, 1: it could not bind or load)."""
     from amberscan.common.logs import configure_logging
     from amberscan.common.metrics import serve_metrics
-    from amberscan.common.settings import load_settings
 
-    settings = settings or load_settings()
-    defaults = ServerOptions.from_settings(settings)
-    parser = argparse.ArgumentParser(
-        prog="amberscan serve model-server", description="TF Serving API model server"
-    )
-    parser.add_argument("--model-dir", type=Path, default=settings.model_dir)
-    parser.add_argument("--name", default=settings.backbone_name, help="ModelSpec.name")
-    parser.add_argument("--address", default=settings.model_server, help="host:port to listen on")
-    parser.add_argument(
-        "--runtime",
-        default=defaults.runtime,
-        choices=["auto", "tensorflow", "openvino"],
-        help="auto: OpenVINO where the version has its OpenVINO export, else TensorFlow",
-    )
-    parser.add_argument(
-        "--precision",
-        default=defaults.precision,
-        choices=list(PRECISIONS),
-        help="OpenVINO: auto serves the export's INT8 backbone where it has one, else f32",
-    )
-    parser.add_argument("--threads", type=int, default=defaults.threads, help="0: every core")
-    parser.add_argument("--streams", type=int, default=defaults.streams, help="OpenVINO streams")
-    parser.add_argument("--max-batch", type=int, default=defaults.max_batch)
-    parser.add_argument("--batch-timeout-ms", type=float, default=defaults.batch_timeout_s * 1000)
-    parser.add_argument("--workers", type=int, default=defaults.workers)
-    args = parser.parse_args(argv)
     configure_logging("model-server", settings.log_level, settings.log_json)
     serve_metrics(settings.metrics_port)
-    options = ServerOptions(
-        runtime=args.runtime,
-        precision=args.precision,
-        threads=args.threads,
-        streams=args.streams,
-        max_batch=args.max_batch,
-        batch_timeout_s=args.batch_timeout_ms / 1000,
-        workers=args.workers,
-        keep_versions=defaults.keep_versions,
-        poll_s=defaults.poll_s,
-    )
-    if not versions(args.model_dir, args.name):
-        log.error("no SavedModel under %s/%s/<version>/", args.model_dir, args.name)
+    if not versions(model_dir, name):
+        log.error("no SavedModel under %s/%s/<version>/", model_dir, name)
         return 2
 
     async def run() -> None:
@@ -450,14 +419,31 @@ def main(argv: list[str] | None = None, settings: Settings | None = None) -> int
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve(args.model_dir, args.name, args.address, stop, options)
+        await serve(model_dir, name, address, stop, options)
 
     try:
         asyncio.run(run())
     except Exception:  # noqa: BLE001 - a server that cannot bind or load exits 1 with the reason
-        log.exception("model server %s on %s failed", args.name, args.address)
+        log.exception("model server %s on %s failed", name, address)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m amberscan.modelserver.server`: the model and address from the flags (defaults
+    from the settings), all else from the settings (AMBERSCAN_MODEL_SERVER_*), as `serve` does."""
+    from amberscan.common.settings import load_settings
+
+    settings = load_settings()
+    parser = argparse.ArgumentParser(
+        prog="python -m amberscan.modelserver.server", description="TF Serving API model server"
+    )
+    parser.add_argument("--model-dir", type=Path, default=settings.model_dir)
+    parser.add_argument("--name", default=settings.backbone_name, help="ModelSpec.name")
+    parser.add_argument("--address", default=settings.model_server, help="host:port to listen on")
+    args = parser.parse_args(argv)
+    options = ServerOptions.from_settings(settings)
+    return run_server(args.model_dir, args.name, args.address, options, settings)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,9 @@ from aiokafka.structs import ConsumerRecord
 
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
-from amberscan.common.kafka import Output, Stage, StageConfig, decode_message, describer
+from amberscan.common.records import Output, decode_message, describer
 from amberscan.common.settings import Settings
+from amberscan.common.stage import Stage, StageConfig
 from amberscan.errors import PoisonMessage
 from amberscan.segmenter.core import segment_tile, superpixel_messages
 from amberscan.v1 import messages_pb2 as pb

@@ -15,14 +15,16 @@ one that cannot be read or stored is logged and counted
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka.structs import ConsumerRecord
 
 from amberscan.common import metrics, topics
 from amberscan.common.db import Database, database_errors
-from amberscan.common.kafka import Output, Stage, StageConfig, decode_message, describer
+from amberscan.common.records import Output, decode_message, describer
 from amberscan.common.settings import Settings
+from amberscan.common.stage import Stage, StageConfig
 from amberscan.errors import TransientError
 from amberscan.sink.core import (
     UPSERT_DETECTION,
@@ -124,9 +126,7 @@ def make_stages(settings: Settings, db: Database) -> list[Stage]:
     ]
 
 
-async def run(settings: Settings, stop) -> None:  # type: ignore[no-untyped-def]
+async def run(settings: Settings, stop: asyncio.Event) -> None:
     """Run both sink loops until `stop` is set."""
-    import asyncio
-
     async with Database(settings) as db:
         await asyncio.gather(*(stage.run(stop) for stage in make_stages(settings, db)))

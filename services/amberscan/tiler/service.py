@@ -41,8 +41,10 @@ from amberscan import keys
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
-from amberscan.common.kafka import Failure, Handler, Output, Stage, StageConfig, dead_letter
+from amberscan.common.handling import Handler
+from amberscan.common.records import Failure, Output, dead_letter
 from amberscan.common.settings import RASTER_MIN_COVERAGE, Settings
+from amberscan.common.stage import Stage, StageConfig
 from amberscan.errors import InvalidInput, PoisonMessage
 from amberscan.geo.tiles import DEFAULT_MAX_TILES, Tile
 from amberscan.imagery.dates import date_in_range
@@ -61,9 +63,10 @@ class OutsideDates(PoisonMessage):
 def decode_request(record: ConsumerRecord) -> pb.ScanRequest:
     where = f"{record.topic}/{record.partition}@{record.offset}"
     try:
-        return pb.ScanRequest.FromString(record.value or b"")
+        request: pb.ScanRequest = pb.ScanRequest.FromString(record.value or b"")
     except Exception as error:  # noqa: BLE001 - protobuf raises several types
         raise PoisonMessage(f"{where}: not a ScanRequest message ({error})") from None
+    return request
 
 
 def describe_request(record: ConsumerRecord) -> Failure:

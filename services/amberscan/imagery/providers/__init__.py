@@ -8,6 +8,8 @@ Tile servers — `xyz` (any z/x/y template), `bing` (Bing Maps), `local` (a z/x/
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import aiohttp
 
 from amberscan.common.settings import Settings
@@ -130,7 +132,7 @@ def provider_for(
     raise PoisonMessage(f"unknown imagery provider {name!r} (known: {', '.join(PROVIDERS)})")
 
 
-def _s3_lister(settings: Settings):  # type: ignore[no-untyped-def]
+def _s3_lister(settings: Settings) -> Callable[[str, str], list[str]]:
     def list_keys(bucket: str, prefix: str) -> list[str]:
         from amberscan.common.blobstore import BlobStore
 

@@ -1,4 +1,4 @@
-"""The consume → process → produce loop every streaming service runs, and topic administration.
+"""The stage engine: the consume → handle → produce → commit loop every streaming service runs.
 
 At-least-once. A record's offset is committed only after every message produced for it (its
 outputs, or its dead letter) is acknowledged by the broker, and only once every earlier record of
@@ -12,17 +12,17 @@ partition's outputs keep the order of its inputs. A stage may handle a whole bat
 (`batch_handler`: one model-server request, one XGBoost call).
 
 Failures:
-- poison input (`PoisonMessage`, a domain `InvalidInput`, or an unexpected exception) becomes a
-  dead letter with its reason and origin, and the stream goes on;
-- an output larger than the topic's `max.message.bytes` is a dead letter too, never a crash;
-- a transient failure is retried under the shared `RetryPolicy` (bounded, jittered, honouring
-  Retry-After). A record still failing after that is not dead-lettered (a model-server restart
-  must not lose tiles): its partition is rewound to it and paused for a backoff, so it comes back
-  later, and nothing waits on it meanwhile — no lock, no stalled rebalance.
+- poison input and outputs too large for their topic become dead letters, and transient
+  failures are retried under the shared `RetryPolicy`, by the stage's `Handling` (`handling.py`);
+- a record still failing transiently after its retries is not dead-lettered (a model-server
+  restart must not lose tiles): its partition is rewound to it and paused for a backoff, so it
+  comes back later, and nothing waits on it meanwhile — no lock, no stalled rebalance.
 - a rebalance waits at most `revoke_grace_s` for in-flight batches of the revoked partitions to
   finish and commit; what is still running then is abandoned uncommitted (the new owner redoes it;
   duplicates downstream are harmless). A commit the group refuses because it has moved on is
   logged and counted, never fatal.
+
+Topics are created by `topic_admin.py`; outputs, dead letters and decoding are in `records.py`.
 """
 
 from __future__ import annotations
@@ -32,91 +32,24 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from amberscan.common import metrics, topics
+from amberscan.common.handling import BatchHandler, Handler, Handling, Result, Retry
+from amberscan.common.records import RECORD_OVERHEAD, Failure
 from amberscan.common.retry import RetryPolicy
 from amberscan.common.settings import Settings
-from amberscan.errors import InvalidInput, PoisonMessage, TransientError
-from amberscan.v1 import messages_pb2 as pb
 
 log = logging.getLogger(__name__)
 
-_TOPIC_ALREADY_EXISTS = 36
-# Bytes a record needs beyond its key and value (record and batch headers), kept free when
-# checking an output against the topic's max.message.bytes.
-_RECORD_OVERHEAD = 512
 # Bytes of records sent to one partition in one batch (a poll's ~30 feature vectors of 5 KB).
 _BATCH_BYTES = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Output:
-    """One message to produce: topic base name (without prefix), key and serialized value."""
-
-    topic: str
-    key: bytes
-    value: bytes
-
-
-@dataclass(frozen=True)
-class Failure:
-    """What a handler knows of a poison record, for its dead letter."""
-
-    tile_id: str = ""
-    scan_id: str = ""
-
-
-@dataclass(frozen=True)
-class Retry:
-    """A record whose transient failure outlasted the retry policy: it comes back later."""
-
-    error: BaseException
-
-
-# What handling one record gives: its outputs, or the error that stopped it.
-Result = Sequence[Output] | BaseException
-Handler = Callable[[ConsumerRecord], Awaitable[Sequence[Output]]]
-# One result per record, in order; a per-record error goes in its place, not raised.
-BatchHandler = Callable[[list[ConsumerRecord]], Awaitable[Sequence[Result]]]
-M = TypeVar("M")
-
-
-def decode_message(record: ConsumerRecord, cls: type[M], problem: Callable[[M], str]) -> M:
-    """The record's value as a `cls` message, or PoisonMessage saying where and what is wrong.
-
-    `problem` returns "" for a usable message, else what makes it unusable.
-    """
-    where = f"{record.topic}/{record.partition}@{record.offset}"
-    try:
-        message: M = cls.FromString(record.value or b"")  # type: ignore[attr-defined]
-    except Exception as error:  # noqa: BLE001 - protobuf raises several types
-        raise PoisonMessage(f"{where}: not a {cls.__name__} message ({error})") from None
-    if reason := problem(message):
-        raise PoisonMessage(f"{where}: {reason}")
-    return message
-
-
-def describer(cls: type[M], ids: Callable[[M], Any]) -> Callable[[ConsumerRecord], Failure]:
-    """A `describe` for StageConfig: the (tile id, scan id) `ids` reads from a `cls` message, or
-    the record's key when the value does not decode."""
-
-    def describe(record: ConsumerRecord) -> Failure:
-        try:
-            tile_id, scan_id = ids(cls.FromString(record.value or b""))  # type: ignore[attr-defined]
-            return Failure(tile_id=tile_id, scan_id=scan_id)
-        except Exception:  # noqa: BLE001 - the record is poison; describe it as well as we can
-            return Failure(tile_id=(record.key or b"").decode(errors="replace"))
-
-    return describe
 
 
 @dataclass
@@ -150,83 +83,6 @@ class StageConfig:
         return self.group_id or f"{settings.topic_prefix}amberscan-{self.service}"
 
 
-def topic_configs(settings: Settings) -> dict[str, str]:
-    """The configuration of every topic amberscan creates, from the settings."""
-    return {
-        "retention.ms": str(settings.topic_retention_ms),
-        "min.insync.replicas": str(settings.topic_min_insync_replicas),
-        "max.message.bytes": str(settings.topic_max_message_bytes),
-    }
-
-
-async def ensure_topics(settings: Settings, names: Sequence[str] = topics.ALL_TOPICS) -> None:
-    """Create the project's topics if missing, with the configured partitions, replicas,
-    retention, in-sync replicas and largest record."""
-    if settings.topic_min_insync_replicas > settings.topic_replication_factor:
-        raise ValueError(
-            f"topic_min_insync_replicas {settings.topic_min_insync_replicas} is more than "
-            f"topic_replication_factor {settings.topic_replication_factor}: no write could succeed"
-        )
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        new = [
-            NewTopic(
-                name=topics.topic_name(settings.topic_prefix, name),
-                num_partitions=settings.topic_partitions,
-                replication_factor=settings.topic_replication_factor,
-                topic_configs=topic_configs(settings),
-            )
-            for name in names
-        ]
-        response = await admin.create_topics(new, timeout_ms=30_000)
-        for topic, code, *rest in response.topic_errors:
-            if code not in (0, _TOPIC_ALREADY_EXISTS):
-                raise RuntimeError(f"creating topic {topic}: Kafka error {code} {rest}")
-    finally:
-        await admin.close()
-
-
-async def delete_topics(settings: Settings) -> None:
-    """Delete every topic named with the settings' prefix (tests, benchmarks and chaos runs clean
-    up with this); refuses an empty prefix, which would name every topic of the cluster."""
-    if not settings.topic_prefix:
-        raise ValueError("delete_topics needs a topic prefix: an empty one names every topic")
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        mine = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
-        if mine:
-            await admin.delete_topics(mine)
-    finally:
-        await admin.close()
-
-
-def dead_letter(
-    record: ConsumerRecord, service: str, error: BaseException, failure: Failure
-) -> pb.DeadLetter:
-    """The dead letter of `record`: the reason, where it came from, and its original bytes."""
-    failed_at = Timestamp()
-    failed_at.GetCurrentTime()
-    return pb.DeadLetter(
-        reason=str(error) or type(error).__name__,
-        error_type=type(error).__name__,
-        service=service,
-        origin_topic=record.topic,
-        origin_partition=record.partition,
-        origin_offset=record.offset,
-        key=record.key or b"",
-        value=record.value or b"",
-        tile_id=failure.tile_id,
-        scan_id=failure.scan_id,
-        failed_at=failed_at,
-    )
-
-
-class OutputTooLarge(PoisonMessage):
-    """An output that no broker would accept on its topic (larger than max.message.bytes)."""
-
-
 @dataclass(eq=False)
 class _Batch:
     """One poll: its records by partition, the partitions' epochs then, and its handling."""
@@ -255,7 +111,7 @@ class Stage:
     """Runs one service's loop until `stop` is set.
 
     Give it `handler` (one record → its outputs) or `batch_handler` (a poll's records → one
-    result each), not both.
+    result each), not both; `handling` runs it, with the retries and the dead letters.
     """
 
     def __init__(
@@ -270,9 +126,10 @@ class Stage:
             raise ValueError("a Stage takes a handler or a batch_handler, not both or neither")
         self.settings = settings
         self.config = config
-        self.handler = handler
-        self.batch_handler = batch_handler
         self.policy = RetryPolicy.from_settings(settings)
+        self.handling = Handling(
+            settings, config.service, config.describe, self.policy, handler, batch_handler
+        )
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._committed: dict[TopicPartition, int] = {}
@@ -283,6 +140,15 @@ class Stage:
         self._revoking: set[TopicPartition] = set()
         self._in_flight: deque[_Batch] = deque()
 
+    @property
+    def batch_handler(self) -> BatchHandler | None:
+        """The batch handler `handling` runs (the classifier's replay wraps it to count)."""
+        return self.handling.batch_handler
+
+    @batch_handler.setter
+    def batch_handler(self, batch_handler: BatchHandler | None) -> None:
+        self.handling.batch_handler = batch_handler
+
     def topic(self, base: str) -> str:
         return topics.topic_name(self.settings.topic_prefix, base)
 
@@ -292,7 +158,7 @@ class Stage:
             enable_idempotence=True,
             acks="all",
             linger_ms=5,
-            max_request_size=self.settings.topic_max_message_bytes + _RECORD_OVERHEAD,
+            max_request_size=self.settings.topic_max_message_bytes + RECORD_OVERHEAD,
             # The broker holds a whole record batch to the topic's max.message.bytes.
             max_batch_size=min(_BATCH_BYTES, self.settings.topic_max_message_bytes),
         )
@@ -304,7 +170,7 @@ class Stage:
             isolation_level="read_committed",
             max_poll_interval_ms=600_000,
             fetch_max_bytes=max(52_428_800, self.settings.topic_max_message_bytes * 2),
-            max_partition_fetch_bytes=self.settings.topic_max_message_bytes + _RECORD_OVERHEAD,
+            max_partition_fetch_bytes=self.settings.topic_max_message_bytes + RECORD_OVERHEAD,
         )
         await self.producer.start()
         await self.consumer.start()
@@ -352,7 +218,7 @@ class Stage:
                 batch = _Batch(
                     records=fetched,
                     epochs={tp: self._epoch.get(tp, 0) for tp in fetched},
-                    task=asyncio.create_task(self._handle_all(records, stop)),
+                    task=asyncio.create_task(self.handling.handle_all(records, stop)),
                 )
                 self._in_flight.append(batch)
                 queue.put_nowait(batch)
@@ -399,118 +265,6 @@ class Stage:
                 return False
         return True
 
-    # -- handling -------------------------------------------------------------------------------
-
-    async def _handle_all(
-        self, records: list[ConsumerRecord], stop: asyncio.Event
-    ) -> list[Result | Retry]:
-        """A result per record: outputs, a dead letter in place of poison, or Retry."""
-        service = self.config.service
-        results: list[Result | Retry | None] = [None] * len(records)
-        todo = list(range(len(records)))
-        attempt = 0
-        handled = 0
-        started = time.perf_counter()
-        while True:
-            outcome = await self._call([records[i] for i in todo])
-            again: list[int] = []
-            last: BaseException | None = None
-            for i, result in zip(todo, outcome, strict=True):
-                if isinstance(result, TransientError):
-                    again.append(i)
-                    last = result
-                elif isinstance(result, BaseException):
-                    results[i] = [self._dead_letter_output(records[i], result)]
-                else:
-                    results[i] = result
-                    handled += 1
-                    metrics.MESSAGES.labels(service, "ok").inc()
-            if not again:
-                break
-            attempt += 1
-            metrics.RETRIES.labels(service).inc(len(again))
-            if attempt > self.policy.retries or stop.is_set():
-                for i in again:
-                    results[i] = Retry(last or TransientError("stopped while retrying"))
-                break
-            delay = self.policy.delay(attempt, last)
-            log.warning(
-                "transient failure, retrying",
-                extra={"attempt": attempt, "records": len(again), "error": str(last)},
-            )
-            try:  # a stop interrupts the wait: the records are not committed and come back
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            except TimeoutError:
-                pass
-            todo = again
-        if records:  # a batch's time, shared by its records
-            per_record = (time.perf_counter() - started) / len(records)
-            for _ in range(handled):
-                metrics.HANDLE_SECONDS.labels(service).observe(per_record)
-        return [result for result in results if result is not None]
-
-    async def _call(self, records: list[ConsumerRecord]) -> Sequence[Result]:
-        if self.batch_handler is not None:
-            try:
-                results = await self.batch_handler(records)
-            except Exception as error:  # noqa: BLE001 - the batch as a whole failed
-                if not isinstance(error, TransientError | PoisonMessage | InvalidInput):
-                    log.exception("unexpected error handling a batch")
-                return [error] * len(records)
-            if len(results) != len(records):
-                raise RuntimeError(
-                    f"{self.config.service}: batch handler gave {len(results)} results "
-                    f"for {len(records)} records"
-                )
-            return results
-        return await asyncio.gather(*(self._call_one(record) for record in records))
-
-    async def _call_one(self, record: ConsumerRecord) -> Result:
-        assert self.handler is not None
-        try:
-            return await self.handler(record)
-        except (PoisonMessage, InvalidInput, TransientError) as error:
-            return error
-        except Exception as error:  # noqa: BLE001 - an unexpected bug must not stall the stream
-            log.exception("unexpected error, dead-lettering", extra={"offset": record.offset})
-            return error
-
-    def _dead_letter_output(self, record: ConsumerRecord, error: BaseException) -> Output:
-        service = self.config.service
-        try:
-            failure = self.config.describe(record)
-        except Exception:  # noqa: BLE001 - the record is poison; describing it may fail too
-            failure = Failure()
-        letter = dead_letter(record, service, error, failure)
-        limit = self.settings.topic_max_message_bytes - _RECORD_OVERHEAD
-        if letter.ByteSize() > limit:  # keep the reason; cut the original bytes to fit
-            keep = max(limit - (letter.ByteSize() - len(letter.value)) - 128, 0)
-            letter.reason += f" (original value of {len(letter.value)} bytes cut to {keep})"
-            letter.value = letter.value[:keep]
-        metrics.MESSAGES.labels(service, "dead_letter").inc()
-        log.warning(
-            "dead letter",
-            extra={
-                "reason": letter.reason,
-                "origin": f"{record.topic}/{record.partition}@{record.offset}",
-            },
-        )
-        return Output(topics.DEAD_LETTERS, record.key or b"", letter.SerializeToString())
-
-    def _checked(self, record: ConsumerRecord, outputs: Sequence[Output]) -> Sequence[Output]:
-        """`outputs`, or the record's dead letter when one of them no topic would accept."""
-        limit = self.settings.topic_max_message_bytes
-        for output in outputs:
-            size = len(output.key) + len(output.value) + _RECORD_OVERHEAD
-            if size > limit and output.topic != topics.DEAD_LETTERS:
-                error = OutputTooLarge(
-                    f"{record.topic}/{record.partition}@{record.offset}: its output for "
-                    f"{output.topic} is {size} bytes, more than the topic's max.message.bytes "
-                    f"{limit}"
-                )
-                return [self._dead_letter_output(record, error)]
-        return outputs
-
     # -- finishing, in poll order -----------------------------------------------------------------
 
     async def _finish_in_order(self, queue: asyncio.Queue[_Batch | None], slots: Any) -> None:
@@ -550,7 +304,7 @@ class Stage:
                         ends[tp] = record.offset
                         break
                     assert not isinstance(result, BaseException)
-                    for output in self._checked(record, result):
+                    for output in self.handling.checked(record, result):
                         sends.append(
                             await self.producer.send(
                                 self.topic(output.topic), output.value, key=output.key

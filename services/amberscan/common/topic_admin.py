@@ -1,0 +1,69 @@
+"""Topic administration: the project's topics created with their configuration, and a topic
+prefix's topics deleted (tests, benchmarks and chaos runs clean up with it)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from amberscan.common import topics
+from amberscan.common.settings import Settings
+
+_TOPIC_ALREADY_EXISTS = 36
+
+
+@asynccontextmanager
+async def admin_client(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
+    """A started admin client of the settings' cluster, closed when the block ends."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+def topic_configs(settings: Settings) -> dict[str, str]:
+    """The configuration of every topic amberscan creates, from the settings."""
+    return {
+        "retention.ms": str(settings.topic_retention_ms),
+        "min.insync.replicas": str(settings.topic_min_insync_replicas),
+        "max.message.bytes": str(settings.topic_max_message_bytes),
+    }
+
+
+async def ensure_topics(settings: Settings, names: Sequence[str] = topics.ALL_TOPICS) -> None:
+    """Create the project's topics if missing, with the configured partitions, replicas,
+    retention, in-sync replicas and largest record."""
+    if settings.topic_min_insync_replicas > settings.topic_replication_factor:
+        raise ValueError(
+            f"topic_min_insync_replicas {settings.topic_min_insync_replicas} is more than "
+            f"topic_replication_factor {settings.topic_replication_factor}: no write could succeed"
+        )
+    async with admin_client(settings) as admin:
+        new = [
+            NewTopic(
+                name=topics.topic_name(settings.topic_prefix, name),
+                num_partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
+                topic_configs=topic_configs(settings),
+            )
+            for name in names
+        ]
+        response = await admin.create_topics(new, timeout_ms=30_000)
+        for topic, code, *rest in response.topic_errors:
+            if code not in (0, _TOPIC_ALREADY_EXISTS):
+                raise RuntimeError(f"creating topic {topic}: Kafka error {code} {rest}")
+
+
+async def delete_topics(settings: Settings) -> None:
+    """Delete every topic named with the settings' prefix (tests, benchmarks and chaos runs clean
+    up with this); refuses an empty prefix, which would name every topic of the cluster."""
+    if not settings.topic_prefix:
+        raise ValueError("delete_topics needs a topic prefix: an empty one names every topic")
+    async with admin_client(settings) as admin:
+        mine = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+        if mine:
+            await admin.delete_topics(mine)
