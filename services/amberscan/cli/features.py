@@ -14,6 +14,7 @@ from numpy.typing import NDArray
 from amberscan.common import served_features as served
 from amberscan.common.served_features import ServedBackbone
 from amberscan.common.settings import Settings
+from amberscan.feature.core import backbone_version
 from amberscan.model.classifier import Classifier, ClassifierError
 from amberscan.model.dataset import LabelledCrop
 from amberscan.vision.crops import load_crop
@@ -45,19 +46,13 @@ async def served_features(
     async with served.client_for(settings, address, name) as client:
         # A classifier gets the backbone version it was trained on while the server keeps it
         # loaded (during a rollout both are); anything else gets the newest.
-        version = trained_on(classifier, client.model_name) if classifier else None
+        version = backbone_version(classifier.backbone, client.model_name) if classifier else None
         backbone = await served.served_backbone(client, version)
         if classifier is not None:
             check_backbone(classifier, backbone)
         crops = crops_at(backbone.crop_size)
         features = await served.extract(client, crops, count, progress=progress, version=version)
         return backbone, features
-
-
-def trained_on(classifier: Classifier, model_name: str) -> int | None:
-    """The version of `model_name` the classifier's backbone label names, else None."""
-    name, _, version = classifier.backbone.rpartition("/")
-    return int(version) if name == model_name and version.isdigit() else None
 
 
 async def labelled_features(

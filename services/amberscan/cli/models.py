@@ -80,12 +80,6 @@ def _who(args: argparse.Namespace) -> str:
         return "unknown"
 
 
-async def _current(settings: Settings) -> str:
-    from amberscan.common import registry
-
-    return await registry.current_or_none(settings)
-
-
 async def _list(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan.common import registry
 
@@ -138,7 +132,7 @@ async def _promote(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan.model.promotion import gate_table
 
     candidate = await registry.load_version(settings, args.version)
-    current_version = await _current(settings)
+    current_version = await registry.current_or_none(settings)
     if current_version == candidate.version:
         print(f"classifier {candidate.version} is already current")
         return 0

@@ -37,13 +37,17 @@ def cut_crop(image: NDArray[np.uint8], ref: pb.SuperpixelRef, size: int) -> NDAr
         raise PoisonMessage(f"{superpixel_name(ref)}: {error}") from None
 
 
+def backbone_version(label: str, model_name: str) -> int | None:
+    """N of a backbone label `name/N` (as `ServedBackbone.label` writes it) naming `model_name`,
+    else None."""
+    name, _, version = label.rpartition("/")
+    return int(version) if name == model_name and version.isdigit() else None
+
+
 def requested_version(ref: pb.SuperpixelRef, model_name: str) -> int | None:
     """The backbone version the tile was stamped for (`name/N` in `ref.models.backbone`), or None
     when it names none or another model (the newest served version then)."""
-    name, _, version = ref.models.backbone.rpartition("/")
-    if name == model_name and version.isdigit():
-        return int(version)
-    return None
+    return backbone_version(ref.models.backbone, model_name)
 
 
 def features_message(
