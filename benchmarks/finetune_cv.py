@@ -13,7 +13,9 @@ In the same run and on the same folds (StratifiedGroupKFold by tile, as `ambersc
              features: what the CPU model server serves
   cascade-m  1-view scores; crops within m of the 1-view threshold re-scored from 8 views
              (only when 8 views are among `--view-sets`)
-All out-of-fold scores are pooled and one threshold is chosen for precision ≥ 0.95. Prints one
+Folds keep whole sites (`--group-by site`, the 0.01-degree cells of the gate share; `tile` as
+before 2026-12-06). All out-of-fold scores are pooled and one threshold is chosen for precision
+≥ 0.95. Prints one
 row per variant and writes the out-of-fold scores to artifacts/finetune_cv.json. TensorFlow runs
 on one thread (`--threads`), as `amberscan finetune` does so that a build is repeatable.
 """
@@ -51,14 +53,17 @@ from amberscan.model.finetune import (
     finetune,
     pixel_features,
 )
+from amberscan.model.promotion import site_of
 from amberscan.model.quantize import normalise_at, quantize_backbone
 from amberscan.modelserver.runtimes import compile_config, compile_for_uint8
 from amberscan.vision.crops import CROP_RESAMPLE, Resample, crop_superpixel
 from amberscan.vision.imageio import read_image
 
 
-def load(data: Path, size: int, resample: Resample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The labelled crops resized to `size`, their labels and tile groups."""
+def load(
+    data: Path, size: int, resample: Resample, group_by: str = "site"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The labelled crops resized to `size`, their labels and groups (sites or tiles)."""
     crops = list_labelled(data)
     images = []
     for c in crops:
@@ -66,7 +71,8 @@ def load(data: Path, size: int, resample: Resample) -> tuple[np.ndarray, np.ndar
         box = (0, 0, image.shape[0], image.shape[1])
         images.append(crop_superpixel(image, box, size, resample))
     labels = np.array([c.label for c in crops])
-    return np.stack(images), labels, tile_groups([c.tile_id for c in crops])
+    place = site_of if group_by == "site" else str
+    return np.stack(images), labels, tile_groups([place(c.tile_id) for c in crops])
 
 
 VIEW_SETS = DIHEDRAL_VIEWS
@@ -209,7 +215,21 @@ def main() -> None:
         "cuts them and the export's signature takes them); another size is resized to the input "
         "in the graph, as an export with that --crop-size serves it",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the fine-tune's and XGBoost's seed")
+    parser.add_argument(
+        "--fold-seed",
+        type=int,
+        help="seed of the fold assignment (default: --seed); repeat the CV over several to see "
+        "its spread (benchmarks/nested_cv_spread.py)",
+    )
+    parser.add_argument(
+        "--group-by",
+        choices=("site", "tile"),
+        default="site",
+        help="folds keep whole sites (the 0.01-degree cells of model/promotion.py: neighbouring "
+        "tiles share pits) or only whole tiles (optimistic: 73 of 720 tiles have a neighbour "
+        "within 300 m)",
+    )
     parser.add_argument("--target-precision", type=float, default=0.95)
     parser.add_argument("--out", type=Path, default=Path("artifacts/finetune_cv.json"))
     args = parser.parse_args()
@@ -231,11 +251,13 @@ def main() -> None:
     started = time.perf_counter()
     size = backbones.BACKBONES[args.backbone].input_size
     crop_size = args.crop_size or size
-    images, labels, groups = load(args.data, crop_size, args.crop_resample)
+    images, labels, groups = load(args.data, crop_size, args.crop_resample, args.group_by)
+    fold_seed = args.seed if args.fold_seed is None else args.fold_seed
     print(
         f"{len(images)} crops ({crop_size} px, {args.crop_resample} resize; the backbone "
         f"takes {size} px), {int(labels.sum())} mining, "
-        f"{len(set(groups))} tiles; {args.folds}-fold CV grouped by tile; "
+        f"{len(set(groups))} {args.group_by}s; {args.folds}-fold CV grouped by {args.group_by} "
+        f"(fold seed {fold_seed}); "
         f"fine-tuning {args.backbone} {config}"
     )
 
@@ -246,7 +268,7 @@ def main() -> None:
             for i in range(0, len(images), 64)
         ]
     )
-    frozen_oof = cross_validate(frozen, labels, groups, folds=args.folds, seed=args.seed)
+    frozen_oof = cross_validate(frozen, labels, groups, folds=args.folds, seed=fold_seed)
 
     head_oof = np.full(len(labels), np.nan)
     view_sets = {n: VIEW_SETS[n] for n in sorted({1, *args.view_sets})}
@@ -255,7 +277,7 @@ def main() -> None:
     int8_oof = np.full(len(labels), np.nan)
     stats_oof = np.full(len(labels), np.nan)
     stats = crop_statistics(images)
-    splitter = StratifiedGroupKFold(n_splits=args.folds, shuffle=True, random_state=args.seed)
+    splitter = StratifiedGroupKFold(n_splits=args.folds, shuffle=True, random_state=fold_seed)
     for fold, (train, test) in enumerate(splitter.split(images, labels, groups)):
         if args.only_folds and fold not in args.only_folds:
             continue
@@ -327,6 +349,9 @@ def main() -> None:
                 "rows": rows,
                 "config": vars(config) if hasattr(config, "__dict__") else str(config),
                 "crop_resample": args.crop_resample,
+                "group_by": args.group_by,
+                "fold_seed": fold_seed,
+                "seed": args.seed,
                 "crop_size": crop_size,
                 "seconds": time.perf_counter() - started,
                 "oof": {

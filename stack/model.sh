@@ -15,7 +15,7 @@ CLASSIFIER="${AMBERSCAN_CLASSIFIER_PATH:-$ROOT/models/classifier.json}"
 BIN="$ROOT/.venv/bin/amberscan"
 PY="$ROOT/.venv/bin/python"
 [ -x "$BIN" ] || die ".venv missing: run make setup-python"
-# The served recipe's backbone, views and the threshold its nested CV measured (model/recipe.py).
+# The served recipe's backbone and views (model/recipe.py).
 recipe() { "$PY" -c "from amberscan.model.recipe import SERVED_RECIPE as r; print(r.$1)"; }
 BACKBONE="${AMBERSCAN_DEFAULT_BACKBONE:-$(recipe backbone)}"
 WEIGHTS="${AMBERSCAN_DEFAULT_WEIGHTS:-pretrained}"
@@ -47,9 +47,10 @@ recorded() {  # recorded KEY FILE...: the values of KEY in those JSON files, spa
     sort -u | tr '\n' ' '
 }
 
-# The promotion gate's share of tiles (model/promotion.py), which neither the fine-tune nor the
-# classifier trains on: the build's expected quality is measured there.
-HOLDOUT="$("$PY" -c 'from amberscan.model.promotion import GATE_SHARE_RULE as r; print(r)')"
+# What the fine-tune holds out (model/promotion.py): the promotion gate's share of tiles, which
+# neither the fine-tune nor the classifier trains on (the build's expected quality is measured
+# there), and the calibration share, on which the classifier's threshold is chosen.
+HOLDOUT="$("$PY" -c 'from amberscan.model.promotion import FINETUNE_HOLDOUT_RULE as r; print(r)')"
 # Fine-tuned weights of crops resized another way (before it was recorded: nearest), or trained
 # with another share held out (before it was recorded: none), are redone.
 tuned_as=$(recorded crop_resample "${FINETUNED%.weights.h5}.json")
@@ -60,7 +61,7 @@ if [ -f "$FINETUNED" ] && [ "$tuned_as" != "$RESAMPLE " ]; then
     "redoing it"
   rm -f "$FINETUNED" "${FINETUNED%.weights.h5}.json"
 elif [ -f "$FINETUNED" ] && [ "$tuned_holdout" != "$HOLDOUT " ]; then
-  log "model: $FINETUNED was fine-tuned on the gate share too: redoing it without it"
+  log "model: $FINETUNED was fine-tuned on held-out shares too: redoing it without them"
   rm -f "$FINETUNED" "${FINETUNED%.weights.h5}.json"
 fi
 # A backbone built by an earlier recipe (another backbone, or crops resized another way) is
@@ -69,7 +70,7 @@ built_as=$(recorded backbone "$MODEL_DIR/$NAME"/*/amberscan.json)
 built_resample=$(recorded crop_resample "$MODEL_DIR/$NAME"/*/amberscan.json)
 built_holdout=$(recorded holdout "$MODEL_DIR/$NAME"/*/amberscan.json)
 if [ -n "$built_as" ] && [ "$FINETUNE" = 1 ] && [ "$built_holdout" != "$HOLDOUT " ]; then
-  log "model: $MODEL_DIR/$NAME was fine-tuned on the gate share too: rebuilding"
+  log "model: $MODEL_DIR/$NAME was fine-tuned on held-out shares too: rebuilding"
   "$ROOT/stack/down.sh" >/dev/null 2>&1 || true
   rm -rf "${MODEL_DIR:?}/$NAME" "$CLASSIFIER"
 elif [ -n "$built_as" ] &&
@@ -128,13 +129,13 @@ if [ ! -f "$CLASSIFIER" ] || [ "$newest" -nt "$CLASSIFIER" ]; then
   log "model: training the classifier on $DATA (5-fold CV grouped by tile)"
   mkdir -p "$(dirname "$CLASSIFIER")"
   if [ "$FINETUNE" = 1 ]; then
-    # The backbone has seen these crops, so the threshold this CV would pick is far too low for
-    # unseen ones: the nested CV (fine-tuning inside each fold, docs/model.md) measured the one
-    # that gives precision 0.95 on held-out tiles, for this repeatable recipe.
-    timed "training the classifier" "$BIN" train --data "$DATA" --out "$CLASSIFIER" \
-      --threshold "$(recipe threshold)"
-  else
+    # The threshold is chosen on this build's own scores of the calibration share, crops its
+    # backbone was not fine-tuned on (docs/model.md, section 4).
     timed "training the classifier" "$BIN" train --data "$DATA" --out "$CLASSIFIER"
+  else
+    # A frozen backbone has seen none of the crops: every crop's out-of-fold score is honest.
+    timed "training the classifier" "$BIN" train --data "$DATA" --out "$CLASSIFIER" \
+      --threshold-from cv
   fi
 fi
 # `make model` serves its build: the classifier becomes the registry's current one (recorded as
@@ -166,6 +167,14 @@ async def serve() -> str:
     return "is now the registry's current classifier"
 
 print(f"[model] classifier {classifier.version} {asyncio.run(serve())}")
+calibration = classifier.metadata.get("calibration")
+if calibration:
+    print(
+        f"[model] threshold {classifier.threshold:.4f} chosen on this build's out-of-fold scores "
+        f"of the calibration share ({calibration['crops']} crops, {calibration['mining_crops']} "
+        f"mining, held out from the fine-tune): precision {calibration['precision']:.3f}, "
+        f"recall {calibration['recall']:.3f} there"
+    )
 share = classifier.metadata.get("gate_share")
 if share:
     print(

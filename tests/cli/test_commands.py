@@ -14,7 +14,7 @@ import pytest
 from amberscan.common.settings import Settings
 from amberscan.model.classifier import Classifier
 from amberscan.model.dataset import list_labelled
-from amberscan.model.promotion import in_gate_share
+from amberscan.model.promotion import in_calibration_share, in_gate_share
 
 pytestmark = pytest.mark.stack
 
@@ -47,6 +47,8 @@ def small_set(shared_data: Path, tmp_path: Path) -> Path:
                 chosen.append(crop)
                 tiles.add(crop.tile_id)
                 wanted -= 1
+    # `train` chooses the threshold on the calibration share's mining crops: some are here.
+    assert any(in_calibration_share(c.tile_id) and c.label for c in chosen)
     for crop in chosen:
         folder = tmp_path / "data" / ("positive" if crop.label else "negative")
         folder.mkdir(parents=True, exist_ok=True)

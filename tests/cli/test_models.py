@@ -54,6 +54,7 @@ def trained(args: list[str], settings: Settings) -> str:
     done = run(["train", *args, "--json"], settings)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "holding out the gate share" in done.stderr
+    assert "choosing the threshold on the calibration share" in done.stderr
     return str(json.loads(done.stdout.strip().splitlines()[-1])["version"])
 
 
@@ -146,6 +147,12 @@ async def test_train_serves_nothing_the_gate_refuses_swapped_labels_and_a_promot
     ]
     assert shown["metadata"]["holdout"] == GATE_SHARE_RULE
     assert shown["metadata"]["data_fingerprint"]
+    # Its threshold was chosen on its calibration share's out-of-fold scores, and says so.
+    calibration = shown["metadata"]["calibration"]
+    assert shown["metadata"]["threshold_source"] == "calibration share"
+    assert calibration["threshold"] == shown["threshold"] and calibration["mining_crops"] > 0
+    text = run(["models", "show", bad], settings).stdout
+    assert "threshold chosen on the calibration share: out-of-fold precision" in text
 
 
 async def test_a_candidate_for_a_new_backbone_version_is_judged_on_its_own_features(

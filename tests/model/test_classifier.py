@@ -212,3 +212,35 @@ def test_the_cascade_refuses_bad_input() -> None:
         cascade_choice(np.array([np.nan]), 0.5, 0.1)
     with pytest.raises(ValueError, match="different shapes"):
         cascade_scores(np.array([0.5, 0.6]), np.array([0.5]), 0.5, 0.1)
+
+
+def test_a_calibration_share_chooses_the_threshold_on_its_own_scores() -> None:
+    # Features a fine-tuned backbone gives: the tiles it was trained on (the first 30) separate
+    # far better than the calibration tiles it has not seen (the last 10), so a threshold chosen
+    # on every crop's out-of-fold scores is lower than one chosen on the calibration crops alone.
+    features, labels, tiles = separable(n_tiles=50, seed=3)
+    seen = np.array([int(t[1:]) < 30 for t in tiles])
+    features[seen, 0] += 4 * labels[seen]
+    calibration = [i for i, t in enumerate(tiles) if int(t[1:]) >= 30]
+    params = {"n_estimators": 30}
+    every, _, oof = train_classifier(features, labels, tiles, folds=5, params=params)
+    calibrated, cv, oof_again = train_classifier(
+        features, labels, tiles, folds=5, params=params, calibrate_on=calibration
+    )
+    np.testing.assert_array_equal(oof, oof_again)  # the same CV; only the choice differs
+    on = np.array(calibration)
+    assert calibrated.threshold == pytest.approx(threshold_for_precision(labels[on], oof[on], 0.95))
+    assert calibrated.metadata["threshold_source"] == "calibration share"
+    share = calibrated.metadata["calibration"]
+    assert share["crops"] == len(calibration) and share["tiles"] == 20
+    assert share["mining_crops"] == int(labels[on].sum())
+    assert cv.threshold == calibrated.threshold and every.metadata["threshold_source"] == "cv"
+    assert calibrated.threshold > every.threshold  # what the share exists for
+    assert calibrated.version != every.version
+
+
+def test_calibration_crops_without_a_mining_crop_are_refused() -> None:
+    features, labels, tiles = separable()
+    negatives = [i for i in range(len(labels)) if labels[i] == 0][:10]
+    with pytest.raises(ClassifierError, match="no mining crop"):
+        train_classifier(features, labels, tiles, folds=3, calibrate_on=negatives)

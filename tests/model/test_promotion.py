@@ -10,12 +10,15 @@ from hypothesis import strategies as st
 from amberscan.geo.tiles import Tile
 from amberscan.model.dataset import list_labelled
 from amberscan.model.promotion import (
+    FINETUNE_HOLDOUT_RULE,
     GATE_SHARE_RULE,
     gate,
     gate_table,
+    in_calibration_share,
     in_gate_share,
     site_of,
     split_gate_share,
+    split_shares,
 )
 
 
@@ -44,6 +47,40 @@ def test_split_keeps_every_tile_whole_on_one_side(tile_ids: list[str]) -> None:
     train, held = split_gate_share(tile_ids)
     assert sorted(train + held) == list(range(len(tile_ids)))
     assert not {tile_ids[i] for i in train} & {tile_ids[i] for i in held}
+
+
+def test_the_calibration_share_is_a_fifth_of_the_rest_independent_of_the_gate() -> None:
+    rng = np.random.default_rng(1)
+    places = rng.uniform([50.0, 24.0], [52.0, 28.0], size=(5000, 2))
+    tiles = [f"{lat:.9f}_{lon:.9f}_11_Oct_2014_GMT" for lat, lon in places]
+    gate_flags = np.array([in_gate_share(t) for t in tiles])
+    calibration = np.array([in_calibration_share(t) for t in tiles])
+    assert not (gate_flags & calibration).any()
+    assert 0.17 < calibration[~gate_flags].mean() < 0.23
+    assert GATE_SHARE_RULE in FINETUNE_HOLDOUT_RULE and "calibration" in FINETUNE_HOLDOUT_RULE
+    # A site is whole in one share.
+    assert in_calibration_share("50.7852_26.6949_x") == in_calibration_share("50.7860_26.6951_y")
+
+
+@given(st.lists(st.sampled_from([f"{i}.005_{i}.005_x" for i in range(60)]), max_size=200))
+def test_the_three_shares_part_the_samples_by_site(tile_ids: list[str]) -> None:
+    shares = split_shares(tile_ids)
+    assert sorted(shares.fit + shares.calibration + shares.gate) == list(range(len(tile_ids)))
+    sides = [
+        {site_of(tile_ids[i]) for i in s} for s in (shares.fit, shares.calibration, shares.gate)
+    ]
+    assert not sides[0] & sides[1] and not sides[0] & sides[2] and not sides[1] & sides[2]
+    assert all(in_gate_share(tile_ids[i]) for i in shares.gate)
+    assert all(in_calibration_share(tile_ids[i]) for i in shares.calibration)
+
+
+def test_the_shared_set_has_mining_tiles_in_the_calibration_share(shared_data) -> None:  # type: ignore[no-untyped-def]
+    crops = list_labelled(shared_data / "superpixels")
+    shares = split_shares([c.tile_id for c in crops])
+    mining = [crops[i] for i in shares.calibration if crops[i].label == 1]
+    # Enough to choose a threshold on: dozens of mining crops from many tiles.
+    assert len(mining) >= 25
+    assert len({c.tile_id for c in mining}) >= 15
 
 
 def test_the_shared_set_has_mining_tiles_in_the_gate_share(shared_data) -> None:  # type: ignore[no-untyped-def]

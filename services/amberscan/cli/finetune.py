@@ -49,7 +49,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         finetune,
         pixel_features,
     )
-    from amberscan.model.promotion import GATE_SHARE_RULE, split_gate_share
+    from amberscan.model.promotion import FINETUNE_HOLDOUT_RULE, split_shares
     from amberscan.vision.crops import CROP_RESAMPLE, load_crop
 
     if args.backbone not in LITE_VARIANTS:
@@ -60,10 +60,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     crops = list_labelled(args.data)
     # The gate share is never trained on, by the backbone no more than by the classifier: the
-    # promotion gate and the build's expected quality are measured there.
-    keep, held = split_gate_share([c.tile_id for c in crops])
-    print(f"holding out the gate share: {len(held)} crops ({GATE_SHARE_RULE})", file=sys.stderr)
-    crops = [crops[i] for i in keep]
+    # promotion gate and the build's expected quality are measured there. The calibration share
+    # is left to the classifier, whose threshold is chosen on it: crops the backbone has seen
+    # score too confidently for a threshold chosen on them to hold on unseen tiles.
+    shares = split_shares([c.tile_id for c in crops])
+    print(
+        f"holding out the gate share ({len(shares.gate)} crops) and the calibration share "
+        f"({len(shares.calibration)} crops): {FINETUNE_HOLDOUT_RULE}",
+        file=sys.stderr,
+    )
+    crops = [crops[i] for i in shares.fit]
     config = FinetuneConfig(seed=args.seed)
     if args.epochs:
         config = dataclasses.replace(config, epochs=args.epochs)
@@ -92,7 +98,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         "data_fingerprint": fingerprint(crops),
         "crop_size": size,
         "crop_resample": CROP_RESAMPLE,
-        "holdout": GATE_SHARE_RULE,
+        "holdout": FINETUNE_HOLDOUT_RULE,
     }
     path.with_suffix("").with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
     print(f"saved fine-tuned weights to {path} in {time.perf_counter() - started:.0f}s")

@@ -101,7 +101,7 @@ async def _list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _show(args: argparse.Namespace, settings: Settings) -> int:
-    from amberscan.cli.train import expected_text
+    from amberscan.cli.train import calibration_text, expected_text
     from amberscan.common import registry
 
     document = await registry.describe(settings, args.version)
@@ -111,8 +111,11 @@ async def _show(args: argparse.Namespace, settings: Settings) -> int:
     print(f"classifier {document['version']} ({document['state']})")
     print(f"  threshold {document['threshold']:.4f}")
     for key in registry.LINEAGE:
-        if key in document and key != "gate_share":
+        if key in document and key not in ("gate_share", "calibration"):
             print(f"  {key}: {document[key]}")
+    if "calibration" in document:
+        shown = calibration_text(document["calibration"])
+        print(f"  threshold chosen on the calibration share: {shown}")
     if "gate_share" in document:
         print(f"  on the held-out gate share: {expected_text(document['gate_share'])}")
     cv = document["cv"]

@@ -3,8 +3,10 @@ server.
 
 The candidate is stored in the model registry and served by nothing until `amberscan models
 promote` passes it through the gate. Crops of the gate share (`model.promotion.in_gate_share`,
-about one tile in five) are never trained on, so the gate judges every candidate on tiles it
-has not seen.
+about one site in five) are never trained on, so the gate judges every candidate on tiles it
+has not seen. The threshold is chosen on the out-of-fold scores of the calibration share
+(`model.promotion.in_calibration_share`), which the fine-tune leaves out: a threshold chosen on
+crops the backbone has seen is too low for tiles it has not.
 """
 
 from __future__ import annotations
@@ -30,9 +32,15 @@ def add_parser(sub: options.Subparsers) -> None:
     p.add_argument("--out", type=Path, help="default: AMBERSCAN_CLASSIFIER_PATH")
     p.add_argument("--target-precision", type=float, default=0.95)
     p.add_argument(
-        "--threshold",
-        type=float,
-        help="use this decision threshold instead of the one CV picks (e.g. from a nested CV)",
+        "--threshold-from",
+        choices=("calibration", "cv"),
+        default="calibration",
+        help="choose the threshold on the out-of-fold scores of the calibration share, crops a "
+        "fine-tuned backbone was not trained on (default), or of every crop (honest only for a "
+        "backbone that was never fine-tuned on them)",
+    )
+    p.add_argument(
+        "--threshold", type=float, help="use this decision threshold instead of a chosen one"
     )
     p.add_argument("--folds", type=int, default=5)
     options.add_seed(p)
@@ -63,7 +71,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan.common.registry import publish
     from amberscan.model.classifier import evaluate_scores, train_classifier
     from amberscan.model.dataset import LabelledCrop, fingerprint, list_labelled
-    from amberscan.model.promotion import GATE_SHARE_RULE, judge, split_gate_share
+    from amberscan.model.promotion import (
+        CALIBRATION_SHARE_RULE,
+        GATE_SHARE_RULE,
+        judge,
+        split_shares,
+    )
 
     crops = list_labelled(args.data)
     reviewed: list[LabelledCrop] = []
@@ -76,7 +89,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         reviewed = asyncio.run(reviewed_crops(settings, review_dir))
         print(f"added {len(reviewed)} reviewed crops from {review_dir}", file=sys.stderr)
         crops += reviewed
-    keep, held = split_gate_share([c.tile_id for c in crops])
+    shares = split_shares([c.tile_id for c in crops])
+    held = shares.gate
+    keep = sorted(shares.fit + shares.calibration)
     print(
         f"holding out the gate share: {len(held)} crops of "
         f"{len({crops[i].tile_id for i in held})} tiles ({GATE_SHARE_RULE})",
@@ -91,14 +106,22 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     )
     gate_crops = [crops[i] for i in held]
     x, gate_x = features[keep], features[held]
+    calibration = set(shares.calibration)
+    calibrate_on = [i for i, k in enumerate(keep) if k in calibration]
     crops = [crops[i] for i in keep]
     labels = np.array([c.label for c in crops])
-    if args.threshold is None:
+    if args.threshold is None and args.threshold_from == "calibration":
         print(
-            "note: the threshold is chosen on out-of-fold scores of these crops; with a backbone "
-            "fine-tuned on them it is too low for unseen tiles (pass --threshold, e.g. the "
-            "current model's): the promotion gate judges the candidate's precision on the gate "
-            "share either way",
+            f"choosing the threshold on the calibration share: {len(calibrate_on)} crops "
+            f"({int(labels[calibrate_on].sum())} mining) of "
+            f"{len({crops[i].tile_id for i in calibrate_on})} tiles ({CALIBRATION_SHARE_RULE})",
+            file=sys.stderr,
+        )
+    elif args.threshold is None:
+        print(
+            "note: the threshold is chosen on out-of-fold scores of every crop; with a backbone "
+            "fine-tuned on them it is too low for unseen tiles (the promotion gate judges the "
+            "candidate's precision on the gate share either way)",
             file=sys.stderr,
         )
     print(
@@ -112,6 +135,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         [c.tile_id for c in crops],
         target_precision=args.target_precision,
         threshold=args.threshold,
+        calibrate_on=calibrate_on if args.threshold_from == "calibration" else None,
         folds=args.folds,
         seed=args.seed,
         metadata={
@@ -121,6 +145,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "data_fingerprint": fingerprint(crops),
             "reviewed_crops": len([c for c in reviewed if c in crops]),
             "holdout": GATE_SHARE_RULE,
+            "calibration_share": CALIBRATION_SHARE_RULE,
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "code_version": amberscan.__version__,
         },
@@ -160,6 +185,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(report))
     else:
         print(metrics_table("out-of-fold CV", report))
+        if "calibration" in classifier.metadata:
+            print(
+                f"threshold {classifier.threshold:.4f} chosen on the calibration share: "
+                f"{calibration_text(classifier.metadata['calibration'])}"
+            )
         if gate_crops:
             share = classifier.metadata["gate_share"]
             print(f"gate share (held out): {expected_text(share)}")
@@ -179,4 +209,13 @@ def expected_text(share: dict[str, Any]) -> str:
         f"precision {p['value']:.3f} ({p['low']:.2f}-{p['high']:.2f}), recall {r['value']:.3f} "
         f"({r['low']:.2f}-{r['high']:.2f}), 95 % site-bootstrap intervals over "
         f"{share['crops']} crops ({share['mining_crops']} mining) of {share['tiles']} tiles"
+    )
+
+
+def calibration_text(share: dict[str, Any]) -> str:
+    """What a classifier's threshold gave on the calibration share it was chosen on."""
+    return (
+        f"out-of-fold precision {share['precision']:.3f}, recall "
+        f"{share['recall']:.3f} on {share['crops']} crops ({share['mining_crops']} mining) of "
+        f"{share['tiles']} tiles"
     )

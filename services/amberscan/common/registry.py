@@ -162,6 +162,8 @@ LINEAGE = (
     "threshold_source",
     "target_precision",
     "holdout",
+    "calibration_share",
+    "calibration",
     "data_fingerprint",
     "reviewed_crops",
     "n_samples",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -284,22 +285,27 @@ def train_classifier(
     params: dict[str, Any] | None = None,
     metadata: dict[str, Any] | None = None,
     threshold: float | None = None,
+    calibrate_on: Sequence[int] | None = None,
 ) -> tuple[Classifier, Metrics, NDArray[np.float64]]:
     """Cross-validate, pick the threshold on out-of-fold scores, then fit on all data.
 
-    A given `threshold` is used instead of the one CV picks (the CV metrics are then reported at
-    it): when the features come from a backbone fine-tuned on these same crops, this CV is
-    optimistic and its threshold too low; the nested CV of benchmarks/finetune_cv.py gives one
-    that holds for unseen crops.
+    When the features come from a backbone fine-tuned on some of these crops, their out-of-fold
+    scores are too confident and a threshold chosen on them too low for unseen tiles: pass the
+    indices of the crops the backbone has not seen as `calibrate_on` (the calibration share),
+    and the threshold is chosen on their out-of-fold scores alone. A given `threshold` is used
+    instead of any chosen one (the CV metrics are then reported at it).
 
     Returns:
-        The classifier (threshold from CV), the out-of-fold metrics at that threshold, and the
+        The classifier, the out-of-fold metrics of every sample at its threshold, and the
         out-of-fold scores.
     """
     y = np.asarray(labels).astype(int)
     groups = tile_groups(tile_ids)
     oof = cross_validate(features, y, groups, folds=folds, seed=seed, params=params)
-    chosen = threshold_for_precision(y, oof, target_precision)
+    chosen_on = np.arange(len(y)) if calibrate_on is None else np.asarray(calibrate_on, dtype=int)
+    if chosen_on.size == 0 or not y[chosen_on].any():
+        raise ClassifierError("the crops to choose the threshold on hold no mining crop")
+    chosen = threshold_for_precision(y[chosen_on], oof[chosen_on], target_precision)
     threshold = chosen if threshold is None else float(threshold)
     cv = evaluate_scores(y, oof, threshold)
     final = _fit(features, y, seed, params).get_booster()
@@ -313,9 +319,23 @@ def train_classifier(
             "cv": cv.as_dict(),
             "n_samples": len(y),
             "n_tiles": len(set(tile_ids)),
-            "threshold_source": "cv" if threshold == chosen else "given",
+            "threshold_source": (
+                "given"
+                if threshold != chosen
+                else "cv"
+                if calibrate_on is None
+                else "calibration share"
+            ),
         }
     )
+    if calibrate_on is not None:
+        on = evaluate_scores(y[chosen_on], oof[chosen_on], threshold)
+        meta["calibration"] = {
+            **on.as_dict(),
+            "crops": int(chosen_on.size),
+            "mining_crops": int(y[chosen_on].sum()),
+            "tiles": len({tile_ids[i] for i in chosen_on}),
+        }
     classifier = Classifier(final, threshold, meta)
     # The version names the content, so the same data and seed give the same version (where
     # the data happens to sit on disk does not count; its fingerprint does).

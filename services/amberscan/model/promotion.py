@@ -39,6 +39,15 @@ GATE_SHARE_RULE = (
     "gate-v2: int(sha256('amberscan-gate:' + cell), 16) % 5 == 0, cell = the tile centre's "
     "0.01-degree cell"
 )
+# What a fine-tuned backbone holds out: the gate share and the calibration share
+# (`in_calibration_share`). Recorded with its weights and in its export's lineage.
+CALIBRATION_FOLDS = 5
+CALIBRATION_SHARE_RULE = (
+    "calibration-v1: int(sha256('amberscan-calibration:' + cell), 16) % 5 == 0 outside the gate "
+    "share, cell as for the gate share"
+)
+FINETUNE_HOLDOUT_RULE = f"{GATE_SHARE_RULE}; {CALIBRATION_SHARE_RULE}"
+_CALIBRATION_SALT = "amberscan-calibration:"
 # Salted, so the share is independent of any other split made by hashing (the texty-amber set as
 # shared has already had a fifth of its tile ids taken out for an unseen check).
 _SALT = "amberscan-gate:"
@@ -75,6 +84,42 @@ def split_gate_share(tile_ids: Sequence[str]) -> tuple[list[int], list[int]]:
     gate = [i for i, tile in enumerate(tile_ids) if in_gate_share(tile)]
     held = set(gate)
     return [i for i in range(len(tile_ids)) if i not in held], gate
+
+
+def in_calibration_share(tile_id: str) -> bool:
+    """Whether tile `tile_id`'s crops belong to the calibration share: about one site in five of
+    those outside the gate share, which the fine-tune holds out so that the classifier's
+    threshold is chosen on crops its backbone has not seen."""
+    if in_gate_share(tile_id):
+        return False
+    digest = hashlib.sha256((_CALIBRATION_SALT + site_of(tile_id)).encode()).hexdigest()
+    return int(digest, 16) % CALIBRATION_FOLDS == 0
+
+
+@dataclass(frozen=True)
+class Shares:
+    """Indices of labelled samples by share: `fit` (the backbone fine-tunes on these),
+    `calibration` (the classifier trains on these too, but the threshold is chosen on their
+    out-of-fold scores) and `gate` (nothing trains on these)."""
+
+    fit: list[int]
+    calibration: list[int]
+    gate: list[int]
+
+
+def split_shares(tile_ids: Sequence[str]) -> Shares:
+    """The three shares of `tile_ids`, site by site."""
+    fit: list[int] = []
+    calibration: list[int] = []
+    gate: list[int] = []
+    for i, tile in enumerate(tile_ids):
+        if in_gate_share(tile):
+            gate.append(i)
+        elif in_calibration_share(tile):
+            calibration.append(i)
+        else:
+            fit.append(i)
+    return Shares(fit, calibration, gate)
 
 
 @dataclass(frozen=True)

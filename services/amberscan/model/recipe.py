@@ -1,9 +1,8 @@
 """What the nested CV measured for the default model as it is served, in one place: the backbone
-it fine-tunes, the number of views the export averages, the threshold the classifier uses and the
-figures to expect.
+it fine-tunes, the number of views the export averages, and the threshold and figures the CV
+reached (a record: each build chooses its own threshold).
 
-`stack/model.sh` exports and trains with these, and prints them; the k8s export Job and
-`docs/model.md` state the same. Kept apart from `finetune.py` so reading it needs no TensorFlow.
+`stack/model.sh` exports with these; the k8s export Job and `docs/model.md` state the same. Kept apart from `finetune.py` so reading it needs no TensorFlow.
 """
 
 from __future__ import annotations
@@ -17,9 +16,10 @@ class NestedCV:
     never seen by the backbone): the threshold that gave precision ≥ 0.95 on the pooled held-out
     scores, and the precision and recall there.
 
-    The default build fine-tunes on all crops, so no held-out data is left to calibrate it on:
-    it uses the threshold its recipe reached in the CV. Builds are repeatable on one machine (the
-    fine-tune runs on one TensorFlow thread), so every build there serves the same verdicts."""
+    A record of what the recipe reached, not a setting: a build chooses its own threshold on
+    its calibration share (`model.promotion.in_calibration_share`, held out from its fine-tune),
+    on the machine that built it, since a threshold carried from another CPU's run belongs to
+    another build's scores (docs/model.md, section 4)."""
 
     backbone: str
     threshold: float
@@ -56,3 +56,20 @@ FLOAT_RECIPE = NestedCV(
     views=1,
     command=SERVED_RECIPE.command,
 )
+
+
+def replaces_default(default_recalls: list[float], candidate_recalls: list[float]) -> bool:
+    """The rule for choosing recipes that does not reward noise: a candidate recipe replaces the
+    default only when its mean nested-CV recall (at the target precision, over repeated runs
+    with different fold seeds) beats the default's by more than the wider of the two recipes'
+    between-run ranges. One run each never suffices: the range of one run is zero."""
+    if len(default_recalls) < 2 or len(candidate_recalls) < 2:
+        return False
+    gain = sum(candidate_recalls) / len(candidate_recalls) - sum(default_recalls) / len(
+        default_recalls
+    )
+    spread = max(
+        max(default_recalls) - min(default_recalls),
+        max(candidate_recalls) - min(candidate_recalls),
+    )
+    return gain > spread
