@@ -149,8 +149,9 @@ def main() -> None:
         type=int,
         nargs="+",
         default=[0, 1, 2, 3, 4],
-        help="the calibration CV again with these fold assignments: the spread of the chosen "
-        "threshold and of the gate-share figures it gives (the first is the table's)",
+        help="the calibration CV with these fold assignments: the spread of the chosen threshold "
+        "and of the gate-share figures it gives; the calibrated row takes their median, as "
+        "`train` does",
     )
     parser.add_argument("--out", type=Path, default=Path("artifacts/calibration.json"))
     args = parser.parse_args()
@@ -215,8 +216,9 @@ def main() -> None:
                 y_train, oof, args.target_precision
             )
         else:
-            thresholds["calibration share"] = threshold_for_precision(
-                y_train[calibrate_on], oof[calibrate_on], args.target_precision
+            # As `train` chooses it: the median over the fold assignments (model/classifier.py).
+            thresholds["calibration share"] = float(
+                np.median([r["threshold"] for r in chosen_by_seed])
             )
         for how, threshold in thresholds.items():
             row = judge(labels[gate_ix], [tiles[i] for i in gate_ix], name, gate_scores, threshold)
