@@ -199,7 +199,7 @@ class Stage:
                 if finisher.done():  # it only ends on an error: raise it here
                     finisher.result()
                 try:
-                    fetched = await self._poll()
+                    fetched, epochs = await self._poll()
                 except BaseException:
                     slots.release()
                     raise
@@ -217,7 +217,7 @@ class Stage:
                 records = [record for part in fetched.values() for record in part]
                 batch = _Batch(
                     records=fetched,
-                    epochs={tp: self._epoch.get(tp, 0) for tp in fetched},
+                    epochs={tp: epochs[tp] for tp in fetched},
                     task=asyncio.create_task(self.handling.handle_all(records, stop)),
                 )
                 self._in_flight.append(batch)
@@ -234,25 +234,43 @@ class Stage:
                     batch.task.cancel()
                 await self.close()
 
-    async def _poll(self) -> dict[TopicPartition, list[ConsumerRecord]]:
-        """One poll, topped up for at most `fill_wait_ms` until `max_records` are in hand."""
+    async def _poll(
+        self,
+    ) -> tuple[dict[TopicPartition, list[ConsumerRecord]], dict[TopicPartition, int]]:
+        """One poll, topped up for at most `fill_wait_ms` until `max_records` are in hand; with
+        each partition's epoch when its records were taken.
+
+        A partition rewound while the poll fills (a batch finishing meanwhile) keeps the epoch
+        its records were taken in, so they are neither produced nor committed: the rewind brings
+        them again. Were they stamped after the poll, they would count as read after the rewind
+        and be committed past the records it sent back for, which a crash would then lose.
+        Records taken after the rewind (its pause over) replace those taken before it.
+        """
         assert self.consumer is not None
         want = self.config.max_records
-        fetched: dict[TopicPartition, list[ConsumerRecord]] = await self.consumer.getmany(
-            timeout_ms=self.config.poll_timeout_ms, max_records=want
-        )
-        count = sum(len(part) for part in fetched.values())
-        if not count or not self.config.fill_wait_ms:
-            return fetched
-        deadline = time.monotonic() + self.config.fill_wait_ms / 1000
-        while count < want and (left := deadline - time.monotonic()) > 0:
-            more = await self.consumer.getmany(
-                timeout_ms=max(int(left * 1000), 1), max_records=want - count
-            )
+        fetched: dict[TopicPartition, list[ConsumerRecord]] = {}
+        epochs: dict[TopicPartition, int] = {}
+        count = 0
+        timeout_ms = self.config.poll_timeout_ms
+        deadline = 0.0
+        while True:
+            more = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=want - count)
+            # Read at once, with no await since getmany took the records: a rewind before this
+            # point is one they were taken after.
             for tp, part in more.items():
+                epoch = self._epoch.get(tp, 0)
+                if tp in epochs and epochs[tp] != epoch:
+                    count -= len(fetched.pop(tp))  # taken before the rewind: they come again
+                epochs[tp] = epoch
                 fetched.setdefault(tp, []).extend(part)
                 count += len(part)
-        return fetched
+            if not count or not self.config.fill_wait_ms or count >= want:
+                return fetched, epochs
+            if not deadline:
+                deadline = time.monotonic() + self.config.fill_wait_ms / 1000
+            if (left := deadline - time.monotonic()) <= 0:
+                return fetched, epochs
+            timeout_ms = max(int(left * 1000), 1)
 
     async def _caught_up(self) -> bool:
         assert self.consumer is not None
