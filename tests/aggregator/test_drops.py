@@ -4,7 +4,7 @@ tile already finished or dropped hold nothing back (#10, defect 1). No servers."
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from amberscan.aggregator.core import ACTIVE_GAP_S, TileJoin
+from amberscan.aggregator.core import ACTIVE_GAP_S, Added, TileJoin, tile_key
 from tests.aggregator.test_core import TILE, scores_for
 
 
@@ -80,21 +80,34 @@ def test_revoked_partitions_are_forgotten_not_failed() -> None:
     assert not join.open and join.dropped == 0
 
 
-def test_an_output_not_acknowledged_is_made_again_when_its_records_are_re_read() -> None:
-    """A failed produce rewinds the partition: the tile's detection (or a dropped tile's dead
-    letter) must come again, not be ignored as already out."""
-    join = TileJoin(min_positives=2, max_open=1, stale_s=900)
-    a = scores_for([0.9, 0.9], scan="a")
-    b = scores_for([0.9, 0.9], scan="b")
-    assert join.add(a[0], 0, 0, now=0.0).detection is None
-    assert join.add(a[1], 0, 1, now=0.0).detection is not None
-    assert join.add(b[0], 0, 2, now=0.0).dropped == []
-    assert join.add(a[0], 0, 3, now=0.0).ignored == "finished"  # a later duplicate, not yet acked
-    # The produce of a's detection failed: the loop re-reads from offset 0, no ack came.
-    assert join.add(a[0], 0, 0, now=1.0).ignored == ""
-    assert join.add(a[1], 0, 1, now=1.0).detection is not None
-    join.acknowledged(0, 2)
-    assert join.add(a[0], 0, 5, now=2.0).ignored == "finished"
+def test_a_failed_publish_joins_again_from_the_last_commit() -> None:
+    """A failed publish (#26, defect 1): the runner forgets the partition and reads it again
+    from its last commit, so the tile completed and the tile dropped in the failed batch are
+    made again, from all their scores, not from the failed batch's alone."""
+    join = TileJoin(min_positives=2, max_open=2, stale_s=900)
+    a = scores_for([0.9, 0.9, 0.9], scan="a")
+    b = scores_for([0.9, 0.9], scan="b")  # b[1] was lost upstream
+    c = scores_for([0.9, 0.9], scan="c")
+    stream = [b[0], a[0], a[1], c[0], a[2]]
+
+    def read(start: int, end: int = len(stream)) -> list[Added]:
+        return [join.add(stream[o], 0, o, now=0.0) for o in range(start, end)]
+
+    read(0, 3)
+    assert join.safe_offset(0, 3) == 0  # the commit after the batch of offsets 0-2: B's first
+    failed = read(3)
+    assert [d.scan_id for d in failed[0].dropped] == ["b"] and failed[1].detection is not None
+    assert join.add(a[0], 0, 5, now=0.0).ignored == "finished"  # a duplicate, not yet acked
+    # The batch of offsets 3-5 was not acknowledged: forgotten, read again from the commit.
+    join.drop_partitions({0})
+    again = read(0)
+    assert [d.scan_id for d in again[3].dropped] == ["b"]
+    detection = again[4].detection
+    assert detection is not None and len(detection.scores) == 3
+    join.acknowledged(0, 5)
+    assert join.add(a[0], 0, 5, now=1.0).ignored == "finished"
+    assert join.add(b[1], 0, 6, now=1.0).ignored == "dropped"
+    assert set(join.open) == {tile_key(c[0])} and join.safe_offset(0, 7) == 3  # C still open
     # A revoke forgets what was not acknowledged: the new owner makes it.
     c = scores_for([0.9, 0.9], scan="c")
     join.add(c[0], 1, 0, now=0.0)

@@ -15,12 +15,13 @@ from collections.abc import Callable
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from amberscan.aggregator.service import make_stage
-from amberscan.common import topics
+from amberscan.common import metrics, topics
 from amberscan.common.settings import Settings
 from amberscan.common.stage import Stage
-from amberscan.common.topic_admin import ensure_topics
+from amberscan.common.topic_admin import admin_client, ensure_topics, topic_configs
 from amberscan.geo.tiles import Tile
 from amberscan.v1 import messages_pb2 as pb
 from tests.aggregator.test_core import scores_for as core_scores_for
@@ -73,11 +74,11 @@ async def committed(settings: Settings, group: str) -> dict[int, int | None]:
 
 
 class Detections:
-    """Every record on the detections topic from its start, read as it arrives."""
+    """Every record on the detections topic (or `topic`) from its start, read as it arrives."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, topic: str = topics.DETECTIONS) -> None:
         self.consumer = AIOKafkaConsumer(
-            topics.topic_name(settings.topic_prefix, topics.DETECTIONS),
+            topics.topic_name(settings.topic_prefix, topic),
             bootstrap_servers=settings.kafka_bootstrap,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
@@ -169,3 +170,121 @@ async def test_restart_completes_an_open_tile_once(stack_settings: Settings) -> 
     assert detection_b.positives == 3
     assert detection_b.flagged == (3 > settings.min_positive_superpixels)
     assert detection_b.hectares > 0 and detection_b.positives_geojson
+
+
+async def set_max_message_bytes(settings: Settings, topic: str, limit: int) -> None:
+    """Set a topic's `max.message.bytes` on the broker (its other settings as created), and wait
+    until the broker applies it."""
+    name = topics.topic_name(settings.topic_prefix, topic)
+    configs = {**topic_configs(settings), "max.message.bytes": str(limit)}
+    async with admin_client(settings) as admin:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=configs)])
+        deadline = time.monotonic() + 20
+        while True:
+            [response] = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, name)]
+            )
+            values = {entry[0]: entry[1] for entry in response.resources[0][4]}
+            if values["max.message.bytes"] == str(limit):
+                return
+            assert time.monotonic() < deadline, f"{name}: max.message.bytes still {values}"
+            await asyncio.sleep(0.1)
+
+
+async def test_a_failed_publish_loses_no_tile_and_no_dead_letter(stack_settings: Settings) -> None:
+    """#26 defect 1: the broker refuses the batch that completes tile A (whose first scores came
+    in an earlier batch) and drops tile B (the overflow bound, B's other score lost upstream).
+    Once the broker takes records again, A's detection must come out with all its scores and B
+    must have its dead letter: neither is left to the scores of the failed batch alone.
+
+    One partition per topic, and tile D's detection published before the refusal: the stage's
+    producer has written to the partition the broker then refuses a batch on, as a running
+    aggregator has."""
+    settings = stack_settings.model_copy(
+        update={"aggregator_max_open_tiles": 2, "topic_partitions": 1}
+    )
+    await ensure_topics(settings, [topics.SCORES, topics.DETECTIONS, topics.DEAD_LETTERS])
+    a = scores_for(Tile(38012, 22100, 16), [0.9, 0.8, 0.7])
+    b = scores_for(Tile(38013, 22100, 16), [0.9, 0.1])  # b[1] never comes
+    c = scores_for(Tile(38014, 22100, 16), [0.2, 0.3])
+    d = scores_for(Tile(38015, 22100, 16), [0.4, 0.6])
+    a_id, b_id, c_id, d_id = (s[0].ref.tile_id for s in (a, b, c, d))
+    await produce_to(settings, 0, [*d, b[0], a[0], a[1]])
+    stage = make_stage(settings)
+    group = stage.config.group(settings)
+    join = stage.join  # type: ignore[attr-defined]
+    a_key = (a_id, SCAN, "m1", "2015-10-05")
+    rewinds = metrics.REWINDS.labels("aggregator")
+    before = rewinds._value.get()
+    detections = Detections(settings)
+    letters = Detections(settings, topics.DEAD_LETTERS)
+    await detections.consumer.start()
+    await letters.consumer.start()
+    stop = asyncio.Event()
+    task = asyncio.create_task(stage.run(stop))
+    try:
+        deadline = time.monotonic() + 60
+
+        def out() -> set[str]:
+            return {pb.Detection.FromString(r.value).tile_id for r in detections.records}
+
+        async def until(what: str, done: Callable[[], bool]) -> None:
+            while not done():
+                assert time.monotonic() < deadline, f"timed out waiting for {what}"
+                assert not task.done(), task
+                await detections.poll(100)
+                await letters.poll(100)
+
+        await until("D out, A and B half joined", lambda: len(join.open) == 2 and d_id in out())
+        # The broker now refuses every detection and dead letter: the batch completing A and
+        # dropping B fails to publish.
+        for topic in (topics.DETECTIONS, topics.DEAD_LETTERS):
+            await set_max_message_bytes(settings, topic, 64)
+        await produce_to(settings, 0, [c[0], a[2]])  # c[0] pushes B out; a[2] completes A
+        await until("the failed publish", lambda: rewinds._value.get() > before)
+        for topic in (topics.DETECTIONS, topics.DEAD_LETTERS):
+            await set_max_message_bytes(settings, topic, settings.topic_max_message_bytes)
+        await produce_to(settings, 0, [c[1]])
+
+        def dropped() -> set[str]:
+            return {pb.DeadLetter.FromString(r.value).tile_id for r in letters.records}
+
+        def a_rejoined_from_a_part() -> bool:
+            entry = join.open.get(a_key)
+            return entry is not None and set(entry.scores) == {2}
+
+        await until(
+            "A and C out and B's dead letter, or A joined again from its last score",
+            lambda: (out() == {a_id, c_id, d_id} and b_id in dropped()) or a_rejoined_from_a_part(),
+        )
+        assert not a_rejoined_from_a_part(), (
+            "after the failed publish, tile A was joined again from the failed batch's score "
+            f"alone; it can never complete (out: {sorted(out())}, dead letters: {dropped()}, "
+            "B's expected)"
+        )
+        while (await committed(settings, group))[0] != 8:  # nothing held back any more
+            assert time.monotonic() < deadline, await committed(settings, group)
+            assert not task.done(), task
+            await asyncio.sleep(0.2)
+        await detections.poll(1000)  # anything produced twice would arrive meanwhile
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await detections.consumer.stop()
+        await letters.consumer.stop()
+    # At least once: a detection or dead letter the broker took in a batch that failed as a
+    # whole (a topic restored before the other) comes again, the same.
+    of_a = [
+        d
+        for d in (pb.Detection.FromString(r.value) for r in detections.records)
+        if d.tile_id == a_id
+    ]
+    assert of_a, "no detection of A"
+    for d in of_a:  # all three scores, in order
+        assert list(d.scores) == pytest.approx([0.9, 0.8, 0.7])
+    [reason] = {
+        letter.reason
+        for letter in (pb.DeadLetter.FromString(r.value) for r in letters.records)
+        if letter.tile_id == b_id
+    }
+    assert "with 1 of 2 superpixel scores" in reason and "MAX_OPEN_TILES" in reason, reason

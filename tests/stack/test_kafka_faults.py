@@ -9,9 +9,12 @@ records must all come through once the failure passes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from typing import Any
 
 import pytest
+from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from amberscan.common import metrics, topics
@@ -83,3 +86,73 @@ async def test_a_long_transient_outage_holds_no_rebalance_and_loses_nothing(
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
     assert await detections_of(settings, len(ids)) == set(ids)  # none lost
     assert await read_all(settings, topics.DEAD_LETTERS, expect=1, timeout=3) == []  # none failed
+
+
+async def test_a_rewind_during_the_fill_window_commits_nothing_past_it(
+    stack_settings: Settings,
+) -> None:
+    """#26 defect 4: a poll that keeps polling to fill its batch (the feature stage's
+    `fill_wait_ms`) must not stamp records it took before a rewind with the epoch after it: they
+    would be committed past the rewound records, which a crash then loses."""
+    settings = stack_settings.model_copy(update={"topic_partitions": 1, "max_retries": 0})
+    await ensure_topics(settings)
+    ids = ["r0", "r1", "r2"]
+    await produce(settings, topics.TILES, [tile(t) for t in ids])
+    tp = TopicPartition(topics.topic_name(settings.topic_prefix, topics.TILES), 0)
+    down = asyncio.Event()
+    down.set()  # r0's model server is down: its partition is rewound to it and paused
+    pause_s = 5.0  # asked of the rewind (Retry-After); longer than the fill window below
+    tried: list[int] = []
+    stage: Stage
+
+    async def handle(record: ConsumerRecord) -> list[Output]:
+        if record.offset == 0 and down.is_set():
+            tried.append(0)
+            # The first try fails once the next poll has taken r2 and is filling its batch.
+            while len(tried) == 1 and stage.consumer and await stage.consumer.position(tp) < 3:
+                await asyncio.sleep(0.01)
+            raise TransientError("model server: connection refused", retry_after_s=pause_s)
+        message = pb.Tile.FromString(record.value)
+        detection = pb.Detection(tile_id=message.tile_id, scan_id=message.scan_id)
+        return [Output(topics.DETECTIONS, record.key, detection.SerializeToString())]
+
+    def make(**config: Any) -> Stage:
+        return Stage(
+            settings,
+            StageConfig(
+                service="fill",
+                source_topic=topics.TILES,
+                max_records=2,  # r0 and r1; then r2 alone, and the poll waits to fill up
+                fill_wait_ms=1000,
+                **config,
+            ),
+            handle,
+        )
+
+    stage = make()
+    rewinds = metrics.REWINDS.labels("fill")
+    before = rewinds._value.get()
+    task = asyncio.create_task(stage.run(asyncio.Event()))
+    try:
+        # Two rewinds to r0: the second is finished after the batch of r2 (batches finish in
+        # poll order), so by then that batch was committed, or not, for good.
+        deadline = time.monotonic() + 60
+        while rewinds._value.get() - before < 2:
+            assert time.monotonic() < deadline, f"r0 was not rewound twice (tries {tried})"
+            assert not task.done(), task
+            await asyncio.sleep(0.1)
+    finally:
+        task.cancel()  # a crash: nothing more is committed
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 30)
+    group = stage.config.group(settings)
+    at_crash = await committed(settings, group, topics.TILES)
+    down.clear()  # the model server is back; a new copy of the stage reads from the commit
+    await make(until_caught_up=True).run(asyncio.Event())
+    out = await read_all(settings, topics.DETECTIONS, expect=len(ids))
+    produced = {pb.Detection.FromString(r.value).tile_id for r in out}
+    assert produced == set(ids), (
+        f"lost {sorted(set(ids) - produced)}: the group had committed offset {at_crash} while "
+        "r0 (offset 0) was still failing"
+    )
+    assert at_crash == 0

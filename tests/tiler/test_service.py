@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,18 +13,24 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
+from rasterio.errors import CRSError
 from rasterio.io import MemoryFile
+from shapely.errors import GEOSException
 
-from amberscan import keys
+from amberscan import keys, scanning
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
+from amberscan.common.db import Database
+from amberscan.common.records import Failure
 from amberscan.common.settings import Settings
 from amberscan.common.topic_admin import ensure_topics
 from amberscan.errors import PoisonMessage
 from amberscan.geo.tiles import Tile
-from amberscan.imagery.providers import Fetcher, XyzProvider
+from amberscan.imagery.providers import Fetcher, ScanImage, XyzProvider
+from amberscan.sink import service as sink
 from amberscan.tiler import demo
-from amberscan.tiler.service import make_handler, make_stage
+from amberscan.tiler.core import plan_scan, split_request
+from amberscan.tiler.service import describe_request, make_handler, make_stage
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import decode_image
 from tests.streams import read_all
@@ -157,6 +164,15 @@ async def test_bad_requests_are_poison(value, message: str) -> None:
         await handle(record(value))
 
 
+def test_a_one_tile_request_is_described_by_its_tile() -> None:
+    """A failure the loop dead-letters (outside the tile's own handling) still names the tile of
+    a one-tile request, so the sink fails that tile rather than the whole request."""
+    request = demo.demo_scan_request("scan-3")
+    [one] = split_request(request, plan_scan(request, "demo"))[:1]
+    assert describe_request(record(one)) == Failure(tile_id=one.tile.quadkey, scan_id="scan-3")
+    assert describe_request(record(request)) == Failure(scan_id="scan-3")
+
+
 async def test_dates_outside_the_request_dead_letter_the_tile(demo_url: str) -> None:
     request = demo.demo_scan_request("scan-2")
     request.date_from = "2016-01-01"
@@ -220,3 +236,90 @@ async def test_stage_scans_the_demo_area(stack_settings: Settings, shared_data: 
     assert len(await store.list(keys.TILE_IMAGES + "/")) == 8
     [letter] = [pb.DeadLetter.FromString(r.value) for r in letters]
     assert letter.scan_id == "bad" and letter.tile_id == "" and "invalid region" in letter.reason
+
+
+class Faulty:
+    """The demo provider, but some scan tiles raise an error no provider is meant to raise (a
+    raster whose CRS cannot be read, a GEOS failure, a file the service may not open)."""
+
+    name = "demo"
+
+    def __init__(self, inner: XyzProvider, faults: dict[Tile, Exception]) -> None:
+        self.inner = inner
+        self.faults = faults
+
+    async def scan_image(self, scan_tile: Tile, fetch_zoom: int, vintage: str = "") -> ScanImage:
+        if scan_tile in self.faults:
+            raise self.faults[scan_tile]
+        return await self.inner.scan_image(scan_tile, fetch_zoom, vintage)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@pytest.mark.stack
+async def test_an_unexpected_provider_error_fails_its_tile_not_the_request(
+    stack_settings: Settings, database: Database, shared_data: Path
+) -> None:
+    """#26 defect 2: an error outside PoisonMessage/InvalidInput in a one-tile request must end
+    as a failed row of that tile, not as the request's failure (a row with an empty tile id,
+    which the summary reads as "the request failed" and completes on)."""
+    settings = stack_settings
+    await ensure_topics(settings)
+    store = BlobStore(settings)
+    await store.ensure_bucket()
+    tiles = demo.demo_tiles()
+    faults: dict[Tile, Exception] = {
+        tiles[0]: CRSError("Invalid projection: EPSG:99999"),
+        tiles[1]: GEOSException("TopologyException: side location conflict at 26.8 51.2"),
+        tiles[2]: PermissionError(13, "Permission denied", "/imagery/2015/cog.tif"),
+    }
+    server = TestServer(demo.make_app(shared_data / "tiles"), host="127.0.0.1", port=0)
+    await server.start_server()
+    url = str(server.make_url("/tiles/")) + "{z}/{x}/{y}.png"
+    provider = Faulty(XyzProvider(url, name="demo"), faults)
+    stages = [
+        make_stage(settings, store, {"demo": provider}),
+        *sink.make_stages(settings, database),
+    ]
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(stage.run(stop)) for stage in stages]
+    request = demo.demo_scan_request("scan-unexpected")
+
+    async def rows() -> list[tuple]:
+        return await database.fetch(
+            "SELECT tile_id, status, flagged, hectares, reason FROM scan_tiles WHERE scan_id = %s",
+            request.scan_id,
+        )
+
+    try:
+        expected = await scanning.submit(settings, database, request)
+        deadline = time.monotonic() + 60
+        faulty = {t.quadkey for t in faults}
+        # Until each faulty tile has its row, or the request got one (the defect).
+        while not ("" in (ids := {r[0] for r in await rows()}) or faulty <= ids):
+            assert time.monotonic() < deadline, f"no status for the faulty tiles: {ids}"
+            assert not any(t.done() for t in tasks), tasks
+            await asyncio.sleep(0.2)
+        found = await rows()
+        good = await read_all(settings, topics.TILES, expect=len(tiles) - len(faults))
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
+        await provider.close()
+        await server.close()
+    by_tile = {r[0]: r for r in found}
+    assert "" not in by_tile, f"a tile's failure was recorded as the request's: {by_tile['']}"
+    for tile, error in faults.items():
+        _, status, _, _, reason = by_tile[tile.quadkey]
+        assert status == "failed", (tile, status)
+        assert reason.startswith(f"tiler: scan tile {tile.quadkey}") and str(error) in reason, (
+            tile,
+            reason,
+        )
+    summary = scanning.summarize(request.scan_id, expected, found, 0.0)
+    assert summary.error == "" and summary.failed == len(faults), summary
+    # The other tiles of the scan went on.
+    assert sorted(pb.Tile.FromString(r.value).tile_id for r in good) == sorted(
+        t.quadkey for t in tiles if t not in faults
+    )

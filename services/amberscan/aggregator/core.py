@@ -2,7 +2,8 @@
 
 `TileJoin` holds the scores of tiles not yet complete, remembers where each one started in its
 partition, and says how far offsets may be committed: never past the first score of a tile
-still open, so a restart re-reads every tile it had not finished.
+still open, so a restart re-reads every tile it had not finished. A failed publish is handled
+as a restart of the partition (the runner forgets it and reads it again from its last commit).
 
 A tile that can never complete (a superpixel of it was dead-lettered upstream) must not hold
 commits back forever, nor vanish: it is dropped with a reason once it has waited `stale_s` of
@@ -114,13 +115,12 @@ class TileJoin:
         self.dropped = 0
         # Tiles whose detection or dead letter went out, to ignore their later scores. A key
         # is pending (partition, offset of the record it went out with, which memory) until the
-        # runner says that record's outputs were acknowledged; if the partition is read again
-        # from before that offset (a failed produce rewound it), the output may be lost, so
-        # the key is forgotten and its tile joined again.
+        # runner says that record's outputs were acknowledged; if they are not (a failed
+        # publish), the runner forgets the partition (`drop_partitions`) and reads it again
+        # from its last commit, so the tile is joined again from its first score.
         self.finished = _Recent(max_open)
         self.given_up = _Recent(max_open)
         self._pending: dict[TileKey, tuple[int, int, _Recent]] = {}
-        self._high: dict[int, int] = {}  # per partition: the highest offset read
         # Per partition: the activity clock (waiting time that counts) and the wall time of its
         # last record.
         self._clock: dict[int, float] = {}
@@ -128,12 +128,6 @@ class TileJoin:
 
     def add(self, score: pb.SuperpixelScore, partition: int, offset: int, now: float) -> Added:
         """Add one score read at `offset` of `partition` at monotonic time `now`."""
-        if offset <= self._high.get(partition, -1):  # read again: outputs from here may be lost
-            for k in [
-                k for k, (p, o, _) in self._pending.items() if p == partition and o >= offset
-            ]:
-                del self._pending[k]
-        self._high[partition] = max(self._high.get(partition, -1), offset)
         clock = self._tick(partition, now)
         result = Added(dropped=self._evict_stale(partition, offset, clock))
         key = tile_key(score)
@@ -183,13 +177,14 @@ class TileJoin:
         return min([next_offset, *firsts])
 
     def drop_partitions(self, partitions: set[int]) -> None:
-        """Forget tiles read from partitions this instance no longer owns (their new owner
-        re-reads them from the committed offset: they are not failed)."""
+        """Forget what was read from `partitions` since their last commit: tiles open, and
+        outputs not yet acknowledged. They are read again from that commit — by their new owner
+        after a revoke, or by this instance after a failed publish — so none of it is failed or
+        lost: those tiles are joined again from their first score."""
         for key in [k for k, e in self.open.items() if set(e.first) & partitions]:
             del self.open[key]
         self._pending = {k: v for k, v in self._pending.items() if v[0] not in partitions}
         for partition in partitions:
-            self._high.pop(partition, None)
             self._clock.pop(partition, None)
             self._seen.pop(partition, None)
 

@@ -4,7 +4,10 @@ At-least-once. Output keyed by tile id; a detection is identified by (tile id, i
 model version) and the sink upserts it, keeping the newest by `detected_at` (stamped here when
 the join completes), so a tile re-emitted after a restart overwrites its own row and an older
 one never wins. Offsets are committed only up to the first score of the earliest incomplete tile
-of each partition, so a restart re-reads what it had not finished. State is bounded
+of each partition, so a restart re-reads what it had not finished; a failed publish (the broker
+refusing a batch's detections or dead letters) is handled as a restart of the partition: it is
+read again from its last commit with its joins forgotten, so a tile completed or dropped in the
+failed batch is joined again from its first score and its output made again. State is bounded
 (`AMBERSCAN_AGGREGATOR_MAX_OPEN_TILES`). No tile is dropped silently: one that cannot complete
 (missing a score for `AMBERSCAN_AGGREGATOR_STALE_S` of its partition's activity, or pushed out
 by the bound) becomes a dead letter naming the tile and scan, produced before the commit passes
@@ -106,8 +109,9 @@ def make_stage(settings: Settings) -> Stage:
         join.acknowledged(tp.partition, next_offset)
         return join.safe_offset(tp.partition, next_offset)
 
-    def on_revoked(revoked: set[TopicPartition]) -> None:
-        join.drop_partitions({tp.partition for tp in revoked})
+    def forget(partitions: set[TopicPartition]) -> None:
+        # Revoked, or rewound to their last commit after a failed publish: read again from there.
+        join.drop_partitions({tp.partition for tp in partitions})
 
     config = StageConfig(
         service=SERVICE,
@@ -115,7 +119,7 @@ def make_stage(settings: Settings) -> Stage:
         describe=describe_score,
         max_records=MAX_RECORDS,
         commit_offset=commit_offset,
-        on_revoked=on_revoked,
+        forget=forget,
     )
     stage = Stage(settings, config, handle)
     stage.join = join  # type: ignore[attr-defined]  # exposed for tests and metrics

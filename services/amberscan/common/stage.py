@@ -17,6 +17,14 @@ Failures:
 - a record still failing transiently after its retries is not dead-lettered (a model-server
   restart must not lose tiles): its partition is rewound to it and paused for a backoff, so it
   comes back later, and nothing waits on it meanwhile — no lock, no stalled rebalance.
+- outputs the broker does not acknowledge (a send error) rewind each partition of their batch
+  to the batch's first record, and the producer is replaced: aiokafka's idempotent producer
+  numbers the batches it sends to a partition, and after one the broker refused, every later
+  send there fails (OutOfOrderSequenceNumber).
+- a stateful stage (one with `commit_offset`: the aggregator) is rewound further, to the
+  partition's last commit, and `forget`s the partition: its state holds what it built from
+  records since that commit (a tile's first scores), which a rewind to the failing record would
+  not read again. It is rebuilt as after a restart.
 - a rebalance waits at most `revoke_grace_s` for in-flight batches of the revoked partitions to
   finish and commit; what is still running then is abandoned uncommitted (the new owner redoes it;
   duplicates downstream are harmless). A commit the group refuses because it has moved on is
@@ -28,6 +36,7 @@ Topics are created by `topic_admin.py`; outputs, dead letters and decoding are i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -74,8 +83,10 @@ class StageConfig:
     # Stateful stages (the aggregator) hold some records back: given a partition and the offset
     # after its last handled record, this returns the offset that is safe to commit.
     commit_offset: Callable[[TopicPartition, int], int] | None = None
-    # Called when partitions are revoked, after the last commit, so a stage can drop their state.
-    on_revoked: Callable[[set[TopicPartition]], None] | None = None
+    # Called with partitions that will be read again from their last commit — revoked (after
+    # that commit), or, in a stage with `commit_offset`, rewound — so the stage drops the state
+    # it built from them; the records coming again build it anew.
+    forget: Callable[[set[TopicPartition]], None] | None = None
     # A batch job (a replay) ends once it has read every partition to its end.
     until_caught_up: bool = False
 
@@ -133,6 +144,9 @@ class Stage:
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
         self._committed: dict[TopicPartition, int] = {}
+        # The first offset taken from a partition since it was assigned: where a stateful stage
+        # that has not committed there yet began building its state.
+        self._taken: dict[TopicPartition, int] = {}
         # A partition's epoch moves on when it is rewound or revoked: results of batches polled
         # before that are neither produced nor committed (the records come again).
         self._epoch: dict[TopicPartition, int] = {}
@@ -152,8 +166,8 @@ class Stage:
     def topic(self, base: str) -> str:
         return topics.topic_name(self.settings.topic_prefix, base)
 
-    async def start(self) -> None:
-        self.producer = AIOKafkaProducer(
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             enable_idempotence=True,
             acks="all",
@@ -162,6 +176,9 @@ class Stage:
             # The broker holds a whole record batch to the topic's max.message.bytes.
             max_batch_size=min(_BATCH_BYTES, self.settings.topic_max_message_bytes),
         )
+
+    async def start(self) -> None:
+        self.producer = self._new_producer()
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
             group_id=self.config.group(self.settings),
@@ -199,7 +216,7 @@ class Stage:
                 if finisher.done():  # it only ends on an error: raise it here
                     finisher.result()
                 try:
-                    fetched = await self._poll()
+                    fetched, epochs = await self._poll()
                 except BaseException:
                     slots.release()
                     raise
@@ -215,9 +232,11 @@ class Stage:
                         stop.set()
                     continue
                 records = [record for part in fetched.values() for record in part]
+                for tp, part in fetched.items():
+                    self._taken.setdefault(tp, part[0].offset)
                 batch = _Batch(
                     records=fetched,
-                    epochs={tp: self._epoch.get(tp, 0) for tp in fetched},
+                    epochs={tp: epochs[tp] for tp in fetched},
                     task=asyncio.create_task(self.handling.handle_all(records, stop)),
                 )
                 self._in_flight.append(batch)
@@ -234,25 +253,43 @@ class Stage:
                     batch.task.cancel()
                 await self.close()
 
-    async def _poll(self) -> dict[TopicPartition, list[ConsumerRecord]]:
-        """One poll, topped up for at most `fill_wait_ms` until `max_records` are in hand."""
+    async def _poll(
+        self,
+    ) -> tuple[dict[TopicPartition, list[ConsumerRecord]], dict[TopicPartition, int]]:
+        """One poll, topped up for at most `fill_wait_ms` until `max_records` are in hand; with
+        each partition's epoch when its records were taken.
+
+        A partition rewound while the poll fills (a batch finishing meanwhile) keeps the epoch
+        its records were taken in, so they are neither produced nor committed: the rewind brings
+        them again. Were they stamped after the poll, they would count as read after the rewind
+        and be committed past the records it sent back for, which a crash would then lose.
+        Records taken after the rewind (its pause over) replace those taken before it.
+        """
         assert self.consumer is not None
         want = self.config.max_records
-        fetched: dict[TopicPartition, list[ConsumerRecord]] = await self.consumer.getmany(
-            timeout_ms=self.config.poll_timeout_ms, max_records=want
-        )
-        count = sum(len(part) for part in fetched.values())
-        if not count or not self.config.fill_wait_ms:
-            return fetched
-        deadline = time.monotonic() + self.config.fill_wait_ms / 1000
-        while count < want and (left := deadline - time.monotonic()) > 0:
-            more = await self.consumer.getmany(
-                timeout_ms=max(int(left * 1000), 1), max_records=want - count
-            )
+        fetched: dict[TopicPartition, list[ConsumerRecord]] = {}
+        epochs: dict[TopicPartition, int] = {}
+        count = 0
+        timeout_ms = self.config.poll_timeout_ms
+        deadline = 0.0
+        while True:
+            more = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=want - count)
+            # Read at once, with no await since getmany took the records: a rewind before this
+            # point is one they were taken after.
             for tp, part in more.items():
+                epoch = self._epoch.get(tp, 0)
+                if tp in epochs and epochs[tp] != epoch:
+                    count -= len(fetched.pop(tp))  # taken before the rewind: they come again
+                epochs[tp] = epoch
                 fetched.setdefault(tp, []).extend(part)
                 count += len(part)
-        return fetched
+            if not count or not self.config.fill_wait_ms or count >= want:
+                return fetched, epochs
+            if not deadline:
+                deadline = time.monotonic() + self.config.fill_wait_ms / 1000
+            if (left := deadline - time.monotonic()) <= 0:
+                return fetched, epochs
+            timeout_ms = max(int(left * 1000), 1)
 
     async def _caught_up(self) -> bool:
         assert self.consumer is not None
@@ -300,8 +337,7 @@ class Stage:
                 ends[tp] = part[-1].offset + 1
                 for record, result in zip(part, mine, strict=True):
                     if isinstance(result, Retry):
-                        self._rewind(tp, record.offset, result.error)
-                        ends[tp] = record.offset
+                        ends[tp] = self._rewind(tp, record.offset, result.error)
                         break
                     assert not isinstance(result, BaseException)
                     for output in self.handling.checked(record, result):
@@ -323,6 +359,7 @@ class Stage:
             for tp, part in batch.records.items():
                 if tp in ends and self._current(tp, batch.epochs[tp]):
                     self._rewind(tp, part[0].offset, error)
+            await self._renew_producer()
             return
         await self._commit(ends)
 
@@ -348,9 +385,39 @@ class Stage:
             self._rewinds.pop(tp, None)
         metrics.COMMITS.labels(self.config.service).inc()
 
-    def _rewind(self, tp: TopicPartition, offset: int, error: BaseException) -> None:
-        """Go back to `offset` on `tp` after a pause: its record failed transiently too long."""
+    async def _renew_producer(self) -> None:
+        """A new producer in place of one whose outputs the broker refused: the old one's
+        sequence numbers of a partition now skip the refused batch, so the broker would refuse
+        every later send there (OutOfOrderSequenceNumber). If the broker cannot be reached, the
+        old one stays, and the next failed publish tries again."""
+        fresh = self._new_producer()
+        try:
+            await fresh.start()
+        except KafkaError as error:
+            log.warning("producer not replaced; kept", extra={"error": repr(error)})
+            with contextlib.suppress(KafkaError):
+                await fresh.stop()
+            return
+        old, self.producer = self.producer, fresh
+        if old is not None:
+            try:  # its pending sends, all of the failed batch, end first
+                await asyncio.wait_for(old.stop(), self.config.revoke_grace_s)
+            except (TimeoutError, KafkaError) as error:
+                log.warning("replaced producer not stopped", extra={"error": repr(error)})
+
+    def _rewind(self, tp: TopicPartition, offset: int, error: BaseException) -> int:
+        """Go back on `tp` to `offset`, where a record failed (transiently too long, or its batch's
+        outputs were not acknowledged), after a pause; returns where it went back to.
+
+        A stateful stage goes back to the partition's last commit (or, before any, its first
+        record taken) and forgets the partition: its state holds records since then that a
+        rewind to `offset` would not read again (a tile's first scores).
+        """
         assert self.consumer is not None
+        if self.config.commit_offset is not None:
+            offset = min(offset, self._committed.get(tp, self._taken.get(tp, offset)))
+            if self.config.forget is not None:
+                self.config.forget({tp})
         self._epoch[tp] = self._epoch.get(tp, 0) + 1
         count = self._rewinds[tp] = self._rewinds.get(tp, 0) + 1
         delay = self.policy.delay(count, error)
@@ -365,11 +432,12 @@ class Stage:
             },
         )
         if tp not in self.consumer.assignment():
-            return
+            return offset
         self.consumer.seek(tp, offset)
         self.consumer.pause(tp)
         epoch = self._epoch[tp]
         asyncio.get_running_loop().call_later(delay, self._resume, tp, epoch)
+        return offset
 
     def _resume(self, tp: TopicPartition, epoch: int) -> None:
         consumer = self.consumer
@@ -391,9 +459,10 @@ class Stage:
             for tp in revoked:
                 self._epoch[tp] = self._epoch.get(tp, 0) + 1
                 self._committed.pop(tp, None)
+                self._taken.pop(tp, None)
                 self._rewinds.pop(tp, None)
-            if self.config.on_revoked is not None and revoked:
-                self.config.on_revoked(set(revoked))
+            if self.config.forget is not None and revoked:
+                self.config.forget(set(revoked))
         finally:
             self._revoking -= revoked
 

@@ -12,8 +12,11 @@ thus spread over the replicas, and no record takes longer than one tile.
 At-least-once, de-duplicated downstream by (scan id, tile id). A crash redelivers the requests
 not yet committed: a region is split again (the same one-tile requests), a tile is fetched again
 (its GeoTIFF rewrites the same content-addressed object, its message repeats with the same key
-and content). A tile the provider does not have (404) or that is not a usable image becomes a dead
-letter carrying its tile id and scan id (the sink marks it failed) and the scan goes on. An
+and content). A tile the provider does not have (404), that is not a usable image, or that fails with any
+other error but a transient one (a CRSError, a GEOS error, a PermissionError: a bug or a bad
+source, logged with its traceback) becomes a dead letter carrying its tile id and scan id (the
+sink marks it failed) and the scan goes on: every tile of a request gets a status. A one-tile
+request that fails before its tile is tried is dead-lettered naming its tile too. An
 invalid request (not a ScanRequest, bad region or zooms, unknown provider) becomes one dead
 letter with the scan id and no tile id. A provider that keeps failing (5xx, timeouts) raises
 `TransientError`: the request is retried later, nothing is dead-lettered.
@@ -29,6 +32,7 @@ with that reason, rather than scored on black pixels.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -45,7 +49,7 @@ from amberscan.common.handling import Handler
 from amberscan.common.records import Failure, Output, dead_letter
 from amberscan.common.settings import RASTER_MIN_COVERAGE, Settings
 from amberscan.common.stage import Stage, StageConfig
-from amberscan.errors import InvalidInput, PoisonMessage
+from amberscan.errors import InvalidInput, PoisonMessage, TransientError
 from amberscan.geo.tiles import DEFAULT_MAX_TILES, Tile
 from amberscan.imagery.dates import date_in_range
 from amberscan.imagery.providers import Provider, SourceSpec, provider_for
@@ -54,6 +58,7 @@ from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import encode_tile
 
 SERVICE = "tiler"
+log = logging.getLogger(__name__)
 
 
 class OutsideDates(PoisonMessage):
@@ -70,10 +75,14 @@ def decode_request(record: ConsumerRecord) -> pb.ScanRequest:
 
 
 def describe_request(record: ConsumerRecord) -> Failure:
+    """What a dead letter of `record` fails: the scan, and the tile of a one-tile request (a
+    letter without a tile id fails the whole request)."""
     try:
-        return Failure(scan_id=pb.ScanRequest.FromString(record.value or b"").scan_id)
+        request = pb.ScanRequest.FromString(record.value or b"")
     except Exception:  # noqa: BLE001
         return Failure(scan_id=(record.key or b"").decode(errors="replace"))
+    tile = request.tile.quadkey if request.HasField("tile") else ""
+    return Failure(tile_id=tile, scan_id=request.scan_id)
 
 
 class Providers:
@@ -239,19 +248,29 @@ def make_handler(
                     return await _tile_output(
                         store, source, plan, request, tile, history, model, min_coverage, models
                     )
-                except (PoisonMessage, InvalidInput) as error:
-                    failure = Failure(tile_id=tile.quadkey, scan_id=plan.scan_id)
-                    # Name the scan tile too: the provider's error names only its child tile.
-                    where = type(error)(f"scan tile {tile.quadkey} ({tile}): {error}")
-                    letter = dead_letter(record, SERVICE, where, failure)
-                    return Output(
-                        topics.DEAD_LETTERS, tile.quadkey.encode(), letter.SerializeToString()
-                    )
+                except TransientError:
+                    raise  # the request is retried, later if need be: no status yet
+                except Exception as error:  # noqa: BLE001 - poison or a bug: only this tile fails
+                    if not isinstance(error, PoisonMessage | InvalidInput):
+                        log.exception(
+                            "unexpected error making a scan tile; dead-lettering it",
+                            extra={"tile": tile.quadkey, "scan": plan.scan_id},
+                        )
+                    return _tile_letter(record, tile, plan.scan_id, error)
 
         outputs = await asyncio.gather(*(one(t) for t in plan.tiles))
         return [output for output in outputs if output is not None]
 
     return handle
+
+
+def _tile_letter(record: ConsumerRecord, tile: Tile, scan_id: str, error: Exception) -> Output:
+    """The dead letter failing one scan tile of a scan, whatever the error: it names the tile,
+    so the sink records the tile failed (a letter without one would read as the request's)."""
+    letter = dead_letter(record, SERVICE, error, Failure(tile_id=tile.quadkey, scan_id=scan_id))
+    # Name the scan tile too: the provider's error names only its child tile, if anything.
+    letter.reason = f"scan tile {tile.quadkey} ({tile}): {letter.reason}"
+    return Output(topics.DEAD_LETTERS, tile.quadkey.encode(), letter.SerializeToString())
 
 
 async def _tile_output(
