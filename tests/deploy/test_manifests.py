@@ -516,11 +516,13 @@ def test_probes_and_scraping_use_the_metrics_port(objects: list[dict[str, Any]])
         (container,) = pod["spec"]["containers"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports["metrics"] == port
+        # Liveness asks the loop's heartbeat (served by the loop itself, common/metrics.py).
+        get = container["livenessProbe"]["httpGet"]
+        assert get["path"] == "/healthz" and get["port"] in ("metrics", port), name
         if name not in STREAMING:
-            continue  # the web map's probes ask its own HTTP port
-        for probe in ("livenessProbe", "readinessProbe"):
-            get = container[probe]["httpGet"]
-            assert get["path"] == "/metrics" and get["port"] in ("metrics", port), f"{name} {probe}"
+            continue  # the web map's readiness asks its own HTTP port
+        get = container["readinessProbe"]["httpGet"]
+        assert get["path"] == "/metrics" and get["port"] in ("metrics", port), name
 
 
 def test_graceful_shutdown_covers_a_batch(objects: list[dict[str, Any]]) -> None:
