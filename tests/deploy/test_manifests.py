@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import json
 import os
 import re
 import shutil
@@ -663,8 +664,14 @@ def _tfserving(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return container
 
 
+def _is_cpu_server(container: dict[str, Any]) -> bool:
+    return container["image"].split(":")[0] == "amberscan-model-server"
+
+
 def test_model_server_runs_tf_serving_with_batching(objects: list[dict[str, Any]]) -> None:
     container = _tfserving(objects)
+    if _is_cpu_server(container):
+        return  # amberscan's CPU server (the local overlay): the test below
     assert container["image"].split(":")[0] == "tensorflow/serving"
     flags = dict(arg.removeprefix("--").split("=", 1) for arg in container["args"])
     assert flags["port"] == "8500" and flags["rest_api_port"] == "8501"
@@ -705,7 +712,37 @@ def test_tfserving_config_is_docker_tfserving() -> None:
         assert data[key] == path.read_text(), f"k8s tfserving-config {key} differs from {path}"
 
 
+def test_local_overlay_runs_the_cpu_model_server(scratch: Path) -> None:
+    """The image `make image` builds as amberscan-model-server, started as its CMD would: the
+    backbone of the models volume on the port the feature stage calls, gRPC health as probes."""
+    objects = list(_built("local", scratch))
+    container = _tfserving(objects)
+    assert _is_cpu_server(container)
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    (cmd,) = re.findall(
+        r"^CMD (\[.*\])$", dockerfile.split("AS model-server")[1].split("FROM")[0], re.M
+    )
+    assert container["args"] == json.loads(cmd), "the k8s args differ from the image's CMD"
+    args = build_parser().parse_args(["serve", "model-server", *container["args"]])
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert str(args.model_dir) == mounts["models"]
+    assert args.name == _config(objects)["AMBERSCAN_BACKBONE_NAME"]
+    port = int(args.address.rsplit(":", 1)[1])
+    assert port == _port(_config(objects)["AMBERSCAN_MODEL_SERVER"])
+    assert {p["containerPort"] for p in container["ports"]} >= {port}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == port, probe
+    assert container["envFrom"] == [{"configMapRef": {"name": "amberscan-config"}}]
+    service = _one(objects, "Service", "model-server")
+    names = {p["name"] for p in container["ports"]}
+    assert all(p["targetPort"] in names for p in service["spec"]["ports"]), "a port nobody serves"
+
+
 def test_client_batches_fit_the_server_batches(objects: list[dict[str, Any]]) -> None:
+    if _is_cpu_server(_tfserving(objects)):
+        limit = _config(objects)["AMBERSCAN_MODEL_SERVER_MAX_BATCH"]
+        assert int(_config(objects)["AMBERSCAN_FEATURE_BATCH_SIZE"]) <= int(limit)
+        return
     batching = _one(objects, "ConfigMap", "tfserving-config")["data"]["batching_parameters.txt"]
     match = re.search(r"max_batch_size\s*\{\s*value:\s*(\d+)", batching)
     assert match, "max_batch_size not found"
