@@ -60,6 +60,9 @@ lint: $(STAMP) ## ruff (lint + format check) and mypy, strict on every package (
 image: ## build the container images (amberscan, amberscan-model-server) with buildah, base made from Debian packages here (docker/README.md)
 	@stack/phase.sh image stack/image.sh
 
+image-demo: ## the demo scan with every stage, the web map and the model server run from the built images (buildah run) on the local stack
+	@stack/phase.sh image-demo stack/image-demo.sh
+
 finetune: setup-python ## fine-tune the default backbone only (the first step of `make model`; no stack needed)
 	stack/model.sh finetune
 
