@@ -13,6 +13,8 @@ pinned `kubernetes-validate` package. The overlays are built with `kustomize` (i
 from __future__ import annotations
 
 import ast
+import copy
+import json
 import os
 import re
 import shutil
@@ -515,11 +517,13 @@ def test_probes_and_scraping_use_the_metrics_port(objects: list[dict[str, Any]])
         (container,) = pod["spec"]["containers"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert ports["metrics"] == port
+        # Liveness asks the loop's heartbeat (served by the loop itself, common/metrics.py).
+        get = container["livenessProbe"]["httpGet"]
+        assert get["path"] == "/healthz" and get["port"] in ("metrics", port), name
         if name not in STREAMING:
-            continue  # the web map's probes ask its own HTTP port
-        for probe in ("livenessProbe", "readinessProbe"):
-            get = container[probe]["httpGet"]
-            assert get["path"] == "/metrics" and get["port"] in ("metrics", port), f"{name} {probe}"
+            continue  # the web map's readiness asks its own HTTP port
+        get = container["readinessProbe"]["httpGet"]
+        assert get["path"] == "/metrics" and get["port"] in ("metrics", port), name
 
 
 def test_graceful_shutdown_covers_a_batch(objects: list[dict[str, Any]]) -> None:
@@ -575,6 +579,18 @@ def test_kafka_topics_are_the_project_topics(objects: list[dict[str, Any]]) -> N
         assert topic["spec"]["partitions"] == int(config["AMBERSCAN_TOPIC_PARTITIONS"]), name
         retention = int(topic["spec"]["config"]["retention.ms"])
         assert retention == int(config["AMBERSCAN_TOPIC_RETENTION_MS"]), name
+        # Topics that ensure_topics creates later (a replay, a new prefix) get the ConfigMap's
+        # replication: the same as the CRs' and the brokers' default.
+        assert topic["spec"]["replicas"] == int(config["AMBERSCAN_TOPIC_REPLICATION_FACTOR"]), name
+        insync = topic["spec"]["config"].get(
+            "min.insync.replicas", cluster["spec"]["kafka"]["config"]["min.insync.replicas"]
+        )
+        assert int(insync) == int(config["AMBERSCAN_TOPIC_MIN_INSYNC_REPLICAS"]), name
+    brokers = cluster["spec"]["kafka"]["config"]
+    assert int(brokers["default.replication.factor"]) == int(
+        config["AMBERSCAN_TOPIC_REPLICATION_FACTOR"]
+    )
+    assert int(brokers["min.insync.replicas"]) == int(config["AMBERSCAN_TOPIC_MIN_INSYNC_REPLICAS"])
     for replayable in (topics.SUPERPIXELS, topics.FEATURES):
         assert int(_one(objects, "KafkaTopic", replayable)["spec"]["config"]["retention.ms"]) == -1
 
@@ -648,8 +664,14 @@ def _tfserving(objects: list[dict[str, Any]]) -> dict[str, Any]:
     return container
 
 
+def _is_cpu_server(container: dict[str, Any]) -> bool:
+    return container["image"].split(":")[0] == "amberscan-model-server"
+
+
 def test_model_server_runs_tf_serving_with_batching(objects: list[dict[str, Any]]) -> None:
     container = _tfserving(objects)
+    if _is_cpu_server(container):
+        return  # amberscan's CPU server (the local overlay): the test below
     assert container["image"].split(":")[0] == "tensorflow/serving"
     flags = dict(arg.removeprefix("--").split("=", 1) for arg in container["args"])
     assert flags["port"] == "8500" and flags["rest_api_port"] == "8501"
@@ -690,7 +712,37 @@ def test_tfserving_config_is_docker_tfserving() -> None:
         assert data[key] == path.read_text(), f"k8s tfserving-config {key} differs from {path}"
 
 
+def test_local_overlay_runs_the_cpu_model_server(scratch: Path) -> None:
+    """The image `make image` builds as amberscan-model-server, started as its CMD would: the
+    backbone of the models volume on the port the feature stage calls, gRPC health as probes."""
+    objects = list(_built("local", scratch))
+    container = _tfserving(objects)
+    assert _is_cpu_server(container)
+    dockerfile = (ROOT / "docker" / "Dockerfile").read_text()
+    (cmd,) = re.findall(
+        r"^CMD (\[.*\])$", dockerfile.split("AS model-server")[1].split("FROM")[0], re.M
+    )
+    assert container["args"] == json.loads(cmd), "the k8s args differ from the image's CMD"
+    args = build_parser().parse_args(["serve", "model-server", *container["args"]])
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert str(args.model_dir) == mounts["models"]
+    assert args.name == _config(objects)["AMBERSCAN_BACKBONE_NAME"]
+    port = int(args.address.rsplit(":", 1)[1])
+    assert port == _port(_config(objects)["AMBERSCAN_MODEL_SERVER"])
+    assert {p["containerPort"] for p in container["ports"]} >= {port}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["grpc"]["port"] == port, probe
+    assert container["envFrom"] == [{"configMapRef": {"name": "amberscan-config"}}]
+    service = _one(objects, "Service", "model-server")
+    names = {p["name"] for p in container["ports"]}
+    assert all(p["targetPort"] in names for p in service["spec"]["ports"]), "a port nobody serves"
+
+
 def test_client_batches_fit_the_server_batches(objects: list[dict[str, Any]]) -> None:
+    if _is_cpu_server(_tfserving(objects)):
+        limit = _config(objects)["AMBERSCAN_MODEL_SERVER_MAX_BATCH"]
+        assert int(_config(objects)["AMBERSCAN_FEATURE_BATCH_SIZE"]) <= int(limit)
+        return
     batching = _one(objects, "ConfigMap", "tfserving-config")["data"]["batching_parameters.txt"]
     match = re.search(r"max_batch_size\s*\{\s*value:\s*(\d+)", batching)
     assert match, "max_batch_size not found"
@@ -712,7 +764,11 @@ def test_backbone_export_writes_where_the_model_server_reads() -> None:
     assert str(args.finetuned) == str(tuned.out) and args.views == SERVED_RECIPE.views
     assert args.backbone == tuned.backbone == SERVED_RECIPE.backbone
     assert str(tuned.out).startswith(mounts["models"] + "/")
-    claims = {v["persistentVolumeClaim"]["claimName"] for v in _pod_spec(job)["volumes"]}
+    claims = {
+        v["persistentVolumeClaim"]["claimName"]
+        for v in _pod_spec(job)["volumes"]
+        if "persistentVolumeClaim" in v
+    }
     claims.discard("training-data")  # the labelled crops; the model server needs only models
     server = _one(base, "Deployment", "model-server")["spec"]["template"]["spec"]
     assert claims == {
@@ -727,7 +783,352 @@ def test_production_runs_model_server_on_gpu_nodes(scratch: Path) -> None:
     container = _tfserving(objects)
     assert container["image"].endswith("-gpu")
     assert int(container["resources"]["limits"]["nvidia.com/gpu"]) >= 1
-    for name in ("model-server", "feature"):
-        pod = _one(objects, "Deployment", name)["spec"]["template"]["spec"]
-        assert pod["nodeSelector"], name
-        assert any(t["key"] == GPU_TAINT_KEY for t in pod["tolerations"]), name
+    pod = _one(objects, "Deployment", "model-server")["spec"]["template"]["spec"]
+    assert pod["nodeSelector"]
+    assert any(t["key"] == GPU_TAINT_KEY for t in pod["tolerations"])
+
+
+def test_only_the_model_server_goes_to_gpu_nodes(objects: list[dict[str, Any]]) -> None:
+    """The feature pods are gRPC clients: they need no GPU, so they keep off GPU nodes (no
+    toleration of the taint, and where the overlay has GPU nodes, an affinity away from their
+    label) and leave those nodes' CPU and memory to the model servers."""
+    server = _one(objects, "Deployment", "model-server")["spec"]["template"]["spec"]
+    gpu_labels = set(server.get("nodeSelector", {}))
+    for obj in objects:
+        pod = _pod_spec(obj)
+        if pod is None or obj["metadata"]["name"] == "model-server":
+            continue
+        name = f"{obj['kind']}/{obj['metadata']['name']}"
+        assert not any(t.get("key") == GPU_TAINT_KEY for t in pod.get("tolerations", [])), name
+        assert not gpu_labels & set(pod.get("nodeSelector", {})), name
+        for container in _containers(obj):
+            assert GPU_TAINT_KEY not in container.get("resources", {}).get("limits", {}), name
+    if gpu_labels:
+        feature = _one(objects, "Deployment", "feature")["spec"]["template"]["spec"]
+        terms = feature["affinity"]["nodeAffinity"][
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        ]
+        for label in gpu_labels:
+            for term in terms["nodeSelectorTerms"]:
+                assert {
+                    "key": label,
+                    "operator": "NotIn",
+                    "values": [server["nodeSelector"][label]],
+                } in term["matchExpressions"], label
+
+
+# --- KEDA: lag is queued work, not history ----------------------------------------------------------
+
+
+def test_keda_never_counts_retained_history_as_lag(scratch: Path) -> None:
+    """Topics keep every record (retention -1, for replays): for a partition where a group has no
+    committed offset, `offsetResetPolicy: earliest` would count the whole history as lag and scale
+    to the maximum. `latest` counts it as lag 1 (one consumer kept: scaleToZeroOnInvalidOffset
+    stays false)."""
+    checked = 0
+    for overlay in OVERLAYS:
+        objects = list(_built(overlay, scratch))
+        forever = _config(objects)["AMBERSCAN_TOPIC_RETENTION_MS"] == "-1"
+        for scaled in _of_kind(objects, "ScaledObject"):
+            for trigger in scaled["spec"]["triggers"]:
+                meta = trigger["metadata"]
+                name = f"{overlay} {scaled['metadata']['name']}"
+                assert meta.get("offsetResetPolicy") == "latest" or not forever, name
+                assert meta.get("scaleToZeroOnInvalidOffset", "false") == "false", name
+                checked += 1
+    assert checked
+
+
+# --- pod hardening ----------------------------------------------------------------------------------
+
+
+def _image_home() -> str:
+    """The amberscan image's HOME (docker/Dockerfile): KERAS_HOME and Numba's cache are under it."""
+    match = re.search(r"^\s*HOME=(\S+)", (ROOT / "docker" / "Dockerfile").read_text(), re.M)
+    assert match, "docker/Dockerfile sets no HOME"
+    return match.group(1)
+
+
+def _workloads(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [obj for obj in objects if _pod_spec(obj) is not None]
+
+
+def _hardening_problems(obj: dict[str, Any]) -> list[str]:
+    pod = _pod_spec(obj)
+    assert pod is not None
+    name = f"{obj['kind']}/{obj['metadata'].get('name') or obj['metadata']['generateName']}"
+    problems = []
+    if pod.get("automountServiceAccountToken") is not False:
+        problems.append(f"{name}: the pod mounts a service-account token")
+    context = pod.get("securityContext", {})
+    if context.get("runAsNonRoot") is not True or context.get("runAsUser", 0) == 0:
+        problems.append(f"{name}: the pod may run as root")
+    if context.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+        problems.append(f"{name}: no RuntimeDefault seccomp profile")
+    empty_dirs = {v["name"] for v in pod.get("volumes", []) if "emptyDir" in v}
+    for container in _containers(obj):
+        where = f"{name} {container['name']}"
+        sc = container.get("securityContext", {})
+        if sc.get("allowPrivilegeEscalation") is not False or sc.get("privileged"):
+            problems.append(f"{where}: privilege escalation allowed")
+        if sc.get("capabilities", {}).get("drop") != ["ALL"] or sc["capabilities"].get("add"):
+            problems.append(f"{where}: capabilities not all dropped")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            problems.append(f"{where}: the root filesystem is writable")
+        # The writable paths, each an emptyDir: /tmp, and for the amberscan image its HOME.
+        writable = {
+            m["mountPath"] for m in container.get("volumeMounts", []) if m["name"] in empty_dirs
+        }
+        wanted = {"/tmp", _image_home()} if _is_amberscan(container) else {"/tmp"}
+        if not wanted <= writable:
+            problems.append(f"{where}: no emptyDir on {sorted(wanted - writable)}")
+    return problems
+
+
+def test_every_pod_is_hardened(objects: list[dict[str, Any]]) -> None:
+    workloads = _workloads(objects)
+    assert {o["metadata"]["name"] for o in workloads} >= {*serve.STAGES, "model-server"}
+    problems = [p for obj in workloads for p in _hardening_problems(obj)]
+    assert not problems, "\n".join(problems)
+
+
+def test_every_job_template_is_hardened() -> None:
+    jobs = [obj for path in sorted((K8S / "jobs").glob("*.yaml")) for obj in _load(path)]
+    assert jobs
+    problems = [p for obj in _workloads(jobs) for p in _hardening_problems(obj)]
+    assert not problems, "\n".join(problems)
+
+
+def test_hardening_check_catches_a_writable_root(scratch: Path) -> None:
+    """The check above, on a Deployment of the built overlay with one field taken away."""
+    deployment = copy.deepcopy(_one(list(_built("production", scratch)), "Deployment", "segmenter"))
+    assert not _hardening_problems(deployment)
+    del deployment["spec"]["template"]["spec"]["containers"][0]["securityContext"][
+        "readOnlyRootFilesystem"
+    ]
+    assert _hardening_problems(deployment) == [
+        "Deployment/segmenter segmenter: the root filesystem is writable"
+    ]
+
+
+# --- network policies ---------------------------------------------------------------------------------
+
+# What each pod's code opens, found by its imports (below): the paths its NetworkPolicies allow.
+PATH_IMPORTS = {
+    "bus": ("aiokafka",),
+    "blob store": ("amberscan.common.blobstore", "amberscan.common.registry"),
+    "database": ("amberscan.common.db",),
+    "model server": ("amberscan.common.model_client",),
+    "imagery": ("amberscan.imagery.providers",),
+}
+# The modules whose imports say what a pod does, by its app.kubernetes.io/component. Commands
+# count their own module and the library code they run (replay's `scanning.follow` only reads the
+# database; topic_admin creates topics with aiokafka's admin client).
+POD_MODULES = {
+    **{stage: [f"{stage}/service.py"] for stage in serve.STAGES if stage != "web"},
+    "web": ["web/state.py"],
+    "scan": ["cli/scan.py", "scanning.py", "common/topic_admin.py"],
+    "replay": ["cli/replay.py", "classifier/service.py", "common/topic_admin.py"],
+    "model-server": ["modelserver/server.py"],
+    "backbone-export": ["cli/export_backbone.py", "cli/finetune.py"],
+}
+
+
+def _imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+def _paths_in_code(component: str) -> set[str]:
+    imports = set().union(*(_imports(SERVICES / module) for module in POD_MODULES[component]))
+    return {
+        path
+        for path, prefixes in PATH_IMPORTS.items()
+        if any(i == p or i.startswith(p + ".") for i in imports for p in prefixes)
+    }
+
+
+def _port(address: str) -> int:
+    """The port of host:port, a dns:/// target or a URL with credentials."""
+    match = re.search(r":(\d+)(?:/|$)", address.rsplit("@", 1)[-1])
+    assert match, f"no port in {address}"
+    return int(match.group(1))
+
+
+def _path_ports(objects: list[dict[str, Any]]) -> dict[int, str]:
+    """Port → path, from the addresses the services are configured with."""
+    config = _config(objects)
+    secret = next(iter(_secret_values().values()))
+    return {
+        _port(config["AMBERSCAN_KAFKA_BOOTSTRAP"]): "bus",
+        _port(config["AMBERSCAN_S3_ENDPOINT"]): "blob store",
+        _port(secret["AMBERSCAN_DATABASE_URL"]): "database",
+        _port(config["AMBERSCAN_MODEL_SERVER"]): "model server",
+        443: "imagery",
+    }
+
+
+def _secret_values() -> dict[str, dict[str, str]]:
+    local = _one(_load(K8S / "overlays" / "local" / "secret.yaml"), "Secret", "amberscan-secrets")
+    example = K8S / "overlays" / "production" / "secrets.env.example"
+    production = dict(
+        line.split("=", 1)
+        for line in example.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    return {"local": local["stringData"], "production": production}
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        value, operator = labels.get(expression["key"]), expression["operator"]
+        if operator == "In" and value not in expression["values"]:
+            return False
+        if operator == "NotIn" and value in expression["values"]:
+            return False
+        if operator == "Exists" and value is None or operator == "DoesNotExist" and value:
+            return False
+    return True
+
+
+def _pod_labels(obj: dict[str, Any]) -> dict[str, str]:
+    spec = obj["spec"]["jobTemplate"]["spec"] if obj["kind"] == "CronJob" else obj["spec"]
+    return spec["template"]["metadata"]["labels"]
+
+
+def _allowed(policies: list[dict[str, Any]], labels: dict[str, str], direction: str) -> list[Any]:
+    """The rules of one direction ("egress"/"ingress") that apply to a pod with these labels."""
+    return [
+        rule
+        for policy in policies
+        if _selects(policy["spec"]["podSelector"], labels)
+        and direction.capitalize() in policy["spec"]["policyTypes"]
+        for rule in policy["spec"].get(direction, [])
+    ]
+
+
+def _egress_paths(
+    objects: list[dict[str, Any]], labels: dict[str, str]
+) -> tuple[set[str], list[str]]:
+    ports = _path_ports(objects)
+    paths, others = set(), []
+    for rule in _allowed(_of_kind(objects, "NetworkPolicy"), labels, "egress"):
+        for port in rule.get("ports", []):
+            if port["port"] == 53:
+                continue  # DNS, for every pod (below)
+            if port["port"] in ports:
+                paths.add(ports[port["port"]])
+            else:
+                others.append(f"port {port['port']}")
+        if not rule.get("ports"):
+            others.append("every port")
+    return paths, others
+
+
+def _pods_with_policies(scratch: Path) -> list[tuple[str, list[dict[str, Any]], dict[str, Any]]]:
+    """(where, the overlay's objects, pod owner) for every pod of every overlay and Job template."""
+    jobs = [obj for path in sorted((K8S / "jobs").glob("*.yaml")) for obj in _load(path)]
+    found = []
+    for overlay in OVERLAYS:
+        objects = list(_built(overlay, scratch))
+        for obj in [*_workloads(objects), *jobs]:
+            found.append((overlay, objects, obj))
+    return found
+
+
+def test_the_code_uses_the_paths_of_the_table() -> None:
+    """The table the policies follow (k8s/base/network-policies.yaml's comment) is the code's."""
+    assert _paths_in_code("aggregator") == {"bus"}
+    assert _paths_in_code("feature") == {"bus", "blob store", "model server"}
+    assert _paths_in_code("tiler") == {"bus", "blob store", "database", "imagery"}
+    assert _paths_in_code("web") == {"blob store", "database"}
+    assert _paths_in_code("model-server") == _paths_in_code("backbone-export") == set()
+
+
+def test_network_policies_allow_each_pod_only_the_paths_its_code_uses(scratch: Path) -> None:
+    problems = []
+    for overlay, objects, obj in _pods_with_policies(scratch):
+        labels = _pod_labels(obj)
+        component = labels["app.kubernetes.io/component"]
+        paths, others = _egress_paths(objects, labels)
+        where = f"{overlay} {obj['kind']}/{component}"
+        if paths != _paths_in_code(component):
+            problems.append(
+                f"{where}: allowed {sorted(paths)}, uses {sorted(_paths_in_code(component))}"
+            )
+        if others:
+            problems.append(f"{where}: also allowed {others}")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_pod_is_denied_by_default(scratch: Path) -> None:
+    for overlay, objects, obj in _pods_with_policies(scratch):
+        labels = _pod_labels(obj)
+        denied = [
+            p
+            for p in _of_kind(objects, "NetworkPolicy")
+            if _selects(p["spec"]["podSelector"], labels)
+            and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+            and not p["spec"].get("ingress")
+            and not p["spec"].get("egress")
+        ]
+        name = obj["metadata"].get("name") or obj["metadata"]["generateName"]
+        assert denied, f"{overlay} {obj['kind']}/{name}: no default-deny policy"
+
+
+def test_the_bus_and_the_model_server_are_reached_at_their_pods(scratch: Path) -> None:
+    objects = list(_built("production", scratch))
+    policies = _of_kind(objects, "NetworkPolicy")
+    (cluster,) = _of_kind(objects, "Kafka")
+    feature = _pod_labels(_one(objects, "Deployment", "feature"))
+    server = _pod_labels(_one(objects, "Deployment", "model-server"))
+    peers = {
+        _path_ports(objects).get(port["port"]): peer["podSelector"]["matchLabels"]
+        for rule in _allowed(policies, feature, "egress")
+        for port in rule["ports"]
+        for peer in rule["to"]
+        if "podSelector" in peer and "namespaceSelector" not in peer
+    }
+    assert peers["bus"]["strimzi.io/cluster"] == cluster["metadata"]["name"]
+    assert _selects({"matchLabels": peers["model server"]}, server)
+    # The model server takes calls from the feature pods only.
+    grpc = _path_ports(objects)
+    (rule,) = [
+        rule
+        for rule in _allowed(policies, server, "ingress")
+        if any(grpc.get(port["port"]) == "model server" for port in rule["ports"])
+    ]
+    assert [p["podSelector"]["matchLabels"] for p in rule["from"]] == [
+        {k: feature[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component")}
+    ]
+    # Strimzi's policy for the listener admits amberscan's pods (and KEDA) only.
+    (listener,) = cluster["spec"]["kafka"]["listeners"]
+    assert listener.get("networkPolicyPeers"), "the listener is open to every pod of the cluster"
+
+
+# --- the replay Job's documented commands -------------------------------------------------------------
+
+
+def test_replay_examples_use_the_real_version_format() -> None:
+    """`kubectl logs -l amberscan/model-version=V` and the sed line use a version as `amberscan
+    train` names them: xgb-<first 12 hex digits of a sha256> (model/classifier.py)."""
+    source = (SERVICES / "model" / "classifier.py").read_text()
+    digits = re.search(r"hexdigest\(\)\[:(\d+)\]", source)
+    assert digits and 'f"xgb-{digest}"' in source
+    version = re.compile(rf"^xgb-[0-9a-f]{{{digits.group(1)}}}$")
+    found = 0
+    for path in (K8S / "jobs" / "replay.yaml", ROOT / "docs" / "deploy.md"):
+        for example in re.findall(
+            r"amberscan/model-version=(\S+)|s/MODEL_VERSION/([^/]+)/", path.read_text()
+        ):
+            value = next(v for v in example if v)
+            assert version.match(value), f"{path.name}: {value}"
+            found += 1
+    assert found >= 3

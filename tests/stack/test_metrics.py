@@ -7,8 +7,8 @@ import urllib.request
 
 import pytest
 
-from amberscan.common import topics
-from amberscan.common.metrics import serve_metrics
+from amberscan.common import metrics, topics
+from amberscan.common.metrics import Heartbeat, serve_metrics
 from amberscan.common.settings import Settings
 from amberscan.common.topic_admin import ensure_topics
 from amberscan.v1 import messages_pb2 as pb
@@ -57,3 +57,26 @@ async def test_metrics_count_handled_dead_lettered_and_committed(stack_settings:
     assert delta("amberscan_outputs_total", service="echo", topic=topics.DEAD_LETTERS) == 1
     assert delta("amberscan_commits_total", service="echo") >= 1
     assert delta("amberscan_handle_seconds_count", service="echo") == 3
+
+
+async def test_a_running_stage_beats_the_heartbeat(
+    stack_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The liveness probe's heartbeat (`/healthz`) moves with the stage's polls and batches."""
+    now = [1000.0]
+    heartbeat = Heartbeat(lambda: now[0])
+    monkeypatch.setattr(metrics, "HEARTBEAT", heartbeat)
+    now[0] += 900  # stale as the stage starts
+    assert heartbeat.age() == 900
+    await ensure_topics(stack_settings)
+    await produce(
+        stack_settings,
+        topics.TILES,
+        [(b"k", pb.Tile(tile_id="t", scan_id="s").SerializeToString())],
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(make_stage(stack_settings).run(stop))
+    await read_all(stack_settings, topics.DETECTIONS, expect=1)
+    stop.set()
+    await asyncio.wait_for(task, timeout=30)
+    assert heartbeat.age() == 0

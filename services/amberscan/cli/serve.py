@@ -57,18 +57,24 @@ def serve_model(args: argparse.Namespace, settings: Settings) -> int:
 def serve_stage(name: str, settings: Settings) -> int:
     """Run the stage `name` until SIGTERM or SIGINT, with its topics, logs and metrics."""
     from amberscan.common.logs import configure_logging
-    from amberscan.common.metrics import serve_metrics
+    from amberscan.common.metrics import HEARTBEAT, serve_health
     from amberscan.common.stage import stop_on_signals
     from amberscan.common.topic_admin import ensure_topics
 
     configure_logging(name, settings.log_level, settings.log_json)
-    serve_metrics(settings.metrics_port)
     module = importlib.import_module(STAGES[name])
 
     async def main() -> None:
         stop = stop_on_signals()
-        await ensure_topics(settings)
-        await module.run(settings, stop)
+        # Metrics and liveness from this loop: a wedged loop fails its probe. The web map's
+        # progress is answering; the others beat HEARTBEAT as they poll and finish work.
+        health = await serve_health(settings.metrics_port, None if name == "web" else HEARTBEAT)
+        try:
+            await ensure_topics(settings)
+            await module.run(settings, stop)
+        finally:
+            if health is not None:
+                await health.cleanup()
 
     asyncio.run(main())
     return 0

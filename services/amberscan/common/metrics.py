@@ -1,8 +1,29 @@
-"""Prometheus metrics shared by every service, served on `AMBERSCAN_METRICS_PORT`."""
+"""Prometheus metrics shared by every service, served on `AMBERSCAN_METRICS_PORT`, and the
+heartbeat their liveness probe reads there.
+
+`amberscan serve <stage>` serves both from its own event loop (`serve_health`): `/metrics`, and
+`/healthz`, which answers 200 while the stage's loop keeps making progress (each poll and each
+finished batch beats `HEARTBEAT`) and 503 once it has stalled for `HEARTBEAT_STALE_S`. A loop
+that is blocked answers neither, so the probe times out: unlike prometheus_client's own server
+thread, which kept answering for a wedged loop. The model server keeps that thread (gRPC health
+serves its liveness).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
 
 MESSAGES = Counter(
     "amberscan_messages_total",
@@ -48,6 +69,79 @@ UNRECORDED_DEAD_LETTERS = Counter(
 
 
 def serve_metrics(port: int) -> None:
-    """Start the metrics endpoint on 0.0.0.0:`port` (a no-op for port 0)."""
+    """Start the metrics endpoint on 0.0.0.0:`port` in prometheus_client's own thread (a no-op
+    for port 0): for processes with no event loop of their own to serve it (the model server)."""
     if port:
         start_http_server(port)
+
+
+# The longest a healthy stage goes without progress: aiokafka's max_poll_interval_ms
+# (common/stage.py), after which the group has evicted the consumer anyway; also the watch
+# lease's default, after which another replica takes its region.
+HEARTBEAT_STALE_S = 600.0
+
+
+class Heartbeat:
+    """When a service's loop last made progress (a poll, a finished batch, a watch round)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._last = clock()
+
+    def beat(self) -> None:
+        """Record progress now."""
+        self._last = self._clock()
+
+    def age(self) -> float:
+        """Seconds since the last beat."""
+        return self._clock() - self._last
+
+
+HEARTBEAT = Heartbeat()
+
+
+def health_app(heartbeat: Heartbeat | None, stale_s: float = HEARTBEAT_STALE_S) -> web.Application:
+    """`/metrics` and `/healthz` as an aiohttp app of the calling process's event loop.
+
+    Args:
+        heartbeat: what `/healthz` judges; None for a server whose answering is its progress
+            (the web map: a loop that serves `/healthz` serves its pages).
+        stale_s: the heartbeat's age from which `/healthz` answers 503.
+    """
+
+    async def healthz(_: web.Request) -> web.Response:
+        if heartbeat is None:
+            return web.Response(text="ok: the event loop answers\n")
+        age = heartbeat.age()
+        if age > stale_s:
+            return web.Response(
+                status=503,
+                text=f"stalled: no progress for {age:.0f} s (limit {stale_s:.0f} s)\n",
+            )
+        return web.Response(text=f"ok: progress {age:.1f} s ago\n")
+
+    async def metrics(_: web.Request) -> web.Response:
+        response = web.Response(body=generate_latest(REGISTRY))
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+async def serve_health(
+    port: int, heartbeat: Heartbeat | None = HEARTBEAT, host: str = "0.0.0.0"
+) -> web.AppRunner | None:
+    """Serve `health_app` on host:`port` from the running event loop (None for port 0).
+
+    Returns:
+        The runner, to `cleanup()` on the way out.
+    """
+    if not port:
+        return None
+    runner = web.AppRunner(health_app(heartbeat), access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

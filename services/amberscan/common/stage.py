@@ -220,6 +220,7 @@ class Stage:
                 except BaseException:
                     slots.release()
                     raise
+                metrics.HEARTBEAT.beat()  # a poll returned: the liveness probe's progress
                 fetched = {
                     tp: part for tp, part in fetched.items() if part and tp not in self._revoking
                 }
@@ -308,6 +309,7 @@ class Stage:
         while (batch := await queue.get()) is not None:
             try:
                 await self._finish(batch)
+                metrics.HEARTBEAT.beat()
             finally:
                 if batch in self._in_flight:
                     self._in_flight.remove(batch)

@@ -30,6 +30,7 @@ from aiokafka import AIOKafkaProducer
 
 from amberscan.common import topics
 from amberscan.common.db import Database
+from amberscan.common.metrics import HEARTBEAT
 from amberscan.common.settings import Settings
 from amberscan.errors import AmberscanError
 from amberscan.geo.tiles import Tile, parse_geojson, tiles_for_region
@@ -159,6 +160,7 @@ async def run(settings: Settings, stop: asyncio.Event) -> None:
         async with Database(settings) as db:
             watcher = Watcher(settings, db, producer)
             while not stop.is_set():
+                HEARTBEAT.beat()  # each round or idle look: the liveness probe's progress
                 if await watcher.run_once() is not None:
                     continue  # another region may be due too
                 try:
