@@ -39,13 +39,13 @@ async def produce_to(
     settings: Settings, partition: int, scores: list[pb.SuperpixelScore]
 ) -> list[int]:
     """Produce scores keyed by tile id to one partition, in order; their offsets."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, enable_idempotence=True)
     await producer.start()
     try:
         offsets = []
         for score in scores:
             meta = await producer.send_and_wait(
-                topics.topic_name(settings.topic_prefix, topics.SCORES),
+                topics.topic_name(settings.kafka.topic_prefix, topics.SCORES),
                 score.SerializeToString(),
                 key=score.ref.tile_id.encode(),
                 partition=partition,
@@ -59,14 +59,14 @@ async def produce_to(
 async def committed(settings: Settings, group: str) -> dict[int, int | None]:
     """The group's committed offset on each partition of the scores topic."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+        bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:
-        name = topics.topic_name(settings.topic_prefix, topics.SCORES)
+        name = topics.topic_name(settings.kafka.topic_prefix, topics.SCORES)
         return {
             p: await consumer.committed(TopicPartition(name, p))
-            for p in range(settings.topic_partitions)
+            for p in range(settings.kafka.partitions)
         }
     finally:
         await consumer.stop()
@@ -77,8 +77,8 @@ class Detections:
 
     def __init__(self, settings: Settings) -> None:
         self.consumer = AIOKafkaConsumer(
-            topics.topic_name(settings.topic_prefix, topics.DETECTIONS),
-            bootstrap_servers=settings.kafka_bootstrap,
+            topics.topic_name(settings.kafka.topic_prefix, topics.DETECTIONS),
+            bootstrap_servers=settings.kafka.bootstrap,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             isolation_level="read_committed",
@@ -114,7 +114,7 @@ async def run_until(
 
 async def test_restart_completes_an_open_tile_once(stack_settings: Settings) -> None:
     settings = stack_settings
-    await ensure_topics(settings, [topics.SCORES, topics.DETECTIONS, topics.DEAD_LETTERS])
+    await ensure_topics(settings.kafka, [topics.SCORES, topics.DETECTIONS, topics.DEAD_LETTERS])
     a = scores_for(Tile(38012, 22100, 16), [0.9, 0.1, 0.8])
     b = scores_for(Tile(38013, 22100, 16), [0.2, 0.9, 0.7, 0.6])
     c = scores_for(Tile(38014, 22100, 16), [0.1, 0.3])
@@ -129,7 +129,7 @@ async def test_restart_completes_an_open_tile_once(stack_settings: Settings) -> 
     await detections.consumer.start()
     try:
         first = make_stage(settings)
-        group = first.config.group(settings)
+        group = first.config.group(settings.kafka)
         b_key = (b_id, SCAN, "m1", "2015-10-05")
 
         def a_and_c_out_b_half_in() -> bool:
@@ -149,7 +149,7 @@ async def test_restart_completes_an_open_tile_once(stack_settings: Settings) -> 
 
         await produce_to(settings, 0, [b[1], b[3]])
         second = make_stage(settings)  # a fresh instance of the same group: no state
-        assert second.config.group(settings) == group
+        assert second.config.group(settings.kafka) == group
         await run_until(second, detections, lambda: b_id in detections.tile_ids())
         assert await committed(settings, group) == {0: len(a) + len(b), 1: len(c)}
         await detections.poll(1500)  # anything produced twice would arrive meanwhile
@@ -167,5 +167,5 @@ async def test_restart_completes_an_open_tile_once(stack_settings: Settings) -> 
     assert detection_b.segment_count == 4 and detection_b.scan_id == SCAN
     assert list(detection_b.scores) == pytest.approx([0.2, 0.9, 0.7, 0.6])  # all four, in order
     assert detection_b.positives == 3
-    assert detection_b.flagged == (3 > settings.min_positive_superpixels)
+    assert detection_b.flagged == (3 > settings.aggregator.min_positive_superpixels)
     assert detection_b.hectares > 0 and detection_b.positives_geojson

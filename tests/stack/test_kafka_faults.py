@@ -16,7 +16,7 @@ from aiokafka.structs import ConsumerRecord
 
 from amberscan.common import metrics, topics
 from amberscan.common.records import Output
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.common.stage import Stage, StageConfig
 from amberscan.common.topic_admin import ensure_topics
 from amberscan.errors import TransientError
@@ -44,8 +44,8 @@ def flaky_stage(settings: Settings, down: asyncio.Event, service: str = "flaky")
 async def test_a_long_transient_outage_holds_no_rebalance_and_loses_nothing(
     stack_settings: Settings,
 ) -> None:
-    settings = stack_settings.model_copy(update={"max_retries": 2, "retry_backoff_s": 0.2})
-    await ensure_topics(settings)
+    settings = replace(stack_settings, retry={"max_retries": 2, "backoff_s": 0.2})
+    await ensure_topics(settings.kafka)
     ids = [f"{i:04d}" for i in range(12)]
     await produce(settings, topics.TILES, [tile(t) for t in ids])
     down = asyncio.Event()
@@ -59,7 +59,7 @@ async def test_a_long_transient_outage_holds_no_rebalance_and_loses_nothing(
         # Past the retries: failing records' partitions are rewound and paused (as many rewinds
         # as there are partitions).
         deadline = time.monotonic() + 60
-        while rewinds._value.get() - before < settings.topic_partitions:
+        while rewinds._value.get() - before < settings.kafka.partitions:
             assert time.monotonic() < deadline, "the partitions were not rewound"
             assert not tasks[0].done(), tasks[0]
             await asyncio.sleep(0.2)
@@ -72,7 +72,7 @@ async def test_a_long_transient_outage_holds_no_rebalance_and_loses_nothing(
             await asyncio.sleep(0.2)
         print(f"a peer got its partitions {time.monotonic() - joined:.1f}s after joining")
         down.clear()  # the server is back
-        group = first.config.group(settings)
+        group = first.config.group(settings.kafka)
         deadline = time.monotonic() + 90
         while await committed(settings, group, topics.TILES) < len(ids):
             assert time.monotonic() < deadline, "not every record was committed"

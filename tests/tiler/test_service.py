@@ -172,8 +172,8 @@ async def test_dates_outside_the_request_dead_letter_the_tile(demo_url: str) -> 
 
 @pytest.mark.stack
 async def test_stage_scans_the_demo_area(stack_settings: Settings, shared_data: Path) -> None:
-    await ensure_topics(stack_settings)
-    store = BlobStore(stack_settings)
+    await ensure_topics(stack_settings.kafka)
+    store = BlobStore(stack_settings.s3)
     await store.ensure_bucket()
     server = TestServer(demo.make_app(shared_data / "tiles"), host="127.0.0.1", port=0)
     await server.start_server()
@@ -183,11 +183,11 @@ async def test_stage_scans_the_demo_area(stack_settings: Settings, shared_data: 
     task = asyncio.create_task(stage.run(stop))
     try:
         producer = AIOKafkaProducer(
-            bootstrap_servers=stack_settings.kafka_bootstrap, enable_idempotence=True
+            bootstrap_servers=stack_settings.kafka.bootstrap, enable_idempotence=True
         )
         await producer.start()
         try:
-            name = topics.topic_name(stack_settings.topic_prefix, topics.SCAN_REQUESTS)
+            name = topics.topic_name(stack_settings.kafka.topic_prefix, topics.SCAN_REQUESTS)
             bad = pb.ScanRequest(
                 scan_id="bad", bbox=pb.BoundingBox(west=5, south=1, east=4, north=2)
             )
