@@ -34,7 +34,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from amberscan.common.settings import Settings, replace
+from amberscan.common.settings import Settings, load_settings, replace
 from amberscan.geo.tiles import Tile
 from amberscan.survey import DEFAULT_SCHEMA
 from amberscan.web.app import make_app
@@ -109,7 +109,9 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--browser", action="store_true", help="also time headless Chromium")
     parser.add_argument("--runs", type=int, default=3, help="browser runs per map library")
     args = parser.parse_args(argv)
-    settings = replace(Settings(), database={"schema_name": args.schema}, web={"port": free_port()})
+    settings = replace(
+        load_settings(), database={"schema_name": args.schema}, web={"port": free_port()}
+    )
     runner = web.AppRunner(bench_app(settings))
     started = time.perf_counter()
     await runner.setup()

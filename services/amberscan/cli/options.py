@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from amberscan.common.settings import ProcessSettings, Settings
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+# A command's `run` takes the settings of the process it runs as: `Settings` for every command
+# but `serve`, whose server decides (any `ProcessSettings`).
 Run: TypeAlias = "Callable[[argparse.Namespace, Settings], int] | Callable[[argparse.Namespace, ProcessSettings], int]"
 # The process a command's arguments run (a name in `common.settings.PROCESSES`), whose
 # settings `main` reads.
