@@ -127,7 +127,8 @@ def test_replace_changes_named_fields_validated() -> None:
         replace(settings, kafka={"partition_count": 3})
 
 
-def test_environment_round_trips_for_child_processes() -> None:
+def test_environment_round_trips_for_child_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMBERSCAN_WEB_PORT", "1234")  # this process's, not the child's
     settings = replace(
         Settings(), kafka={"topic_prefix": "child."}, explore={"data_dir": Path("/tmp/crops")}
     )
@@ -136,6 +137,7 @@ def test_environment_round_trips_for_child_processes() -> None:
     assert "AMBERSCAN_LOCAL_TILES_DIR" not in variables_  # unset stays unset, not "None"
     assert from_variables(variables_, Settings) == settings
     assert from_variables(variables_, SinkSettings).kafka == settings.kafka
+    assert from_variables({}, Settings).web.port == 8080
 
 
 def test_only_process_classes_are_processes() -> None:

@@ -472,8 +472,15 @@ def environment(settings: ProcessSettings) -> dict[str, str]:
 
 def from_variables(variables: Mapping[str, str], settings_cls: type[P]) -> P:
     """The settings a process given just these variables (the environment of a child process
-    a benchmark or chaos run starts) reads; other variables are ignored."""
-    return settings_cls.model_validate(_by_concern(settings_cls, variables))
+    a benchmark or chaos run starts) reads; other variables, this process's included, are
+    ignored. (Validating the class itself would read this process's environment too: a
+    settings class validates through its `__init__`, which reads the sources.)"""
+    concerns = _concerns(settings_cls)
+    values: dict[str, Any] = {
+        name: concerns[name].model_validate(given)
+        for name, given in _by_concern(settings_cls, variables).items()
+    }
+    return settings_cls.model_construct(None, **values)
 
 
 @overload
