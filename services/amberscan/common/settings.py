@@ -7,7 +7,8 @@ once. A process has one settings class (`TilerSettings`, `WebSettings`, ... `PRO
 them) composing only the concerns it uses; the `amberscan` command, whose commands span every
 concern, has `Settings`, which composes them all (and so is every process's settings too).
 Parsed once in a process's `main()` (`load_settings`) and passed down: plumbing takes the one
-concern it needs (`BlobStore(settings.s3)`), services their process's class; nothing else reads
+concern it needs (`BlobStore(settings.s3)`), or the protocol of the few it needs
+(`ModelClientSettings`, `ImagerySettings`), services their process's class; nothing else reads
 `os.environ`. A bad value fails naming its variable (`kafka.AMBERSCAN_TOPIC_PARTITIONS`).
 The k8s ConfigMap (`k8s/base/config.yaml`) with the overlays' Secret and the README's table
 list these variables (`variables(Settings)`) one to one.
