@@ -52,7 +52,13 @@ from amberscan.common.data import shared_data_dir
 from amberscan.common.db import Database
 from amberscan.common.registry import make_current
 from amberscan.common.served_features import client_for
-from amberscan.common.settings import Settings, load_settings
+from amberscan.common.settings import (
+    Settings,
+    environment,
+    from_variables,
+    load_settings,
+    replace,
+)
 from amberscan.common.topic_admin import ensure_topics
 from amberscan.model.classifier import Classifier, verdict
 from amberscan.tiler.mosaic import MOSAIC_NOTICE, Mosaic
@@ -309,7 +315,7 @@ def mosaic_server(mosaic: Mosaic) -> Iterator[str]:
 
 async def scan(settings: Settings, mosaic: Mosaic, timeout_s: float) -> scanning.ScanSummary:
     request = mosaic.scan_request(f"bench-{uuid.uuid4().hex[:8]}", rescan=True)
-    async with Database(settings) as db:
+    async with Database(settings.database) as db:
         expected = await scanning.submit(settings, db, request)
         return await scanning.follow(
             db, request.scan_id, expected, timeout_s=timeout_s, progress=False
@@ -333,8 +339,8 @@ async def stage_latencies(settings: Settings, scan_id: str) -> dict[str, dict[st
     last: dict[str, dict[str, float]] = {}
     for topic, cls in kinds.items():
         consumer = AIOKafkaConsumer(
-            topics.topic_name(settings.topic_prefix, topic),
-            bootstrap_servers=settings.kafka_bootstrap,
+            topics.topic_name(settings.kafka.topic_prefix, topic),
+            bootstrap_servers=settings.kafka.bootstrap,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
         )
@@ -378,12 +384,12 @@ async def core_verdicts(
     async with client_for(settings) as client:
         crop_size = (await client.metadata()).crop_size
         for tile_id, image in images.items():
-            segmentation = segment(image, mode=settings.segmentation_mode)
+            segmentation = segment(image, mode=settings.segmenter.mode)
             crops = crops_for(image, segmentation, crop_size)
             scores = classifier.score(await client.predict(crops))
-            out[tile_id] = verdict(scores, classifier.threshold, settings.min_positive_superpixels)[
-                0
-            ]
+            out[tile_id] = verdict(
+                scores, classifier.threshold, settings.aggregator.min_positive_superpixels
+            )[0]
     return out
 
 
@@ -400,13 +406,7 @@ def segmenter_rates(images: list[np.ndarray]) -> dict[str, float]:
 
 def bench_env(settings: Settings, prefix: str, url: str, model_address: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AMBERSCAN_")}
-    env.update(
-        {
-            f"AMBERSCAN_{k.upper()}": str(v)
-            for k, v in settings.model_dump().items()
-            if v is not None
-        }
-    )
+    env.update(environment(settings))
     env.update(
         {
             "AMBERSCAN_TOPIC_PREFIX": prefix,
@@ -423,10 +423,7 @@ def bench_env(settings: Settings, prefix: str, url: str, model_address: str) -> 
 
 
 def settings_of(env: dict[str, str]) -> Settings:
-    fields = {
-        k[len("AMBERSCAN_") :].lower(): v for k, v in env.items() if k.startswith("AMBERSCAN_")
-    }
-    return Settings(**fields)  # type: ignore[arg-type]
+    return from_variables(env, Settings)
 
 
 async def wait_serving(settings: Settings, procs: Processes, timeout_s: float = 300) -> None:
@@ -465,9 +462,9 @@ async def run_pipeline(args: argparse.Namespace, mosaic: Mosaic, base: Settings)
         settings = settings_of(env)
         procs = Processes(env, logs)
         try:
-            await ensure_topics(settings)
-            classifier = Classifier.load(settings.classifier_path)
-            await make_current(settings, classifier, action="promote", by="bench")
+            await ensure_topics(settings.kafka)
+            classifier = Classifier.load(settings.classifier.path)
+            await make_current(settings.s3, classifier, action="promote", by="bench")
             procs.start("model-server", "serve", "model-server")
             await wait_serving(settings, procs)
             for stage in STAGES:
@@ -564,9 +561,9 @@ async def scale_out(
     if stage == "model-server":
         second = f"127.0.0.1:{free_port()}"
         procs.start(added, "serve", "model-server", AMBERSCAN_MODEL_SERVER=second)
-        await wait_serving(settings.model_copy(update={"model_server": second}), procs)
+        await wait_serving(replace(settings, model_server={"address": second}), procs)
         procs.stop(["feature"])
-        both = f"{settings.model_server},{second}"
+        both = f"{settings.model_server.address},{second}"
         procs.start("feature", "serve", "feature", AMBERSCAN_MODEL_SERVER=both)
     else:
         procs.start(added, "serve", stage)
@@ -615,10 +612,10 @@ async def _drop(settings: Settings) -> None:
     from amberscan.common.blobstore import BlobStore
     from amberscan.common.topic_admin import delete_topics
 
-    await delete_topics(settings)
-    async with Database(settings) as db:
+    await delete_topics(settings.kafka)
+    async with Database(settings.database) as db:
         await db.drop_schema()
-    await asyncio.to_thread(BlobStore(settings).remove_bucket)
+    await asyncio.to_thread(BlobStore(settings.s3).remove_bucket)
 
 
 def machine() -> dict[str, Any]:
@@ -691,11 +688,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.tiles, args.scale_out = 16, False
     base = load_settings()
-    tiles_dir = shared_data_dir(base, "tiles")
+    tiles_dir = shared_data_dir(base.data, "tiles")
     mosaic = Mosaic.of(args.tiles, tiles_dir)  # the smallest grid holding them: all are scanned
     images = [mosaic.image(t) for t in mosaic.tiles()]
     print(f"{len(images)} mosaic tiles; the 2018 method first ...", flush=True)
-    baseline = baseline_2018(images, shared_data_dir(base, "superpixels"))
+    baseline = baseline_2018(images, shared_data_dir(base.data, "superpixels"))
     print(
         f"  {baseline['tiles_per_s']:.3f} tiles/s; now amberscan on the local stack ...", flush=True
     )
@@ -712,9 +709,9 @@ def main(argv: list[str] | None = None) -> int:
         "amberscan": pipeline,
         "machine": machine(),
         "settings": {
-            "segmentation_mode": base.segmentation_mode,
-            "model_server_runtime": base.model_server_runtime,
-            "feature_batch_size": base.feature_batch_size,
+            "segmentation_mode": base.segmenter.mode,
+            "model_server_runtime": base.serving.runtime,
+            "feature_batch_size": base.feature.batch_size,
         },
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
     }

@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--crops", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32)
     args = parser.parse_args()
-    data = args.data or shared_data_dir(load_settings(), "superpixels")
+    data = args.data or shared_data_dir(load_settings().data, "superpixels")
     labelled = list_labelled(data)[: args.crops]
     size = asyncio.run(served_crop_size(args.address, args.name))
     crops = np.stack([load_crop(c.path, size) for c in labelled])

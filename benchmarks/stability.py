@@ -24,7 +24,7 @@ from PIL import Image
 
 from amberscan.common.data import shared_data_dir
 from amberscan.common.served_features import client_for
-from amberscan.common.settings import load_settings
+from amberscan.common.settings import load_settings, replace
 from amberscan.model.classifier import Classifier, verdict
 from amberscan.vision.crops import crops_for
 from amberscan.vision.imageio import read_image
@@ -50,16 +50,16 @@ def resized(image: np.ndarray, scale: float) -> np.ndarray:
 async def measure(args: argparse.Namespace) -> dict[str, object]:
     settings = load_settings()
     if args.address:
-        settings = settings.model_copy(update={"model_server": args.address})
-    classifier = Classifier.load(args.classifier or settings.classifier_path)
-    tiles = shared_data_dir(settings, "tiles")
-    k = settings.min_positive_superpixels
+        settings = replace(settings, model_server={"address": args.address})
+    classifier = Classifier.load(args.classifier or settings.classifier.path)
+    tiles = shared_data_dir(settings.data, "tiles")
+    k = settings.aggregator.min_positive_superpixels
     threshold = classifier.threshold if args.threshold is None else args.threshold
     report: dict[str, object] = {
         "classifier": classifier.version,
         "backbone": classifier.backbone,
         "threshold": threshold,
-        "segmentation_mode": settings.segmentation_mode,
+        "segmentation_mode": settings.segmenter.mode,
         "tiles": {},
     }
     async with client_for(settings) as client:
@@ -71,7 +71,7 @@ async def measure(args: argparse.Namespace) -> dict[str, object]:
             for view in range(8):
                 for scale in SCALES:
                     variant = resized(dihedral(image, view), scale)
-                    segmentation = segment(variant, mode=settings.segmentation_mode)
+                    segmentation = segment(variant, mode=settings.segmenter.mode)
                     scores = classifier.score(
                         await client.predict(crops_for(variant, segmentation, crop_size))
                     )

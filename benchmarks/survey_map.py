@@ -34,7 +34,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, load_settings, replace
 from amberscan.geo.tiles import Tile
 from amberscan.survey import DEFAULT_SCHEMA
 from amberscan.web.app import make_app
@@ -109,12 +109,14 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--browser", action="store_true", help="also time headless Chromium")
     parser.add_argument("--runs", type=int, default=3, help="browser runs per map library")
     args = parser.parse_args(argv)
-    settings = Settings(database_schema=args.schema, web_port=free_port())
+    settings = replace(
+        load_settings(), database={"schema_name": args.schema}, web={"port": free_port()}
+    )
     runner = web.AppRunner(bench_app(settings))
     started = time.perf_counter()
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", settings.web_port).start()
-    base = f"http://127.0.0.1:{settings.web_port}"
+    await web.TCPSite(runner, "127.0.0.1", settings.web.port).start()
+    base = f"http://127.0.0.1:{settings.web.port}"
     print(f"app started in {time.perf_counter() - started:.1f} s (map_cells filled if empty)")
     failures: list[str] = []
     try:
@@ -157,7 +159,7 @@ async def main(argv: list[str] | None = None) -> int:
             from amberscan.web.core import Filters
 
             live = []
-            async with Database(settings) as db:
+            async with Database(settings.database) as db:
                 for _ in range(3):
                     t0 = time.perf_counter()
                     await queries.summary(db, Filters(), None)

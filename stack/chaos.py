@@ -296,7 +296,7 @@ class Run:
     """A scan of the mosaic by one pipeline in its own topics, bucket and schema."""
 
     def __init__(self, label: str, stack_env: dict[str, str], mosaic: Any, logs: Path) -> None:
-        from amberscan.common.settings import Settings
+        from amberscan.common.settings import Settings, from_variables
 
         unique = uuid.uuid4().hex[:8]
         self.label = label
@@ -307,7 +307,7 @@ class Run:
             "AMBERSCAN_DATABASE_SCHEMA": f"chaos_{unique}",
         }
         self.env = {**os.environ, **self.run_env}
-        self.settings = Settings(**_fields(self.run_env))
+        self.settings = from_variables(self.env, Settings)
         self.mosaic = mosaic
         self.pipeline = Pipeline(self.env, logs / label)
         self.samples: list[tuple[float, int]] = []  # (seconds since submit, tiles finished)
@@ -316,8 +316,8 @@ class Run:
         from amberscan.common.blobstore import BlobStore
         from amberscan.common.topic_admin import ensure_topics
 
-        await ensure_topics(self.settings)
-        await BlobStore(self.settings).ensure_bucket()
+        await ensure_topics(self.settings.kafka)
+        await BlobStore(self.settings.s3).ensure_bucket()
         for name in COPIES:
             self.pipeline.start(name)
         await until(lambda: all(self.pipeline.joined(n) for n in COPIES), 300, "services joined")
@@ -328,7 +328,7 @@ class Run:
         from amberscan.common.db import Database
 
         request = self.mosaic.scan_request()
-        async with Database(self.settings) as db:
+        async with Database(self.settings.database) as db:
             expected = await scanning.submit(self.settings, db, request)
             started = time.monotonic()
             follower = asyncio.create_task(
@@ -436,23 +436,12 @@ class Run:
         from amberscan.common.db import Database
         from amberscan.common.topic_admin import delete_topics
 
-        await delete_topics(self.settings)
-        async with Database(self.settings) as db:
+        await delete_topics(self.settings.kafka)
+        async with Database(self.settings.database) as db:
             await db.drop_schema()
         from amberscan.common.blobstore import BlobStore
 
-        await asyncio.to_thread(BlobStore(self.settings).remove_bucket)
-
-
-def _fields(env: dict[str, str]) -> dict[str, str]:
-    from amberscan.common.settings import Settings
-
-    names = set(Settings.model_fields)
-    return {
-        key.removeprefix("AMBERSCAN_").lower(): value
-        for key, value in env.items()
-        if key.startswith("AMBERSCAN_") and key.removeprefix("AMBERSCAN_").lower() in names
-    }
+        await asyncio.to_thread(BlobStore(self.settings.s3).remove_bucket)
 
 
 async def until(check: Any, timeout: float, what: str) -> None:
@@ -470,8 +459,8 @@ async def read_topic(settings: Any, topic: str) -> list[bytes]:
     from amberscan.common import topics
 
     consumer = AIOKafkaConsumer(
-        topics.topic_name(settings.topic_prefix, topic),
-        bootstrap_servers=settings.kafka_bootstrap,
+        topics.topic_name(settings.kafka.topic_prefix, topic),
+        bootstrap_servers=settings.kafka.bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         isolation_level="read_committed",
@@ -609,10 +598,10 @@ async def model_key(run: Run, mosaic: Any) -> dict[str, Any]:
     s = run.settings
     return {
         "mosaic": [mosaic.columns, mosaic.rows, mosaic.seed, mosaic.shift],
-        "classifier": Classifier.load(Path(s.classifier_path)).version,
+        "classifier": Classifier.load(Path(s.classifier.path)).version,
         "backbone": backbone,
-        "segmentation": s.segmentation_mode,
-        "min_positives": s.min_positive_superpixels,
+        "segmentation": s.segmenter.mode,
+        "min_positives": s.aggregator.min_positive_superpixels,
     }
 
 
@@ -637,7 +626,7 @@ async def chaos(args: argparse.Namespace) -> int:
     from amberscan.common.data import shared_data_dir
     from amberscan.common.settings import load_settings
 
-    mosaic = Mosaic.of(tiles, shared_data_dir(load_settings(), "tiles"))
+    mosaic = Mosaic.of(tiles, shared_data_dir(load_settings().data, "tiles"))
     print(MOSAIC_NOTICE)
     print(
         f"chaos ({mode.name}): {mosaic.columns}x{mosaic.rows} = {len(mosaic.tiles())} scan tiles, "

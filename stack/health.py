@@ -28,8 +28,8 @@ async def kafka(settings: Settings, node: int = 0) -> str:
     """The cluster (node 0), or one node of it, answers; the cluster counts all its brokers."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    addresses = settings.kafka_bootstrap.split(",")
-    bootstrap = addresses[node - 1] if node else settings.kafka_bootstrap
+    addresses = settings.kafka.bootstrap.split(",")
+    bootstrap = addresses[node - 1] if node else settings.kafka.bootstrap
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
     await admin.start()
     try:
@@ -46,8 +46,8 @@ async def kafka(settings: Settings, node: int = 0) -> str:
 
 
 async def minio(settings: Settings) -> str:
-    scheme = "https" if settings.s3_secure else "http"
-    url = f"{scheme}://{settings.s3_endpoint}/minio/health/ready"
+    scheme = "https" if settings.s3.secure else "http"
+    url = f"{scheme}://{settings.s3.endpoint}/minio/health/ready"
     status = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).status)
     if status != 200:
         raise RuntimeError(f"{url} answered {status}")
@@ -58,7 +58,7 @@ async def postgres(settings: Settings) -> str:
     import psycopg
 
     async with await psycopg.AsyncConnection.connect(
-        settings.database_url, connect_timeout=5
+        settings.database.url, connect_timeout=5
     ) as conn:
         row = await (await conn.execute("SELECT postgis_lib_version()")).fetchone()
     return f"PostGIS {row[0] if row else '?'}"
@@ -68,7 +68,7 @@ async def model_server(settings: Settings) -> str:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    async with grpc.aio.insecure_channel(settings.model_server) as channel:
+    async with grpc.aio.insecure_channel(settings.model_server.address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
     if reply.status != health_pb2.HealthCheckResponse.SERVING:

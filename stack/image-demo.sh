@@ -97,10 +97,10 @@ from amberscan.common.topic_admin import delete_topics
 
 async def main() -> None:
     settings = Settings()
-    await delete_topics(settings)
-    async with Database(settings) as db:
+    await delete_topics(settings.kafka)
+    async with Database(settings.database) as db:
         await db.drop_schema()
-    BlobStore(settings).remove_bucket()
+    BlobStore(settings.s3).remove_bucket()
 
 asyncio.run(main())
 ' >"$LOGS/cleanup.log" 2>&1 && log "removed this run's topics, bucket and schema ($RUN)" \
@@ -163,7 +163,7 @@ from amberscan.common.settings import Settings
 from amberscan.tiler.demo import demo_layout
 
 async def main() -> int:
-    async with Database(Settings()) as db:
+    async with Database(Settings().database) as db:
         rows = await db.fetch("SELECT x, y, z, flagged FROM detections")
     flagged = {(x, y, z): f for x, y, z, f in rows}
     mining = [d for d in demo_layout() if d.source.startswith("positive")]

@@ -156,12 +156,12 @@ classifier = Classifier.load(Path(sys.argv[1]))
 
 async def serve() -> str:
     try:
-        if await registry.current_version(settings) == classifier.version:
+        if await registry.current_version(settings.s3) == classifier.version:
             return "is the registry's current classifier"
     except MissingBlob:
         pass
     await registry.make_current(
-        settings, classifier, action="promote", by="make model", forced=False,
+        settings.s3, classifier, action="promote", by="make model", forced=False,
         gate="none: make model serves the default build it made",
     )
     return "is now the registry's current classifier"

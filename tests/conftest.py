@@ -11,7 +11,7 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from amberscan.common.data import SharedDataMissing, shared_data_dir
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 
 # No per-example deadline: speed is measured in benchmarks, and on a shared 2-core machine a
 # property test's first example (imports, caches) can take longer than hypothesis's 200 ms.
@@ -32,7 +32,7 @@ def _answers(address: str) -> bool:
 def shared_data(base_settings: Settings) -> Path:
     """The texty-amber data set, found as every amberscan process finds it."""
     try:
-        return shared_data_dir(base_settings)
+        return shared_data_dir(base_settings.data)
     except SharedDataMissing as error:
         pytest.fail(str(error))
 
@@ -46,21 +46,19 @@ def base_settings() -> Settings:
 async def stack_settings(base_settings: Settings) -> AsyncIterator[Settings]:
     """Settings naming a unique topic prefix, bucket and schema, so tests run side by side."""
     for name, address in (
-        ("Kafka", base_settings.kafka_bootstrap),
-        ("MinIO", base_settings.s3_endpoint),
-        ("PostgreSQL", base_settings.database_url.rsplit("@", 1)[-1].split("/", 1)[0]),
+        ("Kafka", base_settings.kafka.bootstrap),
+        ("MinIO", base_settings.s3.endpoint),
+        ("PostgreSQL", base_settings.database.url.rsplit("@", 1)[-1].split("/", 1)[0]),
     ):
         if not _answers(address):
             pytest.fail(f"{name} does not answer at {address}: start the stack with `make up`")
     unique = uuid.uuid4().hex[:10]
-    settings = base_settings.model_copy(
-        update={
-            "topic_prefix": f"test-{unique}.",
-            "s3_bucket": f"test-{unique}",
-            "database_schema": f"test_{unique}",
-            "topic_partitions": 2,
-            "retry_backoff_s": 0.05,
-        }
+    settings = replace(
+        base_settings,
+        kafka={"topic_prefix": f"test-{unique}.", "partitions": 2},
+        s3={"bucket": f"test-{unique}"},
+        database={"schema_name": f"test_{unique}"},
+        retry={"backoff_s": 0.05},
     )
     yield settings
     await _remove_test_state(settings)
@@ -71,15 +69,15 @@ async def _remove_test_state(settings: Settings) -> None:
     from amberscan.common.blobstore import BlobStore
     from amberscan.common.topic_admin import delete_topics
 
-    await delete_topics(settings)
-    BlobStore(settings).remove_bucket()
+    await delete_topics(settings.kafka)
+    BlobStore(settings.s3).remove_bucket()
 
 
 @pytest.fixture
 async def database(stack_settings: Settings) -> AsyncIterator[object]:
     from amberscan.common.db import Database
 
-    db = Database(stack_settings)
+    db = Database(stack_settings.database)
     await db.open()
     try:
         yield db

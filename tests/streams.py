@@ -20,12 +20,12 @@ from amberscan.common.topic_admin import admin_client
 
 
 async def produce(settings: Settings, topic: str, items: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, enable_idempotence=True)
     await producer.start()
     try:
         for key, value in items:
             await producer.send_and_wait(
-                topics.topic_name(settings.topic_prefix, topic), value, key=key
+                topics.topic_name(settings.kafka.topic_prefix, topic), value, key=key
             )
     finally:
         await producer.stop()
@@ -34,8 +34,8 @@ async def produce(settings: Settings, topic: str, items: list[tuple[bytes, bytes
 async def read_all(settings: Settings, topic: str, expect: int, timeout: float = 30) -> list:
     """Every record on `topic` from the start, waiting until at least `expect` arrived."""
     consumer = AIOKafkaConsumer(
-        topics.topic_name(settings.topic_prefix, topic),
-        bootstrap_servers=settings.kafka_bootstrap,
+        topics.topic_name(settings.kafka.topic_prefix, topic),
+        bootstrap_servers=settings.kafka.bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         isolation_level="read_committed",
@@ -59,7 +59,7 @@ async def read_all(settings: Settings, topic: str, expect: int, timeout: float =
 
 def group_of(settings: Settings, service: str) -> str:
     """The consumer group of the stage named `service` (unless it names a group of its own)."""
-    return StageConfig(service=service, source_topic="").group(settings)
+    return StageConfig(service=service, source_topic="").group(settings.kafka)
 
 
 async def describe_group(
@@ -85,15 +85,15 @@ async def describe_group(
 
 async def group_members(settings: Settings, service: str) -> dict[str, list[int]]:
     """The partitions (of its source topic) assigned to each member of a stage's group."""
-    async with admin_client(settings) as admin:
+    async with admin_client(settings.kafka) as admin:
         return (await describe_group(admin, group_of(settings, service)))[1]
 
 
 async def joined(settings: Settings, services: Sequence[str], members: int | None = None) -> bool:
     """Whether each stage of `services` is in its consumer group: the group stable and every
     partition of its source topic assigned (to `members` members, when given)."""
-    every = list(range(settings.topic_partitions))
-    async with admin_client(settings) as admin:
+    every = list(range(settings.kafka.partitions))
+    async with admin_client(settings.kafka) as admin:
         for service in services:
             state, assigned = await describe_group(admin, group_of(settings, service))
             if state != "Stable" or sorted(sum(assigned.values(), [])) != every:

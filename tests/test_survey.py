@@ -26,8 +26,8 @@ def test_layout_is_the_study_area_block() -> None:
 
 @pytest.mark.stack
 async def test_fixture_fills_its_own_schema_and_never_mixes(stack_settings: Settings) -> None:
-    schema = stack_settings.database_schema + "_synthetic"
-    db = Database(stack_settings, schema=schema)
+    schema = stack_settings.database.schema_name + "_synthetic"
+    db = Database(stack_settings.database, schema=schema)
     await db.open()
     expected = survey.layout(2000).count  # 60 × 33
     try:
@@ -42,7 +42,7 @@ async def test_fixture_fills_its_own_schema_and_never_mixes(stack_settings: Sett
         again = await survey.fill(stack_settings, schema, 2000, seed=3)  # replaces, not appends
         assert again["tiles"] == expected and again["flagged"] == result["flagged"]
         with pytest.raises(AmberscanError, match="AMBERSCAN_DATABASE_SCHEMA"):
-            await survey.fill(stack_settings, stack_settings.database_schema, 10, seed=0)
+            await survey.fill(stack_settings, stack_settings.database.schema_name, 10, seed=0)
         await db.execute(
             "UPDATE detections SET provider = 'demo' WHERE tile_id = (SELECT min(tile_id) FROM detections)"
         )

@@ -189,11 +189,11 @@ async def submit(settings: Settings, db: Database, request: pb.ScanRequest) -> i
         expected,
         request.demo,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, enable_idempotence=True)
     await producer.start()
     try:
         await producer.send_and_wait(
-            topics.topic_name(settings.topic_prefix, topics.SCAN_REQUESTS),
+            topics.topic_name(settings.kafka.topic_prefix, topics.SCAN_REQUESTS),
             request.SerializeToString(),
             key=request.scan_id.encode(),
         )

@@ -155,7 +155,7 @@ async def fill(settings: Settings, schema: str, tiles: int, seed: int) -> dict[s
     """Replace the synthetic detections of `schema` by `tiles` new ones; a summary."""
     from amberscan.common.db import Database
 
-    if schema == settings.database_schema:
+    if schema == settings.database.schema_name:
         raise AmberscanError(
             f"schema {schema!r} is the configured AMBERSCAN_DATABASE_SCHEMA: synthetic "
             "detections go to a schema of their own (--schema)"
@@ -167,7 +167,7 @@ async def fill(settings: Settings, schema: str, tiles: int, seed: int) -> dict[s
     lon = lon_of(lay.x0 + index % lay.columns + 0.5)
     lat = lat_of(lay.y0 + index // lay.columns + 0.5)
     p_flag = flag_probability(lon, lat, rng, centres=100)
-    async with Database(settings, schema=schema) as db:
+    async with Database(settings.database, schema=schema) as db:
         real = await db.fetch("SELECT count(*) FROM detections WHERE provider <> %s", PROVIDER)
         if real[0][0]:
             raise AmberscanError(

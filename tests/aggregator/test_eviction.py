@@ -17,7 +17,7 @@ import pytest
 
 from amberscan.aggregator.service import make_stage
 from amberscan.common import metrics, topics
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.common.stage import Stage
 from amberscan.common.topic_admin import ensure_topics
 from amberscan.geo.tiles import Tile
@@ -38,8 +38,10 @@ LOST, OTHER, LATE = Tile(38020, 22100, 16), Tile(38021, 22100, 16), Tile(38022, 
 
 @pytest.fixture
 async def settings(stack_settings: Settings) -> Settings:
-    await ensure_topics(stack_settings, [topics.SCORES, topics.DETECTIONS, topics.DEAD_LETTERS])
-    return stack_settings.model_copy(update={"aggregator_stale_s": 1.0})
+    await ensure_topics(
+        stack_settings.kafka, [topics.SCORES, topics.DETECTIONS, topics.DEAD_LETTERS]
+    )
+    return replace(stack_settings, aggregator={"stale_s": 1.0})
 
 
 @contextlib.asynccontextmanager
@@ -96,12 +98,12 @@ async def test_a_tile_that_cannot_complete_is_dead_lettered_and_commits_pass_it(
     [letter] = letters
     assert (letter.tile_id, letter.scan_id, letter.service) == (LOST.quadkey, SCAN, "aggregator")
     assert "2 of 3" in letter.reason and "dropped" in letter.reason, letter.reason
-    assert letter.origin_topic == topics.topic_name(settings.topic_prefix, topics.SCORES)
+    assert letter.origin_topic == topics.topic_name(settings.kafka.topic_prefix, topics.SCORES)
     assert (letter.origin_partition, letter.origin_offset) == (0, offsets[0])
     assert LOST.quadkey not in detections.tile_ids()
     assert _dropped("stale") == before + 1
     # Everything is committed: the dropped tile holds nothing back.
-    assert (await committed(settings, stage.config.group(settings)))[0] == 2 + 12
+    assert (await committed(settings, stage.config.group(settings.kafka)))[0] == 2 + 12
 
 
 async def test_a_pause_upstream_longer_than_the_stale_limit_loses_no_tile(
@@ -114,7 +116,7 @@ async def test_a_pause_upstream_longer_than_the_stale_limit_loses_no_tile(
     async with running(stage, detections) as until:
         await until(lambda: _held_open(stage, LOST, scores=2))
         # On purpose: nothing arrives for three stale limits (the model server is down, say).
-        await asyncio.sleep(3 * settings.aggregator_stale_s)
+        await asyncio.sleep(3 * settings.aggregator.stale_s)
         await produce_to(settings, 0, scores_for(OTHER, [0.1]))  # the stream resumes
         await produce_to(settings, 0, held[2:])
         await until(lambda: LOST.quadkey in detections.tile_ids())
@@ -123,7 +125,7 @@ async def test_a_pause_upstream_longer_than_the_stale_limit_loses_no_tile(
 
 
 async def test_late_and_redelivered_scores_hold_no_commit_back(settings: Settings) -> None:
-    settings = settings.model_copy(update={"aggregator_max_open_tiles": 1})
+    settings = replace(settings, aggregator={"max_open_tiles": 1})
     late = scores_for(LATE, [0.9, 0.9])
     done = scores_for(OTHER, [0.2, 0.3])
     # LATE opens, OTHER's first score pushes it out (the bound is one open tile), OTHER
@@ -141,4 +143,4 @@ async def test_late_and_redelivered_scores_hold_no_commit_back(settings: Setting
         for r in await read_all(settings, topics.DEAD_LETTERS, expect=1)
     ]
     assert letter.tile_id == LATE.quadkey and "MAX_OPEN_TILES" in letter.reason
-    assert (await committed(settings, stage.config.group(settings)))[0] == 6
+    assert (await committed(settings, stage.config.group(settings.kafka)))[0] == 6

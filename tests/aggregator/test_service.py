@@ -19,7 +19,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from amberscan.aggregator.service import make_stage
 from amberscan.common import metrics, topics
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.common.stage import Stage
 from amberscan.common.topic_admin import admin_client, ensure_topics, topic_configs
 from amberscan.geo.tiles import Tile
@@ -40,13 +40,13 @@ async def produce_to(
     settings: Settings, partition: int, scores: list[pb.SuperpixelScore]
 ) -> list[int]:
     """Produce scores keyed by tile id to one partition, in order; their offsets."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, enable_idempotence=True)
     await producer.start()
     try:
         offsets = []
         for score in scores:
             meta = await producer.send_and_wait(
-                topics.topic_name(settings.topic_prefix, topics.SCORES),
+                topics.topic_name(settings.kafka.topic_prefix, topics.SCORES),
                 score.SerializeToString(),
                 key=score.ref.tile_id.encode(),
                 partition=partition,
@@ -60,14 +60,14 @@ async def produce_to(
 async def committed(settings: Settings, group: str) -> dict[int, int | None]:
     """The group's committed offset on each partition of the scores topic."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+        bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:
-        name = topics.topic_name(settings.topic_prefix, topics.SCORES)
+        name = topics.topic_name(settings.kafka.topic_prefix, topics.SCORES)
         return {
             p: await consumer.committed(TopicPartition(name, p))
-            for p in range(settings.topic_partitions)
+            for p in range(settings.kafka.partitions)
         }
     finally:
         await consumer.stop()
@@ -78,8 +78,8 @@ class Detections:
 
     def __init__(self, settings: Settings, topic: str = topics.DETECTIONS) -> None:
         self.consumer = AIOKafkaConsumer(
-            topics.topic_name(settings.topic_prefix, topic),
-            bootstrap_servers=settings.kafka_bootstrap,
+            topics.topic_name(settings.kafka.topic_prefix, topic),
+            bootstrap_servers=settings.kafka.bootstrap,
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             isolation_level="read_committed",
@@ -115,7 +115,7 @@ async def run_until(
 
 async def test_restart_completes_an_open_tile_once(stack_settings: Settings) -> None:
     settings = stack_settings
-    await ensure_topics(settings, [topics.SCORES, topics.DETECTIONS, topics.DEAD_LETTERS])
+    await ensure_topics(settings.kafka, [topics.SCORES, topics.DETECTIONS, topics.DEAD_LETTERS])
     a = scores_for(Tile(38012, 22100, 16), [0.9, 0.1, 0.8])
     b = scores_for(Tile(38013, 22100, 16), [0.2, 0.9, 0.7, 0.6])
     c = scores_for(Tile(38014, 22100, 16), [0.1, 0.3])
@@ -130,7 +130,7 @@ async def test_restart_completes_an_open_tile_once(stack_settings: Settings) -> 
     await detections.consumer.start()
     try:
         first = make_stage(settings)
-        group = first.config.group(settings)
+        group = first.config.group(settings.kafka)
         b_key = (b_id, SCAN, "m1", "2015-10-05")
 
         def a_and_c_out_b_half_in() -> bool:
@@ -150,7 +150,7 @@ async def test_restart_completes_an_open_tile_once(stack_settings: Settings) -> 
 
         await produce_to(settings, 0, [b[1], b[3]])
         second = make_stage(settings)  # a fresh instance of the same group: no state
-        assert second.config.group(settings) == group
+        assert second.config.group(settings.kafka) == group
         await run_until(second, detections, lambda: b_id in detections.tile_ids())
         assert await committed(settings, group) == {0: len(a) + len(b), 1: len(c)}
         await detections.poll(1500)  # anything produced twice would arrive meanwhile
@@ -168,16 +168,16 @@ async def test_restart_completes_an_open_tile_once(stack_settings: Settings) -> 
     assert detection_b.segment_count == 4 and detection_b.scan_id == SCAN
     assert list(detection_b.scores) == pytest.approx([0.2, 0.9, 0.7, 0.6])  # all four, in order
     assert detection_b.positives == 3
-    assert detection_b.flagged == (3 > settings.min_positive_superpixels)
+    assert detection_b.flagged == (3 > settings.aggregator.min_positive_superpixels)
     assert detection_b.hectares > 0 and detection_b.positives_geojson
 
 
 async def set_max_message_bytes(settings: Settings, topic: str, limit: int) -> None:
     """Set a topic's `max.message.bytes` on the broker (its other settings as created), and wait
     until the broker applies it."""
-    name = topics.topic_name(settings.topic_prefix, topic)
-    configs = {**topic_configs(settings), "max.message.bytes": str(limit)}
-    async with admin_client(settings) as admin:
+    name = topics.topic_name(settings.kafka.topic_prefix, topic)
+    configs = {**topic_configs(settings.kafka), "max.message.bytes": str(limit)}
+    async with admin_client(settings.kafka) as admin:
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, name, configs=configs)])
         deadline = time.monotonic() + 20
         while True:
@@ -200,10 +200,8 @@ async def test_a_failed_publish_loses_no_tile_and_no_dead_letter(stack_settings:
     One partition per topic, and tile D's detection published before the refusal: the stage's
     producer has written to the partition the broker then refuses a batch on, as a running
     aggregator has."""
-    settings = stack_settings.model_copy(
-        update={"aggregator_max_open_tiles": 2, "topic_partitions": 1}
-    )
-    await ensure_topics(settings, [topics.SCORES, topics.DETECTIONS, topics.DEAD_LETTERS])
+    settings = replace(stack_settings, aggregator={"max_open_tiles": 2}, kafka={"partitions": 1})
+    await ensure_topics(settings.kafka, [topics.SCORES, topics.DETECTIONS, topics.DEAD_LETTERS])
     a = scores_for(Tile(38012, 22100, 16), [0.9, 0.8, 0.7])
     b = scores_for(Tile(38013, 22100, 16), [0.9, 0.1])  # b[1] never comes
     c = scores_for(Tile(38014, 22100, 16), [0.2, 0.3])
@@ -211,7 +209,7 @@ async def test_a_failed_publish_loses_no_tile_and_no_dead_letter(stack_settings:
     a_id, b_id, c_id, d_id = (s[0].ref.tile_id for s in (a, b, c, d))
     await produce_to(settings, 0, [*d, b[0], a[0], a[1]])
     stage = make_stage(settings)
-    group = stage.config.group(settings)
+    group = stage.config.group(settings.kafka)
     join = stage.join  # type: ignore[attr-defined]
     a_key = (a_id, SCAN, "m1", "2015-10-05")
     rewinds = metrics.REWINDS.labels("aggregator")
@@ -243,7 +241,7 @@ async def test_a_failed_publish_loses_no_tile_and_no_dead_letter(stack_settings:
         await produce_to(settings, 0, [c[0], a[2]])  # c[0] pushes B out; a[2] completes A
         await until("the failed publish", lambda: rewinds._value.get() > before)
         for topic in (topics.DETECTIONS, topics.DEAD_LETTERS):
-            await set_max_message_bytes(settings, topic, settings.topic_max_message_bytes)
+            await set_max_message_bytes(settings, topic, settings.kafka.max_message_bytes)
         await produce_to(settings, 0, [c[1]])
 
         def dropped() -> set[str]:

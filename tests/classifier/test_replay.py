@@ -34,11 +34,11 @@ async def test_replay_rescores_every_retained_feature_with_the_new_model(
     stack_settings: Settings,
 ) -> None:
     settings = stack_settings
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka)
     old, new = toy_classifier(1), toy_classifier(2)
     assert old.version != new.version
-    await publish(settings, old)
-    await publish(settings, new)
+    await publish(settings.s3, old)
+    await publish(settings.s3, new)
     rng = np.random.default_rng(7)
     features = []
     for tile in range(3):

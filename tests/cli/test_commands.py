@@ -24,9 +24,9 @@ AMBERSCAN = [sys.executable, "-m", "amberscan.cli"]
 def run(args: list[str], settings: Settings) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
-        "AMBERSCAN_S3_BUCKET": settings.s3_bucket,
-        "AMBERSCAN_TOPIC_PREFIX": settings.topic_prefix,
-        "AMBERSCAN_MODEL_SERVER": settings.model_server,
+        "AMBERSCAN_S3_BUCKET": settings.s3.bucket,
+        "AMBERSCAN_TOPIC_PREFIX": settings.kafka.topic_prefix,
+        "AMBERSCAN_MODEL_SERVER": settings.model_server.address,
     }
     return subprocess.run(
         [*AMBERSCAN, *args], env=env, capture_output=True, text=True, timeout=600, check=False

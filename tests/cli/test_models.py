@@ -14,7 +14,7 @@ import pytest
 
 from amberscan.classifier.service import make_stage, registry_classifiers
 from amberscan.common import registry, topics
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.common.topic_admin import ensure_topics
 from amberscan.model.dataset import list_labelled
 from amberscan.model.promotion import GATE_SHARE_RULE, in_gate_share
@@ -63,13 +63,13 @@ def trained(args: list[str], settings: Settings) -> str:
 async def scored_versions(settings: Settings, tile: str, count: int, total: int) -> set[str]:
     """Produce `count` unstamped feature vectors of `tile`; the classifier versions that scored
     them (read from the scores topic, which holds `total` scores once they are in)."""
-    width = (await registry.load_current(settings)).feature_dim
+    width = (await registry.load_current(settings.s3)).feature_dim
     rng = np.random.default_rng(len(tile))
     features = [
         pb.SuperpixelFeatures(
             ref=pb.SuperpixelRef(tile_id=tile, scan_id="s", segment_index=i, segment_count=count),
             vector=rng.random(width).tolist(),
-            backbone=(await registry.load_current(settings)).backbone,
+            backbone=(await registry.load_current(settings.s3)).backbone,
         )
         for i in range(count)
     ]
@@ -84,7 +84,7 @@ async def scored_versions(settings: Settings, tile: str, count: int, total: int)
 async def test_train_serves_nothing_the_gate_refuses_swapped_labels_and_a_promotion_reaches_a_running_classifier(  # noqa: E501
     stack_settings: Settings, lifecycle_set: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    settings = stack_settings.model_copy(update={"classifier_refresh_s": 0.5})
+    settings = replace(stack_settings, classifier={"refresh_s": 0.5})
     real, swapped = lifecycle_set
     first = trained(["--data", str(real), "--out", str(tmp_path / "a.json")], settings)
     # A candidate only: nothing is current, nothing served changed.
@@ -94,19 +94,19 @@ async def test_train_serves_nothing_the_gate_refuses_swapped_labels_and_a_promot
     promoted = run(["models", "promote", first, "--data", str(real), "--by", "test"], settings)
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr[-2000:]
     assert "promoted as the first" in promoted.stdout
-    assert await registry.current_version(settings) == first
+    assert await registry.current_version(settings.s3) == first
 
     # Training again (labels swapped between the classes) leaves the served model unchanged.
     bad = trained(["--data", str(swapped), "--out", str(tmp_path / "bad.json")], settings)
-    assert await registry.current_version(settings) == first
+    assert await registry.current_version(settings.s3) == first
     refused = run(["models", "promote", bad, "--data", str(real)], settings)
     assert refused.returncode == 1, refused.stdout + refused.stderr[-2000:]
     assert first in refused.stdout and bad in refused.stdout  # both rows, side by side
     assert "REFUSED" in refused.stdout and "recall is lower" in refused.stdout
-    assert await registry.current_version(settings) == first
+    assert await registry.current_version(settings.s3) == first
 
     # A classifier is running, with the first model.
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka)
     stop = asyncio.Event()
     stage = asyncio.create_task(make_stage(settings, registry_classifiers(settings)).run(stop))
     try:
@@ -115,7 +115,7 @@ async def test_train_serves_nothing_the_gate_refuses_swapped_labels_and_a_promot
         # the gate whatever the build: its scores equal the current's.
         good = trained(
             ["--data", str(real), "--out", str(tmp_path / "b.json"), "--folds", "4",
-             "--threshold", str((await registry.load_current(settings)).threshold)],
+             "--threshold", str((await registry.load_current(settings.s3)).threshold)],
             settings,
         )  # fmt: skip
         assert good != first
@@ -141,7 +141,7 @@ async def test_train_serves_nothing_the_gate_refuses_swapped_labels_and_a_promot
     assert json.loads(forced.stdout.strip().splitlines()[-1])["forced"] is True
     back = run(["models", "rollback", "--by", "ops", "--json"], settings)
     assert back.returncode == 0, back.stderr[-2000:]
-    assert await registry.current_version(settings) == good
+    assert await registry.current_version(settings.s3) == good
     shown = json.loads(run(["models", "show", bad, "--json"], settings).stdout)
     assert shown["state"] == "previous"
     assert [(m["action"], m["by"], m["forced"]) for m in shown["history"]] == [
@@ -166,9 +166,9 @@ async def test_a_candidate_for_a_new_backbone_version_is_judged_on_its_own_featu
     from tests.pipeline.test_rollout import add_version, versioned_server
 
     real, _ = lifecycle_set
-    name = stack_settings.backbone_name
+    name = stack_settings.model_server.backbone_name
     async with versioned_server(stack_settings, tmp_path / "serving") as server:
-        settings = stack_settings.model_copy(update={"model_server": server.address})
+        settings = replace(stack_settings, model_server={"address": server.address})
 
         async def cli(*args: str) -> str:
             done = await asyncio.to_thread(run, [*args, "--json"], settings)
@@ -189,4 +189,4 @@ async def test_a_candidate_for_a_new_backbone_version_is_judged_on_its_own_featu
     assert report["promoted"] and report["gate"]["passed"]
     gate = report["gate"]
     assert gate["recall_change"]["value"] == 0 and gate["precision_change"]["value"] == 0
-    assert await registry.current_version(settings) == second["version"]
+    assert await registry.current_version(settings.s3) == second["version"]

@@ -1,6 +1,7 @@
 """Offline checks of the Kubernetes manifests under k8s/ (no cluster, no network).
 
-The manifests must agree with the code: ConfigMap/Secret keys with `Settings`, KafkaTopic CRs with
+The manifests must agree with the code: ConfigMap/Secret keys with the variables of the settings'
+concerns (`common/settings.py`), each process's settings parsed from them, KafkaTopic CRs with
 `common/topics.py` and `ensure_topics`, KEDA triggers with each stage's `StageConfig`, container
 args with the `amberscan` command line, and the custom resources with their CRD schemas (copied
 under shared/data/crds, beside the shared data set), and every built-in resource with the
@@ -33,7 +34,7 @@ from amberscan.cli import build_parser, serve
 from amberscan.cli import replay as replay_command
 from amberscan.common import topics
 from amberscan.common.data import places
-from amberscan.common.settings import Settings
+from amberscan.common.settings import PROCESSES, Settings, variables
 from amberscan.model.recipe import SERVED_RECIPE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +43,7 @@ SERVICES = ROOT / "services" / "amberscan"
 # The CRD schemas sit beside the shared data set (`shared/data/crds`), found by the data set's
 # own rule (`common/data.py`): AMBERSCAN_SHARED_DATA, else `shared/` beside the checkout or
 # beside a folder above it (a clone as CI makes, or a git worktree kept a level down).
-CRD_PLACES = [data_set.parent / "crds" for data_set in places(Settings().shared_data, ROOT)]
+CRD_PLACES = [data_set.parent / "crds" for data_set in places(Settings().data.shared_data, ROOT)]
 CRDS = next((place for place in CRD_PLACES if place.is_dir()), CRD_PLACES[0])
 OVERLAYS = sorted(p.name for p in (K8S / "overlays").iterdir() if p.is_dir())
 
@@ -177,7 +178,8 @@ def _config(objects: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def _settings_keys() -> set[str]:
-    return {f"AMBERSCAN_{name.upper()}" for name in Settings.model_fields}
+    """Every variable of every concern (`Settings` composes every process's)."""
+    return set(variables(Settings))
 
 
 @cache
@@ -408,14 +410,26 @@ def test_configmap_and_secret_cover_settings_one_to_one() -> None:
 def test_configmap_values_parse_as_settings(
     objects: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The ConfigMap's values, read from the environment as in a pod, are valid Settings."""
+    """The ConfigMap's values, read from the environment as in a pod, are valid settings of
+    every process (each reads only its own concerns, so each is parsed)."""
     for key in [k for k in os.environ if k.startswith("AMBERSCAN_")]:
         monkeypatch.delenv(key)
     for key, value in _config(objects).items():
         monkeypatch.setenv(key, value)
-    settings = Settings()
-    assert settings.metrics_port > 0, "services need a metrics port for their probes"
-    assert settings.web_host == "0.0.0.0"
+    for name, process in PROCESSES.items():
+        settings = process()
+        assert settings.ops.metrics_port > 0, f"{name} needs a metrics port for its probes"
+    assert Settings().web.host == "0.0.0.0"
+
+
+def test_every_served_process_has_its_settings() -> None:
+    """Each server `amberscan serve` runs (the containers' args) reads its own process's
+    settings, which `PROCESSES` names."""
+    for server in ["model-server", *serve.STAGES]:
+        args = build_parser().parse_args(["serve", server])
+        assert PROCESSES[args.process(args)] is PROCESSES[server], server
+    args = build_parser().parse_args(["topics"])
+    assert PROCESSES[args.process(args)] is Settings
 
 
 def test_workloads_read_the_configmap_and_secret(objects: list[dict[str, Any]]) -> None:

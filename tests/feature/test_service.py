@@ -16,7 +16,7 @@ from amberscan import keys
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.model_client import FeatureClient
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.common.topic_admin import ensure_topics
 from amberscan.feature import service
 from amberscan.feature.tiles import TileImages
@@ -49,7 +49,7 @@ async def server(model_224: TinyModel) -> AsyncIterator[ModelServer]:
 
 
 async def stored_tile(settings: Settings, shared_data: Path, name: str) -> tuple[str, np.ndarray]:
-    store = BlobStore(settings)
+    store = BlobStore(settings.s3)
     await store.ensure_bucket()
     png = (shared_data / "tiles" / f"{name}.png").read_bytes()
     return await store.put(png, keys.TILE_IMAGES, "png", "image/png"), decode_image(png, name)
@@ -82,14 +82,14 @@ async def run_until(stage: object, settings: Settings, expect: int) -> tuple[lis
 async def test_crops_are_cut_from_the_tile_read_once_per_tile(
     stack_settings: Settings, shared_data: Path, model_224: TinyModel, server: ModelServer
 ) -> None:
-    settings = stack_settings.model_copy(update={"feature_batch_size": 64})
-    await ensure_topics(settings)
+    settings = replace(stack_settings, feature={"batch_size": 64})
+    await ensure_topics(settings.kafka)
     key, image = await stored_tile(settings, shared_data, "positive1")
     messages = superpixels_of("1203", key, image)
     await produce(
         settings, topics.SUPERPIXELS, [(b"1203", m.SerializeToString()) for m in messages]
     )
-    store = BlobStore(settings)
+    store = BlobStore(settings.s3)
     tiles = TileImages(store)
     async with FeatureClient(server.address, model_224.name) as client:
         stage = service.make_stage(settings, store, client, tiles)
@@ -117,7 +117,7 @@ async def test_a_crop_the_server_fails_on_is_dead_lettered_alone(
 ) -> None:
     """INTERNAL on any batch holding the poisoned crop: the batch is split until only that
     superpixel fails; a superpixel naming a missing tile is poison too; the rest go on."""
-    await ensure_topics(stack_settings)
+    await ensure_topics(stack_settings.kafka)
     key, image = await stored_tile(stack_settings, shared_data, "negative1")
     messages = superpixels_of("1300", key, image)
     poisoned = messages[5]
@@ -143,7 +143,7 @@ async def test_a_crop_the_server_fails_on_is_dead_lettered_alone(
     await produce(
         stack_settings, topics.SUPERPIXELS, [*items, (b"1301", missing.SerializeToString())]
     )
-    store = BlobStore(stack_settings)
+    store = BlobStore(stack_settings.s3)
     async with FeatureClient(
         server.address, model_224.name, max_retries=1, backoff_s=0.01
     ) as client:
@@ -184,10 +184,10 @@ async def features_across_a_new_version(
     shutil.copytree(model.model_dir, model_dir)
     served = ModelServer(model_dir, model.name, "127.0.0.1:0")
     await served.start()
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka)
     key, image = await stored_tile(settings, shared_data, name)
     messages = superpixels_of(tile_id, key, image)
-    store = BlobStore(settings)
+    store = BlobStore(settings.s3)
     try:
         async with FeatureClient(served.address, model.name) as client:
             await produce(
@@ -281,7 +281,7 @@ async def test_a_tile_stamped_with_a_backbone_version_gets_that_version(
     served = ModelServer(model_dir, model_224.name, "127.0.0.1:0", options)
     await served.start()
     polling = asyncio.ensure_future(served.poll_versions())
-    await ensure_topics(settings)
+    await ensure_topics(settings.kafka)
     key, image = await stored_tile(settings, shared_data, "positive1")
     tiles = {}
     for tile_id, stamp in (("1001", "tiny/1"), ("1002", ""), ("1003", "tiny/3")):
@@ -290,7 +290,7 @@ async def test_a_tile_stamped_with_a_backbone_version_gets_that_version(
             m.ref.tile_id = tile_id
             m.ref.models.backbone = stamp
         tiles[tile_id] = messages
-    store = BlobStore(settings)
+    store = BlobStore(settings.s3)
     try:
         async with FeatureClient(served.address, model_224.name) as client:
             stage = service.make_stage(settings, store, client)

@@ -262,10 +262,10 @@ async def test_16_bit_raster_without_bit_depth_is_scaled_by_its_98th_percentile(
 async def test_cog_from_minio_through_gdal_s3(stack_settings: Settings, cogs, images) -> None:
     from amberscan.common.blobstore import BlobStore
 
-    store = BlobStore(stack_settings)
+    store = BlobStore(stack_settings.s3)
     await store.ensure_bucket()
     await store.put_at("imagery/2017/block.tif", cogs["mercator"].read_bytes(), "image/tiff")
-    bucket = stack_settings.s3_bucket
+    bucket = stack_settings.s3.bucket
     key = provider_for(
         SourceSpec("geotiff", (f"s3://{bucket}/imagery/2017/block.tif",)), stack_settings
     )

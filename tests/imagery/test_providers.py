@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from PIL import Image
 
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.errors import InvalidImage, PoisonMessage, TransientError
 from amberscan.geo.tiles import Tile
 from amberscan.imagery.grid import plan_children, split
@@ -411,14 +411,21 @@ async def test_local_provider(tmp_path: Path, scan_image, child_pngs) -> None:
     ],
 )
 def test_provider_for_unconfigured(name: str, fields: dict, message: str) -> None:
-    bare = Settings(xyz_url="", bing_api_key="", local_tiles_dir=None, **fields)
+    bare = replace(
+        Settings(), imagery={"xyz_url": "", "bing_api_key": "", "local_tiles_dir": None, **fields}
+    )
     with pytest.raises(PoisonMessage, match=message):
         provider_for(name, bare)
 
 
 def test_provider_for_configured() -> None:
-    configured = Settings(
-        xyz_url="http://127.0.0.1:1/{z}/{x}/{y}.png", local_tiles_dir="/tmp", bing_api_key="k"
+    configured = replace(
+        Settings(),
+        imagery={
+            "xyz_url": "http://127.0.0.1:1/{z}/{x}/{y}.png",
+            "local_tiles_dir": Path("/tmp"),
+            "bing_api_key": "k",
+        },
     )
     assert provider_for("xyz", configured).name == "xyz"
     assert provider_for("local", configured).name == "local"

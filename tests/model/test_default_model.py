@@ -26,7 +26,7 @@ pytestmark = pytest.mark.stack
 async def test_default_model_classifies_the_shared_tiles(
     base_settings: Settings, shared_data: Path, name: str, mining: bool
 ) -> None:
-    path = Path(base_settings.classifier_path)
+    path = Path(base_settings.classifier.path)
     if not path.exists():
         pytest.fail(f"no classifier at {path}: build the default model with `make model`")
     classifier = Classifier.load(path)
@@ -39,7 +39,7 @@ async def test_default_model_classifies_the_shared_tiles(
         segmentation,
         classifier.score(vectors),
         classifier.threshold,
-        base_settings.min_positive_superpixels,
+        base_settings.aggregator.min_positive_superpixels,
     )
     assert result.flagged == mining, (name, result)
 
@@ -60,11 +60,11 @@ def test_the_default_int8_backbone_keeps_the_float_verdicts(
 
     from amberscan.modelserver.runtimes import OpenVinoRuntime
 
-    model_dir = Path(base_settings.model_dir)
-    int8 = OpenVinoRuntime(model_dir, base_settings.backbone_name)
-    f32 = OpenVinoRuntime(model_dir, base_settings.backbone_name, precision="f32")
+    model_dir = Path(base_settings.serving.model_dir)
+    int8 = OpenVinoRuntime(model_dir, base_settings.model_server.backbone_name)
+    f32 = OpenVinoRuntime(model_dir, base_settings.model_server.backbone_name, precision="f32")
     assert int8.precision == "int8", "make model exports the INT8 backbone (AMBERSCAN_INT8=1)"
-    classifier = Classifier.load(Path(base_settings.classifier_path))
+    classifier = Classifier.load(Path(base_settings.classifier.path))
     for name in ("positive1", "positive2", "negative1", "negative2"):
         image = read_image(shared_data / "tiles" / f"{name}.png")
         segmentation = segment(image)
@@ -77,7 +77,7 @@ def test_the_default_int8_backbone_keeps_the_float_verdicts(
                 segmentation,
                 classifier.score(features),
                 classifier.threshold,
-                base_settings.min_positive_superpixels,
+                base_settings.aggregator.min_positive_superpixels,
             ).flagged
             for features in (quantized, exact)
         ]

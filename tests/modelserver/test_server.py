@@ -275,24 +275,31 @@ def test_serve_model_server_takes_its_options_from_the_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from amberscan.cli import build_parser
-    from amberscan.common.settings import Settings
+    from amberscan.common.settings import Settings, replace
     from amberscan.modelserver import server
 
     calls = []
     monkeypatch.setattr(server, "run_server", lambda *args: calls.append(args) or 0)
-    settings = Settings(
-        model_dir=tmp_path,
-        model_server_runtime="tensorflow",
-        model_server_max_batch=8,
-        model_server_batch_timeout_ms=5,
-        model_server_workers=3,
-        model_server_versions=1,
+    settings = replace(
+        Settings(),
+        serving={
+            "model_dir": tmp_path,
+            "runtime": "tensorflow",
+            "max_batch": 8,
+            "batch_timeout_ms": 5,
+            "workers": 3,
+            "versions": 1,
+        },
     )
     args = build_parser().parse_args(["serve", "model-server", "--address", "127.0.0.1:0"])
     assert args.run(args, settings) == 0
     [(model_dir, name, address, options, given)] = calls
-    assert (model_dir, name, address) == (tmp_path, settings.backbone_name, "127.0.0.1:0")
-    assert options == ServerOptions.from_settings(settings) and given is settings
+    assert (model_dir, name, address) == (
+        tmp_path,
+        settings.model_server.backbone_name,
+        "127.0.0.1:0",
+    )
+    assert options == ServerOptions.from_config(settings.serving) and given is settings.ops
     assert (options.runtime, options.max_batch, options.workers) == ("tensorflow", 8, 3)
     assert (options.batch_timeout_s, options.keep_versions) == (0.005, 1)
 

@@ -17,7 +17,7 @@ from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
 from amberscan.common.registry import make_current
 from amberscan.common.served_features import client_for
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.common.topic_admin import ensure_topics
 from amberscan.geo.tiles import Tile, pixel_area_m2
 from amberscan.model.classifier import Classifier
@@ -35,25 +35,28 @@ STAGES = ["tiler", "segmenter", "feature", "classifier", "aggregator", "sink"]
 
 @pytest.fixture
 async def pipeline(stack_settings: Settings, shared_data: Path) -> AsyncIterator[Settings]:
-    classifier_path = Path(stack_settings.classifier_path)
+    classifier_path = Path(stack_settings.classifier.path)
     if not classifier_path.exists():
         pytest.fail(
             f"no classifier at {classifier_path}: build the default model with `make model`"
         )
     port = free_port()
-    settings = stack_settings.model_copy(
-        update={
+    settings = replace(
+        stack_settings,
+        imagery={
             "demo_tiles_url": f"http://127.0.0.1:{port}/tiles/{{z}}/{{x}}/{{y}}.png",
             "demo_data_dir": shared_data / "tiles",
-        }
+        },
     )
     async with client_for(settings) as client:
         await client.wait_until_serving(60)
     async with served(demo.make_app(shared_data / "tiles"), port):
-        await ensure_topics(settings)
+        await ensure_topics(settings.kafka)
         # The tiler skips by (and stamps tiles with) the registry's current model: make the
         # default one current in this test's bucket.
-        await make_current(settings, Classifier.load(classifier_path), action="promote", by="test")
+        await make_current(
+            settings.s3, Classifier.load(classifier_path), action="promote", by="test"
+        )
         stop = asyncio.Event()
         tasks = [
             asyncio.create_task(
@@ -66,7 +69,7 @@ async def pipeline(stack_settings: Settings, shared_data: Path) -> AsyncIterator
         finally:
             stop.set()
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=60)
-            async with Database(settings) as db:
+            async with Database(settings.database) as db:
                 await db.drop_schema()
             for task in tasks:  # a stage that crashed fails the test
                 if task.done() and task.exception():
@@ -74,7 +77,7 @@ async def pipeline(stack_settings: Settings, shared_data: Path) -> AsyncIterator
 
 
 async def scan(settings: Settings, request: pb.ScanRequest) -> scanning.ScanSummary:
-    async with Database(settings) as db:
+    async with Database(settings.database) as db:
         expected = await scanning.submit(settings, db, request)
         return await scanning.follow(db, request.scan_id, expected, timeout_s=600, progress=False)
 
@@ -111,7 +114,7 @@ async def test_demo_scan_end_to_end_matches_the_detection_core(pipeline: Setting
     assert "tile message" in reasons.lower(), reasons
     assert "missing.png" in reasons, reasons
 
-    async with Database(settings) as db:
+    async with Database(settings.database) as db:
         rows = await db.fetch(
             "SELECT tile_id, flagged, positives, segment_count, min_positives, hectares, scores, "
             "demo, image_key, z, x, y, ST_Area(positives_geom::geography), "
@@ -128,8 +131,8 @@ async def test_demo_scan_end_to_end_matches_the_detection_core(pipeline: Setting
     for placed in demo.demo_layout():
         mining = placed.source.startswith("positive")
         assert by_tile[placed.tile.quadkey][1] == mining, (placed, by_tile[placed.tile.quadkey])
-    store = BlobStore(settings)
-    classifier = Classifier.load(settings.classifier_path)
+    store = BlobStore(settings.s3)
+    classifier = Classifier.load(settings.classifier.path)
     async with client_for(settings) as client:
         for (
             _tile_id,
@@ -147,7 +150,11 @@ async def test_demo_scan_end_to_end_matches_the_detection_core(pipeline: Setting
             area,
             inside,
         ) in rows:
-            assert is_demo and count == len(scores) and k == settings.min_positive_superpixels
+            assert (
+                is_demo
+                and count == len(scores)
+                and k == settings.aggregator.min_positive_superpixels
+            )
             assert positives == sum(s >= classifier.threshold for s in scores)
             assert flagged == (positives > k)
             if flagged:  # the polygons' ground area agrees with the hectares from pixel counts
@@ -157,7 +164,7 @@ async def test_demo_scan_end_to_end_matches_the_detection_core(pipeline: Setting
                 assert hectares == 0 and area is None
             # The detection core on the same image gives the same scores as the pipeline.
             image = decode_image(await store.get(key), key)
-            segmentation = segment(image, mode=settings.segmentation_mode)
+            segmentation = segment(image, mode=settings.segmenter.mode)
             assert len(segmentation.superpixels) == count
             size = (await client.metadata()).crop_size
             vectors = await client.predict(crops_for(image, segmentation, size))
@@ -179,7 +186,7 @@ async def test_demo_scan_end_to_end_matches_the_detection_core(pipeline: Setting
     request.rescan = True
     redo = await scan(settings, request)
     assert (redo.done, redo.skipped) == (8, 0)
-    async with Database(settings) as db:  # neither the skip nor the rescan added a row
+    async with Database(settings.database) as db:  # neither the skip nor the rescan added a row
         assert (await db.fetch("SELECT count(*) FROM detections"))[0][0] == 8
 
 
@@ -204,7 +211,7 @@ async def test_a_replay_is_a_scan_of_its_own_and_rewrites_no_history(pipeline: S
         "SELECT scan_id, tile_id, status, flagged, hectares, reason, updated_at FROM scan_tiles "
         "WHERE scan_id = %s ORDER BY tile_id"
     )
-    async with Database(settings) as db:
+    async with Database(settings.database) as db:
         rejected = next(v["tile_id"] for v in first.verdicts if v["flagged"])
         (detection,) = await db.fetch(
             "SELECT imagery_date, model_version FROM detections WHERE tile_id = %s", rejected
@@ -214,17 +221,17 @@ async def test_a_replay_is_a_scan_of_its_own_and_rewrites_no_history(pipeline: S
         before = json.dumps(await db.fetch(progress, first.scan_id), default=str)
 
     # The new model: the same booster with a threshold nothing reaches (it flags no tile).
-    current = await load_current(settings)
+    current = await load_current(settings.s3)
     new = Classifier.from_json(current.to_json(), "copy")
     new.threshold = 0.9999
     new.metadata["version"] = "xgb-replay-test"
-    await publish(settings, new)
+    await publish(settings.s3, new)
     env = {
         **os.environ,
-        "AMBERSCAN_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-        "AMBERSCAN_TOPIC_PREFIX": settings.topic_prefix,
-        "AMBERSCAN_S3_BUCKET": settings.s3_bucket,
-        "AMBERSCAN_DATABASE_SCHEMA": settings.database_schema,
+        "AMBERSCAN_KAFKA_BOOTSTRAP": settings.kafka.bootstrap,
+        "AMBERSCAN_TOPIC_PREFIX": settings.kafka.topic_prefix,
+        "AMBERSCAN_S3_BUCKET": settings.s3.bucket,
+        "AMBERSCAN_DATABASE_SCHEMA": settings.database.schema_name,
         "AMBERSCAN_LOG_JSON": "false",
     }
     done = await asyncio.to_thread(
@@ -242,7 +249,7 @@ async def test_a_replay_is_a_scan_of_its_own_and_rewrites_no_history(pipeline: S
     assert (replayed["tiles"], replayed["done"], replayed["failed"]) == (8, 8, 0)
     assert replayed["flagged"] == 0
 
-    async with Database(settings) as db:
+    async with Database(settings.database) as db:
         assert json.dumps(await db.fetch(progress, first.scan_id), default=str) == before
         rows = await db.fetch(
             "SELECT model_version, scan_id, count(*) FROM detections GROUP BY 1, 2"

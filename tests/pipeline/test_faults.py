@@ -32,7 +32,7 @@ from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
 from amberscan.common.registry import make_current
 from amberscan.common.served_features import client_for
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.common.topic_admin import ensure_topics
 from amberscan.model.classifier import Classifier
 from amberscan.tiler import demo
@@ -74,27 +74,27 @@ async def tile_server(shared_data: Path, corrupt: Corrupt | None = None) -> Asyn
 
 async def prepare(settings: Settings) -> None:
     """Topics, the model server, and the default classifier published to the test's bucket."""
-    classifier_path = Path(settings.classifier_path)
+    classifier_path = Path(settings.classifier.path)
     if not classifier_path.exists():
         pytest.fail(
             f"no classifier at {classifier_path}: build the default model with `make model`"
         )
     async with client_for(settings) as client:
         await client.wait_until_serving(60)
-    await ensure_topics(settings)
-    await make_current(settings, Classifier.load(classifier_path), action="promote", by="test")
+    await ensure_topics(settings.kafka)
+    await make_current(settings.s3, Classifier.load(classifier_path), action="promote", by="test")
 
 
 async def scores_match_the_core(settings: Settings, rows: list[tuple]) -> None:
     """Each detection row (tile_id, segment_count, scores, image_key) as the core computes it."""
-    store = BlobStore(settings)
-    classifier = Classifier.load(settings.classifier_path)
+    store = BlobStore(settings.s3)
+    classifier = Classifier.load(settings.classifier.path)
     async with client_for(settings) as client:
         size = (await client.metadata()).crop_size
         for tile_id, count, scores, key in rows:
             assert count == len(scores), tile_id
             image = decode_image(await store.get(key), key)
-            segmentation = segment(image, mode=settings.segmentation_mode)
+            segmentation = segment(image, mode=settings.segmenter.mode)
             assert len(segmentation.superpixels) == count, tile_id
             vectors = await client.predict(crops_for(image, segmentation, size))
             np.testing.assert_allclose(
@@ -109,17 +109,17 @@ class Services:
         self.logs = logs
         self.env = {
             **os.environ,
-            "AMBERSCAN_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-            "AMBERSCAN_TOPIC_PREFIX": settings.topic_prefix,
-            "AMBERSCAN_TOPIC_PARTITIONS": str(settings.topic_partitions),
-            "AMBERSCAN_S3_ENDPOINT": settings.s3_endpoint,
-            "AMBERSCAN_S3_BUCKET": settings.s3_bucket,
-            "AMBERSCAN_DATABASE_URL": settings.database_url,
-            "AMBERSCAN_DATABASE_SCHEMA": settings.database_schema,
-            "AMBERSCAN_MODEL_SERVER": settings.model_server,
-            "AMBERSCAN_CLASSIFIER_PATH": str(Path(settings.classifier_path).resolve()),
-            "AMBERSCAN_DEMO_TILES_URL": settings.demo_tiles_url,
-            "AMBERSCAN_RETRY_BACKOFF_S": str(settings.retry_backoff_s),
+            "AMBERSCAN_KAFKA_BOOTSTRAP": settings.kafka.bootstrap,
+            "AMBERSCAN_TOPIC_PREFIX": settings.kafka.topic_prefix,
+            "AMBERSCAN_TOPIC_PARTITIONS": str(settings.kafka.partitions),
+            "AMBERSCAN_S3_ENDPOINT": settings.s3.endpoint,
+            "AMBERSCAN_S3_BUCKET": settings.s3.bucket,
+            "AMBERSCAN_DATABASE_URL": settings.database.url,
+            "AMBERSCAN_DATABASE_SCHEMA": settings.database.schema_name,
+            "AMBERSCAN_MODEL_SERVER": settings.model_server.address,
+            "AMBERSCAN_CLASSIFIER_PATH": str(Path(settings.classifier.path).resolve()),
+            "AMBERSCAN_DEMO_TILES_URL": settings.imagery.demo_tiles_url,
+            "AMBERSCAN_RETRY_BACKOFF_S": str(settings.retry.backoff_s),
             "AMBERSCAN_METRICS_PORT": "0",
             "AMBERSCAN_LOG_JSON": "false",
             "PYTHONUNBUFFERED": "1",
@@ -176,15 +176,15 @@ class Services:
 
 async def backlog(settings: Settings, service: str, topic: str) -> dict[int, int]:
     """Per partition of `topic`: records beyond the offset `service`'s group has committed."""
-    name = topics.topic_name(settings.topic_prefix, topic)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    consumer = AIOKafkaConsumer(name, bootstrap_servers=settings.kafka_bootstrap)
+    name = topics.topic_name(settings.kafka.topic_prefix, topic)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+    consumer = AIOKafkaConsumer(name, bootstrap_servers=settings.kafka.bootstrap)
     await admin.start()
     await consumer.start()
     try:
         await consumer.topics()  # fresh metadata: partitions_for_topic may be empty before it
         committed = await admin.list_consumer_group_offsets(
-            f"{settings.topic_prefix}amberscan-{service}"
+            f"{settings.kafka.topic_prefix}amberscan-{service}"
         )
         partitions = [TopicPartition(name, p) for p in consumer.partitions_for_topic(name) or ()]
         ends = await consumer.end_offsets(partitions)
@@ -197,8 +197,8 @@ async def backlog(settings: Settings, service: str, topic: str) -> dict[int, int
 
 async def records_on(settings: Settings, topic: str) -> int:
     """How many records `topic` holds (sum of its partitions' end offsets)."""
-    name = topics.topic_name(settings.topic_prefix, topic)
-    consumer = AIOKafkaConsumer(name, bootstrap_servers=settings.kafka_bootstrap)
+    name = topics.topic_name(settings.kafka.topic_prefix, topic)
+    consumer = AIOKafkaConsumer(name, bootstrap_servers=settings.kafka.bootstrap)
     await consumer.start()
     try:
         await consumer.topics()  # fresh metadata: partitions_for_topic may be empty before it
@@ -228,7 +228,7 @@ async def test_sigkill_mid_scan_loses_and_duplicates_nothing(
     stack_settings: Settings, shared_data: Path, tmp_path: Path
 ) -> None:
     async with tile_server(shared_data) as url:
-        settings = stack_settings.model_copy(update={"demo_tiles_url": url})
+        settings = replace(stack_settings, imagery={"demo_tiles_url": url})
         await prepare(settings)
         services = Services(settings, tmp_path)
         # Each feature copy gathers its poll for 3 s before one Predict call: the victim then
@@ -260,12 +260,12 @@ async def test_sigkill_mid_scan_loses_and_duplicates_nothing(
             await wait_for("two feature copies", lambda: feature_members(2), services, 120)
             # Both copies share the work: each holds its own part of the partitions.
             shares = sorted(members.values())
-            assert sorted(sum(shares, [])) == list(range(settings.topic_partitions)), members
+            assert sorted(sum(shares, [])) == list(range(settings.kafka.partitions)), members
             # Kill the copy holding partition 0, where most demo tiles' superpixels go.
             victim = "feature-a" if 0 in members[member_a] else "feature-b"
 
             request = demo.demo_scan_request()
-            async with Database(settings) as db:
+            async with Database(settings.database) as db:
                 expected = await scanning.submit(settings, db, request)
                 assert expected == 8
 
@@ -325,7 +325,7 @@ async def test_sigkill_mid_scan_loses_and_duplicates_nothing(
                 )
         finally:
             services.stop()
-            async with Database(settings) as db:
+            async with Database(settings.database) as db:
                 await db.drop_schema()
 
     assert dict(per_tile) == {t.quadkey: 1 for t in demo.demo_tiles()}
@@ -351,7 +351,7 @@ async def test_a_corrupt_provider_tile_fails_only_its_scan_tile(
         return truncated if (z, x, y) == child else None
 
     async with tile_server(shared_data, corrupt) as url:
-        settings = stack_settings.model_copy(update={"demo_tiles_url": url})
+        settings = replace(stack_settings, imagery={"demo_tiles_url": url})
         await prepare(settings)
         stop = asyncio.Event()
         tasks = [
@@ -362,7 +362,7 @@ async def test_a_corrupt_provider_tile_fails_only_its_scan_tile(
         ]
         try:
             request = demo.demo_scan_request()
-            async with Database(settings) as db:
+            async with Database(settings.database) as db:
                 expected = await scanning.submit(settings, db, request)
                 summary = await scanning.follow(
                     db, request.scan_id, expected, timeout_s=600, progress=False
@@ -371,7 +371,7 @@ async def test_a_corrupt_provider_tile_fails_only_its_scan_tile(
         finally:
             stop.set()
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=60)
-            async with Database(settings) as db:
+            async with Database(settings.database) as db:
                 await db.drop_schema()
         for task in tasks:  # a stage that crashed fails the test
             assert not task.exception(), task.exception()
@@ -397,5 +397,7 @@ async def test_a_corrupt_provider_tile_fails_only_its_scan_tile(
         victim.quadkey,
         request.scan_id,
     )
-    assert letter.origin_topic == topics.topic_name(settings.topic_prefix, topics.SCAN_REQUESTS)
+    assert letter.origin_topic == topics.topic_name(
+        settings.kafka.topic_prefix, topics.SCAN_REQUESTS
+    )
     assert "/".join(map(str, child)) in letter.reason, letter.reason

@@ -23,7 +23,7 @@ import pytest
 from amberscan import scanning
 from amberscan.common import registry, topics
 from amberscan.common.db import Database
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.model.classifier import Classifier
 from amberscan.modelserver.server import ModelServer, ServerOptions
 from amberscan.tiler import demo
@@ -38,8 +38,8 @@ pytestmark = pytest.mark.stack
 async def versioned_server(settings: Settings, folder: Path) -> AsyncIterator[ModelServer]:
     """A model server on a copy of the default backbone as version 1, with TF Serving's
     "latest 2" policy and a fast file-system poll (`add_version` rolls out the next)."""
-    name = settings.backbone_name
-    served = Path(settings.model_dir) / name
+    name = settings.model_server.backbone_name
+    served = Path(settings.serving.model_dir) / name
     newest = max(int(p.name) for p in served.iterdir() if p.name.isdigit())
     shutil.copytree(served / str(newest), folder / name / "1")
     server = ModelServer(folder, name, "127.0.0.1:0", ServerOptions(keep_versions=2, poll_s=0.2))
@@ -67,19 +67,21 @@ async def add_version(server: ModelServer, version: int) -> None:
 async def test_a_classifier_and_backbone_rolled_out_mid_scan_fail_no_tile(
     stack_settings: Settings, shared_data: Path, tmp_path: Path
 ) -> None:
-    name = stack_settings.backbone_name
+    name = stack_settings.model_server.backbone_name
     logs = tmp_path / "logs"
     logs.mkdir()
     async with versioned_server(stack_settings, tmp_path / "serving") as server:
         async with tile_server(shared_data) as url:
-            settings = stack_settings.model_copy(
-                update={"demo_tiles_url": url, "model_server": server.address}
+            settings = replace(
+                stack_settings,
+                imagery={"demo_tiles_url": url},
+                model_server={"address": server.address},
             )
             await prepare(settings)
-            first = Classifier.load(Path(settings.classifier_path))
+            first = Classifier.load(Path(settings.classifier.path))
             first.metadata["backbone"] = f"{name}/1"  # this server's numbering
             first.metadata["version"] = "xgb-rollout-first"
-            await registry.make_current(settings, first, action="promote", by="test")
+            await registry.make_current(settings.s3, first, action="promote", by="test")
             # The new classifier, trained on backbone version 2 (the same network here).
             second = Classifier.from_json(first.to_json(), "copy")
             second.metadata["backbone"] = f"{name}/2"
@@ -95,7 +97,7 @@ async def test_a_classifier_and_backbone_rolled_out_mid_scan_fail_no_tile(
                 for stage in STAGES:
                     if stage != "segmenter":
                         services.start(stage, stage)
-                async with Database(settings) as db:
+                async with Database(settings.database) as db:
                     before = demo.demo_scan_request()
                     expected = await scanning.submit(settings, db, before)
                     # Every tile of the first scan is on the bus, stamped with the first models,
@@ -117,7 +119,7 @@ async def test_a_classifier_and_backbone_rolled_out_mid_scan_fail_no_tile(
                     # the old one, and the new classifier (paired with it) is promoted.
                     await add_version(server, 2)
                     assert sorted(server.servicer.models) == [1, 2]
-                    await registry.make_current(settings, second, action="promote", by="test")
+                    await registry.make_current(settings.s3, second, action="promote", by="test")
                     # A scan submitted now is scored by the new models.
                     after = demo.demo_scan_request()
                     after.rescan = True
@@ -145,7 +147,7 @@ async def test_a_classifier_and_backbone_rolled_out_mid_scan_fail_no_tile(
                     )
             finally:
                 services.stop()
-                async with Database(settings) as db:
+                async with Database(settings.database) as db:
                     await db.drop_schema()
 
     for summary in summaries:

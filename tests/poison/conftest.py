@@ -91,15 +91,15 @@ class Pipeline:
 
 @contextlib.asynccontextmanager
 async def running(settings: Settings) -> AsyncIterator[Pipeline]:
-    classifier = Path(settings.classifier_path)
+    classifier = Path(settings.classifier.path)
     if not classifier.exists():
         pytest.fail(f"no classifier at {classifier}: build the default model with `make model`")
     async with client_for(settings) as client:
         await client.wait_until_serving(60)
-    await ensure_topics(settings)
-    await BlobStore(settings).ensure_bucket()
+    await ensure_topics(settings.kafka)
+    await BlobStore(settings.s3).ensure_bucket()
     stop = asyncio.Event()
-    async with Database(settings) as db:
+    async with Database(settings.database) as db:
         tasks = {
             name: asyncio.create_task(
                 importlib.import_module(f"amberscan.{name}.service").run(settings, stop)

@@ -49,7 +49,7 @@ async def test_a_malformed_message_on_each_topic_is_dead_lettered(
     by_origin = {letter.origin_topic: letter for letter in mine}
     assert len(mine) == len(CONSUMER), [(m.origin_topic, m.reason) for m in mine]
     for topic, service in CONSUMER.items():
-        name = topics.topic_name(stack_settings.topic_prefix, topic)
+        name = topics.topic_name(stack_settings.kafka.topic_prefix, topic)
         letter = by_origin[name]
         assert letter.service == service, (topic, letter.service)
         assert f"not a {MESSAGE[topic]} message" in letter.reason, letter.reason

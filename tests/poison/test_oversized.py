@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.tiler import demo
 from amberscan.v1 import messages_pb2 as pb
 from tests.pipeline.test_faults import tile_server
@@ -29,8 +29,8 @@ async def test_an_output_too_large_for_its_topic_fails_the_tile(
     west, south, east, north = tile.bounds()
     dx, dy = (east - west) / 4, (north - south) / 4
     async with tile_server(shared_data) as url:
-        settings = stack_settings.model_copy(
-            update={"demo_tiles_url": url, "topic_max_message_bytes": 4096}
+        settings = replace(
+            stack_settings, imagery={"demo_tiles_url": url}, kafka={"max_message_bytes": 4096}
         )
         async with running(settings) as pipeline:
             request = demo.demo_scan_request()

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 from amberscan.common import topics
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.tiler import demo
 from tests.pipeline.test_faults import tile_server
 from tests.poison.conftest import running
@@ -87,7 +87,7 @@ async def test_bad_provider_images_fail_only_their_tiles(
         return victim[2] if victim else None
 
     async with tile_server(shared_data, corrupt) as url:
-        settings = stack_settings.model_copy(update={"demo_tiles_url": url})
+        settings = replace(stack_settings, imagery={"demo_tiles_url": url})
         async with running(settings) as pipeline:
             request = demo.demo_scan_request()
             summary = await pipeline.scan(request)
@@ -98,7 +98,7 @@ async def test_bad_provider_images_fail_only_their_tiles(
     assert summary.complete and summary.error == "", summary
     failures = {f["tile_id"]: f["reason"] for f in summary.failures}
     by_tile = {letter.tile_id: letter for letter in letters}
-    origin = topics.topic_name(settings.topic_prefix, topics.SCAN_REQUESTS)
+    origin = topics.topic_name(settings.kafka.topic_prefix, topics.SCAN_REQUESTS)
     for child, (tile, name, _, reason) in victims.items():
         where = "/".join(map(str, child))
         if not reason:

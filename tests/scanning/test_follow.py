@@ -15,7 +15,7 @@ import pytest
 
 from amberscan import scanning
 from amberscan.common.db import CONNECTION_WAIT_S, Database
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from tests.outage import database_address, database_url_via, outage_proxy
 
 pytestmark = pytest.mark.stack
@@ -27,11 +27,11 @@ async def test_follow_survives_a_database_restart(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async with outage_proxy(database_address(stack_settings.database_url)) as proxy:
-        via = stack_settings.model_copy(
-            update={"database_url": database_url_via(stack_settings.database_url, proxy)}
+    async with outage_proxy(database_address(stack_settings.database.url)) as proxy:
+        via = replace(
+            stack_settings, database={"url": database_url_via(stack_settings.database.url, proxy)}
         )
-        async with Database(via) as followed:
+        async with Database(via.database) as followed:
             answered = asyncio.Event()  # the follower has read the progress through the proxy
             fetch = followed.fetch
 
@@ -68,11 +68,11 @@ async def test_follow_survives_a_database_restart(
 async def test_follow_names_the_outage_when_it_times_out(
     stack_settings: Settings, database: Database
 ) -> None:
-    async with outage_proxy(database_address(stack_settings.database_url)) as proxy:
-        via = stack_settings.model_copy(
-            update={"database_url": database_url_via(stack_settings.database_url, proxy)}
+    async with outage_proxy(database_address(stack_settings.database.url)) as proxy:
+        via = replace(
+            stack_settings, database={"url": database_url_via(stack_settings.database.url, proxy)}
         )
-        async with Database(via) as followed:
+        async with Database(via.database) as followed:
             await proxy.cut()
             summary = await scanning.follow(followed, "s9", 2, timeout_s=3, progress=False)
     assert not summary.complete

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from amberscan import keys
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.common.topic_admin import ensure_topics
 from amberscan.segmenter import service
 from amberscan.v1 import messages_pb2 as pb
@@ -26,12 +26,12 @@ pytestmark = pytest.mark.stack
 
 async def produce_to(settings: Settings, topic: str, partition: int, tiles: list[pb.Tile]) -> None:
     """Produce tiles keyed by tile id, in order, to one partition (so their order is defined)."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, enable_idempotence=True)
     await producer.start()
     try:
         for tile in tiles:
             await producer.send_and_wait(
-                topics.topic_name(settings.topic_prefix, topic),
+                topics.topic_name(settings.kafka.topic_prefix, topic),
                 tile.SerializeToString(),
                 key=tile.tile_id.encode(),
                 partition=partition,
@@ -43,11 +43,11 @@ async def produce_to(settings: Settings, topic: str, partition: int, tiles: list
 async def committed(settings: Settings, group: str, partition: int) -> int | None:
     """The group's committed offset on one partition of the tiles topic."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+        bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:
-        name = topics.topic_name(settings.topic_prefix, topics.TILES)
+        name = topics.topic_name(settings.kafka.topic_prefix, topics.TILES)
         return await consumer.committed(TopicPartition(name, partition))
     finally:
         await consumer.stop()
@@ -67,9 +67,9 @@ def tile_message(tile_id: str, x: int, image_key: str) -> pb.Tile:
 async def test_tile_segmented_and_corrupt_tile_dead_lettered(
     stack_settings: Settings, shared_data: Path, mode: str
 ) -> None:
-    settings = stack_settings.model_copy(update={"segmentation_mode": mode})
-    await ensure_topics(settings)
-    store = BlobStore(settings)
+    settings = replace(stack_settings, segmenter={"mode": mode})
+    await ensure_topics(settings.kafka)
+    store = BlobStore(settings.s3)
     await store.ensure_bucket()
     png = (shared_data / "tiles" / "positive1.png").read_bytes()
     good_key = await store.put(png, keys.TILE_IMAGES, "png", "image/png")
@@ -122,10 +122,10 @@ async def test_tile_segmented_and_corrupt_tile_dead_lettered(
     assert letter.service == "segmenter" and letter.error_type == "InvalidImage"
     assert "tile 16/38012/22100" in letter.reason and bad_key in letter.reason
     assert "truncated" in letter.reason
-    assert letter.origin_topic == topics.topic_name(settings.topic_prefix, topics.TILES)
+    assert letter.origin_topic == topics.topic_name(settings.kafka.topic_prefix, topics.TILES)
     assert (letter.origin_partition, letter.origin_offset) == (0, 0)
     assert pb.Tile.FromString(letter.value) == bad  # the original message, for a replay
 
     # both tiles are done with, the dead-lettered one included: nothing is read twice
-    group = service.make_stage(settings, store).config.group(settings)
+    group = service.make_stage(settings, store).config.group(settings.kafka)
     assert await committed(settings, group, 0) == 2

@@ -22,7 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from amberscan.common import metrics, topics
 from amberscan.common.db import Database
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.common.topic_admin import ensure_topics
 from amberscan.geo.tiles import Tile
 from amberscan.sink import service as sink
@@ -88,7 +88,7 @@ async def until(
 
 @pytest.fixture
 async def settings(stack_settings: Settings, database: Database) -> Settings:
-    await ensure_topics(stack_settings, [topics.DETECTIONS, topics.DEAD_LETTERS])
+    await ensure_topics(stack_settings.kafka, [topics.DETECTIONS, topics.DEAD_LETTERS])
     return stack_settings
 
 
@@ -173,7 +173,7 @@ async def test_a_detection_postgis_rejects_fails_its_tile(
         pb.DeadLetter.FromString(r.value) for r in await read_all(settings, topics.DEAD_LETTERS, 1)
     ]
     assert (dead.service, dead.tile_id, dead.scan_id) == ("sink", TILE.quadkey, "bad")
-    assert dead.origin_topic == topics.topic_name(settings.topic_prefix, topics.DETECTIONS)
+    assert dead.origin_topic == topics.topic_name(settings.kafka.topic_prefix, topics.DETECTIONS)
 
 
 async def _failed(db: Database, scan: str) -> bool:
@@ -185,10 +185,8 @@ async def test_a_failure_status_survives_a_database_outage(
 ) -> None:
     """Defect 5: a dead letter read while PostgreSQL is down was dead-lettered again, with an
     empty tile and scan, and dropped: the tile's failed status was lost for good."""
-    async with outage_proxy(database_address(settings.database_url)) as proxy:
-        via = settings.model_copy(
-            update={"database_url": database_url_via(settings.database_url, proxy)}
-        )
+    async with outage_proxy(database_address(settings.database.url)) as proxy:
+        via = replace(settings, database={"url": database_url_via(settings.database.url, proxy)})
         async with running_sink(via) as task:
             await until(lambda: joined(settings, ["sink", "sink-dead-letters"]), task)
             before = _retries("sink-dead-letters")

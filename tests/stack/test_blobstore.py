@@ -11,7 +11,7 @@ pytestmark = pytest.mark.stack
 
 
 async def test_round_trip_with_sha256_key(stack_settings: Settings) -> None:
-    store = BlobStore(stack_settings)
+    store = BlobStore(stack_settings.s3)
     await store.ensure_bucket()
     await store.ensure_bucket()  # idempotent
     data = bytes(range(256)) * 100
@@ -25,7 +25,7 @@ async def test_round_trip_with_sha256_key(stack_settings: Settings) -> None:
 
 
 async def test_missing_blob_is_a_clear_poison_error(stack_settings: Settings) -> None:
-    store = BlobStore(stack_settings)
+    store = BlobStore(stack_settings.s3)
     await store.ensure_bucket()
     key = "tiles/00/" + "0" * 64 + ".png"
     assert not await store.exists(key)

@@ -19,7 +19,7 @@ from aiokafka.structs import ConsumerRecord
 
 from amberscan.common import metrics, topics
 from amberscan.common.records import Output
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.common.stage import Stage, StageConfig
 from amberscan.common.topic_admin import ensure_topics
 from amberscan.errors import TransientError
@@ -47,8 +47,8 @@ def flaky_stage(settings: Settings, down: asyncio.Event, service: str = "flaky")
 async def test_a_long_transient_outage_holds_no_rebalance_and_loses_nothing(
     stack_settings: Settings,
 ) -> None:
-    settings = stack_settings.model_copy(update={"max_retries": 2, "retry_backoff_s": 0.2})
-    await ensure_topics(settings)
+    settings = replace(stack_settings, retry={"max_retries": 2, "backoff_s": 0.2})
+    await ensure_topics(settings.kafka)
     ids = [f"{i:04d}" for i in range(12)]
     await produce(settings, topics.TILES, [tile(t) for t in ids])
     down = asyncio.Event()
@@ -62,7 +62,7 @@ async def test_a_long_transient_outage_holds_no_rebalance_and_loses_nothing(
         # Past the retries: failing records' partitions are rewound and paused (as many rewinds
         # as there are partitions).
         deadline = time.monotonic() + 60
-        while rewinds._value.get() - before < settings.topic_partitions:
+        while rewinds._value.get() - before < settings.kafka.partitions:
             assert time.monotonic() < deadline, "the partitions were not rewound"
             assert not tasks[0].done(), tasks[0]
             await asyncio.sleep(0.2)
@@ -75,7 +75,7 @@ async def test_a_long_transient_outage_holds_no_rebalance_and_loses_nothing(
             await asyncio.sleep(0.2)
         print(f"a peer got its partitions {time.monotonic() - joined:.1f}s after joining")
         down.clear()  # the server is back
-        group = first.config.group(settings)
+        group = first.config.group(settings.kafka)
         deadline = time.monotonic() + 90
         while await committed(settings, group, topics.TILES) < len(ids):
             assert time.monotonic() < deadline, "not every record was committed"
@@ -94,11 +94,11 @@ async def test_a_rewind_during_the_fill_window_commits_nothing_past_it(
     """#26 defect 4: a poll that keeps polling to fill its batch (the feature stage's
     `fill_wait_ms`) must not stamp records it took before a rewind with the epoch after it: they
     would be committed past the rewound records, which a crash then loses."""
-    settings = stack_settings.model_copy(update={"topic_partitions": 1, "max_retries": 0})
-    await ensure_topics(settings)
+    settings = replace(stack_settings, kafka={"partitions": 1}, retry={"max_retries": 0})
+    await ensure_topics(settings.kafka)
     ids = ["r0", "r1", "r2"]
     await produce(settings, topics.TILES, [tile(t) for t in ids])
-    tp = TopicPartition(topics.topic_name(settings.topic_prefix, topics.TILES), 0)
+    tp = TopicPartition(topics.topic_name(settings.kafka.topic_prefix, topics.TILES), 0)
     down = asyncio.Event()
     down.set()  # r0's model server is down: its partition is rewound to it and paused
     pause_s = 5.0  # asked of the rewind (Retry-After); longer than the fill window below
@@ -145,7 +145,7 @@ async def test_a_rewind_during_the_fill_window_commits_nothing_past_it(
         task.cancel()  # a crash: nothing more is committed
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 30)
-    group = stage.config.group(settings)
+    group = stage.config.group(settings.kafka)
     at_crash = await committed(settings, group, topics.TILES)
     down.clear()  # the model server is back; a new copy of the stage reads from the commit
     await make(until_caught_up=True).run(asyncio.Event())

@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from amberscan.common import topics
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, environment, replace
 from amberscan.common.topic_admin import ensure_topics
 from amberscan.v1 import messages_pb2 as pb
 from tests.streams import joined, produce, read_all
@@ -28,13 +28,13 @@ pytestmark = pytest.mark.stack
 async def committed(settings: Settings, group: str, topic: str) -> int:
     """The sum over partitions of the group's committed offsets on `topic`."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+        bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:
         from aiokafka import TopicPartition
 
-        name = topics.topic_name(settings.topic_prefix, topic)
+        name = topics.topic_name(settings.kafka.topic_prefix, topic)
         parts = consumer.partitions_for_topic(name) or set()
         if not parts:
             await consumer._client.force_metadata_update()
@@ -66,10 +66,10 @@ def tile(tile_id: str) -> tuple[bytes, bytes]:
 
 
 async def test_consume_produce_commit(stack_settings: Settings) -> None:
-    await ensure_topics(stack_settings)
+    await ensure_topics(stack_settings.kafka)
     await produce(stack_settings, topics.TILES, [tile("0123"), tile("0124")])
     stage = make_stage(stack_settings)
-    group = stage.config.group(stack_settings)
+    group = stage.config.group(stack_settings.kafka)
 
     async def both_committed() -> bool:
         return await committed(stack_settings, group, topics.TILES) == 2
@@ -84,12 +84,12 @@ async def test_consume_produce_commit(stack_settings: Settings) -> None:
 async def test_killed_before_commit_is_redelivered(
     stack_settings: Settings, tmp_path: Path
 ) -> None:
-    await ensure_topics(stack_settings)
+    await ensure_topics(stack_settings.kafka)
     await produce(stack_settings, topics.TILES, [tile("0200")])
     marker = tmp_path / "received"
     env = {
         **os.environ,
-        **{f"AMBERSCAN_{k.upper()}": str(v) for k, v in stack_settings.model_dump().items()},
+        **environment(stack_settings),
     }
     proc = subprocess.Popen(
         [
@@ -109,7 +109,7 @@ async def test_killed_before_commit_is_redelivered(
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     stage = make_stage(stack_settings)
-    group = stage.config.group(stack_settings)
+    group = stage.config.group(stack_settings.kafka)
     assert await committed(stack_settings, group, topics.TILES) == 0  # killed before committing
 
     async def done() -> bool:
@@ -122,7 +122,7 @@ async def test_killed_before_commit_is_redelivered(
 
 
 async def test_poison_goes_to_dead_letters_and_stream_goes_on(stack_settings: Settings) -> None:
-    await ensure_topics(stack_settings)
+    await ensure_topics(stack_settings.kafka)
     poison_empty = pb.Tile(scan_id="scan-t").SerializeToString()  # parses, but has no tile id
     await produce(
         stack_settings,
@@ -130,7 +130,7 @@ async def test_poison_goes_to_dead_letters_and_stream_goes_on(stack_settings: Se
         [(b"bad1", b"\xff\xff\xff not protobuf"), (b"bad2", poison_empty), tile("0300")],
     )
     stage = make_stage(stack_settings)
-    group = stage.config.group(stack_settings)
+    group = stage.config.group(stack_settings.kafka)
 
     async def all_committed() -> bool:
         return await committed(stack_settings, group, topics.TILES) == 3
@@ -147,7 +147,9 @@ async def test_poison_goes_to_dead_letters_and_stream_goes_on(stack_settings: Se
     assert "not a Tile message" in by_key[b"bad1"].reason
     assert "without tile_id" in by_key[b"bad2"].reason
     for letter in letters:
-        assert letter.origin_topic == topics.topic_name(stack_settings.topic_prefix, topics.TILES)
+        assert letter.origin_topic == topics.topic_name(
+            stack_settings.kafka.topic_prefix, topics.TILES
+        )
         assert letter.service == "echo" and letter.error_type == "PoisonMessage"
         assert letter.origin_offset >= 0
     assert by_key[b"bad1"].value == b"\xff\xff\xff not protobuf"  # original bytes kept for replay
@@ -157,7 +159,7 @@ async def test_poison_goes_to_dead_letters_and_stream_goes_on(stack_settings: Se
 def echo_process(settings: Settings, *args: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
-        **{f"AMBERSCAN_{k.upper()}": str(v) for k, v in settings.model_dump().items()},
+        **environment(settings),
     }
     return subprocess.Popen(
         [sys.executable, str(Path(__file__).parent / "echo_stage.py"), *args], env=env
@@ -174,13 +176,13 @@ async def test_a_peer_killed_and_restarted_mid_batch_loses_nothing_and_kills_no_
 ) -> None:
     """Issue 15: a slow stage whose group rebalances while it handles a batch (its peer was
     SIGKILLed and restarted) must drop the revoked partitions' commit and go on, not exit."""
-    await ensure_topics(stack_settings)
+    await ensure_topics(stack_settings.kafka)
     ids = [f"{i:04d}" for i in range(24)]
     await produce(stack_settings, topics.TILES, [tile(t) for t in ids])
     # Slow batches (1 s a record, handled concurrently within a batch of 4) and a short grace,
     # so the revoke always finds a batch in hand and abandons it.
     stage = make_stage(stack_settings, slow_s=1.0, max_records=4, revoke_grace_s=0.2)
-    group = stage.config.group(stack_settings)
+    group = stage.config.group(stack_settings.kafka)
     stop = asyncio.Event()
     task = asyncio.create_task(stage.run(stop))
     peer = echo_process(stack_settings, "--slow-s", "1.0")
@@ -217,12 +219,12 @@ async def test_a_commit_refused_after_the_group_moved_on_is_dropped_not_fatal(
     group; its late commit is refused (CommitFailedError): the stage must rejoin and go on."""
     from amberscan.common import metrics
 
-    await ensure_topics(stack_settings)
+    await ensure_topics(stack_settings.kafka)
     ids = [f"{i:04d}" for i in range(6)]
     await produce(stack_settings, topics.TILES, [tile(t) for t in ids])
     refused = metrics.COMMITS_REFUSED.labels("echo")._value.get()
     stage = make_stage(stack_settings, block_s=16.0, max_records=1)
-    group = stage.config.group(stack_settings)
+    group = stage.config.group(stack_settings.kafka)
     peer = echo_process(stack_settings)  # takes the partitions while the stage is blocked
     stop = asyncio.Event()
     task = asyncio.create_task(stage.run(stop))
@@ -253,11 +255,11 @@ async def test_batches_in_flight_commit_in_order_and_a_crash_loses_and_repeats_n
     """Three batches in flight, finishing out of order: the committed offset never passes a
     record whose output is not on the bus, and after a SIGKILL the records redelivered are
     exactly the uncommitted ones."""
-    settings = stack_settings.model_copy(update={"topic_partitions": 1})
-    await ensure_topics(settings)
+    settings = replace(stack_settings, kafka={"partitions": 1})
+    await ensure_topics(settings.kafka)
     ids = [f"{i:04d}" for i in range(40)]
     await produce(settings, topics.TILES, [tile(t) for t in ids])
-    group = make_stage(settings).config.group(settings)
+    group = make_stage(settings).config.group(settings.kafka)
     proc = echo_process(settings, "--uneven", "--max-records", "2", "--in-flight", "3")
     try:
         deadline = time.monotonic() + 120

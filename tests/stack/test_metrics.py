@@ -35,7 +35,7 @@ async def test_metrics_count_handled_dead_lettered_and_committed(stack_settings:
     serve_metrics(port)
     url = f"http://127.0.0.1:{port}/metrics"
     before = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read().decode())
-    await ensure_topics(stack_settings)
+    await ensure_topics(stack_settings.kafka)
     good = [pb.Tile(tile_id=f"t{i}", scan_id="s").SerializeToString() for i in range(3)]
     await produce(
         stack_settings, topics.TILES, [(b"k", v) for v in good] + [(b"k", b"\xff not a tile")]
@@ -68,7 +68,7 @@ async def test_a_running_stage_beats_the_heartbeat(
     monkeypatch.setattr(metrics, "HEARTBEAT", heartbeat)
     now[0] += 900  # stale as the stage starts
     assert heartbeat.age() == 900
-    await ensure_topics(stack_settings)
+    await ensure_topics(stack_settings.kafka)
     await produce(
         stack_settings,
         topics.TILES,

@@ -17,12 +17,12 @@ pytestmark = pytest.mark.stack
 
 
 async def test_a_missing_bucket_stops_with_a_clear_message(stack_settings: Settings) -> None:
-    store = BlobStore(stack_settings)  # the test's bucket is not created
+    store = BlobStore(stack_settings.s3)  # the test's bucket is not created
     assert not issubclass(MissingBucket, Exception | PoisonMessage)  # no `except Exception`
     with pytest.raises(MissingBucket) as raised:
         await store.get("tiles/00/" + "0" * 64 + ".png")
     message = str(raised.value)
-    assert stack_settings.s3_bucket in message and stack_settings.s3_endpoint in message
+    assert stack_settings.s3.bucket in message and stack_settings.s3.endpoint in message
     assert "AMBERSCAN_S3_BUCKET" in message
     with pytest.raises(MissingBucket):
         await store.require_bucket()

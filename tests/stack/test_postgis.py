@@ -41,4 +41,4 @@ async def test_geometry_written_and_queried(database) -> None:  # type: ignore[n
 
 async def test_schema_isolated_per_test(stack_settings: Settings, database) -> None:  # type: ignore[no-untyped-def]
     rows = await database.fetch("SELECT current_schema()")
-    assert rows == [(stack_settings.database_schema,)]
+    assert rows == [(stack_settings.database.schema_name,)]

@@ -19,7 +19,7 @@ import pytest
 
 from amberscan import scanning
 from amberscan.common.db import Database
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.tiler import demo
 from amberscan.v1 import messages_pb2 as pb
 from tests.imagery.rasters import (
@@ -41,13 +41,13 @@ pipeline = demo_scan.pipeline  # the fixture running every stage on the stack, r
 def stack_settings(stack_settings: Settings) -> Settings:
     """The stack's settings (see the docstring) with the fast segmentation mode; the pipeline
     fixture of tests/pipeline runs every stage with them."""
-    return stack_settings.model_copy(update={"segmentation_mode": "fast"})
+    return replace(stack_settings, segmenter={"mode": "fast"})
 
 
 async def scan(settings: Settings, request: pb.ScanRequest) -> list[scanning.ScanSummary]:
     """What `amberscan scan` does: prepare (sources checked, region filled), submit, follow."""
     out = []
-    async with Database(settings) as db:
+    async with Database(settings.database) as db:
         for one in await scanning.prepare(settings, request):
             expected = await scanning.submit(settings, db, one)
             out.append(
@@ -57,7 +57,7 @@ async def scan(settings: Settings, request: pb.ScanRequest) -> list[scanning.Sca
 
 
 async def detections(settings: Settings, date: str) -> dict[str, tuple[bool, int, list[float]]]:
-    async with Database(settings) as db:
+    async with Database(settings.database) as db:
         rows = await db.fetch(
             "SELECT tile_id, flagged, positives, scores FROM detections WHERE imagery_date = %s",
             date,

@@ -188,8 +188,8 @@ async def test_dates_outside_the_request_dead_letter_the_tile(demo_url: str) -> 
 
 @pytest.mark.stack
 async def test_stage_scans_the_demo_area(stack_settings: Settings, shared_data: Path) -> None:
-    await ensure_topics(stack_settings)
-    store = BlobStore(stack_settings)
+    await ensure_topics(stack_settings.kafka)
+    store = BlobStore(stack_settings.s3)
     await store.ensure_bucket()
     server = TestServer(demo.make_app(shared_data / "tiles"), host="127.0.0.1", port=0)
     await server.start_server()
@@ -199,11 +199,11 @@ async def test_stage_scans_the_demo_area(stack_settings: Settings, shared_data: 
     task = asyncio.create_task(stage.run(stop))
     try:
         producer = AIOKafkaProducer(
-            bootstrap_servers=stack_settings.kafka_bootstrap, enable_idempotence=True
+            bootstrap_servers=stack_settings.kafka.bootstrap, enable_idempotence=True
         )
         await producer.start()
         try:
-            name = topics.topic_name(stack_settings.topic_prefix, topics.SCAN_REQUESTS)
+            name = topics.topic_name(stack_settings.kafka.topic_prefix, topics.SCAN_REQUESTS)
             bad = pb.ScanRequest(
                 scan_id="bad", bbox=pb.BoundingBox(west=5, south=1, east=4, north=2)
             )
@@ -265,8 +265,8 @@ async def test_an_unexpected_provider_error_fails_its_tile_not_the_request(
     as a failed row of that tile, not as the request's failure (a row with an empty tile id,
     which the summary reads as "the request failed" and completes on)."""
     settings = stack_settings
-    await ensure_topics(settings)
-    store = BlobStore(settings)
+    await ensure_topics(settings.kafka)
+    store = BlobStore(settings.s3)
     await store.ensure_bucket()
     tiles = demo.demo_tiles()
     faults: dict[Tile, Exception] = {

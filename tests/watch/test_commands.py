@@ -24,7 +24,7 @@ def env(
     stack_settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Iterator[Path]:
     """The command's environment: this test's schema; yields a region file."""
-    monkeypatch.setenv("AMBERSCAN_DATABASE_SCHEMA", stack_settings.database_schema)
+    monkeypatch.setenv("AMBERSCAN_DATABASE_SCHEMA", stack_settings.database.schema_name)
     region = tmp_path / "region.geojson"
     region.write_text(json.dumps(sg.mapping(sg.box(*demo.demo_bbox()))))
     yield region
@@ -32,7 +32,7 @@ def env(
 
 
 async def _drop(settings: Settings) -> None:
-    async with Database(settings) as db:
+    async with Database(settings.database) as db:
         await db.drop_schema()
 
 

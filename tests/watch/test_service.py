@@ -16,7 +16,7 @@ from shapely import geometry as sg
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.common.topic_admin import ensure_topics
 from amberscan.tiler import demo
 from amberscan.v1 import messages_pb2 as pb
@@ -36,12 +36,12 @@ async def catalogue(tmp_path: Path, shared_data: Path) -> AsyncIterator[Catalogu
 
 @pytest.fixture
 async def settings(stack_settings: Settings) -> AsyncIterator[Settings]:
-    settings = stack_settings.model_copy(
-        update={"watch_poll_s": 0.1, "watch_retry_backoff_s": 0.5, "watch_lease_s": 30.0}
+    settings = replace(
+        stack_settings, watch={"poll_s": 0.1, "retry_backoff_s": 0.5, "lease_s": 30.0}
     )
-    await ensure_topics(settings)
-    await BlobStore(settings).ensure_bucket()  # the registry's bucket: no model published yet
-    async with Database(settings) as db:
+    await ensure_topics(settings.kafka)
+    await BlobStore(settings.s3).ensure_bucket()  # the registry's bucket: no model published yet
+    async with Database(settings.database) as db:
         yield settings
         await db.drop_schema()
 
@@ -61,7 +61,7 @@ async def run_watch(
     tasks = [asyncio.create_task(service.run(settings, stop)) for _ in range(replicas)]
     try:
         await until(done)
-        async with Database(settings) as db:
+        async with Database(settings.database) as db:
             await wait_rounds(db, rounds_after)
     finally:
         stop.set()
@@ -94,7 +94,7 @@ async def test_new_items_are_enqueued_once_across_restarts(
     items = [catalogue.item(t, "2018-05-01") for t in TILES]
     url = catalogue.write(items)
     w, s, e, n = demo.demo_bbox()
-    async with Database(settings) as db:
+    async with Database(settings.database) as db:
         watch_id = await store.add_watch(
             db, json.dumps(sg.mapping(sg.box(w, s, e, n))), "stac", 0.3, sources=[url], name="demo"
         )
@@ -166,7 +166,7 @@ async def test_unsent_records_are_sent_by_the_next_round(
     """A replica killed after recording a round but before producing it: the next round sends it."""
     url = catalogue.write([catalogue.item(t, "2018-05-01") for t in TILES[:2]])
     w, s, e, n = demo.demo_bbox()
-    async with Database(settings) as db:
+    async with Database(settings.database) as db:
         watch_id = await store.add_watch(
             db, json.dumps(sg.mapping(sg.box(w, s, e, n))), "stac", 3600, sources=[url]
         )
@@ -198,7 +198,7 @@ async def test_unreachable_catalogue_is_recorded_and_retried(settings: Settings)
     from tests.streams import free_port
 
     w, s, e, n = demo.demo_bbox()
-    async with Database(settings) as db:
+    async with Database(settings.database) as db:
         watch_id = await store.add_watch(
             db,
             json.dumps(sg.mapping(sg.box(w, s, e, n))),

@@ -15,7 +15,7 @@ import pytest
 from amberscan.aggregator.core import mask_polygon
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.geo.tiles import Tile, pixel_to_lonlat
 from amberscan.sink.core import UPSERT_DETECTION, detection_row
 from amberscan.v1 import messages_pb2 as pb
@@ -115,7 +115,7 @@ async def seed(
 
 @pytest.fixture
 async def seeded(stack_settings: Settings, database: Database, shared_data: Path) -> Seeded:
-    store = BlobStore(stack_settings)
+    store = BlobStore(stack_settings.s3)
     tiles = await seed(database, store, shared_data, demo=True)
     return Seeded(stack_settings, database, store, tiles)
 
@@ -124,6 +124,6 @@ async def seeded(stack_settings: Settings, database: Database, shared_data: Path
 async def server(seeded: Seeded) -> AsyncIterator[str]:
     """The web app on a free port, with writes enabled by TOKEN; yields its base URL."""
     port = free_port()
-    settings = seeded.settings.model_copy(update={"web_port": port, "web_token": TOKEN})
+    settings = replace(seeded.settings, web={"port": port, "token": TOKEN})
     async with served(make_app(settings), port) as base:
         yield base

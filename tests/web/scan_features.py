@@ -30,8 +30,8 @@ async def publish_classifier(
     model.fit(np.asarray(vectors, dtype=np.float32), np.asarray(labels))
     meta = {"version": "explore-test-1", "backbone": backbone}
     classifier = Classifier(model.get_booster(), 0.5, meta)
-    await BlobStore(settings).ensure_bucket()
-    await registry.make_current(settings, classifier, action="promote", by="test")
+    await BlobStore(settings.s3).ensure_bucket()
+    await registry.make_current(settings.s3, classifier, action="promote", by="test")
     return classifier
 
 
@@ -75,7 +75,7 @@ async def produce_scan_features(seeded: Seeded, per_tile: int = 3) -> list[pb.Su
                 mining.append(int(name.startswith("positive")))
     vectors = np.array([m.vector for m in messages])
     await publish_classifier(settings, vectors, mining, backbone)
-    await topic_admin.ensure_topics(settings, [topics.FEATURES])
+    await topic_admin.ensure_topics(settings.kafka, [topics.FEATURES])
     await streams.produce(
         settings,
         topics.FEATURES,

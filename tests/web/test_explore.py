@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from amberscan.common.data import SharedDataMissing
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.web import explore
 
 # ---------------------------------------------------------------- pure
@@ -70,16 +70,19 @@ def test_describe_says_what_is_plotted() -> None:
 
 
 def test_labelled_data_from_the_setting_or_beside_the_checkout(tmp_path: Path) -> None:
-    assert explore.labelled_dir(Settings(explore_data_dir=tmp_path)) == tmp_path
+    assert explore.labelled_dir(replace(Settings(), explore={"data_dir": tmp_path})) == tmp_path
     with pytest.raises(FileNotFoundError, match="AMBERSCAN_EXPLORE_DATA_DIR=.* is not a folder"):
-        explore.labelled_dir(Settings(explore_data_dir=tmp_path / "missing"))
+        explore.labelled_dir(replace(Settings(), explore={"data_dir": tmp_path / "missing"}))
     # Found beside a folder above the checkout, as ../shared is beside a clone.
     found = tmp_path / "shared" / "data" / "texty-amber" / "superpixels"
     found.mkdir(parents=True)
     checkout = tmp_path / "work" / "amberscan"
     assert explore.labelled_dir(Settings(), checkout) == found
     # The shared-data setting names the data set (its superpixels/ holds the crops).
-    assert explore.labelled_dir(Settings(shared_data=found.parent), checkout) == found
+    assert (
+        explore.labelled_dir(replace(Settings(), data={"shared_data": found.parent}), checkout)
+        == found
+    )
 
 
 def test_missing_labelled_data_names_where_it_looked(tmp_path: Path) -> None:

@@ -147,7 +147,7 @@ async def test_retraining_on_a_reviewed_false_positive_stops_flagging_it(
     from amberscan.vision.segment import Segmentation
 
     settings = seeded.settings
-    path = Path(settings.classifier_path)
+    path = Path(settings.classifier.path)
     if not path.exists():
         pytest.fail(f"no classifier at {path}: build the default model with `make model`")
     before = Classifier.load(path)
@@ -159,7 +159,9 @@ async def test_retraining_on_a_reviewed_false_positive_stops_flagging_it(
         vectors = await client.predict(crops_for(image, Segmentation.from_labels(labels), size))
     scores = before.score(vectors)
     flagged = np.flatnonzero(scores >= before.threshold)
-    assert len(flagged) > settings.min_positive_superpixels + 1, scores  # a tile that stays flagged
+    assert len(flagged) > settings.aggregator.min_positive_superpixels + 1, (
+        scores
+    )  # a tile that stays flagged
     reviewed = int(flagged[np.argmin(scores[flagged])])
     row = await queries.detection(seeded.db, target.tile_id, target.imagery_date, MODEL)
     assert row is not None
@@ -177,4 +179,4 @@ async def test_retraining_on_a_reviewed_false_positive_stops_flagging_it(
     print(f"superpixel {reviewed}: {scores[reviewed]:.3f} before, {rescored[reviewed]:.3f} after")
     assert rescored[reviewed] < after.threshold
     others = np.delete(rescored, reviewed)
-    assert (others >= after.threshold).sum() > settings.min_positive_superpixels
+    assert (others >= after.threshold).sum() > settings.aggregator.min_positive_superpixels

@@ -29,7 +29,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from amberscan.aggregator.core import DroppedTile, TileJoin
 from amberscan.common import metrics, topics
 from amberscan.common.records import Output, decode_message, describer
-from amberscan.common.settings import Settings
+from amberscan.common.settings import AggregatorSettings
 from amberscan.common.stage import Stage, StageConfig
 from amberscan.v1 import messages_pb2 as pb
 
@@ -73,13 +73,13 @@ def dropped_letter(dropped: DroppedTile, origin_topic: str) -> pb.DeadLetter:
     )
 
 
-def make_stage(settings: Settings) -> Stage:
+def make_stage(settings: AggregatorSettings) -> Stage:
     join = TileJoin(
-        settings.min_positive_superpixels,
-        settings.aggregator_max_open_tiles,
-        settings.aggregator_stale_s,
+        settings.aggregator.min_positive_superpixels,
+        settings.aggregator.max_open_tiles,
+        settings.aggregator.stale_s,
     )
-    origin = topics.topic_name(settings.topic_prefix, topics.SCORES)
+    origin = topics.topic_name(settings.kafka.topic_prefix, topics.SCORES)
 
     async def handle(record: ConsumerRecord) -> list[Output]:
         score = decode_score(record)
@@ -126,6 +126,6 @@ def make_stage(settings: Settings) -> Stage:
     return stage
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
+async def run(settings: AggregatorSettings, stop: asyncio.Event) -> None:
     """Run the aggregator until `stop` is set."""
     await make_stage(settings).run(stop)

@@ -28,7 +28,7 @@ from amberscan.classifier.core import Classifiers, score_messages
 from amberscan.common import topics
 from amberscan.common.handling import Result
 from amberscan.common.records import Output, decode_message, describer
-from amberscan.common.settings import Settings
+from amberscan.common.settings import ClassifierSettings
 from amberscan.common.stage import Stage, StageConfig
 from amberscan.errors import PoisonMessage
 from amberscan.model.classifier import Classifier
@@ -52,7 +52,7 @@ def decode_features(record: ConsumerRecord) -> pb.SuperpixelFeatures:
 describe_features = describer(pb.SuperpixelFeatures, lambda m: (m.ref.tile_id, m.ref.scan_id))
 
 
-def registry_classifiers(settings: Settings) -> Classifiers:
+def registry_classifiers(settings: ClassifierSettings) -> Classifiers:
     """`Classifiers` over the model registry (the file `AMBERSCAN_CLASSIFIER_PATH` while the
     registry has no current model)."""
     from amberscan.common import registry
@@ -60,24 +60,24 @@ def registry_classifiers(settings: Settings) -> Classifiers:
 
     async def load(version: str) -> Classifier:
         try:
-            return await registry.load_version(settings, version)
+            return await registry.load_version(settings.s3, version)
         except registry.RegistryError as error:
             raise PoisonMessage(str(error)) from None
 
     async def current_version() -> str:
         try:
-            return await registry.current_version(settings)
+            return await registry.current_version(settings.s3)
         except MissingBlob:
             return ""
 
     async def fallback() -> Classifier:
-        return await asyncio.to_thread(Classifier.load, settings.classifier_path)
+        return await asyncio.to_thread(Classifier.load, settings.classifier.path)
 
-    return Classifiers(load, current_version, fallback, refresh_s=settings.classifier_refresh_s)
+    return Classifiers(load, current_version, fallback, refresh_s=settings.classifier.refresh_s)
 
 
 def make_stage(
-    settings: Settings,
+    settings: ClassifierSettings,
     classifiers: Classifiers,
     *,
     replay_scan: str = "",
@@ -126,19 +126,21 @@ def make_stage(
         max_records=MAX_RECORDS,
         # A replay reads the retained features from the start in a consumer group of its own,
         # so the live classifier's offsets are untouched, and ends when it has read them all.
-        group_id=f"{settings.topic_prefix}amberscan-replay-{replay_scan}" if replay_scan else "",
+        group_id=(
+            f"{settings.kafka.topic_prefix}amberscan-replay-{replay_scan}" if replay_scan else ""
+        ),
         until_caught_up=bool(replay_scan),
     )
     return Stage(settings, config, batch_handler=handle)
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
+async def run(settings: ClassifierSettings, stop: asyncio.Event) -> None:
     """Run the classifier until `stop` is set, following the registry's promotions."""
     await make_stage(settings, registry_classifiers(settings)).run(stop)
 
 
 async def replay(
-    settings: Settings, classifier: Classifier, scan_id: str, stop: asyncio.Event
+    settings: ClassifierSettings, classifier: Classifier, scan_id: str, stop: asyncio.Event
 ) -> set[str]:
     """Re-score every retained feature with `classifier` as scan `scan_id`; returns the ids of
     the tiles re-scored whole (a tile some of whose superpixels never reached the features topic

@@ -1,9 +1,10 @@
 """The `amberscan` command: one module per command, as robosat's tools and rasterio's `rio` are.
 
 Each command module has `add_parser(sub)`, which adds its subparser and sets `run`, and
-`run(args, settings)`, which does the work. Modules import only argparse at the top and their
-heavy dependencies (TensorFlow, Kafka, the database) inside `run`, so `amberscan --help` and the
-parser itself stay instant. Options several commands share are in `options.py`.
+`run(args, settings)`, which does the work with the settings `main` read for it (the
+`amberscan` command's, every concern; `serve` reads the server's own). Modules import only
+argparse at the top and their heavy dependencies (TensorFlow, Kafka, the database) inside
+`run`, so `amberscan --help` and the parser itself stay instant. Options several commands share are in `options.py`.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     # Imported after parsing: pydantic would make `--help` wait for it.
     from amberscan.common.settings import load_settings
 
-    settings = load_settings()
+    settings = load_settings(args.process(args))
     try:
         return int(args.run(args, settings) or 0)
     except AmberscanError as error:

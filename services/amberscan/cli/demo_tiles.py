@@ -30,6 +30,6 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan.common.data import shared_data_dir
     from amberscan.tiler import demo
 
-    data = args.data or settings.demo_data_dir or shared_data_dir(settings, "tiles")
+    data = args.data or settings.imagery.demo_data_dir or shared_data_dir(settings.data, "tiles")
     demo.serve(args.host, args.port, Path(data))
     return 0

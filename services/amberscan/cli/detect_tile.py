@@ -36,7 +36,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan.vision.overlay import score_overlay
     from amberscan.vision.segment import segment
 
-    classifier = Classifier.load(args.model or settings.classifier_path)
+    classifier = Classifier.load(args.model or settings.classifier.path)
     image = read_image(args.image)
     segmentation = segment(image, mode=args.segmentation)
     _, features = asyncio.run(
@@ -49,7 +49,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         )
     )
     scores = classifier.score(features)
-    k = settings.min_positive_superpixels if args.min_positives is None else args.min_positives
+    k = (
+        settings.aggregator.min_positive_superpixels
+        if args.min_positives is None
+        else args.min_positives
+    )
     result = tile_result(segmentation, scores, classifier.threshold, k)
     if args.debug_png:
         overlay = score_overlay(image, segmentation, scores, classifier.threshold)

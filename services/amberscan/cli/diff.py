@@ -43,7 +43,7 @@ async def _collect(settings: Settings, spec: Any) -> list[dict[str, Any]]:
     from amberscan.common import changes
     from amberscan.common.db import Database
 
-    async with Database(settings) as db:
+    async with Database(settings.database) as db:
         return [c async for c in changes.diff(db, spec)]
 
 

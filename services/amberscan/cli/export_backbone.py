@@ -88,8 +88,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     path = export_backbone(
         args.backbone,
         weights,
-        args.model_dir or settings.model_dir,
-        model_name=args.name or settings.backbone_name,
+        args.model_dir or settings.serving.model_dir,
+        model_name=args.name or settings.model_server.backbone_name,
         version=args.version,
         seed=args.seed,
         finetuned=args.finetuned,

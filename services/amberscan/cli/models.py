@@ -83,7 +83,7 @@ def _who(args: argparse.Namespace) -> str:
 async def _list(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan.common import registry
 
-    listing = await registry.catalogue(settings)
+    listing = await registry.catalogue(settings.s3)
     if args.json:
         print(json.dumps(listing))
         return 0
@@ -104,7 +104,7 @@ async def _show(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan.cli.train import calibration_text, expected_text
     from amberscan.common import registry
 
-    document = await registry.describe(settings, args.version)
+    document = await registry.describe(settings.s3, args.version)
     if args.json:
         print(json.dumps(document))
         return 0
@@ -134,8 +134,8 @@ async def _promote(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan.common import registry
     from amberscan.model.promotion import gate_table
 
-    candidate = await registry.load_version(settings, args.version)
-    current_version = await registry.current_or_none(settings)
+    candidate = await registry.load_version(settings.s3, args.version)
+    current_version = await registry.current_or_none(settings.s3)
     if current_version == candidate.version:
         print(f"classifier {candidate.version} is already current")
         return 0
@@ -145,7 +145,7 @@ async def _promote(args: argparse.Namespace, settings: Settings) -> int:
         passed = True
         text = "no model is current yet: nothing to compare with, promoted as the first"
     else:
-        current = await registry.load_version(settings, current_version)
+        current = await registry.load_version(settings.s3, current_version)
         decision = await gate_decision(args, settings, current, candidate)
         passed = decision.passed
         record["gate"] = decision.as_dict()
@@ -162,7 +162,7 @@ async def _promote(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     record["forced"] = not passed
     entry = await registry.make_current(
-        settings, candidate, action="promote", by=_who(args), **record
+        settings.s3, candidate, action="promote", by=_who(args), **record
     )
     if args.json:
         print(json.dumps({"promoted": True, **entry}))
@@ -171,7 +171,7 @@ async def _promote(args: argparse.Namespace, settings: Settings) -> int:
         forced = " (forced past the gate)" if args.force and not passed else ""
         print(
             f"classifier {candidate.version} is current{forced}; running classifiers take it "
-            f"within {settings.classifier_refresh_s:.0f}s"
+            f"within {settings.classifier.refresh_s:.0f}s"
         )
     return 0
 
@@ -189,7 +189,7 @@ async def gate_decision(
     from amberscan.model.dataset import list_labelled
     from amberscan.model.promotion import GATE_SHARE_RULE, gate, in_gate_share
 
-    crops = list_labelled(args.data or shared_data_dir(settings, "superpixels"))
+    crops = list_labelled(args.data or shared_data_dir(settings.data, "superpixels"))
     if args.from_reviews:
         from amberscan.web.training import reviewed_crops
 
@@ -225,10 +225,10 @@ async def gate_decision(
 async def _rollback(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan.common import registry
 
-    target = await registry.rollback_target(settings)
-    classifier = await registry.load_version(settings, target)
+    target = await registry.rollback_target(settings.s3)
+    classifier = await registry.load_version(settings.s3, target)
     entry = await registry.make_current(
-        settings,
+        settings.s3,
         classifier,
         action="rollback",
         by=_who(args),

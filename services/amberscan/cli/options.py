@@ -8,16 +8,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
-    from amberscan.common.settings import Settings
+    from amberscan.common.settings import ProcessSettings, Settings
 
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
-Run: TypeAlias = "Callable[[argparse.Namespace, Settings], int]"
+# A command's `run` takes the settings of the process it runs as: `Settings` for every command
+# but `serve`, whose server decides (any `ProcessSettings`).
+Run: TypeAlias = "Callable[[argparse.Namespace, Settings], int] | Callable[[argparse.Namespace, ProcessSettings], int]"
+# The process a command's arguments run (a name in `common.settings.PROCESSES`), whose
+# settings `main` reads.
+Process: TypeAlias = "Callable[[argparse.Namespace], str]"
 
 
-def command(sub: Subparsers, name: str, help: str, run: Run) -> argparse.ArgumentParser:
-    """Add the subparser of command `name`, which `main` runs through `run(args, settings)`."""
+def the_command(args: argparse.Namespace) -> str:
+    """Commands other than `serve` run as the `amberscan` process, with every concern."""
+    return "amberscan"
+
+
+def command(
+    sub: Subparsers, name: str, help: str, run: Run, process: Process = the_command
+) -> argparse.ArgumentParser:
+    """Add the subparser of command `name`, which `main` runs through `run(args, settings)` with
+    the settings of the process `process(args)` names."""
     parser = sub.add_parser(name, help=help)
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, process=process)
     return parser
 
 

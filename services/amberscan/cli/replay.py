@@ -49,17 +49,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan.common.stage import stop_on_signals
     from amberscan.common.topic_admin import ensure_topics
 
-    configure_logging("replay", settings.log_level, settings.log_json)
+    configure_logging("replay", settings.ops.log_level, settings.ops.log_json)
 
     async def main() -> scanning.ScanSummary:
-        await ensure_topics(settings)
+        await ensure_topics(settings.kafka)
         classifier = await (
-            registry.load_version(settings, args.model)
+            registry.load_version(settings.s3, args.model)
             if args.model
-            else registry.load_current(settings)
+            else registry.load_current(settings.s3)
         )
         scan_id = replay_scan_id(classifier.version)
-        async with Database(settings) as db:
+        async with Database(settings.database) as db:
             # Recorded first with no tiles expected: the count is known once the topic is read.
             await db.execute(
                 "INSERT INTO scans (scan_id, tiles_expected) VALUES (%s, 0) ON CONFLICT DO NOTHING",

@@ -47,9 +47,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         # Raster, STAC and WMTS sources are checked (and a missing region filled from their
         # footprints) before anything is submitted; `--vintage all` is one scan per date.
         requests = await scanning.prepare(settings, request)
-        await ensure_topics(settings)
+        await ensure_topics(settings.kafka)
         done = []
-        async with Database(settings) as db:
+        async with Database(settings.database) as db:
             for one in requests:
                 expected = await scanning.submit(settings, db, one)
                 if not args.json:
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         return done
 
     results = asyncio.run(follow())
-    url = f"http://{settings.web_host}:{settings.web_port}/"
+    url = f"http://{settings.web.host}:{settings.web.port}/"
     for one, summary in results:
         if args.json:
             report = {**summary.as_dict(), "map_url": url, "demo": one.demo}

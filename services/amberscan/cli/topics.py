@@ -19,6 +19,6 @@ def add_parser(sub: options.Subparsers) -> None:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan.common.topic_admin import ensure_topics
 
-    asyncio.run(ensure_topics(settings))
-    print(f"topics ready on {settings.kafka_bootstrap} (prefix {settings.topic_prefix!r})")
+    asyncio.run(ensure_topics(settings.kafka))
+    print(f"topics ready on {settings.kafka.bootstrap} (prefix {settings.kafka.topic_prefix!r})")
     return 0

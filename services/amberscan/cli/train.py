@@ -97,7 +97,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         f"{len({crops[i].tile_id for i in held})} tiles ({GATE_SHARE_RULE})",
         file=sys.stderr,
     )
-    out = args.out or settings.classifier_path
+    out = args.out or settings.classifier.path
 
     backbone, features = asyncio.run(
         labelled_features(
@@ -170,8 +170,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     classifier.save(out)
     where = str(out)
     if not args.no_registry:
-        key = asyncio.run(publish(settings, classifier))
-        where += f" and s3://{settings.s3_bucket}/{key} as a candidate"
+        key = asyncio.run(publish(settings.s3, classifier))
+        where += f" and s3://{settings.s3.bucket}/{key} as a candidate"
     report = {
         "version": classifier.version,
         "backbone": backbone.label,

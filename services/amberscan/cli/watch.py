@@ -44,7 +44,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan.watch import store
     from amberscan.watch.core import describe_every, parse_every
 
-    async with Database(settings) as db:
+    async with Database(settings.database) as db:
         if args.action == "add":
             try:
                 every_s = parse_every(args.every)

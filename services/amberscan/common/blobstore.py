@@ -17,7 +17,7 @@ from minio import Minio
 from minio.error import S3Error
 
 from amberscan import keys
-from amberscan.common.settings import Settings
+from amberscan.common.settings import S3Config
 from amberscan.errors import PoisonMessage, TransientError
 
 T = TypeVar("T")
@@ -39,14 +39,14 @@ class MissingBucket(SystemExit):
 class BlobStore:
     """Async facade over the MinIO client (its calls run in threads, off the event loop)."""
 
-    def __init__(self, settings: Settings, bucket: str | None = None) -> None:
-        self.bucket = bucket or settings.s3_bucket
-        self.endpoint = settings.s3_endpoint
+    def __init__(self, s3: S3Config, bucket: str | None = None) -> None:
+        self.bucket = bucket or s3.bucket
+        self.endpoint = s3.endpoint
         self.client = Minio(
-            settings.s3_endpoint,
-            access_key=settings.s3_access_key,
-            secret_key=settings.s3_secret_key,
-            secure=settings.s3_secure,
+            s3.endpoint,
+            access_key=s3.access_key,
+            secret_key=s3.secret_key,
+            secure=s3.secure,
             # Fail fast and let the caller's retry policy decide, rather than urllib3's own.
             http_client=urllib3.PoolManager(
                 timeout=urllib3.Timeout(connect=5, read=60),

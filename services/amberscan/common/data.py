@@ -2,7 +2,7 @@
 
 Looked for in this order:
 
-1. the setting `AMBERSCAN_SHARED_DATA` (`Settings.shared_data`): when it is set, only there;
+1. the setting `AMBERSCAN_SHARED_DATA` (`DataConfig.shared_data`): when it is set, only there;
 2. `shared/data/texty-amber` beside the checkout, then beside each folder above it: a clone
    with `shared/` beside it (as CI makes) finds `../shared/...`; a git worktree kept in a folder
    of worktrees finds `../../shared/...`.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from amberscan.common.settings import Settings, load_settings
+from amberscan.common.settings import DataConfig, load_settings
 from amberscan.errors import AmberscanError
 
 # services/amberscan/common/data.py → the checkout.
@@ -42,7 +42,7 @@ def find_shared_data(
     """The data set's folder, or its sub-folder `part` ("tiles", "superpixels").
 
     Args:
-        configured: The folder the settings name (`Settings.shared_data`), if any.
+        configured: The folder the settings name (`DataConfig.shared_data`), if any.
         part: A sub-folder the data set must hold.
         checkout: The checkout to look beside (the one this module belongs to).
 
@@ -65,16 +65,16 @@ def find_shared_data(
     )
 
 
-def shared_data_dir(settings: Settings, part: str = "") -> Path:
+def shared_data_dir(data: DataConfig, part: str = "") -> Path:
     """`find_shared_data` for the data set the settings name (or the checkout's, by default)."""
-    return find_shared_data(settings.shared_data, part)
+    return find_shared_data(data.shared_data, part)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Print the data set's folder (or `PART` of it); exit 1 saying where it looked if absent."""
     args = sys.argv[1:] if argv is None else argv
     try:
-        print(shared_data_dir(load_settings(), args[0] if args else ""))
+        print(shared_data_dir(load_settings().data, args[0] if args else ""))
     except SharedDataMissing as error:
         print(f"amberscan: error: {error}", file=sys.stderr)
         return 1

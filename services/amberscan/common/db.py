@@ -18,7 +18,7 @@ import psycopg
 from psycopg import AsyncConnection, sql
 from psycopg_pool import AsyncConnectionPool
 
-from amberscan.common.settings import Settings
+from amberscan.common.settings import DatabaseConfig
 from amberscan.errors import PoisonMessage, TransientError
 
 # How long a caller waits for a pooled connection (the server down: then a TransientError).
@@ -65,10 +65,10 @@ def database_errors(what: str) -> Iterator[None]:
 class Database:
     """An async pool whose connections search `schema` first, then `public` (PostGIS)."""
 
-    def __init__(self, settings: Settings, schema: str | None = None) -> None:
-        self.schema = schema or settings.database_schema
+    def __init__(self, database: DatabaseConfig, schema: str | None = None) -> None:
+        self.schema = schema or database.schema_name
         self.pool = AsyncConnectionPool(
-            settings.database_url,
+            database.url,
             min_size=1,
             max_size=8,
             open=False,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from amberscan.common.settings import Settings
+from amberscan.common.settings import KafkaConfig, ModelClientSettings
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class ScanFeatures:
 
 
 async def read_scan_features(
-    settings: Settings, scan_id: str, *, limit: int, budget_s: float, max_records: int
+    kafka: KafkaConfig, scan_id: str, *, limit: int, budget_s: float, max_records: int
 ) -> ScanFeatures:
     """The scan's SuperpixelFeatures from the retained features topic, at most `limit`.
 
@@ -50,9 +50,9 @@ async def read_scan_features(
     from amberscan.common import topics
     from amberscan.v1 import messages_pb2 as pb
 
-    topic = topics.topic_name(settings.topic_prefix, topics.FEATURES)
+    topic = topics.topic_name(kafka.topic_prefix, topics.FEATURES)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
+        bootstrap_servers=kafka.bootstrap,
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",
@@ -109,7 +109,7 @@ async def read_scan_features(
     return ScanFeatures(list(found.values())[:limit], read, complete)
 
 
-async def served_backbone(settings: Settings) -> str:
+async def served_backbone(settings: ModelClientSettings) -> str:
     """The backbone the model server serves now, as "name/version"."""
     from amberscan.common import served_features
 
@@ -118,7 +118,7 @@ async def served_backbone(settings: Settings) -> str:
 
 
 async def crop_features(
-    settings: Settings, paths: Sequence[Path]
+    settings: ModelClientSettings, paths: Sequence[Path]
 ) -> tuple[str, NDArray[np.float32]]:
     """(served backbone "name/version", feature vectors) of crop image files, computed by the
     model server the settings name, as the training commands compute them."""

@@ -25,7 +25,7 @@ from aiokafka.structs import ConsumerRecord
 from amberscan.common import metrics, topics
 from amberscan.common.records import RECORD_OVERHEAD, Failure, Output, dead_letter
 from amberscan.common.retry import RetryPolicy
-from amberscan.common.settings import Settings
+from amberscan.common.settings import KafkaConfig
 from amberscan.errors import InvalidInput, PoisonMessage, TransientError
 
 log = logging.getLogger(__name__)
@@ -56,14 +56,14 @@ class Handling:
 
     def __init__(
         self,
-        settings: Settings,
+        kafka: KafkaConfig,
         service: str,
         describe: Callable[[ConsumerRecord], Failure],
         policy: RetryPolicy,
         handler: Handler | None = None,
         batch_handler: BatchHandler | None = None,
     ) -> None:
-        self.settings = settings
+        self.kafka = kafka
         self.service = service
         self.describe = describe
         self.policy = policy
@@ -151,7 +151,7 @@ class Handling:
         except Exception:  # noqa: BLE001 - the record is poison; describing it may fail too
             failure = Failure()
         letter = dead_letter(record, service, error, failure)
-        limit = self.settings.topic_max_message_bytes - RECORD_OVERHEAD
+        limit = self.kafka.max_message_bytes - RECORD_OVERHEAD
         if letter.ByteSize() > limit:  # keep the reason; cut the original bytes to fit
             keep = max(limit - (letter.ByteSize() - len(letter.value)) - 128, 0)
             letter.reason += f" (original value of {len(letter.value)} bytes cut to {keep})"
@@ -168,7 +168,7 @@ class Handling:
 
     def checked(self, record: ConsumerRecord, outputs: Sequence[Output]) -> Sequence[Output]:
         """`outputs`, or the record's dead letter when one of them no topic would accept."""
-        limit = self.settings.topic_max_message_bytes
+        limit = self.kafka.max_message_bytes
         for output in outputs:
             size = len(output.key) + len(output.value) + RECORD_OVERHEAD
             if size > limit and output.topic != topics.DEAD_LETTERS:

@@ -14,11 +14,12 @@ import asyncio
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from amberscan import keys
 from amberscan.common.blobstore import BlobStore, MissingBlob
-from amberscan.common.settings import Settings
+from amberscan.common.settings import S3Config
 from amberscan.errors import AmberscanError
 from amberscan.model.classifier import Classifier
 
@@ -44,35 +45,35 @@ def version_key(version: str) -> str:
     return f"{PREFIX}/{version}.json"
 
 
-async def publish(settings: Settings, classifier: Classifier) -> str:
+async def publish(s3: S3Config, classifier: Classifier) -> str:
     """Store `classifier` as a candidate (nothing served changes) and return its key."""
-    store = BlobStore(settings)
+    store = BlobStore(s3)
     await store.ensure_bucket()
     key = version_key(classifier.version)
     await store.put_at(key, classifier.to_json(), "application/json")
     return key
 
 
-async def pointer(settings: Settings) -> Pointer:
+async def pointer(s3: S3Config) -> Pointer:
     """The current pointer (MissingBlob when nothing was promoted yet)."""
-    document = json.loads(await BlobStore(settings).get(CURRENT))
+    document = json.loads(await BlobStore(s3).get(CURRENT))
     return Pointer(
         str(document["version"]), str(document["key"]), str(document.get("backbone", ""))
     )
 
 
-async def load_current(settings: Settings) -> Classifier:
+async def load_current(s3: S3Config) -> Classifier:
     """The classifier `current.json` names."""
-    current = await pointer(settings)
-    return Classifier.from_json(await BlobStore(settings).get(current.key), current.key)
+    current = await pointer(s3)
+    return Classifier.from_json(await BlobStore(s3).get(current.key), current.key)
 
 
-async def current_version(settings: Settings) -> str:
+async def current_version(s3: S3Config) -> str:
     """The version `current.json` names (MissingBlob when nothing was promoted)."""
-    return (await pointer(settings)).version
+    return (await pointer(s3)).version
 
 
-async def load_version(settings: Settings, version: str) -> Classifier:
+async def load_version(s3: S3Config, version: str) -> Classifier:
     """Classifier `version` from the registry.
 
     Raises:
@@ -80,32 +81,32 @@ async def load_version(settings: Settings, version: str) -> Classifier:
     """
     key = version_key(version)
     try:
-        data = await BlobStore(settings).get(key)
+        data = await BlobStore(s3).get(key)
     except MissingBlob:
         raise RegistryError(f"the model registry holds no classifier {version!r}") from None
     return Classifier.from_json(data, key)
 
 
-async def load_current_or_file(settings: Settings) -> Classifier:
+async def load_current_or_file(s3: S3Config, path: Path) -> Classifier:
     """The classifier the pipeline scores with now: the registry's current one, else the file
-    `settings.classifier_path` (a stack whose registry has none yet)."""
+    at `path` (`AMBERSCAN_CLASSIFIER_PATH`: a stack whose registry has none yet)."""
     try:
-        return await load_current(settings)
+        return await load_current(s3)
     except MissingBlob:
-        return await asyncio.to_thread(Classifier.load, settings.classifier_path)
+        return await asyncio.to_thread(Classifier.load, path)
 
 
-async def history(settings: Settings) -> list[dict[str, Any]]:
+async def history(s3: S3Config) -> list[dict[str, Any]]:
     """Every move of `current.json`, oldest first."""
     try:
-        return list(json.loads(await BlobStore(settings).get(HISTORY)))
+        return list(json.loads(await BlobStore(s3).get(HISTORY)))
     except MissingBlob:
         return []
 
 
-async def versions(settings: Settings) -> list[str]:
+async def versions(s3: S3Config) -> list[str]:
     """Every classifier version the registry holds, sorted."""
-    names = await BlobStore(settings).list(f"{PREFIX}/")
+    names = await BlobStore(s3).list(f"{PREFIX}/")
     found = []
     for name in names:
         if name in (CURRENT, HISTORY) or not name.endswith(".json"):
@@ -115,18 +116,18 @@ async def versions(settings: Settings) -> list[str]:
 
 
 async def make_current(
-    settings: Settings, classifier: Classifier, *, action: str, by: str, **record: Any
+    s3: S3Config, classifier: Classifier, *, action: str, by: str, **record: Any
 ) -> dict[str, Any]:
     """Point `current.json` at `classifier` (stored first if it is not yet) and record the move
     in the history: `action` ("promote", "rollback"), who, when, and `record` (the gate)."""
-    store = BlobStore(settings)
+    store = BlobStore(s3)
     await store.ensure_bucket()
     key = version_key(classifier.version)
     if not await store.exists(key):
         await store.put_at(key, classifier.to_json(), "application/json")
     previous = ""
     try:
-        previous = (await pointer(settings)).version
+        previous = (await pointer(s3)).version
     except MissingBlob:
         pass
     entry = {
@@ -137,20 +138,20 @@ async def make_current(
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         **record,
     }
-    moves = [*await history(settings), entry]
+    moves = [*await history(s3), entry]
     await store.put_at(HISTORY, json.dumps(moves, indent=1).encode(), "application/json")
     document = {"version": classifier.version, "key": key, "backbone": classifier.backbone}
     await store.put_at(CURRENT, json.dumps(document).encode(), "application/json")
     return entry
 
 
-async def rollback_target(settings: Settings) -> str:
+async def rollback_target(s3: S3Config) -> str:
     """The version served before the current one (what `rollback` makes current).
 
     Raises:
         RegistryError: nothing was served before it.
     """
-    moves = await history(settings)
+    moves = await history(s3)
     if not moves or not moves[-1].get("previous"):
         raise RegistryError("nothing to roll back to: no model was current before this one")
     return str(moves[-1]["previous"])
@@ -174,10 +175,10 @@ LINEAGE = (
 )
 
 
-async def current_or_none(settings: Settings) -> str:
+async def current_or_none(s3: S3Config) -> str:
     """The current version, "" when nothing was promoted yet."""
     try:
-        return await current_version(settings)
+        return await current_version(s3)
     except MissingBlob:
         return ""
 
@@ -192,32 +193,32 @@ def _summary(classifier: Classifier, state: str) -> dict[str, Any]:
     }
 
 
-async def catalogue(settings: Settings) -> dict[str, Any]:
+async def catalogue(s3: S3Config) -> dict[str, Any]:
     """Every version with its state (current, previous: served before, candidate) and lineage."""
-    current = await current_or_none(settings)
-    served = {m["version"] for m in await history(settings)}
+    current = await current_or_none(s3)
+    served = {m["version"] for m in await history(s3)}
     rows = []
-    for version in await versions(settings):
+    for version in await versions(s3):
         state = (
             "current" if version == current else "previous" if version in served else "candidate"
         )
-        rows.append(_summary(await load_version(settings, version), state))
+        rows.append(_summary(await load_version(s3, version), state))
     return {"current": current, "models": rows}
 
 
-async def describe(settings: Settings, version: str) -> dict[str, Any]:
+async def describe(s3: S3Config, version: str) -> dict[str, Any]:
     """One version ("current" for the current one): its state, lineage, training CV and moves.
 
     Raises:
         RegistryError: no such version, or "current" while nothing is current.
     """
-    current = await current_or_none(settings)
+    current = await current_or_none(s3)
     if version == "current":
         if not current:
             raise RegistryError("no model is current yet")
         version = current
-    classifier = await load_version(settings, version)
-    moves = [m for m in await history(settings) if m["version"] == version]
+    classifier = await load_version(s3, version)
+    moves = [m for m in await history(s3) if m["version"] == version]
     state = "current" if version == current else "previous" if moves else "candidate"
     return {
         **_summary(classifier, state),

@@ -15,7 +15,7 @@ from typing import Any
 
 import tenacity
 
-from amberscan.common.settings import Settings
+from amberscan.common.settings import RetryConfig
 
 MAX_BACKOFF_S = 30.0
 
@@ -30,8 +30,8 @@ class RetryPolicy:
     cap_s: float = MAX_BACKOFF_S
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
-        return cls(retries=settings.max_retries, base_s=settings.retry_backoff_s)
+    def from_config(cls, retry: RetryConfig) -> RetryPolicy:
+        return cls(retries=retry.max_retries, base_s=retry.backoff_s)
 
     def delay(
         self,

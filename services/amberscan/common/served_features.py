@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from tqdm import tqdm
 
 from amberscan.common.model_client import FeatureClient
-from amberscan.common.settings import Settings
+from amberscan.common.settings import ModelClientSettings
 
 
 @dataclass(frozen=True)
@@ -37,14 +37,14 @@ class ServedBackbone:
 
 
 def client_for(
-    settings: Settings, address: str | None = None, name: str | None = None
+    settings: ModelClientSettings, address: str | None = None, name: str | None = None
 ) -> FeatureClient:
     return FeatureClient(
-        address or settings.model_server,
-        name or settings.backbone_name,
-        deadline_s=settings.model_deadline_s,
-        max_retries=settings.max_retries,
-        backoff_s=settings.retry_backoff_s,
+        address or settings.model_server.address,
+        name or settings.model_server.backbone_name,
+        deadline_s=settings.model_server.deadline_s,
+        max_retries=settings.retry.max_retries,
+        backoff_s=settings.retry.backoff_s,
     )
 
 

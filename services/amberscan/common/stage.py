@@ -53,7 +53,7 @@ from amberscan.common import metrics, topics
 from amberscan.common.handling import BatchHandler, Handler, Handling, Result, Retry
 from amberscan.common.records import RECORD_OVERHEAD, Failure
 from amberscan.common.retry import RetryPolicy
-from amberscan.common.settings import Settings
+from amberscan.common.settings import KafkaConfig, StreamingSettings
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,8 @@ class StageConfig:
     # A batch job (a replay) ends once it has read every partition to its end.
     until_caught_up: bool = False
 
-    def group(self, settings: Settings) -> str:
-        return self.group_id or f"{settings.topic_prefix}amberscan-{self.service}"
+    def group(self, kafka: KafkaConfig) -> str:
+        return self.group_id or f"{kafka.topic_prefix}amberscan-{self.service}"
 
 
 @dataclass(eq=False)
@@ -127,7 +127,7 @@ class Stage:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: StreamingSettings,
         config: StageConfig,
         handler: Handler | None = None,
         *,
@@ -137,9 +137,9 @@ class Stage:
             raise ValueError("a Stage takes a handler or a batch_handler, not both or neither")
         self.settings = settings
         self.config = config
-        self.policy = RetryPolicy.from_settings(settings)
+        self.policy = RetryPolicy.from_config(settings.retry)
         self.handling = Handling(
-            settings, config.service, config.describe, self.policy, handler, batch_handler
+            settings.kafka, config.service, config.describe, self.policy, handler, batch_handler
         )
         self.consumer: AIOKafkaConsumer | None = None
         self.producer: AIOKafkaProducer | None = None
@@ -164,30 +164,30 @@ class Stage:
         self.handling.batch_handler = batch_handler
 
     def topic(self, base: str) -> str:
-        return topics.topic_name(self.settings.topic_prefix, base)
+        return topics.topic_name(self.settings.kafka.topic_prefix, base)
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            bootstrap_servers=self.settings.kafka.bootstrap,
             enable_idempotence=True,
             acks="all",
             linger_ms=5,
-            max_request_size=self.settings.topic_max_message_bytes + RECORD_OVERHEAD,
+            max_request_size=self.settings.kafka.max_message_bytes + RECORD_OVERHEAD,
             # The broker holds a whole record batch to the topic's max.message.bytes.
-            max_batch_size=min(_BATCH_BYTES, self.settings.topic_max_message_bytes),
+            max_batch_size=min(_BATCH_BYTES, self.settings.kafka.max_message_bytes),
         )
 
     async def start(self) -> None:
         self.producer = self._new_producer()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            group_id=self.config.group(self.settings),
+            bootstrap_servers=self.settings.kafka.bootstrap,
+            group_id=self.config.group(self.settings.kafka),
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
             max_poll_interval_ms=600_000,
-            fetch_max_bytes=max(52_428_800, self.settings.topic_max_message_bytes * 2),
-            max_partition_fetch_bytes=self.settings.topic_max_message_bytes + RECORD_OVERHEAD,
+            fetch_max_bytes=max(52_428_800, self.settings.kafka.max_message_bytes * 2),
+            max_partition_fetch_bytes=self.settings.kafka.max_message_bytes + RECORD_OVERHEAD,
         )
         await self.producer.start()
         await self.consumer.start()

@@ -9,15 +9,15 @@ from contextlib import asynccontextmanager
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from amberscan.common import topics
-from amberscan.common.settings import Settings
+from amberscan.common.settings import KafkaConfig
 
 _TOPIC_ALREADY_EXISTS = 36
 
 
 @asynccontextmanager
-async def admin_client(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
+async def admin_client(kafka: KafkaConfig) -> AsyncIterator[AIOKafkaAdminClient]:
     """A started admin client of the settings' cluster, closed when the block ends."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
     await admin.start()
     try:
         yield admin
@@ -25,30 +25,30 @@ async def admin_client(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]
         await admin.close()
 
 
-def topic_configs(settings: Settings) -> dict[str, str]:
+def topic_configs(kafka: KafkaConfig) -> dict[str, str]:
     """The configuration of every topic amberscan creates, from the settings."""
     return {
-        "retention.ms": str(settings.topic_retention_ms),
-        "min.insync.replicas": str(settings.topic_min_insync_replicas),
-        "max.message.bytes": str(settings.topic_max_message_bytes),
+        "retention.ms": str(kafka.retention_ms),
+        "min.insync.replicas": str(kafka.min_insync_replicas),
+        "max.message.bytes": str(kafka.max_message_bytes),
     }
 
 
-async def ensure_topics(settings: Settings, names: Sequence[str] = topics.ALL_TOPICS) -> None:
+async def ensure_topics(kafka: KafkaConfig, names: Sequence[str] = topics.ALL_TOPICS) -> None:
     """Create the project's topics if missing, with the configured partitions, replicas,
     retention, in-sync replicas and largest record."""
-    if settings.topic_min_insync_replicas > settings.topic_replication_factor:
+    if kafka.min_insync_replicas > kafka.replication_factor:
         raise ValueError(
-            f"topic_min_insync_replicas {settings.topic_min_insync_replicas} is more than "
-            f"topic_replication_factor {settings.topic_replication_factor}: no write could succeed"
+            f"AMBERSCAN_TOPIC_MIN_INSYNC_REPLICAS {kafka.min_insync_replicas} is more than "
+            f"AMBERSCAN_TOPIC_REPLICATION_FACTOR {kafka.replication_factor}: no write could succeed"
         )
-    async with admin_client(settings) as admin:
+    async with admin_client(kafka) as admin:
         new = [
             NewTopic(
-                name=topics.topic_name(settings.topic_prefix, name),
-                num_partitions=settings.topic_partitions,
-                replication_factor=settings.topic_replication_factor,
-                topic_configs=topic_configs(settings),
+                name=topics.topic_name(kafka.topic_prefix, name),
+                num_partitions=kafka.partitions,
+                replication_factor=kafka.replication_factor,
+                topic_configs=topic_configs(kafka),
             )
             for name in names
         ]
@@ -58,12 +58,12 @@ async def ensure_topics(settings: Settings, names: Sequence[str] = topics.ALL_TO
                 raise RuntimeError(f"creating topic {topic}: Kafka error {code} {rest}")
 
 
-async def delete_topics(settings: Settings) -> None:
+async def delete_topics(kafka: KafkaConfig) -> None:
     """Delete every topic named with the settings' prefix (tests, benchmarks and chaos runs clean
     up with this); refuses an empty prefix, which would name every topic of the cluster."""
-    if not settings.topic_prefix:
+    if not kafka.topic_prefix:
         raise ValueError("delete_topics needs a topic prefix: an empty one names every topic")
-    async with admin_client(settings) as admin:
-        mine = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+    async with admin_client(kafka) as admin:
+        mine = [t for t in await admin.list_topics() if t.startswith(kafka.topic_prefix)]
         if mine:
             await admin.delete_topics(mine)

@@ -31,7 +31,7 @@ from amberscan.common.blobstore import BlobStore
 from amberscan.common.handling import Result
 from amberscan.common.model_client import FeatureClient, ModelMetadata, ModelServerError
 from amberscan.common.records import Output, decode_message, describer
-from amberscan.common.settings import Settings
+from amberscan.common.settings import FeatureSettings
 from amberscan.common.stage import Stage, StageConfig
 from amberscan.errors import ModelContractError, PoisonMessage, TransientError
 from amberscan.feature.core import cut_crop, features_message, requested_version, superpixel_name
@@ -113,9 +113,12 @@ class ServedModel:
 
 
 def make_stage(
-    settings: Settings, store: BlobStore, client: FeatureClient, tiles: TileImages | None = None
+    settings: FeatureSettings,
+    store: BlobStore,
+    client: FeatureClient,
+    tiles: TileImages | None = None,
 ) -> Stage:
-    tiles = tiles or TileImages(store, settings.feature_tile_cache)
+    tiles = tiles or TileImages(store, settings.feature.tile_cache)
     served = ServedModel(client)
 
     async def handle(records: list[ConsumerRecord]) -> list[Result]:
@@ -222,18 +225,18 @@ def make_stage(
         service="feature",
         source_topic=topics.SUPERPIXELS,
         describe=describe_superpixel,
-        max_records=settings.feature_batch_size,
-        fill_wait_ms=settings.feature_batch_wait_ms,
+        max_records=settings.feature.batch_size,
+        fill_wait_ms=settings.feature.batch_wait_ms,
     )
     return Stage(settings, config, batch_handler=handle)
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
+async def run(settings: FeatureSettings, stop: asyncio.Event) -> None:
     """Run the feature service until `stop` is set (waits for the model server first)."""
     from amberscan.common.served_features import client_for
 
-    store = BlobStore(settings)
+    store = BlobStore(settings.s3)
     await store.ensure_bucket()
     async with client_for(settings) as client:
-        await client.wait_until_serving(settings.model_deadline_s * 5)
+        await client.wait_until_serving(settings.model_server.deadline_s * 5)
         await make_stage(settings, store, client).run(stop)

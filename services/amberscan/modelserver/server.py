@@ -38,7 +38,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from amberscan.common.settings import Settings
+from amberscan.common.settings import OpsConfig, ServingConfig
 from amberscan.modelserver.batching import Batcher
 from amberscan.modelserver.runtimes import (
     DEFAULT_SIGNATURE,
@@ -91,17 +91,17 @@ class ServerOptions:
     poll_s: float = 2.0
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ServerOptions:
+    def from_config(cls, serving: ServingConfig) -> ServerOptions:
         return cls(
-            runtime=settings.model_server_runtime,
-            precision=settings.model_server_precision,
-            threads=settings.model_server_threads,
-            streams=settings.model_server_streams,
-            max_batch=settings.model_server_max_batch,
-            batch_timeout_s=settings.model_server_batch_timeout_ms / 1000,
-            workers=settings.model_server_workers,
-            keep_versions=settings.model_server_versions,
-            poll_s=settings.model_server_poll_s,
+            runtime=serving.runtime,
+            precision=serving.precision,
+            threads=serving.threads,
+            streams=serving.streams,
+            max_batch=serving.max_batch,
+            batch_timeout_s=serving.batch_timeout_ms / 1000,
+            workers=serving.workers,
+            keep_versions=serving.versions,
+            poll_s=serving.poll_s,
         )
 
 
@@ -401,15 +401,15 @@ async def serve(
 
 
 def run_server(
-    model_dir: Path, name: str, address: str, options: ServerOptions, settings: Settings
+    model_dir: Path, name: str, address: str, options: ServerOptions, ops: OpsConfig
 ) -> int:
     """Run the model server with its logs and metrics until SIGTERM or SIGINT; returns the
     process exit code (2: no model to serve, 1: it could not bind or load)."""
     from amberscan.common.logs import configure_logging
     from amberscan.common.metrics import serve_metrics
 
-    configure_logging("model-server", settings.log_level, settings.log_json)
-    serve_metrics(settings.metrics_port)
+    configure_logging("model-server", ops.log_level, ops.log_json)
+    serve_metrics(ops.metrics_port)
     if not versions(model_dir, name):
         log.error("no SavedModel under %s/%s/<version>/", model_dir, name)
         return 2
@@ -432,18 +432,22 @@ def run_server(
 def main(argv: list[str] | None = None) -> int:
     """`python -m amberscan.modelserver.server`: the model and address from the flags (defaults
     from the settings), all else from the settings (AMBERSCAN_MODEL_SERVER_*), as `serve` does."""
-    from amberscan.common.settings import load_settings
+    from amberscan.common.settings import ModelServerSettings, load_settings
 
-    settings = load_settings()
+    settings = load_settings(ModelServerSettings)
     parser = argparse.ArgumentParser(
         prog="python -m amberscan.modelserver.server", description="TF Serving API model server"
     )
-    parser.add_argument("--model-dir", type=Path, default=settings.model_dir)
-    parser.add_argument("--name", default=settings.backbone_name, help="ModelSpec.name")
-    parser.add_argument("--address", default=settings.model_server, help="host:port to listen on")
+    parser.add_argument("--model-dir", type=Path, default=settings.serving.model_dir)
+    parser.add_argument(
+        "--name", default=settings.model_server.backbone_name, help="ModelSpec.name"
+    )
+    parser.add_argument(
+        "--address", default=settings.model_server.address, help="host:port to listen on"
+    )
     args = parser.parse_args(argv)
-    options = ServerOptions.from_settings(settings)
-    return run_server(args.model_dir, args.name, args.address, options, settings)
+    options = ServerOptions.from_config(settings.serving)
+    return run_server(args.model_dir, args.name, args.address, options, settings.ops)
 
 
 if __name__ == "__main__":

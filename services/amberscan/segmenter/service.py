@@ -15,7 +15,7 @@ from aiokafka.structs import ConsumerRecord
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.records import Output, decode_message, describer
-from amberscan.common.settings import Settings
+from amberscan.common.settings import SegmenterSettings
 from amberscan.common.stage import Stage, StageConfig
 from amberscan.errors import PoisonMessage
 from amberscan.segmenter.core import segment_tile, superpixel_messages
@@ -36,8 +36,8 @@ def decode_tile(record: ConsumerRecord) -> pb.Tile:
 describe_tile = describer(pb.Tile, lambda t: (t.tile_id, t.scan_id))
 
 
-def make_stage(settings: Settings, store: BlobStore) -> Stage:
-    mode = settings.segmentation_mode
+def make_stage(settings: SegmenterSettings, store: BlobStore) -> Stage:
+    mode = settings.segmenter.mode
     segmenter = segmenter_label(mode)
 
     async def handle(record: ConsumerRecord) -> list[Output]:
@@ -58,13 +58,13 @@ def make_stage(settings: Settings, store: BlobStore) -> Stage:
         service="segmenter",
         source_topic=topics.TILES,
         describe=describe_tile,
-        max_records=settings.segmenter_batch_size,
+        max_records=settings.segmenter.batch_size,
     )
     return Stage(settings, config, handle)
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
+async def run(settings: SegmenterSettings, stop: asyncio.Event) -> None:
     """Run the segmenter until `stop` is set."""
-    store = BlobStore(settings)
+    store = BlobStore(settings.s3)
     await store.ensure_bucket()
     await make_stage(settings, store).run(stop)

@@ -23,7 +23,7 @@ from aiokafka.structs import ConsumerRecord
 from amberscan.common import metrics, topics
 from amberscan.common.db import Database, database_errors
 from amberscan.common.records import Output, decode_message, describer
-from amberscan.common.settings import Settings
+from amberscan.common.settings import SinkSettings
 from amberscan.common.stage import Stage, StageConfig
 from amberscan.errors import TransientError
 from amberscan.sink.core import (
@@ -94,7 +94,7 @@ def _unrecorded(where: str, why: str) -> None:
     log.error("dead letter not recorded", extra={"origin": where, "reason": why})
 
 
-def make_stages(settings: Settings, db: Database) -> list[Stage]:
+def make_stages(settings: SinkSettings, db: Database) -> list[Stage]:
     async def handle_detection(record: ConsumerRecord) -> list[Output]:
         await write_detection(db, decode_detection(record))
         return []
@@ -126,7 +126,7 @@ def make_stages(settings: Settings, db: Database) -> list[Stage]:
     ]
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
+async def run(settings: SinkSettings, stop: asyncio.Event) -> None:
     """Run both sink loops until `stop` is set."""
-    async with Database(settings) as db:
+    async with Database(settings.database) as db:
         await asyncio.gather(*(stage.run(stop) for stage in make_stages(settings, db)))

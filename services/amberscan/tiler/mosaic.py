@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     from amberscan.common.data import shared_data_dir
     from amberscan.common.settings import load_settings
 
-    data = args.data or shared_data_dir(load_settings(), "tiles")
+    data = args.data or shared_data_dir(load_settings().data, "tiles")
     mosaic = Mosaic.of(args.tiles, data, shift=0.0 if args.whole else 0.5)
     print(MOSAIC_NOTICE)
     print(f"{mosaic.columns}x{mosaic.rows} scan tiles at http://{args.host}:{args.port}/tiles/")

@@ -47,7 +47,7 @@ from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
 from amberscan.common.handling import Handler
 from amberscan.common.records import Failure, Output, dead_letter
-from amberscan.common.settings import RASTER_MIN_COVERAGE, Settings
+from amberscan.common.settings import RASTER_MIN_COVERAGE, TilerSettings
 from amberscan.common.stage import Stage, StageConfig
 from amberscan.errors import InvalidInput, PoisonMessage, TransientError
 from amberscan.geo.tiles import DEFAULT_MAX_TILES, Tile
@@ -142,7 +142,7 @@ class NotCovered(PoisonMessage):
 class DatabaseHistory:
     """Scan history from PostGIS: detections already stored, and the registry's current model."""
 
-    def __init__(self, settings: Settings, db: Database) -> None:
+    def __init__(self, settings: TilerSettings, db: Database) -> None:
         self.settings = settings
         self.db = db
         self._models = pb.ModelVersions()
@@ -154,10 +154,10 @@ class DatabaseHistory:
         from amberscan.common.blobstore import MissingBlob
         from amberscan.common.registry import pointer
 
-        if time.monotonic() - self._read_at < self.settings.classifier_refresh_s:
+        if time.monotonic() - self._read_at < self.settings.classifier.refresh_s:
             return self._models
         try:
-            current = await pointer(self.settings)
+            current = await pointer(self.settings.s3)
         except MissingBlob:
             # No model promoted yet: nothing can match (nothing is skipped) and the classifier
             # scores with its file.
@@ -327,7 +327,7 @@ async def _tile_output(
 
 
 def make_stage(
-    settings: Settings,
+    settings: TilerSettings,
     store: Blobs,
     providers: Providers | Mapping[str, Provider] | None = None,
     history: ScanHistory | None = None,
@@ -339,10 +339,10 @@ def make_stage(
         store,
         providers,
         history=history,
-        default_provider=settings.default_provider,
-        max_tiles=settings.max_scan_tiles,
-        tile_concurrency=settings.tile_concurrency,
-        min_coverage=settings.raster_min_coverage,
+        default_provider=settings.imagery.default_provider,
+        max_tiles=settings.tiler.max_scan_tiles,
+        tile_concurrency=settings.tiler.tile_concurrency,
+        min_coverage=settings.imagery.raster_min_coverage,
     )
     config = StageConfig(
         service=SERVICE,
@@ -350,21 +350,21 @@ def make_stage(
         describe=describe_request,
         # Requests of one tile each (a region is split first): a poll's worth are fetched
         # concurrently, bounded by the fetcher's own limits.
-        max_records=settings.tile_concurrency,
+        max_records=settings.tiler.tile_concurrency,
     )
     return Stage(settings, config, handler)
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
+async def run(settings: TilerSettings, stop: asyncio.Event) -> None:
     """Run the tiler until `stop` is set."""
-    store = BlobStore(settings)
+    store = BlobStore(settings.s3)
     await store.ensure_bucket()
-    async with Database(settings) as db:
+    async with Database(settings.database) as db:
         await _run(settings, stop, store, DatabaseHistory(settings, db))
 
 
 async def _run(
-    settings: Settings, stop: asyncio.Event, store: BlobStore, history: ScanHistory
+    settings: TilerSettings, stop: asyncio.Event, store: BlobStore, history: ScanHistory
 ) -> None:
     # One HTTP session (connection pool) shared by every provider of the process.
     async with aiohttp.ClientSession(headers={"User-Agent": "amberscan-tiler"}) as session:

@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaProducer
 from amberscan.common import topics
 from amberscan.common.db import Database
 from amberscan.common.metrics import HEARTBEAT
-from amberscan.common.settings import Settings
+from amberscan.common.settings import WatchSettings
 from amberscan.errors import AmberscanError
 from amberscan.geo.tiles import Tile, parse_geojson, tiles_for_region
 from amberscan.imagery.providers import Catalogue, SourceSpec, provider_for
@@ -48,13 +48,13 @@ def _spec(watch: Watch) -> SourceSpec:
     )
 
 
-async def model_version(settings: Settings) -> str:
+async def model_version(settings: WatchSettings) -> str:
     """The registry's current classifier ("" while none is published), recorded with each tile."""
     from amberscan.common.blobstore import MissingBlob
     from amberscan.common.registry import current_version
 
     try:
-        return await current_version(settings)
+        return await current_version(settings.s3)
     except MissingBlob:
         return ""
 
@@ -62,16 +62,16 @@ async def model_version(settings: Settings) -> str:
 class Watcher:
     """One replica: its identity (lease owner), database, producer and settings."""
 
-    def __init__(self, settings: Settings, db: Database, producer: AIOKafkaProducer) -> None:
+    def __init__(self, settings: WatchSettings, db: Database, producer: AIOKafkaProducer) -> None:
         self.settings = settings
         self.db = db
         self.producer = producer
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.topic = topics.topic_name(settings.topic_prefix, topics.SCAN_REQUESTS)
+        self.topic = topics.topic_name(settings.kafka.topic_prefix, topics.SCAN_REQUESTS)
 
     async def run_once(self) -> Watch | None:
         """Run one due region's round, if any is due and free; returns that region."""
-        watch = await store.claim(self.db, self.owner, self.settings.watch_lease_s)
+        watch = await store.claim(self.db, self.owner, self.settings.watch.lease_s)
         if watch is None:
             return None
         try:
@@ -84,7 +84,7 @@ class Watcher:
                 self.owner,
                 cursor=watch.cursor,
                 error=str(error),
-                retry_s=self.settings.watch_retry_backoff_s,
+                retry_s=self.settings.watch.retry_backoff_s,
             )
             return watch
         await store.release(self.db, watch, self.owner, cursor=cursor)
@@ -106,8 +106,8 @@ class Watcher:
         plan = plan_round(
             {t.quadkey: date for t, date in found.dates.items()},
             await store.known(self.db, list(tiles)),
-            retry_base_s=self.settings.watch_retry_backoff_s,
-            max_attempts=self.settings.watch_max_attempts,
+            retry_base_s=self.settings.watch.retry_backoff_s,
+            max_attempts=self.settings.watch.max_attempts,
         )
         for record in plan.given_up:
             log.warning(
@@ -152,19 +152,19 @@ class Watcher:
         )
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
+async def run(settings: WatchSettings, stop: asyncio.Event) -> None:
     """Run watch rounds until `stop` is set (idle replicas look every `watch_poll_s`)."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, enable_idempotence=True)
     await producer.start()
     try:
-        async with Database(settings) as db:
+        async with Database(settings.database) as db:
             watcher = Watcher(settings, db, producer)
             while not stop.is_set():
                 HEARTBEAT.beat()  # each round or idle look: the liveness probe's progress
                 if await watcher.run_once() is not None:
                     continue  # another region may be due too
                 try:
-                    await asyncio.wait_for(stop.wait(), timeout=settings.watch_poll_s)
+                    await asyncio.wait_for(stop.wait(), timeout=settings.watch.poll_s)
                 except TimeoutError:
                     pass
     finally:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from amberscan.common.db import Database
-from amberscan.common.settings import Settings
+from amberscan.common.settings import WatchSettings
 from amberscan.errors import AmberscanError
 from amberscan.geo.tiles import parse_geojson
 from amberscan.imagery.providers import Catalogue, SourceSpec, provider_for
@@ -50,7 +50,7 @@ async def add_watch(
     layers: Sequence[str] = (),
     imagery_date: str = "",
     name: str = "",
-    settings: Settings | None = None,
+    settings: WatchSettings | None = None,
 ) -> int:
     """Record a watched region; its first round is due at once. Returns its id.
 
@@ -92,7 +92,7 @@ async def add_watch(
     return int(rows[0][0])
 
 
-async def _check_source(settings: Settings, spec: SourceSpec) -> None:
+async def _check_source(settings: WatchSettings, spec: SourceSpec) -> None:
     source = provider_for(spec, settings)
     try:
         if isinstance(source, Catalogue):

@@ -16,7 +16,7 @@ import mimetypes
 
 from aiohttp import web
 
-from amberscan.common.settings import Settings
+from amberscan.common.settings import WebSettings
 from amberscan.web import middleware, state
 from amberscan.web.params import EXCLUSIONS_MAX_BODY
 from amberscan.web.responses import STATIC
@@ -38,7 +38,7 @@ mimetypes.add_type("text/javascript", ".mjs")
 GROUPS = (map_routes, tiles, reviews, audits, explore, exports, changes, exclusions, models)
 
 
-def make_app(settings: Settings) -> web.Application:
+def make_app(settings: WebSettings) -> web.Application:
     """The web application; it opens its database pool on startup and closes it on cleanup."""
     # Exclusion polygons may be large; every other body is held to params.MAX_BODY.
     app = web.Application(middlewares=[middleware.guard], client_max_size=EXCLUSIONS_MAX_BODY)
@@ -52,13 +52,13 @@ def make_app(settings: Settings) -> web.Application:
     return app
 
 
-async def run(settings: Settings, stop: asyncio.Event) -> None:
-    """Serve the web app on settings.web_host:web_port until `stop` is set."""
+async def run(settings: WebSettings, stop: asyncio.Event) -> None:
+    """Serve the web app on settings.web.host:web_port until `stop` is set."""
     runner = web.AppRunner(make_app(settings), access_log=log)
     await runner.setup()
-    site = web.TCPSite(runner, settings.web_host, settings.web_port)
+    site = web.TCPSite(runner, settings.web.host, settings.web.port)
     await site.start()
-    log.info("web map on http://%s:%s/", settings.web_host, settings.web_port)
+    log.info("web map on http://%s:%s/", settings.web.host, settings.web.port)
     try:
         await stop.wait()
     finally:

@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 
 from amberscan.common import features_reader
 from amberscan.common.data import CHECKOUT, find_shared_data
-from amberscan.common.settings import Settings
+from amberscan.common.settings import WebSettings
 from amberscan.web.core import LABEL_NAMES
 
 TSNE_MIN_POINTS = 30
@@ -183,7 +183,7 @@ def _tile_link(tile_id: str, imagery_date: str) -> str:
 
 
 async def scan_projection(
-    settings: Settings, db: Any, scan_id: str | None, points_cap: int
+    settings: WebSettings, db: Any, scan_id: str | None, points_cap: int
 ) -> dict[str, Any]:
     """The explore document of one scan (the latest when `scan_id` is None)."""
     if scan_id is None:
@@ -191,11 +191,11 @@ async def scan_projection(
         if scan_id is None:
             return _empty("scan", "", "no scan yet: run a scan, or use ?source=labelled")
     result = await features_reader.read_scan_features(
-        settings,
+        settings.kafka,
         scan_id,
         limit=points_cap,
-        budget_s=settings.explore_read_budget_s,
-        max_records=settings.explore_max_records,
+        budget_s=settings.explore.read_budget_s,
+        max_records=settings.explore.max_records,
     )
     features = result.features
     backbone = ""
@@ -215,7 +215,7 @@ async def scan_projection(
         )
     from amberscan.common.registry import load_current_or_file
 
-    classifier = await load_current_or_file(settings)
+    classifier = await load_current_or_file(settings.s3, settings.classifier.path)
     vectors = np.asarray([f.vector for f in features], dtype=np.float32)
     labels = await superpixel_labels(db, [f.ref.labels_key for f in features])
     scores, coords, method = await _score_and_project(classifier, vectors)
@@ -238,8 +238,8 @@ async def scan_projection(
     if not result.complete:
         notes.append(
             f"only the first {len(out)} superpixels found are plotted: the read stopped at "
-            f"{points_cap} points, {settings.explore_max_records} records "
-            f"(AMBERSCAN_EXPLORE_MAX_RECORDS) or {settings.explore_read_budget_s:g} s "
+            f"{points_cap} points, {settings.explore.max_records} records "
+            f"(AMBERSCAN_EXPLORE_MAX_RECORDS) or {settings.explore.read_budget_s:g} s "
             "(AMBERSCAN_EXPLORE_READ_BUDGET_S)"
         )
     if dropped:
@@ -277,8 +277,8 @@ def _empty(source: str, scan_id: str, about: str) -> dict[str, Any]:
     }
 
 
-def labelled_dir(settings: Settings, checkout: Path = CHECKOUT) -> Path:
-    """Where the labelled crops are: `settings.explore_data_dir`, else the shared data set's
+def labelled_dir(settings: WebSettings, checkout: Path = CHECKOUT) -> Path:
+    """Where the labelled crops are: `settings.explore.data_dir`, else the shared data set's
     `superpixels/` (`common.data`: `AMBERSCAN_SHARED_DATA`, else beside the checkout or a folder
     above it).
 
@@ -286,13 +286,13 @@ def labelled_dir(settings: Settings, checkout: Path = CHECKOUT) -> Path:
         FileNotFoundError: the configured folder is missing.
         SharedDataMissing: the shared data set is nowhere; the message names every place.
     """
-    if settings.explore_data_dir is not None:
-        if not settings.explore_data_dir.is_dir():
+    if settings.explore.data_dir is not None:
+        if not settings.explore.data_dir.is_dir():
             raise FileNotFoundError(
-                f"AMBERSCAN_EXPLORE_DATA_DIR={settings.explore_data_dir} is not a folder"
+                f"AMBERSCAN_EXPLORE_DATA_DIR={settings.explore.data_dir} is not a folder"
             )
-        return settings.explore_data_dir
-    return find_shared_data(settings.shared_data, "superpixels", checkout=checkout)
+        return settings.explore.data_dir
+    return find_shared_data(settings.data.shared_data, "superpixels", checkout=checkout)
 
 
 class LabelledFeatures:
@@ -302,12 +302,12 @@ class LabelledFeatures:
         self.cache: dict[tuple[str, str], tuple[list[Any], NDArray[np.float32]]] = {}
         self.lock = asyncio.Lock()
 
-    async def crops(self, settings: Settings) -> list[Any]:
+    async def crops(self, settings: WebSettings) -> list[Any]:
         from amberscan.model.dataset import list_labelled
 
         return await asyncio.to_thread(list_labelled, labelled_dir(settings))
 
-    async def get(self, settings: Settings) -> tuple[str, list[Any], NDArray[np.float32]]:
+    async def get(self, settings: WebSettings) -> tuple[str, list[Any], NDArray[np.float32]]:
         """(backbone label, crops, features) of the labelled data folder."""
         async with self.lock:
             backbone = await features_reader.served_backbone(settings)
@@ -334,14 +334,14 @@ async def _score_and_project(
 
 
 async def labelled_projection(
-    settings: Settings, cache: LabelledFeatures, points_cap: int
+    settings: WebSettings, cache: LabelledFeatures, points_cap: int
 ) -> dict[str, Any]:
     """The explore document of the labelled crops (every one, up to `points_cap`)."""
     backbone, crops, vectors = await cache.get(settings)
     crops, vectors = crops[:points_cap], vectors[:points_cap]
     from amberscan.common.registry import load_current_or_file
 
-    classifier = await load_current_or_file(settings)
+    classifier = await load_current_or_file(settings.s3, settings.classifier.path)
     scores, coords, method = await _score_and_project(classifier, vectors)
     items = [
         Item(

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from amberscan.common.settings import Settings
+from amberscan.common.settings import WebSettings
 from amberscan.errors import AmberscanError
 from amberscan.web.core import BadRequest
 from amberscan.web.responses import error
@@ -20,10 +20,10 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def content_security_policy(settings: Settings) -> str:
+def content_security_policy(settings: WebSettings) -> str:
     """Scripts, styles and data from the app itself; the map's base layer also from its own
     origin (MapLibre fetches raster tiles, then draws them from blobs)."""
-    tiles = urlsplit(settings.map_tiles_url)
+    tiles = urlsplit(settings.web.map_tiles_url)
     tile_origin = f"{tiles.scheme}://{tiles.netloc}" if tiles.scheme and tiles.netloc else ""
     return (
         "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -43,7 +43,7 @@ def token_ok(request: web.Request, token: str) -> bool:
 
 def refuse_without_token(request: web.Request) -> web.Response | None:
     """The 403/401 answer to a request that needs the token and lacks it; None when it has it."""
-    token = request.app[SETTINGS].web_token
+    token = request.app[SETTINGS].web.token
     if not token:
         return error(
             403, "writes are disabled on this server: set AMBERSCAN_WEB_TOKEN to enable them"

@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from amberscan.common.blobstore import BlobStore, MissingBlob
 from amberscan.common.db import Database
-from amberscan.common.settings import Settings
+from amberscan.common.settings import WebSettings
 from amberscan.errors import AmberscanError
 from amberscan.vision.imageio import decode_image
 from amberscan.vision.labels import decode_labels
@@ -101,7 +101,7 @@ class ImageCache:
 class Thresholds:
     """Each classifier version's score threshold, from its registry entry (kept once found)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: WebSettings) -> None:
         self.settings = settings
         self.known: dict[str, float] = {}
 
@@ -113,7 +113,7 @@ class Thresholds:
             from amberscan.common.registry import load_version
 
             try:
-                self.known[version] = (await load_version(self.settings, version)).threshold
+                self.known[version] = (await load_version(self.settings.s3, version)).threshold
             except Exception:  # noqa: BLE001 - a missing or unreadable entry: fall back below
                 return core.implied_threshold(row["scores"] or [], int(row["positives"])), "implied"
         return self.known[version], "registry"
@@ -127,7 +127,7 @@ def scores_for(row: dict[str, Any], n: int) -> NDArray[np.float64]:
     return scores
 
 
-SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+SETTINGS: web.AppKey[WebSettings] = web.AppKey("settings", WebSettings)
 CSP: web.AppKey[str] = web.AppKey("csp", str)
 DB: web.AppKey[Database] = web.AppKey("db", Database)
 STORE: web.AppKey[BlobStore] = web.AppKey("store", BlobStore)
@@ -143,16 +143,16 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     """Open the database pool and the blob store, fill the map's aggregates if empty and keep
     them fresh; on cleanup stop that and close the pool."""
     settings = app[SETTINGS]
-    db = Database(settings)
+    db = Database(settings.database)
     await db.open()
-    store = BlobStore(settings)
+    store = BlobStore(settings.s3)
     app[DB] = db
     app[STORE] = store
     app[IMAGES] = ImageCache(store)
     app[THRESHOLDS] = Thresholds(settings)
     app[EXPLORE] = LabelledFeatures()
     app[EXPLORE_SLOT] = asyncio.Semaphore(1)
-    cells = MapCells(db, settings.map_refresh_s)
+    cells = MapCells(db, settings.web.map_refresh_s)
     await cells.ensure()
     app[MAP_CELLS] = cells
     refresher = asyncio.create_task(cells.run(), name="map-cells-refresh")

@@ -17,7 +17,7 @@ import numpy as np
 
 from amberscan.common.blobstore import BlobStore
 from amberscan.common.db import Database
-from amberscan.common.settings import Settings
+from amberscan.common.settings import WebSettings
 from amberscan.model.dataset import LabelledCrop
 from amberscan.vision.imageio import decode_image, encode_png
 from amberscan.vision.labels import decode_labels
@@ -84,7 +84,7 @@ def _write_crops(
     return out
 
 
-async def reviewed_crops(settings: Settings, out_dir: Path) -> list[LabelledCrop]:
+async def reviewed_crops(settings: WebSettings, out_dir: Path) -> list[LabelledCrop]:
     """`export_reviewed_crops` with the database and blob store the settings name."""
-    async with Database(settings) as db:
-        return await export_reviewed_crops(db, BlobStore(settings), out_dir)
+    async with Database(settings.database) as db:
+        return await export_reviewed_crops(db, BlobStore(settings.s3), out_dir)

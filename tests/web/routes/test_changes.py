@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from amberscan.cli import diff
+from amberscan.common.settings import replace
 from amberscan.sink.core import UPSERT_DETECTION, detection_row
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.web.app import make_app
@@ -54,7 +55,7 @@ async def vintages(seeded: Seeded) -> AsyncIterator[tuple[str, Seeded]]:
     rerun.models.classifier = OTHER
     rerun.flagged, rerun.positives, rerun.hectares = False, 2, 0.0
     await upsert(seeded, rerun)
-    settings = seeded.settings.model_copy(update={"web_token": "t"})
+    settings = replace(seeded.settings, web={"token": "t"})
     async with streams.served(make_app(settings)) as base:
         yield base, seeded
 

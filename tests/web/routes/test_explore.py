@@ -14,7 +14,7 @@ import pytest
 from amberscan.common import features_reader, topics
 from amberscan.common.db import Database
 from amberscan.common.served_features import client_for, extract, served_backbone
-from amberscan.common.settings import Settings
+from amberscan.common.settings import Settings, replace
 from amberscan.model.dataset import list_labelled
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.crops import load_crop
@@ -47,9 +47,9 @@ async def serve(settings: Settings) -> AsyncIterator[str]:
         yield base
 
 
-def web_settings(settings: Settings, **extra: object) -> Settings:
+def web_settings(settings: Settings, **explore: object) -> Settings:
     # Patient with the model server, which may restart while its model is rebuilt.
-    return settings.model_copy(update={"web_token": TOKEN, "retry_backoff_s": 1.0, **extra})
+    return replace(settings, web={"token": TOKEN}, retry={"backoff_s": 1.0}, explore=explore)
 
 
 async def test_scan_features_projected_with_outcomes(seeded: Seeded) -> None:
@@ -133,7 +133,7 @@ async def test_labelled_crops_projected(
     assert label == backbone
     np.testing.assert_allclose(read, vectors, rtol=1e-5, atol=1e-5)
     await publish_classifier(stack_settings, vectors, [c.label for c in crops], backbone)
-    settings = web_settings(stack_settings, explore_data_dir=tmp_path)
+    settings = web_settings(stack_settings, data_dir=tmp_path)
     async with serve(settings) as base:
         status, data, _ = await fetch(f"{base}/api/explore", source="labelled")
         assert status == 200, data
@@ -152,7 +152,7 @@ async def test_labelled_crops_projected(
         assert (await fetch(f"{base}/api/explore/labelled/12.png"))[0] == 404
         assert (await fetch(f"{base}/api/explore/labelled/x1.png"))[0] == 400
         assert (await fetch(f"{base}/api/explore", source="elsewhere"))[0] == 400
-    missing = web_settings(stack_settings, explore_data_dir=tmp_path / "nowhere")
+    missing = web_settings(stack_settings, data_dir=tmp_path / "nowhere")
     async with serve(missing) as base:
         status, body, _ = await fetch(f"{base}/api/explore", source="labelled")
         assert status == 404 and f"{tmp_path / 'nowhere'} is not a folder" in body["error"]
@@ -161,7 +161,7 @@ async def test_labelled_crops_projected(
 async def test_explore_is_bounded(seeded: Seeded) -> None:
     from amberscan.web import state
 
-    app = make_app(web_settings(seeded.settings, explore_max_points=5))
+    app = make_app(web_settings(seeded.settings, max_points=5))
     async with streams.served(app) as base:
         status, body, _ = await fetch(f"{base}/api/explore", points="6")
         assert status == 400 and "at most 5 (AMBERSCAN_EXPLORE_MAX_POINTS)" in body["error"]

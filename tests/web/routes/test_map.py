@@ -7,6 +7,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from amberscan.common.settings import replace
 from amberscan.v1 import messages_pb2 as pb
 from tests.web import client, mvt
 from tests.web.client import AUTH, get, post
@@ -199,7 +200,7 @@ async def test_aggregates_follow_new_detections(seeded: Seeded) -> None:
     from amberscan.web.app import make_app
     from tests import streams
 
-    settings = seeded.settings.model_copy(update={"map_refresh_s": 0.2})
+    settings = replace(seeded.settings, web={"map_refresh_s": 0.2})
     async with streams.served(make_app(settings)) as base:
         _, before = await get(f"{base}/api/summary")
         assert before["tiles"] == 4

@@ -27,8 +27,8 @@ async def test_models_lists_versions_with_their_state_and_shows_one(
         )  # fmt: skip
         made.append(classifier)
     served, candidate = made
-    await registry.make_current(seeded.settings, served, action="promote", by="ana")
-    await registry.publish(seeded.settings, candidate)
+    await registry.make_current(seeded.settings.s3, served, action="promote", by="ana")
+    await registry.publish(seeded.settings.s3, candidate)
 
     status, listing = await get(f"{server}/api/models")
     assert status == 200 and listing["current"] == served.version

@@ -116,7 +116,7 @@ async def test_a_review_survives_a_model_change_and_a_rejection_flagged_again_sh
 
 
 def test_settings_default_has_no_token() -> None:
-    assert Settings().web_token == ""
+    assert Settings().web.token == ""
 
 
 async def test_review_history_keeps_every_action_and_the_latest_decides(

@@ -80,7 +80,7 @@ async def test_debugger_threshold_comes_from_the_registry(server: str, seeded: S
     classifier, _, _ = train_classifier(x, y, [f"t{i % 12}" for i in range(60)], folds=3)
     classifier.metadata["version"] = MODEL
     classifier.threshold = 0.8123
-    await publish(seeded.settings, classifier)
+    await publish(seeded.settings.s3, classifier)
     _, after = await get(f"{server}/api/tiles/{tile}")  # a miss is not remembered: found now
     assert after["threshold_source"] == "registry" and after["threshold"] == pytest.approx(0.8123)
     positive = [s["index"] for s in after["superpixels"] if s["positive"]]

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from amberscan.common.settings import Settings
+from amberscan.common.settings import ImagerySettings, S3Config
 from amberscan.errors import PoisonMessage
 from amberscan.imagery.providers.base import (
     DATE_HEADER,
@@ -68,7 +68,7 @@ PROVIDERS = ("xyz", "bing", "local", "demo", "geotiff", "stac", "wmts")
 
 
 def provider_for(
-    spec: SourceSpec | str, settings: Settings, session: aiohttp.ClientSession | None = None
+    spec: SourceSpec | str, settings: ImagerySettings, session: aiohttp.ClientSession | None = None
 ) -> Provider:
     """The provider a scan names, configured from `settings` and the request's sources.
 
@@ -82,49 +82,51 @@ def provider_for(
     def fetcher() -> Fetcher:
         return Fetcher(
             session,
-            concurrency=settings.fetch_concurrency,
-            rate_per_s=settings.fetch_rate_per_s,
-            timeout_s=settings.fetch_timeout_s,
-            retries=settings.max_retries,
-            backoff_s=settings.retry_backoff_s,
+            concurrency=settings.imagery.fetch_concurrency,
+            rate_per_s=settings.imagery.fetch_rate_per_s,
+            timeout_s=settings.imagery.fetch_timeout_s,
+            retries=settings.retry.max_retries,
+            backoff_s=settings.retry.backoff_s,
         )
 
     if name == "xyz":
-        url = spec.sources[0] if spec.sources else settings.xyz_url
+        url = spec.sources[0] if spec.sources else settings.imagery.xyz_url
         if not url:
             raise PoisonMessage("provider 'xyz' is not configured: set AMBERSCAN_XYZ_URL")
-        date = spec.imagery_date or settings.xyz_imagery_date
+        date = spec.imagery_date or settings.imagery.xyz_imagery_date
         return XyzProvider(url, fetcher(), name="xyz", imagery_date=date)
     if name == "demo":
-        return XyzProvider(settings.demo_tiles_url, fetcher(), name="demo")
+        return XyzProvider(settings.imagery.demo_tiles_url, fetcher(), name="demo")
     if name == "bing":
-        if not settings.bing_api_key:
+        if not settings.imagery.bing_api_key:
             raise PoisonMessage("provider 'bing' is not configured: set AMBERSCAN_BING_API_KEY")
-        return BingProvider(settings.bing_api_key, fetcher())
+        return BingProvider(settings.imagery.bing_api_key, fetcher())
     if name == "local":
-        directory = spec.sources[0] if spec.sources else settings.local_tiles_dir
+        directory = spec.sources[0] if spec.sources else settings.imagery.local_tiles_dir
         if not directory:
             raise PoisonMessage("provider 'local' is not configured: set AMBERSCAN_LOCAL_TILES_DIR")
-        date = spec.imagery_date or settings.local_imagery_date
+        date = spec.imagery_date or settings.imagery.local_imagery_date
         return LocalProvider(directory, imagery_date=date)
     if name == "geotiff":
         return GeotiffProvider(
             spec.sources,
             RasterOptions.from_settings(settings),
             imagery_date=spec.imagery_date,
-            list_s3=_s3_lister(settings),
+            list_s3=_s3_lister(settings.s3),
         )
     if name == "stac":
         return StacProvider(
-            spec.sources[0] if spec.sources else settings.stac_url,
+            spec.sources[0] if spec.sources else settings.imagery.stac_url,
             RasterOptions.from_settings(settings),
-            collection=spec.collection or settings.stac_collection,
-            timeout_s=settings.fetch_timeout_s,
+            collection=spec.collection or settings.imagery.stac_collection,
+            timeout_s=settings.imagery.fetch_timeout_s,
         )
     if name == "wmts":
-        layers = spec.layers or ((settings.wmts_layer,) if settings.wmts_layer else ())
+        layers = spec.layers or (
+            (settings.imagery.wmts_layer,) if settings.imagery.wmts_layer else ()
+        )
         return WmtsProvider(
-            spec.sources[0] if spec.sources else settings.wmts_url,
+            spec.sources[0] if spec.sources else settings.imagery.wmts_url,
             layers,
             fetcher(),
             imagery_date=spec.imagery_date,
@@ -132,11 +134,11 @@ def provider_for(
     raise PoisonMessage(f"unknown imagery provider {name!r} (known: {', '.join(PROVIDERS)})")
 
 
-def _s3_lister(settings: Settings) -> Callable[[str, str], list[str]]:
+def _s3_lister(s3: S3Config) -> Callable[[str, str], list[str]]:
     def list_keys(bucket: str, prefix: str) -> list[str]:
         from amberscan.common.blobstore import BlobStore
 
-        client = BlobStore(settings).client
+        client = BlobStore(s3).client
         return [o.object_name for o in client.list_objects(bucket, prefix=prefix, recursive=True)]
 
     return list_keys

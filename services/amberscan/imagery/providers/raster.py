@@ -31,7 +31,7 @@ from rio_tiler.models import ImageData
 from rio_tiler.mosaic import mosaic_reader
 from shapely import geometry as sg
 
-from amberscan.common.settings import RASTER_MAX_RESOLUTION_M, RASTER_MIN_COVERAGE, Settings
+from amberscan.common.settings import RASTER_MAX_RESOLUTION_M, RASTER_MIN_COVERAGE, ImagerySettings
 from amberscan.errors import TransientError
 from amberscan.geo.tiles import PROVIDER_TILE_PX, Tile
 from amberscan.imagery.dates import normalize_date
@@ -86,13 +86,13 @@ class RasterOptions:
     min_coverage: float = RASTER_MIN_COVERAGE
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RasterOptions:
+    def from_settings(cls, settings: ImagerySettings) -> RasterOptions:
         return cls(
             gdal=gdal_options(settings),
-            s3_access_key=settings.s3_access_key,
-            s3_secret_key=settings.s3_secret_key,
-            max_resolution_m=settings.raster_max_resolution_m,
-            min_coverage=settings.raster_min_coverage,
+            s3_access_key=settings.s3.access_key,
+            s3_secret_key=settings.s3.secret_key,
+            max_resolution_m=settings.imagery.raster_max_resolution_m,
+            min_coverage=settings.imagery.raster_min_coverage,
         )
 
     def env(self) -> rasterio.Env:
@@ -100,7 +100,7 @@ class RasterOptions:
         return rasterio.Env(S3Credentials(self.s3_access_key, self.s3_secret_key), **self.gdal)
 
 
-def gdal_options(settings: Settings) -> dict[str, str]:
+def gdal_options(settings: ImagerySettings) -> dict[str, str]:
     """GDAL configuration for HTTP and S3 reads: timeouts and retries from the fetch settings,
     the blob store's endpoint for `s3://` (path-style, as MinIO serves; the keys come with
     `RasterOptions.env`)."""
@@ -109,12 +109,12 @@ def gdal_options(settings: Settings) -> dict[str, str]:
         # each URL (GDAL's default, to find .aux/.ovr side files) would cost a request per file.
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
         "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-        "GDAL_HTTP_TIMEOUT": str(max(1, round(settings.fetch_timeout_s))),
-        "GDAL_HTTP_MAX_RETRY": str(settings.max_retries),
-        "GDAL_HTTP_RETRY_DELAY": str(settings.retry_backoff_s),
+        "GDAL_HTTP_TIMEOUT": str(max(1, round(settings.imagery.fetch_timeout_s))),
+        "GDAL_HTTP_MAX_RETRY": str(settings.retry.max_retries),
+        "GDAL_HTTP_RETRY_DELAY": str(settings.retry.backoff_s),
         "VSI_CACHE": "TRUE",
-        "AWS_S3_ENDPOINT": settings.s3_endpoint,
-        "AWS_HTTPS": "YES" if settings.s3_secure else "NO",
+        "AWS_S3_ENDPOINT": settings.s3.endpoint,
+        "AWS_HTTPS": "YES" if settings.s3.secure else "NO",
         "AWS_VIRTUAL_HOSTING": "FALSE",
     }
 

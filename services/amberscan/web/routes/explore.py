@@ -30,7 +30,7 @@ async def explore_data(request: web.Request) -> web.Response:
     `points` (default and cap AMBERSCAN_EXPLORE_MAX_POINTS), one projection at a time."""
     source, scan_id = params.explore_source(request.query)
     settings = request.app[SETTINGS]
-    cap = settings.explore_max_points
+    cap = settings.explore.max_points
     points = params.int_param(request.query, "points", cap, 1, 10**9)
     if points > cap:
         raise BadRequest(f"points={points}: at most {cap} (AMBERSCAN_EXPLORE_MAX_POINTS)")

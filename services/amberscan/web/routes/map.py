@@ -25,8 +25,8 @@ async def config(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     return json_response(
         {
-            "tiles_url": settings.map_tiles_url,
-            "writes_enabled": bool(settings.web_token),
+            "tiles_url": settings.web.map_tiles_url,
+            "writes_enabled": bool(settings.web.token),
             "detail_zoom": vector_tiles.DETAIL_ZOOM,
             "damage_zoom": vector_tiles.DAMAGE_ZOOM,
         }
@@ -51,7 +51,7 @@ async def detection_tile(request: web.Request) -> web.Response:
 @routes.get("/api/detections")
 async def detections(request: web.Request) -> web.Response:
     filters = params.parse_filters(
-        request.query, bbox_required=True, max_page=request.app[SETTINGS].web_max_page
+        request.query, bbox_required=True, max_page=request.app[SETTINGS].web.max_page
     )
     rows = await queries.detections(request.app[DB], filters)
     matched = int(rows[0]["matched"]) if rows else 0

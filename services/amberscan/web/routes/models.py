@@ -15,7 +15,7 @@ routes = web.RouteTableDef()
 
 @routes.get("/api/models")
 async def models(request: web.Request) -> web.Response:
-    return json_response(await registry.catalogue(request.app[SETTINGS]))
+    return json_response(await registry.catalogue(request.app[SETTINGS].s3))
 
 
 @routes.get("/api/models/{version}")
@@ -24,6 +24,6 @@ async def model(request: web.Request) -> web.Response:
     if not version.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise web.HTTPNotFound(text="no such model version")
     try:
-        return json_response(await registry.describe(request.app[SETTINGS], version))
+        return json_response(await registry.describe(request.app[SETTINGS].s3, version))
     except registry.RegistryError as error:
         raise web.HTTPNotFound(text=str(error)) from None
