@@ -48,6 +48,7 @@ import numpy as np
 
 from amberscan import scanning
 from amberscan.common import topics
+from amberscan.common.bus import client_options
 from amberscan.common.data import shared_data_dir
 from amberscan.common.db import Database
 from amberscan.common.registry import make_current
@@ -340,7 +341,7 @@ async def stage_latencies(settings: Settings, scan_id: str) -> dict[str, dict[st
     for topic, cls in kinds.items():
         consumer = AIOKafkaConsumer(
             topics.topic_name(settings.kafka.topic_prefix, topic),
-            bootstrap_servers=settings.kafka.bootstrap,
+            **client_options(settings.kafka),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
         )

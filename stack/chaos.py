@@ -457,10 +457,11 @@ async def read_topic(settings: Any, topic: str) -> list[bytes]:
     from aiokafka import AIOKafkaConsumer
 
     from amberscan.common import topics
+    from amberscan.common.bus import client_options
 
     consumer = AIOKafkaConsumer(
         topics.topic_name(settings.kafka.topic_prefix, topic),
-        bootstrap_servers=settings.kafka.bootstrap,
+        **client_options(settings.kafka),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         isolation_level="read_committed",

@@ -16,7 +16,7 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable
 
-from amberscan.common.settings import Settings, load_settings
+from amberscan.common.settings import Settings, load_settings, replace
 
 
 def expected_brokers() -> int:
@@ -28,9 +28,12 @@ async def kafka(settings: Settings, node: int = 0) -> str:
     """The cluster (node 0), or one node of it, answers; the cluster counts all its brokers."""
     from aiokafka.admin import AIOKafkaAdminClient
 
+    from amberscan.common.bus import client_options
+
     addresses = settings.kafka.bootstrap.split(",")
     bootstrap = addresses[node - 1] if node else settings.kafka.bootstrap
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    kafka = replace(settings, kafka={"bootstrap": bootstrap}).kafka
+    admin = AIOKafkaAdminClient(**client_options(kafka), request_timeout_ms=5000)
     await admin.start()
     try:
         topics = await admin.list_topics()

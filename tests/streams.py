@@ -14,13 +14,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment
 
 from amberscan.common import topics
+from amberscan.common.bus import client_options
 from amberscan.common.settings import Settings
 from amberscan.common.stage import StageConfig
 from amberscan.common.topic_admin import admin_client
 
 
 async def produce(settings: Settings, topic: str, items: list[tuple[bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, enable_idempotence=True)
+    producer = AIOKafkaProducer(**client_options(settings.kafka), enable_idempotence=True)
     await producer.start()
     try:
         for key, value in items:
@@ -35,7 +36,7 @@ async def read_all(settings: Settings, topic: str, expect: int, timeout: float =
     """Every record on `topic` from the start, waiting until at least `expect` arrived."""
     consumer = AIOKafkaConsumer(
         topics.topic_name(settings.kafka.topic_prefix, topic),
-        bootstrap_servers=settings.kafka.bootstrap,
+        **client_options(settings.kafka),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         isolation_level="read_committed",

@@ -23,6 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tqdm import tqdm
 
 from amberscan.common import topics
+from amberscan.common.bus import client_options
 from amberscan.common.db import Database
 from amberscan.common.settings import Settings
 from amberscan.errors import InvalidRegion, TransientError
@@ -189,7 +190,7 @@ async def submit(settings: Settings, db: Database, request: pb.ScanRequest) -> i
         expected,
         request.demo,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, enable_idempotence=True)
+    producer = AIOKafkaProducer(**client_options(settings.kafka), enable_idempotence=True)
     await producer.start()
     try:
         await producer.send_and_wait(

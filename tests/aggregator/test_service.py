@@ -19,6 +19,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from amberscan.aggregator.service import make_stage
 from amberscan.common import metrics, topics
+from amberscan.common.bus import client_options
 from amberscan.common.settings import Settings, replace
 from amberscan.common.stage import Stage
 from amberscan.common.topic_admin import admin_client, ensure_topics, topic_configs
@@ -40,7 +41,7 @@ async def produce_to(
     settings: Settings, partition: int, scores: list[pb.SuperpixelScore]
 ) -> list[int]:
     """Produce scores keyed by tile id to one partition, in order; their offsets."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, enable_idempotence=True)
+    producer = AIOKafkaProducer(**client_options(settings.kafka), enable_idempotence=True)
     await producer.start()
     try:
         offsets = []
@@ -60,7 +61,7 @@ async def produce_to(
 async def committed(settings: Settings, group: str) -> dict[int, int | None]:
     """The group's committed offset on each partition of the scores topic."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False
+        **client_options(settings.kafka), group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:
@@ -79,7 +80,7 @@ class Detections:
     def __init__(self, settings: Settings, topic: str = topics.DETECTIONS) -> None:
         self.consumer = AIOKafkaConsumer(
             topics.topic_name(settings.kafka.topic_prefix, topic),
-            bootstrap_servers=settings.kafka.bootstrap,
+            **client_options(settings.kafka),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             isolation_level="read_committed",

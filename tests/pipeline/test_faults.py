@@ -29,6 +29,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from amberscan import scanning
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
+from amberscan.common.bus import client_options
 from amberscan.common.db import Database
 from amberscan.common.registry import make_current
 from amberscan.common.served_features import client_for
@@ -177,8 +178,8 @@ class Services:
 async def backlog(settings: Settings, service: str, topic: str) -> dict[int, int]:
     """Per partition of `topic`: records beyond the offset `service`'s group has committed."""
     name = topics.topic_name(settings.kafka.topic_prefix, topic)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
-    consumer = AIOKafkaConsumer(name, bootstrap_servers=settings.kafka.bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(settings.kafka))
+    consumer = AIOKafkaConsumer(name, **client_options(settings.kafka))
     await admin.start()
     await consumer.start()
     try:
@@ -198,7 +199,7 @@ async def backlog(settings: Settings, service: str, topic: str) -> dict[int, int
 async def records_on(settings: Settings, topic: str) -> int:
     """How many records `topic` holds (sum of its partitions' end offsets)."""
     name = topics.topic_name(settings.kafka.topic_prefix, topic)
-    consumer = AIOKafkaConsumer(name, bootstrap_servers=settings.kafka.bootstrap)
+    consumer = AIOKafkaConsumer(name, **client_options(settings.kafka))
     await consumer.start()
     try:
         await consumer.topics()  # fresh metadata: partitions_for_topic may be empty before it

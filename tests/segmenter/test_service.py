@@ -12,6 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from amberscan import keys
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
+from amberscan.common.bus import client_options
 from amberscan.common.settings import Settings, replace
 from amberscan.common.topic_admin import ensure_topics
 from amberscan.segmenter import service
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.stack
 
 async def produce_to(settings: Settings, topic: str, partition: int, tiles: list[pb.Tile]) -> None:
     """Produce tiles keyed by tile id, in order, to one partition (so their order is defined)."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, enable_idempotence=True)
+    producer = AIOKafkaProducer(**client_options(settings.kafka), enable_idempotence=True)
     await producer.start()
     try:
         for tile in tiles:
@@ -43,7 +44,7 @@ async def produce_to(settings: Settings, topic: str, partition: int, tiles: list
 async def committed(settings: Settings, group: str, partition: int) -> int | None:
     """The group's committed offset on one partition of the tiles topic."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False
+        **client_options(settings.kafka), group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:

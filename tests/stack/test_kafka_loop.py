@@ -14,6 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from amberscan.common import topics
+from amberscan.common.bus import client_options
 from amberscan.common.settings import Settings, environment, replace
 from amberscan.common.topic_admin import ensure_topics
 from amberscan.v1 import messages_pb2 as pb
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.stack
 async def committed(settings: Settings, group: str, topic: str) -> int:
     """The sum over partitions of the group's committed offsets on `topic`."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap, group_id=group, enable_auto_commit=False
+        **client_options(settings.kafka), group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:

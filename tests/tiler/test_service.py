@@ -20,6 +20,7 @@ from shapely.errors import GEOSException
 from amberscan import keys, scanning
 from amberscan.common import topics
 from amberscan.common.blobstore import BlobStore
+from amberscan.common.bus import client_options
 from amberscan.common.db import Database
 from amberscan.common.records import Failure
 from amberscan.common.settings import Settings
@@ -198,9 +199,7 @@ async def test_stage_scans_the_demo_area(stack_settings: Settings, shared_data: 
     stop = asyncio.Event()
     task = asyncio.create_task(stage.run(stop))
     try:
-        producer = AIOKafkaProducer(
-            bootstrap_servers=stack_settings.kafka.bootstrap, enable_idempotence=True
-        )
+        producer = AIOKafkaProducer(**client_options(stack_settings.kafka), enable_idempotence=True)
         await producer.start()
         try:
             name = topics.topic_name(stack_settings.kafka.topic_prefix, topics.SCAN_REQUESTS)

@@ -48,11 +48,12 @@ async def read_scan_features(
     from google.protobuf.message import DecodeError
 
     from amberscan.common import topics
+    from amberscan.common.bus import client_options
     from amberscan.v1 import messages_pb2 as pb
 
     topic = topics.topic_name(kafka.topic_prefix, topics.FEATURES)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap,
+        **client_options(kafka),
         group_id=None,
         enable_auto_commit=False,
         isolation_level="read_committed",

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -72,6 +72,61 @@ class KafkaConfig(Concern):
     replication_factor: int = env("TOPIC_REPLICATION_FACTOR", 1, ge=1)
     min_insync_replicas: int = env("TOPIC_MIN_INSYNC_REPLICAS", 1, ge=1)
     max_message_bytes: int = env("TOPIC_MAX_MESSAGE_BYTES", 8 * 1024 * 1024, ge=1024)
+    # How clients reach the brokers (common/bus.py makes every client with these): TLS with a CA
+    # (and a client certificate for mutual TLS), SASL with a user per service (production:
+    # SASL_SSL and SCRAM-SHA-512, a Strimzi KafkaUser each; docs/deploy.md).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = env(
+        "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"
+    )
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = env(
+        "KAFKA_SASL_MECHANISM", "SCRAM-SHA-512", "with a SASL_* protocol"
+    )
+    sasl_username: str = env("KAFKA_SASL_USERNAME", "", "with a SASL_* protocol")
+    # In the Secret, never the ConfigMap; kept out of the settings' repr.
+    sasl_password: str = env("KAFKA_SASL_PASSWORD", "", "with a SASL_* protocol", repr=False)
+    ca_file: str = env(
+        "KAFKA_CA_FILE",
+        "",
+        "PEM CA the brokers' certificates are checked against (empty: system's)",
+    )
+    cert_file: str = env("KAFKA_CERT_FILE", "", "PEM client certificate, for mutual TLS")
+    key_file: str = env("KAFKA_KEY_FILE", "", "PEM key of the client certificate")
+
+    @model_validator(mode="after")
+    def _security_fits(self) -> KafkaConfig:
+        tls = self.security_protocol in ("SSL", "SASL_SSL")
+        given = [
+            PREFIX + name
+            for name, value in (
+                ("KAFKA_CA_FILE", self.ca_file),
+                ("KAFKA_CERT_FILE", self.cert_file),
+                ("KAFKA_KEY_FILE", self.key_file),
+            )
+            if value
+        ]
+        if given and not tls:
+            raise ValueError(
+                f"{', '.join(given)} set, but AMBERSCAN_KAFKA_SECURITY_PROTOCOL is "
+                f"{self.security_protocol}: no TLS (SSL or SASL_SSL)"
+            )
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError(
+                "AMBERSCAN_KAFKA_CERT_FILE and AMBERSCAN_KAFKA_KEY_FILE go together (mutual TLS)"
+            )
+        return self
+
+    def credentials_missing(self) -> list[str]:
+        """The variables a SASL protocol needs and that are empty (none without SASL)."""
+        if not self.security_protocol.startswith("SASL_"):
+            return []
+        return [
+            PREFIX + name
+            for name, value in (
+                ("KAFKA_SASL_USERNAME", self.sasl_username),
+                ("KAFKA_SASL_PASSWORD", self.sasl_password),
+            )
+            if not value
+        ]
 
 
 class S3Config(Concern):

@@ -50,6 +50,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from amberscan.common import metrics, topics
+from amberscan.common.bus import client_options
 from amberscan.common.handling import BatchHandler, Handler, Handling, Result, Retry
 from amberscan.common.records import RECORD_OVERHEAD, Failure
 from amberscan.common.retry import RetryPolicy
@@ -168,7 +169,7 @@ class Stage:
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka.bootstrap,
+            **client_options(self.settings.kafka),
             enable_idempotence=True,
             acks="all",
             linger_ms=5,
@@ -180,7 +181,7 @@ class Stage:
     async def start(self) -> None:
         self.producer = self._new_producer()
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka.bootstrap,
+            **client_options(self.settings.kafka),
             group_id=self.config.group(self.settings.kafka),
             enable_auto_commit=False,
             auto_offset_reset="earliest",

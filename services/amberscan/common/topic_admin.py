@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from amberscan.common import topics
+from amberscan.common.bus import client_options
 from amberscan.common.settings import KafkaConfig
 
 _TOPIC_ALREADY_EXISTS = 36
@@ -17,7 +18,7 @@ _TOPIC_ALREADY_EXISTS = 36
 @asynccontextmanager
 async def admin_client(kafka: KafkaConfig) -> AsyncIterator[AIOKafkaAdminClient]:
     """A started admin client of the settings' cluster, closed when the block ends."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(kafka))
     await admin.start()
     try:
         yield admin
