@@ -23,7 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from tqdm import tqdm
 
 from amberscan.common import topics
-from amberscan.common.bus import client_options
+from amberscan.common.bus import client_options, connect
 from amberscan.common.db import Database
 from amberscan.common.settings import Settings
 from amberscan.errors import InvalidRegion, TransientError
@@ -191,7 +191,7 @@ async def submit(settings: Settings, db: Database, request: pb.ScanRequest) -> i
         request.demo,
     )
     producer = AIOKafkaProducer(**client_options(settings.kafka), enable_idempotence=True)
-    await producer.start()
+    await connect(producer, settings.kafka)
     try:
         await producer.send_and_wait(
             topics.topic_name(settings.kafka.topic_prefix, topics.SCAN_REQUESTS),

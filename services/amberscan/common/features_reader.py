@@ -48,7 +48,7 @@ async def read_scan_features(
     from google.protobuf.message import DecodeError
 
     from amberscan.common import topics
-    from amberscan.common.bus import client_options
+    from amberscan.common.bus import client_options, connect
     from amberscan.v1 import messages_pb2 as pb
 
     topic = topics.topic_name(kafka.topic_prefix, topics.FEATURES)
@@ -59,7 +59,7 @@ async def read_scan_features(
         isolation_level="read_committed",
         max_partition_fetch_bytes=8 * 1024 * 1024,
     )
-    await consumer.start()
+    await connect(consumer, kafka)
     found: OrderedDict[tuple[str, str, int], Any] = OrderedDict()
     read = 0
     complete = True

@@ -50,7 +50,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from aiokafka.structs import ConsumerRecord
 
 from amberscan.common import metrics, topics
-from amberscan.common.bus import client_options
+from amberscan.common.bus import client_options, connect
 from amberscan.common.handling import BatchHandler, Handler, Handling, Result, Retry
 from amberscan.common.records import RECORD_OVERHEAD, Failure
 from amberscan.common.retry import RetryPolicy
@@ -190,8 +190,8 @@ class Stage:
             fetch_max_bytes=max(52_428_800, self.settings.kafka.max_message_bytes * 2),
             max_partition_fetch_bytes=self.settings.kafka.max_message_bytes + RECORD_OVERHEAD,
         )
-        await self.producer.start()
-        await self.consumer.start()
+        await connect(self.producer, self.settings.kafka)
+        await connect(self.consumer, self.settings.kafka)
         self.consumer.subscribe([self.topic(self.config.source_topic)], listener=_Listener(self))
 
     async def close(self) -> None:
@@ -395,7 +395,7 @@ class Stage:
         old one stays, and the next failed publish tries again."""
         fresh = self._new_producer()
         try:
-            await fresh.start()
+            await connect(fresh, self.settings.kafka)
         except KafkaError as error:
             log.warning("producer not replaced; kept", extra={"error": repr(error)})
             with contextlib.suppress(KafkaError):

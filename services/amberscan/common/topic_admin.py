@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from amberscan.common import topics
-from amberscan.common.bus import client_options
+from amberscan.common.bus import client_options, connect
 from amberscan.common.settings import KafkaConfig
 
 _TOPIC_ALREADY_EXISTS = 36
@@ -19,7 +19,7 @@ _TOPIC_ALREADY_EXISTS = 36
 async def admin_client(kafka: KafkaConfig) -> AsyncIterator[AIOKafkaAdminClient]:
     """A started admin client of the settings' cluster, closed when the block ends."""
     admin = AIOKafkaAdminClient(**client_options(kafka))
-    await admin.start()
+    await connect(admin, kafka)
     try:
         yield admin
     finally:

@@ -29,7 +29,7 @@ import uuid
 from aiokafka import AIOKafkaProducer
 
 from amberscan.common import topics
-from amberscan.common.bus import client_options
+from amberscan.common.bus import client_options, connect
 from amberscan.common.db import Database
 from amberscan.common.metrics import HEARTBEAT
 from amberscan.common.settings import WatchSettings
@@ -156,7 +156,7 @@ class Watcher:
 async def run(settings: WatchSettings, stop: asyncio.Event) -> None:
     """Run watch rounds until `stop` is set (idle replicas look every `watch_poll_s`)."""
     producer = AIOKafkaProducer(**client_options(settings.kafka), enable_idempotence=True)
-    await producer.start()
+    await connect(producer, settings.kafka)
     try:
         async with Database(settings.database) as db:
             watcher = Watcher(settings, db, producer)
