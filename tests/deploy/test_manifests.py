@@ -29,12 +29,13 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from amberscan.cli import build_parser, serve
 from amberscan.cli import replay as replay_command
 from amberscan.common import topics
 from amberscan.common.data import places
-from amberscan.common.settings import PROCESSES, Settings, variables
+from amberscan.common.settings import PROCESSES, Settings, from_variables, variables
 from amberscan.model.recipe import SERVED_RECIPE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -929,7 +930,7 @@ def test_hardening_check_catches_a_writable_root(scratch: Path) -> None:
 
 # What each pod's code opens, found by its imports (below): the paths its NetworkPolicies allow.
 PATH_IMPORTS = {
-    "bus": ("aiokafka",),
+    "bus": ("aiokafka", "amberscan.common.topic_admin", "amberscan.common.features_reader"),
     "blob store": ("amberscan.common.blobstore", "amberscan.common.registry"),
     "database": ("amberscan.common.db",),
     "model server": ("amberscan.common.model_client",),
@@ -938,9 +939,11 @@ PATH_IMPORTS = {
 # The modules whose imports say what a pod does, by its app.kubernetes.io/component. Commands
 # count their own module and the library code they run (replay's `scanning.follow` only reads the
 # database; topic_admin creates topics with aiokafka's admin client).
+# `amberscan serve` (cli/serve.py) creates the topics before any stage runs, the web map's too; the
+# web map's explore page reads the features topic (web/explore.py).
 POD_MODULES = {
-    **{stage: [f"{stage}/service.py"] for stage in serve.STAGES if stage != "web"},
-    "web": ["web/state.py"],
+    **{stage: [f"{stage}/service.py", "cli/serve.py"] for stage in serve.STAGES if stage != "web"},
+    "web": ["web/state.py", "web/explore.py", "cli/serve.py"],
     "scan": ["cli/scan.py", "scanning.py", "common/topic_admin.py"],
     "replay": ["cli/replay.py", "classifier/service.py", "common/topic_admin.py"],
     "model-server": ["modelserver/server.py"],
@@ -954,7 +957,8 @@ def _imports(path: Path) -> set[str]:
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
+            # `from amberscan.common import features_reader` imports amberscan.common.features_reader
+            found |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
     return found
 
 
@@ -1062,7 +1066,7 @@ def test_the_code_uses_the_paths_of_the_table() -> None:
     assert _paths_in_code("aggregator") == {"bus"}
     assert _paths_in_code("feature") == {"bus", "blob store", "model server"}
     assert _paths_in_code("tiler") == {"bus", "blob store", "database", "imagery"}
-    assert _paths_in_code("web") == {"blob store", "database"}
+    assert _paths_in_code("web") == {"bus", "blob store", "database"}
     assert _paths_in_code("model-server") == _paths_in_code("backbone-export") == set()
 
 
@@ -1146,3 +1150,357 @@ def test_replay_examples_use_the_real_version_format() -> None:
             assert version.match(value), f"{path.name}: {value}"
             found += 1
     assert found >= 3
+
+
+# --- Kafka security: a TLS listener, a SCRAM user per workload, ACLs from the code -------------------
+
+CA_SECRET = "amberscan-cluster-ca-cert"  # Strimzi's: "<cluster>-cluster-ca-cert", key ca.crt
+ACL_OPERATIONS = ("Create", "Describe", "Read", "Write")
+
+
+def _calls(tree: ast.AST, name: str) -> list[ast.Call]:
+    return [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and (getattr(node.func, "id", None) or getattr(node.func, "attr", None)) == name
+    ]
+
+
+def _topic(node: ast.expr) -> str | None:
+    """The topic a `topics.X` expression names."""
+    if isinstance(node, ast.Attribute) and getattr(node.value, "id", None) == "topics":
+        return str(getattr(topics, node.attr))
+    return None
+
+
+def _bus_modules(component: str) -> list[Path]:
+    """The component's modules, with the library modules through which they use the bus."""
+    paths = [SERVICES / module for module in POD_MODULES[component]]
+    for library in ("common/features_reader.py", "common/topic_admin.py"):
+        dotted = "amberscan." + library.removesuffix(".py").replace("/", ".")
+        if any(dotted in _imports(path) for path in paths):
+            paths.append(SERVICES / library)
+    return sorted(set(paths))
+
+
+def _bus_use(component: str) -> dict[str, Any]:
+    """What a component's code does on the bus, read from its modules: topics read (each
+    StageConfig's source; a reader's topic_name), written (its Outputs; dead letters, which every
+    stage's handling writes; a producer's topic_name), its consumer groups (StageConfig.group:
+    "amberscan-<service>"; a replay's group_id, one per replay, so a prefix) and whether it creates
+    the project's topics (ensure_topics, through topic_admin)."""
+    use: dict[str, Any] = {"read": set(), "write": set(), "groups": set(), "creates": False}
+    for path in _bus_modules(component):
+        tree = ast.parse(path.read_text())
+        constants = {
+            target.id: node.value.value
+            for node in tree.body
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+            for target in node.targets
+            if isinstance(target, ast.Name)
+        }
+        stages = _calls(tree, "StageConfig")
+        for config in stages:
+            args = {k.arg: k.value for k in config.keywords}
+            use["read"].add(_topic(args["source_topic"]))
+            use["write"].add(topics.DEAD_LETTERS)
+            if component == "replay":  # the classifier's stage in a group of the replay's own
+                chosen = args["group_id"]
+                assert isinstance(chosen, ast.IfExp) and isinstance(chosen.body, ast.JoinedStr)
+                (fixed,) = [v.value for v in chosen.body.values if isinstance(v, ast.Constant)]
+                use["groups"].add((fixed, "prefix"))
+                continue
+            service = args["service"]
+            name = constants[service.id] if isinstance(service, ast.Name) else service.value
+            use["groups"].add((f"amberscan-{name}", "literal"))
+        for output in _calls(tree, "Output"):
+            use["write"].add(_topic(output.args[0]))
+        if not stages:
+            producer = bool(_calls(tree, "AIOKafkaProducer"))
+            consumer = bool(_calls(tree, "AIOKafkaConsumer"))
+            for call in _calls(tree, "topic_name"):
+                named = _topic(call.args[1])
+                if named and producer:
+                    use["write"].add(named)
+                if named and consumer:
+                    use["read"].add(named)
+        use["creates"] |= bool(_calls(tree, "ensure_topics"))
+    use["read"].discard(None)
+    use["write"].discard(None)
+    return use
+
+
+def _acls_in_code(component: str) -> set[tuple[str, str, str, str]]:
+    """(resource type, name, pattern, operation) a component's Kafka user needs."""
+    use = _bus_use(component)
+    acls = set()
+    for topic in topics.ALL_TOPICS:
+        wanted = {"Create", "Describe"} if use["creates"] else set()
+        wanted |= {"Read", "Describe"} if topic in use["read"] else set()
+        wanted |= {"Write", "Describe"} if topic in use["write"] else set()
+        acls |= {("topic", topic, "literal", operation) for operation in wanted}
+    acls |= {("group", name, pattern, "Read") for name, pattern in use["groups"]}
+    return acls
+
+
+def _acls(user: dict[str, Any]) -> set[tuple[str, str, str, str]]:
+    assert user["spec"]["authentication"]["type"] == "scram-sha-512", user["metadata"]["name"]
+    assert user["spec"]["authorization"]["type"] == "simple", user["metadata"]["name"]
+    found = set()
+    for acl in user["spec"]["authorization"]["acls"]:
+        assert acl.get("type", "allow") == "allow" and acl.get("host", "*") == "*", acl
+        resource = acl["resource"]
+        for operation in acl["operations"]:
+            found.add(
+                (
+                    resource["type"],
+                    resource["name"],
+                    resource.get("patternType", "literal"),
+                    operation,
+                )
+            )
+    return found
+
+
+def _bus_workloads(objects: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(component, pod owner) of every workload whose code opens a Kafka client."""
+    found = []
+    for obj in _workloads(objects):
+        component = _pod_labels(obj)["app.kubernetes.io/component"]
+        if "bus" in _paths_in_code(component):
+            found.append((component, obj))
+    return found
+
+
+def test_the_code_uses_the_bus_as_the_acl_table_says() -> None:
+    """The derivation itself, on what the services are known to do (a check of the checker)."""
+    tiler = _bus_use("tiler")
+    assert tiler["read"] == {topics.SCAN_REQUESTS}
+    assert tiler["write"] == {topics.SCAN_REQUESTS, topics.TILES, topics.DEAD_LETTERS}
+    assert tiler["groups"] == {("amberscan-tiler", "literal")} and tiler["creates"]
+    sink = _bus_use("sink")
+    assert sink["read"] == {topics.DETECTIONS, topics.DEAD_LETTERS}
+    assert sink["groups"] == {
+        ("amberscan-sink", "literal"),
+        ("amberscan-sink-dead-letters", "literal"),
+    }
+    assert _bus_use("watch")["write"] == _bus_use("scan")["write"] == {topics.SCAN_REQUESTS}
+    assert _bus_use("web")["read"] == {topics.FEATURES} and not _bus_use("web")["write"]
+    assert _bus_use("replay")["groups"] == {("amberscan-replay-", "prefix")}
+
+
+def _kafka_security_problems(objects: list[dict[str, Any]]) -> list[str]:
+    """What in a production build lets a workload reach the bus other than over TLS as a user of
+    its own with exactly the ACLs its code needs."""
+    problems = []
+    config = _config(objects)
+    (cluster,) = _of_kind(objects, "Kafka")
+    kafka = cluster["spec"]["kafka"]
+    listeners = {listener["port"]: listener for listener in kafka["listeners"]}
+    bootstrap_port = _port(config["AMBERSCAN_KAFKA_BOOTSTRAP"])
+    for port, listener in listeners.items():
+        if not listener.get("tls") or listener.get("authentication", {}).get("type") != (
+            "scram-sha-512"
+        ):
+            problems.append(f"listener {listener['name']}:{port} without TLS and SCRAM-SHA-512")
+    if bootstrap_port not in listeners:
+        problems.append(f"the services' bootstrap port {bootstrap_port} is no listener's")
+    if kafka.get("authorization", {}).get("type") != "simple":
+        problems.append("the brokers authorize nothing (spec.kafka.authorization)")
+    if config["AMBERSCAN_KAFKA_SECURITY_PROTOCOL"] != "SASL_SSL":
+        problems.append(f"clients use {config['AMBERSCAN_KAFKA_SECURITY_PROTOCOL']}")
+    if config["AMBERSCAN_KAFKA_SASL_MECHANISM"] != "SCRAM-SHA-512":
+        problems.append(f"clients use {config['AMBERSCAN_KAFKA_SASL_MECHANISM']}")
+    if config.get("AMBERSCAN_KAFKA_SASL_PASSWORD") is not None:
+        problems.append("a Kafka password in the ConfigMap")
+    users = {
+        u["metadata"]["name"]: u
+        for u in _of_kind(objects, "KafkaUser")
+        if u["metadata"]["labels"]["strimzi.io/cluster"] == cluster["metadata"]["name"]
+    }
+    ca_file = Path(config["AMBERSCAN_KAFKA_CA_FILE"])
+    for component, obj in _bus_workloads(objects):
+        name = f"{obj['kind']}/{obj['metadata']['name']}"
+        pod = _pod_spec(obj)
+        assert pod is not None
+        ca_volumes = {
+            v["name"]
+            for v in pod.get("volumes", [])
+            if v.get("secret", {}).get("secretName") == CA_SECRET
+            and {"key": "ca.crt", "path": ca_file.name} in v["secret"].get("items", [])
+        }
+        (container,) = pod["containers"]
+        env = {e["name"]: e for e in container.get("env", [])}
+        user = env.get("AMBERSCAN_KAFKA_SASL_USERNAME", {}).get("value")
+        if user != f"amberscan-{component}":
+            problems.append(f"{name}: Kafka user {user!r}, not amberscan-{component}")
+            continue
+        password = env.get("AMBERSCAN_KAFKA_SASL_PASSWORD", {}).get("valueFrom", {})
+        if password.get("secretKeyRef", {}) != {"name": user, "key": "password"}:
+            problems.append(f"{name}: the password is not its KafkaUser's Secret {user}/password")
+        mounts = {
+            m["mountPath"] for m in container.get("volumeMounts", []) if m["name"] in ca_volumes
+        }
+        if str(ca_file.parent) not in mounts:
+            problems.append(f"{name}: the cluster CA is not mounted at {ca_file.parent}")
+        if user not in users:
+            problems.append(f"{name}: no KafkaUser {user}")
+            continue
+        # The pod's settings, as it reads them, make a client (credentials present).
+        variables = {**config, "AMBERSCAN_KAFKA_SASL_USERNAME": user}
+        variables["AMBERSCAN_KAFKA_SASL_PASSWORD"] = "from-the-secret"
+        try:
+            kafka_config = from_variables(variables, Settings).kafka
+        except ValidationError as error:
+            problems.append(f"{name}: its Kafka settings are refused: {error}")
+            continue
+        if kafka_config.credentials_missing():
+            problems.append(f"{name}: no {kafka_config.credentials_missing()}")
+        acls, wanted = _acls(users[user]), _acls_in_code(component)
+        if acls != wanted:
+            problems.append(
+                f"{name}: {user}'s ACLs beyond its code {sorted(acls - wanted)}, "
+                f"missing {sorted(wanted - acls)}"
+            )
+    return problems
+
+
+def test_production_reaches_the_bus_over_tls_as_a_user_per_workload(scratch: Path) -> None:
+    objects = list(_built("production", scratch))
+    assert len(_bus_workloads(objects)) >= len(serve.STAGES) + 1  # + the scan CronJob
+    problems = _kafka_security_problems(objects)
+    assert not problems, "\n".join(problems)
+
+
+def _planted(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    return next(o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name)
+
+
+@pytest.mark.parametrize(
+    ("plant", "expected"),
+    [
+        (
+            lambda o: _planted(o, "Kafka", "amberscan")["spec"]["kafka"]["listeners"][0].update(
+                tls=False
+            ),
+            "listener tls:9093 without TLS and SCRAM-SHA-512",
+        ),
+        (
+            lambda o: _planted(o, "Kafka", "amberscan")["spec"]["kafka"].pop("authorization"),
+            "the brokers authorize nothing",
+        ),
+        (
+            lambda o: _config(o).update(AMBERSCAN_KAFKA_SECURITY_PROTOCOL="PLAINTEXT"),
+            "clients use PLAINTEXT",
+        ),
+        (
+            lambda o: _planted(o, "KafkaUser", "amberscan-segmenter")["spec"]["authorization"][
+                "acls"
+            ].append({"resource": {"type": "topic", "name": "tiles"}, "operations": ["Write"]}),
+            "Deployment/segmenter: amberscan-segmenter's ACLs beyond its code "
+            "[('topic', 'tiles', 'literal', 'Write')], missing []",
+        ),
+        (
+            lambda o: _planted(o, "KafkaUser", "amberscan-tiler")["spec"]["authorization"][
+                "acls"
+            ].pop(),
+            "Deployment/tiler: amberscan-tiler's ACLs beyond its code [], missing "
+            "[('group', 'amberscan-tiler', 'literal', 'Read')]",
+        ),
+        (
+            lambda o: _pod_spec(_planted(o, "Deployment", "sink"))["containers"][0]["env"][1][
+                "valueFrom"
+            ]["secretKeyRef"].update(name="amberscan-tiler"),
+            "Deployment/sink: the password is not its KafkaUser's Secret amberscan-sink/password",
+        ),
+        (
+            lambda o: _pod_spec(_planted(o, "CronJob", "scan-region"))["containers"][0].pop(
+                "volumeMounts"
+            ),
+            "CronJob/scan-region: the cluster CA is not mounted at /etc/amberscan/kafka-ca",
+        ),
+    ],
+    ids=[
+        "plain-listener",
+        "no-authorizer",
+        "plaintext-client",
+        "extra-acl",
+        "missing-acl",
+        "other-password",
+        "no-ca",
+    ],
+)
+def test_kafka_security_check_catches_a_planted_regression(
+    scratch: Path, plant: Any, expected: str
+) -> None:
+    objects = copy.deepcopy(list(_built("production", scratch)))
+    assert not _kafka_security_problems(objects)
+    plant(objects)
+    problems = _kafka_security_problems(objects)
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_the_local_bus_stays_plaintext_without_users(scratch: Path) -> None:
+    objects = list(_built("local", scratch))
+    assert _config(objects)["AMBERSCAN_KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
+    assert not _of_kind(objects, "KafkaUser")
+
+
+def test_the_replay_job_runs_as_its_kafka_user(scratch: Path) -> None:
+    """The Job template (applied as is, on either overlay) names the production user; the password
+    is optional there, so it also runs where the bus is plaintext."""
+    (replay,) = _load(K8S / "jobs" / "replay.yaml")
+    (container,) = _containers(replay)
+    env = {e["name"]: e for e in container["env"]}
+    user = env["AMBERSCAN_KAFKA_SASL_USERNAME"]["value"]
+    assert user == "amberscan-replay"
+    assert env["AMBERSCAN_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": user,
+        "key": "password",
+        "optional": True,
+    }
+    users = {
+        u["metadata"]["name"]: u for u in _of_kind(list(_built("production", scratch)), "KafkaUser")
+    }
+    assert _acls(users[user]) == _acls_in_code("replay")
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    config = _config(list(_built("production", scratch)))
+    assert str(Path(config["AMBERSCAN_KAFKA_CA_FILE"]).parent) in mounts
+
+
+def test_keda_reads_lag_as_its_own_user(scratch: Path) -> None:
+    """Every lag trigger authenticates (TriggerAuthentication: SCRAM-SHA-512 over TLS, the
+    cluster CA) at the TLS listener, as a user allowed to describe exactly the topics and groups
+    the triggers name."""
+    objects = list(_built("production", scratch))
+    (cluster,) = _of_kind(objects, "Kafka")
+    ports = {listener["port"] for listener in cluster["spec"]["kafka"]["listeners"]}
+    auths = {a["metadata"]["name"]: a["spec"] for a in _of_kind(objects, "TriggerAuthentication")}
+    maps = {m["metadata"]["name"]: m.get("data", {}) for m in _of_kind(objects, "ConfigMap")}
+    wanted = set()
+    users = set()
+    for scaled in _of_kind(objects, "ScaledObject"):
+        for trigger in scaled["spec"]["triggers"]:
+            meta = trigger["metadata"]
+            assert _port(meta["bootstrapServers"]) in ports, scaled["metadata"]["name"]
+            auth = auths[trigger["authenticationRef"]["name"]]
+            params = {r["parameter"]: maps[r["name"]][r["key"]] for r in auth["configMapTargetRef"]}
+            secrets = {r["parameter"]: (r["name"], r["key"]) for r in auth["secretTargetRef"]}
+            assert params == {
+                "sasl": "scram_sha512",
+                "tls": "enable",
+                "username": params["username"],
+            }
+            assert secrets == {
+                "password": (params["username"], "password"),
+                "ca": (CA_SECRET, "ca.crt"),
+            }
+            users.add(params["username"])
+            wanted |= {
+                ("topic", meta["topic"], "literal", "Describe"),
+                ("group", meta["consumerGroup"], "literal", "Describe"),
+            }
+    (user,) = users
+    (keda,) = [u for u in _of_kind(objects, "KafkaUser") if u["metadata"]["name"] == user]
+    assert _acls(keda) == wanted
