@@ -10,7 +10,9 @@ The shared stack stays plaintext. Listeners:
   here with `openssl` (`ca_file`).
 
 Users are created with the storage (`kafka-storage format --add-scram`), before the broker
-starts: `admin` (the broker's own, inter-broker) and those the test names.
+starts: `admin` (the broker's own, inter-broker, a super user) and those the test names. The
+brokers authorize (Kafka's StandardAuthorizer, as Strimzi's `authorization: simple` runs it):
+a user may do what `grant` allowed it, nothing else.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 MECHANISM = "SCRAM-SHA-512"
@@ -115,6 +118,10 @@ advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{tl
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=SASL_PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+# The controller listener is plaintext (loopback only): its principal is ANONYMOUS.
+super.users=User:admin;User:ANONYMOUS
+allow.everyone.if.no.acl.found=false
 sasl.enabled.mechanisms={MECHANISM}
 sasl.mechanism.inter.broker.protocol={MECHANISM}
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={jaas}
@@ -184,3 +191,42 @@ num.io.threads=2
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
+
+    async def grant(self, user: str, acls: Iterable[tuple[str, str, str, str]]) -> None:
+        """Allow `user` each (resource type, name, pattern type, operation), as Strimzi's User
+        Operator does for a KafkaUser's `acls` (as admin, Kafka's CreateAcls request)."""
+        from aiokafka.admin import AIOKafkaAdminClient
+        from aiokafka.protocol.admin import CreateAclsRequest
+
+        from amberscan.common.bus import client_options, connect
+        from amberscan.common.settings import KafkaConfig
+
+        admin_config = KafkaConfig(
+            bootstrap=self.bootstrap,
+            security_protocol="SASL_PLAINTEXT",
+            sasl_username="admin",
+            sasl_password=self.users["admin"],
+        )
+        admin = AIOKafkaAdminClient(**client_options(admin_config))
+        await connect(admin, admin_config)
+        try:
+            for kind, name, pattern, operation in acls:
+                request = CreateAclsRequest(
+                    _RESOURCE[kind], name, _PATTERN[pattern], f"User:{user}", "*",
+                    _OPERATION[operation], _ALLOW,
+                )  # fmt: skip
+                response: Any = await admin._send_request(request)  # no public CreateAcls
+                for error, message in response.creation_responses:
+                    assert error == 0, f"ACL {kind}:{name} {operation} for {user}: {message}"
+        finally:
+            await admin.close()
+
+
+# Kafka's codes (org.apache.kafka.common.resource / acl).
+_RESOURCE = {"topic": 2, "group": 3, "cluster": 4, "transactionalId": 5}
+_PATTERN = {"literal": 3, "prefix": 4}
+_OPERATION = {
+    "All": 2, "Read": 3, "Write": 4, "Create": 5, "Delete": 6, "Alter": 7, "Describe": 8,
+    "ClusterAction": 9, "DescribeConfigs": 10, "AlterConfigs": 11, "IdempotentWrite": 12,
+}  # fmt: skip
+_ALLOW = 3

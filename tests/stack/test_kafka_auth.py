@@ -1,11 +1,14 @@
-"""Kafka TLS and SASL against a real broker: a private KRaft node with SCRAM-SHA-512 users on a
-SASL_PLAINTEXT and a SASL_SSL listener (tests/kafka_broker.py), not the shared stack's plaintext
-one. A stage with its user's credentials creates its topics, consumes, produces and commits; a
-client with a wrong password, or over TLS without the CA, is refused with an error that says why.
+"""Kafka TLS, SASL and ACLs against a real broker: a private KRaft node with SCRAM-SHA-512 users on
+a SASL_PLAINTEXT and a SASL_SSL listener and ACL authorization (tests/kafka_broker.py), not the
+shared stack's plaintext one. A stage with its user's credentials creates its topics, consumes,
+produces and commits; a client with a wrong password, or over TLS without the CA, is refused with
+an error that says why; and the production overlay's KafkaUsers, their ACLs granted as Strimzi
+would, let the classifier → aggregator → sink path run and refuse what a service's code does not do.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sys
 import uuid
@@ -14,13 +17,20 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    TopicAuthorizationFailedError,
+)
 
 from amberscan.common import topics
 from amberscan.common.bus import client_options, connect
 from amberscan.common.settings import Settings, replace
+from amberscan.common.stage import StageConfig
 from amberscan.common.topic_admin import delete_topics, ensure_topics
+from amberscan.geo.tiles import Tile
 from amberscan.v1 import messages_pb2 as pb
+from tests.deploy.test_manifests import _acls, _built
 from tests.kafka_broker import Broker
 from tests.streams import produce, read_all
 
@@ -37,11 +47,23 @@ USER, PASSWORD = "amberscan-echo", "echo-" + uuid.uuid4().hex
 pytestmark = pytest.mark.stack
 
 
+# Production's users (k8s/overlays/production/kafka-users.yaml), each with a password of the test's.
+PRODUCTION_USERS = {
+    f"amberscan-{name}": uuid.uuid4().hex for name in ("classifier", "aggregator", "sink")
+}
+
+
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    node = Broker(tmp_path_factory.mktemp("kafka-sasl"), PORT, {USER: PASSWORD})
+    node = Broker(tmp_path_factory.mktemp("kafka-sasl"), PORT, {USER: PASSWORD, **PRODUCTION_USERS})
     try:
         node.start()
+        # The echo tests' user may do anything under their unique topic and group prefixes.
+        asyncio.run(
+            node.grant(
+                USER, [("topic", "test-", "prefix", "All"), ("group", "test-", "prefix", "All")]
+            )
+        )
         yield node
     finally:
         node.stop()
@@ -121,3 +143,66 @@ async def test_tls_without_the_ca_is_refused_saying_so(broker: Broker) -> None:
             await connect(producer, settings.kafka)
     finally:
         await producer.stop()
+
+
+# --- the production overlay's users and ACLs on a real broker ---------------------------------------
+
+
+def production_settings(broker: Broker, user: str) -> Settings:
+    """A production workload's settings on the private broker: topics unprefixed, as production's."""
+    return sasl_settings(
+        broker, sasl_username=user, sasl_password=PRODUCTION_USERS[user], topic_prefix=""
+    )
+
+
+@pytest.fixture(scope="module")
+def production_acls(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The ACLs of the built production overlay's KafkaUsers, granted as the User Operator would."""
+    objects = _built("production", tmp_path_factory.mktemp("kustomize"))
+    users = {u["metadata"]["name"]: u for u in objects if u["kind"] == "KafkaUser"}
+    for user in PRODUCTION_USERS:
+        asyncio.run(broker.grant(user, _acls(users[user])))
+
+
+async def test_production_users_run_the_scores_to_detections_path(
+    broker: Broker, production_acls: None
+) -> None:
+    """The classifier's user writes scores; the real aggregator stage, as its user, creates the
+    topics, reads scores in its group and writes a detection; the sink's user reads it."""
+    from amberscan.aggregator.service import make_stage as aggregator_stage
+    from tests.aggregator.test_core import scores_for
+
+    aggregator = production_settings(broker, "amberscan-aggregator")
+    await ensure_topics(aggregator.kafka)
+    tile = Tile(151234, 87211, 18)
+    scores = scores_for([0.9, 0.9, 0.9, 0.1], scan="scan-acl", tile=tile)
+    await produce(
+        production_settings(broker, "amberscan-classifier"),
+        topics.SCORES,
+        [(s.ref.tile_id.encode(), s.SerializeToString()) for s in scores],
+    )
+    stage = aggregator_stage(aggregator)
+    group = stage.config.group(aggregator.kafka)
+
+    async def done() -> bool:
+        return await committed(aggregator, group, topics.SCORES) == len(scores)
+
+    await run_until(stage, done)
+    (detection,) = await read_all(
+        production_settings(broker, "amberscan-sink"), topics.DETECTIONS, expect=1
+    )
+    assert pb.Detection.FromString(detection.value).tile_id == scores[0].ref.tile_id
+
+
+async def test_production_users_are_refused_what_their_code_does_not_do(
+    broker: Broker, production_acls: None
+) -> None:
+    """The aggregator's user may not write tiles (the tiler's output: anyone who could would make
+    the segmenter fetch what they like), nor join the classifier's consumer group."""
+    aggregator = production_settings(broker, "amberscan-aggregator")
+    await ensure_topics(aggregator.kafka)
+    with pytest.raises(TopicAuthorizationFailedError):
+        await produce(aggregator, topics.TILES, [tile("0123")])
+    classifier_group = StageConfig(service="classifier", source_topic="").group(aggregator.kafka)
+    with pytest.raises(GroupAuthorizationFailedError):
+        await committed(aggregator, classifier_group, topics.FEATURES)
