@@ -206,3 +206,7 @@ async def test_production_users_are_refused_what_their_code_does_not_do(
     classifier_group = StageConfig(service="classifier", source_topic="").group(aggregator.kafka)
     with pytest.raises(GroupAuthorizationFailedError):
         await committed(aggregator, classifier_group, topics.FEATURES)
+    # Topics of another prefix are no topics of its: it may not create them, and is told so.
+    elsewhere = replace(aggregator, kafka={"topic_prefix": "elsewhere."})
+    with pytest.raises(RuntimeError, match="'amberscan-aggregator' is not allowed to"):
+        await ensure_topics(elsewhere.kafka)

@@ -13,6 +13,8 @@ from amberscan.common.bus import client_options, connect
 from amberscan.common.settings import KafkaConfig
 
 _TOPIC_ALREADY_EXISTS = 36
+# Also for a topic that exists: the brokers check Create before they look.
+_TOPIC_AUTHORIZATION_FAILED = 29
 
 
 @asynccontextmanager
@@ -55,6 +57,12 @@ async def ensure_topics(kafka: KafkaConfig, names: Sequence[str] = topics.ALL_TO
         ]
         response = await admin.create_topics(new, timeout_ms=30_000)
         for topic, code, *rest in response.topic_errors:
+            if code == _TOPIC_AUTHORIZATION_FAILED:
+                raise RuntimeError(
+                    f"creating topic {topic}: Kafka user {kafka.sasl_username!r} is not allowed "
+                    "to (its ACLs need Create and Describe on every topic of the project: "
+                    "k8s/overlays/production/kafka-users.yaml)"
+                )
             if code not in (0, _TOPIC_ALREADY_EXISTS):
                 raise RuntimeError(f"creating topic {topic}: Kafka error {code} {rest}")
 
