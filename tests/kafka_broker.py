@@ -7,7 +7,9 @@ The shared stack stays plaintext. Listeners:
 
 - SASL_PLAINTEXT on `port`, SCRAM-SHA-512;
 - SASL_SSL on `port + 2`, SCRAM-SHA-512, with a certificate for 127.0.0.1 signed by a CA made
-  here with `openssl` (`ca_file`).
+  here with `openssl` (`ca_file`);
+- SSL on `port + 3`, mutual TLS: clients present a certificate the CA signed (`client_cert`,
+  `client_key`: the principal `User:CN=amberscan-mtls`).
 
 Users are created with the storage (`kafka-storage format --add-scram`), before the broker
 starts: `admin` (the broker's own, inter-broker, a super user) and those the test names. The
@@ -59,9 +61,13 @@ def _openssl(*args: str) -> None:
     subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
 
 
+MTLS_USER = "CN=amberscan-mtls"
+
+
 def make_certificates(directory: Path) -> tuple[Path, Path]:
-    """A CA, and the broker's key and certificate for 127.0.0.1 signed by it (one PEM file, as
-    Kafka's PEM key store reads it). Returns (CA certificate, broker key store)."""
+    """A CA, the broker's key and certificate for 127.0.0.1 signed by it (one PEM file, as
+    Kafka's PEM key store reads it), and a client's (client.key, client.crt) for mutual TLS.
+    Returns (CA certificate, broker key store)."""
     ca_key, ca = directory / "ca.key", directory / "ca.crt"
     key, csr, cert = directory / "broker.key", directory / "broker.csr", directory / "broker.crt"
     _openssl(
@@ -80,6 +86,15 @@ def make_certificates(directory: Path) -> tuple[Path, Path]:
     )  # fmt: skip
     store = directory / "broker.pem"
     store.write_text(key.read_text() + cert.read_text())
+    client_key, client_csr = directory / "client.key", directory / "client.csr"
+    _openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/{MTLS_USER}",
+        "-keyout", str(client_key), "-out", str(client_csr),
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", str(client_csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-days", "1", "-out", str(directory / "client.crt"),
+    )  # fmt: skip
     return ca, store
 
 
@@ -90,11 +105,24 @@ class Broker:
 
     def __init__(self, directory: Path, port: int, users: Mapping[str, str]) -> None:
         self.directory = directory
-        self.port = port  # SASL_PLAINTEXT; port + 1 the controller, port + 2 SASL_SSL
+        # SASL_PLAINTEXT; port + 1 the controller, port + 2 SASL_SSL, port + 3 SSL (mutual TLS)
+        self.port = port
         self.users = {"admin": "admin-secret", **users}
         self.process: subprocess.Popen[bytes] | None = None
         self.ca_file: Path | None = None
         self.log = directory / "kafka.log"
+
+    @property
+    def client_cert(self) -> Path:
+        return self.directory / "client.crt"
+
+    @property
+    def client_key(self) -> Path:
+        return self.directory / "client.key"
+
+    @property
+    def mtls_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port + 3}"
 
     @property
     def bootstrap(self) -> str:
@@ -105,7 +133,7 @@ class Broker:
         return f"127.0.0.1:{self.port + 2}"
 
     def _properties(self, store: Path, ca: Path) -> str:
-        plain, controller, tls = self.port, self.port + 1, self.port + 2
+        plain, controller, tls, mtls = self.port, self.port + 1, self.port + 2, self.port + 3
         jaas = (
             "org.apache.kafka.common.security.scram.ScramLoginModule required "
             f'username="admin" password="{self.users["admin"]}";'
@@ -113,11 +141,12 @@ class Broker:
         return f"""process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:{controller}
-listeners=SASL_PLAINTEXT://127.0.0.1:{plain},CONTROLLER://127.0.0.1:{controller},SASL_SSL://127.0.0.1:{tls}
-advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{tls}
+listeners=SASL_PLAINTEXT://127.0.0.1:{plain},CONTROLLER://127.0.0.1:{controller},SASL_SSL://127.0.0.1:{tls},SSL://127.0.0.1:{mtls}
+advertised.listeners=SASL_PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{tls},SSL://127.0.0.1:{mtls}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=SASL_PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,SSL:SSL
+listener.name.ssl.ssl.client.auth=required
 authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
 # The controller listener is plaintext (loopback only): its principal is ANONYMOUS.
 super.users=User:admin;User:ANONYMOUS
@@ -145,7 +174,7 @@ num.io.threads=2
 """
 
     def start(self, timeout: float = 90) -> None:
-        busy = [p for p in (self.port, self.port + 1, self.port + 2) if not _free(p)]
+        busy = [p for p in range(self.port, self.port + 4) if not _free(p)]
         if busy:
             raise RuntimeError(f"ports {busy} are in use: another test broker runs?")
         self.ca_file, store = make_certificates(self.directory)
@@ -175,7 +204,7 @@ num.io.threads=2
                 start_new_session=True,  # its own process group: stop() ends all of it
             )
         deadline = time.monotonic() + timeout
-        while _free(self.port) or _free(self.port + 2):
+        while any(_free(p) for p in (self.port, self.port + 2, self.port + 3)):
             if self.process.poll() is not None:
                 raise RuntimeError(f"the broker exited: {self.log.read_text()[-3000:]}")
             if time.monotonic() > deadline:

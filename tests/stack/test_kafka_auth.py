@@ -31,7 +31,7 @@ from amberscan.common.topic_admin import delete_topics, ensure_topics
 from amberscan.geo.tiles import Tile
 from amberscan.v1 import messages_pb2 as pb
 from tests.deploy.test_manifests import _acls, _built
-from tests.kafka_broker import Broker
+from tests.kafka_broker import MTLS_USER, Broker
 from tests.streams import produce, read_all
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -40,7 +40,7 @@ from test_kafka_loop import committed, run_until, tile  # noqa: E402
 
 # Below the ephemeral range (32768+), apart from the shared stack (19092/19093, 19000, 15432,
 # 18500, 8080) and the chaos runs (26000+, 29000+, 31000+): SASL_PLAINTEXT 23192, its controller
-# 23193, SASL_SSL 23194.
+# 23193, SASL_SSL 23194, SSL with client certificates 23195.
 PORT = 23192
 USER, PASSWORD = "amberscan-echo", "echo-" + uuid.uuid4().hex
 
@@ -59,11 +59,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     try:
         node.start()
         # The echo tests' user may do anything under their unique topic and group prefixes.
-        asyncio.run(
-            node.grant(
-                USER, [("topic", "test-", "prefix", "All"), ("group", "test-", "prefix", "All")]
-            )
-        )
+        for user in (USER, MTLS_USER):
+            mine = [("topic", "test-", "prefix", "All"), ("group", "test-", "prefix", "All")]
+            asyncio.run(node.grant(user, mine))
         yield node
     finally:
         node.stop()
@@ -141,6 +139,44 @@ async def test_tls_without_the_ca_is_refused_saying_so(broker: Broker) -> None:
     try:
         with pytest.raises(KafkaConnectionError, match="over SASL_SSL .*CERTIFICATE_VERIFY_FAILED"):
             await connect(producer, settings.kafka)
+    finally:
+        await producer.stop()
+
+
+async def test_mutual_tls_with_a_client_certificate(broker: Broker) -> None:
+    """SSL with AMBERSCAN_KAFKA_CERT_FILE/KEY_FILE: the broker knows the client by its certificate
+    (a stage runs, authorized as User:CN=amberscan-mtls); without one the broker closes the
+    connection in the handshake."""
+    settings = sasl_settings(
+        broker,
+        bootstrap=broker.mtls_bootstrap,
+        security_protocol="SSL",
+        ca_file=str(broker.ca_file),
+        cert_file=str(broker.client_cert),
+        key_file=str(broker.client_key),
+        sasl_username="",
+        sasl_password="",
+    )
+    await ensure_topics(settings.kafka)
+    try:
+        await produce(settings, topics.TILES, [tile("0125")])
+        stage = make_stage(settings)
+        group = stage.config.group(settings.kafka)
+
+        async def committed_one() -> bool:
+            return await committed(settings, group, topics.TILES) == 1
+
+        await run_until(stage, committed_one)
+    finally:
+        await delete_topics(settings.kafka)
+    anonymous = replace(settings, kafka={"cert_file": "", "key_file": ""})
+    producer = AIOKafkaProducer(**client_options(anonymous.kafka))
+    try:
+        with pytest.raises(
+            KafkaConnectionError,
+            match=f"cannot connect to Kafka at {broker.mtls_bootstrap} over SSL: .* closed",
+        ):
+            await connect(producer, anonymous.kafka)
     finally:
         await producer.stop()
 
