@@ -1308,6 +1308,8 @@ def _kafka_security_problems(objects: list[dict[str, Any]]) -> list[str]:
         problems.append(f"the services' bootstrap port {bootstrap_port} is no listener's")
     if kafka.get("authorization", {}).get("type") != "simple":
         problems.append("the brokers authorize nothing (spec.kafka.authorization)")
+    if "userOperator" not in cluster["spec"].get("entityOperator", {}):
+        problems.append("no User Operator: the KafkaUsers would never be made")
     if config["AMBERSCAN_KAFKA_SECURITY_PROTOCOL"] != "SASL_SSL":
         problems.append(f"clients use {config['AMBERSCAN_KAFKA_SECURITY_PROTOCOL']}")
     if config["AMBERSCAN_KAFKA_SASL_MECHANISM"] != "SCRAM-SHA-512":
@@ -1391,6 +1393,12 @@ def _planted(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, A
             "the brokers authorize nothing",
         ),
         (
+            lambda o: _planted(o, "Kafka", "amberscan")["spec"]["entityOperator"].pop(
+                "userOperator"
+            ),
+            "no User Operator",
+        ),
+        (
             lambda o: _config(o).update(AMBERSCAN_KAFKA_SECURITY_PROTOCOL="PLAINTEXT"),
             "clients use PLAINTEXT",
         ),
@@ -1424,6 +1432,7 @@ def _planted(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, A
     ids=[
         "plain-listener",
         "no-authorizer",
+        "no-user-operator",
         "plaintext-client",
         "extra-acl",
         "missing-acl",
