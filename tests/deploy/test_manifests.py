@@ -933,7 +933,13 @@ PATH_IMPORTS = {
     "bus": ("aiokafka", "amberscan.common.topic_admin", "amberscan.common.features_reader"),
     "blob store": ("amberscan.common.blobstore", "amberscan.common.registry"),
     "database": ("amberscan.common.db",),
-    "model server": ("amberscan.common.model_client",),
+    # The web map's explore page embeds labelled crops through the model server
+    # (features_reader → served_features → model_client).
+    "model server": (
+        "amberscan.common.model_client",
+        "amberscan.common.served_features",
+        "amberscan.common.features_reader",
+    ),
     "imagery": ("amberscan.imagery.providers",),
 }
 # The modules whose imports say what a pod does, by its app.kubernetes.io/component. Commands
@@ -1066,7 +1072,7 @@ def test_the_code_uses_the_paths_of_the_table() -> None:
     assert _paths_in_code("aggregator") == {"bus"}
     assert _paths_in_code("feature") == {"bus", "blob store", "model server"}
     assert _paths_in_code("tiler") == {"bus", "blob store", "database", "imagery"}
-    assert _paths_in_code("web") == {"bus", "blob store", "database"}
+    assert _paths_in_code("web") == {"bus", "blob store", "database", "model server"}
     assert _paths_in_code("model-server") == _paths_in_code("backbone-export") == set()
 
 
@@ -1116,7 +1122,7 @@ def test_the_bus_and_the_model_server_are_reached_at_their_pods(scratch: Path) -
     }
     assert peers["bus"]["strimzi.io/cluster"] == cluster["metadata"]["name"]
     assert _selects({"matchLabels": peers["model server"]}, server)
-    # The model server takes calls from the feature pods only.
+    # The model server takes calls from the feature pods and the web map's (explore) only.
     grpc = _path_ports(objects)
     (rule,) = [
         rule
@@ -1124,7 +1130,8 @@ def test_the_bus_and_the_model_server_are_reached_at_their_pods(scratch: Path) -
         if any(grpc.get(port["port"]) == "model server" for port in rule["ports"])
     ]
     assert [p["podSelector"]["matchLabels"] for p in rule["from"]] == [
-        {k: feature[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component")}
+        {k: feature[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/component")},
+        {"app.kubernetes.io/name": "amberscan", "app.kubernetes.io/component": "web"},
     ]
     # Strimzi's policy for the listener admits amberscan's pods (and KEDA) only.
     (listener,) = cluster["spec"]["kafka"]["listeners"]
