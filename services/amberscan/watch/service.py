@@ -92,7 +92,10 @@ class Watcher:
     async def round(self, watch: Watch) -> str:
         """One round of `watch`; returns the provider's new cursor."""
         await self._send_unsent(watch)
-        tiles = {t.quadkey: t for t in tiles_for_region(parse_geojson(watch.geojson))}
+        region = await asyncio.to_thread(
+            lambda: tiles_for_region(parse_geojson(watch.geojson))
+        )  # off the loop: a region of 10⁵ vertices takes a while (#26, defect 7)
+        tiles = {t.quadkey: t for t in region}
         provider = provider_for(_spec(watch), self.settings)
         try:
             if not isinstance(provider, Catalogue):
