@@ -3,6 +3,8 @@
 Tests must never stop the shared stack's servers, which other tests use. Pointing the code under
 test at this proxy instead, `cut()` drops every open connection and refuses new ones, as a
 server that was killed does; `restore()` serves again, as a server back from a restart does.
+`read_only_database` makes a database of the test's own read-only, as after a failover, never the
+shared one.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+
+import psycopg
+from psycopg import sql
 
 from tests.streams import free_port
 
@@ -93,3 +98,65 @@ def database_url_via(url: str, proxy: Outage) -> str:
 def database_address(url: str) -> str:
     """host:port of a postgresql:// URL."""
     return url.split("@", 1)[1].split("/", 1)[0]
+
+
+class ReadOnlyDatabase:
+    """A database of the test's own (PostGIS in it), which `read_only()` turns into what a
+    standby promoted wrongly or a primary fenced after a failover is: every open connection
+    dropped, and new ones read-only (SQLSTATE 25006 on any write); `writable()` undoes it."""
+
+    def __init__(self, url: str, name: str) -> None:
+        self.admin_url = url
+        self.name = name
+        head, _ = url.rsplit("/", 1)
+        self.url = f"{head}/{name}"
+
+    async def _admin(self, *statements: sql.Composable) -> None:
+        async with await psycopg.AsyncConnection.connect(self.admin_url, autocommit=True) as conn:
+            for statement in statements:
+                await conn.execute(statement)
+
+    async def read_only(self) -> None:
+        await self._switch("on")
+
+    async def writable(self) -> None:
+        await self._switch("off")
+
+    async def _switch(self, value: str) -> None:
+        """Set the database's default, then end every session opened before, and wait until
+        they are gone (`pg_terminate_backend` only signals them): only new ones remain."""
+        async with await psycopg.AsyncConnection.connect(self.admin_url, autocommit=True) as conn:
+            await conn.execute(
+                sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = {}").format(
+                    sql.Identifier(self.name), sql.SQL(value)
+                )
+            )
+            # The sessions of this database only, listed first: a predicate calling
+            # pg_terminate_backend beside the filter may run on every session of the server.
+            cursor = await conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.name,)
+            )
+            ended = [row[0] for row in await cursor.fetchall()]
+            for pid in ended:
+                await conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            while ended:
+                cursor = await conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s)", (ended,)
+                )
+                ended = [row[0] for row in await cursor.fetchall()]
+                await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def read_only_database(url: str, name: str) -> AsyncIterator[ReadOnlyDatabase]:
+    """A new database `name` with PostGIS beside the one `url` names, dropped after the block."""
+    database = ReadOnlyDatabase(url, name)
+    await database._admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        async with await psycopg.AsyncConnection.connect(database.url, autocommit=True) as conn:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+        yield database
+    finally:
+        await database._admin(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-from tensorflow_serving.apis import predict_pb2
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from amberscan.common.model_client import (
     FeatureClient,
@@ -251,5 +251,52 @@ async def test_wait_until_serving_without_health_service(tiny_model: TinyModel) 
     try:
         async with FeatureClient(f"127.0.0.1:{port}", tiny_model.name) as client:
             assert (await client.wait_until_serving(5)).version == 3
+    finally:
+        await bare.stop(0)
+
+
+async def test_a_server_failing_every_request_is_transient_not_poison(
+    tiny_model: TinyModel,
+) -> None:
+    """#26 defect 6: a model server answering INTERNAL to every request had every batch split
+    down to single crops and every crop dead-lettered. The breaker asks again on a crop the
+    server answered before: it fails too, so the failure is the server's (transient), and the
+    breaker stays open for a while (no call reaches the server)."""
+    from amberscan.feature.service import features_isolating
+    from amberscan.modelserver.runtimes import SavedModelRuntime
+    from amberscan.modelserver.server import PredictionServicer
+
+    class Failing(PredictionServicer):  # type: ignore[misc]
+        failing = False
+        calls = 0
+
+        async def Predict(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+            self.calls += 1
+            if self.failing:
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, "CUDA error: an illegal memory access"
+                )
+            return await super().Predict(request, context)
+
+    servicer = Failing(tiny_model.name)
+    servicer.serve_model(
+        await asyncio.to_thread(SavedModelRuntime, tiny_model.model_dir, tiny_model.name)
+    )
+    bare = grpc.aio.server()
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, bare)
+    port = bare.add_insecure_port("127.0.0.1:0")
+    await bare.start()
+    names = [f"superpixel {i}" for i in range(16)]
+    try:
+        async with FeatureClient(f"127.0.0.1:{port}", tiny_model.name) as client:
+            assert len(await features_isolating(client, crops(16), names)) == 16
+            servicer.failing, servicer.calls = True, 0
+            with pytest.raises(TransientError, match="INTERNAL") as caught:
+                await features_isolating(client, crops(16, seed=1), names)
+            assert servicer.calls == 2, servicer.calls  # the batch, then the crop answered before
+            assert caught.value.retry_after_s is not None and caught.value.retry_after_s > 0
+            with pytest.raises(TransientError, match="circuit open"):
+                await features_isolating(client, crops(16, seed=2), names)
+            assert servicer.calls == 2  # open: not asked
     finally:
         await bare.stop(0)

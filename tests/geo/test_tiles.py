@@ -102,6 +102,25 @@ def test_polygon_selects_fewer_tiles_than_its_bbox() -> None:
     assert set(in_polygon) < set(in_bbox)
 
 
+def test_a_jagged_polygon_selects_the_tiles_it_touches() -> None:
+    """The one prepared test of every tile (#26, defect 7) selects what a test of each does."""
+    from shapely import geometry as sg
+
+    angles = [2 * math.pi * i / 2000 for i in range(2000)]
+    radius = [0.05 * (1 + 0.3 * math.sin(a * 23)) for a in angles]
+    shape = sg.Polygon(
+        [
+            (26.7 + r * math.cos(a), 50.8 + r * math.sin(a))
+            for a, r in zip(angles, radius, strict=True)
+        ]
+    )
+    selected = tiles_for_region(shape, 16)
+    each = [
+        t for t in tiles_for_region(shape.bounds, 16) if shape.intersects(sg.shape(t.polygon()))
+    ]
+    assert selected == each and 0 < len(selected) < len(tiles_for_region(shape.bounds, 16))
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [

@@ -432,3 +432,62 @@ def test_provider_for_configured() -> None:
     assert provider_for("bing", configured).name == "bing"
     demo = provider_for("demo", configured)
     assert isinstance(demo, XyzProvider) and demo.url_template.startswith("http://127.0.0.1:18080")
+
+
+async def test_an_oversized_body_is_refused_while_it_streams(serve: Serve, child_pngs) -> None:
+    """#26 defect 7: a provider's body was read whole, however large. A body past the cap is
+    refused as it streams (chunked, no Content-Length), and one that declares its size at once."""
+    cap, chunk = 1 << 20, 1 << 16
+    sent = {"chunked": 0, "declared": 0}
+
+    async def huge(request: web.Request, tile: Tile) -> web.StreamResponse:
+        declared = tile.x % 2 == 1
+        response = web.StreamResponse(headers={"Content-Type": "image/png"})
+        if declared:
+            response.content_length = 32 * cap
+        await response.prepare(request)
+        try:
+            for _ in range(32 * cap // chunk):
+                await response.write(b"\x89PNG" + bytes(chunk - 4))
+                sent["declared" if declared else "chunked"] += chunk
+        except ConnectionError:
+            pass  # the fetcher hung up, as it should
+        return response
+
+    server = await serve(xyz_app(child_pngs, huge))
+    children = sorted(child_pngs, key=lambda t: t.x)
+    provider = XyzProvider(template(server), Fetcher(retries=1, backoff_s=0.01, max_body_bytes=cap))
+    try:
+        for child in (
+            next(c for c in children if c.x % 2 == 0),
+            next(c for c in children if c.x % 2 == 1),
+        ):
+            with pytest.raises(ProviderError) as caught:
+                await provider.fetch(child)
+            assert f"/18/{child.x}/{child.y}.png: the body is larger than {cap} bytes" in str(
+                caught.value
+            )
+    finally:
+        await provider.close()
+    assert provider.fetcher.requests == 2  # not retried: it would be as large again
+    # The fetcher hung up: the server wrote what the socket buffers took, not the 32 MiB.
+    assert sent["chunked"] < 16 * cap, sent
+
+
+async def test_a_huge_child_is_refused_before_any_child_is_decoded(
+    serve: Serve, child_pngs
+) -> None:
+    """#26 defect 7: every child was decoded (up to 40 Mpx each) before the stitch checked its
+    size. A child is refused on its declared size, before its pixels are decoded."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (6000, 6000), (90, 120, 60)).save(buffer, format="PNG")
+    big = plan_children(SCAN, 18)[5].tile
+    server = await serve(xyz_app({**child_pngs, big: buffer.getvalue()}))
+    provider = XyzProvider(template(server), Fetcher(retries=1, backoff_s=0.01))
+    try:
+        with pytest.raises(InvalidImage) as caught:
+            await fetch_scan_tile(provider, SCAN, 18)
+    finally:
+        await provider.close()
+    assert f"18/{big.x}/{big.y}" in str(caught.value)
+    assert "declares 6000x6000 = 36000000 pixels, more than the limit of 65536" in str(caught.value)

@@ -27,7 +27,7 @@ from amberscan.common.topic_admin import ensure_topics
 from amberscan.geo.tiles import Tile
 from amberscan.sink import service as sink
 from amberscan.v1 import messages_pb2 as pb
-from tests.outage import database_address, database_url_via, outage_proxy
+from tests.outage import database_address, database_url_via, outage_proxy, read_only_database
 from tests.streams import joined, produce, read_all
 
 pytestmark = pytest.mark.stack
@@ -241,3 +241,51 @@ async def test_an_unreadable_dead_letter_is_counted_and_the_sink_goes_on(
 
 async def _counted(before: float) -> bool:
     return bool(metrics.UNRECORDED_DEAD_LETTERS._value.get() > before)
+
+
+async def test_a_read_only_database_loses_no_status(stack_settings: Settings) -> None:
+    """#26 defect 6: a read-only database after a failover dead-lettered the detection (read as
+    rejected by PostGIS), then the dead letter's write failed the same way and was only logged:
+    the tile had no status. Both are retried until the database takes writes again."""
+    await ensure_topics(stack_settings.kafka, [topics.DETECTIONS, topics.DEAD_LETTERS])
+    name = stack_settings.database.schema_name
+    async with read_only_database(stack_settings.database.url, name) as database:
+        settings = replace(stack_settings, database={"url": database.url})
+        other = Tile(38013, 22100, 16)
+        good, failed = detection("ro", T0), letter("ro", other.quadkey, "PNG truncated")
+        unrecorded = metrics.UNRECORDED_DEAD_LETTERS._value.get()
+        async with Database(settings.database) as db, running_sink(settings) as task:
+            await until(lambda: joined(settings, ["sink", "sink-dead-letters"]), task)
+            retries = _retries("sink"), _retries("sink-dead-letters")
+            await database.read_only()
+            await produce(
+                settings, topics.DETECTIONS, [(TILE.quadkey.encode(), good.SerializeToString())]
+            )
+            await produce(
+                settings,
+                topics.DEAD_LETTERS,
+                [(other.quadkey.encode(), failed.SerializeToString())],
+            )
+
+            async def met_it() -> bool:  # both loops retried, or the defect: a letter lost
+                if metrics.UNRECORDED_DEAD_LETTERS._value.get() > unrecorded:
+                    return True
+                return _retries("sink") > retries[0] and _retries("sink-dead-letters") > retries[1]
+
+            await until(met_it, task)
+            assert metrics.UNRECORDED_DEAD_LETTERS._value.get() == unrecorded, (
+                "a dead letter was only logged"
+            )
+            await database.writable()
+            await until(lambda: _statuses(db, "ro", 2), task, timeout=120)
+            assert await progress(db, "ro") == [
+                (TILE.quadkey, "done", ""),
+                (other.quadkey, "failed", "segmenter: PNG truncated"),
+            ]
+            assert [s for s, _, _ in await rows(db)] == ["ro"]
+    # Nothing was dead-lettered: the only dead letter is the one produced above.
+    assert len(await read_all(settings, topics.DEAD_LETTERS, expect=2, timeout=3)) == 1
+
+
+async def _statuses(db: Database, scan: str, n: int) -> bool:
+    return len(await progress(db, scan)) >= n

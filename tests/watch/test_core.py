@@ -89,3 +89,19 @@ def test_tile_request_reads_the_tile_at_its_date() -> None:
     assert (request.vintage, request.tiles_expected, request.provider) == ("2019-06-01", 2, "stac")
     assert list(request.sources) == ["http://x/catalog.json"] and request.collection == "ortho"
     assert (request.zoom, request.fetch_zoom) == (16, 18)
+
+
+def test_a_tile_sent_without_a_status_is_retried_once_it_is_overdue() -> None:
+    """#26 defect 5: a sent tile with no status for `unanswered_after_s` counts as failed."""
+    waiting = Enqueued("a", "2018-05-01", "m1", "scan-a", 1, False, 100.0, unanswered=True)
+    overdue = Enqueued("b", "2018-05-01", "m1", "scan-a", 1, False, 4000.0, unanswered=True)
+    spent = Enqueued("c", "2018-05-01", "m1", "scan-a", 3, False, 9e5, unanswered=True)
+    answered = record("d", "2018-05-01", since=9e5)
+    plan = plan_round(
+        {t: "2018-05-01" for t in "abcd"},
+        [waiting, overdue, spent, answered],
+        retry_base_s=60,
+        max_attempts=3,
+        unanswered_after_s=3600,
+    )
+    assert plan.new == () and plan.retries == (overdue,) and plan.given_up == (spent,)

@@ -2,8 +2,8 @@
 
 The pool checks each connection before lending it, so after a server restart the first query
 gets a fresh connection instead of a dead one. `database_errors` says what a failure means to
-a stream: the server unreachable or restarting is transient (retry), a row the database rejects
-is poison (dead-letter it). `fetch` and `execute` raise the transient ones as `TransientError`,
+a stream: the server unreachable, restarting or read-only is transient (retry), a row the
+database rejects is poison (dead-letter it). `fetch` and `execute` raise the transient ones as `TransientError`,
 so a stage that reads the database (the tiler's scan history) retries instead of failing tiles.
 """
 
@@ -28,8 +28,9 @@ CONNECTION_WAIT_S = 10.0
 def is_transient(error: BaseException) -> bool:
     """Whether a database failure may pass: the server unreachable, restarting or shutting
     down (a lost connection, a pool timeout), or a transaction a concurrent one rolled back
-    (all are `OperationalError`s in psycopg)."""
-    return isinstance(error, psycopg.OperationalError)
+    (all are `OperationalError`s in psycopg), or the server read-only (a standby, or a primary
+    demoted by a failover: the write is refused whatever the row, #26 defect 6)."""
+    return isinstance(error, psycopg.OperationalError | psycopg.errors.ReadOnlySqlTransaction)
 
 
 @contextlib.contextmanager

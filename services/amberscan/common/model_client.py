@@ -8,6 +8,12 @@ then raised as `TransientError`. A request or answer that breaks the model contr
 raise `ModelContractError`; UNKNOWN, INTERNAL and any other code raise `ModelServerError` (the
 server failed on this input: the caller may split the batch to find the crop it fails on).
 
+A circuit breaker tells a server that fails on everything from a batch it fails on (#26, defect
+6): on a `ModelServerError` the client asks again for a crop the server answered before (the
+first crop of its last answered batch of that shape and version); if that fails too, the failure
+is the server's, and the breaker opens: this call and every Predict for `BREAKER_OPEN_S` raise
+`TransientError` (with that as `retry_after_s`) without asking the server, then one call tries it.
+
 `address` is one ``host:port``, several separated by commas (one channel balanced round-robin
 over them), or any gRPC target such as ``dns:///model-server-headless:8500`` (round-robin over
 every address the name resolves to: a headless Service in Kubernetes). Works against
@@ -50,6 +56,9 @@ TRANSIENT_CODES = frozenset(
     }
 )
 CONTRACT_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND})
+# How long the breaker stays open once the server failed on a crop it had answered: a server-wide
+# failure (a broken GPU, a model that cannot run) is retried as a transient error after this.
+BREAKER_OPEN_S = 30.0
 _CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
@@ -116,6 +125,11 @@ class FeatureClient:
         self.policy = RetryPolicy(retries=max(max_retries, 0), base_s=backoff_s)
         self._channel: grpc.aio.Channel | None = None
         self._prediction: Any = None
+        # The breaker: a crop answered before per (version asked, crop shape), and until when
+        # it is open (monotonic seconds) and why.
+        self._known_good: dict[tuple[int | None, tuple[int, ...]], NDArray[np.uint8]] = {}
+        self._open_until = 0.0
+        self._opened_by = ""
 
     async def __aenter__(self) -> FeatureClient:
         self._stub()
@@ -207,21 +221,55 @@ class FeatureClient:
         Raises:
             ModelContractError: `images` is not uint8 ``[N, H, W, 3]``, the server rejects it
                 (INVALID_ARGUMENT, NOT_FOUND), or the answer lacks `features` or has another N.
-            ModelServerError: the server failed on it (UNKNOWN, INTERNAL, …).
-            TransientError: the server did not answer after the retries.
+            ModelServerError: the server failed on it (UNKNOWN, INTERNAL, …) but answers a crop
+                it answered before.
+            TransientError: the server did not answer after the retries, fails on every
+                request (the breaker opened), or the breaker is open.
         """
+        check_images(images)
+        left = self._open_until - time.monotonic()
+        if left > 0:
+            raise TransientError(
+                f"model server {self.address}: circuit open for {left:.1f} s more "
+                f"({self._opened_by})",
+                retry_after_s=left,
+            )
+        key = (version, tuple(images.shape[1:]))
+        try:
+            response = await self._call("Predict", self._predict_request(images, version))
+        except ModelServerError as error:
+            known = self._known_good.get(key)
+            if known is None or not await self._fails_on(known, version):
+                raise  # this batch's failure: the caller may isolate the crop
+            self._open_until = time.monotonic() + BREAKER_OPEN_S
+            self._opened_by = f"it failed on a crop it had answered: {error}"
+            raise TransientError(
+                f"model server {self.address}: fails on every request, circuit open for "
+                f"{BREAKER_OPEN_S:g} s ({error})",
+                retry_after_s=BREAKER_OPEN_S,
+            ) from None
+        features = parse_features(self.model_name, response, len(images))
+        self._known_good[key] = images[:1].copy()
+        return features, int(response.model_spec.version.value)
+
+    async def _fails_on(self, known: NDArray[np.uint8], version: int | None) -> bool:
+        """Whether the server fails (`ModelServerError`) on a crop it answered before."""
+        try:
+            await self._call("Predict", self._predict_request(known, version))
+        except ModelServerError:
+            return True
+        return False
+
+    def _predict_request(self, images: NDArray[np.uint8], version: int | None) -> Any:
         import tensorflow as tf
 
-        check_images(images)
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model_name
         request.model_spec.signature_name = SIGNATURE
         if version is not None:
             request.model_spec.version.value = version
         request.inputs[INPUT_KEY].CopyFrom(tf.make_tensor_proto(images))
-        response = await self._call("Predict", request)
-        features = parse_features(self.model_name, response, len(images))
-        return features, int(response.model_spec.version.value)
+        return request
 
     async def wait_until_serving(self, timeout_s: float) -> ModelMetadata:
         """Wait until the server reports SERVING and knows the model; returns its metadata.

@@ -248,6 +248,9 @@ CREATE TABLE IF NOT EXISTS watches (
     lease_until   timestamptz,
     created_at    timestamptz NOT NULL DEFAULT now()
 );
+-- Issue 26: the lease's fencing token, one more at each claim; a round's writes check it, so a
+-- replica whose lease another took writes nothing more.
+ALTER TABLE watches ADD COLUMN IF NOT EXISTS lease_token bigint NOT NULL DEFAULT 0;
 -- Every (tile, imagery date, model) watch enqueued: the key makes each enqueue happen once,
 -- across restarts and replicas (a failed tile is enqueued again under the same key, with
 -- backoff, attempts counting). A row is recorded before its request is produced and marked sent

@@ -14,7 +14,9 @@ version other than the one whose crop size was read, or the server rejects a who
 metadata is read again, and a batch cut at a size the server no longer takes is cut again. When
 the server fails on a batch (INVALID_ARGUMENT, UNKNOWN, INTERNAL — an out-of-memory, a crop the
 graph rejects) the batch is split in halves until the crop that fails alone is found: only that
-superpixel is dead-lettered, the rest of the batch goes on.
+superpixel is dead-lettered, the rest of the batch goes on. A server that fails on every request
+(it fails on a crop it answered before: the model client's circuit breaker) is a transient
+failure: the whole batch is retried after the breaker's back-off, nothing is dead-lettered.
 """
 
 from __future__ import annotations

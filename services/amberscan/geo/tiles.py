@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import mercantile
+import numpy as np
+import shapely
 from shapely import geometry as sg
 from shapely.errors import GEOSException
 
@@ -204,8 +206,14 @@ def tiles_for_region(
             f"region {bbox} needs about {estimate} zoom-{zoom} tiles, more than the limit {max_tiles}"
         )
     tiles = [Tile(t.x, t.y, t.z) for t in mercantile.tiles(west, south, east, north, zoom)]
-    if shape is not None:
-        tiles = [t for t in tiles if shape.intersects(sg.shape(t.polygon()))]
+    if shape is not None and tiles:
+        # One prepared test of every tile's box at once (#26, defect 7): a region of 10⁵
+        # vertices tested tile by tile unprepared took seconds per thousand tiles.
+        bounds = np.array([t.bounds() for t in tiles], dtype=np.float64)
+        boxes = shapely.box(bounds[:, 0], bounds[:, 1], bounds[:, 2], bounds[:, 3])
+        shapely.prepare(shape)
+        hits = shapely.intersects(shape, boxes)
+        tiles = [t for t, hit in zip(tiles, hits, strict=True) if hit]
     return sorted(set(tiles), key=lambda t: t.quadkey)
 
 

@@ -5,9 +5,9 @@ At-least-once, idempotent: one row per (tile id, imagery date, model version), u
 detection overwrites its own row and an older one never wins; scan progress has one row per
 (scan id, tile id), where done is final.
 
-Database failures: the server unreachable or restarting is a `TransientError` on both loops, so
-the record is retried and, past the retries, comes back later: a failure status is never lost
-while PostgreSQL is down. A detection PostGIS rejects is poison (dead-lettered, so its tile is
+Database failures: the server unreachable, restarting or read-only (after a failover) is a
+`TransientError` on both loops, so the record is retried and, past the retries, comes back later:
+a status is never lost while PostgreSQL is down or refuses writes. A detection PostGIS rejects is poison (dead-lettered, so its tile is
 marked failed). A dead letter is never dead-lettered again (that would loop on its own topic):
 one that cannot be read or stored is logged and counted
 (`amberscan_sink_unrecorded_dead_letters_total`).

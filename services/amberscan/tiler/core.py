@@ -88,10 +88,13 @@ def plan_scan(
 
 def split_request(request: pb.ScanRequest, plan: ScanPlan) -> list[pb.ScanRequest]:
     """One request per scan tile of a region request, each carrying the scan's tile count."""
+    template = pb.ScanRequest()
+    template.CopyFrom(request)
+    template.ClearField("region")  # copied once, not once per tile (a region can be megabytes)
     out = []
     for tile in plan.tiles:
         one = pb.ScanRequest()
-        one.CopyFrom(request)
+        one.CopyFrom(template)
         one.tile.CopyFrom(pb.TileCoord(z=tile.z, x=tile.x, y=tile.y, quadkey=tile.quadkey))
         one.zoom, one.fetch_zoom, one.provider = plan.zoom, plan.fetch_zoom, plan.provider
         one.tiles_expected = plan.tiles_expected

@@ -225,16 +225,19 @@ def make_handler(
 
     async def handle(record: ConsumerRecord) -> list[Output]:
         request = decode_request(record)
-        plan = plan_scan(request, default_provider, max_tiles)
+        # Off the loop: a region of 10⁵ vertices takes a while to parse and cover (#26, defect 7).
+        plan = await asyncio.to_thread(plan_scan, request, default_provider, max_tiles)
         # An unknown or unconfigured provider fails the whole request here.
         source = provider(SourceSpec.from_request(request, plan.provider))
         if not plan.single:
             # A region becomes one request per scan tile, keyed by tile: any tiler replica
             # fetches each, and no record takes longer than one tile.
-            return [
-                Output(topics.SCAN_REQUESTS, one.tile.quadkey.encode(), one.SerializeToString())
-                for one in split_request(request, plan)
-            ]
+            return await asyncio.to_thread(
+                lambda: [
+                    Output(topics.SCAN_REQUESTS, one.tile.quadkey.encode(), one.SerializeToString())
+                    for one in split_request(request, plan)
+                ]
+            )
         # Bounds the stitched images held at once; the provider bounds HTTP concurrency itself.
         gate = asyncio.Semaphore(tile_concurrency)
         # The models that score this request's tiles, decided once here: a promotion while

@@ -3,7 +3,8 @@
 Pure: strings, numbers, dataclasses and protobuf values in and out. A round compares what the
 provider offers now (the newest imagery date of each scan tile) with what watch enqueued before
 (one record per tile, imagery date and model): a tile is enqueued when its date is new, or when
-its last enqueue failed and its backoff has passed; nothing else.
+its last enqueue failed (or was sent and has had no status for `UNANSWERED_AFTER_S`) and its
+backoff has passed; nothing else.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ WATCHABLE = ("geotiff", "stac", "wmts")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _EVERY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.I)
 MAX_BACKOFF_S = 7 * 86400.0
+# A tile sent this long ago whose scan has no status for it is taken as lost on the way and
+# enqueued again like a failed one (#26, defect 5): far beyond a tile's time through the
+# pipeline, even behind a backlog; a late answer still lands on its own scan's row.
+UNANSWERED_AFTER_S = 6 * 3600.0
 
 
 def parse_every(text: str) -> float:
@@ -70,6 +75,7 @@ class Enqueued:
     Attributes:
         failed: The tile failed in the scan it was last enqueued in (the sink's scan_tiles row).
         since_s: Seconds since that enqueue.
+        unanswered: It was sent, and that scan has no status for it yet.
     """
 
     tile_id: str
@@ -79,6 +85,7 @@ class Enqueued:
     attempts: int
     failed: bool
     since_s: float
+    unanswered: bool = False
 
 
 def backoff_s(attempts: int, base_s: float) -> float:
@@ -105,6 +112,7 @@ def plan_round(
     *,
     retry_base_s: float,
     max_attempts: int,
+    unanswered_after_s: float = UNANSWERED_AFTER_S,
 ) -> RoundPlan:
     """What a round enqueues.
 
@@ -113,11 +121,13 @@ def plan_round(
         known: Watch's records for those tiles (any date, any model).
         retry_base_s: The first backoff of a failed tile (doubling).
         max_attempts: Enqueues of one (tile, date) at most; then it is given up (and reported).
+        unanswered_after_s: A record sent this long ago without a status counts as failed.
 
     Returns:
         New pairs: offered dates no record has (a model change alone does not rescan: replay
-        re-scores retained features). Retries: records of an offered date whose tile failed, once
-        their backoff has passed, while attempts remain.
+        re-scores retained features). Retries: records of an offered date whose tile failed (or
+        has had no status for `unanswered_after_s`), once their backoff has passed, while
+        attempts remain.
     """
     by_key: dict[tuple[str, str], list[Enqueued]] = {}
     for record in known:
@@ -129,7 +139,8 @@ def plan_round(
             new.append((tile_id, date))
             continue
         for record in records:
-            if not record.failed:
+            lost = record.unanswered and record.since_s >= unanswered_after_s
+            if not (record.failed or lost):
                 continue
             if record.attempts >= max_attempts:
                 given_up.append(record)

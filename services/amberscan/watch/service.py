@@ -1,7 +1,10 @@
 """Watch service: watched regions → `scan-requests`, at each region's cadence.
 
 Each replica loops: take the lease of the most overdue region (PostGIS, `FOR UPDATE SKIP
-LOCKED`, so replicas share regions and never run one region's round twice at once), send again
+LOCKED`, so replicas share regions and never run one region's round twice at once; the lease is
+renewed every `LEASE_RENEW_FRACTION` of `watch_lease_s` while the round runs, and every write of
+the round is fenced by the lease's token, so a replica whose lease was taken — stalled past it —
+writes nothing more and abandons its round), send again
 whatever an earlier round of that region recorded but did not mark sent, ask the provider what it
 offers now (newest date per scan tile, from what appeared since the region's cursor), and enqueue
 only the tiles whose imagery date is new or whose last enqueue failed and has waited its backoff.
@@ -14,8 +17,11 @@ and marked sent after the broker acknowledged it. A replica killed between the t
 unsent, and the region's next round (any replica, once the lease expires) sends it again with
 the same scan id: at-least-once onto the topic, and a repeat is the same (scan id, tile id),
 which the pipeline de-duplicates. A failed tile is enqueued again under the same key (attempts
-+1, doubling backoff, at most `watch_max_attempts`). A provider that fails a round (unreachable
-catalogue) keeps the region's cursor, records the error and comes back after the backoff.
++1, doubling backoff, at most `watch_max_attempts`), and so is a tile sent that has had no
+status for `watch.core.UNANSWERED_AFTER_S` (its request lost on the way). A provider that fails a
+round (unreachable catalogue), or any other error in it, keeps the region's cursor, records the
+error and comes back after the backoff; a claim or release that fails (the database read-only
+after a failover) is logged and tried again after the backoff, the lease expiring meanwhile.
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ import asyncio
 import logging
 import os
 import socket
+import time
 import uuid
+from collections.abc import Coroutine
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -37,10 +46,13 @@ from amberscan.errors import AmberscanError
 from amberscan.geo.tiles import Tile, parse_geojson, tiles_for_region
 from amberscan.imagery.providers import Catalogue, SourceSpec, provider_for
 from amberscan.watch import store
-from amberscan.watch.core import Watch, plan_round, tile_request
+from amberscan.watch.core import UNANSWERED_AFTER_S, Watch, plan_round, tile_request
 
 log = logging.getLogger(__name__)
 SERVICE = "watch"
+# A round renews its lease this often, as a share of `watch_lease_s` (#26, defect 5): two
+# renewals may fail (the database restarting) before the lease runs out.
+LEASE_RENEW_FRACTION = 1 / 3
 
 
 def _spec(watch: Watch) -> SourceSpec:
@@ -69,32 +81,96 @@ class Watcher:
         self.producer = producer
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.topic = topics.topic_name(settings.kafka.topic_prefix, topics.SCAN_REQUESTS)
+        self.unanswered_after_s = UNANSWERED_AFTER_S
 
     async def run_once(self) -> Watch | None:
-        """Run one due region's round, if any is due and free; returns that region."""
-        watch = await store.claim(self.db, self.owner, self.settings.watch.lease_s)
-        if watch is None:
+        """Run one due region's round, if any is due and free; returns that region.
+
+        Raises:
+            Exception: the claim or the release failed (the database): the caller tries again
+                later, and a lease held meanwhile expires.
+        """
+        lease = await store.claim(self.db, self.owner, self.settings.watch.lease_s)
+        if lease is None:
             return None
+        watch = lease.watch
+        cursor, error = watch.cursor, ""
         try:
-            cursor = await self.round(watch)
-        except AmberscanError as error:
-            log.warning("watch round failed", extra={"watch": watch.watch_id, "error": str(error)})
-            await store.release(
-                self.db,
-                watch,
-                self.owner,
-                cursor=watch.cursor,
-                error=str(error),
-                retry_s=self.settings.watch.retry_backoff_s,
+            cursor = await self._renewing(lease, self.round(lease))
+        except store.LeaseLost as lost:
+            log.warning(
+                "watch lease lost, round abandoned",
+                extra={"watch": watch.watch_id, "error": str(lost)},
             )
             return watch
-        await store.release(self.db, watch, self.owner, cursor=cursor)
+        except AmberscanError as failure:
+            error = str(failure)
+            log.warning("watch round failed", extra={"watch": watch.watch_id, "error": error})
+        except Exception as failure:  # noqa: BLE001 - any failure of a round is recorded, not fatal
+            error = f"{type(failure).__name__}: {failure}"
+            log.exception("watch round failed unexpectedly", extra={"watch": watch.watch_id})
+        released = await store.release(
+            self.db,
+            lease,
+            cursor=cursor,
+            error=error,
+            retry_s=self.settings.watch.retry_backoff_s,
+        )
+        if not released:
+            log.warning("watch lease lost before release", extra={"watch": watch.watch_id})
         return watch
 
-    async def round(self, watch: Watch) -> str:
-        """One round of `watch`; returns the provider's new cursor."""
-        await self._send_unsent(watch)
-        tiles = {t.quadkey: t for t in tiles_for_region(parse_geojson(watch.geojson))}
+    async def _renewing(self, lease: store.Lease, work: Coroutine[Any, Any, str]) -> str:
+        """`work`'s result, its lease renewed meanwhile; cancelled once the lease is lost.
+
+        Raises:
+            LeaseLost: the lease could not be renewed before it ran out, or was taken.
+        """
+        task = asyncio.create_task(work)
+        renewing = asyncio.create_task(self._renew(lease))
+        try:
+            await asyncio.wait({task, renewing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            renewing.cancel()
+            if not task.done():
+                task.cancel()
+            await asyncio.gather(task, renewing, return_exceptions=True)
+        if task.cancelled():
+            raise store.LeaseLost(
+                f"watch {lease.watch.watch_id}: lease {lease.token} not renewed in time"
+            )
+        return task.result()
+
+    async def _renew(self, lease: store.Lease) -> None:
+        """Renew `lease` until cancelled; returns when it is lost (taken, or run out)."""
+        lease_s = self.settings.watch.lease_s
+        interval = lease_s * LEASE_RENEW_FRACTION
+        runs_out = time.monotonic() + lease_s
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if not await store.renew(self.db, lease, lease_s):
+                    return
+                runs_out = time.monotonic() + lease_s
+            except Exception as error:  # noqa: BLE001 - tried again until the lease runs out
+                log.warning(
+                    "watch lease not renewed",
+                    extra={
+                        "watch": lease.watch.watch_id,
+                        "error": f"{type(error).__name__}: {error}",
+                    },
+                )
+            if time.monotonic() + interval >= runs_out:
+                return
+
+    async def round(self, lease: store.Lease) -> str:
+        """One round of the leased region; returns the provider's new cursor."""
+        watch = lease.watch
+        await self._send_unsent(lease)
+        region = await asyncio.to_thread(
+            lambda: tiles_for_region(parse_geojson(watch.geojson))
+        )  # off the loop: a region of 10⁵ vertices takes a while (#26, defect 7)
+        tiles = {t.quadkey: t for t in region}
         provider = provider_for(_spec(watch), self.settings)
         try:
             if not isinstance(provider, Catalogue):
@@ -109,6 +185,7 @@ class Watcher:
             await store.known(self.db, list(tiles)),
             retry_base_s=self.settings.watch.retry_backoff_s,
             max_attempts=self.settings.watch.max_attempts,
+            unanswered_after_s=self.unanswered_after_s,
         )
         for record in plan.given_up:
             log.warning(
@@ -119,20 +196,23 @@ class Watcher:
             return found.cursor
         scan_id = uuid.uuid4().hex
         model = await model_version(self.settings)
-        await store.record_new(self.db, watch.watch_id, scan_id, plan.new, model)
+        await store.record_new(self.db, lease, scan_id, plan.new, model)
         for record in plan.retries:
-            await store.record_retry(self.db, record, scan_id)
-        await self._send(watch, scan_id, tiles)
+            await store.record_retry(self.db, lease, record, scan_id)
+        await self._send(lease, scan_id, tiles)
         return found.cursor
 
-    async def _send_unsent(self, watch: Watch) -> None:
-        rounds = {scan_id for scan_id, _, _ in await store.unsent(self.db, watch.watch_id)}
+    async def _send_unsent(self, lease: store.Lease) -> None:
+        rounds = {scan_id for scan_id, _, _ in await store.unsent(self.db, lease.watch.watch_id)}
         for scan_id in sorted(rounds):
-            await self._send(watch, scan_id)
+            await self._send(lease, scan_id)
 
-    async def _send(self, watch: Watch, scan_id: str, tiles: dict[str, Tile] | None = None) -> None:
+    async def _send(
+        self, lease: store.Lease, scan_id: str, tiles: dict[str, Tile] | None = None
+    ) -> None:
         """Open round `scan_id` as a scan and produce its unsent tiles' requests."""
-        total = await store.open_round(self.db, watch.watch_id, scan_id)
+        watch = lease.watch
+        total = await store.open_round(self.db, lease, scan_id)
         mine = [r for r in await store.unsent(self.db, watch.watch_id) if r[0] == scan_id]
         if not mine:
             return
@@ -146,7 +226,7 @@ class Watcher:
                 )
             )
         await asyncio.gather(*sends)
-        await store.mark_sent(self.db, scan_id, [tile_id for _, tile_id, _ in mine])
+        await store.mark_sent(self.db, lease, scan_id, [tile_id for _, tile_id, _ in mine])
         log.info(
             "watch round enqueued",
             extra={"watch": watch.watch_id, "scan_id": scan_id, "tiles": len(mine)},
@@ -162,10 +242,15 @@ async def run(settings: WatchSettings, stop: asyncio.Event) -> None:
             watcher = Watcher(settings, db, producer)
             while not stop.is_set():
                 HEARTBEAT.beat()  # each round or idle look: the liveness probe's progress
-                if await watcher.run_once() is not None:
-                    continue  # another region may be due too
+                wait = settings.watch.poll_s
                 try:
-                    await asyncio.wait_for(stop.wait(), timeout=settings.watch.poll_s)
+                    if await watcher.run_once() is not None:
+                        continue  # another region may be due too
+                except Exception:  # noqa: BLE001 - a claim or release failed: try again later
+                    log.exception("watch: claim or release failed, will try again")
+                    wait = settings.watch.retry_backoff_s
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=wait)
                 except TimeoutError:
                     pass
     finally:

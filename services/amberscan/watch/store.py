@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from amberscan.common.db import Database
+from amberscan.common.db import Database, transient_errors
 from amberscan.common.settings import WatchSettings
 from amberscan.errors import AmberscanError
 from amberscan.geo.tiles import parse_geojson
@@ -21,6 +22,19 @@ _WATCH_COLUMNS = (
 
 class WatchError(AmberscanError):
     """A watch that cannot be added or found (names it and why)."""
+
+
+class LeaseLost(AmberscanError):
+    """Another replica took the lease of a region whose round this replica runs (fenced out)."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A replica's hold on a region's round: its owner and fencing token (one more per claim)."""
+
+    watch: Watch
+    owner: str
+    token: int
 
 
 def _watch(row: Sequence[Any]) -> Watch:
@@ -164,104 +178,167 @@ async def remove_watch(db: Database, watch_id: int) -> None:
         raise WatchError(f"no watch {watch_id}")
 
 
-async def claim(db: Database, owner: str, lease_s: float) -> Watch | None:
+async def claim(db: Database, owner: str, lease_s: float) -> Lease | None:
     """Take the lease of the region whose round is most overdue (None: none is due or free)."""
     rows = await db.fetch(
-        "UPDATE watches SET lease_owner = %s, lease_until = now() + make_interval(secs => %s) "
+        "UPDATE watches SET lease_owner = %s, lease_until = now() + make_interval(secs => %s), "
+        "lease_token = lease_token + 1 "
         "WHERE watch_id = (SELECT watch_id FROM watches WHERE next_round_at <= now() "
         "AND (lease_until IS NULL OR lease_until < now()) ORDER BY next_round_at LIMIT 1 "
-        f"FOR UPDATE SKIP LOCKED) RETURNING {_WATCH_COLUMNS}",
+        f"FOR UPDATE SKIP LOCKED) RETURNING {_WATCH_COLUMNS}, lease_token",
         owner,
         lease_s,
     )
-    return _watch(rows[0]) if rows else None
+    return Lease(_watch(rows[0][:-1]), owner, int(rows[0][-1])) if rows else None
 
 
-async def release(
-    db: Database, watch: Watch, owner: str, *, cursor: str, error: str = "", retry_s: float = 0
-) -> None:
-    """End a round: keep the provider's cursor, schedule the next round, drop the lease.
-
-    A round that failed (`error`) keeps its cursor and comes back after `retry_s` (if sooner
-    than its cadence)."""
-    await db.execute(
-        "UPDATE watches SET cursor = %s, last_error = %s, last_round_at = now(), "
-        "next_round_at = now() + make_interval(secs => LEAST(every_s, %s)), "
-        "lease_owner = NULL, lease_until = NULL WHERE watch_id = %s AND lease_owner = %s",
-        cursor,
-        error,
-        retry_s if error and retry_s > 0 else watch.every_s,
-        watch.watch_id,
-        owner,
-    )
-
-
-async def known(db: Database, tile_ids: Sequence[str]) -> list[Enqueued]:
-    """Watch's records for these tiles, each with whether its last scan failed the tile."""
+async def renew(db: Database, lease: Lease, lease_s: float) -> bool:
+    """Extend `lease` by `lease_s` from now; False if another replica has taken it."""
     rows = await db.fetch(
-        "SELECT t.tile_id, t.imagery_date, t.model_version, t.scan_id, t.attempts, "
-        "COALESCE(s.status = 'failed', false), EXTRACT(EPOCH FROM now() - t.enqueued_at) "
-        "FROM watch_tiles t LEFT JOIN scan_tiles s ON s.scan_id = t.scan_id "
-        "AND s.tile_id = t.tile_id WHERE t.tile_id = ANY(%s)",
-        list(tile_ids),
-    )
-    return [Enqueued(r[0], r[1], r[2], r[3], int(r[4]), bool(r[5]), float(r[6])) for r in rows]
-
-
-async def record_new(
-    db: Database, watch_id: int, scan_id: str, pairs: Sequence[tuple[str, str]], model: str
-) -> list[tuple[str, str]]:
-    """Record (tile id, date) pairs as enqueued by round `scan_id`; returns those this call
-    recorded (a pair another replica recorded first is left to it)."""
-    if not pairs:
-        return []
-    rows = await db.fetch(
-        "INSERT INTO watch_tiles (tile_id, imagery_date, model_version, watch_id, scan_id) "
-        "SELECT tile_id, imagery_date, %s, %s, %s FROM unnest(%s::text[], %s::text[]) "
-        "AS p(tile_id, imagery_date) ON CONFLICT DO NOTHING RETURNING tile_id, imagery_date",
-        model,
-        watch_id,
-        scan_id,
-        [p[0] for p in pairs],
-        [p[1] for p in pairs],
-    )
-    return [(r[0], r[1]) for r in rows]
-
-
-async def record_retry(db: Database, record: Enqueued, scan_id: str) -> bool:
-    """Move a failed record to round `scan_id` (one more attempt); False if another replica
-    already did."""
-    rows = await db.fetch(
-        "UPDATE watch_tiles SET scan_id = %s, attempts = attempts + 1, sent = false, "
-        "enqueued_at = now() WHERE tile_id = %s AND imagery_date = %s AND model_version = %s "
-        "AND scan_id = %s RETURNING tile_id",
-        scan_id,
-        record.tile_id,
-        record.imagery_date,
-        record.model,
-        record.scan_id,
+        "UPDATE watches SET lease_until = now() + make_interval(secs => %s) "
+        "WHERE watch_id = %s AND lease_token = %s AND lease_owner = %s RETURNING watch_id",
+        lease_s,
+        lease.watch.watch_id,
+        lease.token,
+        lease.owner,
     )
     return bool(rows)
 
 
-async def open_round(db: Database, watch_id: int, scan_id: str) -> int:
-    """Record round `scan_id` as a scan of its recorded tiles (idempotent); returns the count."""
-    rows = await db.fetch("SELECT count(*) FROM watch_tiles WHERE scan_id = %s", scan_id)
-    tiles = int(rows[0][0])
-    await db.execute(
-        "INSERT INTO scans (scan_id, tiles_expected) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-        scan_id,
-        tiles,
+async def _fenced(
+    db: Database, lease: Lease, statements: Sequence[tuple[str, Sequence[Any]]]
+) -> list[tuple[Any, ...]]:
+    """Run `statements` in one transaction while `lease` is still the region's (the row held
+    FOR SHARE, so no claim comes between the check and the writes); the last one's rows.
+
+    Raises:
+        LeaseLost: another replica has claimed the region since.
+    """
+    rows: list[tuple[Any, ...]] = []
+    with transient_errors("watch round"):
+        async with db.pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                b"SELECT 1 FROM watches WHERE watch_id = %s AND lease_token = %s FOR SHARE",
+                (lease.watch.watch_id, lease.token),
+            )
+            if not await cursor.fetchall():
+                raise LeaseLost(
+                    f"watch {lease.watch.watch_id}: lease {lease.token} of {lease.owner} "
+                    "was taken by another replica"
+                )
+            for query, params in statements:
+                cursor = await conn.execute(query.encode(), tuple(params))
+                rows = await cursor.fetchall() if cursor.description else []
+    return rows
+
+
+async def release(
+    db: Database, lease: Lease, *, cursor: str, error: str = "", retry_s: float = 0
+) -> bool:
+    """End a round: keep the provider's cursor, schedule the next round, drop the lease.
+
+    A round that failed (`error`) keeps its cursor and comes back after `retry_s` (if sooner
+    than its cadence). False if another replica had taken the lease (nothing is written)."""
+    rows = await db.fetch(
+        "UPDATE watches SET cursor = %s, last_error = %s, last_round_at = now(), "
+        "next_round_at = now() + make_interval(secs => LEAST(every_s, %s)), "
+        "lease_owner = NULL, lease_until = NULL WHERE watch_id = %s AND lease_token = %s "
+        "RETURNING watch_id",
+        cursor,
+        error,
+        retry_s if error and retry_s > 0 else lease.watch.every_s,
+        lease.watch.watch_id,
+        lease.token,
     )
-    await db.execute(
-        "INSERT INTO watch_rounds (scan_id, watch_id, tiles) VALUES (%s, %s, %s) "
-        "ON CONFLICT DO NOTHING",
-        scan_id,
-        watch_id,
-        tiles,
+    return bool(rows)
+
+
+async def known(db: Database, tile_ids: Sequence[str]) -> list[Enqueued]:
+    """Watch's records for these tiles, each with whether its last scan failed the tile, and
+    whether it was sent and has no status yet."""
+    rows = await db.fetch(
+        "SELECT t.tile_id, t.imagery_date, t.model_version, t.scan_id, t.attempts, "
+        "COALESCE(s.status = 'failed', false), EXTRACT(EPOCH FROM now() - t.enqueued_at), "
+        "t.sent AND s.status IS NULL "
+        "FROM watch_tiles t LEFT JOIN scan_tiles s ON s.scan_id = t.scan_id "
+        "AND s.tile_id = t.tile_id WHERE t.tile_id = ANY(%s)",
+        list(tile_ids),
     )
-    await db.execute("UPDATE watches SET last_scan_id = %s WHERE watch_id = %s", scan_id, watch_id)
-    return tiles
+    return [
+        Enqueued(r[0], r[1], r[2], r[3], int(r[4]), bool(r[5]), float(r[6]), bool(r[7]))
+        for r in rows
+    ]
+
+
+async def record_new(
+    db: Database, lease: Lease, scan_id: str, pairs: Sequence[tuple[str, str]], model: str
+) -> list[tuple[str, str]]:
+    """Record (tile id, date) pairs as enqueued by round `scan_id`; returns those this call
+    recorded (a pair another replica recorded first is left to it). Fenced by `lease`."""
+    if not pairs:
+        return []
+    rows = await _fenced(
+        db,
+        lease,
+        [
+            (
+                "INSERT INTO watch_tiles (tile_id, imagery_date, model_version, watch_id, scan_id) "
+                "SELECT tile_id, imagery_date, %s, %s, %s FROM unnest(%s::text[], %s::text[]) "
+                "AS p(tile_id, imagery_date) ON CONFLICT DO NOTHING RETURNING tile_id, imagery_date",
+                (
+                    model,
+                    lease.watch.watch_id,
+                    scan_id,
+                    [p[0] for p in pairs],
+                    [p[1] for p in pairs],
+                ),
+            )
+        ],
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def record_retry(db: Database, lease: Lease, record: Enqueued, scan_id: str) -> bool:
+    """Move a record to round `scan_id` (one more attempt); False if another replica already
+    did. Fenced by `lease`."""
+    rows = await _fenced(
+        db,
+        lease,
+        [
+            (
+                "UPDATE watch_tiles SET scan_id = %s, attempts = attempts + 1, sent = false, "
+                "enqueued_at = now() WHERE tile_id = %s AND imagery_date = %s "
+                "AND model_version = %s AND scan_id = %s RETURNING tile_id",
+                (scan_id, record.tile_id, record.imagery_date, record.model, record.scan_id),
+            )
+        ],
+    )
+    return bool(rows)
+
+
+async def open_round(db: Database, lease: Lease, scan_id: str) -> int:
+    """Record round `scan_id` as a scan of its recorded tiles (idempotent); returns the count.
+    Fenced by `lease`."""
+    watch_id = lease.watch.watch_id
+    rows = await _fenced(
+        db,
+        lease,
+        [
+            (
+                "INSERT INTO scans (scan_id, tiles_expected) SELECT %s, count(*) FROM "
+                "watch_tiles WHERE scan_id = %s ON CONFLICT DO NOTHING",
+                (scan_id, scan_id),
+            ),
+            (
+                "INSERT INTO watch_rounds (scan_id, watch_id, tiles) SELECT %s, %s, count(*) "
+                "FROM watch_tiles WHERE scan_id = %s ON CONFLICT DO NOTHING",
+                (scan_id, watch_id, scan_id),
+            ),
+            ("UPDATE watches SET last_scan_id = %s WHERE watch_id = %s", (scan_id, watch_id)),
+            ("SELECT count(*) FROM watch_tiles WHERE scan_id = %s", (scan_id,)),
+        ],
+    )
+    return int(rows[0][0])
 
 
 async def unsent(db: Database, watch_id: int) -> list[tuple[str, str, str]]:
@@ -274,9 +351,15 @@ async def unsent(db: Database, watch_id: int) -> list[tuple[str, str, str]]:
     return [(r[0], r[1], r[2]) for r in rows]
 
 
-async def mark_sent(db: Database, scan_id: str, tile_ids: Sequence[str]) -> None:
-    await db.execute(
-        "UPDATE watch_tiles SET sent = true WHERE scan_id = %s AND tile_id = ANY(%s)",
-        scan_id,
-        list(tile_ids),
+async def mark_sent(db: Database, lease: Lease, scan_id: str, tile_ids: Sequence[str]) -> None:
+    """Mark these tiles of round `scan_id` sent (the broker acknowledged). Fenced by `lease`."""
+    await _fenced(
+        db,
+        lease,
+        [
+            (
+                "UPDATE watch_tiles SET sent = true WHERE scan_id = %s AND tile_id = ANY(%s)",
+                (scan_id, list(tile_ids)),
+            )
+        ],
     )

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from shapely.geometry.base import BaseGeometry
 
 from amberscan.errors import PoisonMessage
-from amberscan.geo.tiles import Tile
+from amberscan.geo.tiles import PROVIDER_TILE_PX, Tile
 from amberscan.imagery.grid import plan_children, stitch
 from amberscan.vision.imageio import decode_image
 
@@ -162,7 +162,8 @@ async def stitch_children(
     fetched = await asyncio.gather(*(fetch(c.tile) for c in children))
 
     def decode() -> NDArray[np.uint8]:
-        images = [decode_image(f.data, f.source) for f in fetched]
+        # Each child's declared size is checked before its pixels are decoded (#26, defect 7).
+        images = [decode_image(f.data, f.source, max_pixels=PROVIDER_TILE_PX**2) for f in fetched]
         return stitch(children, images)
 
     return await asyncio.to_thread(decode), list(fetched)

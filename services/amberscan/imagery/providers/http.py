@@ -2,7 +2,8 @@
 concurrency and request rate, times out, retries 5xx/429/connection errors under the shared
 `RetryPolicy` (jittered backoff, or the server's Retry-After; then raises `TransientError`, so
 the stage retries later), turns 404 and other 4xx into
-a `PoisonMessage` naming the URL, and revalidates repeated requests with `If-None-Match`.
+a `PoisonMessage` naming the URL, refuses a body larger than its cap as it streams, and
+revalidates repeated requests with `If-None-Match`.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from amberscan.imagery.providers.base import ProviderError, TileNotFound
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+# The largest body a provider may answer (#26, defect 7): a 256-px tile is tens of kB, a STAC
+# catalogue page or WMTS capabilities document a few MB; a body past this is refused as it streams.
+MAX_BODY_BYTES = 32 * 1024 * 1024
 _SECRET_PARAMS = re.compile(r"([?&](?:key|api_key|apikey|access_token|token)=)[^&]*", re.I)
 
 
@@ -73,6 +77,7 @@ class Fetcher:
         retries: int = 4,
         backoff_s: float = 0.5,
         etag_cache_size: int = 512,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self._session = session
         self._own_session = session is None
@@ -83,6 +88,7 @@ class Fetcher:
         self.backoff_s = backoff_s
         self._etags: OrderedDict[str, _Cached] = OrderedDict()
         self._etag_cache_size = etag_cache_size
+        self.max_body_bytes = max_body_bytes
         self.requests = 0  # HTTP requests sent (tests and metrics)
         self.revalidated = 0  # answered 304 Not Modified from the ETag cache
 
@@ -102,7 +108,7 @@ class Fetcher:
 
         Raises:
             TileNotFound: 404.
-            ProviderError: another 4xx (except 429).
+            ProviderError: another 4xx (except 429), or a body larger than `max_body_bytes`.
             TransientError: 5xx, 429, timeouts or connection errors after every retry.
         """
         shown = redact(url)
@@ -130,7 +136,7 @@ class Fetcher:
                             self._remember(url, cached.etag, cached.body, cached.headers)
                             return cached.body, cached.headers
                         if status == 200:
-                            body = await response.read()
+                            body = await self._read_capped(response, shown)
                             answer = dict(response.headers)
                             self._remember(url, response.headers.get("ETag", ""), body, answer)
                             return body, answer
@@ -150,6 +156,19 @@ class Fetcher:
             f"{shown}: gave up after {self.retries + 1} attempts ({last})",
             retry_after_s=retry_after,
         )
+
+    async def _read_capped(self, response: aiohttp.ClientResponse, shown: str) -> bytes:
+        """The body, read in chunks and refused once past the cap (a declared length at once)."""
+        cap = self.max_body_bytes
+        too_large = ProviderError(f"{shown}: the body is larger than {cap} bytes")
+        if response.content_length is not None and response.content_length > cap:
+            raise too_large
+        body = bytearray()
+        async for chunk in response.content.iter_chunked(1 << 16):
+            body += chunk
+            if len(body) > cap:
+                raise too_large
+        return bytes(body)
 
     async def get_json(self, url: str) -> Any:
         body, _ = await self.get(url)
