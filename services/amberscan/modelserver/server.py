@@ -14,9 +14,7 @@ unchanged against the official TF Serving image (see ``docker/tfserving``), the 
 
 Inference runs on a fixed pool of worker threads (`workers`), never on the event loop, so health
 checks and metadata answer while a batch is computed; requests beyond `max_concurrent` wait their
-turn or are answered RESOURCE_EXHAUSTED, which clients retry.
-
-    amberscan serve model-server --model-dir models/serving --name backbone
+turn or are answered RESOURCE_EXHAUSTED, which clients retry. Run by `amberscan serve model-server`.
 """
 
 from __future__ import annotations
@@ -438,13 +436,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m amberscan.modelserver.server", description="TF Serving API model server"
     )
+    served = settings.model_server
     parser.add_argument("--model-dir", type=Path, default=settings.serving.model_dir)
-    parser.add_argument(
-        "--name", default=settings.model_server.backbone_name, help="ModelSpec.name"
-    )
-    parser.add_argument(
-        "--address", default=settings.model_server.address, help="host:port to listen on"
-    )
+    parser.add_argument("--name", default=served.backbone_name, help="ModelSpec.name")
+    parser.add_argument("--address", default=served.address, help="host:port to listen on")
     args = parser.parse_args(argv)
     options = ServerOptions.from_config(settings.serving)
     return run_server(args.model_dir, args.name, args.address, options, settings.ops)
