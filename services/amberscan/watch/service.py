@@ -2,7 +2,7 @@
 
 Each replica loops: take the lease of the most overdue region (PostGIS, `FOR UPDATE SKIP
 LOCKED`, so replicas share regions and never run one region's round twice at once; the lease is
-renewed every `LEASE_RENEW_FRACTION` of `watch_lease_s` while the round runs, and every write of
+renewed every `LEASE_RENEW_FRACTION` of `AMBERSCAN_WATCH_LEASE_S` while the round runs, and every write of
 the round is fenced by the lease's token, so a replica whose lease was taken — stalled past it —
 writes nothing more and abandons its round), send again
 whatever an earlier round of that region recorded but did not mark sent, ask the provider what it
@@ -50,7 +50,7 @@ from amberscan.watch.core import UNANSWERED_AFTER_S, Watch, plan_round, tile_req
 
 log = logging.getLogger(__name__)
 SERVICE = "watch"
-# A round renews its lease this often, as a share of `watch_lease_s` (#26, defect 5): two
+# A round renews its lease this often, as a share of `AMBERSCAN_WATCH_LEASE_S` (#26, defect 5): two
 # renewals may fail (the database restarting) before the lease runs out.
 LEASE_RENEW_FRACTION = 1 / 3
 
@@ -234,7 +234,7 @@ class Watcher:
 
 
 async def run(settings: WatchSettings, stop: asyncio.Event) -> None:
-    """Run watch rounds until `stop` is set (idle replicas look every `watch_poll_s`)."""
+    """Run watch rounds until `stop` is set (idle replicas look every `AMBERSCAN_WATCH_POLL_S`)."""
     producer = AIOKafkaProducer(**client_options(settings.kafka), enable_idempotence=True)
     await connect(producer, settings.kafka)
     try:
