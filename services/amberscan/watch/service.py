@@ -2,9 +2,9 @@
 
 Each replica loops: take the lease of the most overdue region (PostGIS, `FOR UPDATE SKIP
 LOCKED`, so replicas share regions and never run one region's round twice at once; the lease is
-renewed every `LEASE_RENEW_FRACTION` of `AMBERSCAN_WATCH_LEASE_S` while the round runs, and every write of
-the round is fenced by the lease's token, so a replica whose lease was taken — stalled past it —
-writes nothing more and abandons its round), send again
+renewed every `LEASE_RENEW_FRACTION` of `AMBERSCAN_WATCH_LEASE_S` while the round runs, and
+every write of the round is fenced by the lease's token, so a replica whose lease was taken —
+stalled past it — writes nothing more and abandons its round), send again
 whatever an earlier round of that region recorded but did not mark sent, ask the provider what it
 offers now (newest date per scan tile, from what appeared since the region's cursor), and enqueue
 only the tiles whose imagery date is new or whose last enqueue failed and has waited its backoff.
