@@ -9,7 +9,7 @@ STAMP   := $(VENV)/.installed
 export AMBERSCAN_MODEL_DIR ?= $(CURDIR)/models/serving
 export AMBERSCAN_CLASSIFIER_PATH ?= $(CURDIR)/models/classifier.json
 
-.PHONY: bench-stages finetune help image image-demo setup setup-python setup-web setup-stack setup-stack-beside proto proto-check lint model up status down test test-unit run services-down bench bench-map chaos clean
+.PHONY: bench-stages data finetune help image image-demo setup setup-python setup-web setup-stack setup-stack-beside proto proto-check lint model up status down test test-unit run services-down bench bench-map chaos clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -62,6 +62,10 @@ image: ## build the container images (amberscan, amberscan-model-server) with bu
 
 image-demo: ## the demo scan with every stage, the web map and the model server run from the built images (buildah run) on the local stack
 	@stack/phase.sh image-demo stack/image-demo.sh
+
+data: setup-python ## lay out the labelled data set: make data SOURCE=PATH (a clone of texty/amber-methodology)
+	@test -n "$(SOURCE)" || { echo "make data: give SOURCE=PATH, a clone of texty/amber-methodology" >&2; exit 2; }
+	$(BIN)/amberscan data import "$(SOURCE)"
 
 finetune: setup-python ## fine-tune the default backbone only (the first step of `make model`; no stack needed)
 	stack/model.sh finetune

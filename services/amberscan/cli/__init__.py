@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from amberscan.cli import (
+    data,
     demo_tiles,
     detect_tile,
     diff,
@@ -32,6 +33,7 @@ from amberscan.errors import AmberscanError
 
 # In the order `amberscan --help` lists them.
 COMMANDS = (
+    data,
     export_backbone,
     finetune,
     serve,

@@ -7,12 +7,18 @@ everything before `_super_`, and crops of one tile must never straddle train and
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from amberscan.errors import AmberscanError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# A crop of the texty data set: the tile's centre (WGS84 degrees), its capture date, the segment.
+CROP_NAME = re.compile(
+    r"(?P<tile>-?\d+(?:\.\d+)?_-?\d+(?:\.\d+)?_\d{1,2}_[A-Z][a-z]{2}_\d{4}_GMT)"
+    r"_super_(?P<segment>\d+)"
+)
 
 
 class DatasetError(AmberscanError):
@@ -30,6 +36,21 @@ def tile_id_of(name: str) -> str:
     """The tile id of a crop file name (the part before `_super_`, or the stem without it)."""
     stem = Path(name).stem
     return stem.split("_super_", 1)[0]
+
+
+def parse_crop_name(name: str) -> str:
+    """The tile id of a crop file named as the texty data set names them, strictly.
+
+    Raises:
+        DatasetError: the name is not `LAT_LON_DD_Mon_YYYY_GMT_super_N` with an image suffix.
+    """
+    path = Path(name)
+    match = CROP_NAME.fullmatch(path.stem)
+    if match is None or path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise DatasetError(
+            f"{name}: not a crop name of the data set (LAT_LON_DD_Mon_YYYY_GMT_super_N.png)"
+        )
+    return match["tile"]
 
 
 def list_labelled(data_dir: Path) -> list[LabelledCrop]:
