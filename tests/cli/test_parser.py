@@ -14,6 +14,7 @@ import pytest
 from amberscan.cli import COMMANDS, build_parser, main
 
 COMMAND_NAMES = [
+    "data",
     "export-backbone",
     "finetune",
     "serve",

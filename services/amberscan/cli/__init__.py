@@ -51,11 +51,25 @@ COMMANDS = (
 )
 
 
+def version() -> str:
+    """The installed distribution's version (pyproject.toml), else the package's own."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("amberscan")
+    except PackageNotFoundError:
+        from amberscan import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every `amberscan` command (nothing heavy is imported to build it)."""
     parser = argparse.ArgumentParser(
         prog="amberscan", description="Find illegal amber mining in aerial imagery."
     )
+    parser.add_argument("--version", action="version", version=f"amberscan {version()}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
@@ -65,15 +66,26 @@ def add_json(parser: argparse.ArgumentParser, help: str | None = None) -> None:
 PROVIDERS = ("xyz", "bing", "local", "demo", "geotiff", "stac", "wmts")
 
 
+def absolute_source(source: str) -> str:
+    """A local path made absolute (URLs and `s3://` keys as they are): a request travels on the
+    bus to a tiler or watcher whose working directory is not the caller's."""
+    if "://" in source and not source.startswith("file://"):
+        return source
+    scheme = "file://" if source.startswith("file://") else ""
+    return scheme + os.path.abspath(os.path.expanduser(source.removeprefix("file://")))
+
+
 def add_imagery_sources(parser: argparse.ArgumentParser, vintage: bool = True) -> None:
     """--source, --collection, --layer, --imagery-date (and --vintage): raster, STAC and WMTS
     sources, as `scan` and `watch add` name them."""
     parser.add_argument(
         "--source",
         action="append",
+        type=absolute_source,
         default=[],
         help="geotiff: a file, folder, glob, URL or s3:// key/prefix (repeatable); "
-        "stac: the catalogue or API URL; wmts: the GetCapabilities URL",
+        "stac: the catalogue or API URL; wmts: the GetCapabilities URL (local paths are "
+        "made absolute before the request is sent)",
     )
     parser.add_argument("--collection", default="", help="stac: the collection")
     parser.add_argument("--layer", action="append", default=[], help="wmts: layer (repeatable)")

@@ -27,7 +27,12 @@ def add_parser(sub: options.Subparsers) -> None:
     region.add_argument("--demo", action="store_true", help="the bundled demo area")
     p.add_argument("--zoom", type=int, default=16, help="scan tile zoom (default 16)")
     p.add_argument("--fetch-zoom", type=int, default=18, help="provider tile zoom (default 18)")
-    p.add_argument("--provider", default="xyz", choices=list(options.PROVIDERS))
+    p.add_argument(
+        "--provider",
+        choices=list(options.PROVIDERS),
+        help="imagery provider (default: AMBERSCAN_DEFAULT_PROVIDER, xyz unless set); "
+        "bing: Microsoft is retiring the Bing Maps imagery API, see the README",
+    )
     options.add_imagery_sources(p)
     p.add_argument("--date-from", default="", help="ISO date: skip imagery captured before")
     p.add_argument("--date-to", default="", help="ISO date: skip imagery captured after")
@@ -41,7 +46,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from amberscan.common.db import Database
     from amberscan.common.topic_admin import ensure_topics
 
-    request = scan_request(args)
+    request = scan_request(args, settings.imagery.default_provider)
 
     async def follow() -> list[tuple[pb.ScanRequest, scanning.ScanSummary]]:
         # Raster, STAC and WMTS sources are checked (and a missing region filled from their
@@ -72,8 +77,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(s.complete and not s.error for _, s in results) else 1
 
 
-def scan_request(args: argparse.Namespace) -> pb.ScanRequest:
+def scan_request(args: argparse.Namespace, default_provider: str) -> pb.ScanRequest:
     """The request the arguments describe; a bad region is refused before anything is sent.
+
+    Args:
+        args: The parsed `scan` arguments (`--source` paths already absolute).
+        default_provider: The provider of a scan that names none (`AMBERSCAN_DEFAULT_PROVIDER`).
 
     Raises:
         InvalidRegion: the bbox or the GeoJSON file is not a valid region (names the problem).
@@ -89,7 +98,7 @@ def scan_request(args: argparse.Namespace) -> pb.ScanRequest:
         request = pb.ScanRequest(
             zoom=args.zoom,
             fetch_zoom=args.fetch_zoom,
-            provider=args.provider,
+            provider=args.provider or default_provider,
             date_from=args.date_from,
             date_to=args.date_to,
             sources=args.source,
