@@ -1,4 +1,8 @@
-"""Bing Maps aerial imagery through its REST imagery metadata API."""
+"""Bing Maps aerial imagery through its REST imagery metadata API.
+
+Microsoft is retiring Bing Maps for Enterprise (free keys until 30 June 2025, enterprise keys
+until 30 June 2028): this provider works only while its key does.
+"""
 
 from __future__ import annotations
 
