@@ -133,3 +133,13 @@ def test_a_target_file_with_other_bytes_is_not_overwritten(tmp_path: Path) -> No
         import_data(clone, tmp_path / "out")
     assert kept.read_bytes() == b"someone else's"
     assert not (tmp_path / "out" / "superpixels").exists()
+
+
+def test_the_command_ends_a_refusal_as_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "src").mkdir()
+    assert main(["data", "import", str(tmp_path / "src"), "--to", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"amberscan: error: {tmp_path / 'src'}: neither a clone of texty")
+    assert err.count("\n") == 1
