@@ -25,11 +25,34 @@ from amberscan.errors import PoisonMessage, TransientError
 CONNECTION_WAIT_S = 10.0
 
 
+# SQLSTATE classes and codes of failures that pass without a change to the data (#26 defect 3):
+# the connection (08), a transaction a concurrent one rolled back (40: serialization failure,
+# deadlock), the server short of resources (53: disk full, out of memory, too many
+# connections), an operator or a shutdown (57P01-57P03), a cancelled statement or a statement
+# timeout (57014), a lock not available (55P03), a read-only server after a failover (25006).
+# Every other SQLSTATE is permanent, `OperationalError`s included (58xxx system errors, XX
+# internal ones, 28xxx a refused login): a retry gives the same answer.
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53"})
+TRANSIENT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57014", "55P03", "25006"})
+
+
 def is_transient(error: BaseException) -> bool:
-    """Whether a database failure may pass: the server unreachable, restarting or shutting
-    down (a lost connection, a pool timeout), or a transaction a concurrent one rolled back
-    (all are `OperationalError`s in psycopg)."""
-    return isinstance(error, psycopg.OperationalError)
+    """Whether a database failure may pass, by its SQLSTATE (`TRANSIENT_SQLSTATE_CLASSES`,
+    `TRANSIENT_SQLSTATES`); an `OperationalError` without one is the server not answering (a
+    lost connection, a pool timeout), transient too.
+
+    Disk full (53100) is transient: the server's state, not the record's, is at fault, and the
+    record succeeds once space is freed; failing it at once would fail every tile of the stream
+    within seconds (and their statuses could not be written to the full disk either). It is not
+    hammered: the stage pauses the partition with a doubling backoff between rounds, and past
+    `AMBERSCAN_MAX_RECORD_ATTEMPTS` or `AMBERSCAN_MAX_RECORD_AGE_S` the record is
+    dead-lettered."""
+    if not isinstance(error, psycopg.Error):
+        return False
+    state = error.sqlstate
+    if state is None:
+        return isinstance(error, psycopg.OperationalError)
+    return state[:2] in TRANSIENT_SQLSTATE_CLASSES or state in TRANSIENT_SQLSTATES
 
 
 @contextlib.contextmanager

@@ -97,6 +97,20 @@ class RetryConfig(Concern):
 
     max_retries: int = env("MAX_RETRIES", 5, ge=0)
     backoff_s: float = env("RETRY_BACKOFF_S", 0.5, gt=0)
+    # A stage's bound on one record that keeps failing transiently (its partition rewound and
+    # paused between rounds of retries): past either, it is dead-lettered and its tile failed.
+    max_record_attempts: int = env(
+        "MAX_RECORD_ATTEMPTS",
+        100,
+        "tries of a transiently failing record, then a dead letter",
+        ge=1,
+    )
+    max_record_age_s: float = env(
+        "MAX_RECORD_AGE_S",
+        1800.0,
+        "seconds a record may keep failing transiently, then a dead letter",
+        gt=0,
+    )
 
 
 class OpsConfig(Concern):
