@@ -1146,3 +1146,10 @@ def test_replay_examples_use_the_real_version_format() -> None:
             assert version.match(value), f"{path.name}: {value}"
             found += 1
     assert found >= 3
+
+
+def test_production_is_no_demo(scratch: Path) -> None:
+    """Production never sets AMBERSCAN_DEMO (the web map would accept built-in credentials,
+    #26 defect 9); the local throwaway cluster, with the example Secret, does."""
+    for overlay, demo in (("production", "false"), ("local", "true")):
+        assert _config(list(_built(overlay, scratch)))["AMBERSCAN_DEMO"] == demo, overlay

@@ -88,16 +88,28 @@ def database_errors(what: str) -> Iterator[None]:
 class Database:
     """An async pool whose connections search `schema` first, then `public` (PostGIS)."""
 
-    def __init__(self, database: DatabaseConfig, schema: str | None = None) -> None:
+    def __init__(
+        self,
+        database: DatabaseConfig,
+        schema: str | None = None,
+        *,
+        max_size: int = 8,
+        statement_timeout_s: float | None = None,
+        wait_s: float = CONNECTION_WAIT_S,
+    ) -> None:
+        """A pool of at most `max_size` connections, each statement cut after
+        `statement_timeout_s` when given (the server's `statement_timeout`); a caller waits at
+        most `wait_s` for a connection."""
         self.schema = schema or database.schema_name
+        self.statement_timeout_ms = round(statement_timeout_s * 1000) if statement_timeout_s else 0
         self.pool = AsyncConnectionPool(
             database.url,
             min_size=1,
-            max_size=8,
+            max_size=max_size,
             open=False,
             configure=self._configure,
             check=AsyncConnectionPool.check_connection,
-            timeout=CONNECTION_WAIT_S,
+            timeout=wait_s,
             kwargs={"autocommit": True},
         )
 
@@ -105,11 +117,16 @@ class Database:
         await conn.execute(
             sql.SQL("SET search_path TO {}, public").format(sql.Identifier(self.schema))
         )
+        if self.statement_timeout_ms:
+            await conn.execute(
+                sql.SQL("SET statement_timeout = {}").format(sql.Literal(self.statement_timeout_ms))
+            )
 
-    async def open(self) -> None:
-        """Open the pool and create the schema and tables if missing."""
+    async def open(self, migrate: bool = True) -> None:
+        """Open the pool and (unless not to `migrate`) create the schema and tables if missing."""
         await self.pool.open(wait=True, timeout=30)
-        await self.migrate()
+        if migrate:
+            await self.migrate()
 
     async def close(self) -> None:
         await self.pool.close()
@@ -125,6 +142,7 @@ class Database:
         """Create the schema and its tables (idempotent)."""
         ddl = resources.files("amberscan.common").joinpath("schema.sql").read_text()
         async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SET LOCAL statement_timeout = 0")  # not a request's statement
             # Services start together; concurrent CREATE ... IF NOT EXISTS can still collide.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('amberscan-migrate'))")
             await conn.execute(
