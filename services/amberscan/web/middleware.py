@@ -103,7 +103,10 @@ def server_failure(request: web.Request, problem: Exception) -> web.Response:
     """The generic answer to a failure of the server's own (its details logged)."""
     request_id = request[REQUEST_ID]
     where = f"{request.method} {request.path_qs} (request {request_id})"
-    if isinstance(problem, psycopg.errors.QueryCanceled):
+    # `Database.fetch` raises a statement timeout as a TransientError caused by it.
+    if isinstance(problem, psycopg.errors.QueryCanceled) or isinstance(
+        problem.__cause__, psycopg.errors.QueryCanceled
+    ):
         timeout = request.app[SETTINGS].web.statement_timeout_s
         log.warning("%s: statement timeout: %s", where, problem)
         return error(
