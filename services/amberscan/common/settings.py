@@ -275,7 +275,8 @@ class WebConfig(Concern):
     # Bounds that keep the map answering while some clients ask much or read slowly (#26 defect
     # 9): a statement's longest run; the connections of the exports' and diffs' own pool and
     # the longest a download may stall on a client that reads nothing; heavy requests
-    # (summaries, low-zoom tiles, exports, diffs) run at once in all and per client address.
+    # (summaries and low-zoom tiles the aggregates cannot answer, exports, diffs) run at once in
+    # all and per client address.
     statement_timeout_s: float = env(
         "WEB_STATEMENT_TIMEOUT_S", 10.0, "longest database statement of one request", gt=0
     )
@@ -286,7 +287,10 @@ class WebConfig(Concern):
         "WEB_EXPORT_STALL_S", 30.0, "a download whose client reads nothing this long is cut", gt=0
     )
     heavy_requests: int = env(
-        "WEB_HEAVY_REQUESTS", 4, "summaries and low-zoom tiles run at once (of 8 connections)", ge=1
+        "WEB_HEAVY_REQUESTS",
+        4,
+        "summaries and low-zoom tiles counted from the detections run at once (of 8 connections)",
+        ge=1,
     )
     client_heavy_requests: int = env(
         "WEB_CLIENT_HEAVY_REQUESTS", 2, "heavy requests one client address runs at once", ge=1

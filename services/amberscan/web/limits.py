@@ -1,8 +1,9 @@
 """The web app's budget of heavy requests, so that some clients asking much, or reading slowly,
 cannot take every database connection from the map (#26 defect 9).
 
-Heavy requests are the summary, vector tiles below the detail zoom, and the downloads (exports
-and diffs). One client address runs at most `WEB_CLIENT_HEAVY_REQUESTS` of them at once; more
+Heavy requests are the summaries and the vector tiles below the detail zoom that the
+aggregates (`map_cells`) cannot answer (counted from the detections), and the downloads
+(exports and diffs). One client address runs at most `WEB_CLIENT_HEAVY_REQUESTS` of them at once; more
 wait their turn, at most the statement timeout, then get 429. Summaries and low-zoom tiles
 share `WEB_HEAVY_REQUESTS` slots of the main pool's connections (the rest stay for the map's
 other requests); downloads have their own pool of `WEB_EXPORT_CONNECTIONS` connections, one

@@ -3,6 +3,7 @@ summary."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 from aiohttp import web
@@ -40,7 +41,8 @@ async def detection_tile(request: web.Request) -> web.Response:
     filters = params.parse_filters(request.query, bbox_required=False)
     if filters.bbox is not None:
         raise core.BadRequest("bbox: a vector tile covers its own z/x/y; leave bbox out")
-    if z < vector_tiles.DETAIL_ZOOM:  # an overview: aggregates over a wide area
+    if z < vector_tiles.DETAIL_ZOOM and vector_tiles.cell_scope(filters) is None:
+        # An overview the aggregates cannot answer: counted from the detections, heavy.
         async with request.app[BUDGET].heavy(request):
             body = await vector_tiles.vector_tile(request.app[DB], filters, z, x, y)
     else:
@@ -68,8 +70,9 @@ async def detections(request: web.Request) -> web.Response:
 async def summary(request: web.Request) -> web.Response:
     filters = params.parse_filters(request.query, bbox_required=False)
     cells = request.app[MAP_CELLS]
-    async with request.app[BUDGET].heavy(request):
-        scope = vector_tiles.cell_scope(filters) if await cells.populated() else None
+    scope = vector_tiles.cell_scope(filters) if await cells.populated() else None
+    # From the aggregates, a summary is light; counted from the detections, heavy.
+    async with request.app[BUDGET].heavy(request) if scope is None else contextlib.nullcontext():
         document = await queries.summary(request.app[DB], filters, scope)
         document["excluded"]["by_reason"] = await exclusion_queries.by_reason(
             request.app[DB], filters
