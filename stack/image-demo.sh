@@ -54,6 +54,7 @@ ENV=(
   -e "AMBERSCAN_DEMO_TILES_URL=http://127.0.0.1:$TILES_PORT/tiles/{z}/{x}/{y}.png"
   -e "AMBERSCAN_WEB_HOST=127.0.0.1"
   -e "AMBERSCAN_WEB_PORT=$WEB_PORT"
+  -e "AMBERSCAN_DEMO=1"
 )
 MOUNTS=(-v "$(cd "$ROOT/models" && pwd -P):/models:ro" -v "$SHARED:/data/texty-amber:ro")
 

@@ -47,6 +47,10 @@ PG_DB=amberscan
 PG_USER=postgres  # initdb refuses root: the cluster belongs to this system user
 
 
+# The local stack is the demo: its services may use the built-in credentials (the web map
+# refuses them otherwise, #26 defect 9).
+export AMBERSCAN_DEMO="${AMBERSCAN_DEMO:-1}"
+
 MODEL_SERVER="${AMBERSCAN_MODEL_SERVER:-127.0.0.1:18500}"
 MODEL_PORT="${MODEL_SERVER##*:}"
 

@@ -39,7 +39,8 @@ def shared_data(base_settings: Settings) -> Path:
 
 @pytest.fixture(scope="session")
 def base_settings() -> Settings:
-    return Settings()
+    """The environment's settings, on the local demo stack (its built-in credentials allowed)."""
+    return replace(Settings(), ops={"demo": True})
 
 
 @pytest.fixture

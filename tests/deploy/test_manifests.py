@@ -1520,3 +1520,10 @@ def test_keda_reads_lag_as_its_own_user(scratch: Path) -> None:
     (user,) = users
     (keda,) = [u for u in _of_kind(objects, "KafkaUser") if u["metadata"]["name"] == user]
     assert _acls(keda) == wanted
+
+
+def test_production_is_no_demo(scratch: Path) -> None:
+    """Production never sets AMBERSCAN_DEMO (the web map would accept built-in credentials,
+    #26 defect 9); the local throwaway cluster, with the example Secret, does."""
+    for overlay, demo in (("production", "false"), ("local", "true")):
+        assert _config(list(_built(overlay, scratch)))["AMBERSCAN_DEMO"] == demo, overlay

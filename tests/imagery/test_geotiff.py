@@ -11,6 +11,7 @@ import pytest
 from rasterio.transform import from_origin
 
 from amberscan.common.settings import Settings
+from amberscan.errors import TransientError
 from amberscan.geo.tiles import Tile
 from amberscan.imagery.providers import GeotiffProvider, RasterOptions, SourceError, provider_for
 from amberscan.imagery.providers.base import SourceSpec
@@ -24,7 +25,7 @@ from tests.imagery.rasters import (
     utm_block_cog,
     write_cog,
 )
-from tests.streams import served
+from tests.streams import free_port, served
 
 OPTIONS = RasterOptions.from_settings(Settings())
 TILES = [d.tile for d in demo.demo_layout()]
@@ -280,3 +281,16 @@ async def test_cog_from_minio_through_gdal_s3(stack_settings: Settings, cogs, im
     )
     with pytest.raises(SourceError, match="nope.tif: no such file"):
         await missing.scan_image(TILES[0], 18)
+
+
+async def test_gdal_errors_are_classed_by_their_exact_words(tmp_path: Path) -> None:
+    """#26 defect 3: any GDAL message with "SSL" or "timeout" in it was retried as transient. A
+    TLS handshake with a server that speaks plain HTTP fails the same way every time (a source
+    named with the wrong scheme): it is refused naming the file, not retried for ever."""
+    async with served(file_server(tmp_path, Served())) as base:
+        href = base.replace("http://", "https://") + "/cog.tif"
+        with pytest.raises(SourceError, match=f"raster {href}: cannot open it.*SSL"):
+            await GeotiffProvider([href], OPTIONS).rasters()
+    closed = f"http://127.0.0.1:{free_port()}/cog.tif"  # nothing listens: a server down
+    with pytest.raises(TransientError, match=f"raster {closed}: cannot read it now"):
+        await GeotiffProvider([closed], OPTIONS).rasters()

@@ -18,7 +18,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from amberscan.common import metrics, topics
-from amberscan.common.records import Output
+from amberscan.common.records import Failure, Output
 from amberscan.common.settings import Settings, replace
 from amberscan.common.stage import Stage, StageConfig
 from amberscan.common.topic_admin import ensure_topics
@@ -156,3 +156,56 @@ async def test_a_rewind_during_the_fill_window_commits_nothing_past_it(
         "r0 (offset 0) was still failing"
     )
     assert at_crash == 0
+
+
+async def test_a_record_failing_transiently_forever_ends_as_a_dead_letter(
+    stack_settings: Settings,
+) -> None:
+    """#26 defect 3: a record whose handler fails transiently for ever (a provider answering 503
+    for good) is rewound and paused without end, and every later record of its partition waits
+    behind it. Past `AMBERSCAN_MAX_RECORD_ATTEMPTS` it must become a dead letter naming its tile,
+    its attempts and its last error, and the records after it must go on."""
+    settings = replace(
+        stack_settings,
+        kafka={"partitions": 1},
+        # Rounds of two tries (a try and a retry), the partition rewound between them: three.
+        retry={"max_retries": 1, "backoff_s": 0.05, "max_record_attempts": 6},
+    )
+    await ensure_topics(settings.kafka)
+    ids = ["ok-before", "stuck", "ok-after"]
+    await produce(settings, topics.TILES, [tile(t) for t in ids])
+    tries: list[str] = []
+
+    async def handle(record: ConsumerRecord) -> list[Output]:
+        message = pb.Tile.FromString(record.value)
+        if message.tile_id == "stuck":
+            tries.append(message.tile_id)
+            raise TransientError("provider: HTTP 503 Service Unavailable")
+        detection = pb.Detection(tile_id=message.tile_id, scan_id=message.scan_id)
+        return [Output(topics.DETECTIONS, record.key, detection.SerializeToString())]
+
+    def describe(record: ConsumerRecord) -> Failure:
+        message = pb.Tile.FromString(record.value)
+        return Failure(tile_id=message.tile_id, scan_id=message.scan_id)
+
+    config = StageConfig(service="forever", source_topic=topics.TILES, describe=describe)
+    stage = Stage(settings, config, handle)
+    stop = asyncio.Event()
+    task = asyncio.create_task(stage.run(stop))
+    try:
+        letters = await read_all(settings, topics.DEAD_LETTERS, expect=1, timeout=45)
+        out = await read_all(settings, topics.DETECTIONS, expect=2, timeout=5)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+    produced = sorted(pb.Detection.FromString(r.value).tile_id for r in out)
+    assert letters, (
+        f"no dead letter after {len(tries)} tries of the stuck record (bound: 6); "
+        f"the records after it are blocked: produced {produced}"
+    )
+    letter = pb.DeadLetter.FromString(letters[0].value)
+    assert (letter.tile_id, letter.scan_id) == ("stuck", "scan-t")
+    assert "6 attempts" in letter.reason and "HTTP 503" in letter.reason, letter.reason
+    assert len(tries) == 6
+    assert produced == ["ok-after", "ok-before"]
+    assert len(letters) == 1

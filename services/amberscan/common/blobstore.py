@@ -36,6 +36,36 @@ class MissingBucket(SystemExit):
     """
 
 
+class AccessRefused(SystemExit):
+    """The blob store refuses the service's keys (AccessDenied, an unknown key, a bad
+    signature): a configuration error, which, as `MissingBucket`, stops the process with this
+    message rather than retrying for ever or dead-lettering every tile."""
+
+
+# S3 error codes of a store that is busy, starting or short of space: worth a retry. Any other
+# code with a 5xx status is retried too; other 4xx codes are the request's own fault (poison).
+TRANSIENT_CODES = frozenset(
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "SlowDown",
+        "RequestTimeout",
+        "OperationAborted",
+        "XMinioServerNotInitialized",
+        "XMinioStorageFull",
+    }
+)
+REFUSED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccountProblem",
+    }
+)
+
+
 class BlobStore:
     """Async facade over the MinIO client (its calls run in threads, off the event loop)."""
 
@@ -156,6 +186,15 @@ class BlobStore:
                 ) from None
             if error.code == "NoSuchBucket":
                 raise MissingBucket(self._missing_bucket(what)) from None
-            raise TransientError(f"blob store {what}: {error.code} {error.message}") from error
+            if error.code in REFUSED_CODES:
+                raise AccessRefused(
+                    f"configuration error: the blob store at {self.endpoint} refused {what} in "
+                    f"bucket {self.bucket!r} ({error.code}: {error.message}); check "
+                    "AMBERSCAN_S3_ACCESS_KEY, AMBERSCAN_S3_SECRET_KEY and the bucket's policy"
+                ) from None
+            status = getattr(error.response, "status", 500)
+            if error.code in TRANSIENT_CODES or status >= 500:
+                raise TransientError(f"blob store {what}: {error.code} {error.message}") from error
+            raise PoisonMessage(f"blob store {what}: {error.code} {error.message}") from None
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise TransientError(f"blob store {what}: {error}") from error

@@ -25,12 +25,34 @@ from amberscan.errors import PoisonMessage, TransientError
 CONNECTION_WAIT_S = 10.0
 
 
+# SQLSTATE classes and codes of failures that pass without a change to the data (#26 defect 3):
+# the connection (08), a transaction a concurrent one rolled back (40: serialization failure,
+# deadlock), the server short of resources (53: disk full, out of memory, too many
+# connections), an operator or a shutdown (57P01-57P03), a cancelled statement or a statement
+# timeout (57014), a lock not available (55P03), a read-only server after a failover (25006).
+# Every other SQLSTATE is permanent, `OperationalError`s included (58xxx system errors, XX
+# internal ones, 28xxx a refused login): a retry gives the same answer.
+TRANSIENT_SQLSTATE_CLASSES = frozenset({"08", "40", "53"})
+TRANSIENT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "57014", "55P03", "25006"})
+
+
 def is_transient(error: BaseException) -> bool:
-    """Whether a database failure may pass: the server unreachable, restarting or shutting
-    down (a lost connection, a pool timeout), or a transaction a concurrent one rolled back
-    (all are `OperationalError`s in psycopg), or the server read-only (a standby, or a primary
-    demoted by a failover: the write is refused whatever the row, #26 defect 6)."""
-    return isinstance(error, psycopg.OperationalError | psycopg.errors.ReadOnlySqlTransaction)
+    """Whether a database failure may pass, by its SQLSTATE (`TRANSIENT_SQLSTATE_CLASSES`,
+    `TRANSIENT_SQLSTATES`); an `OperationalError` without one is the server not answering (a
+    lost connection, a pool timeout), transient too.
+
+    Disk full (53100) is transient: the server's state, not the record's, is at fault, and the
+    record succeeds once space is freed; failing it at once would fail every tile of the stream
+    within seconds (and their statuses could not be written to the full disk either). It is not
+    hammered: the stage pauses the partition with a doubling backoff between rounds, and past
+    `AMBERSCAN_MAX_RECORD_ATTEMPTS` or `AMBERSCAN_MAX_RECORD_AGE_S` the record is
+    dead-lettered."""
+    if not isinstance(error, psycopg.Error):
+        return False
+    state = error.sqlstate
+    if state is None:
+        return isinstance(error, psycopg.OperationalError)
+    return state[:2] in TRANSIENT_SQLSTATE_CLASSES or state in TRANSIENT_SQLSTATES
 
 
 @contextlib.contextmanager
@@ -66,16 +88,28 @@ def database_errors(what: str) -> Iterator[None]:
 class Database:
     """An async pool whose connections search `schema` first, then `public` (PostGIS)."""
 
-    def __init__(self, database: DatabaseConfig, schema: str | None = None) -> None:
+    def __init__(
+        self,
+        database: DatabaseConfig,
+        schema: str | None = None,
+        *,
+        max_size: int = 8,
+        statement_timeout_s: float | None = None,
+        wait_s: float = CONNECTION_WAIT_S,
+    ) -> None:
+        """A pool of at most `max_size` connections, each statement cut after
+        `statement_timeout_s` when given (the server's `statement_timeout`); a caller waits at
+        most `wait_s` for a connection."""
         self.schema = schema or database.schema_name
+        self.statement_timeout_ms = round(statement_timeout_s * 1000) if statement_timeout_s else 0
         self.pool = AsyncConnectionPool(
             database.url,
             min_size=1,
-            max_size=8,
+            max_size=max_size,
             open=False,
             configure=self._configure,
             check=AsyncConnectionPool.check_connection,
-            timeout=CONNECTION_WAIT_S,
+            timeout=wait_s,
             kwargs={"autocommit": True},
         )
 
@@ -83,11 +117,16 @@ class Database:
         await conn.execute(
             sql.SQL("SET search_path TO {}, public").format(sql.Identifier(self.schema))
         )
+        if self.statement_timeout_ms:
+            await conn.execute(
+                sql.SQL("SET statement_timeout = {}").format(sql.Literal(self.statement_timeout_ms))
+            )
 
-    async def open(self) -> None:
-        """Open the pool and create the schema and tables if missing."""
+    async def open(self, migrate: bool = True) -> None:
+        """Open the pool and (unless not to `migrate`) create the schema and tables if missing."""
         await self.pool.open(wait=True, timeout=30)
-        await self.migrate()
+        if migrate:
+            await self.migrate()
 
     async def close(self) -> None:
         await self.pool.close()
@@ -103,6 +142,7 @@ class Database:
         """Create the schema and its tables (idempotent)."""
         ddl = resources.files("amberscan.common").joinpath("schema.sql").read_text()
         async with self.pool.connection() as conn, conn.transaction():
+            await conn.execute("SET LOCAL statement_timeout = 0")  # not a request's statement
             # Services start together; concurrent CREATE ... IF NOT EXISTS can still collide.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('amberscan-migrate'))")
             await conn.execute(

@@ -6,7 +6,9 @@ poison, or a `Retry` when its transient failure outlasts the retry policy.
 - an output larger than the topic's `max.message.bytes` is a dead letter too, never a crash;
 - a transient failure is retried under the shared `RetryPolicy` (bounded, jittered, honouring
   Retry-After). A record still failing after that is not dead-lettered (a model-server restart
-  must not lose tiles): it is given back as `Retry`, and the stage rewinds its partition to it.
+  must not lose tiles): it is given back as `Retry`, and the stage rewinds its partition to it —
+  until the record has had `AMBERSCAN_MAX_RECORD_ATTEMPTS` tries or kept failing for
+  `AMBERSCAN_MAX_RECORD_AGE_S`: then the stage makes its dead letter (`give_up`, a `GaveUp`).
 
 Nothing here touches the consumer or the producer: what is produced and committed, and when, is
 the stage's (`stage.py`).
@@ -25,7 +27,7 @@ from aiokafka.structs import ConsumerRecord
 from amberscan.common import metrics, topics
 from amberscan.common.records import RECORD_OVERHEAD, Failure, Output, dead_letter
 from amberscan.common.retry import RetryPolicy
-from amberscan.common.settings import KafkaConfig
+from amberscan.common.settings import KafkaConfig, RetryConfig
 from amberscan.errors import InvalidInput, PoisonMessage, TransientError
 
 log = logging.getLogger(__name__)
@@ -33,9 +35,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Retry:
-    """A record whose transient failure outlasted the retry policy: it comes back later."""
+    """A record whose transient failure outlasted the retry policy: it comes back later
+    (`attempts`: the tries it had in this round)."""
 
     error: BaseException
+    attempts: int = 1
+
+
+class GaveUp(PoisonMessage):
+    """A record that kept failing transiently past the stage's bound on its attempts or age."""
 
 
 # What handling one record gives: its outputs, or the error that stopped it.
@@ -100,7 +108,7 @@ class Handling:
             metrics.RETRIES.labels(service).inc(len(again))
             if attempt > self.policy.retries or stop.is_set():
                 for i in again:
-                    results[i] = Retry(last or TransientError("stopped while retrying"))
+                    results[i] = Retry(last or TransientError("stopped while retrying"), attempt)
                 break
             delay = self.policy.delay(attempt, last)
             log.warning(
@@ -143,6 +151,25 @@ class Handling:
         except Exception as error:  # noqa: BLE001 - an unexpected bug must not stall the stream
             log.exception("unexpected error, dead-lettering", extra={"offset": record.offset})
             return error
+
+    def give_up(
+        self,
+        record: ConsumerRecord,
+        error: BaseException,
+        attempts: int,
+        age_s: float,
+        bounds: RetryConfig,
+    ) -> Output:
+        """The dead letter of a record that kept failing transiently past the stage's `bounds`
+        (checked after each round of retries, so it may have had a round more than the bound's
+        tries: rounds are not cut short)."""
+        gave_up = GaveUp(
+            f"{record.topic}/{record.partition}@{record.offset}: gave up after {attempts} "
+            f"attempts over {age_s:.0f} s of transient failures (AMBERSCAN_MAX_RECORD_ATTEMPTS="
+            f"{bounds.max_record_attempts}, AMBERSCAN_MAX_RECORD_AGE_S={bounds.max_record_age_s:g}"
+            f"); last: {error}"
+        )
+        return self._dead_letter_output(record, gave_up)
 
     def _dead_letter_output(self, record: ConsumerRecord, error: BaseException) -> Output:
         service = self.service

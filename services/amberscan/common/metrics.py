@@ -48,6 +48,11 @@ REWINDS = Counter(
     "Partitions rewound and paused after a transient failure outlasted its retries.",
     ["service"],
 )
+GAVE_UP = Counter(
+    "amberscan_gave_up_total",
+    "Records dead-lettered after failing transiently past the bound on their tries or age.",
+    ["service"],
+)
 # Aggregator (#10): tiles given up on (each one dead-lettered, so it ends as failed), scores
 # ignored because their tile was already finished or dropped, and tiles held open.
 DROPPED_TILES = Counter(

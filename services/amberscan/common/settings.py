@@ -29,6 +29,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from amberscan.errors import AmberscanError
+
 PREFIX = "AMBERSCAN_"
 
 # Defaults the raster readers and the tiler use too, defined once here (the layer below both)
@@ -152,6 +154,20 @@ class RetryConfig(Concern):
 
     max_retries: int = env("MAX_RETRIES", 5, ge=0)
     backoff_s: float = env("RETRY_BACKOFF_S", 0.5, gt=0)
+    # A stage's bound on one record that keeps failing transiently (its partition rewound and
+    # paused between rounds of retries): past either, it is dead-lettered and its tile failed.
+    max_record_attempts: int = env(
+        "MAX_RECORD_ATTEMPTS",
+        100,
+        "tries of a transiently failing record, then a dead letter",
+        ge=1,
+    )
+    max_record_age_s: float = env(
+        "MAX_RECORD_AGE_S",
+        1800.0,
+        "seconds a record may keep failing transiently, then a dead letter",
+        gt=0,
+    )
 
 
 class OpsConfig(Concern):
@@ -160,6 +176,11 @@ class OpsConfig(Concern):
     metrics_port: int = env("METRICS_PORT", 0, "0 disables the Prometheus endpoint", ge=0)
     log_level: str = env("LOG_LEVEL", "INFO")
     log_json: bool = env("LOG_JSON", True)
+    demo: bool = env(
+        "DEMO",
+        False,
+        "the local demo stack: built-in credentials allowed (never set in production)",
+    )
 
 
 class ModelServerConfig(Concern):
@@ -306,6 +327,29 @@ class WebConfig(Concern):
         "MAP_REFRESH_S", 30.0, "longest wait before the map's aggregates follow a change", gt=0
     )
     max_page: int = env("WEB_MAX_PAGE", 5000, "detections per GeoJSON page", ge=1)
+    # Bounds that keep the map answering while some clients ask much or read slowly (#26 defect
+    # 9): a statement's longest run; the connections of the exports' and diffs' own pool and
+    # the longest a download may stall on a client that reads nothing; heavy requests
+    # (summaries and low-zoom tiles the aggregates cannot answer, exports, diffs) run at once in
+    # all and per client address.
+    statement_timeout_s: float = env(
+        "WEB_STATEMENT_TIMEOUT_S", 10.0, "longest database statement of one request", gt=0
+    )
+    export_connections: int = env(
+        "WEB_EXPORT_CONNECTIONS", 2, "database connections of exports and diffs (their own)", ge=1
+    )
+    export_stall_s: float = env(
+        "WEB_EXPORT_STALL_S", 30.0, "a download whose client reads nothing this long is cut", gt=0
+    )
+    heavy_requests: int = env(
+        "WEB_HEAVY_REQUESTS",
+        4,
+        "summaries and low-zoom tiles counted from the detections run at once (of 8 connections)",
+        ge=1,
+    )
+    client_heavy_requests: int = env(
+        "WEB_CLIENT_HEAVY_REQUESTS", 2, "heavy requests one client address runs at once", ge=1
+    )
 
 
 class ExploreConfig(Concern):
@@ -490,6 +534,51 @@ def _by_concern(settings_cls: type[BaseModel], given: Mapping[str, str]) -> dict
         name: {alias: upper[alias] for alias in _aliases(concern) if alias in upper}
         for name, concern in _concerns(settings_cls).items()
     }
+
+
+class DefaultCredentials(AmberscanError):
+    """A process outside the demo (`AMBERSCAN_DEMO`) given a built-in or example credential."""
+
+
+# The secrets the code and the example manifests carry: fit for the local demo stack only.
+EXAMPLE_SECRETS = frozenset({"change-me", "amberscan-secret"})
+
+
+def built_in_credentials(settings: ProcessSettings) -> list[str]:
+    """The variables of `settings` that hold a built-in or example credential: the database as
+    `postgres` without a password (the default URL) or with an example one, the MinIO secret,
+    the web token."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    found = []
+    database = getattr(settings, "database", None)
+    if isinstance(database, DatabaseConfig):
+        try:
+            info = conninfo_to_dict(database.url)
+        except Exception:  # noqa: BLE001 - an unparsable URL fails where it is used, named
+            info = {}
+        user, password = str(info.get("user") or "postgres"), str(info.get("password") or "")
+        if password in EXAMPLE_SECRETS or (user == "postgres" and not password):
+            found.append("AMBERSCAN_DATABASE_URL (user postgres without a password, or an example)")
+    s3 = getattr(settings, "s3", None)
+    if isinstance(s3, S3Config) and s3.secret_key in EXAMPLE_SECRETS:
+        found.append("AMBERSCAN_S3_SECRET_KEY (the built-in MinIO secret, or an example)")
+    web = getattr(settings, "web", None)
+    if isinstance(web, WebConfig) and web.token in EXAMPLE_SECRETS:
+        found.append("AMBERSCAN_WEB_TOKEN (an example token)")
+    return found
+
+
+def refuse_built_in_credentials(settings: ProcessSettings) -> None:
+    """Raise `DefaultCredentials` naming each built-in or example credential of `settings`,
+    unless `AMBERSCAN_DEMO` says this is the local demo stack."""
+    found = [] if settings.ops.demo else built_in_credentials(settings)
+    if found:
+        raise DefaultCredentials(
+            "refusing to start with built-in or example credentials outside the demo: "
+            + "; ".join(found)
+            + ". Set credentials of your own, or AMBERSCAN_DEMO=1 on the local demo stack only"
+        )
 
 
 def variables(settings_cls: type[ProcessSettings] = Settings) -> dict[str, str]:

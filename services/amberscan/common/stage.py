@@ -16,7 +16,11 @@ Failures:
   failures are retried under the shared `RetryPolicy`, by the stage's `Handling` (`handling.py`);
 - a record still failing transiently after its retries is not dead-lettered (a model-server
   restart must not lose tiles): its partition is rewound to it and paused for a backoff, so it
-  comes back later, and nothing waits on it meanwhile — no lock, no stalled rebalance.
+  comes back later, and nothing waits on it meanwhile — no lock, no stalled rebalance. Not for
+  ever: once it has had `retry.max_record_attempts` tries, or has kept failing for
+  `retry.max_record_age_s` since its first failure, it is dead-lettered with its reason (its
+  tile gets a failed status) and its partition goes on. The count is this process's: a restart
+  or a rebalance starts it again, which at worst lengthens the bound by one more round.
 - outputs the broker does not acknowledge (a send error) rewind each partition of their batch
   to the batch's first record, and the producer is replaced: aiokafka's idempotent producer
   numbers the batches it sends to a partition, and after one the broker refused, every later
@@ -41,7 +45,7 @@ import logging
 import signal
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,7 +56,7 @@ from aiokafka.structs import ConsumerRecord
 from amberscan.common import metrics, topics
 from amberscan.common.bus import client_options, connect
 from amberscan.common.handling import BatchHandler, Handler, Handling, Result, Retry
-from amberscan.common.records import RECORD_OVERHEAD, Failure
+from amberscan.common.records import RECORD_OVERHEAD, Failure, Output
 from amberscan.common.retry import RetryPolicy
 from amberscan.common.settings import KafkaConfig, StreamingSettings
 
@@ -93,6 +97,15 @@ class StageConfig:
 
     def group(self, kafka: KafkaConfig) -> str:
         return self.group_id or f"{kafka.topic_prefix}amberscan-{self.service}"
+
+
+@dataclass
+class _Stuck:
+    """A record a partition was rewound to: its tries so far, and when it first failed."""
+
+    offset: int
+    since: float
+    attempts: int = 0
 
 
 @dataclass(eq=False)
@@ -152,6 +165,8 @@ class Stage:
         # before that are neither produced nor committed (the records come again).
         self._epoch: dict[TopicPartition, int] = {}
         self._rewinds: dict[TopicPartition, int] = {}  # consecutive rewinds, for the backoff
+        # The record each partition was rewound to, its tries so far and its first failure.
+        self._stuck: dict[TopicPartition, _Stuck] = {}
         self._revoking: set[TopicPartition] = set()
         self._in_flight: deque[_Batch] = deque()
 
@@ -339,11 +354,17 @@ class Stage:
                     continue  # rewound or revoked since the poll: these records come again
                 ends[tp] = part[-1].offset + 1
                 for record, result in zip(part, mine, strict=True):
+                    outputs: Sequence[Output]
                     if isinstance(result, Retry):
-                        ends[tp] = self._rewind(tp, record.offset, result.error)
-                        break
-                    assert not isinstance(result, BaseException)
-                    for output in self.handling.checked(record, result):
+                        letter = self._give_up(tp, record, result)
+                        if letter is None:
+                            ends[tp] = self._rewind(tp, record.offset, result.error)
+                            break
+                        outputs = [letter]
+                    else:
+                        assert not isinstance(result, BaseException)
+                        outputs = self.handling.checked(record, result)
+                    for output in outputs:
                         sends.append(
                             await self.producer.send(
                                 self.topic(output.topic), output.value, key=output.key
@@ -384,8 +405,10 @@ class Stage:
             log.warning("commit refused after a rebalance; dropped", extra={"error": str(error)})
             return
         self._committed.update(offsets)
-        for tp in offsets:
+        for tp, offset in offsets.items():
             self._rewinds.pop(tp, None)
+            if tp in self._stuck and self._stuck[tp].offset < offset:
+                del self._stuck[tp]
         metrics.COMMITS.labels(self.config.service).inc()
 
     async def _renew_producer(self) -> None:
@@ -407,6 +430,22 @@ class Stage:
                 await asyncio.wait_for(old.stop(), self.config.revoke_grace_s)
             except (TimeoutError, KafkaError) as error:
                 log.warning("replaced producer not stopped", extra={"error": repr(error)})
+
+    def _give_up(self, tp: TopicPartition, record: ConsumerRecord, retry: Retry) -> Output | None:
+        """The dead letter of `record`, failing transiently again, once it is past the bounds
+        on its tries and age; None while it may come back."""
+        now = time.monotonic()
+        stuck = self._stuck.get(tp)
+        if stuck is None or stuck.offset != record.offset:
+            stuck = self._stuck[tp] = _Stuck(record.offset, now)
+        stuck.attempts += retry.attempts
+        age = now - stuck.since
+        bounds = self.settings.retry
+        if stuck.attempts < bounds.max_record_attempts and age < bounds.max_record_age_s:
+            return None
+        del self._stuck[tp]
+        metrics.GAVE_UP.labels(self.config.service).inc()
+        return self.handling.give_up(record, retry.error, stuck.attempts, age, bounds)
 
     def _rewind(self, tp: TopicPartition, offset: int, error: BaseException) -> int:
         """Go back on `tp` to `offset`, where a record failed (transiently too long, or its batch's
@@ -464,6 +503,7 @@ class Stage:
                 self._committed.pop(tp, None)
                 self._taken.pop(tp, None)
                 self._rewinds.pop(tp, None)
+                self._stuck.pop(tp, None)
             if self.config.forget is not None and revoked:
                 self.config.forget(set(revoked))
         finally:

@@ -16,7 +16,7 @@ import mimetypes
 
 from aiohttp import web
 
-from amberscan.common.settings import WebSettings
+from amberscan.common.settings import WebSettings, refuse_built_in_credentials
 from amberscan.web import middleware, state
 from amberscan.web.params import EXCLUSIONS_MAX_BODY
 from amberscan.web.responses import STATIC
@@ -39,7 +39,12 @@ GROUPS = (map_routes, tiles, reviews, audits, explore, exports, changes, exclusi
 
 
 def make_app(settings: WebSettings) -> web.Application:
-    """The web application; it opens its database pool on startup and closes it on cleanup."""
+    """The web application; it opens its database pools on startup and closes them on cleanup.
+
+    Raises:
+        DefaultCredentials: built-in or example credentials outside the demo (AMBERSCAN_DEMO).
+    """
+    refuse_built_in_credentials(settings)
     # Exclusion polygons may be large; every other body is held to params.MAX_BODY.
     app = web.Application(middlewares=[middleware.guard], client_max_size=EXCLUSIONS_MAX_BODY)
     app[state.SETTINGS] = settings

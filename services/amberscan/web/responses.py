@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -9,15 +10,33 @@ from typing import Any
 
 from aiohttp import web
 
+from amberscan.web.state import SETTINGS
+
 
 def json_response(data: Any, status: int = 200) -> web.Response:
     """`data` as JSON; dates and other values JSON lacks become their text."""
     return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=str))
 
 
-def error(status: int, message: str) -> web.Response:
-    """`{"error": message}` with `status`."""
-    return json_response({"error": message}, status=status)
+def error(
+    status: int, message: str, request_id: str = "", headers: dict[str, str] | None = None
+) -> web.Response:
+    """`{"error": message}` with `status` (and the request's id, for a server's failure)."""
+    body: dict[str, str] = {"error": message}
+    if request_id:
+        body["request_id"] = request_id
+    response = json_response(body, status=status)
+    response.headers.update(headers or {})
+    return response
+
+
+# Set on a request once its download has started: a failure after that cannot be a status (the
+# middleware lets aiohttp close the connection; the client sees a cut download).
+STREAMING = "amberscan.streaming"
+
+
+class DownloadStalled(ConnectionResetError):
+    """The client of a download read nothing for `AMBERSCAN_WEB_EXPORT_STALL_S`: it is cut."""
 
 
 STATIC = Path(__file__).parent / "static"
@@ -40,25 +59,49 @@ async def stream_rows(
     batch: int = 500,
 ) -> web.StreamResponse:
     """A download written as the rows arrive: `head`, then `chunk(rows, first)` for each batch of
-    `batch` rows, then `tail`; memory holds one batch, whatever the total."""
+    `batch` rows, then `tail`; memory holds one batch, whatever the total.
+
+    A client that reads nothing for `AMBERSCAN_WEB_EXPORT_STALL_S` is cut (`DownloadStalled`),
+    and however the download ends, `rows` is closed at once, so its database connection goes
+    back to the pool then, not when the generator is collected."""
+    stall_s = request.app[SETTINGS].web.export_stall_s
     response = web.StreamResponse(
         headers={
             "Content-Type": content_type,
             "Content-Disposition": f'attachment; filename="{filename}"',
         }
     )
-    await response.prepare(request)
-    await response.write(head.encode())
-    pending: list[Any] = []
-    first = True
-    async for row in rows:
-        pending.append(row)
-        if len(pending) >= batch:
-            await response.write(chunk(pending, first).encode())
-            pending, first = [], False
-    if pending:
-        await response.write(chunk(pending, first).encode())
-    await response.write(tail.encode())
+
+    async def write(text: str) -> None:
+        try:
+            async with asyncio.timeout(stall_s):
+                await response.write(text.encode())
+        except TimeoutError:
+            if request.transport is not None:
+                request.transport.abort()
+            raise DownloadStalled(
+                f"{request.path}: the client read nothing for {stall_s:g} s "
+                "(AMBERSCAN_WEB_EXPORT_STALL_S); download cut"
+            ) from None
+
+    try:
+        await response.prepare(request)
+        request[STREAMING] = True
+        await write(head)
+        pending: list[Any] = []
+        first = True
+        async for row in rows:
+            pending.append(row)
+            if len(pending) >= batch:
+                await write(chunk(pending, first))
+                pending, first = [], False
+        if pending:
+            await write(chunk(pending, first))
+        await write(tail)
+    finally:  # a generator's connection goes back now, not when the generator is collected
+        close = getattr(rows, "aclose", None)
+        if close is not None:
+            await close()
     await response.write_eof()
     return response
 

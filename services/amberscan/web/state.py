@@ -1,7 +1,7 @@
 """The web app's keys and the resources it holds while it runs.
 
 `resources` is the app's `cleanup_ctx`: the database pool and blob store are opened on startup
-and closed on cleanup, and the map's aggregates (`vector_tiles.MapCells`) refreshed meanwhile. The caches here hold decoded tile images (a reviewer clicks around one
+and closed on cleanup (the map's pool, and the downloads' own: `limits.py`), and the map's aggregates (`vector_tiles.MapCells`) refreshed meanwhile. The caches here hold decoded tile images (a reviewer clicks around one
 tile many times, a projection's tooltips hover over one tile often) and the classifiers'
 thresholds by version.
 """
@@ -28,6 +28,7 @@ from amberscan.vision.labels import decode_labels
 from amberscan.vision.segment import Segmentation, boundaries
 from amberscan.web import core
 from amberscan.web.explore import LabelledFeatures
+from amberscan.web.limits import Budget
 from amberscan.web.vector_tiles import MapCells
 
 
@@ -130,6 +131,9 @@ def scores_for(row: dict[str, Any], n: int) -> NDArray[np.float64]:
 SETTINGS: web.AppKey[WebSettings] = web.AppKey("settings", WebSettings)
 CSP: web.AppKey[str] = web.AppKey("csp", str)
 DB: web.AppKey[Database] = web.AppKey("db", Database)
+# Exports and diffs stream for as long as their client reads: their own small pool.
+DOWNLOADS_DB: web.AppKey[Database] = web.AppKey("downloads_db", Database)
+BUDGET: web.AppKey[Budget] = web.AppKey("budget", Budget)
 STORE: web.AppKey[BlobStore] = web.AppKey("store", BlobStore)
 IMAGES: web.AppKey[ImageCache] = web.AppKey("images", ImageCache)
 THRESHOLDS: web.AppKey[Thresholds] = web.AppKey("thresholds", Thresholds)
@@ -143,10 +147,20 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     """Open the database pool and the blob store, fill the map's aggregates if empty and keep
     them fresh; on cleanup stop that and close the pool."""
     settings = app[SETTINGS]
-    db = Database(settings.database)
+    timeout = settings.web.statement_timeout_s
+    db = Database(settings.database, statement_timeout_s=timeout)
     await db.open()
+    downloads = Database(
+        settings.database,
+        max_size=settings.web.export_connections,
+        statement_timeout_s=timeout,
+        wait_s=timeout,
+    )
+    await downloads.open(migrate=False)
     store = BlobStore(settings.s3)
     app[DB] = db
+    app[DOWNLOADS_DB] = downloads
+    app[BUDGET] = Budget(settings.web)
     app[STORE] = store
     app[IMAGES] = ImageCache(store)
     app[THRESHOLDS] = Thresholds(settings)
@@ -160,4 +174,5 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     refresher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await refresher
+    await downloads.close()
     await db.close()

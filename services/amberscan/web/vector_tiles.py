@@ -226,6 +226,8 @@ class MapCells:
             if not (await lock.fetchone() or [False])[0]:
                 return False
             await conn.execute(b"SET LOCAL work_mem = '128MB'")
+            # The app's own work, not a request's: no statement timeout (it runs in the background).
+            await conn.execute(b"SET LOCAL statement_timeout = 0")
             statement = "REFRESH MATERIALIZED VIEW {} map_cells"
             await conn.execute(
                 sql.SQL(statement).format(sql.SQL("CONCURRENTLY" if concurrently else ""))

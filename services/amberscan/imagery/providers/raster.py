@@ -47,10 +47,15 @@ from amberscan.imagery.rasters import (
 )
 
 _GEOD = Geod(ellps="WGS84")
-# GDAL's words for a server that is down or slow (worth a retry), as opposed to a missing file.
+# GDAL's and curl's words for a server that is down or slow (worth a retry), as opposed to a
+# missing file or a source that can never be read (#26 defect 3): matched as curl writes them,
+# not by a bare "SSL" or "timeout" (a certificate problem, or a TLS handshake with a server
+# that speaks plain HTTP, fails the same way every time).
 _TRANSIENT = re.compile(
-    r"HTTP response code: (?:429|5\d\d)|couldn't connect|timed out|timeout|connection reset|"
-    r"connection refused|could not resolve|SSL|Failed to connect",
+    r"HTTP response code: (?:429|500|502|503|504)\b|couldn't connect to server|"
+    r"(?:Connection|Operation|Resolving) timed out|Connection reset by peer|Connection refused|"
+    r"Could not resolve host|Failed to connect|SSL_ERROR_SYSCALL|SSL connection timeout|"
+    r"Send failure|Recv failure|Empty reply from server",
     re.I,
 )
 

@@ -8,7 +8,7 @@ from aiohttp import web
 from amberscan.common import changes
 from amberscan.web.core import BadRequest
 from amberscan.web.responses import stream_csv, stream_geojson
-from amberscan.web.state import DB
+from amberscan.web.state import BUDGET, DOWNLOADS_DB
 
 routes = web.RouteTableDef()
 
@@ -28,14 +28,16 @@ def _comparison(request: web.Request) -> changes.Comparison:
 @routes.get("/api/changes.geojson")
 async def changes_geojson(request: web.Request) -> web.StreamResponse:
     spec = _comparison(request)
-    rows = changes.diff(request.app[DB], spec)
-    return await stream_geojson(
-        request, rows, "amberscan-changes.geojson", changes.feature, comparison=spec.describe()
-    )
+    async with request.app[BUDGET].download(request):
+        rows = changes.diff(request.app[DOWNLOADS_DB], spec)
+        return await stream_geojson(
+            request, rows, "amberscan-changes.geojson", changes.feature, comparison=spec.describe()
+        )
 
 
 @routes.get("/api/changes.csv")
 async def changes_csv(request: web.Request) -> web.StreamResponse:
     spec = _comparison(request)
-    rows = changes.diff(request.app[DB], spec)
-    return await stream_csv(request, rows, "amberscan-changes.csv", changes.csv_lines)
+    async with request.app[BUDGET].download(request):
+        rows = changes.diff(request.app[DOWNLOADS_DB], spec)
+        return await stream_csv(request, rows, "amberscan-changes.csv", changes.csv_lines)

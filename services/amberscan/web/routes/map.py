@@ -3,13 +3,14 @@ summary."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 
 from aiohttp import web
 
 from amberscan.web import core, exclusion_queries, params, queries, vector_tiles
 from amberscan.web.responses import json_response, page
-from amberscan.web.state import DB, MAP_CELLS, SETTINGS
+from amberscan.web.state import BUDGET, DB, MAP_CELLS, SETTINGS
 
 routes = web.RouteTableDef()
 MVT = "application/vnd.mapbox-vector-tile"
@@ -40,7 +41,12 @@ async def detection_tile(request: web.Request) -> web.Response:
     filters = params.parse_filters(request.query, bbox_required=False)
     if filters.bbox is not None:
         raise core.BadRequest("bbox: a vector tile covers its own z/x/y; leave bbox out")
-    body = await vector_tiles.vector_tile(request.app[DB], filters, z, x, y)
+    if z < vector_tiles.DETAIL_ZOOM and vector_tiles.cell_scope(filters) is None:
+        # An overview the aggregates cannot answer: counted from the detections, heavy.
+        async with request.app[BUDGET].heavy(request):
+            body = await vector_tiles.vector_tile(request.app[DB], filters, z, x, y)
+    else:
+        body = await vector_tiles.vector_tile(request.app[DB], filters, z, x, y)
     etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if request.headers.get("If-None-Match") == etag:
@@ -65,7 +71,11 @@ async def summary(request: web.Request) -> web.Response:
     filters = params.parse_filters(request.query, bbox_required=False)
     cells = request.app[MAP_CELLS]
     scope = vector_tiles.cell_scope(filters) if await cells.populated() else None
-    document = await queries.summary(request.app[DB], filters, scope)
-    document["excluded"]["by_reason"] = await exclusion_queries.by_reason(request.app[DB], filters)
+    # From the aggregates, a summary is light; counted from the detections, heavy.
+    async with request.app[BUDGET].heavy(request) if scope is None else contextlib.nullcontext():
+        document = await queries.summary(request.app[DB], filters, scope)
+        document["excluded"]["by_reason"] = await exclusion_queries.by_reason(
+            request.app[DB], filters
+        )
     document["aggregates_at"] = cells.refreshed_at or None
     return json_response(document)
