@@ -1,5 +1,8 @@
 """Settings grouped per concern and composed per process, fed by `AMBERSCAN_*` variables.
 
+(Over 450 lines: the catalogue of every variable, one field each with its default and limits, is
+kept in one file, the one source of the ConfigMap and the README's table.)
+
 A concern (`KafkaConfig`, `S3Config`, `DatabaseConfig`, ...) is a frozen pydantic model that
 reads nothing itself; each of its fields names its environment variable as its alias
 (`KafkaConfig.bootstrap` is `AMBERSCAN_KAFKA_BOOTSTRAP`), and its default is defined there

@@ -1,5 +1,9 @@
 """The stage engine: the consume → handle → produce → commit loop every streaming service runs.
 
+(Over 450 lines: one loop whose parts — poll, finish in order, commit, rewind, release on a
+rebalance — share its state, the partitions' epochs, commits and batches in flight; split into
+modules, each part would reach into the others'. Handling and records are apart already.)
+
 At-least-once. A record's offset is committed only after every message produced for it (its
 outputs, or its dead letter) is acknowledged by the broker, and only once every earlier record of
 its partition is too, so a crash at any point redelivers, never drops. Handlers make redelivery
