@@ -53,7 +53,7 @@ def tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else math.nan
 
 
 async def timed(session: aiohttp.ClientSession, url: str) -> tuple[float, int, int]:

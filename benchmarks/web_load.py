@@ -43,6 +43,9 @@ from amberscan.common.db import Database
 from amberscan.common.settings import environment, load_settings, replace
 from amberscan.survey import MODEL, WEST, fill
 
+sys.path.insert(0, str(Path(__file__).parent))
+from survey_map import pct, tile_of  # noqa: E402  (the survey benchmark's tile and percentile)
+
 TARGET_P95_S = 1.0
 
 
@@ -50,17 +53,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def tile_of(lon: float, lat: float, z: int) -> tuple[int, int]:
-    n = 2**z
-    y = (1 - math.log(math.tan(math.radians(lat)) + 1 / math.cos(math.radians(lat))) / math.pi) / 2
-    return int((lon + 180) / 360 * n), int(y * n)
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else math.nan
 
 
 def session(source: str) -> aiohttp.ClientSession:
