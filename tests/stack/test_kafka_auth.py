@@ -36,7 +36,7 @@ from tests.streams import produce, read_all
 
 sys.path.insert(0, str(Path(__file__).parent))
 from echo_stage import make_stage  # noqa: E402
-from test_kafka_loop import committed, run_until, tile  # noqa: E402
+from test_kafka_loop import committed, consume_produce_commit, run_until, tile  # noqa: E402
 
 # Below the ephemeral range (32768+), apart from the shared stack (19092/19093, 19000, 15432,
 # 18500, 8080) and the chaos runs (26000+, 29000+, 31000+): SASL_PLAINTEXT 23192, its controller
@@ -90,16 +90,7 @@ async def test_a_stage_with_its_credentials_consumes_produces_and_commits(
     settings = sasl_settings(broker, tls)
     await ensure_topics(settings.kafka)  # the admin client, authenticated
     try:
-        await produce(settings, topics.TILES, [tile("0123"), tile("0124")])
-        stage = make_stage(settings)
-        group = stage.config.group(settings.kafka)
-
-        async def both_committed() -> bool:
-            return await committed(settings, group, topics.TILES) == 2
-
-        await run_until(stage, both_committed)
-        out = await read_all(settings, topics.DETECTIONS, expect=2)
-        assert sorted(pb.Detection.FromString(r.value).tile_id for r in out) == ["0123", "0124"]
+        await consume_produce_commit(settings)
     finally:
         await delete_topics(settings.kafka)
 

@@ -66,20 +66,26 @@ def tile(tile_id: str) -> tuple[bytes, bytes]:
     return tile_id.encode(), pb.Tile(tile_id=tile_id, scan_id="scan-t").SerializeToString()
 
 
-async def test_consume_produce_commit(stack_settings: Settings) -> None:
-    await ensure_topics(stack_settings.kafka)
-    await produce(stack_settings, topics.TILES, [tile("0123"), tile("0124")])
-    stage = make_stage(stack_settings)
-    group = stage.config.group(stack_settings.kafka)
+async def consume_produce_commit(settings: Settings) -> None:
+    """Two tiles through a stage on `settings`' bus: both out, keyed by tile, both committed
+    (the topics exist)."""
+    await produce(settings, topics.TILES, [tile("0123"), tile("0124")])
+    stage = make_stage(settings)
+    group = stage.config.group(settings.kafka)
 
     async def both_committed() -> bool:
-        return await committed(stack_settings, group, topics.TILES) == 2
+        return await committed(settings, group, topics.TILES) == 2
 
     await run_until(stage, both_committed)
-    out = await read_all(stack_settings, topics.DETECTIONS, expect=2)
+    out = await read_all(settings, topics.DETECTIONS, expect=2)
     assert sorted(pb.Detection.FromString(r.value).tile_id for r in out) == ["0123", "0124"]
     assert {r.key for r in out} == {b"0123", b"0124"}  # keyed by tile
-    assert await committed(stack_settings, group, topics.TILES) == 2
+    assert await committed(settings, group, topics.TILES) == 2
+
+
+async def test_consume_produce_commit(stack_settings: Settings) -> None:
+    await ensure_topics(stack_settings.kafka)
+    await consume_produce_commit(stack_settings)
 
 
 async def test_killed_before_commit_is_redelivered(
