@@ -26,6 +26,7 @@ from amberscan.model.area import (
     Stratum,
     allocate,
     estimate,
+    plan,
     proportion_stdev,
     sample_size,
 )
@@ -193,3 +194,30 @@ def test_reporting_units_add_up_to_the_region(
     whole, a, b = (estimate(strata, obs).area for obs in (full, part(True), part(False)))
     assert whole is not None and a is not None and b is not None
     assert a.estimate + b.estimate == pytest.approx(whole.estimate, abs=1e-9)
+
+
+def test_plan_from_a_target_standard_error_or_a_size() -> None:
+    """A design's sizes: eq. 13 with the finite population for a target SE of the area share,
+    allocated with the floor; or a given n; never both, never neither."""
+    strata = [
+        Stratum("flagged", 300, 300.0),
+        Stratum("high", 2000, 2000.0),
+        Stratum("rest", 17700, 17700.0),
+    ]
+    anticipated = [0.7, 0.15, 0.005]
+    weights = [s.total_area / 20_000 for s in strata]
+    stdevs = [proportion_stdev(p) for p in anticipated]
+    sizes = plan(strata, anticipated, target_se=0.002, minimum=30)
+    assert sum(sizes) == sample_size(weights, stdevs, 0.002, [300, 2000, 17700])
+    assert min(sizes) >= 30 and sizes == allocate(
+        sum(sizes), weights, stdevs, minimum=30, sizes=[300, 2000, 17700]
+    )
+    tighter = plan(strata, anticipated, target_se=0.001, minimum=30)
+    assert sum(tighter) > sum(sizes)
+    assert plan(strata, anticipated, n=90, minimum=30) == [30, 30, 30]
+    with pytest.raises(InvalidInput, match="not both"):
+        plan(strata, anticipated, n=90, target_se=0.01)
+    with pytest.raises(InvalidInput, match="not both"):
+        plan(strata, anticipated)
+    with pytest.raises(InvalidInput, match="2 anticipated"):
+        plan(strata, anticipated[:2], n=10)

@@ -343,3 +343,33 @@ async def test_evidence_pack_of_a_confirmed_site_opens_offline(server: str, seed
     assert "<script" not in page and not re.search(r"(src|href)=\"(https?:)?//", page)
     shown = set(re.findall(r'src="([^"]+)"', page))
     assert shown and {root + s for s in shown} <= names
+
+
+async def test_user_strata_and_a_target_standard_error(server: str, seeded: Seeded) -> None:
+    """The user's strata split the map's; a target SE in hectares sets the sample size by
+    eq. 13 on the design's own strata; the design is not blind when asked not to be."""
+    from amberscan.model.area import plan
+
+    await add_grid(seeded)
+    bbox = ",".join(str(v) for v in REGION)
+    body = {"bbox": bbox, "target_se_ha": 40.0, "strata": UNITS, "blind": False, "seed": 3}
+    status, design = await post(f"{server}/api/area/designs", body, AUTH)
+    assert status == 201, design
+    counts = {s["name"]: s["tiles"] for s in design["strata"]}
+    expected_counts: dict[str, int] = {}
+    for i, kind in enumerate(KIND):  # the grid's first five columns are west of the split
+        name = f"{kind} / {'west' if i % 10 < 5 else 'east'}"
+        expected_counts[name] = expected_counts.get(name, 0) + 1
+    expected_counts["flagged / east"] += 2  # the seeded tiles, east of the grid
+    expected_counts["rest / east"] += 2
+    assert counts == expected_counts and len(counts) == 6
+    strata = [Stratum(s["name"], s["tiles"], s["area_ha"]) for s in design["strata"]]
+    region_ha = sum(s["area_ha"] for s in design["strata"])
+    anticipated = [s["anticipated"] for s in design["strata"]]
+    expected = plan(strata, anticipated, target_se=40.0 / region_ha, minimum=30)
+    assert [s["sampled"] for s in design["strata"]] == expected
+    assert design["sampled"] == sum(expected) < 44
+    population = await stored(seeded, design["id"])
+    for t in design["tiles"]:  # not blind: each tile's stratum and flag are shown
+        assert t["stratum"] == population[t["tile_id"]]["stratum"]
+        assert t["flagged"] == population[t["tile_id"]]["mapped"]
