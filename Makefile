@@ -12,7 +12,7 @@ export AMBERSCAN_CLASSIFIER_PATH ?= $(CURDIR)/models/classifier.json
 # (#26 defect 9); a deployment never sets it.
 export AMBERSCAN_DEMO ?= 1
 
-.PHONY: bench bench-map bench-stages bench-web-load chaos clean data down finetune help image image-demo lint model proto proto-check run services-down setup setup-python setup-stack setup-stack-beside setup-web status test test-unit up
+.PHONY: bench bench-area bench-map bench-stages bench-web-load chaos clean data down finetune help image image-demo lint model proto proto-check run services-down setup setup-python setup-stack setup-stack-beside setup-web status test test-unit up
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -114,6 +114,9 @@ bench-stages: up ## SLIC per tile (both modes, effect on detection), feature thr
 bench-map: up ## the map at survey scale: a SYNTHETIC 450,000-detection schema, vector-tile/summary latency, browser render time
 	$(BIN)/amberscan survey-fixture
 	$(BIN)/python benchmarks/survey_map.py --browser
+
+bench-area: setup-python ## sample-based area estimates on 1,000 SYNTHETIC maps with a known truth: the 95 % interval's coverage; artifacts/area.json
+	$(BIN)/python benchmarks/area.py
 
 bench-web-load: up ## the map under 20 slow-reading export clients and heavy summaries/overview tiles: p95 of its other requests (target < 1 s)
 	$(BIN)/python benchmarks/web_load.py

@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from amberscan.cli import (
+    area,
     data,
     demo_tiles,
     detect_tile,
@@ -47,6 +48,7 @@ COMMANDS = (
     evaluate,
     detect_tile,
     diff,
+    area,
     survey_fixture,
 )
 

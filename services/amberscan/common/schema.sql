@@ -274,3 +274,40 @@ CREATE TABLE IF NOT EXISTS watch_rounds (
     tiles      integer NOT NULL,
     started_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Issue 28: sample-based area estimates. A design is a stratified random sample of the tiles of
+-- one region, vintage and model (one design per the three: drawing again resumes it), on the
+-- map's own strata (flagged; unflagged with a high score; the rest; crossed with the user's
+-- strata when given). `area_tiles` is its population, frozen when drawn (each tile's stratum,
+-- area, the map's class and damaged area, centre); a sampled tile has its place in the random
+-- review order. The reference observations are the reviews (verdict) and superpixel labels.
+CREATE TABLE IF NOT EXISTS area_designs (
+    design_id     bigserial PRIMARY KEY,
+    region_key    text NOT NULL,                -- sha256 of the region's normalised WKB
+    region        geometry(Geometry, 4326) NOT NULL,
+    year          text NOT NULL,                -- the vintage; '' for each tile's newest
+    model_version text NOT NULL,
+    seed          bigint NOT NULL,
+    high_score    double precision NOT NULL,
+    blind         boolean NOT NULL DEFAULT true,
+    strata        jsonb NOT NULL,               -- [{name, tiles, area_ha, anticipated, sampled}]
+    created_by    text NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (region_key, year, model_version)
+);
+CREATE TABLE IF NOT EXISTS area_tiles (
+    design_id     bigint NOT NULL REFERENCES area_designs ON DELETE CASCADE,
+    tile_id       text NOT NULL,
+    imagery_date  text NOT NULL,
+    model_version text NOT NULL,
+    stratum       text NOT NULL,
+    mapped        boolean NOT NULL,             -- flagged, outside every exclusion area
+    top_score     real NOT NULL,
+    tile_ha       double precision NOT NULL,
+    damaged_ha    double precision NOT NULL,    -- the map's damaged area in the tile
+    centre        geometry(Point, 4326) NOT NULL,
+    position      integer,                      -- review order of a sampled tile; NULL: not sampled
+    PRIMARY KEY (design_id, tile_id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS area_tiles_sample_idx
+    ON area_tiles (design_id, position) WHERE position IS NOT NULL;

@@ -1,0 +1,137 @@
+"use strict";
+
+// /area draws (or resumes) a sampling design; /area/ID steps through its sample in review order.
+// Each verdict is a review (POST /api/reviews); the estimate comes back from
+// GET /api/area/designs/ID, per reporting unit from POST /api/area/designs/ID/estimate.
+const designId = location.pathname.split("/")[2] || "";
+let report = null;
+let units = null;
+let index = 0;
+
+const fmt = (v, d = 2) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
+const ci = (i, d = 2) => (i && i.low !== null ? `${fmt(i.low, d)} – ${fmt(i.high, d)}` : "–");
+
+function describe(e) {
+  if (!e.mining_ha) return `no estimate yet: ${report.reviewed} of ${report.sampled} sampled tiles judged (every stratum needs one)`;
+  const m = e.mining_ha;
+  return `mining ${fmt(m.estimate)} ha (95 % CI ${ci(m)}), mapped ${fmt(e.mapped_ha)} ha; ${report.reviewed} of ${report.sampled} judged`;
+}
+
+function row(table, cells) {
+  const tr = amber.el("tr");
+  for (const c of cells) tr.append(amber.el("td", {}, c));
+  table.append(tr);
+  return tr;
+}
+
+function showFigures() {
+  const e = units ? units.estimate : report.estimate;
+  document.getElementById("estimate").textContent = describe(e);
+  const figures = document.querySelector("#figures tbody");
+  figures.replaceChildren();
+  for (const [name, i, d] of [["mining area (ha)", e.mining_ha, 2], ["share of the region", e.proportion, 4], ["user's accuracy", e.users_accuracy, 3], ["producer's accuracy", e.producers_accuracy, 3], ["overall accuracy", e.overall_accuracy, 3]]) {
+    row(figures, [name, i ? fmt(i.estimate, d) : "–", i && i.se !== null ? `SE ${fmt(i.se, d)}` : "", `95 % CI ${ci(i, d)}`]);
+  }
+  row(figures, ["mapped (damaged-area polygons, ha)", fmt(e.mapped_ha), "", `flagged tiles ${fmt(e.mapped_tiles_ha)} ha of ${fmt(e.region_ha)} ha`]);
+  const body = document.querySelector("#unit-table tbody");
+  body.replaceChildren();
+  for (const u of units ? units.units : []) {
+    const m = u.mining_ha;
+    const tr = row(body, [u.name, m ? fmt(m.estimate) : "–", ci(m), fmt(u.mapped_ha), u.users_accuracy ? fmt(u.users_accuracy.estimate, 3) : "–", u.producers_accuracy ? fmt(u.producers_accuracy.estimate, 3) : "–", String(u.reviewed)]);
+    tr.dataset.unit = u.name;
+  }
+}
+
+function show() {
+  showFigures();
+  const strata = document.querySelector("#strata tbody");
+  strata.replaceChildren();
+  for (const s of report.strata) row(strata, [s.name, String(s.tiles), fmt(s.area_ha), String(s.sampled), String(s.reviewed)]);
+  const body = document.querySelector("#sample tbody");
+  body.replaceChildren();
+  report.tiles.forEach((t, i) => {
+    const tr = row(body, [String(i + 1), t.tile_id, t.imagery_date || "undated", t.review, t.reference_ha === null ? "" : fmt(t.reference_ha)]);
+    tr.dataset.index = String(i);
+    if (i === index) tr.className = "current";
+    tr.addEventListener("click", () => { index = i; show(); });
+  });
+  if (!report.tiles.length) {
+    document.getElementById("position").textContent = "the sample is empty";
+    document.body.dataset.ready = "1";
+    return;
+  }
+  const t = report.tiles[index];
+  document.getElementById("position").textContent = `tile ${index + 1} of ${report.tiles.length}: ${t.tile_id}, ${t.review}`;
+  const q = new URLSearchParams({ imagery_date: t.imagery_date, model: t.model_version });
+  document.getElementById("label").href = `/label/${encodeURIComponent(t.tile_id)}?${q}`;
+  // A blind design shows the imagery only, not the map's scores.
+  q.set("view", report.blind ? "image" : "scores");
+  q.set("size", "640");
+  const img = document.getElementById("tile");
+  img.onerror = () => amber.status(`tile ${t.tile_id}: no stored imagery to show`, true);
+  img.src = `/api/tiles/${encodeURIComponent(t.tile_id)}/overlay.png?${q}`;
+  document.body.dataset.ready = "1";
+}
+
+async function load() {
+  report = await amber.getJSON(`/api/area/designs/${encodeURIComponent(designId)}`);
+  if (units) units = { ...(await amber.post(`/api/area/designs/${encodeURIComponent(designId)}/estimate`, { units: units.sent })), sent: units.sent };
+  index = Math.min(index, Math.max(0, report.tiles.length - 1));
+  show();
+}
+
+async function judge(verdict) {
+  const t = report.tiles[index];
+  if (!t) return;
+  const body = { tile_id: t.tile_id, imagery_date: t.imagery_date, model_version: t.model_version, verdict, reviewer: document.getElementById("reviewer").value };
+  try {
+    document.body.dataset.ready = "0";
+    await amber.post("/api/reviews", body);
+    amber.status(`tile ${t.tile_id}: ${verdict}`);
+    const next = report.tiles.findIndex((x, i) => i > index && x.review === "unreviewed");
+    await load();
+    if (next >= 0) { index = next; show(); }
+  } catch (e) {
+    amber.status(e.message, true);
+    document.body.dataset.ready = "1";
+  }
+}
+
+async function uploadUnits(file) {
+  try {
+    document.body.dataset.ready = "0";
+    const sent = JSON.parse(await file.text());
+    const answer = await amber.post(`/api/area/designs/${encodeURIComponent(designId)}/estimate`, { units: sent });
+    units = { ...answer, sent };
+    show();
+  } catch (e) {
+    amber.status(e.message, true);
+    document.body.dataset.ready = "1";
+  }
+}
+
+amber.initToken();
+document.getElementById("token").addEventListener("change", () => amber.token());
+if (!designId) {
+  document.getElementById("create").classList.remove("hidden");
+  document.getElementById("draw").addEventListener("click", async () => {
+    const body = { bbox: document.getElementById("bbox").value, n: Number(document.getElementById("n").value), seed: Number(document.getElementById("seed").value), blind: document.getElementById("blind").checked, reviewer: document.getElementById("reviewer").value };
+    for (const k of ["year", "model"]) if (document.getElementById(k).value) body[k] = document.getElementById(k).value;
+    try {
+      const created = await amber.post("/api/area/designs", body);
+      location.href = `/area/${created.id}`;
+    } catch (e) {
+      amber.status(e.message, true);
+    }
+  });
+  document.body.dataset.ready = "1";
+} else {
+  document.getElementById("run").classList.remove("hidden");
+  document.getElementById("title").textContent = `Area estimate ${designId}`;
+  document.getElementById("confirm").addEventListener("click", () => judge("confirmed"));
+  document.getElementById("reject").addEventListener("click", () => judge("rejected"));
+  document.getElementById("previous").addEventListener("click", () => { index = Math.max(0, index - 1); show(); });
+  document.getElementById("next").addEventListener("click", () => { index = Math.min(report.tiles.length - 1, index + 1); show(); });
+  document.getElementById("units").addEventListener("change", (ev) => { if (ev.target.files.length) uploadUnits(ev.target.files[0]); });
+  load().catch((e) => amber.status(e.message, true));
+}

@@ -1,0 +1,93 @@
+"""The area-estimate page in a real headless Chromium (#28): draw a design of the demo area,
+judge its tiles with the page's buttons, upload reporting units, and read the estimate with its
+interval per unit; `amberscan area --json` gives the same figures. Screenshot:
+artifacts/screenshots/area.png."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from amberscan.cli import area as area_command
+from tests.web.conftest import TOKEN, Seeded
+from tests.web.routes.test_area import REGION, UNITS, add_grid
+from tests.web.test_browser import SCREENSHOTS, _ready, _wait, browser
+
+pytestmark = pytest.mark.stack
+__all__ = ["browser"]  # the fixture, shared with the other page tests
+
+
+def sample_and_judge(driver, base: str, units: Path) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    from selenium.webdriver.common.by import By
+
+    seen: dict[str, object] = {}
+    driver.get(base + "/area")
+    _ready(driver)
+    driver.find_element(By.ID, "token").send_keys(TOKEN)
+    driver.find_element(By.ID, "bbox").send_keys(",".join(str(v) for v in REGION))
+    n = driver.find_element(By.ID, "n")
+    n.clear()
+    n.send_keys("9")
+    driver.find_element(By.ID, "draw").click()
+    _wait(driver, lambda d: "/area/" in d.current_url)
+    _ready(driver)
+    seen["design"] = driver.current_url.rsplit("/", 1)[-1]
+    seen["before"] = driver.find_element(By.ID, "estimate").text
+    seen["sample_rows"] = len(driver.find_elements(By.CSS_SELECTOR, "#sample tbody tr"))
+    for k in range(9):
+        previous = driver.find_element(By.ID, "position").text
+        driver.find_element(By.ID, "confirm" if k % 3 == 0 else "reject").click()
+        if k < 8:  # the page moves on to the next unreviewed tile
+            _wait(driver, lambda d, p=previous: d.find_element(By.ID, "position").text != p)
+        else:
+            _wait(driver, lambda d: "9 of 9 judged" in d.find_element(By.ID, "estimate").text)
+        _ready(driver)
+    seen["after"] = driver.find_element(By.ID, "estimate").text
+    driver.find_element(By.ID, "units").send_keys(str(units))
+    _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#unit-table tbody tr")) == 2)
+    _ready(driver)
+    seen["units"] = [
+        [td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+        for tr in driver.find_elements(By.CSS_SELECTOR, "#unit-table tbody tr")
+    ]
+    seen["figures"] = driver.find_element(By.ID, "figures").text
+    driver.save_screenshot(str(SCREENSHOTS / "area.png"))
+    return seen
+
+
+async def test_area_page_samples_judges_and_estimates_per_unit(  # type: ignore[no-untyped-def]
+    browser, server: str, seeded: Seeded, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await add_grid(seeded)
+    units = tmp_path / "units.geojson"
+    units.write_text(json.dumps(UNITS))
+    seen = await asyncio.to_thread(sample_and_judge, browser, server, units)
+    assert seen["sample_rows"] == 9
+    assert "no estimate yet: 0 of 9" in str(seen["before"])
+    assert "mining " in str(seen["after"]) and "95 % CI" in str(seen["after"])
+
+    parser = argparse.ArgumentParser()
+    area_command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(
+        ["area", "--design", str(seen["design"]), "--units", str(units), "--json"]
+    )
+    assert await asyncio.to_thread(area_command.run, args, seeded.settings) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["reviewed"] == 9
+    assert [s["sampled"] for s in report["strata"]] == [3, 3, 3]
+    confirmed = sum(t["review"] == "confirmed" for t in report["tiles"])
+    assert confirmed == 3
+    shown = {row[0]: row for row in seen["units"]}  # type: ignore[union-attr]
+    for unit in report["units"]:
+        row = shown[unit["name"]]
+        mining = unit["mining_ha"]
+        assert row[1] == f"{mining['estimate']:.2f}"
+        assert row[2] == f"{mining['low']:.2f} – {mining['high']:.2f}"
+        assert row[3] == f"{unit['mapped_ha']:.2f}"
+        assert row[6] == str(unit["reviewed"])
+    whole = report["estimate"]["mining_ha"]
+    assert f"{whole['estimate']:.2f}" in str(seen["figures"])
