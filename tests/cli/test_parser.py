@@ -28,6 +28,7 @@ COMMAND_NAMES = [
     "evaluate",
     "detect-tile",
     "diff",
+    "export",
     "survey-fixture",
 ]
 # What `--help` must not wait for: each of these takes from 0.1 s (pydantic) to seconds (TF).

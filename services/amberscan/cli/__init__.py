@@ -18,6 +18,7 @@ from amberscan.cli import (
     detect_tile,
     diff,
     evaluate,
+    export,
     export_backbone,
     finetune,
     models,
@@ -47,6 +48,7 @@ COMMANDS = (
     evaluate,
     detect_tile,
     diff,
+    export,
     survey_fixture,
 )
 

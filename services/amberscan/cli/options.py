@@ -26,11 +26,25 @@ def the_command(args: argparse.Namespace) -> str:
 
 
 def command(
-    sub: Subparsers, name: str, help: str, run: Run, process: Process = the_command
+    sub: Subparsers,
+    name: str,
+    help: str,
+    run: Run,
+    process: Process = the_command,
+    *,
+    description: str | None = None,
+    epilog: str | None = None,
 ) -> argparse.ArgumentParser:
     """Add the subparser of command `name`, which `main` runs through `run(args, settings)` with
-    the settings of the process `process(args)` names."""
-    parser = sub.add_parser(name, help=help)
+    the settings of the process `process(args)` names. Its `--help` shows `description`
+    (default: `help` as a sentence) and `epilog` (its examples) as they are written."""
+    parser = sub.add_parser(
+        name,
+        help=help,
+        description=description or help[:1].upper() + help[1:] + ".",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.set_defaults(run=run, process=process)
     return parser
 
