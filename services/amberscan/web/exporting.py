@@ -67,14 +67,14 @@ def properties(row: Mapping[str, Any]) -> dict[str, Any]:
     `threshold` and `threshold_source`), typed: times stay `datetime` (None when absent)."""
     p = feature_of({**row, "geojson": "null"})["properties"]
     threshold = row.get("threshold")
-    return {
-        **{name: p[name] for name, _ in FIELDS if name in p},
-        "threshold": None if threshold is None else round(float(threshold), 6),
-        "threshold_source": row.get("threshold_source") or "",
-        "scores": ";".join(f"{s:.4f}" for s in p["scores"]),
-        "reviewed_at": row["reviewed_at"],
-        "detected_at": row["detected_at"],
-    }
+    p.update(
+        threshold=None if threshold is None else round(float(threshold), 6),
+        threshold_source=row.get("threshold_source") or "",
+        scores=";".join(f"{s:.4f}" for s in p["scores"]),
+        reviewed_at=row["reviewed_at"],
+        detected_at=row["detected_at"],
+    )
+    return {name: p[name] for name, _ in FIELDS}
 
 
 def feature(row: Mapping[str, Any]) -> dict[str, Any]:
