@@ -28,12 +28,12 @@ imagery date, the model and backbone versions, the threshold, the scores, the re
 scan, the provider and detected_at. A GeoPackage holds both layers; GeoJSON, CSV (geometry as
 WKT) and FlatGeobuf hold one, --layer (tiles by default). The filters are the web API's."""
 
-EXAMPLE = """\
-examples:
-  amberscan export detections.gpkg --flagged
-  amberscan export damage.fgb --layer damaged_areas --year 2016
-  amberscan export - --format csv --review confirmed --bbox 26.5,50.7,26.8,50.9 > confirmed.csv
-  amberscan export area.geojson --region area-outline.geojson --model clf-2026-01"""
+EXAMPLES = (
+    "amberscan export detections.gpkg --flagged",
+    "amberscan export damage.fgb --layer damaged_areas --year 2016",
+    "amberscan export - --format csv --review confirmed --bbox 26.5,50.7,26.8,50.9 > confirmed.csv",
+    "amberscan export area.geojson --region area-outline.geojson --model clf-2026-01",
+)
 
 
 def add_parser(sub: options.Subparsers) -> None:
@@ -43,7 +43,7 @@ def add_parser(sub: options.Subparsers) -> None:
         "the detections as GeoJSON, CSV, GeoPackage or FlatGeobuf",
         run,
         description=DESCRIPTION,
-        epilog=EXAMPLE,
+        examples=EXAMPLES,
     )
     p.add_argument(
         "out",
