@@ -16,6 +16,7 @@ import pyogrio.raw
 import pytest
 import shapely
 
+from amberscan.web import gdal_files
 from amberscan.web.core import implied_threshold
 from amberscan.web.exporting import FIELDS
 from tests.web.client import AUTH, fetch, get, post, target
@@ -111,6 +112,20 @@ async def test_flatgeobuf_one_layer_per_file(
     where = "true" if layer == "tiles" else DAMAGED
     assert info["features"] == await db_count(seeded, where)
     assert all(isinstance(t, str) and t for t in columns["scan_id"])
+
+
+async def test_a_large_flatgeobuf_is_written_without_its_index(
+    server: str, seeded: Seeded, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GDAL holds a FlatGeobuf's spatial index in memory: past FGB_INDEX_MAX features there is
+    none, and every feature is still there."""
+    indexed = await download(f"{server}/api/export.fgb", tmp_path / "indexed.fgb")
+    assert pyogrio.read_info(indexed)["capabilities"]["fast_spatial_filter"]
+    monkeypatch.setattr(gdal_files, "FGB_INDEX_MAX", len(TILES) - 1)
+    path = await download(f"{server}/api/export.fgb", tmp_path / "large.fgb")
+    info = pyogrio.read_info(path, force_feature_count=True)
+    assert not info["capabilities"]["fast_spatial_filter"]
+    assert info["features"] == len(TILES)
 
 
 async def test_csv_and_geojson_read_by_gdal(server: str, seeded: Seeded, tmp_path: Path) -> None:
