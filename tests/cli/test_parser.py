@@ -29,6 +29,7 @@ COMMAND_NAMES = [
     "detect-tile",
     "diff",
     "area",
+    "export",
     "survey-fixture",
 ]
 # What `--help` must not wait for: each of these takes from 0.1 s (pydantic) to seconds (TF).

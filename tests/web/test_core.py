@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from datetime import UTC, datetime
 
@@ -84,14 +82,6 @@ def test_feature_collection_paging() -> None:
     assert f["id"] == "1203|2014-10-11|m1" and f["properties"]["max_score"] == 0.9
     assert f["properties"]["review"] == "unreviewed" and f["properties"]["year"] == "2014"
     assert core.feature_collection([_row()], matched=3, offset=2)["next_offset"] is None
-
-
-def test_csv_text_escapes_formulas() -> None:
-    text = core.csv_text([_row(reviewer="=HYPERLINK(1)", verdict="confirmed", imagery_date="")])
-    (row,) = list(csv.DictReader(io.StringIO(text)))
-    assert row["reviewer"] == "'=HYPERLINK(1)"
-    assert row["review"] == "confirmed" and row["year"] == "unknown"
-    assert row["scores"] == "0.9000;0.8000;0.7000;0.1000"
 
 
 def test_label_overlay() -> None:

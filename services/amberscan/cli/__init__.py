@@ -10,7 +10,9 @@ argparse at the top and their heavy dependencies (TensorFlow, Kafka, the databas
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from typing import TYPE_CHECKING
 
 from amberscan.cli import (
     area,
@@ -19,7 +21,9 @@ from amberscan.cli import (
     detect_tile,
     diff,
     evaluate,
+    export,
     export_backbone,
+    failures,
     finetune,
     models,
     replay,
@@ -31,6 +35,9 @@ from amberscan.cli import (
     watch,
 )
 from amberscan.errors import AmberscanError
+
+if TYPE_CHECKING:
+    from amberscan.common.settings import Settings
 
 # In the order `amberscan --help` lists them.
 COMMANDS = (
@@ -49,8 +56,20 @@ COMMANDS = (
     detect_tile,
     diff,
     area,
+    export,
     survey_fixture,
 )
+
+
+EPILOG = """\
+examples:
+  amberscan scan --demo
+  amberscan export detections.gpkg --flagged
+  amberscan export --help   # each command's own help and examples
+
+Settings are AMBERSCAN_* variables (the README lists them). Exit status: 0 done, 1 the command's
+own failure (a scan with failed tiles, a refused promotion), 2 a refused input or argument,
+3 a server (Kafka, PostgreSQL, MinIO, the model server) could not be reached."""
 
 
 def version() -> str:
@@ -69,7 +88,10 @@ def version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every `amberscan` command (nothing heavy is imported to build it)."""
     parser = argparse.ArgumentParser(
-        prog="amberscan", description="Find illegal amber mining in aerial imagery."
+        prog="amberscan",
+        description="Find illegal amber mining in aerial imagery.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"amberscan {version()}")
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -79,16 +101,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns the process exit code (2 for an amberscan error, named on stderr)."""
+    """Run one command; returns the process exit code: 2 for an amberscan error, 3 for a server
+    it could not reach, each said on one line of stderr."""
     args = build_parser().parse_args(argv)
     # Imported after parsing: pydantic would make `--help` wait for it.
     from amberscan.common.settings import load_settings
 
-    settings = load_settings(args.process(args))
+    process = args.process(args)
+    settings = load_settings(process)
+    # A server logs as a service does; a command says in one line what it could not reach.
+    quiet = failures.quiet_clients() if process == "amberscan" else contextlib.nullcontext()
     try:
-        return int(args.run(args, settings) or 0)
-    except AmberscanError as error:
-        print(f"amberscan: error: {error}", file=sys.stderr)
-        return 2
+        with quiet:
+            return int(args.run(args, settings) or 0)
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # noqa: BLE001 - one line when the user can act on it, else raised
+        return _failed(error, settings)
+
+
+def _failed(error: Exception, settings: Settings) -> int:
+    """Say on one line of stderr why the command failed, and return its exit status: 3 for a
+    server it could not reach, 2 for an amberscan error or a file that cannot be read. Any
+    other error is a bug: raised, with its traceback."""
+    line = failures.unreachable(error, settings)
+    status = failures.UNREACHABLE
+    if line is None:
+        status = 2
+        if isinstance(error, AmberscanError):
+            line = str(error)
+        elif isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError) and (
+            error.filename
+        ):
+            line = f"{error.filename}: {error.strerror}"
+        else:
+            raise error
+    print(f"amberscan: error: {line}", file=sys.stderr)
+    return status

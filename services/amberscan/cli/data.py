@@ -11,11 +11,7 @@ from amberscan.cli import options
 if TYPE_CHECKING:
     from amberscan.common.settings import Settings
 
-EXAMPLE = """\
-example:
-  git clone https://github.com/texty/amber-methodology ../amber-methodology
-  amberscan data import ../amber-methodology
-
+NOTES = """\
 Reads a clone of texty/amber-methodology (crops under model/datasets/positive/ and negative/,
 whole tiles in model/datasets/example/) or a folder in the shared layout (superpixels/, tiles/),
 checks every file, and copies the set to AMBERSCAN_SHARED_DATA, else to
@@ -23,14 +19,25 @@ shared/data/texty-amber beside the checkout. Importing again changes nothing."""
 
 
 def add_parser(sub: options.Subparsers) -> None:
-    p = options.command(sub, "data", "the labelled data set", run)
+    p = options.command(
+        sub,
+        "data",
+        "the labelled data set",
+        run,
+        description="The labelled texty-amber data set: lay it out where the project looks for it.",
+        examples=["amberscan data import ../amber-methodology"],
+    )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    one = actions.add_parser(
+    one = options.action(
+        actions,
         "import",
-        help="lay out the texty data set where the project looks for it",
+        "lay out the texty data set where the project looks for it",
         description="Lay out the labelled texty-amber data set where the project looks for it.",
-        epilog=EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        examples=[
+            "git clone https://github.com/texty/amber-methodology ../amber-methodology",
+            "amberscan data import ../amber-methodology",
+        ],
+        notes=NOTES,
     )
     one.add_argument(
         "path",

@@ -14,10 +14,14 @@ if TYPE_CHECKING:
 
 def add_parser(sub: options.Subparsers) -> None:
     p = options.command(
-        sub, "demo-tiles", "serve the demo area's z/x/y tiles (the 'demo' provider)", run
+        sub,
+        "demo-tiles",
+        "serve the demo area's z/x/y tiles (the 'demo' provider)",
+        run,
+        examples=["amberscan demo-tiles", "amberscan demo-tiles --host 0.0.0.0 --port 18080"],
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=18080)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=18080, help="port to listen on (default 18080)")
     p.add_argument(
         "--data",
         type=Path,

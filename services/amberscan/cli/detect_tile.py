@@ -15,11 +15,27 @@ if TYPE_CHECKING:
 
 
 def add_parser(sub: options.Subparsers) -> None:
-    p = options.command(sub, "detect-tile", "score the superpixels of one tile image", run)
-    p.add_argument("image", type=Path)
+    p = options.command(
+        sub,
+        "detect-tile",
+        "score the superpixels of one tile image",
+        run,
+        description="Segment one tile image, score its superpixels (features from the model "
+        "server) and give the tile's verdict.",
+        examples=[
+            "amberscan detect-tile ../shared/data/texty-amber/tiles/positive1.png "
+            "--json --debug-png out.png",
+        ],
+    )
+    p.add_argument("image", type=Path, help="the tile image (PNG, JPEG or GeoTIFF)")
     p.add_argument("--model", type=Path, help="default: AMBERSCAN_CLASSIFIER_PATH")
     p.add_argument("--min-positives", type=int, help="flag when more than K are positive")
-    p.add_argument("--segmentation", choices=["reference", "fast"], default="reference")
+    p.add_argument(
+        "--segmentation",
+        choices=["reference", "fast"],
+        default="reference",
+        help="SLIC as the 2018 method ran it (default), or the pipeline's faster one",
+    )
     p.add_argument(
         "--debug-png", type=Path, help="write the tile with superpixels coloured by score"
     )

@@ -23,7 +23,14 @@ if TYPE_CHECKING:
 
 def add_parser(sub: options.Subparsers) -> None:
     p = options.command(
-        sub, "diff", "tiles whose verdict changed between two vintages or models", run
+        sub,
+        "diff",
+        "tiles whose verdict changed between two vintages or models",
+        run,
+        examples=[
+            "amberscan diff --from 2015 --to 2016",
+            "amberscan diff --model CURRENT --model xgb-1a2b3c4d5e6f --csv > changed.csv",
+        ],
     )
     p.add_argument("--from", dest="before", metavar="YEAR", help="the earlier vintage")
     p.add_argument("--to", dest="after", metavar="YEAR", help="the later vintage")

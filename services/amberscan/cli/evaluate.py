@@ -16,9 +16,20 @@ if TYPE_CHECKING:
 
 def add_parser(sub: options.Subparsers) -> None:
     p = options.command(
-        sub, "evaluate", "precision, recall, F1, ROC-AUC, PR-AUC of a classifier", run
+        sub,
+        "evaluate",
+        "precision, recall, F1, ROC-AUC, PR-AUC of a classifier",
+        run,
+        description="A classifier's precision, recall, F1, ROC-AUC and PR-AUC on a folder of "
+        "labelled crops, their features from the model server.",
+        examples=[
+            "amberscan evaluate --model models/classifier.json "
+            "--data ../shared/data/texty-amber/superpixels --json",
+        ],
     )
-    p.add_argument("--model", type=Path, required=True)
+    p.add_argument(
+        "--model", type=Path, required=True, help="the classifier file (models/classifier.json)"
+    )
     options.add_labelled_data(p)
     options.add_model_server(p)
     options.add_json(p)

@@ -15,11 +15,23 @@ if TYPE_CHECKING:
 
 
 def add_parser(sub: options.Subparsers) -> None:
-    p = options.command(sub, "export-backbone", "export a backbone as a TF Serving SavedModel", run)
+    p = options.command(
+        sub,
+        "export-backbone",
+        "export a backbone as a TF Serving SavedModel",
+        run,
+        description="Export a backbone as a TF Serving SavedModel (and its OpenVINO IR) in the "
+        "model folder the model server reads.",
+        examples=[
+            "amberscan export-backbone --finetuned ft.weights.h5 --int8 "
+            "../shared/data/texty-amber/superpixels",
+            "amberscan export-backbone --backbone resnet50 --weights imagenet --version 2",
+        ],
+    )
     p.add_argument(
         "--backbone",
         default=SERVED_RECIPE.backbone,
-        help=f"default: the served recipe's, {SERVED_RECIPE.backbone}",
+        help=f"the backbone to export (default: the served recipe's, {SERVED_RECIPE.backbone})",
         choices=[
             "efficientnet-lite0",
             "efficientnet-lite1",
@@ -34,9 +46,11 @@ def add_parser(sub: options.Subparsers) -> None:
         "default) or a .pth file. ResNet50: 'imagenet' (downloaded by Keras on a connected "
         "machine; the default), a local weights file, or 'random'",
     )
-    options.add_model_dir(p, "default: AMBERSCAN_MODEL_DIR")
+    options.add_model_dir(p, "the model folder to write to (default: AMBERSCAN_MODEL_DIR)")
     p.add_argument("--name", help="model name on the server (default: AMBERSCAN_BACKBONE_NAME)")
-    p.add_argument("--version", type=int, help="default: one more than the newest")
+    p.add_argument(
+        "--version", type=int, help="the served version number (default: one more than the newest)"
+    )
     options.add_seed(p, "seed of a random init")
     p.add_argument(
         "--finetuned", type=Path, help="fine-tuned weights (.weights.h5 from `amberscan finetune`)"

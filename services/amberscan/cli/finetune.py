@@ -22,6 +22,10 @@ def add_parser(sub: options.Subparsers) -> None:
         "finetune",
         "fine-tune the pretrained backbone on labelled crops (transfer learning)",
         run,
+        examples=[
+            "amberscan finetune --data ../shared/data/texty-amber/superpixels --out ft.weights.h5",
+            "amberscan export-backbone --finetuned ft.weights.h5   # then serve it",
+        ],
     )
     options.add_labelled_data(p, options.LABELLED_HELP)
     p.add_argument("--out", type=Path, required=True, help="weights file to write (.weights.h5)")
@@ -32,7 +36,7 @@ def add_parser(sub: options.Subparsers) -> None:
         f"default: the served recipe's, {SERVED_RECIPE.backbone})",
     )
     p.add_argument("--epochs", type=int, help="default: the recipe's (docs/model.md)")
-    options.add_seed(p)
+    options.add_seed(p, "random seed of the data order and augmentation (default 0)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

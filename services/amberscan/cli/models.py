@@ -31,15 +31,46 @@ if TYPE_CHECKING:
 
 
 def add_parser(sub: options.Subparsers) -> None:
-    p = options.command(sub, "models", "list, show, promote or roll back classifiers", run)
+    p = options.command(
+        sub,
+        "models",
+        "list, show, promote or roll back classifiers",
+        run,
+        description="The classifiers in the model registry, and which one is served.",
+        examples=[
+            "amberscan models list",
+            "amberscan models show current --json",
+            "amberscan models promote xgb-1a2b3c4d5e6f",
+            "amberscan models rollback --reason 'more false positives'",
+        ],
+    )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="every version in the registry and its state")
+    listing = options.action(
+        actions,
+        "list",
+        "every version in the registry and its state",
+        examples=["amberscan models list", "amberscan models list --json"],
+    )
     options.add_json(listing)
-    show = actions.add_parser("show", help="one version's lineage and promotion history")
+    show = options.action(
+        actions,
+        "show",
+        "one version's lineage and promotion history",
+        examples=["amberscan models show current", "amberscan models show xgb-1a2b3c4d5e6f --json"],
+    )
     show.add_argument("version", help="a registry version, or 'current'")
     options.add_json(show)
-    promote = actions.add_parser(
-        "promote", help="serve a candidate if it passes the gate against the current model"
+    promote = options.action(
+        actions,
+        "promote",
+        "serve a candidate if it passes the gate against the current model",
+        description="Serve a candidate if it passes the gate against the current model: both "
+        "are scored on the gate share of the labelled crops, side by side; exit 1 when the gate "
+        "refuses.",
+        examples=[
+            "amberscan models promote xgb-1a2b3c4d5e6f",
+            "amberscan models promote xgb-1a2b3c4d5e6f --force --by ana --reason 'reviewed by hand'",
+        ],
     )
     promote.add_argument("version", help="the candidate's registry version")
     promote.add_argument(
@@ -60,7 +91,12 @@ def add_parser(sub: options.Subparsers) -> None:
     promote.add_argument("--reason", default="", help="why, recorded in the history")
     options.add_model_server(promote)
     options.add_json(promote)
-    rollback = actions.add_parser("rollback", help="serve the version served before this one")
+    rollback = options.action(
+        actions,
+        "rollback",
+        "serve the version served before this one",
+        examples=["amberscan models rollback --by ana --reason 'more false positives'"],
+    )
     rollback.add_argument("--by", default="", help="who rolls back (default: the login name)")
     rollback.add_argument("--reason", default="", help="why, recorded in the history")
     options.add_json(rollback)

@@ -26,6 +26,10 @@ def add_parser(sub: options.Subparsers) -> None:
         "replay",
         "re-score the retained features with a classifier version, as a scan of its own",
         run,
+        examples=[
+            "amberscan replay --model xgb-1a2b3c4d5e6f",
+            "amberscan diff --model CURRENT --model xgb-1a2b3c4d5e6f   # then what it changes",
+        ],
     )
     p.add_argument("--model", default="", help="registry version (default: the current one)")
     p.add_argument(

@@ -18,7 +18,20 @@ if TYPE_CHECKING:
 
 
 def add_parser(sub: options.Subparsers) -> None:
-    p = options.command(sub, "scan", "scan a region and follow it to the end", run)
+    p = options.command(
+        sub,
+        "scan",
+        "scan a region and follow it to the end",
+        run,
+        description="Submit a region to the pipeline and follow it until every tile has a "
+        "status; print the summary and the map's address. Exit 1 when tiles failed or time ran "
+        "out.",
+        examples=[
+            "amberscan scan --demo",
+            "amberscan scan --bbox 26.85,51.28,26.92,51.31 --provider xyz",
+            "amberscan scan --provider geotiff --source ortho-2019.tif --json",
+        ],
+    )
     region = p.add_mutually_exclusive_group()
     region.add_argument(
         "--bbox", help="W,S,E,N in WGS84 degrees (geotiff/stac: default the sources' footprints)"

@@ -28,12 +28,31 @@ STAGES = {
 
 def add_parser(sub: options.Subparsers) -> None:
     p = options.command(
-        sub, "serve", "run one of amberscan's services or servers", run, process=process
+        sub,
+        "serve",
+        "run one of amberscan's services or servers",
+        run,
+        process=process,
+        description="Run one of amberscan's services or servers until stopped (SIGTERM or "
+        "Ctrl-C), with the settings of that process only (AMBERSCAN_* variables).",
+        examples=[
+            "amberscan serve tiler",
+            "amberscan serve model-server --model-dir models",
+            "AMBERSCAN_WEB_PORT=8080 amberscan serve web",
+        ],
     )
-    p.add_argument("server", choices=["model-server", *STAGES])
-    options.add_model_dir(p, "model-server: default AMBERSCAN_MODEL_DIR")
-    p.add_argument("--name", help="model-server: default AMBERSCAN_BACKBONE_NAME")
-    p.add_argument("--address", help="model-server: default AMBERSCAN_MODEL_SERVER")
+    p.add_argument(
+        "server",
+        choices=["model-server", *STAGES],
+        help="the stage on the bus, the web map, the watcher, or the model server",
+    )
+    options.add_model_dir(p, "model-server: the served models (default: AMBERSCAN_MODEL_DIR)")
+    p.add_argument(
+        "--name", help="model-server: the backbone's model name (default: AMBERSCAN_BACKBONE_NAME)"
+    )
+    p.add_argument(
+        "--address", help="model-server: HOST:PORT to listen on (default: AMBERSCAN_MODEL_SERVER)"
+    )
 
 
 def process(args: argparse.Namespace) -> str:

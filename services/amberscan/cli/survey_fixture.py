@@ -22,10 +22,18 @@ def add_parser(sub: options.Subparsers) -> None:
         "survey-fixture",
         "fill a schema of its own with survey-scale SYNTHETIC detections (benchmarks)",
         run,
+        examples=[
+            "amberscan survey-fixture   # 450,000 detections, as make bench-map uses",
+            "amberscan survey-fixture --schema survey_small --tiles 10000",
+        ],
     )
-    p.add_argument("--schema", default=DEFAULT_SCHEMA, help=f"default: {DEFAULT_SCHEMA}")
-    p.add_argument("--tiles", type=int, default=450_000, help="default: 450000")
-    p.add_argument("--seed", type=int, default=2018)
+    p.add_argument(
+        "--schema", default=DEFAULT_SCHEMA, help=f"the schema to fill (default: {DEFAULT_SCHEMA})"
+    )
+    p.add_argument(
+        "--tiles", type=int, default=450_000, help="how many detections (default: 450000)"
+    )
+    options.add_seed(p, default=2018)
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

@@ -13,7 +13,13 @@ if TYPE_CHECKING:
 
 
 def add_parser(sub: options.Subparsers) -> None:
-    options.command(sub, "topics", "create amberscan's Kafka topics (idempotent)", run)
+    options.command(
+        sub,
+        "topics",
+        "create amberscan's Kafka topics (idempotent)",
+        run,
+        examples=["amberscan topics", "AMBERSCAN_TOPIC_PREFIX=dev. amberscan topics"],
+    )
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

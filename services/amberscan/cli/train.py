@@ -26,11 +26,26 @@ if TYPE_CHECKING:
 
 def add_parser(sub: options.Subparsers) -> None:
     p = options.command(
-        sub, "train", "train a candidate classifier on labelled crops (serves nothing yet)", run
+        sub,
+        "train",
+        "train a candidate classifier on labelled crops (serves nothing yet)",
+        run,
+        description="Train a candidate classifier on labelled crops, through the model server's "
+        "backbone, and store it in the model registry; nothing serves it until `amberscan "
+        "models promote` passes it through the gate.",
+        examples=[
+            "amberscan train --data ../shared/data/texty-amber/superpixels",
+            "amberscan train --data ../shared/data/texty-amber/superpixels --from-reviews --json",
+        ],
     )
     options.add_labelled_data(p, options.LABELLED_HELP)
     p.add_argument("--out", type=Path, help="default: AMBERSCAN_CLASSIFIER_PATH")
-    p.add_argument("--target-precision", type=float, default=0.95)
+    p.add_argument(
+        "--target-precision",
+        type=float,
+        default=0.95,
+        help="the threshold is the lowest with at least this precision (default 0.95)",
+    )
     p.add_argument(
         "--threshold-from",
         choices=("calibration", "cv"),
@@ -42,7 +57,9 @@ def add_parser(sub: options.Subparsers) -> None:
     p.add_argument(
         "--threshold", type=float, help="use this decision threshold instead of a chosen one"
     )
-    p.add_argument("--folds", type=int, default=5)
+    p.add_argument(
+        "--folds", type=int, default=5, help="cross-validation folds, split by site (default 5)"
+    )
     options.add_seed(p)
     options.add_model_server(p, "default: AMBERSCAN_MODEL_SERVER")
     p.add_argument("--backbone", help="model name on the server (default: AMBERSCAN_BACKBONE_NAME)")

@@ -20,19 +20,51 @@ WATCHABLE = ("geotiff", "stac", "wmts")
 
 def add_parser(sub: options.Subparsers) -> None:
     p = options.command(
-        sub, "watch", "regions scanned again whenever their provider has new imagery", run
+        sub,
+        "watch",
+        "regions scanned again whenever their provider has new imagery",
+        run,
+        description="Regions scanned again whenever their provider has new imagery (the "
+        "service that does it is `amberscan serve watch`).",
+        examples=[
+            "amberscan watch add region.geojson --provider stac "
+            "--source https://example.org/catalog.json --every 1d",
+            "amberscan watch list",
+            "amberscan watch remove 3",
+        ],
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add = actions.add_parser("add", help="watch a region (its first round is due at once)")
+    add = options.action(
+        actions,
+        "add",
+        "watch a region (its first round is due at once)",
+        examples=[
+            "amberscan watch add region.geojson --provider stac "
+            "--source https://example.org/catalog.json --every 1d",
+            "amberscan watch add region.geojson --provider geotiff --source s3://imagery/drone/",
+        ],
+    )
     add.add_argument("region", type=Path, help="a GeoJSON Polygon/MultiPolygon file")
-    add.add_argument("--provider", required=True, choices=list(WATCHABLE))
+    add.add_argument(
+        "--provider",
+        required=True,
+        choices=list(WATCHABLE),
+        help="where new imagery is looked for (the sources below)",
+    )
     options.add_imagery_sources(add, vintage=False)
     add.add_argument("--every", default="1d", help="cadence: 1d, 12h, 30m, 1w (default 1d)")
     add.add_argument("--name", default="", help="a label shown by `watch list`")
-    lister = actions.add_parser("list", help="the watched regions, their last round and counts")
-    options.add_json(lister)
-    remove = actions.add_parser("remove", help="stop watching a region")
-    remove.add_argument("watch_id", type=int)
+    lister = options.action(
+        actions,
+        "list",
+        "the watched regions, their last round and counts",
+        examples=["amberscan watch list", "amberscan watch list --json"],
+    )
+    options.add_json(lister, "print the regions as one JSON array")
+    remove = options.action(
+        actions, "remove", "stop watching a region", examples=["amberscan watch remove 3"]
+    )
+    remove.add_argument("watch_id", type=int, help="the region's id, as `watch list` shows it")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

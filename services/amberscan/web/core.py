@@ -1,12 +1,10 @@
-"""Web core: the filter type, GeoJSON/CSV shaping, audit statistics, overlays. Pure.
+"""Web core: the filter type, GeoJSON shaping, audit statistics, overlays. Pure.
 
 Nothing here opens a connection or reads a file: rows in, documents out.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import re
@@ -43,6 +41,8 @@ class Filters:
     change: str = ""  # with a year: "new", "gone" or "changed" against the previous vintage
     limit: int = DEFAULT_PAGE
     offset: int = 0
+    flagged: bool = False  # flagged tiles only (exports)
+    region: str = ""  # WKT of a polygonal region the tiles meet (exports)
 
 
 def year_of(imagery_date: str) -> str:
@@ -115,70 +115,6 @@ def feature_collection(
         collection["numberReturned"] = returned
         collection["next_offset"] = offset + returned if offset + returned < matched else None
     return collection
-
-
-CSV_FIELDS = (
-    "tile_id",
-    "imagery_date",
-    "year",
-    "model_version",
-    "backbone_version",
-    "flagged",
-    "positives",
-    "segment_count",
-    "min_positives",
-    "hectares",
-    "max_score",
-    "scores",
-    "review",
-    "reviewer",
-    "demo",
-    "excluded",
-    "exclusion_reason",
-    "west",
-    "south",
-    "east",
-    "north",
-)
-
-
-def csv_text(rows: Iterable[Mapping[str, Any]], header: bool = True) -> str:
-    """Detections as CSV, one row each (after the header when `header`); scores joined by ';'.
-    Text cannot start a formula."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    if header:
-        writer.writerow(CSV_FIELDS)
-    for row in rows:
-        p = feature_of(row)["properties"]
-        writer.writerow(
-            [
-                _cell(p["tile_id"]),
-                _cell(p["imagery_date"]),
-                p["year"],
-                _cell(p["model_version"]),
-                _cell(p["backbone_version"]),
-                str(p["flagged"]).lower(),
-                p["positives"],
-                p["segment_count"],
-                p["min_positives"],
-                p["hectares"],
-                p["max_score"],
-                ";".join(f"{s:.4f}" for s in p["scores"]),
-                p["review"],
-                _cell(p["reviewer"]),
-                str(p["demo"]).lower(),
-                str(p["excluded"]).lower(),
-                _cell(p["exclusion_reason"]),
-                *(round(float(row[k]), 7) for k in ("west", "south", "east", "north")),
-            ]
-        )
-    return buffer.getvalue()
-
-
-def _cell(text: str) -> str:
-    # A spreadsheet runs a cell starting with = + - @ as a formula: quote it.
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 @dataclass(frozen=True)

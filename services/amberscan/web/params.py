@@ -7,6 +7,7 @@ up in PostGIS and raise `web.HTTPNotFound` when nothing matches.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -101,6 +102,62 @@ def parse_filters(
         )
     offset = int_param(query, "offset", 0, 0, 10**9)
     return Filters(bbox, year, model, review, change, limit, offset)
+
+
+# A region filter is a query parameter: a simple polygon, not a country's coastline.
+MAX_REGION_POINTS = 2000
+
+
+def region(text: str) -> str:
+    """A GeoJSON Polygon or MultiPolygon (or a Feature / FeatureCollection of them) in WGS84,
+    as the WKT the queries take.
+
+    Raises:
+        BadRequest: not such a geometry, invalid, or over MAX_REGION_POINTS points.
+    """
+    import shapely
+
+    from amberscan.errors import InvalidRegion
+    from amberscan.geo.tiles import parse_geojson
+
+    try:
+        shape = parse_geojson(text)
+    except InvalidRegion as error:
+        raise BadRequest(f"region: {error}") from None
+    points = int(shapely.get_num_coordinates(shape))
+    if points > MAX_REGION_POINTS:
+        raise BadRequest(
+            f"region: {points} points, at most {MAX_REGION_POINTS}; simplify it or use bbox"
+        )
+    return str(shape.wkt)
+
+
+def export_request(query: Mapping[str, str], fmt: str) -> tuple[Filters, tuple[str, ...]]:
+    """The filters and layers of an export (`/api/export.*`, `amberscan export`): the map's
+    filters (bbox, year, model, review, change), `flagged` (true: flagged tiles only), `region`
+    (a GeoJSON polygon) and `layer` (tiles or damaged_areas; a GeoPackage holds both unless
+    one is named, the other formats one, tiles by default).
+
+    Raises:
+        BadRequest: naming the parameter that is malformed.
+    """
+    from amberscan.web.exporting import LAYERS, MULTI_LAYER
+
+    filters = parse_filters(query, bbox_required=False)
+    flagged = query.get("flagged", "").strip().lower()
+    if flagged not in ("", "true", "false", "1", "0"):
+        raise BadRequest(f"flagged={flagged[:20]!r}: true or false")
+    region_text = query.get("region", "").strip()
+    layer = query.get("layer", "").strip()
+    if layer and layer not in LAYERS:
+        raise BadRequest(f"layer={layer[:20]!r}: one of {', '.join(LAYERS)}")
+    layers = (layer,) if layer else LAYERS if fmt in MULTI_LAYER else LAYERS[:1]
+    filters = dataclasses.replace(
+        filters,
+        flagged=flagged in ("true", "1"),
+        region=region(region_text) if region_text else "",
+    )
+    return filters, layers
 
 
 def int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:

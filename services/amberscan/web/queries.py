@@ -7,7 +7,6 @@ strings chosen in code, never text from a request.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -22,15 +21,40 @@ from amberscan.web.core import Filters
 REVIEW_STATE = """CASE WHEN r.verdict IS NULL THEN 'unreviewed'
      WHEN r.verdict = 'rejected' AND d.flagged AND r.model_version <> d.model_version
      THEN 'reflagged' ELSE r.verdict END"""
-COLUMNS = f"""
+# A detection's columns but its geometry's (`geometry_columns` adds those).
+ATTRIBUTES = f"""
     d.tile_id, d.imagery_date, d.model_version, d.backbone_version, d.scan_id, d.provider,
     d.flagged, d.positives, d.segment_count, d.min_positives, d.hectares, d.scores, d.demo,
-    d.image_key, d.labels_key, d.detected_at, ST_AsGeoJSON(d.tile_geom, 7) AS geojson,
-    ST_XMin(d.tile_geom) AS west, ST_YMin(d.tile_geom) AS south,
-    ST_XMax(d.tile_geom) AS east, ST_YMax(d.tile_geom) AS north,
+    d.image_key, d.labels_key, d.detected_at,
     r.verdict, r.reviewer, r.reviewed_at, r.model_version AS reviewed_model,
     {REVIEW_STATE} AS review, x.reason AS exclusion_reason
 """
+
+
+def geometry_columns(geom: str = "d.tile_geom", encoding: str = "geojson") -> str:
+    """The columns of a geometry: `geojson` (`ST_AsGeoJSON`, 7 decimals), `wkt` or `wkb`
+    (the one named `encoding`), and its bounds `west`, `south`, `east`, `north`."""
+    encoded = {
+        "geojson": f"ST_AsGeoJSON({geom}, 7) AS geojson",
+        "wkt": f"ST_AsText({geom}, 7) AS wkt",
+        "wkb": f"ST_AsBinary({geom}) AS wkb",
+    }[encoding]
+    return (
+        f"{encoded}, ST_XMin({geom}) AS west, ST_YMin({geom}) AS south,"
+        f" ST_XMax({geom}) AS east, ST_YMax({geom}) AS north"
+    )
+
+
+COLUMNS = f"{ATTRIBUTES}, {geometry_columns()}"
+
+
+def damaged_area(alias: str = "d.") -> str:
+    """The one definition of a detection's damaged area (the positive superpixels' polygons,
+    `positives_geom`, of a flagged tile), over the columns of `alias` ("" for unqualified):
+    the vector tiles' `damage` layer and the exports' `damaged_areas` layer both use it."""
+    return f"{alias}flagged AND {alias}positives_geom IS NOT NULL"
+
+
 # A detection is excluded when its tile's centre lies in an exclusion area (the first one's
 # reason is shown); the GiST indexes of both geometries keep the probe cheap.
 EXCLUSION = """
@@ -83,6 +107,15 @@ def where_clause(filters: Filters) -> tuple[str, list[Any]]:
     if filters.review:
         clauses.append(f"({REVIEW_STATE}) = %s")
         params.append(filters.review)
+    if filters.flagged:
+        clauses.append("d.flagged")
+    if filters.region:
+        # A region is WKT (`params.region` checked it); && first, for the GiST index.
+        clauses.append(
+            "d.tile_geom && ST_GeomFromText(%s, 4326)"
+            " AND ST_Intersects(d.tile_geom, ST_GeomFromText(%s, 4326))"
+        )
+        params += [filters.region, filters.region]
     if filters.change:
         previous = changes.previous_flagged("d", bool(filters.model))
         clauses.append(changes.change_clause(filters.change, "d", previous))
@@ -104,20 +137,6 @@ async def detections(db: Database, filters: Filters, *, page: bool = True) -> li
         query += " LIMIT %s OFFSET %s"
         params += [filters.limit, filters.offset]
     return await fetch_dicts(db, query, params)
-
-
-async def stream_detections(db: Database, filters: Filters) -> AsyncIterator[dict[str, Any]]:
-    """Every detection row matching `filters` (no paging), from a server-side cursor: memory
-    stays bounded however many match."""
-    where, params = where_clause(filters)
-    query = (
-        f"SELECT {COLUMNS} {FROM} WHERE {where} ORDER BY d.tile_id, d.imagery_date, d.model_version"
-    )
-    async with db.pool.connection() as conn, conn.transaction():
-        async with conn.cursor(name="amberscan_export", row_factory=dict_row) as cursor:
-            await cursor.execute(query.encode(), params)
-            async for row in cursor:
-                yield row
 
 
 async def count_detections(db: Database, filters: Filters) -> int:

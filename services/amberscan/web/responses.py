@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -64,25 +64,11 @@ async def stream_rows(
     A client that reads nothing for `AMBERSCAN_WEB_EXPORT_STALL_S` is cut (`DownloadStalled`),
     and however the download ends, `rows` is closed at once, so its database connection goes
     back to the pool then, not when the generator is collected."""
-    stall_s = request.app[SETTINGS].web.export_stall_s
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": content_type,
-            "Content-Disposition": f'attachment; filename="{filename}"',
-        }
-    )
+    response = _download(content_type, filename)
+    send = _sender(request, response)
 
     async def write(text: str) -> None:
-        try:
-            async with asyncio.timeout(stall_s):
-                await response.write(text.encode())
-        except TimeoutError:
-            if request.transport is not None:
-                request.transport.abort()
-            raise DownloadStalled(
-                f"{request.path}: the client read nothing for {stall_s:g} s "
-                "(AMBERSCAN_WEB_EXPORT_STALL_S); download cut"
-            ) from None
+        await send(text.encode())
 
     try:
         await response.prepare(request)
@@ -102,6 +88,55 @@ async def stream_rows(
         close = getattr(rows, "aclose", None)
         if close is not None:
             await close()
+    await response.write_eof()
+    return response
+
+
+def _download(content_type: str, filename: str) -> web.StreamResponse:
+    return web.StreamResponse(
+        headers={
+            "Content-Type": content_type,
+            "Content-Disposition": f'attachment; filename="{filename}"',
+        }
+    )
+
+
+def _sender(
+    request: web.Request, response: web.StreamResponse
+) -> Callable[[bytes], Awaitable[None]]:
+    """`response.write`, cut (`DownloadStalled`) when the client reads nothing for
+    `AMBERSCAN_WEB_EXPORT_STALL_S`."""
+    stall_s = request.app[SETTINGS].web.export_stall_s
+
+    async def send(data: bytes) -> None:
+        try:
+            async with asyncio.timeout(stall_s):
+                await response.write(data)
+        except TimeoutError:
+            if request.transport is not None:
+                request.transport.abort()
+            raise DownloadStalled(
+                f"{request.path}: the client read nothing for {stall_s:g} s "
+                "(AMBERSCAN_WEB_EXPORT_STALL_S); download cut"
+            ) from None
+
+    return send
+
+
+async def stream_file(
+    request: web.Request, path: Path, *, content_type: str, filename: str, chunk: int = 1 << 18
+) -> web.StreamResponse:
+    """The file at `path` as a download, read and sent `chunk` bytes at a time (its length
+    known: Content-Length is set); a client that reads nothing for
+    `AMBERSCAN_WEB_EXPORT_STALL_S` is cut, as in `stream_rows`."""
+    response = _download(content_type, filename)
+    response.content_length = path.stat().st_size
+    send = _sender(request, response)
+    await response.prepare(request)
+    request[STREAMING] = True
+    with path.open("rb") as source:
+        while data := await asyncio.to_thread(source.read, chunk):
+            await send(data)
     await response.write_eof()
     return response
 

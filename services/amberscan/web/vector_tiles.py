@@ -44,7 +44,7 @@ EXTENT = 4096
 def cell_scope(filters: Filters) -> tuple[str, list[Any]] | None:
     """The `map_cells` condition equivalent to `filters` (bbox aside); None when the cells
     cannot answer (a change view within one model is not aggregated)."""
-    if filters.change and filters.model:
+    if (filters.change and filters.model) or filters.flagged or filters.region:
         return None
     clauses: list[str] = []
     params: list[Any] = []
@@ -88,7 +88,7 @@ def _detail_sql(filters: Filters, z: int, x: int, y: int) -> tuple[str, list[Any
         damage = f""" || coalesce((SELECT ST_AsMVT(g, 'damage', {EXTENT}, 'geom') FROM (
             SELECT ST_AsMVTGeom(ST_Transform(positives_geom, 3857), (SELECT env FROM t),
                                 {EXTENT}, 64, true) AS geom, tile_id, hectares
-            FROM rows WHERE flagged AND positives_geom IS NOT NULL) g), ''::bytea)"""
+            FROM rows WHERE {queries.damaged_area("")}) g), ''::bytea)"""
     query = f"""
 WITH t AS (SELECT ST_TileEnvelope(%s, %s, %s) AS env),
 rows AS (

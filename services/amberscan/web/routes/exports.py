@@ -1,29 +1,73 @@
-"""Exports of the detections matching the map's filters, GeoJSON and CSV, streamed as the rows
-arrive from a server-side cursor (memory holds one batch, however many detections match), on
-the downloads' own connections within the budget (`limits.py`)."""
+"""Exports of the detections matching the filters (`params.export_request`): GeoJSON, CSV,
+GeoPackage and FlatGeobuf, of the tiles and of the damaged areas (`exporting`), each on the
+downloads' own connections within the budget (`limits.py`).
+
+GeoJSON and CSV stream as the rows arrive from a server-side cursor (memory holds one batch,
+however many detections match). GeoPackage and FlatGeobuf are written by GDAL from batches of
+rows into a temporary file (both formats are finished by seeking back), which is then sent and
+removed: memory holds one batch, the disk the file; the database connection is back in the
+pool before the file is sent.
+"""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from aiohttp import web
 
-from amberscan.web import core, params, queries
-from amberscan.web.responses import stream_csv, stream_geojson
-from amberscan.web.state import BUDGET, DOWNLOADS_DB
+from amberscan.web import exporting, params
+from amberscan.web.export_queries import export_rows
+from amberscan.web.gdal_files import write_file
+from amberscan.web.responses import stream_csv, stream_file, stream_geojson
+from amberscan.web.state import BUDGET, DOWNLOADS_DB, THRESHOLDS
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/api/export.geojson")
 async def export_geojson(request: web.Request) -> web.StreamResponse:
-    filters = params.parse_filters(request.query, bbox_required=False)
+    filters, (layer,) = params.export_request(request.query, "geojson")
     async with request.app[BUDGET].download(request):
-        rows = queries.stream_detections(request.app[DOWNLOADS_DB], filters)
-        return await stream_geojson(request, rows, "amberscan-detections.geojson", core.feature_of)
+        rows = export_rows(
+            request.app[DOWNLOADS_DB], filters, layer, "geojson", request.app[THRESHOLDS]
+        )
+        return await stream_geojson(
+            request, rows, exporting.filename("geojson", layer), exporting.feature, layer=layer
+        )
 
 
 @routes.get("/api/export.csv")
 async def export_csv(request: web.Request) -> web.StreamResponse:
-    filters = params.parse_filters(request.query, bbox_required=False)
+    filters, (layer,) = params.export_request(request.query, "csv")
     async with request.app[BUDGET].download(request):
-        rows = queries.stream_detections(request.app[DOWNLOADS_DB], filters)
-        return await stream_csv(request, rows, "amberscan-detections.csv", core.csv_text)
+        rows = export_rows(
+            request.app[DOWNLOADS_DB], filters, layer, "wkt", request.app[THRESHOLDS]
+        )
+        return await stream_csv(request, rows, exporting.filename("csv", layer), exporting.csv_text)
+
+
+async def _gdal_export(request: web.Request, fmt: str) -> web.StreamResponse:
+    filters, layers = params.export_request(request.query, fmt)
+    name = exporting.filename(fmt, None if len(layers) > 1 else layers[0])
+    async with request.app[BUDGET].download(request):
+        with tempfile.TemporaryDirectory(prefix="amberscan-export-") as folder:
+            path = Path(folder) / name
+            await write_file(
+                path, fmt, layers, request.app[DOWNLOADS_DB], filters, request.app[THRESHOLDS]
+            )
+            return await stream_file(
+                request, path, content_type=exporting.FORMATS[fmt][2], filename=name
+            )
+
+
+@routes.get("/api/export.gpkg")
+async def export_gpkg(request: web.Request) -> web.StreamResponse:
+    """Both layers (or the one `layer=` names) in one GeoPackage."""
+    return await _gdal_export(request, "gpkg")
+
+
+@routes.get("/api/export.fgb")
+async def export_fgb(request: web.Request) -> web.StreamResponse:
+    """One layer per FlatGeobuf file: `layer=tiles` (default) or `layer=damaged_areas`."""
+    return await _gdal_export(request, "fgb")

@@ -215,8 +215,9 @@ async function refresh() {
   document.getElementById("change").disabled = !document.getElementById("year").value;
   const s = await amber.getJSON("/api/summary?" + params.toString());
   fillSummary(s);
-  document.getElementById("export-geojson").href = "/api/export.geojson?" + params.toString();
-  document.getElementById("export-csv").href = "/api/export.csv?" + params.toString();
+  for (const format of ["geojson", "csv", "gpkg", "fgb"]) {
+    document.getElementById("export-" + format).href = `/api/export.${format}?` + params.toString();
+  }
   state.version += 1;
   unsettle();
   state.map.getSource("detections").setTiles([tileUrl()]);

@@ -1,0 +1,139 @@
+"""What an export holds, whatever its format: its layers, its fields and their types, and the
+shaping of detection rows into GeoJSON features, CSV lines and Arrow batches (for GDAL). Pure:
+rows in, documents out.
+
+Two layers: `tiles`, one polygon per scan tile (its verdict under the filters), and
+`damaged_areas`, the MultiPolygon of a flagged tile's positive superpixels (the hectares; the
+map's vector tiles draw the same, `queries.damaged_area`). Every row of either layer has the same
+fields (`FIELDS`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from amberscan.web.core import feature_of
+
+LAYERS = ("tiles", "damaged_areas")
+# The geometry type of each layer, as GDAL names it.
+GEOMETRY_TYPES = {"tiles": "Polygon", "damaged_areas": "MultiPolygon"}
+# format → (GDAL driver or "", file suffix, content type); GeoJSON and CSV are written here.
+FORMATS = {
+    "geojson": ("", "geojson", "application/geo+json"),
+    "csv": ("", "csv", "text/csv"),
+    "gpkg": ("GPKG", "gpkg", "application/geopackage+sqlite3"),
+    "fgb": ("FlatGeobuf", "fgb", "application/flatgeobuf"),
+}
+# Formats holding every layer in one file; the others hold one layer each (`layer=`).
+MULTI_LAYER = ("gpkg",)
+
+# Every field of a row, in order, with its type ("str", "float", "int", "bool", "time").
+FIELDS: tuple[tuple[str, str], ...] = (
+    ("tile_id", "str"),
+    ("imagery_date", "str"),
+    ("year", "str"),
+    ("model_version", "str"),
+    ("backbone_version", "str"),
+    ("threshold", "float"),
+    ("threshold_source", "str"),
+    ("flagged", "bool"),
+    ("max_score", "float"),
+    ("positives", "int"),
+    ("segment_count", "int"),
+    ("min_positives", "int"),
+    ("hectares", "float"),
+    ("scores", "str"),
+    ("review", "str"),
+    ("reviewer", "str"),
+    ("reviewed_at", "time"),
+    ("excluded", "bool"),
+    ("exclusion_reason", "str"),
+    ("scan_id", "str"),
+    ("provider", "str"),
+    ("demo", "bool"),
+    ("detected_at", "time"),
+)
+# The CSV's columns: every field, the bounds of the row's geometry, and the geometry as WKT
+# (GDAL's CSV reader takes a column named WKT as the geometry).
+CSV_FIELDS = (*(name for name, _ in FIELDS), "west", "south", "east", "north", "WKT")
+
+
+def properties(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of one export row (a dict with the columns of `queries.ATTRIBUTES`, plus
+    `threshold` and `threshold_source`), typed: times stay `datetime` (None when absent)."""
+    p = feature_of({**row, "geojson": "null"})["properties"]
+    threshold = row.get("threshold")
+    p.update(
+        threshold=None if threshold is None else round(float(threshold), 6),
+        threshold_source=row.get("threshold_source") or "",
+        scores=";".join(f"{s:.4f}" for s in p["scores"]),
+        reviewed_at=row["reviewed_at"],
+        detected_at=row["detected_at"],
+    )
+    return {name: p[name] for name, _ in FIELDS}
+
+
+def feature(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A GeoJSON Feature of one export row (its geometry in `geojson`): the map's feature
+    (`core.feature_of`, scores as a list) with the threshold."""
+    shaped = feature_of(row)
+    threshold = row.get("threshold")
+    shaped["properties"]["threshold"] = None if threshold is None else round(float(threshold), 6)
+    shaped["properties"]["threshold_source"] = row.get("threshold_source") or ""
+    return shaped
+
+
+def csv_text(rows: Iterable[Mapping[str, Any]], header: bool = True) -> str:
+    """Export rows as CSV (after the header when `header`): every field, the bounds and the
+    geometry (`wkt`) as WKT; times ISO 8601, booleans `true`/`false`. Text cannot start a
+    formula."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if header:
+        writer.writerow(CSV_FIELDS)
+    for row in rows:
+        p = properties(row)
+        line: list[Any] = [_csv_value(p[name], kind) for name, kind in FIELDS]
+        line += [round(float(row[k]), 7) for k in ("west", "south", "east", "north")]
+        line.append(row["wkt"])
+        writer.writerow(line)
+    return buffer.getvalue()
+
+
+def _csv_value(value: Any, kind: str) -> Any:
+    if value is None:
+        return ""
+    if kind == "bool":
+        return str(bool(value)).lower()
+    if kind == "time":
+        return value.isoformat() if isinstance(value, datetime) else str(value)
+    if kind == "str":
+        return _cell(str(value))
+    return value
+
+
+def _cell(text: str) -> str:
+    # A spreadsheet runs a cell starting with = + - @ as a formula: quote it.
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def columns(rows: Iterable[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """Export rows as columns: `geometry` (each row's `wkb`) and every field, typed values (None
+    where absent); what `gdal_files` hands GDAL as one Arrow batch."""
+    out: dict[str, list[Any]] = {"geometry": []} | {name: [] for name, _ in FIELDS}
+    for row in rows:
+        out["geometry"].append(bytes(row["wkb"]))
+        p = properties(row)
+        for name, _ in FIELDS:
+            out[name].append(p[name])
+    return out
+
+
+def filename(fmt: str, layer: str | None) -> str:
+    """The file name of an export: `amberscan-tiles.geojson`, `amberscan.gpkg` (every layer)."""
+    suffix = FORMATS[fmt][1]
+    return f"amberscan-{layer}.{suffix}" if layer else f"amberscan.{suffix}"
