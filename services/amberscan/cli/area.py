@@ -27,7 +27,22 @@ if TYPE_CHECKING:
 
 def add_parser(sub: options.Subparsers) -> None:
     p = options.command(
-        sub, "area", "sample-based mining area with its 95 %% interval, per reporting unit", run
+        sub,
+        "area",
+        "sample-based mining area with its 95 %% interval, per reporting unit",
+        run,
+        description=(
+            "Draw (or resume) the stratified sampling design of a region, vintage and model and"
+            " print its estimate so far, or print an existing design's estimate: the mining area"
+            " with its standard error and 95 %% interval, user's and producer's accuracy, the"
+            " mapped area beside it, per reporting unit with --units. The reviewers' verdicts on"
+            " the sampled tiles (the web map's /area page) are the reference observations."
+        ),
+        examples=(
+            "amberscan area --bbox 26.5,50.7,26.8,50.9 --year 2016 --n 200",
+            "amberscan area --bbox 26.5,50.7,26.8,50.9 --year 2016 --target-se-ha 5",
+            "amberscan area --design 1 --units districts.geojson --json",
+        ),
     )
     p.add_argument("--design", type=int, help="an existing design's id")
     p.add_argument("--bbox", help="the region W,S,E,N (WGS84 degrees), to draw or resume a design")
