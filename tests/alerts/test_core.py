@@ -63,6 +63,11 @@ def test_a_model_change_alone_makes_the_same_event_key() -> None:
     assert [k for k, _ in old] == [k for k, _ in new]
 
 
+def test_damage_alerted_already_is_not_alerted_again_by_a_later_model() -> None:
+    """A replay's verdict of the same imagery above the high tier: no `high` event either."""
+    assert core.events_of([verdict(True, False, 0.95, alerted=True)], 0.9) == []
+
+
 def test_event_key_names_itself_and_checks_its_level() -> None:
     key = EventKey(3, TILE, "2019-06-01", "high")
     assert str(key) == f"watch 3 tile {TILE} at 2019-06-01 (high)"

@@ -52,6 +52,8 @@ class Verdict:
         previous_flagged: the verdict at the tile's previous imagery date; None when this date
             is the first the store has for the tile (the baseline).
         score: the tile's highest superpixel score.
+        alerted: a `flagged` event of this (region, tile, imagery date) is recorded already
+            (a later model's verdict of the same imagery alerts nothing, not even `high`).
     """
 
     watch_id: int
@@ -62,6 +64,7 @@ class Verdict:
     hectares: float
     score: float
     previous_flagged: bool | None
+    alerted: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,8 +85,9 @@ class EventKey:
 
 
 def new_damage(verdict: Verdict) -> bool:
-    """Flagged now, and not flagged at the tile's previous imagery date (which exists)."""
-    return verdict.flagged and verdict.previous_flagged is False
+    """Flagged now, not flagged at the tile's previous imagery date (which exists), and not
+    alerted already."""
+    return verdict.flagged and verdict.previous_flagged is False and not verdict.alerted
 
 
 def events_of(verdicts: Iterable[Verdict], high_score: float) -> list[tuple[EventKey, Verdict]]:

@@ -138,11 +138,13 @@ WHERE r.alerted_at IS NULL AND r.watch_id IS NOT NULL
        OR r.started_at < now() - make_interval(secs => %s))
 ORDER BY r.started_at
 """
-# Each tile of a round at its date: its newest detection (any model) and the verdict at the
-# previous date the store has for the tile.
+# Each tile of a round at its date: its newest detection (any model), the verdict at the
+# previous date the store has for the tile, and whether its damage was alerted already.
 _VERDICTS = """
 SELECT t.tile_id, t.imagery_date, d.model_version, d.flagged, d.hectares,
-       COALESCE((SELECT max(v) FROM unnest(d.scores) AS v), 0), p.flagged
+       COALESCE((SELECT max(v) FROM unnest(d.scores) AS v), 0), p.flagged,
+       EXISTS (SELECT 1 FROM alert_events e WHERE e.watch_id = %s AND e.tile_id = t.tile_id
+               AND e.imagery_date = t.imagery_date AND e.level = 'flagged')
 FROM (SELECT DISTINCT tile_id, imagery_date FROM watch_tiles WHERE scan_id = %s) t
 JOIN LATERAL (SELECT * FROM detections d WHERE d.tile_id = t.tile_id
               AND d.imagery_date = t.imagery_date ORDER BY d.detected_at DESC LIMIT 1) d ON true
@@ -160,7 +162,7 @@ async def rounds_due(db: Database, round_wait_s: float) -> list[tuple[str, int]]
 
 
 async def verdicts(db: Database, scan_id: str, watch_id: int) -> list[Verdict]:
-    rows = await db.fetch(_VERDICTS, scan_id)
+    rows = await db.fetch(_VERDICTS, watch_id, scan_id)
     return [
         Verdict(
             watch_id,
@@ -171,6 +173,7 @@ async def verdicts(db: Database, scan_id: str, watch_id: int) -> list[Verdict]:
             float(r[4]),
             float(r[5]),
             None if r[6] is None else bool(r[6]),
+            bool(r[7]),
         )
         for r in rows
     ]

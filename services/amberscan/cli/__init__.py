@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from amberscan.cli import (
+    alerts,
     data,
     demo_tiles,
     detect_tile,
@@ -39,6 +40,7 @@ COMMANDS = (
     serve,
     scan,
     watch,
+    alerts,
     replay,
     demo_tiles,
     topics,
