@@ -191,7 +191,7 @@ async def test_new_damage_is_alerted_once_by_webhook_email_and_feed(
         )
         assert sorted(t["tile_id"] for t in alert["tiles"]) == sorted(t.quadkey for t in newer)
         assert alert["imagery_dates"] == ["2019-06-01"] and alert["models"] == ["m-test"]
-        assert alert["hectares"] == pytest.approx(0.3 + 0.3)
+        assert alert["hectares"] == pytest.approx(0.4 + 0.3)  # 4 and 3 positives, 0.1 ha each
         for tile in alert["tiles"]:
             assert tile["debugger_url"] == (
                 f"http://amber.test/tile/{tile['tile_id']}?imagery_date=2019-06-01&model=m-test"
@@ -201,7 +201,7 @@ async def test_new_damage_is_alerted_once_by_webhook_email_and_feed(
 
         (mail,) = box.messages
         assert mail["To"] == "ops@example.org"
-        assert mail["Subject"] == "amberscan: new damage in klesiv: 2 tiles, 0.60 ha"
+        assert mail["Subject"] == "amberscan: new damage in klesiv: 2 tiles, 0.70 ha"
 
         (entry,) = await feed_entries(db, flagged_feed)
         assert "2 tiles" in (entry.findtext(f"{ATOM}title") or "")
