@@ -3,8 +3,8 @@ service is a leaf, and the pure domain packages import no I/O, no settings.
 
 The layers, bottom to top: the domain (`errors.py` and `keys.py`, then `geo/` ← `vision/` ←
 `model/`), the generated messages (`v1/`), the plumbing (`common/`), the imagery readers
-(`imagery/`), the services (one package each), the entry points (`cli/`, `scanning.py`,
-`survey.py`). An AST walk over every module under `services/amberscan` (imports at any depth,
+(`imagery/`), the alerting (`alerts/`), the services (one package each), the entry points
+(`cli/`, `scanning.py`, `survey.py`). An AST walk over every module under `services/amberscan` (imports at any depth,
 relative ones resolved) places each module in its layer and refuses an import of a layer above
 it, an import of another service from a service, and a module in no layer at all.
 
@@ -54,6 +54,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("generated", ("v1",)),
     ("plumbing", ("common",)),
     ("imagery", ("imagery",)),
+    ("alerting", ("alerts",)),
     ("services", SERVICES),
     ("entry points", ENTRY_POINTS),
 )

@@ -20,6 +20,7 @@ COMMAND_NAMES = [
     "serve",
     "scan",
     "watch",
+    "alerts",
     "replay",
     "demo-tiles",
     "topics",

@@ -941,6 +941,8 @@ PATH_IMPORTS = {
         "amberscan.common.features_reader",
     ),
     "imagery": ("amberscan.imagery.providers",),
+    # Alert e-mail through the SMTP relay (watch's webhooks go out on 443, as imagery does).
+    "mail": ("amberscan.alerts.service",),
 }
 # The modules whose imports say what a pod does, by its app.kubernetes.io/component. Commands
 # count their own module and the library code they run (replay's `scanning.follow` only reads the
@@ -994,6 +996,7 @@ def _path_ports(objects: list[dict[str, Any]]) -> dict[int, str]:
         _port(secret["AMBERSCAN_DATABASE_URL"]): "database",
         _port(config["AMBERSCAN_MODEL_SERVER"]): "model server",
         443: "imagery",
+        int(config["AMBERSCAN_SMTP_PORT"]): "mail",
     }
 
 

@@ -396,3 +396,28 @@ async def test_explore_tooltip_and_labelling(browser, server: str, seeded: Seede
     # Clicks at the upper left and lower right of the tile: neither is the top-left superpixel 0
     # (which a click mapped with an unloaded image's zero size would hit).
     assert 0 not in labelled
+
+
+def fitted_to(driver, base: str, bbox: tuple[float, float, float, float]) -> list[float]:  # type: ignore[no-untyped-def]
+    driver.get(base + "/?bbox=" + ",".join(f"{v:.6f}" for v in bbox))
+    _ready(driver)
+    _idle(driver)
+    return driver.execute_script(  # type: ignore[no-any-return]
+        "const b = window.amberMap.getBounds();"
+        "return [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()];"
+    )
+
+
+async def test_an_alerts_map_link_fits_the_map_to_its_tiles(
+    browser, server: str, seeded: Seeded
+) -> None:  # type: ignore[no-untyped-def]
+    """#30: an alert's map link (`/?bbox=W,S,E,N`) opens the map on its tiles, not on the
+    detections' whole extent."""
+    flagged = seeded.tiles["positive1"]
+    # A tile ten tiles east of the seeded detections: their extent does not hold it.
+    bbox = Tile(flagged.tile.x + 10, flagged.tile.y, flagged.tile.z).bounds()
+    west, south, east, north = await asyncio.to_thread(fitted_to, browser, server, bbox)
+    assert west <= bbox[0] and south <= bbox[1] and east >= bbox[2] and north >= bbox[3]
+    width = bbox[2] - bbox[0]
+    assert abs((west + east) / 2 - (bbox[0] + bbox[2]) / 2) < width / 4, (west, east, bbox)
+    assert east - west < 6 * width, (west, east, bbox)

@@ -15,6 +15,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from amberscan.cli import (
+    alerts,
     area,
     data,
     demo_tiles,
@@ -47,6 +48,7 @@ COMMANDS = (
     serve,
     scan,
     watch,
+    alerts,
     replay,
     demo_tiles,
     topics,

@@ -311,3 +311,72 @@ CREATE TABLE IF NOT EXISTS area_tiles (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS area_tiles_sample_idx
     ON area_tiles (design_id, position) WHERE position IS NOT NULL;
+-- Issue 30: alerts for watched regions. A subscription: a region, a level (flagged: new damage;
+-- high: new damage above AMBERSCAN_ALERT_HIGH_SCORE; confirmed: by a reviewer) and a
+-- destination (a webhook with its own signing secret, an e-mail address, or the Atom feed).
+CREATE TABLE IF NOT EXISTS alert_subscriptions (
+    subscription_id bigserial PRIMARY KEY,
+    watch_id        bigint NOT NULL REFERENCES watches ON DELETE CASCADE,
+    level           text NOT NULL CHECK (level IN ('flagged', 'high', 'confirmed')),
+    kind            text NOT NULL CHECK (kind IN ('webhook', 'email', 'feed')),
+    target          text NOT NULL DEFAULT '',
+    secret          text NOT NULL DEFAULT '',
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+-- An alert is an event keyed by (region, tile, imagery date, level): recorded once, whichever
+-- replica or round sees it first (no model in the key: a replay never alerts again).
+CREATE TABLE IF NOT EXISTS alert_events (
+    event_id      bigserial UNIQUE,
+    watch_id      bigint NOT NULL REFERENCES watches ON DELETE CASCADE,
+    tile_id       text NOT NULL,
+    imagery_date  text NOT NULL,
+    level         text NOT NULL CHECK (level IN ('flagged', 'high', 'confirmed')),
+    model_version text NOT NULL,
+    hectares      double precision NOT NULL,
+    score         double precision NOT NULL,
+    scan_id       text NOT NULL DEFAULT '',
+    created_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (watch_id, tile_id, imagery_date, level)
+);
+-- A round's events are recorded once its scan has a status for every tile (or waited long).
+ALTER TABLE watch_rounds ADD COLUMN IF NOT EXISTS alerted_at timestamptz;
+-- A delivery: one subscription's new events (or a sample, `test`), pending → sent | failed. A
+-- replica claims a pending one (claim_until, and claim_token one more per claim: its writes
+-- are fenced by it), sends it, and records the outcome; a feed's deliveries are published as
+-- they are made.
+CREATE TABLE IF NOT EXISTS alert_deliveries (
+    delivery_id     bigserial PRIMARY KEY,
+    subscription_id bigint NOT NULL REFERENCES alert_subscriptions ON DELETE CASCADE,
+    state           text NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'failed')),
+    test            boolean NOT NULL DEFAULT false,
+    attempts        integer NOT NULL DEFAULT 0,
+    claim_owner     text,
+    claim_until     timestamptz,
+    claim_token     bigint NOT NULL DEFAULT 0,
+    last_error      text NOT NULL DEFAULT '',
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at     timestamptz
+);
+CREATE INDEX IF NOT EXISTS alert_deliveries_pending_idx
+    ON alert_deliveries (delivery_id) WHERE state = 'pending';
+-- Each event goes into one delivery per subscription (the key decides between replicas).
+CREATE TABLE IF NOT EXISTS alert_delivery_events (
+    subscription_id bigint NOT NULL,
+    event_id        bigint NOT NULL REFERENCES alert_events (event_id) ON DELETE CASCADE,
+    delivery_id     bigint NOT NULL REFERENCES alert_deliveries ON DELETE CASCADE,
+    PRIMARY KEY (subscription_id, event_id)
+);
+CREATE INDEX IF NOT EXISTS alert_delivery_events_delivery_idx
+    ON alert_delivery_events (delivery_id);
+-- The delivery log: every attempt, by whom, and how it ended.
+CREATE TABLE IF NOT EXISTS alert_attempts (
+    attempt_id  bigserial PRIMARY KEY,
+    delivery_id bigint NOT NULL REFERENCES alert_deliveries ON DELETE CASCADE,
+    attempt     integer NOT NULL,
+    owner       text NOT NULL,
+    outcome     text NOT NULL CHECK (outcome IN ('sent', 'retry', 'failed', 'published')),
+    status      integer,
+    error       text NOT NULL DEFAULT '',
+    at          timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX IF NOT EXISTS alert_attempts_delivery_idx ON alert_attempts (delivery_id);

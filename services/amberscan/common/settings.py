@@ -314,6 +314,40 @@ class WatchConfig(Concern):
     max_attempts: int = env("WATCH_MAX_ATTEMPTS", 5, "enqueues of a failing tile at most", ge=1)
 
 
+class AlertConfig(Concern):
+    """Alerts of watched regions (issue 30): the links they carry, the `high` tier, how long a
+    round's alerts wait for its last tiles, the delivery timeout, and the SMTP server e-mail
+    alerts go through."""
+
+    base_url: str = env(
+        "ALERT_BASE_URL", "http://127.0.0.1:8080", "the web map's address in alerts' links"
+    )
+    high_score: float = env(
+        "ALERT_HIGH_SCORE",
+        0.9,
+        "level high: new damage whose highest superpixel score is at least this",
+        ge=0,
+        le=1,
+    )
+    round_wait_s: float = env(
+        "ALERT_ROUND_WAIT_S",
+        1800.0,
+        "longest wait for a round's last tiles before its alerts are made",
+        gt=0,
+    )
+    poll_s: float = env("ALERT_POLL_S", 10.0, "how often watch looks for alerts to send", gt=0)
+    timeout_s: float = env("ALERT_TIMEOUT_S", 10.0, "timeout of one webhook or SMTP attempt", gt=0)
+    smtp_host: str = env("SMTP_HOST", "", "SMTP server of e-mail alerts (empty: no e-mail)")
+    smtp_port: int = env("SMTP_PORT", 587, ge=1, le=65535)
+    smtp_from: str = env("SMTP_FROM", "amberscan@localhost", "sender of e-mail alerts")
+    smtp_tls: Literal["none", "starttls", "tls"] = env(
+        "SMTP_TLS", "starttls", "none, starttls, or tls (implicit, port 465)"
+    )
+    smtp_username: str = env("SMTP_USERNAME", "", "empty: no login")
+    # In the Secret, never the ConfigMap; kept out of the settings' repr.
+    smtp_password: str = env("SMTP_PASSWORD", "", repr=False)
+
+
 class WebConfig(Concern):
     """The web map: where it listens, its writes' token, its base layer, and the bounds of one
     request at survey scale (issue 14)."""
@@ -466,6 +500,7 @@ class WatchSettings(StreamingSettings):
     database: DatabaseConfig = DatabaseConfig()
     imagery: ImageryConfig = ImageryConfig()
     watch: WatchConfig = WatchConfig()
+    alerts: AlertConfig = AlertConfig()
 
 
 class ModelServerSettings(ProcessSettings):
@@ -484,6 +519,7 @@ class WebSettings(StreamingSettings):
     classifier: ClassifierConfig = ClassifierConfig()
     web: WebConfig = WebConfig()
     explore: ExploreConfig = ExploreConfig()
+    alerts: AlertConfig = AlertConfig()
     data: DataConfig = DataConfig()
 
 

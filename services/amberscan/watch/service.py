@@ -37,6 +37,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from amberscan.alerts.service import Alerter
 from amberscan.common import topics
 from amberscan.common.bus import client_options, connect
 from amberscan.common.db import Database
@@ -234,24 +235,38 @@ class Watcher:
 
 
 async def run(settings: WatchSettings, stop: asyncio.Event) -> None:
-    """Run watch rounds until `stop` is set (idle replicas look every `AMBERSCAN_WATCH_POLL_S`)."""
+    """Run watch rounds until `stop` is set (idle replicas look every `AMBERSCAN_WATCH_POLL_S`),
+    and beside them the alerts of the finished rounds (`alerts.service.Alerter`, every
+    `AMBERSCAN_ALERT_POLL_S`; its docstring states its guarantee)."""
     producer = AIOKafkaProducer(**client_options(settings.kafka), enable_idempotence=True)
     await connect(producer, settings.kafka)
     try:
         async with Database(settings.database) as db:
             watcher = Watcher(settings, db, producer)
-            while not stop.is_set():
-                HEARTBEAT.beat()  # each round or idle look: the liveness probe's progress
-                wait = settings.watch.poll_s
-                try:
-                    if await watcher.run_once() is not None:
-                        continue  # another region may be due too
-                except Exception:  # noqa: BLE001 - a claim or release failed: try again later
-                    log.exception("watch: claim or release failed, will try again")
-                    wait = settings.watch.retry_backoff_s
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=wait)
-                except TimeoutError:
-                    pass
+            alerter = Alerter(settings, db, watcher.owner, settings.watch.lease_s)
+            alerting = asyncio.create_task(alerter.run(stop), name="watch-alerts")
+            try:
+                await _rounds(settings, watcher, stop)
+            finally:
+                if not stop.is_set():
+                    alerting.cancel()  # the rounds failed: the process exits
+                # On a stop the alerts end their delivery in flight (a retry's wait is cut).
+                await asyncio.gather(alerting, return_exceptions=True)
     finally:
         await producer.stop()
+
+
+async def _rounds(settings: WatchSettings, watcher: Watcher, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        HEARTBEAT.beat()  # each round or idle look: the liveness probe's progress
+        wait = settings.watch.poll_s
+        try:
+            if await watcher.run_once() is not None:
+                continue  # another region may be due too
+        except Exception:  # noqa: BLE001 - a claim or release failed: try again later
+            log.exception("watch: claim or release failed, will try again")
+            wait = settings.watch.retry_backoff_s
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=wait)
+        except TimeoutError:
+            pass

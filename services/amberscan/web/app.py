@@ -21,6 +21,7 @@ from amberscan.web import middleware, state
 from amberscan.web.params import EXCLUSIONS_MAX_BODY
 from amberscan.web.responses import STATIC
 from amberscan.web.routes import (
+    alerts,
     area,
     audits,
     changes,
@@ -36,7 +37,19 @@ from amberscan.web.routes import map as map_routes
 log = logging.getLogger(__name__)
 # MapLibre ships ES modules: a browser runs a module only when served as JavaScript.
 mimetypes.add_type("text/javascript", ".mjs")
-GROUPS = (map_routes, tiles, reviews, audits, explore, exports, changes, exclusions, models, area)
+GROUPS = (
+    map_routes,
+    tiles,
+    reviews,
+    audits,
+    explore,
+    exports,
+    changes,
+    exclusions,
+    models,
+    area,
+    alerts,
+)
 
 
 def make_app(settings: WebSettings) -> web.Application:

@@ -234,10 +234,13 @@ async function main() {
   fillSelect("year", s.years);
   fillSelect("model", s.models);
   const options = { container: "map", style: style(state.config), attributionControl: { compact: true }, maxZoom: 19, fadeDuration: 0 };
-  if (s.extent) options.bounds = [[s.extent[0], s.extent[1]], [s.extent[2], s.extent[3]]];
+  // ?bbox=W,S,E,N (an alert's map link) fits the map to it, else the detections' extent.
+  const asked = (new URLSearchParams(location.search).get("bbox") || "").split(",").map(Number);
+  const extent = asked.length === 4 && asked.every(Number.isFinite) ? asked : s.extent;
+  if (extent) options.bounds = [[extent[0], extent[1]], [extent[2], extent[3]]];
   else options.center = [26.5, 50.8];
   options.fitBoundsOptions = { padding: 20 };
-  if (!s.extent) options.zoom = 9;
+  if (!extent) options.zoom = 9;
   state.map = new maplibregl.Map(options);
   window.amberMap = state.map;
   unsettle();

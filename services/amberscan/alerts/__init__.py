@@ -1,0 +1,1 @@
+"""Alerts of watched regions: subscriptions, events, deliveries (issue 30)."""
