@@ -21,9 +21,32 @@ LEVELS = ("flagged", "high", "confirmed")
 
 
 def add_parser(sub: options.Subparsers) -> None:
-    p = options.command(sub, "alerts", "alerts of a watched region: webhook, e-mail, feed", run)
+    p = options.command(
+        sub,
+        "alerts",
+        "alerts of a watched region: webhook, e-mail, feed",
+        run,
+        description="Subscriptions to a watched region's alerts: new damage flagged by the model, "
+        "new damage above AMBERSCAN_ALERT_HIGH_SCORE, or damage a reviewer confirmed, delivered "
+        "as a signed webhook, an e-mail or an Atom feed (watch sends them: `amberscan serve "
+        "watch`).",
+        examples=[
+            "amberscan alerts add 3 --webhook https://hooks.example.org/amber --level high",
+            "amberscan alerts list --watch 3",
+            "amberscan alerts log 7",
+        ],
+    )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    add = actions.add_parser("add", help="subscribe to a watched region's alerts")
+    add = options.action(
+        actions,
+        "add",
+        "subscribe to a watched region's alerts",
+        examples=[
+            "amberscan alerts add 3 --webhook https://hooks.example.org/amber",
+            "amberscan alerts add 3 --email desk@example.org --level confirmed",
+            "amberscan alerts add 3 --feed",
+        ],
+    )
     add.add_argument("watch_id", type=int, help="the region (`amberscan watch list`)")
     add.add_argument(
         "--level",
@@ -36,16 +59,33 @@ def add_parser(sub: options.Subparsers) -> None:
     to.add_argument("--webhook", metavar="URL", help="POST signed JSON here (https)")
     to.add_argument("--email", metavar="ADDRESS", help="send e-mail through AMBERSCAN_SMTP_HOST")
     to.add_argument("--feed", action="store_true", help="publish an Atom feed")
-    lister = actions.add_parser("list", help="the subscriptions (never their secrets)")
+    lister = options.action(
+        actions,
+        "list",
+        "the subscriptions (never their secrets)",
+        examples=["amberscan alerts list", "amberscan alerts list --watch 3 --json"],
+    )
     lister.add_argument("--watch", type=int, help="only this region's")
-    options.add_json(lister)
-    remove = actions.add_parser("remove", help="cancel a subscription")
-    remove.add_argument("subscription_id", type=int)
-    test = actions.add_parser("test", help="send a sample alert to a subscription now")
-    test.add_argument("subscription_id", type=int)
-    logs = actions.add_parser("log", help="a subscription's deliveries and their attempts")
-    logs.add_argument("subscription_id", type=int)
-    options.add_json(logs)
+    options.add_json(lister, "print the subscriptions as one JSON array")
+    remove = options.action(
+        actions, "remove", "cancel a subscription", examples=["amberscan alerts remove 7"]
+    )
+    remove.add_argument("subscription_id", type=int, help="the subscription (`alerts list`)")
+    test = options.action(
+        actions,
+        "test",
+        "send a sample alert to a subscription now",
+        examples=["amberscan alerts test 7"],
+    )
+    test.add_argument("subscription_id", type=int, help="the subscription (`alerts list`)")
+    logs = options.action(
+        actions,
+        "log",
+        "a subscription's deliveries and their attempts",
+        examples=["amberscan alerts log 7", "amberscan alerts log 7 --json"],
+    )
+    logs.add_argument("subscription_id", type=int, help="the subscription (`alerts list`)")
+    options.add_json(logs, "print the deliveries as one JSON array")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
