@@ -14,8 +14,11 @@
 Every tile is thus bounded by its feature count; `benchmarks/survey_map.py` measures the largest
 on 450,000 detections. `MapCells` keeps `map_cells` fresh: refreshed at start when empty, then
 whenever detections, reviews or exclusion areas changed (checked every `map_refresh_s`), and
-right after a write through the web app. Low-zoom tiles and the summary lag the pipeline by that long; high-zoom tiles
-and the GeoJSON API read the detections themselves.
+right after a write through the web app. While the detections are few (at most `LIVE_ROWS`),
+low-zoom tiles and the summary are counted from the detections themselves, so they match a scan
+the moment it ends (#27: right after `make run` the summary said 0 tiles until the next
+refresh); above that they lag the pipeline by up to `map_refresh_s`. High-zoom tiles and the
+GeoJSON API always read the detections themselves.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ CELL_BITS = 6  # a low-zoom tile holds 2^6 × 2^6 cells
 LEVELS = (11, 13, 15)
 # Every layer's coordinate grid, in units per tile side (the MVT spec's and PostGIS's default).
 EXTENT = 4096
+# Up to this many detections the summary and low-zoom tiles count them live: exact at every
+# moment, and cheap (a summary of 20,000 rows is tens of milliseconds, as is counting them).
+LIVE_ROWS = 20_000
 
 
 def cell_scope(filters: Filters) -> tuple[str, list[Any]] | None:
@@ -169,12 +175,15 @@ def _live_cells_sql(filters: Filters, z: int, x: int, y: int) -> tuple[str, list
     return query, [cz, z, x, y, cz, cz, cz, *params]
 
 
-async def vector_tile(db: Database, filters: Filters, z: int, x: int, y: int) -> bytes:
-    """The MVT bytes of tile z/x/y under `filters` (empty bytes for an empty tile)."""
+async def vector_tile(
+    db: Database, filters: Filters, z: int, x: int, y: int, *, live: bool = False
+) -> bytes:
+    """The MVT bytes of tile z/x/y under `filters` (empty bytes for an empty tile); `live`
+    counts low-zoom cells from the detections rather than from `map_cells`."""
     if z >= DETAIL_ZOOM:
         query, params = _detail_sql(filters, z, x, y)
     else:
-        scope = cell_scope(filters)
+        scope = None if live else cell_scope(filters)
         query, params = _cells_sql(scope, z, x, y) if scope else _live_cells_sql(filters, z, x, y)
     rows = await db.fetch(query, *params)
     return bytes(rows[0][0]) if rows and rows[0][0] is not None else b""
@@ -190,6 +199,7 @@ class MapCells:
         self.seen: tuple[Any, ...] | None = None
         self.refreshed_at = 0.0
         self.last_s = 0.0
+        self.large_until = 0.0
 
     def touch(self) -> None:
         """A write changed what the aggregates count: refresh soon."""
@@ -212,6 +222,20 @@ class MapCells:
             "SELECT relispopulated FROM pg_class WHERE oid = 'map_cells'::regclass"
         )
         return bool(rows and rows[0][0])
+
+    async def live(self) -> bool:
+        """Whether the detections are few enough (at most LIVE_ROWS, counted with a bound) to
+        count them live rather than read the aggregates. Once found many, the answer is kept
+        for `interval_s` (the data rarely shrinks back)."""
+        if time.monotonic() < self.large_until:
+            return False
+        rows = await self.db.fetch(
+            "SELECT count(*) FROM (SELECT 1 FROM detections LIMIT %s) few", LIVE_ROWS + 1
+        )
+        if int(rows[0][0]) <= LIVE_ROWS:
+            return True
+        self.large_until = time.monotonic() + self.interval_s
+        return False
 
     async def refresh(self) -> bool:
         """Refresh now unless another process of this schema is doing it; True if done."""
