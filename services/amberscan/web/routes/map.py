@@ -41,13 +41,14 @@ async def detection_tile(request: web.Request) -> web.Response:
     filters = params.parse_filters(request.query, bbox_required=False)
     if filters.bbox is not None:
         raise core.BadRequest("bbox: a vector tile covers its own z/x/y; leave bbox out")
-    live = z < vector_tiles.DETAIL_ZOOM and await request.app[MAP_CELLS].live()
-    if z < vector_tiles.DETAIL_ZOOM and not live and vector_tiles.cell_scope(filters) is None:
-        # An overview the aggregates cannot answer: counted from many detections, heavy.
+    if z < vector_tiles.DETAIL_ZOOM:
+        await request.app[MAP_CELLS].current()  # at once after a scan, while data is small
+    if z < vector_tiles.DETAIL_ZOOM and vector_tiles.cell_scope(filters) is None:
+        # An overview the aggregates cannot answer: counted from the detections, heavy.
         async with request.app[BUDGET].heavy(request):
             body = await vector_tiles.vector_tile(request.app[DB], filters, z, x, y)
     else:
-        body = await vector_tiles.vector_tile(request.app[DB], filters, z, x, y, live=live)
+        body = await vector_tiles.vector_tile(request.app[DB], filters, z, x, y)
     etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if request.headers.get("If-None-Match") == etag:
@@ -71,15 +72,13 @@ async def detections(request: web.Request) -> web.Response:
 async def summary(request: web.Request) -> web.Response:
     filters = params.parse_filters(request.query, bbox_required=False)
     cells = request.app[MAP_CELLS]
-    live = await cells.live()
-    scope = None if live or not await cells.populated() else vector_tiles.cell_scope(filters)
-    # From the aggregates, or counted from few detections (exact the moment a scan ends), a
-    # summary is light; counted from many detections, heavy.
-    heavy = scope is None and not live
-    async with request.app[BUDGET].heavy(request) if heavy else contextlib.nullcontext():
+    await cells.current()  # at once after a scan, while data is small
+    scope = vector_tiles.cell_scope(filters) if await cells.populated() else None
+    # From the aggregates, a summary is light; counted from the detections, heavy.
+    async with request.app[BUDGET].heavy(request) if scope is None else contextlib.nullcontext():
         document = await queries.summary(request.app[DB], filters, scope)
         document["excluded"]["by_reason"] = await exclusion_queries.by_reason(
             request.app[DB], filters
         )
-    document["aggregates_at"] = None if live else cells.refreshed_at or None
+    document["aggregates_at"] = cells.refreshed_at or None
     return json_response(document)
