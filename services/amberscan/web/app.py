@@ -26,6 +26,7 @@ from amberscan.web.routes import (
     exclusions,
     explore,
     exports,
+    imagery,
     models,
     reviews,
     tiles,
@@ -35,7 +36,18 @@ from amberscan.web.routes import map as map_routes
 log = logging.getLogger(__name__)
 # MapLibre ships ES modules: a browser runs a module only when served as JavaScript.
 mimetypes.add_type("text/javascript", ".mjs")
-GROUPS = (map_routes, tiles, reviews, audits, explore, exports, changes, exclusions, models)
+GROUPS = (
+    map_routes,
+    tiles,
+    reviews,
+    audits,
+    explore,
+    exports,
+    changes,
+    exclusions,
+    models,
+    imagery,
+)
 
 
 def make_app(settings: WebSettings) -> web.Application:
