@@ -243,11 +243,12 @@ class MapCells:
         if int(rows[0][0]) > LIVE_ROWS:
             self.large_until = time.monotonic() + self.interval_s
             return False
-        async with self.current_lock:  # one refresh for a burst of requests
-            fingerprint = str((await self.db.fetch(f"SELECT {_FINGERPRINT}"))[0][0])
-            if fingerprint != self.fingerprint:
-                await self.refresh(wait=True)
-                self.fingerprint = fingerprint
+        fingerprint = str((await self.db.fetch(f"SELECT {_FINGERPRINT}"))[0][0])
+        if fingerprint != self.fingerprint:
+            async with self.current_lock:  # one refresh for a burst of requests
+                if fingerprint != self.fingerprint:
+                    await self.refresh(wait=True)
+                    self.fingerprint = fingerprint
         return True
 
     async def refresh(self, wait: bool = False) -> bool:
