@@ -57,6 +57,14 @@ def _image_loaded(driver, selector: str) -> None:  # type: ignore[no-untyped-def
     )
 
 
+def _enter_token(driver) -> None:  # type: ignore[no-untyped-def]
+    """Type the token; the page then shows its write controls (#27: hidden without one)."""
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "token").send_keys(TOKEN)
+    _wait(driver, lambda d: d.execute_script("return document.body.dataset.writes") == "1")
+
+
 # What a test reports when the map never settles: enough to tell a request that never came back
 # from a map that loaded and never said so.
 MAP_STATE = """
@@ -172,7 +180,7 @@ def map_and_debugger(driver, base: str, flagged: tuple[float, float]) -> dict[st
     # its positive superpixels not mining; the history lists each action.
     from selenium.webdriver.common.action_chains import ActionChains
 
-    driver.find_element(By.ID, "token").send_keys(TOKEN)
+    _enter_token(driver)
     driver.find_element(By.ID, "reviewer").clear()
     driver.find_element(By.ID, "reviewer").send_keys("ana")
     image = driver.find_element(By.ID, "overlay")
@@ -214,7 +222,7 @@ def audit(driver, base: str) -> dict[str, object]:  # type: ignore[no-untyped-de
     seen: dict[str, object] = {}
     driver.get(base + "/audit")
     _ready(driver)
-    driver.find_element(By.ID, "token").send_keys(TOKEN)
+    _enter_token(driver)
     n = driver.find_element(By.ID, "n")
     n.clear()
     n.send_keys("10")
@@ -297,7 +305,7 @@ def explore_and_label(driver, base: str, tile: str, query: str) -> dict[str, obj
     seen["label_heading"] = driver.find_element(By.ID, "title").text
     seen["label_other_view"] = driver.find_element(By.ID, "other-view").get_attribute("href")
     _image_loaded(driver, "#overlay")
-    driver.find_element(By.ID, "token").send_keys(TOKEN)
+    _enter_token(driver)
     image = driver.find_element(By.ID, "overlay")
     for dx, dy in ((-200, -150), (150, 100)):
         _image_loaded(driver, "#overlay")

@@ -28,6 +28,7 @@ from amberscan.web.routes import (
     exclusions,
     explore,
     exports,
+    imagery,
     models,
     reviews,
     tiles,
@@ -49,6 +50,7 @@ GROUPS = (
     models,
     area,
     alerts,
+    imagery,
 )
 
 

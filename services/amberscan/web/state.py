@@ -2,7 +2,8 @@
 
 `resources` is the app's `cleanup_ctx`: the database pool and blob store are opened on startup
 and closed on cleanup (the map's pool, and the downloads' own: `limits.py`), and the map's aggregates (`vector_tiles.MapCells`) refreshed meanwhile. The caches here hold decoded tile images (a reviewer clicks around one
-tile many times, a projection's tooltips hover over one tile often) and the classifiers'
+tile many times, a projection's tooltips hover over one tile often), the stored tile images'
+bytes for the imagery layer (`StoredImages`, with its drawing slots) and the classifiers'
 thresholds by version.
 """
 
@@ -28,7 +29,7 @@ from amberscan.vision.labels import decode_labels
 from amberscan.vision.segment import Segmentation, boundaries
 from amberscan.web import core
 from amberscan.web.explore import LabelledFeatures
-from amberscan.web.limits import Budget
+from amberscan.web.limits import Budget, Busy
 from amberscan.web.vector_tiles import MapCells
 
 
@@ -99,6 +100,47 @@ class ImageCache:
         return tile
 
 
+class StoredImages:
+    """The scan tiles' stored images as bytes, for the imagery layer (#27): the last
+    `max_bytes` of them by blob key (content-addressed, so never stale; a map view asks for
+    one scan tile from several map tiles), and `renders` slots of drawing, so a burst of map
+    tiles queues rather than takes every core."""
+
+    def __init__(self, store: BlobStore, wait_s: float, max_bytes: int = 64 << 20) -> None:
+        self.store = store
+        self.wait_s = wait_s
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[str, bytes] = OrderedDict()
+        self.held = 0
+        self.renders = asyncio.Semaphore(2)
+
+    async def get(self, key: str) -> bytes:
+        """The blob's bytes (MissingBlob when the store has none)."""
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return self.entries[key]
+        data = await self.store.get(key)
+        if key not in self.entries:  # another request may have read it meanwhile
+            self.entries[key] = data
+            self.held += len(data)
+        while self.held > self.max_bytes and len(self.entries) > 1:
+            self.held -= len(self.entries.popitem(last=False)[1])
+        return data
+
+    @contextlib.asynccontextmanager
+    async def render_slot(self) -> AsyncIterator[None]:
+        """One of the drawing slots, waited for at most `wait_s` (then Busy: 503)."""
+        try:
+            async with asyncio.timeout(self.wait_s):
+                await self.renders.acquire()
+        except TimeoutError:
+            raise Busy("every slot for drawing imagery is taken") from None
+        try:
+            yield
+        finally:
+            self.renders.release()
+
+
 class Thresholds:
     """Each classifier version's score threshold, from its registry entry (kept once found)."""
 
@@ -139,6 +181,7 @@ IMAGES: web.AppKey[ImageCache] = web.AppKey("images", ImageCache)
 THRESHOLDS: web.AppKey[Thresholds] = web.AppKey("thresholds", Thresholds)
 EXPLORE: web.AppKey[LabelledFeatures] = web.AppKey("explore", LabelledFeatures)
 MAP_CELLS: web.AppKey[MapCells] = web.AppKey("map_cells", MapCells)
+STORED_IMAGES: web.AppKey[StoredImages] = web.AppKey("stored_images", StoredImages)
 # One projection at a time: t-SNE of thousands of points takes the CPU for seconds.
 EXPLORE_SLOT: web.AppKey[asyncio.Semaphore] = web.AppKey("explore_slot", asyncio.Semaphore)
 
@@ -163,6 +206,7 @@ async def resources(app: web.Application) -> AsyncIterator[None]:
     app[BUDGET] = Budget(settings.web)
     app[STORE] = store
     app[IMAGES] = ImageCache(store)
+    app[STORED_IMAGES] = StoredImages(store, timeout)
     app[THRESHOLDS] = Thresholds(settings)
     app[EXPLORE] = LabelledFeatures()
     app[EXPLORE_SLOT] = asyncio.Semaphore(1)

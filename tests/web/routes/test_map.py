@@ -192,14 +192,18 @@ async def test_vector_tiles_filter_and_revalidate(server: str, seeded: Seeded) -
     assert status == 400 and "bbox" in answer["error"]
 
 
-async def test_aggregates_follow_new_detections(seeded: Seeded) -> None:
+async def test_aggregates_follow_new_detections(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The low-zoom cells and the summary catch up with rows the sink writes, by polling."""
     import asyncio
 
     from amberscan.sink.core import UPSERT_DETECTION, detection_row
+    from amberscan.web import vector_tiles
     from amberscan.web.app import make_app
     from tests import streams
 
+    monkeypatch.setattr(vector_tiles, "LIVE_ROWS", 0)  # read the aggregates, however few rows
     settings = replace(seeded.settings, web={"map_refresh_s": 0.2})
     async with streams.served(make_app(settings)) as base:
         _, before = await get(f"{base}/api/summary")

@@ -41,6 +41,8 @@ async def detection_tile(request: web.Request) -> web.Response:
     filters = params.parse_filters(request.query, bbox_required=False)
     if filters.bbox is not None:
         raise core.BadRequest("bbox: a vector tile covers its own z/x/y; leave bbox out")
+    if z < vector_tiles.DETAIL_ZOOM:
+        await request.app[MAP_CELLS].current()  # at once after a scan, while data is small
     if z < vector_tiles.DETAIL_ZOOM and vector_tiles.cell_scope(filters) is None:
         # An overview the aggregates cannot answer: counted from the detections, heavy.
         async with request.app[BUDGET].heavy(request):
@@ -70,6 +72,7 @@ async def detections(request: web.Request) -> web.Response:
 async def summary(request: web.Request) -> web.Response:
     filters = params.parse_filters(request.query, bbox_required=False)
     cells = request.app[MAP_CELLS]
+    await cells.current()  # at once after a scan, while data is small
     scope = vector_tiles.cell_scope(filters) if await cells.populated() else None
     # From the aggregates, a summary is light; counted from the detections, heavy.
     async with request.app[BUDGET].heavy(request) if scope is None else contextlib.nullcontext():

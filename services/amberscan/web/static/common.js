@@ -10,13 +10,34 @@ const amber = {
   },
   token() {
     const input = document.getElementById("token");
-    const value = input && input.value ? input.value : localStorage.getItem("amberscan-token") || "";
-    if (input && input.value) localStorage.setItem("amberscan-token", input.value);
-    return value;
+    if (!input) return localStorage.getItem("amberscan-token") || "";
+    if (input.value) localStorage.setItem("amberscan-token", input.value);
+    else localStorage.removeItem("amberscan-token");
+    return input.value;
   },
+  // Write controls (class "write": review, relabel, draw a sample...) show only when the server
+  // takes writes (it has AMBERSCAN_WEB_TOKEN) and the page has a token to send; the token field
+  // itself only when the server takes writes. body[data-writes] is "1" when they show;
+  // body[data-writable] says, once the server has answered, whether it takes writes.
   initToken() {
     const input = document.getElementById("token");
-    if (input) input.value = localStorage.getItem("amberscan-token") || "";
+    if (input) {
+      input.value = localStorage.getItem("amberscan-token") || "";
+      input.addEventListener("input", () => { amber.token(); amber.showWrites(); });
+    }
+    amber.showWrites();
+    amber.getJSON("/api/config").then((config) => {
+      amber.writesEnabled = Boolean(config.writes_enabled);
+      document.body.dataset.writable = amber.writesEnabled ? "1" : "0";
+      amber.showWrites();
+    }).catch((e) => amber.status(e.message, true));
+  },
+  writesEnabled: false,
+  showWrites() {
+    const input = document.getElementById("token");
+    const field = input && input.closest("label");
+    if (field) field.classList.toggle("hidden", !amber.writesEnabled);
+    document.body.dataset.writes = amber.writesEnabled && input && input.value ? "1" : "0";
   },
   async getJSON(url) {
     const response = await fetch(url);

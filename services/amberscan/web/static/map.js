@@ -2,9 +2,11 @@
 // Zoomed out the tiles hold aggregated cells, zoomed in one polygon per scan tile and, from
 // zoom 14, the damaged-area polygons of flagged tiles.
 import * as maplibregl from "/static/vendor/maplibre-gl/maplibre-gl.mjs";
+import { MIN_ZOOM as SCANNED_ZOOM, Swipe, scannedSource, scannedUrl } from "/static/compare.js";
+import * as permalink from "/static/permalink.js";
 
 // settling: the map was moved or its data changed, and has not yet been seen loaded since.
-const state = { map: null, config: null, version: 0, popup: null, settling: false };
+const state = { map: null, config: null, version: 0, popup: null, settling: false, refreshing: 0, link: permalink.read(), swipe: null };
 // Start the map's worker now, while the page fetches its configuration and summary.
 maplibregl.prewarm();
 
@@ -37,16 +39,50 @@ const DETECTION_COLOUR = [
   "#2a9d8f",
 ];
 
+// The layers each checkbox of the Layers panel shows or hides (the permalink's `layers`).
+const LAYER_GROUPS = { base: ["imagery"], scanned: ["scanned"], detections: ["cells", "detections", "detection-outlines", "exclusions", "damage"] };
+const chosenLayers = () => permalink.LAYERS.filter((group) => document.getElementById("layer-" + group).checked);
+const visibility = (id) => {
+  const group = Object.keys(LAYER_GROUPS).find((g) => LAYER_GROUPS[g].includes(id));
+  return chosenLayers().includes(group) ? "visible" : "none";
+};
+
+function applyLayers() {
+  for (const ids of Object.values(LAYER_GROUPS)) for (const id of ids) state.map.setLayoutProperty(id, "visibility", visibility(id));
+}
+
+function saveLink() {
+  if (!state.map) return;
+  const centre = state.map.getCenter();
+  permalink.write({
+    filters: Object.fromEntries(permalink.FILTERS.map((id) => [id, document.getElementById(id).value])),
+    layers: chosenLayers(),
+    before: document.getElementById("before").value,
+    swipe: state.swipe ? state.swipe.percent : 50,
+    view: { zoom: state.map.getZoom(), center: [centre.lng, centre.lat] },
+  });
+}
+
+// The style with each layer shown or hidden as the Layers panel says.
+function styleShown(config) {
+  const shown = style(config);
+  const grouped = Object.values(LAYER_GROUPS).flat();
+  for (const layer of shown.layers) if (grouped.includes(layer.id)) layer.layout = { ...(layer.layout || {}), visibility: visibility(layer.id) };
+  return shown;
+}
+
 function style(config) {
   return {
     version: 8,
     sources: {
       imagery: { type: "raster", tiles: [config.tiles_url], tileSize: 256, maxzoom: 18, attribution: "imagery: configured provider" },
+      scanned: scannedSource(document.getElementById("year").value),
       detections: { type: "vector", tiles: [tileUrl()], minzoom: 0, maxzoom: 17 },
       exclusions: { type: "geojson", data: `${location.origin}/api/exclusions` },
     },
     layers: [
       { id: "imagery", type: "raster", source: "imagery" },
+      { id: "scanned", type: "raster", source: "scanned", minzoom: SCANNED_ZOOM },
       {
         id: "cells",
         type: "fill",
@@ -119,7 +155,7 @@ function popupOf(p) {
   }
   box.append(table);
   box.append(amber.el("a", { href: "/tile/" + encodeURIComponent(p.tile_id) + "?" + amber.tileQuery(p), class: "open-debugger" }, "open tile debugger"));
-  const buttons = amber.el("div");
+  const buttons = amber.el("div", { class: "write" });
   for (const verdict of ["confirmed", "rejected"]) {
     const b = amber.el("button", { type: "button", class: "review-" + verdict }, verdict === "confirmed" ? "confirm" : "reject");
     b.addEventListener("click", async () => {
@@ -201,6 +237,9 @@ function unsettle() {
 // The map has loaded and drawn what it was last asked for: the counts of what is drawn, and
 // body[data-idle] = "1" for tests.
 function settled() {
+  // A refresh still fetching its summary has not asked the map for its new data yet: an "idle"
+  // meanwhile is the old view's.
+  if (state.refreshing) return;
   state.settling = false;
   rendered();
   document.body.dataset.idle = "1";
@@ -213,7 +252,14 @@ function settled() {
 async function refresh() {
   const params = filters();
   document.getElementById("change").disabled = !document.getElementById("year").value;
-  const s = await amber.getJSON("/api/summary?" + params.toString());
+  state.refreshing += 1;
+  unsettle();
+  let s;
+  try {
+    s = await amber.getJSON("/api/summary?" + params.toString());
+  } finally {
+    state.refreshing -= 1;
+  }
   fillSummary(s);
   for (const format of ["geojson", "csv", "gpkg", "fgb"]) {
     document.getElementById("export-" + format).href = `/api/export.${format}?` + params.toString();
@@ -222,6 +268,8 @@ async function refresh() {
   unsettle();
   state.map.getSource("detections").setTiles([tileUrl()]);
   state.map.getSource("exclusions").setData(`${location.origin}/api/exclusions?v=${state.version}`);
+  state.map.getSource("scanned").setTiles([scannedUrl(document.getElementById("year").value)]);
+  saveLink();
   return s;
 }
 
@@ -233,14 +281,27 @@ async function main() {
   state.config = config;
   fillSelect("year", s.years);
   fillSelect("model", s.models);
-  const options = { container: "map", style: style(state.config), attributionControl: { compact: true }, maxZoom: 19, fadeDuration: 0 };
-  // ?bbox=W,S,E,N (an alert's map link) fits the map to it, else the detections' extent.
+  fillSelect("before", s.years);
+  // The permalink's state, where the page offers it (a vintage or model no longer there is dropped).
+  const link = state.link;
+  for (const id of permalink.FILTERS) fillFromLink(id, link.filters[id] || "");
+  fillFromLink("before", link.before);
+  for (const group of permalink.LAYERS) document.getElementById("layer-" + group).checked = link.layers.includes(group);
+  document.getElementById("change").disabled = !document.getElementById("year").value;
+  const filtered = filters().toString();
+  const shown = filtered ? await amber.getJSON("/api/summary?" + filtered) : s;
+  const options = { container: "map", style: styleShown(state.config), attributionControl: { compact: true }, maxZoom: 19, fadeDuration: 0 };
+  // ?bbox=W,S,E,N (an alert's map link) fits the map to it; else the permalink's view; else the detections' extent.
   const asked = (new URLSearchParams(location.search).get("bbox") || "").split(",").map(Number);
-  const extent = asked.length === 4 && asked.every(Number.isFinite) ? asked : s.extent;
+  const bbox = asked.length === 4 && asked.every(Number.isFinite) ? asked : null;
+  const extent = bbox || (link.view ? null : s.extent);
   if (extent) options.bounds = [[extent[0], extent[1]], [extent[2], extent[3]]];
-  else options.center = [26.5, 50.8];
+  else if (link.view) {
+    options.center = link.view.center;
+    options.zoom = link.view.zoom;
+  } else options.center = [26.5, 50.8];
   options.fitBoundsOptions = { padding: 20 };
-  if (!extent) options.zoom = 9;
+  if (!extent && !link.view) options.zoom = 9;
   state.map = new maplibregl.Map(options);
   window.amberMap = state.map;
   unsettle();
@@ -262,8 +323,27 @@ async function main() {
   // asked for until every source in view has loaded it.
   setInterval(() => { if (state.settling && state.map.loaded() && !state.map.isMoving()) settled(); }, 250);
   state.map.on("movestart", unsettle);
-  fillSummary(s);
+  state.map.on("moveend", saveLink);
+  fillSummary(shown);
   for (const id of ["year", "model", "review", "change"]) document.getElementById(id).addEventListener("change", () => refresh().catch((e) => amber.status(e.message, true)));
+  for (const group of permalink.LAYERS) {
+    document.getElementById("layer-" + group).addEventListener("change", () => {
+      applyLayers();
+      saveLink();
+    });
+  }
+  state.swipe = new Swipe(maplibregl, state.map, state.config, saveLink);
+  if (link.before && document.getElementById("before").value) state.swipe.open(link.before, link.swipe);
+  document.getElementById("before").addEventListener("change", (e) => {
+    state.swipe.open(e.target.value);
+    saveLink();
+  });
+  saveLink();
+}
+
+function fillFromLink(id, value) {
+  const select = document.getElementById(id);
+  if ([...select.options].some((o) => o.value === value)) select.value = value;
 }
 
 main().catch((e) => amber.status(e.message, true));

@@ -138,18 +138,18 @@ function controls() {
   const box = document.getElementById("controls");
   if (mode === "tile") {
     for (const [verdict, text] of [["confirmed", "Confirm detection"], ["rejected", "Reject detection"], ["clear", "Clear review"]]) {
-      const b = amber.el("button", { type: "button", id: "review-" + verdict }, text);
+      const b = amber.el("button", { type: "button", id: "review-" + verdict, class: "write" }, text);
       b.addEventListener("click", () => review(verdict));
       box.append(b);
     }
-    const reject = amber.el("button", { type: "button", id: "reject-and-mark", title: "for amberscan train --from-reviews" }, "Reject and mark its positive superpixels not mining");
+    const reject = amber.el("button", { type: "button", id: "reject-and-mark", class: "write", title: "for amberscan train --from-reviews" }, "Reject and mark its positive superpixels not mining");
     reject.addEventListener("click", () => review("rejected", true));
     box.append(reject);
-    box.append(amber.el("p", {}, "Click a superpixel on the image to select it, then relabel it:"));
+    box.append(amber.el("p", { class: "write" }, "Click a superpixel on the image to select it, then relabel it:"));
   } else {
-    box.append(amber.el("p", {}, "Choose a class, then click superpixels on the image."));
+    box.append(amber.el("p", { class: "write" }, "Choose a class, then click superpixels on the image."));
   }
-  const group = amber.el("div", { id: "label-buttons" });
+  const group = amber.el("div", { id: "label-buttons", class: "write" });
   for (const [value, text] of [["mining", "mining"], ["not_mining", "not mining"], ["clear", "clear label"]]) {
     const id = "class-" + value;
     const radio = amber.el("input", { type: "radio", name: "class", id, value });
@@ -182,7 +182,8 @@ document.getElementById("overlay").addEventListener("click", async (event) => {
     const hit = await amber.getJSON(`/api/tiles/${encodeURIComponent(tileId)}/segment?${q}`);
     selected = hit.segment;
     document.getElementById("selection").textContent = `superpixel ${hit.segment}: score ${hit.score}, label ${hit.label || "none"}`;
-    if (mode === "label") await label(hit.segment, document.querySelector("input[name=class]:checked").value);
+    if (mode === "label" && document.body.dataset.writes !== "1") amber.status("labelling needs the server's token (the Token field)", true);
+    else if (mode === "label") await label(hit.segment, document.querySelector("input[name=class]:checked").value);
     else fillSuperpixels(detail);
   } catch (e) {
     amber.status(e.message, true);
