@@ -11,6 +11,12 @@ export AMBERSCAN_CLASSIFIER_PATH ?= $(CURDIR)/models/classifier.json
 # Every target runs on the local demo stack, whose built-in credentials the web map then allows
 # (#26 defect 9); a deployment never sets it.
 export AMBERSCAN_DEMO ?= 1
+# The source policy of the local stack (#26 defect 8): imagery servers on loopback over plain
+# HTTP, files in the checkout, the stack's bucket; a deployment lists only what it needs.
+export AMBERSCAN_SOURCE_SCHEMES ?= https,http,s3
+export AMBERSCAN_SOURCE_ALLOWED_HOSTS ?= *,127.0.0.1,localhost,::1
+export AMBERSCAN_SOURCE_ALLOWED_ROOTS ?= $(CURDIR)
+export AMBERSCAN_SOURCE_ALLOWED_BUCKETS ?= amberscan
 
 .PHONY: bench bench-area bench-map bench-stages bench-web-load chaos clean data down finetune help image image-demo lint model proto proto-check run services-down setup setup-python setup-stack setup-stack-beside setup-web status test test-unit up
 

@@ -50,6 +50,12 @@ PG_USER=postgres  # initdb refuses root: the cluster belongs to this system user
 # The local stack is the demo: its services may use the built-in credentials (the web map
 # refuses them otherwise, #26 defect 9).
 export AMBERSCAN_DEMO="${AMBERSCAN_DEMO:-1}"
+# Its source policy (#26 defect 8), as the Makefile's: imagery servers on loopback over plain
+# HTTP, files in the checkout, the stack's bucket.
+export AMBERSCAN_SOURCE_SCHEMES="${AMBERSCAN_SOURCE_SCHEMES:-https,http,s3}"
+export AMBERSCAN_SOURCE_ALLOWED_HOSTS="${AMBERSCAN_SOURCE_ALLOWED_HOSTS:-*,127.0.0.1,localhost,::1}"
+export AMBERSCAN_SOURCE_ALLOWED_ROOTS="${AMBERSCAN_SOURCE_ALLOWED_ROOTS:-$ROOT}"
+export AMBERSCAN_SOURCE_ALLOWED_BUCKETS="${AMBERSCAN_SOURCE_ALLOWED_BUCKETS:-amberscan}"
 
 MODEL_SERVER="${AMBERSCAN_MODEL_SERVER:-127.0.0.1:18500}"
 MODEL_PORT="${MODEL_SERVER##*:}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import uuid
 from collections.abc import AsyncIterator
@@ -12,11 +13,16 @@ from hypothesis import settings as hypothesis_settings
 
 from amberscan.common.data import SharedDataMissing, shared_data_dir
 from amberscan.common.settings import Settings, replace
+from tests.sources import local_source_variables, local_sources
 
 # No per-example deadline: speed is measured in benchmarks, and on a shared 2-core machine a
 # property test's first example (imports, caches) can take longer than hypothesis's 200 ms.
 hypothesis_settings.register_profile("amberscan", deadline=None)
 hypothesis_settings.load_profile("amberscan")
+
+# The tests' source policy (#26 defect 8) for the whole session: loopback servers, temporary
+# files and the checkout, also for the commands run in-process and the services started.
+os.environ.update(local_source_variables())
 
 
 def _answers(address: str) -> bool:
@@ -39,8 +45,9 @@ def shared_data(base_settings: Settings) -> Path:
 
 @pytest.fixture(scope="session")
 def base_settings() -> Settings:
-    """The environment's settings, on the local demo stack (its built-in credentials allowed)."""
-    return replace(Settings(), ops={"demo": True})
+    """The environment's settings, on the local demo stack (its built-in credentials allowed),
+    reading imagery from the tests' loopback servers and temporary files (`tests/sources.py`)."""
+    return local_sources(replace(Settings(), ops={"demo": True}))
 
 
 @pytest.fixture
@@ -58,6 +65,7 @@ async def stack_settings(base_settings: Settings) -> AsyncIterator[Settings]:
         base_settings,
         kafka={"topic_prefix": f"test-{unique}.", "partitions": 2},
         s3={"bucket": f"test-{unique}"},
+        imagery={"source_allowed_buckets": f"test-{unique}"},
         database={"schema_name": f"test_{unique}"},
         retry={"backoff_s": 0.05},
     )

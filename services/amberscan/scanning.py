@@ -94,9 +94,18 @@ async def prepare(settings: Settings, request: pb.ScanRequest) -> list[pb.ScanRe
     from shapely import geometry as sg
 
     from amberscan.imagery.dates import normalize_date
-    from amberscan.imagery.providers import Catalogue, SourceError, SourceSpec, provider_for
+    from amberscan.imagery.providers import (
+        Catalogue,
+        SourceError,
+        SourceSpec,
+        check_sources,
+        provider_for,
+    )
 
-    provider = provider_for(SourceSpec.from_request(request), settings)
+    spec = SourceSpec.from_request(request)
+    # The source policy, before anything is opened (#26 defect 8); a name resolved off the loop.
+    await asyncio.to_thread(check_sources, spec, settings)
+    provider = provider_for(spec, settings)
     try:
         if not isinstance(provider, Catalogue):
             if not (request.HasField("bbox") or request.geojson):

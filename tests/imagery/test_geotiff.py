@@ -25,9 +25,10 @@ from tests.imagery.rasters import (
     utm_block_cog,
     write_cog,
 )
+from tests.sources import local_sources
 from tests.streams import free_port, served
 
-OPTIONS = RasterOptions.from_settings(Settings())
+OPTIONS = RasterOptions.from_settings(local_sources(Settings()))
 TILES = [d.tile for d in demo.demo_layout()]
 
 

@@ -17,9 +17,10 @@ from amberscan.imagery.providers import RasterOptions, SourceError, StacProvider
 from amberscan.imagery.providers.stac import REWALK_S
 from amberscan.tiler import demo
 from tests.imagery.rasters import Catalogue, Served, file_server, stac_api
+from tests.sources import local_sources
 from tests.streams import free_port, served
 
-OPTIONS = RasterOptions.from_settings(Settings())
+OPTIONS = RasterOptions.from_settings(local_sources(Settings()))
 TILES = [d.tile for d in demo.demo_layout()]
 
 

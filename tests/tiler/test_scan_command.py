@@ -16,6 +16,7 @@ from amberscan.imagery.providers import PROVIDERS, SourceError
 from amberscan.tiler import demo
 from amberscan.v1 import messages_pb2 as pb
 from tests.imagery.rasters import WmtsServer, tile_cog, wmts_app
+from tests.sources import MISSING, local_sources
 from tests.streams import served
 
 
@@ -26,7 +27,7 @@ def test_cli_names_every_provider() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--source", "/nonexistent/ortho.tif"], "raster /nonexistent/ortho.tif: no such file"),
+        (["--source", f"{MISSING}/ortho.tif"], f"raster {MISSING}/ortho.tif: no such file"),
         ([], "provider 'geotiff' needs at least one source"),
     ],
 )
@@ -54,13 +55,13 @@ async def test_region_defaults_to_the_footprints(tmp_path: Path, shared_data: Pa
             tags={"TIFFTAG_DATETIME": f"201{i}:06:01 00:00:00"},
         )
     request = pb.ScanRequest(provider="geotiff", sources=[str(tmp_path)])
-    (prepared,) = await scanning.prepare(Settings(), request)
+    (prepared,) = await scanning.prepare(local_sources(Settings()), request)
     region = sg.shape(json.loads(prepared.geojson))
     assert region.area == pytest.approx(sum(sg.box(*t.bounds()).area for t in tiles), rel=1e-3)
     # Exactly the three tiles, not their neighbours that only touch the footprints.
     assert {t.quadkey for t in scanning.region_tiles(prepared)} == {t.quadkey for t in tiles}
     request.vintage = scanning.ALL_VINTAGES
-    passes = await scanning.prepare(Settings(), request)
+    passes = await scanning.prepare(local_sources(Settings()), request)
     assert [p.vintage for p in passes] == ["2010-06-01", "2011-06-01", "2012-06-01"]
     assert len({p.scan_id for p in passes}) == 3
 
@@ -76,8 +77,8 @@ async def test_wmts_vintages_all(shared_data: Path) -> None:
             bbox=pb.BoundingBox(west=w, south=s, east=e, north=n),
         )
         with pytest.raises(SourceError, match="no Web Mercator TileMatrixSet"):
-            await scanning.prepare(Settings(), request)
+            await scanning.prepare(local_sources(Settings()), request)
         request.layers[:] = ["ortho"]
         request.vintage = scanning.ALL_VINTAGES
-        passes = await scanning.prepare(Settings(), request)
+        passes = await scanning.prepare(local_sources(Settings()), request)
     assert [p.vintage for p in passes] == state.times

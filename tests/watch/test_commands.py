@@ -14,6 +14,7 @@ from amberscan import cli
 from amberscan.common.db import Database
 from amberscan.common.settings import Settings
 from amberscan.tiler import demo
+from tests.sources import MISSING
 from tests.streams import free_port
 
 pytestmark = pytest.mark.stack
@@ -81,12 +82,22 @@ def test_add_list_remove(env: Path, tmp_path: Path, shared_data: Path, capsys) -
     [
         (["--provider", "stac", "--source", "UNREACHABLE"], "is unreachable"),
         (
-            ["--provider", "geotiff", "--source", "/nonexistent/x.tif"],
-            "/nonexistent/x.tif: no such file",
+            ["--provider", "geotiff", "--source", f"{MISSING}/x.tif"],
+            f"{MISSING}/x.tif: no such file",
         ),
         (
             ["--provider", "stac", "--source", "http://127.0.0.1:1/", "--every", "daily"],
             "cadence 'daily'",
+        ),
+        (  # the source policy (#26 defect 8): not listed, so never listed with the keys
+            ["--provider", "geotiff", "--source", "s3://other-tenant/ortho/"],
+            "source s3://other-tenant/ortho/ refused: bucket 'other-tenant' is not in "
+            "AMBERSCAN_SOURCE_ALLOWED_BUCKETS",
+        ),
+        (
+            ["--provider", "stac", "--source", "https://169.254.169.254/latest/catalog.json"],
+            "source https://169.254.169.254/latest/catalog.json refused: 169.254.169.254 is "
+            "link-local and not in AMBERSCAN_SOURCE_ALLOWED_HOSTS",
         ),
     ],
 )

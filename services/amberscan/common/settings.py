@@ -286,6 +286,26 @@ class ImageryConfig(Concern):
     stac_collection: str = env("STAC_COLLECTION", "")
     wmts_url: str = env("WMTS_URL", "", "WMTS GetCapabilities URL")
     wmts_layer: str = env("WMTS_LAYER", "")
+    # The source policy (#26 defect 8): what a source named on the bus (an XYZ template, a
+    # GeoTIFF, a STAC catalogue and the hrefs it points to, a WMTS service and its ResourceURLs)
+    # may reach. Comma-separated lists; `imagery/sources.py` holds the rules. The sources these
+    # settings name themselves (AMBERSCAN_XYZ_URL, _DEMO_TILES_URL, _STAC_URL, _WMTS_URL,
+    # _LOCAL_TILES_DIR) count as listed.
+    source_schemes: str = env(
+        "SOURCE_SCHEMES", "https,s3", "URL schemes a source may use (https, http, s3)"
+    )
+    source_allowed_hosts: str = env(
+        "SOURCE_ALLOWED_HOSTS",
+        "*",
+        "hosts a source may name: * any public one; host, host:port, *.suffix, IP or CIDR also "
+        "admit private, loopback and link-local addresses",
+    )
+    source_allowed_roots: str = env(
+        "SOURCE_ALLOWED_ROOTS", "", "local folders sources may read under (empty: no local paths)"
+    )
+    source_allowed_buckets: str = env(
+        "SOURCE_ALLOWED_BUCKETS", "", "buckets s3:// sources may read with the blob store's keys"
+    )
 
 
 class TilerConfig(Concern):

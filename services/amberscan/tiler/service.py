@@ -38,7 +38,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-import aiohttp
 from aiokafka.structs import ConsumerRecord
 
 from amberscan import keys
@@ -52,7 +51,13 @@ from amberscan.common.stage import Stage, StageConfig
 from amberscan.errors import InvalidInput, PoisonMessage, TransientError
 from amberscan.geo.tiles import DEFAULT_MAX_TILES, Tile
 from amberscan.imagery.dates import date_in_range
-from amberscan.imagery.providers import Provider, SourceSpec, provider_for
+from amberscan.imagery.providers import (
+    Provider,
+    SourceGuard,
+    SourceSpec,
+    open_session,
+    provider_for,
+)
 from amberscan.tiler.core import ScanPlan, plan_scan, should_skip, split_request, tile_message
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import encode_tile
@@ -369,8 +374,9 @@ async def run(settings: TilerSettings, stop: asyncio.Event) -> None:
 async def _run(
     settings: TilerSettings, stop: asyncio.Event, store: BlobStore, history: ScanHistory
 ) -> None:
-    # One HTTP session (connection pool) shared by every provider of the process.
-    async with aiohttp.ClientSession(headers={"User-Agent": "amberscan-tiler"}) as session:
+    # One HTTP session (connection pool) shared by every provider of the process; its connector
+    # resolves names through the source policy (#26 defect 8).
+    async with open_session(SourceGuard.from_settings(settings)) as session:
         providers = Providers(lambda spec: provider_for(spec, settings, session))
         try:
             await make_stage(settings, store, providers, history).run(stop)

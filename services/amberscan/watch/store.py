@@ -3,6 +3,7 @@ these), and what the watch service records: leases, enqueued tiles, rounds."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ from amberscan.common.db import Database, transient_errors
 from amberscan.common.settings import WatchSettings
 from amberscan.errors import AmberscanError
 from amberscan.geo.tiles import parse_geojson
-from amberscan.imagery.providers import Catalogue, SourceSpec, provider_for
+from amberscan.imagery.providers import Catalogue, SourceSpec, check_sources, provider_for
 from amberscan.watch.core import WATCHABLE, Enqueued, Watch, describe_every
 
 _WATCH_COLUMNS = (
@@ -107,6 +108,8 @@ async def add_watch(
 
 
 async def _check_source(settings: WatchSettings, spec: SourceSpec) -> None:
+    # The source policy first (#26 defect 8): one clear line (a name resolved off the loop).
+    await asyncio.to_thread(check_sources, spec, settings)
     source = provider_for(spec, settings)
     try:
         if isinstance(source, Catalogue):

@@ -39,6 +39,15 @@ class SourceError(PoisonMessage):
     """A raster source or catalogue that cannot be used (missing, no CRS, too coarse, no date)."""
 
 
+class SourceRefused(SourceError):
+    """A source the source policy refuses (`imagery/sources.py`): for good, never retried."""
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"source {source} refused: {reason}")
+        self.source = source
+        self.reason = reason
+
+
 @dataclass(frozen=True)
 class FetchedTile:
     """The encoded bytes of one provider tile, where they came from and their capture date."""

@@ -12,6 +12,7 @@ import asyncio
 import glob
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
@@ -28,6 +29,9 @@ from amberscan.imagery.providers.raster import (
 )
 from amberscan.imagery.rasters import choose_sources, newest_dates
 
+if TYPE_CHECKING:
+    from amberscan.imagery.providers.guard import SourceGuard
+
 RASTER_SUFFIXES = (".tif", ".tiff")
 # Lists the keys under an s3://bucket/prefix/ (the blob store's client in the service).
 S3Lister = Callable[[str, str], list[str]]
@@ -41,6 +45,8 @@ class GeotiffProvider:
         options: GDAL options and the resolution/coverage limits.
         imagery_date: Capture date of files whose tags name none ("" refuses them).
         list_s3: Lists an S3 prefix's keys (needed only for `s3://…/` prefixes).
+        guard: The source policy: a folder, glob or prefix is checked before it is listed, and
+            each file before it is opened (`raster.inspect`, with `options.guard`).
     """
 
     def __init__(
@@ -51,6 +57,7 @@ class GeotiffProvider:
         imagery_date: str = "",
         list_s3: S3Lister | None = None,
         name: str = "geotiff",
+        guard: SourceGuard | None = None,
     ) -> None:
         if not sources:
             raise SourceError("provider 'geotiff' needs at least one source (--source PATH_OR_URL)")
@@ -58,6 +65,7 @@ class GeotiffProvider:
         self.options = options
         self.fallback_date = imagery_date
         self.list_s3 = list_s3
+        self.guard = guard if guard is not None else options.guard
         self.name = name
         self._infos: dict[str, RasterInfo] = {}
         self._lock = asyncio.Lock()
@@ -67,14 +75,19 @@ class GeotiffProvider:
 
         Raises:
             SourceError: a local file or folder does not exist, or a folder/prefix holds none.
+            SourceRefused: the source policy refuses a source (before it is listed).
         """
         files: list[str] = []
         for source in self.sources:
             if source.startswith(("http://", "https://")):
                 files.append(source)
             elif source.startswith("s3://"):
+                if self.guard is not None:
+                    self.guard.check_bucket(source)
                 files += self._expand_s3(source)
             else:
+                if self.guard is not None:
+                    self.guard.check(source)  # the file, folder or glob's fixed part
                 files += _expand_local(source)
         return list(dict.fromkeys(files))
 

@@ -3,7 +3,10 @@ concurrency and request rate, times out, retries 5xx/429/connection errors under
 `RetryPolicy` (jittered backoff, or the server's Retry-After; then raises `TransientError`, so
 the stage retries later), turns 404 and other 4xx into
 a `PoisonMessage` naming the URL, refuses a body larger than its cap as it streams, and
-revalidates repeated requests with `If-None-Match`.
+revalidates repeated requests with `If-None-Match`. With a `SourceGuard` it follows redirects
+itself, each hop's URL checked against the source policy before it is requested, and makes its
+session with `open_session`, whose connector resolves names through the policy's resolver
+(#26 defect 8).
 """
 
 from __future__ import annotations
@@ -16,13 +19,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
+from weakref import WeakSet
 
 import aiohttp
+from multidict import CIMultiDict
 
 from amberscan.common.retry import RetryPolicy, parse_retry_after
 from amberscan.errors import TransientError
-from amberscan.imagery.providers.base import ProviderError, TileNotFound
+from amberscan.imagery.providers.base import ProviderError, SourceRefused, TileNotFound
+
+if TYPE_CHECKING:
+    from amberscan.imagery.providers.guard import SourceGuard
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +39,32 @@ _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 # The largest body a provider may answer (#26, defect 7): a 256-px tile is tens of kB, a STAC
 # catalogue page or WMTS capabilities document a few MB; a body past this is refused as it streams.
 MAX_BODY_BYTES = 32 * 1024 * 1024
+# Redirects a GET follows (each hop checked by the guard), as curl's default in GDAL.
+MAX_REDIRECTS = 10
+_REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
+# Sessions made by `open_session`: their connector checks every address it connects to.
+_CHECKED_SESSIONS: WeakSet[aiohttp.ClientSession] = WeakSet()
 _SECRET_PARAMS = re.compile(r"([?&](?:key|api_key|apikey|access_token|token)=)[^&]*", re.I)
 
 
 def redact(url: str) -> str:
     """`url` with API keys hidden, for error messages and logs."""
     return _SECRET_PARAMS.sub(r"\1***", url)
+
+
+def open_session(guard: SourceGuard | None) -> aiohttp.ClientSession:
+    """An aiohttp session for the providers; with `guard`, its connector resolves every name
+    through the source policy, so the addresses checked are the ones connected to."""
+    headers = {"User-Agent": "amberscan-tiler"}
+    if guard is None:
+        return aiohttp.ClientSession(headers=headers)
+    from amberscan.imagery.providers.guard import checked_resolver
+
+    session = aiohttp.ClientSession(
+        headers=headers, connector=aiohttp.TCPConnector(resolver=checked_resolver(guard))
+    )
+    _CHECKED_SESSIONS.add(session)
+    return session
 
 
 class RateLimiter:
@@ -65,7 +94,11 @@ class _Cached:
 
 
 class Fetcher:
-    """GETs over one shared session with a concurrency limit, rate limit, retries and ETags."""
+    """GETs over one shared session with a concurrency limit, rate limit, retries and ETags.
+
+    With `guard` (what `provider_for` gives), every URL and redirect hop is checked against the
+    source policy, and a session passed in must come from `open_session(guard)`.
+    """
 
     def __init__(
         self,
@@ -78,7 +111,11 @@ class Fetcher:
         backoff_s: float = 0.5,
         etag_cache_size: int = 512,
         max_body_bytes: int = MAX_BODY_BYTES,
+        guard: SourceGuard | None = None,
     ) -> None:
+        if guard is not None and session is not None and session not in _CHECKED_SESSIONS:
+            raise ValueError("a guarded Fetcher needs a session made by open_session(guard)")
+        self.guard = guard
         self._session = session
         self._own_session = session is None
         self.semaphore = asyncio.Semaphore(concurrency)
@@ -95,7 +132,7 @@ class Fetcher:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(headers={"User-Agent": "amberscan-tiler"})
+            self._session = open_session(self.guard)
         return self._session
 
     async def close(self) -> None:
@@ -124,24 +161,18 @@ class Fetcher:
             await self.limiter.acquire()
             try:
                 async with self.semaphore:
-                    self.requests += 1
-                    async with self.session.get(
-                        url, headers=headers, timeout=self.timeout
-                    ) as response:
-                        status = response.status
-                        if status == 304 and cached is not None:
-                            self.revalidated += 1
-                            # Re-inserted, not moved: concurrent fetches may have evicted it
-                            # from the bounded cache while this request was in flight.
-                            self._remember(url, cached.etag, cached.body, cached.headers)
-                            return cached.body, cached.headers
-                        if status == 200:
-                            body = await self._read_capped(response, shown)
-                            answer = dict(response.headers)
-                            self._remember(url, response.headers.get("ETag", ""), body, answer)
-                            return body, answer
-                        reason = response.reason or ""
-                        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                    status, reason, received, body = await self._send(url, headers, shown)
+                if status == 304 and cached is not None:
+                    self.revalidated += 1
+                    # Re-inserted, not moved: concurrent fetches may have evicted it from the
+                    # bounded cache while this request was in flight.
+                    self._remember(url, cached.etag, cached.body, cached.headers)
+                    return cached.body, cached.headers
+                if status == 200:
+                    answer = dict(received)
+                    self._remember(url, received.get("ETag", ""), body, answer)
+                    return body, answer
+                retry_after = parse_retry_after(received.get("Retry-After"))
             except (aiohttp.ClientError, TimeoutError) as error:
                 last = f"{type(error).__name__}: {error}".rstrip(": ")
                 log.info("fetch failed, will retry", extra={"url": shown, "error": last})
@@ -156,6 +187,37 @@ class Fetcher:
             f"{shown}: gave up after {self.retries + 1} attempts ({last})",
             retry_after_s=retry_after,
         )
+
+    async def _send(
+        self, url: str, headers: Mapping[str, str], shown: str
+    ) -> tuple[int, str, CIMultiDict[str], bytes]:
+        """One GET: status, reason, headers and (for a 200) the capped body; with a guard the
+        redirects are followed here, each hop checked before it is requested."""
+        target = url
+        for _ in range(MAX_REDIRECTS + 1):
+            if self.guard is not None:
+                self.guard.check_url(target, resolve=False)  # names: the connector's resolver
+            self.requests += 1
+            try:
+                async with self.session.get(
+                    target,
+                    headers=headers,
+                    timeout=self.timeout,
+                    allow_redirects=self.guard is None,
+                ) as response:
+                    location = response.headers.get("Location")
+                    if response.status in _REDIRECT_STATUS and location:
+                        target = urljoin(target, location)
+                        continue
+                    body = (
+                        await self._read_capped(response, shown) if response.status == 200 else b""
+                    )
+                    return response.status, response.reason or "", response.headers.copy(), body
+            except SourceRefused as error:  # from the resolver, which knows only host and port
+                if self.guard is None:
+                    raise
+                raise self.guard.refused(target, error.reason) from None
+        raise ProviderError(f"{shown}: more than {MAX_REDIRECTS} redirects")
 
     async def _read_capped(self, response: aiohttp.ClientResponse, shown: str) -> bytes:
         """The body, read in chunks and refused once past the cap (a declared length at once)."""

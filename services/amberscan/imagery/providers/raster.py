@@ -36,6 +36,7 @@ from amberscan.errors import TransientError
 from amberscan.geo.tiles import PROVIDER_TILE_PX, Tile
 from amberscan.imagery.dates import normalize_date
 from amberscan.imagery.providers.base import ScanImage, SourceError
+from amberscan.imagery.providers.guard import SourceGuard
 from amberscan.imagery.rasters import (
     BandRule,
     Dated,
@@ -47,6 +48,9 @@ from amberscan.imagery.rasters import (
 )
 
 _GEOD = Geod(ellps="WGS84")
+# The one GDAL driver a raster source is opened with: a VRT (or any format that names other
+# files or URLs) would let a source point past the source policy (#26 defect 8).
+RASTER_DRIVER = "GTiff"
 # GDAL's and curl's words for a server that is down or slow (worth a retry), as opposed to a
 # missing file or a source that can never be read (#26 defect 3): matched as curl writes them,
 # not by a bare "SSL" or "timeout" (a certificate problem, or a TLS handshake with a server
@@ -89,6 +93,9 @@ class RasterOptions:
     s3_secret_key: str = field(default="", repr=False)
     max_resolution_m: float = RASTER_MAX_RESOLUTION_M
     min_coverage: float = RASTER_MIN_COVERAGE
+    # The source policy every href is checked against before GDAL opens it (None: unchecked,
+    # for tests that build options by hand; `from_settings` always sets it).
+    guard: SourceGuard | None = None
 
     @classmethod
     def from_settings(cls, settings: ImagerySettings) -> RasterOptions:
@@ -98,6 +105,7 @@ class RasterOptions:
             s3_secret_key=settings.s3.secret_key,
             max_resolution_m=settings.imagery.raster_max_resolution_m,
             min_coverage=settings.imagery.raster_min_coverage,
+            guard=SourceGuard.from_settings(settings),
         )
 
     def env(self) -> rasterio.Env:
@@ -122,6 +130,26 @@ def gdal_options(settings: ImagerySettings) -> dict[str, str]:
         "AWS_HTTPS": "YES" if settings.s3.secure else "NO",
         "AWS_VIRTUAL_HOSTING": "FALSE",
     }
+
+
+def checked_path(href: str, options: RasterOptions) -> str:
+    """The path GDAL opens for `href`, once the source policy admits it: a URL's redirects
+    followed and checked hop by hop (GDAL then opens the last), an `s3://` key's bucket, a local
+    file's real path under the roots (blocking).
+
+    Raises:
+        SourceRefused: the rule `href` breaks.
+        TransientError: its server does not answer the redirect check.
+    """
+    guard = options.guard
+    if guard is None:
+        return gdal_path(href)
+    if href.startswith(("http://", "https://")):
+        return gdal_path(guard.final_url(href))
+    if href.startswith("s3://"):
+        guard.check_bucket(href)
+        return gdal_path(href)
+    return guard.check_path(href)
 
 
 def gdal_path(href: str) -> str:
@@ -177,9 +205,9 @@ def inspect(href: str, options: RasterOptions, imagery_date: str = "") -> Raster
             no capture date; the message names the file and the problem.
         TransientError: the server holding it did not answer.
     """
-    path = gdal_path(href)
+    path = checked_path(href, options)
     try:
-        with options.env(), rasterio.open(path) as src:
+        with options.env(), rasterio.open(path, driver=RASTER_DRIVER) as src:
             if src.crs is None:
                 raise SourceError(
                     f"raster {href}: no coordinate reference system (CRS), so it cannot be placed "
@@ -257,7 +285,10 @@ def read_tile(
         return blank(tile, fetch_zoom)
 
     def one(info: RasterInfo, x: int, y: int, z: int, **kwargs: Any) -> ImageData:
-        with Reader(info.path) as reader:
+        with (
+            rasterio.open(info.path, driver=RASTER_DRIVER) as src,
+            Reader(None, dataset=src) as reader,
+        ):
             data = reader.tile(x, y, z, tilesize=size, indexes=info.rule.bands, **kwargs)
         if info.rule.scale_max is not None:
             data.rescale(in_range=((0, info.rule.scale_max),))

@@ -23,7 +23,8 @@ from shapely.ops import unary_union
 from amberscan.errors import TransientError
 from amberscan.geo.tiles import Tile
 from amberscan.imagery.dates import date_in_range, normalize_date
-from amberscan.imagery.providers.base import Discovery, ScanImage, SourceError
+from amberscan.imagery.providers.base import Discovery, ScanImage, SourceError, SourceRefused
+from amberscan.imagery.providers.guard import SourceGuard
 from amberscan.imagery.providers.raster import RasterInfo, RasterOptions, blank, inspect, read_tile
 from amberscan.imagery.rasters import Dated, choose_sources, newest_dates
 
@@ -92,6 +93,8 @@ class StacProvider:
         options: GDAL options and the resolution/coverage limits.
         collection: Only items of this collection ("" any).
         timeout_s: Timeout of one catalogue request.
+        guard: The source policy for the catalogue, every link it follows and every asset href
+            (default: `options.guard`).
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class StacProvider:
         collection: str = "",
         timeout_s: float = 30.0,
         name: str = "stac",
+        guard: SourceGuard | None = None,
     ) -> None:
         if not url:
             raise SourceError(
@@ -111,6 +115,7 @@ class StacProvider:
         self.options = options
         self.collection = collection
         self.timeout_s = timeout_s
+        self.guard = guard if guard is not None else options.guard
         self.name = name
         self._client: Any = None
         self._static: list[StacEntry] | None = None
@@ -123,7 +128,10 @@ class StacProvider:
 
         if self._client is None:
             try:
-                self._client = Client.open(self.url, timeout=self.timeout_s)
+                stac_io = self.guard.stac_io(self.timeout_s) if self.guard else None
+                self._client = Client.open(self.url, timeout=self.timeout_s, stac_io=stac_io)
+            except (SourceRefused, TransientError):
+                raise
             except Exception as error:  # noqa: BLE001 - requests, pystac and API errors alike
                 raise _catalogue_error(self.url, error) from None
         return self._client
@@ -148,7 +156,7 @@ class StacProvider:
                 entries = [e for e in map(_item_entry, search.items()) if e is not None]
             else:
                 entries = self._walk()
-        except SourceError:
+        except (SourceError, TransientError):
             raise
         except Exception as error:  # noqa: BLE001
             raise _catalogue_error(self.url, error) from None
