@@ -117,6 +117,9 @@ bench-stages: up ## SLIC per tile (both modes, effect on detection), feature thr
 	  $(BIN)/python benchmarks/segmentation.py --tiles "$$tiles" --classifier $(AMBERSCAN_CLASSIFIER_PATH)
 	$(BIN)/python benchmarks/features.py --address $${AMBERSCAN_MODEL_SERVER:-127.0.0.1:18500} --name backbone
 
+bench-alert-tier: model up ## the alerts' high tier (AMBERSCAN_ALERT_HIGH_SCORE) against the threshold on the gate share: precision, recall, site-bootstrap intervals; artifacts/alert_tier.json
+	$(BIN)/python benchmarks/alert_tier.py --classifier $(AMBERSCAN_CLASSIFIER_PATH)
+
 bench-map: up ## the map at survey scale: a SYNTHETIC 450,000-detection schema, vector-tile/summary latency, browser render time
 	$(BIN)/amberscan survey-fixture
 	$(BIN)/python benchmarks/survey_map.py --browser
