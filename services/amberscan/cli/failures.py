@@ -74,6 +74,20 @@ def _postgres_reason(url: str, error: BaseException) -> str:
     return _first_line(error)
 
 
+def _is_s3(error: BaseException, endpoint: str) -> bool:
+    """Whether a urllib3 error is the blob store's: other HTTP clients (a STAC catalogue read
+    through requests) raise the same classes, and their sources are inputs, not servers."""
+    pool = getattr(error, "pool", None) or getattr(error, "conn", None)
+    host, port = getattr(pool, "host", None), getattr(pool, "port", None)
+    if host is None:
+        return False
+    wanted = urlsplit(endpoint if "//" in endpoint else f"//{endpoint}")
+    return (host, port) == (
+        wanted.hostname,
+        wanted.port or (443 if wanted.scheme == "https" else 80),
+    )
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
@@ -104,7 +118,7 @@ def unreachable(error: BaseException, settings: Settings) -> str | None:
                 f"cannot reach PostgreSQL at {_postgres_address(url)} (AMBERSCAN_DATABASE_URL): "
                 f"{_postgres_reason(url, cause)}"
             )
-        if module == "urllib3" and name in _S3:
+        if module == "urllib3" and name in _S3 and _is_s3(cause, settings.s3.endpoint):
             inner: BaseException = getattr(cause, "reason", None) or cause
             detail = _first_line(inner).rsplit(": ", 1)[-1].rstrip("')\"")
             return (
