@@ -15,7 +15,7 @@ from psycopg import AsyncConnection
 
 from amberscan.common.db import Database
 from amberscan.web.core import LABEL_NAMES, Filters
-from amberscan.web.queries import FROM, fetch_dicts, where_clause
+from amberscan.web.queries import FROM, REVIEW_STATE, fetch_dicts, where_clause
 
 # The review event of a label set (its name) or cleared.
 LABEL_ACTIONS = LABEL_NAMES | {None: "label_cleared"}
@@ -191,3 +191,37 @@ async def audit(db: Database, audit_id: int) -> dict[str, Any] | None:
         [audit_id],
     )
     return {**head[0], "tiles": tiles}
+
+
+# What the review queue weighs (`queue.py`): for each tile's detection the filters choose (its
+# newest vintage, or the one of the year asked for), another model's flag on the same imagery
+# (the newest such run) and the tile's previous vintage, with enough to open both.
+_QUEUE = f"""
+SELECT d.tile_id, d.imagery_date, d.model_version, d.scan_id, d.flagged, d.scores,
+       d.positives, d.segment_count, d.min_positives, d.hectares, d.demo,
+       r.verdict, ({REVIEW_STATE}) AS review,
+       o.model_version AS other_model, o.flagged AS other_flagged,
+       p.imagery_date AS previous_date, p.model_version AS previous_model,
+       p.flagged AS previous_flagged
+{FROM}
+LEFT JOIN LATERAL (SELECT o.model_version, o.flagged FROM detections o
+                   WHERE o.tile_id = d.tile_id AND o.imagery_date = d.imagery_date
+                     AND o.model_version <> d.model_version
+                   ORDER BY o.detected_at DESC LIMIT 1) o ON true
+LEFT JOIN LATERAL (SELECT p.imagery_date, p.model_version, p.flagged FROM detections p
+                   WHERE p.tile_id = d.tile_id AND p.imagery_date ~ '^[0-9]{{4}}'
+                     AND left(p.imagery_date, 4) < left(d.imagery_date, 4)
+                   ORDER BY p.imagery_date DESC, p.detected_at DESC LIMIT 1) p ON true
+"""
+
+
+async def queue_rows(db: Database, filters: Filters, scan: str = "") -> list[dict[str, Any]]:
+    """The detections the review queue may hold: under `filters` (region, vintage, model) and
+    of scan `scan` when given, not yet reviewed or reflagged, with the other model's and the
+    previous vintage's flags (`_QUEUE`). Unordered: `queue.order` orders them."""
+    where, params = where_clause(filters)
+    query = f"{_QUEUE} WHERE {where} AND (r.verdict IS NULL OR ({REVIEW_STATE}) = 'reflagged')"
+    if scan:
+        query += " AND d.scan_id = %s"
+        params.append(scan)
+    return await fetch_dicts(db, query, params)
