@@ -133,7 +133,9 @@ async def labels_of(db: Database, labels_key: str) -> dict[int, int]:
 
 @dataclass(frozen=True)
 class ReviewedSuperpixel:
-    """A superpixel a person labelled, with the blobs needed to crop it."""
+    """A superpixel labelled through a review, with the blobs needed to crop it and where its
+    label came from (`source`: "relabelled" by a person, or derived from a "confirmed" or
+    "rejected" tile's positive superpixel; who, when, and the model whose detection it was)."""
 
     tile_id: str
     imagery_date: str
@@ -141,19 +143,40 @@ class ReviewedSuperpixel:
     labels_key: str
     segment_index: int
     label: int  # 1 = mining
+    source: str = "relabelled"
+    reviewer: str = ""
+    at: str = ""
+    model_version: str = ""
 
 
 async def reviewed_superpixels(db: Database) -> list[ReviewedSuperpixel]:
-    """Every labelled superpixel (tile image key, labels key, segment index, label)."""
+    """Every superpixel a person labelled (tile image key, labels key, segment index, label,
+    who and when)."""
     rows = await db.fetch(
-        """SELECT tile_id, imagery_date, image_key, labels_key, segment_index, label
+        """SELECT tile_id, imagery_date, image_key, labels_key, segment_index, label, reviewer,
+                  labelled_at
            FROM superpixel_labels WHERE image_key <> '' AND labels_key <> ''
            ORDER BY tile_id, imagery_date, labels_key, segment_index"""
     )
     return [
-        ReviewedSuperpixel(str(t), str(d), str(i), str(k), int(s), int(lab))
-        for t, d, i, k, s, lab in rows
-    ]
+        ReviewedSuperpixel(str(t), str(d), str(i), str(k), int(s), int(lab), "relabelled",
+                           str(who), at.isoformat() if at else "")
+        for t, d, i, k, s, lab, who, at in rows
+    ]  # fmt: skip
+
+
+async def reviewed_tiles(db: Database) -> list[dict[str, Any]]:
+    """Every verdict with the detection it was made on (that model's scores and positive
+    count, the tile's blobs): the source of the labels `core.labels_from_verdict` derives."""
+    return await fetch_dicts(
+        db,
+        """SELECT r.tile_id, r.imagery_date, r.model_version, r.verdict, r.reviewer,
+                  r.reviewed_at, d.scores, d.positives, d.image_key, d.labels_key
+           FROM reviews r JOIN detections d USING (tile_id, imagery_date, model_version)
+           WHERE d.image_key <> '' AND d.labels_key <> ''
+           ORDER BY r.tile_id, r.imagery_date""",
+        [],
+    )
 
 
 async def create_audit(db: Database, n: int, filters: Filters, created_by: str) -> int:
