@@ -47,17 +47,18 @@ def test_closer_to_the_decision_comes_first() -> None:
     just_under = tile("c-under", [0.9, 0.9, 0.45, 0.1])  # decisive 0.45: two positives of 3
     clear_no = tile("d-no", [0.1, 0.05, 0.02, 0.01])  # decisive 0.02: far below
     ranked = [t.tile_id for t, _ in order([far_out, clear_no, just_under, on_edge])]
-    # on_edge: closeness 0.92 + 0.25 flagged; just_under 0.8; the far ones: 0.25 (flagged) and 0.
-    assert ranked == ["b-edge", "c-under", "a-far", "d-no"]
-    assert priority(on_edge).value == pytest.approx(1 - 0.02 / 0.25 + 0.25)
+    # on_edge: closeness 0.92 + 1 flagged; far_out 0 + 1 flagged; just_under 0.8; clear_no 0.
+    assert ranked == ["b-edge", "a-far", "c-under", "d-no"]
+    assert priority(on_edge).value == pytest.approx(1 - 0.02 / 0.25 + 1)
+    assert priority(just_under).value == pytest.approx(1 - 0.05 / 0.25)
     assert priority(clear_no).value == 0
 
 
-def test_disagreement_outranks_closeness() -> None:
+def test_disagreements_add_to_the_priority() -> None:
     certain = [0.1, 0.05, 0.02, 0.01]
     candidate = tile("z-candidate", certain, other_flagged=True)
     vintage = tile("y-vintage", certain, previous_flagged=True)
-    close = tile("x-close", [0.9, 0.9, 0.5, 0.1])  # on the threshold: 1 + 0.25
+    close = tile("x-close", [0.9, 0.9, 0.5, 0.1])  # on the threshold, flagged: 1 + 1
     agreeing = tile("w-agree", certain, other_flagged=False, previous_flagged=False)
     ranked = [t.tile_id for t, p in order([agreeing, vintage, close, candidate])]
     assert ranked == ["x-close", "z-candidate", "y-vintage", "w-agree"]
@@ -73,8 +74,8 @@ def test_reviewed_tiles_leave_the_queue_unless_flagged_again() -> None:
     reflagged = tile("b", scores, reviewed=True, reflagged=True)
     fresh = tile("c", scores)
     ranked = [(t.tile_id, p.value) for t, p in order([reviewed, reflagged, fresh])]
-    # reflagged: +1; fresh: flagged and unreviewed, +0.25; the decisive 0.9 is 0.4 away.
-    assert ranked == [("b", 1.0), ("c", 0.25)]
+    # reflagged: +1; fresh: flagged and unreviewed, +1; the decisive 0.9 is 0.4 away: a tie.
+    assert ranked == [("b", 1.0), ("c", 1.0)]
 
 
 def test_ties_break_by_tile_then_date() -> None:

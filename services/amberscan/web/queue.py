@@ -12,7 +12,10 @@ The rule (`priority`), stated once; a tile's priority is the sum of:
 - **+1** when a reviewer rejected the tile and a later model flags it again (`reflagged`);
 - **+0.5** when the tile's previous vintage disagrees on the flag (a change between vintages
   that is either new damage or a mistake in one of them);
-- **+0.25** when it is flagged and nobody has reviewed it (a finding on the map unchecked).
+- **+1** when it is flagged and nobody has reviewed it: a finding on the map unchecked, and the
+  tiles whose verdict always teaches (a verdict labels the positive superpixels of its tile,
+  `core.labels_from_verdict`: a rejection gives hard negatives; a verdict on a tile that is not
+  flagged labels nothing unless the reviewer marks superpixels).
 
 Highest priority first; ties by tile id, then imagery date, so the order is reproducible.
 Reviewed tiles are not queued (their verdict has taught what it can) except reflagged ones.
@@ -27,7 +30,7 @@ MARGIN = 0.25
 CANDIDATE_DISAGREES = 1.0
 REFLAGGED = 1.0
 VINTAGE_DISAGREES = 0.5
-FLAGGED_UNREVIEWED = 0.25
+FLAGGED_UNREVIEWED = 1.0
 RULE = (
     f"priority = closeness (1 − |decisive score − threshold| / {MARGIN}, floored at 0; the "
     "decisive score is the (m+1)-th highest superpixel score for the rule 'flagged when more "
