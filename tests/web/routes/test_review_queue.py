@@ -117,3 +117,11 @@ async def test_verdicts_models_and_vintages_move_tiles(server: str, seeded: Seed
     # decisive score), then 1 + 0.5 + 1; the others at most 1 + 1.
     order = [t["tile_id"] for t in answer["tiles"]]
     assert order[:2] == [replay.tile_id, newer.tile_id]
+
+
+async def test_the_review_page_is_served(server: str) -> None:
+    from tests.web.client import fetch
+
+    status, body, kind = await fetch(f"{server}/review")
+    assert status == 200 and kind == "text/html"
+    assert "/static/review.js" in body and 'id="current"' in body

@@ -11,12 +11,17 @@ from aiohttp import web
 
 from amberscan.web import params, queue, review_queries
 from amberscan.web.core import Filters, implied_threshold
-from amberscan.web.responses import json_response
+from amberscan.web.responses import json_response, page
 from amberscan.web.state import BUDGET, DB, THRESHOLDS
 
 routes = web.RouteTableDef()
 DEFAULT_QUEUE = 20
 MAX_QUEUE = 200
+
+
+@routes.get("/review")
+async def review_page(request: web.Request) -> web.StreamResponse:
+    return page("review.html")
 
 
 @routes.get("/api/review-queue")
