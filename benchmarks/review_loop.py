@@ -1,7 +1,7 @@
 """Does the review queue's order teach the model more than random order? A simulated review loop.
 
-    .venv/bin/python benchmarks/review_loop.py [--data DIR] [--rounds 5] [--tiles-per-round 20]
-        [--seeds 0 1 2 3 4]
+    .venv/bin/python benchmarks/review_loop.py [--data DIR] [--rounds 3] [--tiles-per-round 30]
+        [--seeds 0 1 2]
 
 The reviewer is SIMULATED: it answers from the held-back labels of the shared texty-amber crops
 (no person reviewed anything). The labelled tiles are split by site
@@ -254,9 +254,9 @@ def run_seed(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="default: the shared texty-amber superpixels")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--tiles-per-round", type=int, default=20)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tiles-per-round", type=int, default=30)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cache", type=Path, default=Path("artifacts/review_loop"))
     parser.add_argument("--out", type=Path, default=Path("artifacts/review_loop.json"))
     args = parser.parse_args()
