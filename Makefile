@@ -18,7 +18,7 @@ export AMBERSCAN_SOURCE_ALLOWED_HOSTS ?= *,127.0.0.1,localhost,::1
 export AMBERSCAN_SOURCE_ALLOWED_ROOTS ?= $(CURDIR)
 export AMBERSCAN_SOURCE_ALLOWED_BUCKETS ?= amberscan
 
-.PHONY: bench bench-area bench-map bench-stages bench-web-load chaos clean data down finetune help image image-demo lint model proto proto-check run services-down setup setup-python setup-stack setup-stack-beside setup-web status test test-unit up
+.PHONY: bench bench-alert-tier bench-area bench-map bench-review bench-stages bench-web-load chaos clean data down finetune help image image-demo lint model proto proto-check run services-down setup setup-python setup-stack setup-stack-beside setup-web status test test-unit up
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -129,6 +129,9 @@ bench-area: setup-python ## sample-based area estimates on 1,000 SYNTHETIC maps 
 
 bench-web-load: up ## the map under 20 slow-reading export clients and heavy summaries/overview tiles: p95 of its other requests (target < 1 s)
 	$(BIN)/python benchmarks/web_load.py
+
+bench-review: model up ## the review loop: a SIMULATED reviewer, queue order against random order, recall at precision 0.95 per round with intervals; artifacts/review_loop.json
+	$(BIN)/python benchmarks/review_loop.py
 
 chaos: setup ## SIGKILL services and servers mid-scan of a 200-tile demo mosaic on a private stack, verify nothing is lost (QUICK=1: 24 tiles; BROKERS=3: a 3-broker cluster)
 	$(BIN)/python stack/chaos.py $(if $(QUICK),--quick) $(if $(BROKERS),--brokers $(BROKERS))

@@ -429,3 +429,83 @@ async def test_an_alerts_map_link_fits_the_map_to_its_tiles(
     width = bbox[2] - bbox[0]
     assert abs((west + east) / 2 - (bbox[0] + bbox[2]) / 2) < width / 4, (west, east, bbox)
     assert east - west < 6 * width, (west, east, bbox)
+
+
+def review_queue(driver, base: str, keys: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Open /review, type the token and name, then press `keys` one per shown tile (`u` undoes
+    the previous action); the tiles in the order shown."""
+    from selenium.webdriver.common.by import By
+
+    seen: dict[str, object] = {"shown": []}
+    shown: list[str] = seen["shown"]  # type: ignore[assignment]
+    driver.get(base + "/review")
+    _ready(driver)
+    driver.find_element(By.ID, "token").send_keys(TOKEN)
+    driver.find_element(By.ID, "reviewer").clear()
+    driver.find_element(By.ID, "reviewer").send_keys("ana")
+    driver.execute_script("document.activeElement.blur()")
+    body = driver.find_element(By.TAG_NAME, "body")
+    for key in keys:
+        _ready(driver)
+        _image_loaded(driver, "#current")
+        tile = driver.execute_script("return document.body.dataset.tile")
+        shown.append(tile)
+        if len(shown) == 1:
+            seen["position"] = driver.find_element(By.ID, "position").text
+            driver.save_screenshot(str(SCREENSHOTS / "review-queue.png"))
+        body.send_keys(key)
+        # The next tile comes up (or, after an undo, the one undone).
+        _wait(driver, lambda d, t=tile: d.execute_script("return document.body.dataset.tile") != t)
+    _ready(driver)
+    _wait(driver, lambda d: d.execute_script("return document.body.dataset.pending") == "0")
+    seen["progress"] = driver.find_element(By.ID, "progress").text
+    seen["status"] = driver.find_element(By.ID, "status").text
+    return seen
+
+
+async def test_the_review_queue_by_keyboard(browser, server: str, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+    """Ten tiles judged with the keyboard in the queue's order, one verdict undone and given
+    again; the reviews land with who and when, the marks of `m` as labels."""
+    from amberscan.web import review_queries
+    from tests.web.client import get
+    from tests.web.routes.test_changes import upsert
+
+    # Eight more tiles (the seeded images at other places), twelve in the queue in all.
+    for k in range(8):
+        source = seeded.tiles["positive1" if k % 2 else "negative1"]
+        row = pb.Detection()
+        row.CopyFrom(source)
+        tile = Tile(37640 + k, 22003, 16)
+        row.tile_id, row.tile.x, row.tile.y = tile.quadkey, tile.x, tile.y
+        row.scores[:] = [min(0.99, s + 0.01 * k) for s in source.scores]
+        await upsert(seeded, row)
+    _, queue = await get(f"{server}/api/review-queue", limit="50")
+    order = [f"{t['tile_id']}|{t['imagery_date']}" for t in queue["tiles"]]
+    assert queue["matched"] == 12
+    # c r m, undo the m (its tile comes back), then m again and seven more.
+    keys = "crmu" + "mcrcsrcr"
+    seen = await asyncio.to_thread(review_queue, browser, server, keys)
+    shown = seen["shown"]
+    assert isinstance(shown, list) and len(shown) == len(keys)
+    assert shown[4] == shown[2]  # after the undo (pressed on the 4th tile), the 3rd again
+    first_seen = list(dict.fromkeys(shown))
+    assert first_seen == order[:10]  # ten tiles, in the queue's order
+    judged = {t: k for t, k in zip(shown, keys, strict=True) if k != "u"}
+    assert "9 judged" in str(seen["progress"]) and "1 skipped" in str(seen["progress"])
+    rows = await seeded.db.fetch(
+        "SELECT tile_id, imagery_date, verdict, reviewer, reviewed_at FROM reviews"
+    )
+    landed = {f"{t}|{d}": (v, who, at) for t, d, v, who, at in rows}
+    want = {"c": "confirmed", "r": "rejected", "m": "rejected"}
+    assert {t: v for t, (v, _, _) in landed.items()} == {
+        t: want[k] for t, k in judged.items() if k != "s"
+    }
+    assert all(who == "ana" and at is not None for _, who, at in landed.values())
+    marked = shown[2]
+    tile_id, date = marked.split("|")
+    events = await review_queries.history(seeded.db, tile_id, date)
+    actions = [e["action"] for e in events]
+    # Rejected and marked, cleared by the undo (marks too), rejected and marked again.
+    assert actions[0] == "rejected" and "cleared" in actions and actions.count("rejected") == 2
+    assert actions.count("not_mining") == 2 * actions.count("label_cleared")
+    assert all(e["reviewer"] == "ana" for e in events)

@@ -180,3 +180,127 @@ async def test_retraining_on_a_reviewed_false_positive_stops_flagging_it(
     assert rescored[reviewed] < after.threshold
     others = np.delete(rescored, reviewed)
     assert (others >= after.threshold).sum() > settings.aggregator.min_positive_superpixels
+
+
+async def test_verdicts_give_hard_negatives_and_positives_with_provenance(
+    seeded: Seeded, tmp_path: Path
+) -> None:
+    """A rejected tile's positive superpixels become negatives, a confirmed tile's positives,
+    and a person's relabel of one overrides its tile's verdict; each crop says where its label
+    came from."""
+    import json
+
+    from amberscan.web.training import PROVENANCE, provenance
+
+    rejected, confirmed = seeded.tiles["positive1"], seeded.tiles["positive2"]
+    for target, verdict in ((rejected, "rejected"), (confirmed, "confirmed")):
+        row = await queries.detection(seeded.db, target.tile_id, target.imagery_date, MODEL)
+        assert row is not None
+        await review_queries.save_review(seeded.db, row, verdict, "ana", "")
+    positives = {
+        name: sorted(i for i, s in enumerate(seeded.tiles[name].scores) if s >= 0.5)
+        for name in ("positive1", "positive2")
+    }
+    assert len(positives["positive1"]) == rejected.positives == 5
+    relabelled = positives["positive2"][0]
+    row = await queries.detection(seeded.db, confirmed.tile_id, confirmed.imagery_date, MODEL)
+    assert row is not None
+    await review_queries.save_label(seeded.db, row, relabelled, 0, "bo")
+
+    crops = await export_reviewed_crops(seeded.db, seeded.store, tmp_path)
+    got = {(c.tile_id.split("-", 1)[0], int(c.path.stem.rsplit("_", 1)[1])): c for c in crops}
+    assert len(got) == 10
+    for index in positives["positive1"]:
+        crop = got[(rejected.tile_id, index)]
+        assert (crop.label, crop.source, crop.reviewer) == (0, "rejected", "ana")  # type: ignore[attr-defined]
+        assert crop.path.parent.name == "negative"
+    for index in positives["positive2"]:
+        crop = got[(confirmed.tile_id, index)]
+        want = (0, "relabelled", "bo") if index == relabelled else (1, "confirmed", "ana")
+        assert (crop.label, crop.source, crop.reviewer) == want  # type: ignore[attr-defined]
+    assert provenance(crops) == {"confirmed": 4, "rejected": 5, "relabelled": 1}
+    lines = [json.loads(x) for x in (tmp_path / PROVENANCE).read_text().splitlines()]
+    assert len(lines) == 10 and all(line["at"] and line["reviewer"] for line in lines)
+    assert {line["model_version"] for line in lines if line["source"] != "relabelled"} == {MODEL}
+    assert {(c.path, c.label) for c in list_labelled(tmp_path)} == {
+        (c.path, c.label) for c in crops
+    }
+
+
+async def test_a_candidate_trained_from_reviews_goes_through_the_gate(
+    seeded: Seeded,
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`train --from-reviews` (real model server) stores a candidate and serves nothing; `models
+    promote --from-reviews` judges it against the current model on the gate share, and it is
+    served only if the gate passes it."""
+    import asyncio
+    import json
+    import tempfile
+
+    from amberscan.cli import build_parser
+    from amberscan.common import registry
+    from amberscan.model.promotion import in_gate_share
+    from tests.cli.test_models import link_set
+
+    settings = seeded.settings
+    crops = list_labelled(shared_data / "superpixels")
+    chosen = []  # crops of 40 mining and 80 other tiles, some of them in the gate share
+    for label, wanted in ((1, 40), (0, 80)):
+        tiles: set[str] = set()
+        for crop in crops:
+            if crop.label == label and (crop.tile_id in tiles or len(tiles) < wanted):
+                tiles.add(crop.tile_id)
+                chosen.append(crop)
+    assert sum(in_gate_share(c.tile_id) and c.label == 1 for c in chosen) >= 5
+    real = link_set(chosen, tmp_path / "real")
+    exported = tmp_path / "reviews"
+    exported.mkdir()
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda prefix="": str(exported))
+
+    def cli(*argv: str) -> tuple[int, str]:
+        args = build_parser().parse_args(list(argv))
+        code = int(args.run(args, settings))
+        return code, capsys.readouterr().out
+
+    async def trained(*extra: str) -> str:
+        before = set(await registry.versions(settings.s3))
+        code, _ = await asyncio.to_thread(
+            cli, "train", "--data", str(real), "--out", str(tmp_path / "c.json"), *extra
+        )
+        assert code == 0
+        (version,) = set(await registry.versions(settings.s3)) - before
+        return version
+
+    first = await trained()
+    code, out = await asyncio.to_thread(cli, "models", "promote", first, "--data", str(real))
+    assert code == 0 and "promoted as the first" in out
+
+    for name, verdict in (("positive1", "rejected"), ("positive2", "confirmed")):
+        target = seeded.tiles[name]
+        row = await queries.detection(seeded.db, target.tile_id, target.imagery_date, MODEL)
+        assert row is not None
+        await review_queries.save_review(seeded.db, row, verdict, "ana", "")
+    candidate = await trained("--from-reviews")
+    assert await registry.current_version(settings.s3) == first  # a candidate serves nothing
+    shown = await registry.describe(settings.s3, candidate)
+    assert shown["state"] == "candidate"
+    # Both reviewed tiles lie outside the gate share: their 5 positive superpixels each train.
+    assert not any(in_gate_share(seeded.tiles[n].tile_id) for n in ("positive1", "positive2"))
+    assert shown["review_sources"] == {"confirmed": 5, "rejected": 5}
+    assert shown["reviewed_crops"] == 10
+
+    code, out = await asyncio.to_thread(
+        cli, "models", "promote", candidate, "--data", str(real), "--from-reviews", "--json"
+    )
+    report = json.loads(out.strip().splitlines()[-1])
+    assert code == (0 if report["promoted"] else 1)
+    gate = report["gate"]
+    assert gate["current"]["version"] == first and gate["candidate"]["version"] == candidate
+    assert gate["passed"] is report["promoted"] and gate["crops"] > 0
+    served = await registry.current_version(settings.s3)
+    assert served == (candidate if gate["passed"] else first)
+    print(f"gate: passed {gate['passed']}, reasons {gate['reasons']}")

@@ -100,11 +100,15 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     if args.from_reviews:
         import tempfile
 
-        from amberscan.web.training import reviewed_crops
+        from amberscan.web.training import PROVENANCE, provenance, reviewed_crops
 
         review_dir = Path(tempfile.mkdtemp(prefix="amberscan-reviews-"))
         reviewed = asyncio.run(reviewed_crops(settings, review_dir))
-        print(f"added {len(reviewed)} reviewed crops from {review_dir}", file=sys.stderr)
+        print(
+            f"added {len(reviewed)} reviewed crops from {review_dir} "
+            f"(by source: {provenance(reviewed)}; each crop's in {review_dir / PROVENANCE})",
+            file=sys.stderr,
+        )
         crops += reviewed
     shares = split_shares([c.tile_id for c in crops])
     held = shares.gate
@@ -161,6 +165,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             "data": str(args.data),
             "data_fingerprint": fingerprint(crops),
             "reviewed_crops": len([c for c in reviewed if c in crops]),
+            **(
+                {"review_sources": _sources([c for c in reviewed if c in crops])}
+                if args.from_reviews
+                else {}
+            ),
             "holdout": GATE_SHARE_RULE,
             "calibration_share": CALIBRATION_SHARE_RULE,
             "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -217,6 +226,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 "compares it with the current model on the gate share, and serves it if it passes"
             )
     return 0
+
+
+def _sources(crops: list[Any]) -> dict[str, int]:
+    from amberscan.web.training import provenance
+
+    return provenance(crops)
 
 
 def expected_text(share: dict[str, Any]) -> str:

@@ -167,6 +167,7 @@ LINEAGE = (
     "calibration",
     "data_fingerprint",
     "reviewed_crops",
+    "review_sources",
     "n_samples",
     "n_tiles",
     "gate_share",

@@ -30,6 +30,7 @@ from amberscan.web.routes import (
     exports,
     imagery,
     models,
+    review_queue,
     reviews,
     tiles,
 )
@@ -67,7 +68,7 @@ def make_app(settings: WebSettings) -> web.Application:
     app[state.CSP] = middleware.content_security_policy(settings)
     app.cleanup_ctx.append(state.resources)
     app.on_response_prepare.append(middleware.safe_headers)
-    for group in GROUPS:
+    for group in (*GROUPS, review_queue):
         app.add_routes(group.routes)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)
     return app

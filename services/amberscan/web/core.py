@@ -65,6 +65,20 @@ def implied_threshold(scores: Sequence[float], positives: int) -> float:
     return ordered[min(positives, len(ordered)) - 1]
 
 
+def labels_from_verdict(verdict: str, scores: Sequence[float], positives: int) -> dict[int, int]:
+    """The labels a verdict gives a tile's positive superpixels (those of the detection the
+    verdict was made on, `implied_threshold` of its stored count): a rejected tile's become not
+    mining (0, hard negatives), a confirmed tile's mining (1). A person's relabel of a
+    superpixel overrides what its tile's verdict gives it (`web.training`)."""
+    if verdict not in VERDICTS:
+        raise ValueError(f"verdict {verdict!r}: one of {', '.join(VERDICTS)}")
+    if positives <= 0:
+        return {}
+    threshold = implied_threshold(scores, positives)
+    label = 1 if verdict == "confirmed" else 0
+    return {i: label for i, s in enumerate(scores) if float(s) >= threshold}
+
+
 def review_state(verdict: str | None) -> str:
     return verdict if verdict in VERDICTS or verdict == "reflagged" else "unreviewed"
 

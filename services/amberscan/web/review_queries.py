@@ -15,7 +15,7 @@ from psycopg import AsyncConnection
 
 from amberscan.common.db import Database
 from amberscan.web.core import LABEL_NAMES, Filters
-from amberscan.web.queries import FROM, fetch_dicts, where_clause
+from amberscan.web.queries import FROM, REVIEW_STATE, fetch_dicts, where_clause
 
 # The review event of a label set (its name) or cleared.
 LABEL_ACTIONS = LABEL_NAMES | {None: "label_cleared"}
@@ -133,7 +133,9 @@ async def labels_of(db: Database, labels_key: str) -> dict[int, int]:
 
 @dataclass(frozen=True)
 class ReviewedSuperpixel:
-    """A superpixel a person labelled, with the blobs needed to crop it."""
+    """A superpixel labelled through a review, with the blobs needed to crop it and where its
+    label came from (`source`: "relabelled" by a person, or derived from a "confirmed" or
+    "rejected" tile's positive superpixel; who, when, and the model whose detection it was)."""
 
     tile_id: str
     imagery_date: str
@@ -141,19 +143,40 @@ class ReviewedSuperpixel:
     labels_key: str
     segment_index: int
     label: int  # 1 = mining
+    source: str = "relabelled"
+    reviewer: str = ""
+    at: str = ""
+    model_version: str = ""
 
 
 async def reviewed_superpixels(db: Database) -> list[ReviewedSuperpixel]:
-    """Every labelled superpixel (tile image key, labels key, segment index, label)."""
+    """Every superpixel a person labelled (tile image key, labels key, segment index, label,
+    who and when)."""
     rows = await db.fetch(
-        """SELECT tile_id, imagery_date, image_key, labels_key, segment_index, label
+        """SELECT tile_id, imagery_date, image_key, labels_key, segment_index, label, reviewer,
+                  labelled_at
            FROM superpixel_labels WHERE image_key <> '' AND labels_key <> ''
            ORDER BY tile_id, imagery_date, labels_key, segment_index"""
     )
     return [
-        ReviewedSuperpixel(str(t), str(d), str(i), str(k), int(s), int(lab))
-        for t, d, i, k, s, lab in rows
-    ]
+        ReviewedSuperpixel(str(t), str(d), str(i), str(k), int(s), int(lab), "relabelled",
+                           str(who), at.isoformat() if at else "")
+        for t, d, i, k, s, lab, who, at in rows
+    ]  # fmt: skip
+
+
+async def reviewed_tiles(db: Database) -> list[dict[str, Any]]:
+    """Every verdict with the detection it was made on (that model's scores and positive
+    count, the tile's blobs): the source of the labels `core.labels_from_verdict` derives."""
+    return await fetch_dicts(
+        db,
+        """SELECT r.tile_id, r.imagery_date, r.model_version, r.verdict, r.reviewer,
+                  r.reviewed_at, d.scores, d.positives, d.image_key, d.labels_key
+           FROM reviews r JOIN detections d USING (tile_id, imagery_date, model_version)
+           WHERE d.image_key <> '' AND d.labels_key <> ''
+           ORDER BY r.tile_id, r.imagery_date""",
+        [],
+    )
 
 
 async def create_audit(db: Database, n: int, filters: Filters, created_by: str) -> int:
@@ -191,3 +214,37 @@ async def audit(db: Database, audit_id: int) -> dict[str, Any] | None:
         [audit_id],
     )
     return {**head[0], "tiles": tiles}
+
+
+# What the review queue weighs (`queue.py`): for each tile's detection the filters choose (its
+# newest vintage, or the one of the year asked for), another model's flag on the same imagery
+# (the newest such run) and the tile's previous vintage, with enough to open both.
+_QUEUE = f"""
+SELECT d.tile_id, d.imagery_date, d.model_version, d.scan_id, d.flagged, d.scores,
+       d.positives, d.segment_count, d.min_positives, d.hectares, d.demo,
+       r.verdict, ({REVIEW_STATE}) AS review,
+       o.model_version AS other_model, o.flagged AS other_flagged,
+       p.imagery_date AS previous_date, p.model_version AS previous_model,
+       p.flagged AS previous_flagged
+{FROM}
+LEFT JOIN LATERAL (SELECT o.model_version, o.flagged FROM detections o
+                   WHERE o.tile_id = d.tile_id AND o.imagery_date = d.imagery_date
+                     AND o.model_version <> d.model_version
+                   ORDER BY o.detected_at DESC LIMIT 1) o ON true
+LEFT JOIN LATERAL (SELECT p.imagery_date, p.model_version, p.flagged FROM detections p
+                   WHERE p.tile_id = d.tile_id AND p.imagery_date ~ '^[0-9]{{4}}'
+                     AND left(p.imagery_date, 4) < left(d.imagery_date, 4)
+                   ORDER BY p.imagery_date DESC, p.detected_at DESC LIMIT 1) p ON true
+"""
+
+
+async def queue_rows(db: Database, filters: Filters, scan: str = "") -> list[dict[str, Any]]:
+    """The detections the review queue may hold: under `filters` (region, vintage, model) and
+    of scan `scan` when given, not yet reviewed or reflagged, with the other model's and the
+    previous vintage's flags (`_QUEUE`). Unordered: `queue.order` orders them."""
+    where, params = where_clause(filters)
+    query = f"{_QUEUE} WHERE {where} AND (r.verdict IS NULL OR ({REVIEW_STATE}) = 'reflagged')"
+    if scan:
+        query += " AND d.scan_id = %s"
+        params.append(scan)
+    return await fetch_dicts(db, query, params)
