@@ -77,7 +77,7 @@ def _postgres_reason(url: str, error: BaseException) -> str:
 def _is_s3(error: BaseException, endpoint: str) -> bool:
     """Whether a urllib3 error is the blob store's: other HTTP clients (a STAC catalogue read
     through requests) raise the same classes, and their sources are inputs, not servers."""
-    pool = getattr(error, "pool", None) or getattr(error, "conn", None)
+    pool = getattr(error, "conn", None) or getattr(error, "pool", None)
     host, port = getattr(pool, "host", None), getattr(pool, "port", None)
     if host is None:
         return False
