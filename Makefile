@@ -118,7 +118,7 @@ bench-map: up ## the map at survey scale: a SYNTHETIC 450,000-detection schema, 
 bench-web-load: up ## the map under 20 slow-reading export clients and heavy summaries/overview tiles: p95 of its other requests (target < 1 s)
 	$(BIN)/python benchmarks/web_load.py
 
-chaos: setup ## SIGKILL services and servers mid-scan of a 200-tile demo mosaic on a private stack, verify nothing is lost (QUICK=1: 24 tiles; BROKERS=3: a 3-broker cluster)
+chaos: setup ## SIGKILL services with work in flight, cut a link, kill servers mid-scan of a 200-tile demo mosaic on a private stack; verify nothing lost, redeliveries seen (QUICK=1: 24 tiles; BROKERS=3)
 	$(BIN)/python stack/chaos.py $(if $(QUICK),--quick) $(if $(BROKERS),--brokers $(BROKERS))
 
 clean: down ## remove local state (stack data, models, venv)

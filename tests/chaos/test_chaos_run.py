@@ -1,10 +1,13 @@
 """The small form of `make chaos`, in CI: `stack/chaos.py --ci` on a private stack of its own.
 
 Eight demo-mosaic tiles (the tiler slowed so the scan outlasts the faults); every one of the six
-services SIGKILLed once and restarted, and Kafka, MinIO, PostgreSQL and the model server each
-SIGKILLed and restarted once, mid-scan; then nothing may be lost or stored twice, and every
-verdict and score must equal those of a fault-free scan of the same tiles. The shared stack's
-servers are never touched: the private one has its own directory and ports (26000+).
+services SIGKILLed once, while its metrics show records read and not committed, and restarted;
+one process's link to Kafka cut and healed (a network partition); Kafka (while producers write),
+MinIO, PostgreSQL and the model server each SIGKILLed and restarted once, mid-scan; then nothing
+may be lost or stored twice, every verdict and score must equal those of a fault-free scan of
+the same tiles, and records must have been redelivered (the faults reached work in flight). The
+shared stack's servers are never touched: the private one has its own directory and ports
+(26000+).
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ def test_chaos_ci_loses_nothing(tmp_path: Path) -> None:
         "sink",
     }, tail
     assert r["server_kills"] == 4 and not r["faults_not_injected"], tail
+    assert r["partitions"] == 1 and r["redeliveries"] > 0, tail
     assert result.returncode == 0 and r["problems"] == [], tail
     assert not (stack / "run" / "kafka.pid").exists()  # the private stack was stopped
 
