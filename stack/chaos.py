@@ -537,7 +537,7 @@ class Run:
         what = "cut the link of" if fault.kind == "partition" else "SIGKILL"
         print(
             f"  [{fault.started_s:7.1f}s] {self._finished():>4} tiles finished: {what} "
-            f"{node} ({fault.hit}), back after {fault.down_s}s",
+            f"{node}{f' ({fault.hit})' if fault.hit else ''}, back after {fault.down_s}s",
             flush=True,
         )
         if fault.kind == "service":
