@@ -1,6 +1,6 @@
 """The small form of `make chaos`, in CI: `stack/chaos.py --ci` on a private stack of its own.
 
-Eight demo-mosaic tiles (the tiler slowed so the scan outlasts the faults); every one of the six
+24 demo-mosaic tiles (the tiler slowed so the scan outlasts the faults); every one of the six
 services SIGKILLed once, while its metrics show records read and not committed, and restarted;
 one process's link to Kafka cut and healed (a network partition); Kafka (while producers write),
 MinIO, PostgreSQL and the model server each SIGKILLed and restarted once, mid-scan; then nothing
@@ -54,9 +54,9 @@ def test_chaos_ci_loses_nothing(tmp_path: Path) -> None:
     assert report.exists(), tail
     r = json.loads(report.read_text())
     print(tail)
-    assert (r["tiles"], r["lost"], r["duplicate_rows"]) == (8, 0, 0), tail
+    assert (r["tiles"], r["lost"], r["duplicate_rows"]) == (24, 0, 0), tail
     assert (r["verdict_mismatches"], r["score_mismatches"]) == (0, 0), tail
-    assert r["done"] + r["failed"] == 8 and r["failed"] == r["reference_failed"], tail
+    assert r["done"] + r["failed"] == 24 and r["failed"] == r["reference_failed"], tail
     assert set(r["service_kills_by_service"]) == {
         "tiler",
         "segmenter",
