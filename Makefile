@@ -133,7 +133,7 @@ bench-web-load: up ## the map under 20 slow-reading export clients and heavy sum
 bench-review: model up ## the review loop: a SIMULATED reviewer, queue order against random order, recall at precision 0.95 per round with intervals; artifacts/review_loop.json
 	$(BIN)/python benchmarks/review_loop.py
 
-chaos: setup ## SIGKILL services and servers mid-scan of a 200-tile demo mosaic on a private stack, verify nothing is lost (QUICK=1: 24 tiles; BROKERS=3: a 3-broker cluster)
+chaos: setup ## SIGKILL services with work in flight, cut a link, kill servers mid-scan of a 200-tile demo mosaic on a private stack; verify nothing lost, redeliveries seen (QUICK=1: 24 tiles; BROKERS=3)
 	$(BIN)/python stack/chaos.py $(if $(QUICK),--quick) $(if $(BROKERS),--brokers $(BROKERS))
 
 clean: down ## remove local state (stack data, models, venv)

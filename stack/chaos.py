@@ -10,15 +10,28 @@
    (kept in the cache, keyed by the tiles, the models and the detection settings, so a rerun
    reuses it; `--fresh-reference` scans again).
 3. The chaos run: every stage its own `amberscan serve` process, two copies of segmenter and
-   feature; while the scan runs, the harness SIGKILLs services (at least 10 kills, every one of
-   the six services included) and SIGKILLs and restarts Kafka (one broker of the cluster),
-   MinIO, PostgreSQL and the model server once each, one fault at a time at seeded moments of
-   the scan's progress, and restarts what it killed after a short pause.
+   feature, each reaching Kafka through a TCP proxy of its own (`stack/netproxy.py`: the
+   brokers advertise to each process a listener of its own at its proxy's address) and serving
+   its metrics. One fault at a time, from seeded moments of the scan's progress, each timed on
+   the work in flight:
+   - a service SIGKILLed (at least 6 kills, every one of the six services included) once its
+     metrics show it holds records read and not committed (`amberscan_uncommitted_records`),
+     restarted after 1-4 s;
+   - a network partition: a process's proxy cut (connections kept open, nothing forwarded) for
+     15-35 s while it holds uncommitted records, then healed;
+   - Kafka SIGKILLed while producers are writing (a stage's `amberscan_outputs_total` rising
+     while records are in flight): the one broker; in a cluster a random broker and, in
+     another fault, the leader of most partitions of the topic being written;
+   - MinIO, PostgreSQL and the model server SIGKILLed once each;
+   each restarted after a short pause.
 4. Verifies and prints: tiles expected / done / failed; rows per (tile, imagery date, model):
    exactly one each; verdicts and scores equal to the reference; nothing left without a status;
-   Kafka-level redeliveries per topic (allowed, reported); time to recover after each fault
+   **redeliveries**: records read more than once (per source topic, the reads of every process
+   of its group, killed ones included, beyond the topic's records), and records produced more
+   than once (per topic, records beyond its logical messages); time to recover after each fault
    (back up, and the next tile finished). Writes `artifacts/chaos.json` (and a copy named by
-   the mode) and exits 1 on any loss, duplicate row or mismatch.
+   the mode) and exits 1 on any loss, duplicate row or mismatch, and on a run without a
+   redelivery: its faults did not reach work in flight.
 
 `--quick` is the short form (fewer tiles, one kill per service); `--ci` the smaller one a test
 runs. A service that exits by itself is restarted too (as Kubernetes would) and reported.
@@ -73,14 +86,26 @@ class Mode:
     # land in it: the faults come one at a time, each back after 10-40 s, while the unslowed
     # pipeline scans 200 tiles in about 150 s on 2 cores.
     fetch_rate_per_s: float = 0.0
+    # Network partitions: a process's proxy to the brokers cut, then healed.
+    partitions: int = 1
 
 
 MODES = {
-    # 16 requests a scan tile: 200 tiles in at least 200 * 16 / 6 = 530 s.
-    "full": Mode("full", tiles=200, service_kills=12, timeout_s=4 * 3600, fetch_rate_per_s=6.0),
+    # 16 requests a scan tile: 200 tiles in at least 200 * 16 / 5 = 640 s.
+    "full": Mode(
+        "full", tiles=200, service_kills=12, timeout_s=4 * 3600, fetch_rate_per_s=5.0, partitions=2
+    ),
     "quick": Mode("quick", tiles=24, service_kills=6, timeout_s=3600, fetch_rate_per_s=1.0),
-    "ci": Mode("ci", tiles=8, service_kills=6, timeout_s=1800, fetch_rate_per_s=0.4),
+    # As the quick form: with 8 tiles, one every 40-50 s, the kills waiting for work in flight
+    # found none within their 60 s and two faults came after the scan's end (2026-12-06).
+    "ci": Mode("ci", tiles=24, service_kills=6, timeout_s=1800, fetch_rate_per_s=1.0),
 }
+
+# Ports above a private stack's base: each copy (its index k in COPIES) serves its metrics on
+# base + METRICS_PORT + k; on Kafka node i (from 0) it has a listener of its own on
+# base + LISTENER_PORT + 10k + i, which the node advertises at its proxy, on
+# base + PROXY_PORT + 10k + i.
+METRICS_PORT, LISTENER_PORT, PROXY_PORT = 200, 300, 100
 
 
 # --- the private stack ----------------------------------------------------------------------------
@@ -102,6 +127,10 @@ def stack_env(stack_dir: Path, base: int, brokers: int) -> dict[str, str]:
         "AMBERSCAN_STACK_MINIO_CONSOLE_PORT": str(base + 1),
         "AMBERSCAN_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{base + 432}/amberscan",
         "AMBERSCAN_MODEL_SERVER": f"127.0.0.1:{base + 500}",
+        "AMBERSCAN_STACK_KAFKA_EXTRA_LISTENERS": " ".join(
+            f"{listener_label(c)}:{base + LISTENER_PORT + 10 * k}:{base + PROXY_PORT + 10 * k}"
+            for k, c in enumerate(COPIES)
+        ),
     }
     if brokers > 1:
         env |= {
@@ -109,6 +138,20 @@ def stack_env(stack_dir: Path, base: int, brokers: int) -> dict[str, str]:
             "AMBERSCAN_TOPIC_MIN_INSYNC_REPLICAS": "2",
         }
     return env
+
+
+def listener_label(copy: str) -> str:
+    """The name of a copy's Kafka listener (`segmenter-a` → `C_SEGMENTER_A`)."""
+    return "C_" + copy.upper().replace("-", "_")
+
+
+def proxy_routes(base: int, brokers: int, copy: str) -> list[tuple[int, str, int]]:
+    """A copy's proxy routes: (its port, the host and port of its listener), one per broker."""
+    k = list(COPIES).index(copy)
+    return [
+        (base + PROXY_PORT + 10 * k + i, "127.0.0.1", base + LISTENER_PORT + 10 * k + i)
+        for i in range(brokers)
+    ]
 
 
 def ephemeral_clash(first: int, last: int, ranges: Path = EPHEMERAL_PORTS) -> str | None:
@@ -150,9 +193,6 @@ class Stack:
 
     def down(self) -> None:
         subprocess.run([str(ROOT / "stack" / "down.sh")], env=self.env, check=False)
-
-    def kafka_victim(self, rng: random.Random) -> str:
-        return "kafka" if self.brokers == 1 else f"kafka-{rng.randint(1, self.brokers)}"
 
     def pids(self, server: str) -> list[int]:
         """The processes of `server`: PostgreSQL's postmaster and its children."""
@@ -199,11 +239,74 @@ def _alive(pid: int) -> bool:
 # --- the pipeline's processes ---------------------------------------------------------------------
 
 
-class Pipeline:
-    """`amberscan serve <stage>` processes, one per copy, each logging to its own file."""
+class Links:
+    """Each copy's TCP proxy to the brokers (`stack/netproxy.py`), which a partition cuts.
 
-    def __init__(self, env: dict[str, str], logs: Path) -> None:
+    One process per copy, so cutting one copy's link leaves the others' alone; it is signalled
+    (SIGUSR1 cut, SIGUSR2 heal) and outlives the copy's restarts, as a network would.
+    """
+
+    def __init__(self, base: int, brokers: int, logs: Path) -> None:
+        self.base = base
+        self.brokers = brokers
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[str]] = {}
+
+    def bootstrap(self, copy: str) -> str:
+        return ",".join(
+            f"127.0.0.1:{port}" for port, _, _ in proxy_routes(self.base, self.brokers, copy)
+        )
+
+    def start(self) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for copy in COPIES:
+            routes = [
+                f"--route={p}={h}:{u}" for p, h, u in proxy_routes(self.base, self.brokers, copy)
+            ]
+            with (self.logs / f"proxy-{copy}.log").open("wb") as log:
+                self.procs[copy] = subprocess.Popen(
+                    [sys.executable, str(ROOT / "stack" / "netproxy.py"), *routes],
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    text=True,
+                )
+        for copy, proc in self.procs.items():
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError(
+                    f"the proxy of {copy} did not start: {self.logs}/proxy-{copy}.log"
+                )
+
+    def cut(self, copy: str) -> None:
+        self.procs[copy].send_signal(signal.SIGUSR1)
+
+    def heal(self, copy: str) -> None:
+        self.procs[copy].send_signal(signal.SIGUSR2)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+def metrics_port(base: int, copy: str) -> int:
+    return base + METRICS_PORT + list(COPIES).index(copy)
+
+
+class Pipeline:
+    """`amberscan serve <stage>` processes, one per copy, each logging to its own file, reaching
+    Kafka through its link and serving its metrics on a port of its own."""
+
+    def __init__(self, env: dict[str, str], logs: Path, base: int, links: Links) -> None:
         self.env = env
+        self.base = base
+        self.links = links
         self.logs = logs
         logs.mkdir(parents=True, exist_ok=True)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -220,7 +323,11 @@ class Pipeline:
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "amberscan.cli", "serve", COPIES[name]],
                 cwd=ROOT,
-                env=self.env,
+                env={
+                    **self.env,
+                    "AMBERSCAN_KAFKA_BOOTSTRAP": self.links.bootstrap(name),
+                    "AMBERSCAN_METRICS_PORT": str(metrics_port(self.base, name)),
+                },
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -266,24 +373,35 @@ class Pipeline:
 
 @dataclass
 class Fault:
-    kind: str  # "service" or "server"
-    target: str  # a copy name, or kafka / kafka-N / minio / postgres / model-server
+    kind: str  # "service" (SIGKILL), "partition" (its link cut) or "server" (SIGKILL)
+    # a copy name, or kafka / kafka-N / kafka-leader / minio / postgres / model-server
+    target: str
     at_fraction: float
     started_s: float = 0.0  # since the scan was submitted
     down_s: float = 0.0
-    back_s: float = 0.0  # kill → running again (rejoined its groups / answering)
+    back_s: float = 0.0  # kill → running again (rejoined its groups / answering / committing)
     recovered_s: float | None = None  # kill → the next tile finished after it was back
     finished_before: int = 0
+    held: int = 0  # records the victim held read and not committed when it was hit
+    hit: str = ""  # what the fault hit: the work in flight, the topic being written, the leader
 
 
-def plan_faults(mode: Mode, stack: Stack, rng: random.Random) -> list[Fault]:
-    """Every service once, then more kills at random copies; each server once; shuffled."""
+def plan_faults(mode: Mode, brokers: int, rng: random.Random) -> list[Fault]:
+    """Every service once, then more kills at random copies; `mode.partitions` partitions (the
+    first of a copy with a peer to take its partitions, the next of a single one); Kafka (in a
+    cluster: a random broker, and the leader of the topic being written), MinIO, PostgreSQL and
+    the model server once each; shuffled."""
     copies = {s: [c for c, stage in COPIES.items() if stage == s] for s in SERVICES}
     targets = [rng.choice(copies[s]) for s in SERVICES]
     while len(targets) < mode.service_kills:
         targets.append(rng.choice(list(COPIES)))
     faults = [Fault("service", t, 0.0) for t in targets]
-    for server in (stack.kafka_victim(rng), "minio", "postgres", "model-server"):
+    pairs = [c for c in COPIES if len(copies[COPIES[c]]) > 1]
+    singles = [c for c in COPIES if len(copies[COPIES[c]]) == 1]
+    for i in range(mode.partitions):
+        faults.append(Fault("partition", rng.choice(pairs if i % 2 == 0 else singles), 0.0))
+    kafka = ["kafka"] if brokers == 1 else [f"kafka-{rng.randint(1, brokers)}", "kafka-leader"]
+    for server in (*kafka, "minio", "postgres", "model-server"):
         faults.append(Fault("server", server, 0.0))
     rng.shuffle(faults)
     # Spread over the scan, leaving its end fault-free so the last recoveries are measured.
@@ -295,7 +413,15 @@ def plan_faults(mode: Mode, stack: Stack, rng: random.Random) -> list[Fault]:
 class Run:
     """A scan of the mosaic by one pipeline in its own topics, bucket and schema."""
 
-    def __init__(self, label: str, stack_env: dict[str, str], mosaic: Any, logs: Path) -> None:
+    def __init__(
+        self,
+        label: str,
+        stack_env: dict[str, str],
+        mosaic: Any,
+        logs: Path,
+        base: int,
+        links: Links,
+    ) -> None:
         from amberscan.common.settings import Settings, from_variables
 
         unique = uuid.uuid4().hex[:8]
@@ -309,8 +435,12 @@ class Run:
         self.env = {**os.environ, **self.run_env}
         self.settings = from_variables(self.env, Settings)
         self.mosaic = mosaic
-        self.pipeline = Pipeline(self.env, logs / label)
+        self.pipeline = Pipeline(self.env, logs / label, base, links)
+        self.links = links
         self.samples: list[tuple[float, int]] = []  # (seconds since submit, tiles finished)
+        # Records read, by source topic, per process: (copy, its start), as last scraped.
+        self.reads: dict[tuple[str, int], dict[str, float]] = {}
+        self._http: Any = None
 
     async def prepare(self) -> None:
         from amberscan.common.blobstore import BlobStore
@@ -385,15 +515,30 @@ class Run:
             except TransientError:
                 pass  # PostgreSQL is down: no sample
             self.pipeline.restart_exited()
+            if len(self.samples) % 4 == 0:  # the reads of a copy that exits by itself
+                await self.scrape_all()
             await asyncio.sleep(0.5)
 
     async def _inject(self, fault: Fault, stack: Stack, rng: random.Random, t0: float) -> None:
+        """Wait for the work the fault is to hit, then inject it and wait until it is over."""
+        down = rng.uniform(15.0, 35.0) if fault.kind == "partition" else rng.uniform(1.0, 4.0)
+        fault.down_s = round(down, 1)
+        node = fault.target
+        if fault.kind in ("service", "partition"):
+            fault.held = await self._in_flight(fault.target)
+            fault.hit = f"{fault.held} records in flight" if fault.held else "idle (none in 60 s)"
+        elif fault.target.startswith("kafka"):
+            written = await self._writing()
+            fault.hit = f"{written} being written" if written else "no write seen in 60 s"
+            if fault.target == "kafka-leader":
+                node, leads = await self._leader(written or "superpixels", stack.brokers, rng)
+                fault.hit += f"; {node}, {leads}"
         fault.started_s = time.monotonic() - t0
         fault.finished_before = self._finished()
-        fault.down_s = round(rng.uniform(1.0, 4.0), 1)
+        what = "cut the link of" if fault.kind == "partition" else "SIGKILL"
         print(
-            f"  [{fault.started_s:7.1f}s] {self._finished():>4} tiles finished: SIGKILL "
-            f"{fault.target}, restart after {fault.down_s}s",
+            f"  [{fault.started_s:7.1f}s] {self._finished():>4} tiles finished: {what} "
+            f"{node}{f' ({fault.hit})' if fault.hit else ''}, back after {fault.down_s}s",
             flush=True,
         )
         if fault.kind == "service":
@@ -401,12 +546,110 @@ class Run:
             await asyncio.sleep(fault.down_s)
             self.pipeline.start(fault.target)
             await until(lambda: self.pipeline.joined(fault.target), 300, f"{fault.target} back")
-        else:
-            await asyncio.to_thread(stack.sigkill, fault.target)
+        elif fault.kind == "partition":
+            before = await self.scrape(fault.target)
+            start = self.pipeline.starts[fault.target]
+            self.links.cut(fault.target)
             await asyncio.sleep(fault.down_s)
-            await asyncio.to_thread(stack.up, fault.target)
+            self.links.heal(fault.target)
+            # Back once it commits again (or, had it exited meanwhile, once restarted).
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline and self.pipeline.starts[fault.target] == start:
+                after = await self.scrape(fault.target)
+                if after and after.commits > (before.commits if before else 0):
+                    break
+                await asyncio.sleep(0.5)
+            else:
+                if self.pipeline.starts[fault.target] == start:
+                    fault.hit += "; no commit in 180 s after it healed"
+        else:
+            await asyncio.to_thread(stack.sigkill, node)
+            await asyncio.sleep(fault.down_s)
+            await asyncio.to_thread(stack.up, node)
         fault.back_s = round(time.monotonic() - t0 - fault.started_s, 1)
-        print(f"             {fault.target} back after {fault.back_s}s", flush=True)
+        print(f"             {node} back after {fault.back_s}s", flush=True)
+
+    # -- the stages' own progress, from their metrics ----------------------------------------------
+
+    async def scrape(self, copy: str) -> Figures | None:
+        """What `copy`'s metrics say now (None if it does not answer); keeps its reads."""
+        import aiohttp
+
+        if self.pipeline.procs[copy].poll() is not None:
+            return None
+        if self._http is None:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3))
+        life = (copy, self.pipeline.starts[copy])
+        url = f"http://127.0.0.1:{metrics_port(self.pipeline.base, copy)}/metrics"
+        try:
+            async with self._http.get(url) as response:
+                text = await response.text()
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+        figures = figures_of(text)
+        self.reads[life] = figures.read
+        return figures
+
+    async def scrape_all(self) -> dict[str, Figures]:
+        found = await asyncio.gather(*(self.scrape(c) for c in COPIES))
+        return {c: f for c, f in zip(COPIES, found, strict=True) if f is not None}
+
+    async def _in_flight(self, copy: str, timeout: float = 60.0) -> int:
+        """Wait until `copy` holds records read and not committed; how many (0: none within
+        `timeout`). A kill right after redelivers them."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            figures = await self.scrape(copy)
+            if figures and figures.uncommitted > 0:
+                return int(figures.uncommitted)
+            await asyncio.sleep(0.1)
+        return 0
+
+    async def _writing(self, timeout: float = 60.0) -> str:
+        """Wait until producers are writing: a topic's outputs rose since the last look while
+        some stage holds records in flight; that topic ("" if none within `timeout`)."""
+        deadline = time.monotonic() + timeout
+        last: Counter[str] | None = None
+        while time.monotonic() < deadline:
+            figures = await self.scrape_all()
+            now: Counter[str] = Counter()
+            for f in figures.values():
+                now.update(f.outputs)
+            if last is not None and any(f.uncommitted > 0 for f in figures.values()):
+                rose = {t: n - last[t] for t, n in now.items() if n > last[t]}
+                if rose:
+                    return max(rose, key=lambda t: rose[t])
+            last = now
+            await asyncio.sleep(0.1)
+        return ""
+
+    async def _leader(self, topic: str, brokers: int, rng: random.Random) -> tuple[str, str]:
+        """The node leading most partitions of `topic`, and a note of how many it leads."""
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        from amberscan.common import topics
+        from amberscan.common.bus import client_options
+
+        admin = AIOKafkaAdminClient(**client_options(self.settings.kafka))
+        try:
+            await asyncio.wait_for(admin.start(), 30)
+            [meta] = await asyncio.wait_for(
+                admin.describe_topics([topics.topic_name(self.settings.kafka.topic_prefix, topic)]),
+                30,
+            )
+        except Exception as error:  # noqa: BLE001 - the fault still lands, on a random node
+            return f"kafka-{rng.randint(1, brokers)}", f"leader unknown ({error!r})"
+        finally:
+            with contextlib.suppress(Exception):
+                await admin.close()
+        leaders = Counter(part["leader"] for part in meta["partitions"])
+        node, count = leaders.most_common(1)[0]
+        return f"kafka-{node}", f"leader of {count}/{len(meta['partitions'])} partitions"
+
+    async def close_http(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     def _recovered(self, fault: Fault) -> float | None:
         back = fault.started_s + fault.back_s
@@ -509,6 +752,51 @@ def logical_key(topic: str, value: bytes) -> tuple[Any, ...]:
         return (d.scan_id, d.tile_id, d.models.classifier)
     letter = pb.DeadLetter.FromString(value)
     return (letter.origin_topic, letter.origin_partition, letter.origin_offset, letter.service)
+
+
+# --- the stages' metrics, and the redeliveries -----------------------------------------------------
+
+
+@dataclass
+class Figures:
+    """What one process's metrics say of its work, summed over its loops."""
+
+    read: dict[str, float] = field(default_factory=dict)  # records taken, by source topic
+    uncommitted: float = 0.0  # records taken and not committed yet
+    outputs: dict[str, float] = field(default_factory=dict)  # records produced, by topic
+    commits: float = 0.0
+
+
+def figures_of(text: str) -> Figures:
+    """The figures of a `/metrics` page (Prometheus text format)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    figures = Figures()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "amberscan_records_read_total":
+                topic = sample.labels["topic"]
+                figures.read[topic] = figures.read.get(topic, 0.0) + sample.value
+            elif sample.name == "amberscan_uncommitted_records":
+                figures.uncommitted += sample.value
+            elif sample.name == "amberscan_outputs_total":
+                topic = sample.labels["topic"]
+                figures.outputs[topic] = figures.outputs.get(topic, 0.0) + sample.value
+            elif sample.name == "amberscan_commits_total":
+                figures.commits += sample.value
+    return figures
+
+
+def redeliveries(reads: list[dict[str, float]], records: dict[str, int]) -> dict[str, int]:
+    """Per source topic, the records read more than once: the reads of every process that
+    consumed it (each life of each copy, a killed one's as last scraped, just before its kill)
+    beyond the records the topic holds. A record a killed process read and its successor read
+    again counts once; one read a third time, twice."""
+    total: Counter[str] = Counter()
+    for process in reads:
+        for topic, n in process.items():
+            total[topic] += int(n)
+    return {topic: max(0, n - records.get(topic, 0)) for topic, n in sorted(total.items())}
 
 
 # --- verification ---------------------------------------------------------------------------------
@@ -660,10 +948,12 @@ async def chaos(args: argparse.Namespace) -> int:
     env["AMBERSCAN_DEMO_TILES_URL"] = (
         f"http://127.0.0.1:{args.port_base + 80}/tiles/{{z}}/{{x}}/{{y}}.png"
     )
+    links = Links(args.port_base, args.brokers, logs)
     runs: list[Run] = []
     try:
+        links.start()
         # The reference: the same tiles, no fault.
-        probe = Run("reference", env, mosaic, logs)
+        probe = Run("reference", env, mosaic, logs, args.port_base, links)
         key = await model_key(probe, mosaic)
         cached = reference_path(Path(args.cache_dir), key)
         if cached.exists() and not args.fresh_reference:
@@ -708,18 +998,21 @@ async def chaos(args: argparse.Namespace) -> int:
             if mode.fetch_rate_per_s
             else {}
         )
-        run = Run("chaos", {**env, **throttle}, mosaic, logs)
+        run = Run("chaos", {**env, **throttle}, mosaic, logs, args.port_base, links)
         run.timeout_s = mode.timeout_s
         runs.append(run)
-        faults = plan_faults(mode, stack, rng)
+        faults = plan_faults(mode, args.brokers, rng)
         print(f"chaos scan with {len(faults)} faults", flush=True)
         await run.prepare()
         summary, rows, statuses = await run.scan(faults, stack, rng)
         counts = await run.bus_counts()
+        await run.scrape_all()  # the last reads of every copy still running
         run.pipeline.stop()
     finally:
         for r in runs:
             r.pipeline.stop()
+            await r.close_http()
+        links.stop()
         tile_server.terminate()
         tile_server.wait(10)
 
@@ -728,6 +1021,7 @@ async def chaos(args: argparse.Namespace) -> int:
     done_faults = [f for f in faults if f.back_s]
     service_kills = Counter(COPIES[f.target] for f in done_faults if f.kind == "service")
     server_kills = Counter(f.target for f in done_faults if f.kind == "server")
+    reread = redeliveries(list(run.reads.values()), {t: c["records"] for t, c in counts.items()})
     report = {
         "mode": mode.name,
         "brokers": args.brokers,
@@ -745,8 +1039,16 @@ async def chaos(args: argparse.Namespace) -> int:
         "service_kills_by_service": dict(service_kills),
         "server_kills": sum(server_kills.values()),
         "server_kills_by_server": dict(server_kills),
+        "partitions": sum(f.kind == "partition" for f in done_faults),
+        "kills_in_flight": sum(f.kind == "service" and f.held > 0 for f in done_faults),
         "faults_not_injected": [f.target for f in faults if not f.back_s],
-        "redeliveries": sum(c["redeliveries"] for t, c in counts.items() if t != "dead-letters"),
+        # Records read more than once, by source topic (see `redeliveries`).
+        "redeliveries": sum(reread.values()),
+        "redeliveries_by_topic": reread,
+        # Records produced more than once (beyond each topic's logical messages).
+        "duplicate_outputs": sum(
+            c["redeliveries"] for t, c in counts.items() if t != "dead-letters"
+        ),
         "bus": counts,
         "dead_letters": counts["dead-letters"]["records"],
         "unexpected_exits": run.pipeline.exits,
@@ -801,6 +1103,12 @@ def problems_of(report: dict[str, Any], mode: Mode) -> list[str]:
         problems.append("fewer service kills than planned, or a service never killed")
     if report["server_kills"] < 4:
         problems.append("a server was not killed")
+    if not report["redeliveries"]:
+        problems.append(
+            "no record was read twice: the faults did not reach work in flight "
+            f"({report['kills_in_flight']} of {report['service_kills']} kills found records "
+            "in flight)"
+        )
     return problems
 
 
@@ -821,7 +1129,16 @@ def print_report(r: dict[str, Any]) -> None:
         f"{r['server_kills']} servers {r['server_kills_by_server']}"
     )
     print(
-        f"  redeliveries on the bus: {r['redeliveries']} ("
+        f"  network partitions: {r['partitions']}; kills that found records in flight: "
+        f"{r['kills_in_flight']} of {r['service_kills']}"
+    )
+    print(
+        f"  redeliveries (records read more than once): {r['redeliveries']} ("
+        + ", ".join(f"{t} {n}" for t, n in r["redeliveries_by_topic"].items())
+        + ")"
+    )
+    print(
+        f"  records produced more than once: {r['duplicate_outputs']} ("
         + ", ".join(
             f"{t} {c['redeliveries']}/{c['records']}"
             for t, c in r["bus"].items()
@@ -833,13 +1150,16 @@ def print_report(r: dict[str, Any]) -> None:
         print(
             f"  services that exited by themselves (restarted): {[e['service'] for e in r['unexpected_exits']]}"
         )
-    print("  fault                at      back after   next tile after")
+    print("  fault                    at     back after  next tile after  what it hit")
     for f in r["faults"]:
+        name = ("link of " if f["kind"] == "partition" else "") + f["target"]
         if not f["back_s"]:
-            print(f"  {f['target']:<18} not injected (the scan had ended)")
+            print(f"  {name:<22} not injected (the scan had ended)")
             continue
         rec = f"{f['recovered_s']:.1f}s" if f["recovered_s"] is not None else "(scan over)"
-        print(f"  {f['target']:<18} {f['started_s']:7.1f}s  {f['back_s']:7.1f}s      {rec}")
+        print(
+            f"  {name:<22} {f['started_s']:7.1f}s  {f['back_s']:7.1f}s  {rec:>11}      {f['hit']}"
+        )
     print(
         f"  scan {r['scan_seconds']:.0f}s under faults, {r['reference_seconds']:.0f}s fault-free; "
         f"wall {r['wall_seconds']:.0f}s"

@@ -27,6 +27,23 @@ already_running() {
   return 1
 }
 
+# extra_listeners NAME listen|advertised|protocol: the node's part of the listeners of
+# AMBERSCAN_STACK_KAFKA_EXTRA_LISTENERS ("LABEL:LISTEN_PORT:ADVERTISED_PORT ...", node i on each
+# port + i - 1): `make chaos` gives each pipeline process a listener of its own, advertised at
+# its TCP proxy (stack/netproxy.py), so every connection it makes goes through the proxy.
+extra_listeners() {
+  local i entry label listen advertised
+  i=$(($(kafka_node_index "$1") - 1))
+  for entry in ${AMBERSCAN_STACK_KAFKA_EXTRA_LISTENERS:-}; do
+    IFS=: read -r label listen advertised <<<"$entry"
+    case "$2" in
+      listen) printf ',%s://127.0.0.1:%s' "$label" $((listen + i)) ;;
+      advertised) printf ',%s://127.0.0.1:%s' "$label" $((advertised + i)) ;;
+      protocol) printf ',%s:PLAINTEXT' "$label" ;;
+    esac
+  done
+}
+
 # kafka_properties NAME DATA_DIR: the server.properties of one node.
 kafka_properties() {
   local name=$1 data=$2 port controller
@@ -46,11 +63,11 @@ kafka_properties() {
 process.roles=broker,controller
 node.id=$(kafka_node_index "$name")
 $quorum
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller$(extra_listeners "$name" listen)
+advertised.listeners=PLAINTEXT://127.0.0.1:$port$(extra_listeners "$name" advertised)
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT$(extra_listeners "$name" protocol)
 log.dirs=$data
 num.partitions=6
 auto.create.topics.enable=false

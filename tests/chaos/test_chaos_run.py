@@ -1,10 +1,13 @@
 """The small form of `make chaos`, in CI: `stack/chaos.py --ci` on a private stack of its own.
 
-Eight demo-mosaic tiles (the tiler slowed so the scan outlasts the faults); every one of the six
-services SIGKILLed once and restarted, and Kafka, MinIO, PostgreSQL and the model server each
-SIGKILLed and restarted once, mid-scan; then nothing may be lost or stored twice, and every
-verdict and score must equal those of a fault-free scan of the same tiles. The shared stack's
-servers are never touched: the private one has its own directory and ports (26000+).
+24 demo-mosaic tiles (the tiler slowed so the scan outlasts the faults); every one of the six
+services SIGKILLed once, while its metrics show records read and not committed, and restarted;
+one process's link to Kafka cut and healed (a network partition); Kafka (while producers write),
+MinIO, PostgreSQL and the model server each SIGKILLed and restarted once, mid-scan; then nothing
+may be lost or stored twice, every verdict and score must equal those of a fault-free scan of
+the same tiles, and records must have been redelivered (the faults reached work in flight). The
+shared stack's servers are never touched: the private one has its own directory and ports
+(26000+).
 """
 
 from __future__ import annotations
@@ -51,9 +54,9 @@ def test_chaos_ci_loses_nothing(tmp_path: Path) -> None:
     assert report.exists(), tail
     r = json.loads(report.read_text())
     print(tail)
-    assert (r["tiles"], r["lost"], r["duplicate_rows"]) == (8, 0, 0), tail
+    assert (r["tiles"], r["lost"], r["duplicate_rows"]) == (24, 0, 0), tail
     assert (r["verdict_mismatches"], r["score_mismatches"]) == (0, 0), tail
-    assert r["done"] + r["failed"] == 8 and r["failed"] == r["reference_failed"], tail
+    assert r["done"] + r["failed"] == 24 and r["failed"] == r["reference_failed"], tail
     assert set(r["service_kills_by_service"]) == {
         "tiler",
         "segmenter",
@@ -63,6 +66,7 @@ def test_chaos_ci_loses_nothing(tmp_path: Path) -> None:
         "sink",
     }, tail
     assert r["server_kills"] == 4 and not r["faults_not_injected"], tail
+    assert r["partitions"] == 1 and r["redeliveries"] > 0, tail
     assert result.returncode == 0 and r["problems"] == [], tail
     assert not (stack / "run" / "kafka.pid").exists()  # the private stack was stopped
 

@@ -80,3 +80,58 @@ async def test_a_running_stage_beats_the_heartbeat(
     stop.set()
     await asyncio.wait_for(task, timeout=30)
     assert heartbeat.age() == 0
+
+
+async def test_a_stage_shows_the_records_it_holds_uncommitted(stack_settings: Settings) -> None:
+    """`amberscan_uncommitted_records` counts the records a stage has read and not committed
+    (what a kill now would redeliver; `make chaos` times its kills on it), back to 0 once they
+    are committed; `amberscan_records_read_total` counts every record read."""
+    from prometheus_client import REGISTRY
+
+    from amberscan.common.records import Output
+    from amberscan.common.stage import Stage, StageConfig
+
+    service = f"held-{stack_settings.kafka.topic_prefix}"
+    labels = {"service": service, "topic": topics.TILES}
+    gate = asyncio.Event()
+
+    async def handle(record: object) -> list[Output]:
+        await gate.wait()
+        tile = pb.Tile.FromString(record.value)  # type: ignore[attr-defined]
+        detection = pb.Detection(tile_id=tile.tile_id, scan_id=tile.scan_id)
+        return [Output(topics.DETECTIONS, tile.tile_id.encode(), detection.SerializeToString())]
+
+    def value(name: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    async def until(check: object, what: str) -> None:
+        for _ in range(600):
+            if check():  # type: ignore[operator]
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(
+            f"{what}: read {value('amberscan_records_read_total')}, "
+            f"uncommitted {value('amberscan_uncommitted_records')}"
+        )
+
+    await ensure_topics(stack_settings.kafka)
+    await produce(
+        stack_settings,
+        topics.TILES,
+        [(b"k", pb.Tile(tile_id=f"t{i}", scan_id="s").SerializeToString()) for i in range(3)],
+    )
+    stage = Stage(stack_settings, StageConfig(service=service, source_topic=topics.TILES), handle)
+    stop = asyncio.Event()
+    task = asyncio.create_task(stage.run(stop))
+    try:
+        await until(lambda: value("amberscan_records_read_total") == 3, "all three read")
+        # Held by the handler: every record read is uncommitted.
+        assert value("amberscan_uncommitted_records") == 3
+        gate.set()
+        await read_all(stack_settings, topics.DETECTIONS, expect=3)
+        await until(lambda: value("amberscan_uncommitted_records") == 0, "committed")
+        assert value("amberscan_records_read_total") == 3
+    finally:
+        gate.set()
+        stop.set()
+        await asyncio.wait_for(task, timeout=30)

@@ -38,6 +38,20 @@ HANDLE_SECONDS = Histogram(
     "amberscan_handle_seconds", "Time to handle one message, by service.", ["service"]
 )
 COMMITS = Counter("amberscan_commits_total", "Offset commits, by service.", ["service"])
+# Work in flight (#26): what a stage has read, and what it holds uncommitted. A record read again
+# (after a rewind, a rebalance or a restart) counts again, so the reads of every process of a
+# group beyond its source topic's records are its redeliveries (`make chaos` reports them).
+RECORDS_READ = Counter(
+    "amberscan_records_read_total",
+    "Records taken from the source topic (again after a rewind or rebalance), by service and topic.",
+    ["service", "topic"],
+)
+UNCOMMITTED = Gauge(
+    "amberscan_uncommitted_records",
+    "Records taken from the source topic whose offsets are not committed yet (batches in flight, "
+    "and what a stateful stage holds back), by service and topic.",
+    ["service", "topic"],
+)
 COMMITS_REFUSED = Counter(
     "amberscan_commits_refused_total",
     "Commits the group refused after a rebalance (the records are redelivered), by service.",

@@ -165,6 +165,9 @@ class Stage:
         # The first offset taken from a partition since it was assigned: where a stateful stage
         # that has not committed there yet began building its state.
         self._taken: dict[TopicPartition, int] = {}
+        # The offset after the last record taken from a partition: with the commit, what this
+        # process holds uncommitted (`metrics.UNCOMMITTED`: what a crash now would redeliver).
+        self._next: dict[TopicPartition, int] = {}
         # A partition's epoch moves on when it is rewound or revoked: results of batches polled
         # before that are neither produced nor committed (the records come again).
         self._epoch: dict[TopicPartition, int] = {}
@@ -255,6 +258,8 @@ class Stage:
                 records = [record for part in fetched.values() for record in part]
                 for tp, part in fetched.items():
                     self._taken.setdefault(tp, part[0].offset)
+                    self._next[tp] = part[-1].offset + 1
+                self._held()
                 batch = _Batch(
                     records=fetched,
                     epochs={tp: epochs[tp] for tp in fetched},
@@ -295,6 +300,10 @@ class Stage:
         deadline = 0.0
         while True:
             more = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=want - count)
+            if more:
+                metrics.RECORDS_READ.labels(self.config.service, self.config.source_topic).inc(
+                    sum(len(part) for part in more.values())
+                )
             # Read at once, with no await since getmany took the records: a rewind before this
             # point is one they were taken after.
             for tp, part in more.items():
@@ -414,6 +423,14 @@ class Stage:
             if tp in self._stuck and self._stuck[tp].offset < offset:
                 del self._stuck[tp]
         metrics.COMMITS.labels(self.config.service).inc()
+        self._held()
+
+    def _held(self) -> None:
+        """Set `metrics.UNCOMMITTED`: the records taken and not committed, on every partition."""
+        held = 0
+        for tp, end in self._next.items():
+            held += max(0, end - self._committed.get(tp, self._taken.get(tp, end)))
+        metrics.UNCOMMITTED.labels(self.config.service, self.config.source_topic).set(held)
 
     async def _renew_producer(self) -> None:
         """A new producer in place of one whose outputs the broker refused: the old one's
@@ -465,6 +482,9 @@ class Stage:
             if self.config.forget is not None:
                 self.config.forget({tp})
         self._epoch[tp] = self._epoch.get(tp, 0) + 1
+        if tp in self._next:  # what was taken from `offset` on comes again
+            self._next[tp] = min(self._next[tp], offset)
+            self._held()
         count = self._rewinds[tp] = self._rewinds.get(tp, 0) + 1
         delay = self.policy.delay(count, error)
         metrics.REWINDS.labels(self.config.service).inc()
@@ -506,10 +526,12 @@ class Stage:
                 self._epoch[tp] = self._epoch.get(tp, 0) + 1
                 self._committed.pop(tp, None)
                 self._taken.pop(tp, None)
+                self._next.pop(tp, None)
                 self._rewinds.pop(tp, None)
                 self._stuck.pop(tp, None)
             if self.config.forget is not None and revoked:
                 self.config.forget(set(revoked))
+            self._held()
         finally:
             self._revoking -= revoked
 
