@@ -104,21 +104,23 @@ async def joined(settings: Settings, services: Sequence[str], members: int | Non
     return True
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on, for a server a test starts itself."""
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on at `host` (loopback), for a server a test starts itself."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
 @asynccontextmanager
-async def served(app: web.Application, port: int | None = None) -> AsyncIterator[str]:
-    """`app` on 127.0.0.1 (`port`, or a free one) while the block runs; yields its base URL."""
-    port = port or free_port()
+async def served(
+    app: web.Application, port: int | None = None, host: str = "127.0.0.1"
+) -> AsyncIterator[str]:
+    """`app` on `host` (`port`, or a free one) while the block runs; yields its base URL."""
+    port = port or free_port(host)
     runner = web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
+    await web.TCPSite(runner, host, port).start()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()

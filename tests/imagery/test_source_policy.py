@@ -9,9 +9,8 @@ public host), 127.0.0.1 is not (it stands for an internal address)."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from tests.imagery.rasters import (
     wmts_app,
     wmts_capabilities,
 )
+from tests.streams import served
 
 ALLOWED, INTERNAL = "127.0.0.2", "127.0.0.1"
 DATED = {"TIFFTAG_DATETIME": "2019:05:01 10:00:00"}
@@ -60,19 +60,9 @@ def settings(base_settings: Settings) -> Settings:
     return policy(base_settings)
 
 
-@asynccontextmanager
-async def serve(app: web.Application, host: str) -> AsyncIterator[str]:
+def serve(app: web.Application, host: str) -> AbstractAsyncContextManager[str]:
     """`app` on `host` (a free port) while the block runs; yields its base URL."""
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        port = probe.getsockname()[1]
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()
+    return served(app, host=host)
 
 
 def counted(app: web.Application, seen: list[str]) -> web.Application:

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
 from amberscan import scanning
 from amberscan.common import topics
@@ -26,7 +24,7 @@ from amberscan.sink import service as sink
 from amberscan.tiler import demo
 from amberscan.tiler.service import make_stage
 from amberscan.v1 import messages_pb2 as pb
-from tests.imagery.test_source_policy import ALLOWED, INTERNAL, serve
+from tests.imagery.test_source_policy import ALLOWED, INTERNAL, counted, serve
 from tests.streams import read_all
 
 pytestmark = pytest.mark.stack
@@ -44,16 +42,6 @@ def one_tile_request(scan_id: str, tile: Tile, template: str) -> pb.ScanRequest:
         provider="xyz",
         sources=[template],
     )
-
-
-def counting(app: web.Application, seen: list[str]) -> web.Application:
-    @web.middleware
-    async def count(request: web.Request, handler: Callable) -> web.StreamResponse:
-        seen.append(request.path)
-        return await handler(request)
-
-    app.middlewares.append(count)
-    return app
 
 
 async def test_an_xyz_source_on_an_unlisted_internal_server_fails_its_tile(
@@ -75,7 +63,7 @@ async def test_an_xyz_source_on_an_unlisted_internal_server_fails_its_tile(
     tiles_app = demo.make_app(shared_data / "tiles")
     try:
         async with (
-            serve(counting(demo.make_app(shared_data / "tiles"), inside_seen), INTERNAL) as inside,
+            serve(counted(demo.make_app(shared_data / "tiles"), inside_seen), INTERNAL) as inside,
             serve(tiles_app, ALLOWED) as outside,
         ):
             template = f"{inside}/tiles/{{z}}/{{x}}/{{y}}.png"
