@@ -113,18 +113,7 @@ async function uploadUnits(file) {
 amber.initToken();
 document.getElementById("token").addEventListener("change", () => amber.token());
 if (!designId) {
-  document.getElementById("create").classList.remove("hidden");
-  document.getElementById("draw").addEventListener("click", async () => {
-    const body = { bbox: document.getElementById("bbox").value, n: Number(document.getElementById("n").value), seed: Number(document.getElementById("seed").value), blind: document.getElementById("blind").checked, reviewer: document.getElementById("reviewer").value };
-    for (const k of ["year", "model"]) if (document.getElementById(k).value) body[k] = document.getElementById(k).value;
-    try {
-      const created = await amber.post("/api/area/designs", body);
-      location.href = `/area/${created.id}`;
-    } catch (e) {
-      amber.status(e.message, true);
-    }
-  });
-  document.body.dataset.ready = "1";
+  amber.drawSample("/api/area/designs", "/area", () => ({ bbox: document.getElementById("bbox").value, n: Number(document.getElementById("n").value), seed: Number(document.getElementById("seed").value), blind: document.getElementById("blind").checked, reviewer: document.getElementById("reviewer").value }));
 } else {
   document.getElementById("run").classList.remove("hidden");
   document.getElementById("title").textContent = `Area estimate ${designId}`;

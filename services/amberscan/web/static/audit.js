@@ -77,18 +77,7 @@ async function judge(verdict) {
 amber.initToken();
 document.getElementById("token").addEventListener("change", () => amber.token());
 if (!auditId) {
-  document.getElementById("create").classList.remove("hidden");
-  document.getElementById("draw").addEventListener("click", async () => {
-    const body = { n: Number(document.getElementById("n").value), reviewer: document.getElementById("reviewer").value };
-    for (const k of ["year", "model"]) if (document.getElementById(k).value) body[k] = document.getElementById(k).value;
-    try {
-      const created = await amber.post("/api/audits", body);
-      location.href = `/audit/${created.id}`;
-    } catch (e) {
-      amber.status(e.message, true);
-    }
-  });
-  document.body.dataset.ready = "1";
+  amber.drawSample("/api/audits", "/audit", () => ({ n: Number(document.getElementById("n").value), reviewer: document.getElementById("reviewer").value }));
 } else {
   document.getElementById("run").classList.remove("hidden");
   document.getElementById("title").textContent = `Precision audit ${auditId}`;

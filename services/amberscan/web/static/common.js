@@ -61,6 +61,22 @@ const amber = {
     node.textContent = text;
     node.className = isError ? "status error" : "status";
   },
+  // A sample page's first screen (/audit, /area): the "draw" button posts `body()` with the year
+  // and model filled in, then opens the new sample at `page`/ID.
+  drawSample(url, page, body) {
+    document.getElementById("create").classList.remove("hidden");
+    document.getElementById("draw").addEventListener("click", async () => {
+      const sent = body();
+      for (const k of ["year", "model"]) if (document.getElementById(k).value) sent[k] = document.getElementById(k).value;
+      try {
+        const created = await amber.post(url, sent);
+        location.href = `${page}/${created.id}`;
+      } catch (e) {
+        amber.status(e.message, true);
+      }
+    });
+    document.body.dataset.ready = "1";
+  },
   tileQuery(p) {
     return new URLSearchParams({ imagery_date: p.imagery_date, model: p.model_version }).toString();
   },
