@@ -6,6 +6,7 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -233,14 +234,12 @@ async def test_deadline_exceeded_is_transient(tiny_model: TinyModel) -> None:
         await served.stop(grace_s=0.5)
 
 
-async def test_wait_until_serving_without_health_service(tiny_model: TinyModel) -> None:
-    """TF Serving has no gRPC health service: the client falls back to GetModelMetadata."""
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
-
+@asynccontextmanager
+async def bare_server(servicer: Any, tiny_model: TinyModel) -> AsyncIterator[str]:
+    """`servicer` (a `PredictionServicer`) serving the tiny model on a gRPC server with nothing
+    else (no health service, TF Serving's shape) while the block runs; yields its address."""
     from amberscan.modelserver.runtimes import SavedModelRuntime
-    from amberscan.modelserver.server import PredictionServicer
 
-    servicer = PredictionServicer(tiny_model.name)
     servicer.serve_model(
         await asyncio.to_thread(SavedModelRuntime, tiny_model.model_dir, tiny_model.name)
     )
@@ -249,10 +248,18 @@ async def test_wait_until_serving_without_health_service(tiny_model: TinyModel) 
     port = bare.add_insecure_port("127.0.0.1:0")
     await bare.start()
     try:
-        async with FeatureClient(f"127.0.0.1:{port}", tiny_model.name) as client:
-            assert (await client.wait_until_serving(5)).version == 3
+        yield f"127.0.0.1:{port}"
     finally:
         await bare.stop(0)
+
+
+async def test_wait_until_serving_without_health_service(tiny_model: TinyModel) -> None:
+    """TF Serving has no gRPC health service: the client falls back to GetModelMetadata."""
+    from amberscan.modelserver.server import PredictionServicer
+
+    async with bare_server(PredictionServicer(tiny_model.name), tiny_model) as address:
+        async with FeatureClient(address, tiny_model.name) as client:
+            assert (await client.wait_until_serving(5)).version == 3
 
 
 async def test_a_server_failing_every_request_is_transient_not_poison(
@@ -263,7 +270,6 @@ async def test_a_server_failing_every_request_is_transient_not_poison(
     server answered before: it fails too, so the failure is the server's (transient), and the
     breaker stays open for a while (no call reaches the server)."""
     from amberscan.feature.service import features_isolating
-    from amberscan.modelserver.runtimes import SavedModelRuntime
     from amberscan.modelserver.server import PredictionServicer
 
     class Failing(PredictionServicer):  # type: ignore[misc]
@@ -279,16 +285,9 @@ async def test_a_server_failing_every_request_is_transient_not_poison(
             return await super().Predict(request, context)
 
     servicer = Failing(tiny_model.name)
-    servicer.serve_model(
-        await asyncio.to_thread(SavedModelRuntime, tiny_model.model_dir, tiny_model.name)
-    )
-    bare = grpc.aio.server()
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(servicer, bare)
-    port = bare.add_insecure_port("127.0.0.1:0")
-    await bare.start()
     names = [f"superpixel {i}" for i in range(16)]
-    try:
-        async with FeatureClient(f"127.0.0.1:{port}", tiny_model.name) as client:
+    async with bare_server(servicer, tiny_model) as address:
+        async with FeatureClient(address, tiny_model.name) as client:
             assert len(await features_isolating(client, crops(16), names)) == 16
             servicer.failing, servicer.calls = True, 0
             with pytest.raises(TransientError, match="INTERNAL") as caught:
@@ -298,5 +297,3 @@ async def test_a_server_failing_every_request_is_transient_not_poison(
             with pytest.raises(TransientError, match="circuit open"):
                 await features_isolating(client, crops(16, seed=2), names)
             assert servicer.calls == 2  # open: not asked
-    finally:
-        await bare.stop(0)
