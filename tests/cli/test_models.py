@@ -34,18 +34,25 @@ def link_set(crops: list, root: Path, swap: bool = False) -> Path:  # type: igno
     return root
 
 
-@pytest.fixture
-def lifecycle_set(shared_data: Path, tmp_path: Path) -> tuple[Path, Path]:
-    """Real crops of 150 tiles, a share of them in the gate share, and the same crops with
-    their labels swapped."""
+def crops_of_tiles(shared_data: Path, mining_tiles: int, other_tiles: int) -> list:  # type: ignore[type-arg]
+    """The real labelled crops of the first `mining_tiles` tiles with mining crops and the first
+    `other_tiles` with other crops (every crop of a chosen tile)."""
     crops = list_labelled(shared_data / "superpixels")
     chosen: list = []  # type: ignore[type-arg]
-    for label, tiles_wanted in ((1, 50), (0, 100)):
+    for label, tiles_wanted in ((1, mining_tiles), (0, other_tiles)):
         tiles: set[str] = set()
         for crop in crops:
             if crop.label == label and (crop.tile_id in tiles or len(tiles) < tiles_wanted):
                 tiles.add(crop.tile_id)
                 chosen.append(crop)
+    return chosen
+
+
+@pytest.fixture
+def lifecycle_set(shared_data: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """Real crops of 150 tiles, a share of them in the gate share, and the same crops with
+    their labels swapped."""
+    chosen = crops_of_tiles(shared_data, 50, 100)
     assert sum(in_gate_share(c.tile_id) and c.label == 1 for c in chosen) >= 8
     return link_set(chosen, tmp_path / "real"), link_set(chosen, tmp_path / "swapped", swap=True)
 

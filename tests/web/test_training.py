@@ -244,17 +244,11 @@ async def test_a_candidate_trained_from_reviews_goes_through_the_gate(
     from amberscan.cli import build_parser
     from amberscan.common import registry
     from amberscan.model.promotion import in_gate_share
-    from tests.cli.test_models import link_set
+    from tests.cli.test_models import crops_of_tiles, link_set
 
     settings = seeded.settings
-    crops = list_labelled(shared_data / "superpixels")
-    chosen = []  # crops of 40 mining and 80 other tiles, some of them in the gate share
-    for label, wanted in ((1, 40), (0, 80)):
-        tiles: set[str] = set()
-        for crop in crops:
-            if crop.label == label and (crop.tile_id in tiles or len(tiles) < wanted):
-                tiles.add(crop.tile_id)
-                chosen.append(crop)
+    # Crops of 40 mining and 80 other tiles, some of them in the gate share.
+    chosen = crops_of_tiles(shared_data, 40, 80)
     assert sum(in_gate_share(c.tile_id) and c.label == 1 for c in chosen) >= 5
     real = link_set(chosen, tmp_path / "real")
     exported = tmp_path / "reviews"
