@@ -431,14 +431,14 @@ async def test_an_alerts_map_link_fits_the_map_to_its_tiles(
     assert east - west < 6 * width, (west, east, bbox)
 
 
-def review_queue(driver, base: str, keys: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    """Open /review, type the token and name, then press `keys` one per shown tile (`u` undoes
-    the previous action); the tiles in the order shown."""
+def review_queue(driver, base: str, keys: str, query: str = "") -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Open /review (with `query`), type the token and name, then press `keys` one per shown
+    tile (`u` undoes the previous action); the tiles in the order shown ("" for none left)."""
     from selenium.webdriver.common.by import By
 
     seen: dict[str, object] = {"shown": []}
     shown: list[str] = seen["shown"]  # type: ignore[assignment]
-    driver.get(base + "/review")
+    driver.get(base + "/review" + query)
     _ready(driver)
     driver.find_element(By.ID, "token").send_keys(TOKEN)
     driver.find_element(By.ID, "reviewer").clear()
@@ -509,3 +509,64 @@ async def test_the_review_queue_by_keyboard(browser, server: str, seeded: Seeded
     assert actions[0] == "rejected" and "cleared" in actions and actions.count("rejected") == 2
     assert actions.count("not_mining") == 2 * actions.count("label_cleared")
     assert all(e["reviewer"] == "ana" for e in events)
+
+
+async def test_undo_puts_back_the_verdict_it_replaced(browser, server: str, seeded: Seeded) -> None:  # type: ignore[no-untyped-def]
+    """A tile bo rejected that a later model flags again is in the queue; ana confirms it, then
+    undoes: bo's rejection is back (restored by ana, saying so), not cleared."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from tests.web.client import AUTH, post, target
+    from tests.web.routes.test_changes import upsert
+
+    tile = seeded.tiles["positive1"]
+    status, _ = await post(
+        f"{server}/api/reviews", {**target(tile), "verdict": "rejected", "reviewer": "bo"}, AUTH
+    )
+    assert status == 200
+    again = pb.Detection()
+    again.CopyFrom(tile)
+    again.models.classifier, again.scan_id = "clf-test-2", "replay-clf-test-2"
+    later = Timestamp()
+    later.GetCurrentTime()
+    again.detected_at.CopyFrom(later)
+    await upsert(seeded, again)
+    west, south, east, north = Tile(tile.tile.x, tile.tile.y, tile.tile.z).bounds()
+    inset = (east - west) / 4
+    only = f"?bbox={west + inset},{south + inset},{east - inset},{north - inset}"
+    seen = await asyncio.to_thread(review_queue, browser, server, "cu", only)
+    key = f"{tile.tile_id}|{tile.imagery_date}"
+    assert seen["shown"] == [key, ""]  # the tile, then the empty queue the undo left
+    rows = await seeded.db.fetch(
+        "SELECT verdict, reviewer, note FROM reviews WHERE tile_id = %s", tile.tile_id
+    )
+    assert len(rows) == 1
+    verdict, reviewer, note = rows[0]
+    assert (verdict, reviewer) == ("rejected", "ana") and "restores bo's verdict" in note, rows
+
+
+def review_without_token(driver, base: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Open /review without typing the token and press `c`: what shows, and the status."""
+    from selenium.webdriver.common.by import By
+
+    driver.get(base + "/review")
+    _ready(driver)
+    _wait(driver, lambda d: d.execute_script("return document.body.dataset.writable") == "1")
+    shown = {
+        name: driver.find_element(By.CSS_SELECTOR, selector).is_displayed()
+        for name, selector in (("keys", "#keys"), ("read-only", ".read-only"))
+    }
+    tile = driver.execute_script("return document.body.dataset.tile")
+    driver.find_element(By.TAG_NAME, "body").send_keys("c")
+    _wait(driver, lambda d: "read-only" in d.find_element(By.ID, "status").text)
+    still = driver.execute_script("return document.body.dataset.tile")
+    return {**shown, "stayed": tile == still and bool(tile)}
+
+
+async def test_the_review_page_is_read_only_without_the_token(  # type: ignore[no-untyped-def]
+    browser, server: str, seeded: Seeded
+) -> None:
+    """Without the token the keys are not offered, the page says why, and `c` saves nothing."""
+    seen = await asyncio.to_thread(review_without_token, browser, server)
+    assert seen == {"keys": False, "read-only": True, "stayed": True}
+    assert await seeded.db.fetch("SELECT tile_id FROM reviews") == []

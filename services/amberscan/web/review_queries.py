@@ -73,9 +73,31 @@ async def save_review(
     not_mining: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Set (None: clear) a person's verdict on a detection, and label the superpixels
-    `not_mining` as not mining, in one transaction with their events; the saved review."""
+    `not_mining` as not mining, in one transaction with their events; the saved review, with
+    what it replaced (`previous`: the earlier verdict, its reviewer, note and time, or None;
+    `previous_labels`: each labelled superpixel's earlier label, None for none), so that an
+    undo can put those back rather than clear them."""
     key = [row["tile_id"], row["imagery_date"], row["model_version"]]
     async with db.pool.connection() as conn, conn.transaction():
+        cursor = await conn.execute(
+            b"""SELECT verdict, reviewer, note, reviewed_at FROM reviews
+               WHERE tile_id = %s AND imagery_date = %s FOR UPDATE""",
+            key[:2],
+        )
+        before = await cursor.fetchone()
+        previous = (
+            dict(zip(("verdict", "reviewer", "note", "reviewed_at"), before, strict=True))
+            if before
+            else None
+        )
+        previous_labels: dict[int, int | None] = dict.fromkeys(not_mining)
+        if not_mining:
+            cursor = await conn.execute(
+                b"""SELECT segment_index, label FROM superpixel_labels
+                   WHERE labels_key = %s AND segment_index = ANY(%s) FOR UPDATE""",
+                [row["labels_key"], list(not_mining)],
+            )
+            previous_labels |= {int(i): int(label) for i, label in await cursor.fetchall()}
         if verdict is None:
             await conn.execute(
                 b"DELETE FROM reviews WHERE tile_id = %s AND imagery_date = %s", key[:2]
@@ -98,7 +120,7 @@ async def save_review(
         await conn.execute(_EVENT, [*key, verdict or "cleared", None, reviewer, note])
         for segment in not_mining:
             await _label(conn, row, segment, 0, reviewer)
-    return saved
+    return {**saved, "previous": previous, "previous_labels": previous_labels}
 
 
 async def save_label(

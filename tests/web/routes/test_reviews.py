@@ -187,3 +187,36 @@ async def test_reject_and_mark_positives_not_mining_feeds_training(
     _, detail = await get(f"{server}/api/tiles/{target.tile_id}", **q)
     labels = {sp["index"]: sp["label"] for sp in detail["superpixels"]}
     assert {i for i, lab in labels.items() if lab == "not_mining"} == set(expected)
+
+
+async def test_a_verdict_says_what_it_replaced(server: str, seeded: Seeded) -> None:
+    """The answer to a verdict carries the earlier verdict (who, note, when) and each marked
+    superpixel's earlier label: what an undo puts back instead of clearing."""
+    target = seeded.tiles["positive1"]
+    base = client.target(target)
+    status, first = await post(
+        f"{server}/api/reviews",
+        {**base, "verdict": "confirmed", "reviewer": "bo", "note": "pit"},
+        AUTH,
+    )
+    assert status == 200 and first["previous"] is None
+    strongest = max(range(len(target.scores)), key=lambda i: target.scores[i])
+    status, _ = await post(
+        f"{server}/api/labels",
+        {**base, "segment": strongest, "label": "mining", "reviewer": "bo"},
+        AUTH,
+    )
+    assert status == 200
+    status, second = await post(
+        f"{server}/api/reviews",
+        {**base, "verdict": "rejected", "mark_not_mining": True, "reviewer": "ana"},
+        AUTH,
+    )
+    assert status == 200
+    before = second["previous"]
+    assert (before["verdict"], before["reviewer"], before["note"]) == ("confirmed", "bo", "pit")
+    assert before["reviewed_at"] == first["reviewed_at"]
+    labels = second["previous_labels"]
+    assert set(labels) == {str(i) for i in second["marked_not_mining"]}
+    assert labels[str(strongest)] == "mining"
+    assert all(v is None for k, v in labels.items() if k != str(strongest))

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from amberscan.web import params, review_queries
-from amberscan.web.core import BadRequest
+from amberscan.web.core import LABEL_NAMES, BadRequest
 from amberscan.web.responses import json_response
 from amberscan.web.state import DB, MAP_CELLS, THRESHOLDS
 
@@ -21,7 +21,10 @@ async def post_review(request: web.Request) -> web.Response:
     """Body: tile_id, imagery_date, model_version, verdict (confirmed, rejected or clear),
     reviewer, note; `mark_not_mining: true` with a rejection also labels every positive
     superpixel (score at or above the classifier's threshold) not mining, for
-    `amberscan train --from-reviews`."""
+    `amberscan train --from-reviews`. The answer says what the action replaced: `previous`
+    (the earlier verdict with its reviewer, note and time, or null) and `previous_labels`
+    (each marked superpixel's earlier label: mining, not_mining or null), which an undo puts
+    back."""
     data = await params.body(request)
     row = await params.target(request, data)
     reviewer = params.reviewer(data.get("reviewer"))
@@ -47,6 +50,11 @@ async def post_review(request: web.Request) -> web.Response:
             "reviewer": saved["reviewer"],
             "reviewed_at": saved["reviewed_at"],
             "marked_not_mining": marked,
+            "previous": saved["previous"],
+            "previous_labels": {
+                str(i): None if label is None else LABEL_NAMES[label]
+                for i, label in saved["previous_labels"].items()
+            },
         }
     )
 

@@ -154,6 +154,10 @@ async function advance() {
 function judge(verdict, mark) {
   const t = current;
   if (!t || document.body.dataset.ready !== "1") return;
+  if (document.body.dataset.writes !== "1") {
+    amber.status("read-only: type the review token to give verdicts", true);
+    return;
+  }
   const body = { ...target(t), verdict, reviewer: document.getElementById("reviewer").value };
   if (mark) body.mark_not_mining = true;
   const record = { tile: t, verdict, marked: [] };
@@ -166,6 +170,8 @@ function judge(verdict, mark) {
     .post("/api/reviews", body)
     .then((saved) => {
       record.marked = saved.marked_not_mining;
+      record.previous = saved.previous;
+      record.previousLabels = saved.previous_labels || {};
       const marked = saved.marked_not_mining.length ? `, ${saved.marked_not_mining.length} superpixels marked not mining` : "";
       amber.status(`tile ${t.tile_id}: ${saved.review} by ${saved.reviewer}${marked}`);
     })
@@ -201,10 +207,17 @@ async function undo() {
   try {
     if (record.verdict !== "skipped") {
       await record.request;
+      // Put back what the verdict replaced (a reflagged tile's earlier rejection, a superpixel
+      // someone had labelled), not merely clear it.
       const who = document.getElementById("reviewer").value;
-      await amber.post("/api/reviews", { ...target(t), verdict: "clear", reviewer: who });
+      const before = record.previous;
+      const restored = before
+        ? { verdict: before.verdict, note: `undo: restores ${before.reviewer}'s verdict of ${before.reviewed_at}` }
+        : { verdict: "clear" };
+      await amber.post("/api/reviews", { ...target(t), ...restored, reviewer: who });
       for (const segment of record.marked) {
-        await amber.post("/api/labels", { ...target(t), segment, label: "clear", reviewer: who });
+        const label = record.previousLabels[String(segment)] || "clear";
+        await amber.post("/api/labels", { ...target(t), segment, label, reviewer: who });
       }
     }
     counts[record.verdict] -= 1;
