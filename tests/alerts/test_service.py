@@ -229,8 +229,10 @@ async def finished_round(
     scan_id: str,
     tiles: list[tuple[Tile, str, list[float]]],
     model: str = "m-test",
+    stored: int | None = None,
 ) -> None:
-    """A watch round of these (tile, date) pairs, and their detections stored as the sink does."""
+    """A watch round of these (tile, date) pairs, and their detections stored as the sink does
+    (only the first `stored` of them, if given: the others still on their way)."""
     await db.execute("UPDATE watches SET next_round_at = now() WHERE watch_id = %s", watch_id)
     lease = await watch_store.claim(db, "test-replica", 30.0)
     assert lease is not None
@@ -239,7 +241,7 @@ async def finished_round(
     await watch_store.open_round(db, lease, scan_id)
     assert await watch_store.release(db, lease, cursor="")
     await store_detections(
-        db, [detection(t, date, scan_id, scores, model) for t, date, scores in tiles]
+        db, [detection(t, date, scan_id, scores, model) for t, date, scores in tiles][:stored]
     )
 
 
@@ -341,3 +343,49 @@ async def test_a_replica_whose_claim_was_taken_writes_nothing(settings: Settings
         (entry,) = await store.log(db, sub.subscription_id)
         assert entry["state"] == "sent"
         assert [(a["owner"], a["outcome"]) for a in entry["log"]] == [("taker", "sent")]
+
+
+async def test_a_tile_later_than_the_round_wait_is_alerted(settings: Settings) -> None:
+    """A round that waited AMBERSCAN_ALERT_ROUND_WAIT_S with a tile missing alerts what it has;
+    the late tile's damage is alerted when its detection comes, and the round then closes. A
+    round whose tile never comes closes after `LATE_TILES_S`, as long as watch waits before
+    sending the tile again in a new round."""
+    from amberscan.watch.core import UNANSWERED_AFTER_S
+
+    assert store.LATE_TILES_S == UNANSWERED_AFTER_S
+    async with Database(settings.database) as db:
+        watch_id = await watch_store.add_watch(db, REGION, "stac", 3600, sources=["http://x/"])
+        feed_sub = await store.subscribe(db, watch_id, "flagged", "feed")
+        t0, t1, t2 = TILES[0], TILES[1], TILES[2]
+        before = [(t, "2018-05-01", CLEAN) for t in (t0, t1, t2)]
+        await finished_round(db, watch_id, "r0", before)
+        late = [(t0, "2019-06-01", MINING), (t1, "2019-06-01", MINING)]
+        await finished_round(db, watch_id, "r1", late, stored=1)
+        alerter = Alerter(settings, db, "replica-a", 30.0)
+        assert await alerter.run_once() == NOTHING  # r1 neither complete nor past the wait
+        wait = settings.alerts.round_wait_s
+        await db.execute(
+            "UPDATE watch_rounds SET started_at = now() - make_interval(secs => %s) "
+            "WHERE scan_id = 'r1'",
+            wait + 1,
+        )
+        assert await alerter.run_once() == {**NOTHING, "events": 1, "deliveries": 1}
+        await store_detections(db, [detection(t1, "2019-06-01", "r1", MINING)])
+        assert await alerter.run_once() == {**NOTHING, "events": 1, "deliveries": 1}
+        published = await store.published(db, feed_sub.subscription_id)
+        alerted = [(await store.alert(db, d))[0] for d in published]
+        assert sorted(t.tile_id for a in alerted for t in a.tiles) == sorted(
+            [t0.quadkey, t1.quadkey]
+        )
+        closed = "SELECT alerted_at IS NOT NULL FROM watch_rounds WHERE scan_id = %s"
+        assert await db.fetch(closed, "r1") == [(True,)]
+        # A tile that never comes: looked for until LATE_TILES_S after the wait, then closed.
+        await finished_round(db, watch_id, "r2", [(t2, "2019-06-01", MINING)], stored=0)
+        for age, closes in ((wait + 1, False), (wait + store.LATE_TILES_S + 1, True)):
+            await db.execute(
+                "UPDATE watch_rounds SET started_at = now() - make_interval(secs => %s) "
+                "WHERE scan_id = 'r2'",
+                age,
+            )
+            assert await alerter.run_once() == NOTHING
+            assert await db.fetch(closed, "r2") == [(closes,)]

@@ -2,9 +2,11 @@
 
 It runs inside each watch replica (`amberscan serve watch`), beside its rounds, every
 `AMBERSCAN_ALERT_POLL_S`. A pass: (1) each watch round whose scan has a status for every tile
-(or that waited `AMBERSCAN_ALERT_ROUND_WAIT_S`) is looked at once, and its new damage recorded as
-events (`alerts.core`: `flagged`, `high`); reviewers' confirmations of watched tiles as
-`confirmed` events; (2) each subscription's events not yet delivered to it are gathered into one
+is looked at once, and its new damage recorded as events; one that waited
+`AMBERSCAN_ALERT_ROUND_WAIT_S` without all its tiles is looked at on every pass, its late tiles'
+damage recorded as they come, until complete or `alerts.store.LATE_TILES_S` later (events:
+`alerts.core`'s `flagged`, `high`); reviewers' confirmations of watched tiles as `confirmed`
+events; (2) each subscription's events not yet delivered to it are gathered into one
 delivery (a feed's is published there and then); (3) pending deliveries are claimed one at a
 time and sent, each attempt logged, retried under the shared retry policy
 (`AMBERSCAN_MAX_RETRIES`, `AMBERSCAN_RETRY_BACKOFF_S`, full jitter, the receiver's
@@ -271,11 +273,11 @@ class Alerter:
         counts."""
         config = self.settings.alerts
         events = 0
-        for scan_id, watch_id in await store.rounds_due(self.db, config.round_wait_s):
+        for due in await store.rounds_due(self.db, config.round_wait_s):
             found = core.events_of(
-                await store.verdicts(self.db, scan_id, watch_id), config.high_score
+                await store.verdicts(self.db, due.scan_id, due.watch_id), config.high_score
             )
-            events += await store.record_round(self.db, scan_id, found)
+            events += await store.record_round(self.db, due.scan_id, found, due.closes)
         events += await store.record_confirmed(self.db)
         made = await store.make_deliveries(self.db)
         ended = {"sent": 0, "failed": 0, "released": 0}

@@ -130,13 +130,22 @@ async def unsubscribe(db: Database, subscription_id: int) -> None:
         raise AlertError(f"no alert subscription {subscription_id}")
 
 
-# Rounds whose scan has a status for every tile, or that waited `round_wait_s`, not yet looked at.
+# How long a round past `round_wait_s` is looked at again for its late tiles: as long as watch
+# waits for a sent tile's status before it sends the tile again in a new round
+# (`watch.core.UNANSWERED_AFTER_S`, which a test keeps equal), whose alerts then cover it.
+LATE_TILES_S = 6 * 3600.0
+
+# Rounds not closed yet whose scan has a status for every tile, or that waited `round_wait_s`;
+# each with whether it is complete, and whether its late tiles are no longer waited for.
 _ROUNDS_DUE = """
-SELECT r.scan_id, r.watch_id FROM watch_rounds r
-WHERE r.alerted_at IS NULL AND r.watch_id IS NOT NULL
-  AND ((SELECT count(*) FROM scan_tiles s WHERE s.scan_id = r.scan_id) >= r.tiles
-       OR r.started_at < now() - make_interval(secs => %s))
-ORDER BY r.started_at
+SELECT scan_id, watch_id, complete, expired FROM (
+  SELECT r.scan_id, r.watch_id, r.started_at,
+         (SELECT count(*) FROM scan_tiles s WHERE s.scan_id = r.scan_id) >= r.tiles AS complete,
+         r.started_at < now() - make_interval(secs => %s) AS waited,
+         r.started_at < now() - make_interval(secs => %s) AS expired
+  FROM watch_rounds r WHERE r.alerted_at IS NULL AND r.watch_id IS NOT NULL) due
+WHERE complete OR waited
+ORDER BY started_at
 """
 # Each tile of a round at its date: its newest detection (any model), the verdict at the
 # previous date the store has for the tile, and whether its damage was alerted already.
@@ -155,10 +164,22 @@ ORDER BY t.tile_id
 """
 
 
-async def rounds_due(db: Database, round_wait_s: float) -> list[tuple[str, int]]:
-    """(scan id, watch id) of the watch rounds whose events can be made now."""
-    rows = await db.fetch(_ROUNDS_DUE, round_wait_s)
-    return [(r[0], int(r[1])) for r in rows]
+@dataclass(frozen=True)
+class RoundDue:
+    """A watch round whose events can be made now; `closes`: none of its tiles will be waited
+    for after this look (all have a status, or the late ones are given up)."""
+
+    scan_id: str
+    watch_id: int
+    closes: bool
+
+
+async def rounds_due(db: Database, round_wait_s: float) -> list[RoundDue]:
+    """The watch rounds whose events can be made now: complete ones, and those that waited
+    `round_wait_s`, which are looked at again on every pass (their late tiles' events recorded
+    as they come) until complete or `round_wait_s + LATE_TILES_S` old."""
+    rows = await db.fetch(_ROUNDS_DUE, round_wait_s, round_wait_s + LATE_TILES_S)
+    return [RoundDue(r[0], int(r[1]), bool(r[2]) or bool(r[3])) for r in rows]
 
 
 async def verdicts(db: Database, scan_id: str, watch_id: int) -> list[Verdict]:
@@ -180,10 +201,10 @@ async def verdicts(db: Database, scan_id: str, watch_id: int) -> list[Verdict]:
 
 
 async def record_round(
-    db: Database, scan_id: str, events: Sequence[tuple[EventKey, Verdict]]
+    db: Database, scan_id: str, events: Sequence[tuple[EventKey, Verdict]], closes: bool = True
 ) -> int:
-    """Record a round's events (each once: a key already there is left) and mark the round
-    looked at, in one transaction; returns the events this call recorded."""
+    """Record a round's events (each once: a key already there is left) and, if it `closes`,
+    mark the round looked at, in one transaction; returns the events this call recorded."""
     recorded = 0
     with transient_errors("alerts of a round"):
         async with db.pool.connection() as conn, conn.transaction():
@@ -206,9 +227,10 @@ async def record_round(
                     ),
                 )
                 recorded = len(await cursor.fetchall())
-            await conn.execute(
-                b"UPDATE watch_rounds SET alerted_at = now() WHERE scan_id = %s", (scan_id,)
-            )
+            if closes:
+                await conn.execute(
+                    b"UPDATE watch_rounds SET alerted_at = now() WHERE scan_id = %s", (scan_id,)
+                )
     return recorded
 
 
