@@ -12,8 +12,9 @@
 3. The chaos run: every stage its own `amberscan serve` process, two copies of segmenter and
    feature, each reaching Kafka through a TCP proxy of its own (`stack/netproxy.py`: the
    brokers advertise to each process a listener of its own at its proxy's address) and serving
-   its metrics. One fault at a time, from seeded moments of the scan's progress, each timed on
-   the work in flight:
+   its metrics. The tiler is slowed, and the imagery of the scan's last tiles held back until
+   every fault is in (`TileGate`), so that the scan outlasts its faults. One fault at a time,
+   from seeded moments of the scan's progress, each timed on the work in flight:
    - a service SIGKILLed (at least 6 kills, every one of the six services included) once its
      metrics show it holds records read and not committed (`amberscan_uncommitted_records`),
      restarted after 1-4 s;
@@ -88,6 +89,8 @@ class Mode:
     fetch_rate_per_s: float = 0.0
     # Network partitions: a process's proxy to the brokers cut, then healed.
     partitions: int = 1
+    # The last scan tiles, whose imagery is held back until every fault is in (`TileGate`).
+    held_tiles: int = 2
 
 
 MODES = {
@@ -295,6 +298,80 @@ class Links:
                 proc.wait(10)
 
 
+class TileGate:
+    """An HTTP pass-through in front of the mosaic's tile server that holds the provider requests
+    of the scan's last `held` tiles until every fault has been injected.
+
+    Faults are timed on finished tiles, and each takes 10-100 s (a wait for work in flight, a
+    partition healing), so without the gate a scan could end before its last faults: in CI on
+    2026-12-06 the aggregator and a feature copy were never killed. The chaos run's fetch
+    timeout is raised so held requests wait rather than fail; the held tiles, released at the
+    end, then measure the recovery from the last fault.
+    """
+
+    def __init__(self, upstream: str, port: int, scan_zoom: int, held: int, tiles: int) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.port = port
+        self.scan_zoom = scan_zoom
+        self.admit = max(tiles - held, 0)  # scan tiles whose requests pass before the release
+        self.admitted: set[tuple[int, int]] = set()
+        self.waiting = 0  # requests held now
+        self.opened = asyncio.Event()
+        self._runner: Any = None
+        self._session: Any = None
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/tiles/{{z}}/{{x}}/{{y}}.png"
+
+    async def start(self) -> None:
+        import aiohttp
+        from aiohttp import web
+
+        self._session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_get("/tiles/{z}/{x}/{y}.png", self._forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    def release(self) -> None:
+        self.opened.set()
+
+    async def stop(self) -> None:
+        self.opened.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _forward(self, request: Any) -> Any:
+        from aiohttp import web
+
+        z, x, y = (int(request.match_info[k]) for k in ("z", "x", "y"))
+        shift = max(z - self.scan_zoom, 0)
+        scan_tile = (x >> shift, y >> shift)
+        if scan_tile not in self.admitted and not self.opened.is_set():
+            if len(self.admitted) >= self.admit:
+                self.waiting += 1
+                try:
+                    await self.opened.wait()
+                finally:
+                    self.waiting -= 1
+        self.admitted.add(scan_tile)
+        headers = {k: v for k, v in request.headers.items() if k.lower() == "if-none-match"}
+        async with self._session.get(
+            f"{self.upstream}/tiles/{z}/{x}/{y}.png", headers=headers
+        ) as answer:
+            body = await answer.read()
+            kept = {
+                k: v
+                for k, v in answer.headers.items()
+                if k.lower()
+                not in ("content-length", "content-encoding", "transfer-encoding", "connection")
+            }
+            return web.Response(status=answer.status, body=body, headers=kept)
+
+
 def metrics_port(base: int, copy: str) -> int:
     return base + METRICS_PORT + list(COPIES).index(copy)
 
@@ -452,8 +529,11 @@ class Run:
             self.pipeline.start(name)
         await until(lambda: all(self.pipeline.joined(n) for n in COPIES), 300, "services joined")
 
-    async def scan(self, faults: list[Fault], stack: Stack, rng: random.Random) -> Any:
-        """Submit the scan, inject `faults` as it goes, and follow it to the end."""
+    async def scan(
+        self, faults: list[Fault], stack: Stack, rng: random.Random, gate: TileGate | None = None
+    ) -> Any:
+        """Submit the scan, inject `faults` as it goes, and follow it to the end (the `gate`
+        holding its last tiles until the faults are all in)."""
         from amberscan import scanning
         from amberscan.common.db import Database
 
@@ -474,6 +554,14 @@ class Run:
                     if follower.done():
                         break
                     await self._inject(fault, stack, rng, started)
+                if gate is not None:
+                    print(
+                        f"  [{time.monotonic() - started:7.1f}s] {self._finished():>4} tiles "
+                        f"finished: every fault in, the held tiles released "
+                        f"({gate.waiting} requests were waiting)",
+                        flush=True,
+                    )
+                    gate.release()
                 summary = await follower
             finally:
                 # On an error too: a follower left running would poll a closed pool until its
@@ -950,6 +1038,7 @@ async def chaos(args: argparse.Namespace) -> int:
     )
     links = Links(args.port_base, args.brokers, logs)
     runs: list[Run] = []
+    gates: list[TileGate] = []
     try:
         links.start()
         # The reference: the same tiles, no fault.
@@ -998,13 +1087,27 @@ async def chaos(args: argparse.Namespace) -> int:
             if mode.fetch_rate_per_s
             else {}
         )
-        run = Run("chaos", {**env, **throttle}, mosaic, logs, args.port_base, links)
+        gate = TileGate(
+            f"http://127.0.0.1:{args.port_base + 80}",
+            args.port_base + 81,
+            mosaic.tiles()[0].z,
+            mode.held_tiles,
+            len(mosaic.tiles()),
+        )
+        await gate.start()
+        gates.append(gate)
+        # A held request waits for the release rather than timing out and failing its tile.
+        held = {
+            "AMBERSCAN_DEMO_TILES_URL": gate.url(),
+            "AMBERSCAN_FETCH_TIMEOUT_S": str(mode.timeout_s),
+        }
+        run = Run("chaos", {**env, **throttle, **held}, mosaic, logs, args.port_base, links)
         run.timeout_s = mode.timeout_s
         runs.append(run)
         faults = plan_faults(mode, args.brokers, rng)
         print(f"chaos scan with {len(faults)} faults", flush=True)
         await run.prepare()
-        summary, rows, statuses = await run.scan(faults, stack, rng)
+        summary, rows, statuses = await run.scan(faults, stack, rng, gate)
         counts = await run.bus_counts()
         await run.scrape_all()  # the last reads of every copy still running
         run.pipeline.stop()
@@ -1013,6 +1116,8 @@ async def chaos(args: argparse.Namespace) -> int:
             r.pipeline.stop()
             await r.close_http()
         links.stop()
+        for gate in gates:
+            await gate.stop()
         tile_server.terminate()
         tile_server.wait(10)
 
