@@ -389,3 +389,56 @@ async def test_a_tile_later_than_the_round_wait_is_alerted(settings: Settings) -
             )
             assert await alerter.run_once() == NOTHING
             assert await db.fetch(closed, "r2") == [(closes,)]
+
+
+async def test_overlapping_watches_are_each_alerted(settings: Settings) -> None:
+    """A tile is scanned once for every watch (the round of whichever watch sent it first), yet
+    its new damage and its confirmation alert each watch whose region overlaps it, once; a
+    watch that only touches the tile along an edge is not alerted."""
+    t0, t1 = TILES[0], TILES[1]
+    west, south, east, north = t0.bounds()
+    inset = (east - west) / 4
+    inside = json.dumps(
+        sg.mapping(sg.box(west + inset, south + inset, east - inset, north - inset))
+    )
+    assert (t1.x, t1.y) == (t0.x + 1, t0.y)  # so a box west of t0 touches t0 alone
+    edge = json.dumps(sg.mapping(sg.box(west - (east - west), south, west, north)))
+    async with Database(settings.database) as db:
+        wide = await watch_store.add_watch(db, REGION, "stac", 3600, sources=["http://x/"])
+        small = await watch_store.add_watch(db, inside, "stac", 3600, sources=["http://x/"])
+        touching = await watch_store.add_watch(db, edge, "stac", 3600, sources=["http://x/"])
+        # Only the wide watch has rounds here (finished_round claims the watch that is due).
+        await db.execute(
+            "UPDATE watches SET next_round_at = now() + interval '1 day' WHERE watch_id <> %s", wide
+        )
+        feeds = {
+            (w, level): await store.subscribe(db, w, level, "feed")
+            for w in (wide, small, touching)
+            for level in ("flagged", "confirmed")
+        }
+        # The wide watch's rounds send both tiles; the small one's would find t0 sent already.
+        before = [(t0, "2018-05-01", CLEAN), (t1, "2018-05-01", CLEAN)]
+        await finished_round(db, wide, "r1", before)
+        await finished_round(
+            db, wide, "r2", [(t0, "2019-06-01", MINING), (t1, "2019-06-01", MINING)]
+        )
+        alerter = Alerter(settings, db, "replica-a", 30.0)
+        assert (await alerter.run_once())["events"] == 3  # t0 and t1 to wide, t0 to small
+        await db.execute(
+            "INSERT INTO reviews (tile_id, imagery_date, model_version, verdict, reviewer) "
+            "VALUES (%s, '2019-06-01', 'm-test', 'confirmed', 'ala')",
+            t0.quadkey,
+        )
+        assert (await alerter.run_once())["events"] == 2  # confirmed to wide and small
+        assert await alerter.run_once() == NOTHING
+
+        async def alerted(watch: int, level: str) -> list[str]:
+            tiles = []
+            for delivery in await store.published(db, feeds[watch, level].subscription_id):
+                tiles += [t.tile_id for t in (await store.alert(db, delivery))[0].tiles]
+            return sorted(tiles)
+
+        assert await alerted(wide, "flagged") == sorted([t0.quadkey, t1.quadkey])
+        assert await alerted(small, "flagged") == [t0.quadkey]
+        assert await alerted(wide, "confirmed") == await alerted(small, "confirmed") == [t0.quadkey]
+        assert await alerted(touching, "flagged") == await alerted(touching, "confirmed") == []

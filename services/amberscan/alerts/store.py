@@ -147,21 +147,43 @@ SELECT scan_id, watch_id, complete, expired FROM (
 WHERE complete OR waited
 ORDER BY started_at
 """
-# Each tile of a round at its date: its newest detection (any model), the verdict at the
-# previous date the store has for the tile, and whether its damage was alerted already.
-_VERDICTS = """
-SELECT t.tile_id, t.imagery_date, d.model_version, d.flagged, d.hectares,
+# The watches a tile's damage concerns: the round's own, and every other whose region covers
+# more than `OVERLAP_SHARE` of the tile (not a shared edge, nor the sliver that rounding leaves
+# there). A tile is scanned once for all watches (watch_tiles has no watch in its key), so a
+# region overlapping another's is alerted from the other's rounds too.
+OVERLAP_SHARE = 0.001
+_WATCHES_OF_TILE = (
+    """
+SELECT w.watch_id FROM watches w
+WHERE w.watch_id = %s
+   OR (w.region && {geom} AND ST_Intersects(w.region, {geom})
+       AND ST_Area(ST_Intersection(w.region, {geom})) > """
+    + repr(OVERLAP_SHARE)
+    + """ * ST_Area({geom}))
+"""
+)
+# Each tile of a round at its date, for each watch it concerns: its newest detection (any
+# model), the verdict at the previous date the store has for the tile, and whether its damage
+# was alerted already to that watch.
+_VERDICTS = (
+    """
+SELECT w.watch_id, t.tile_id, t.imagery_date, d.model_version, d.flagged, d.hectares,
        COALESCE((SELECT max(v) FROM unnest(d.scores) AS v), 0), p.flagged,
-       EXISTS (SELECT 1 FROM alert_events e WHERE e.watch_id = %s AND e.tile_id = t.tile_id
-               AND e.imagery_date = t.imagery_date AND e.level = 'flagged')
+       EXISTS (SELECT 1 FROM alert_events e WHERE e.watch_id = w.watch_id
+               AND e.tile_id = t.tile_id AND e.imagery_date = t.imagery_date
+               AND e.level = 'flagged')
 FROM (SELECT DISTINCT tile_id, imagery_date FROM watch_tiles WHERE scan_id = %s) t
 JOIN LATERAL (SELECT * FROM detections d WHERE d.tile_id = t.tile_id
               AND d.imagery_date = t.imagery_date ORDER BY d.detected_at DESC LIMIT 1) d ON true
+JOIN LATERAL ("""
+    + _WATCHES_OF_TILE.format(geom="d.tile_geom")
+    + """) w ON true
 LEFT JOIN LATERAL (SELECT flagged FROM detections p WHERE p.tile_id = t.tile_id
                    AND p.imagery_date COLLATE "C" < t.imagery_date COLLATE "C"
                    ORDER BY p.imagery_date COLLATE "C" DESC, p.detected_at DESC LIMIT 1) p ON true
-ORDER BY t.tile_id
+ORDER BY w.watch_id, t.tile_id
 """
+)
 
 
 @dataclass(frozen=True)
@@ -183,18 +205,20 @@ async def rounds_due(db: Database, round_wait_s: float) -> list[RoundDue]:
 
 
 async def verdicts(db: Database, scan_id: str, watch_id: int) -> list[Verdict]:
-    rows = await db.fetch(_VERDICTS, watch_id, scan_id)
+    """The verdicts of round `scan_id` of watch `watch_id`, for that watch and for every other
+    whose region overlaps a tile of the round."""
+    rows = await db.fetch(_VERDICTS, scan_id, watch_id)  # in the order the query names them
     return [
         Verdict(
-            watch_id,
-            r[0],
+            int(r[0]),
             r[1],
             r[2],
-            bool(r[3]),
-            float(r[4]),
+            r[3],
+            bool(r[4]),
             float(r[5]),
-            None if r[6] is None else bool(r[6]),
-            bool(r[7]),
+            float(r[6]),
+            None if r[7] is None else bool(r[7]),
+            bool(r[8]),
         )
         for r in rows
     ]
@@ -235,23 +259,34 @@ async def record_round(
 
 
 async def record_confirmed(db: Database) -> int:
-    """Record a `confirmed` event for each reviewer's confirmation of a watched tile (once)."""
-    rows = await db.fetch(
-        "INSERT INTO alert_events (watch_id, tile_id, imagery_date, level, model_version, "
-        "hectares, score, scan_id) "
-        "SELECT DISTINCT ON (t.watch_id, r.tile_id, r.imagery_date) t.watch_id, r.tile_id, "
-        "r.imagery_date, 'confirmed', r.model_version, COALESCE(d.hectares, 0), "
-        "COALESCE((SELECT max(v) FROM unnest(d.scores) AS v), 0), t.scan_id "
-        "FROM reviews r JOIN watch_tiles t ON t.tile_id = r.tile_id "
-        "AND t.imagery_date = r.imagery_date AND t.watch_id IS NOT NULL "
-        "LEFT JOIN detections d ON d.tile_id = r.tile_id AND d.imagery_date = r.imagery_date "
-        "AND d.model_version = r.model_version "
-        "WHERE r.verdict = 'confirmed' AND NOT EXISTS (SELECT 1 FROM alert_events e WHERE "
-        "e.watch_id = t.watch_id AND e.tile_id = r.tile_id AND e.imagery_date = r.imagery_date "
-        "AND e.level = 'confirmed') "
-        "ORDER BY t.watch_id, r.tile_id, r.imagery_date ON CONFLICT DO NOTHING RETURNING event_id"
-    )
+    """Record a `confirmed` event for each reviewer's confirmation of a watched tile (once per
+    watch: the one that sent it, and every other whose region overlaps it)."""
+    rows = await db.fetch(_CONFIRMED)
     return len(rows)
+
+
+_CONFIRMED = (
+    """
+INSERT INTO alert_events (watch_id, tile_id, imagery_date, level, model_version, hectares,
+                          score, scan_id)
+SELECT DISTINCT ON (w.watch_id, r.tile_id, r.imagery_date) w.watch_id, r.tile_id,
+       r.imagery_date, 'confirmed', r.model_version, COALESCE(d.hectares, 0),
+       COALESCE((SELECT max(v) FROM unnest(d.scores) AS v), 0), t.scan_id
+FROM reviews r
+JOIN watch_tiles t ON t.tile_id = r.tile_id AND t.imagery_date = r.imagery_date
+                  AND t.watch_id IS NOT NULL
+LEFT JOIN detections d ON d.tile_id = r.tile_id AND d.imagery_date = r.imagery_date
+                      AND d.model_version = r.model_version
+JOIN LATERAL ("""
+    + _WATCHES_OF_TILE.replace("%s", "t.watch_id").format(geom="d.tile_geom")
+    + """) w ON true
+WHERE r.verdict = 'confirmed' AND NOT EXISTS (
+    SELECT 1 FROM alert_events e WHERE e.watch_id = w.watch_id AND e.tile_id = r.tile_id
+    AND e.imagery_date = r.imagery_date AND e.level = 'confirmed')
+ORDER BY w.watch_id, r.tile_id, r.imagery_date
+ON CONFLICT DO NOTHING RETURNING event_id
+"""
+)
 
 
 async def make_deliveries(db: Database) -> list[int]:
