@@ -940,8 +940,9 @@ PATH_IMPORTS = {
         "amberscan.common.served_features",
         "amberscan.common.features_reader",
     ),
-    "imagery": ("amberscan.imagery.providers",),
-    # Alert e-mail through the SMTP relay (watch's webhooks go out on 443, as imagery does).
+    # HTTPS to the world outside the cluster: imagery providers and catalogues, alert webhooks.
+    "https out": ("amberscan.imagery.providers", "amberscan.alerts.service"),
+    # Alert e-mail through the SMTP relay.
     "mail": ("amberscan.alerts.service",),
 }
 # The modules whose imports say what a pod does, by its app.kubernetes.io/component. Commands
@@ -951,7 +952,8 @@ PATH_IMPORTS = {
 # web map's explore page reads the features topic (web/explore.py).
 POD_MODULES = {
     **{stage: [f"{stage}/service.py", "cli/serve.py"] for stage in serve.STAGES if stage != "web"},
-    "web": ["web/state.py", "web/explore.py", "cli/serve.py"],
+    # A subscription's test alert is sent by the web map itself (web/routes/alerts.py).
+    "web": ["web/state.py", "web/explore.py", "web/routes/alerts.py", "cli/serve.py"],
     "scan": ["cli/scan.py", "scanning.py", "common/topic_admin.py"],
     "replay": ["cli/replay.py", "classifier/service.py", "common/topic_admin.py"],
     "model-server": ["modelserver/server.py"],
@@ -995,7 +997,7 @@ def _path_ports(objects: list[dict[str, Any]]) -> dict[int, str]:
         _port(config["AMBERSCAN_S3_ENDPOINT"]): "blob store",
         _port(secret["AMBERSCAN_DATABASE_URL"]): "database",
         _port(config["AMBERSCAN_MODEL_SERVER"]): "model server",
-        443: "imagery",
+        443: "https out",
         int(config["AMBERSCAN_SMTP_PORT"]): "mail",
     }
 
@@ -1074,8 +1076,16 @@ def test_the_code_uses_the_paths_of_the_table() -> None:
     """The table the policies follow (k8s/base/network-policies.yaml's comment) is the code's."""
     assert _paths_in_code("aggregator") == {"bus"}
     assert _paths_in_code("feature") == {"bus", "blob store", "model server"}
-    assert _paths_in_code("tiler") == {"bus", "blob store", "database", "imagery"}
-    assert _paths_in_code("web") == {"bus", "blob store", "database", "model server"}
+    assert _paths_in_code("tiler") == {"bus", "blob store", "database", "https out"}
+    assert _paths_in_code("watch") == {"bus", "blob store", "database", "https out", "mail"}
+    assert _paths_in_code("web") == {
+        "bus",
+        "blob store",
+        "database",
+        "model server",
+        "https out",
+        "mail",
+    }
     assert _paths_in_code("model-server") == _paths_in_code("backbone-export") == set()
 
 
