@@ -1,6 +1,6 @@
 """The source policy at every place a source is opened (#26 defect 8).
 
-`SourceGuard` holds the policy of the settings (`imagery/sources.py`) and applies it where the
+`SourceGuard` holds the policy of the settings (`amberscan/sources.py`) and applies it where the
 readers reach out: a URL's scheme and host before each request and each redirect hop, every
 address a name resolves to, as the connection is made (aiohttp's connector resolves through
 `CheckedResolver`, `requests` through `checked_http.CheckedAdapter`: the address checked is the
@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 from amberscan.common.settings import ImagerySettings
 from amberscan.errors import TransientError
 from amberscan.imagery.providers.base import SourceRefused
-from amberscan.imagery.sources import DEFAULT_PORTS, SourcePolicy, glob_base
+from amberscan.sources import DEFAULT_PORTS, SourcePolicy, glob_base
 
 Resolve = Callable[[str, int], list[str]]
 
@@ -60,7 +60,11 @@ class SourceGuard:
             ValueError: an entry of the policy's lists is malformed (names the variable).
         """
         imagery = settings.imagery
-        roots = [os.path.realpath(r) for r in imagery.source_allowed_roots.split(",") if r.strip()]
+        roots = [
+            os.path.realpath(r.strip())
+            for r in imagery.source_allowed_roots.split(",")
+            if r.strip()
+        ]
         if imagery.local_tiles_dir is not None:
             roots.append(os.path.realpath(imagery.local_tiles_dir))
         trusted = [imagery.xyz_url, imagery.demo_tiles_url, imagery.stac_url, imagery.wmts_url]
