@@ -10,7 +10,10 @@ from the environment (a proxy would be the address connected to).
 `RangeOpener` is rasterio's `opener=` for one http(s) URL: each read GDAL asks for is a range
 request, its redirects followed here, each hop checked before it is requested (GDAL's curl would
 follow them on every range read, unchecked). An opener raises nothing into GDAL: its first
-failure is kept in `error` and raised by the caller once GDAL gives up (`raise_error`).
+failure is kept in `error` and raised by the caller once GDAL gives up (`raise_error`). Blocks
+read are kept in `BLOCKS`, shared by the process's openers as GDAL's /vsicurl/ cache was (a
+raster's header is read once, not at each scan tile), keyed by the policy they were read under
+and the URL.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ import io
 import os
 import re
 import socket
+import threading
+from collections import OrderedDict
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
@@ -38,6 +44,8 @@ if TYPE_CHECKING:
 # Bytes fetched per block (consecutive missing blocks go in one request); GDAL's own read of a
 # COG header is 16 kB, a tile of a 512-px JPEG COG tens of kB.
 BLOCK_BYTES = 64 * 1024
+# What the process keeps of the blocks read (GDAL's /vsicurl/ cache is 16 MB by default).
+CACHE_BYTES = 16 * 1024 * 1024
 # The largest whole file kept when a server answers a range request with all of it (200).
 MAX_WHOLE_BYTES = 32 * 1024 * 1024
 MAX_REDIRECTS = 10
@@ -98,17 +106,55 @@ def checked_session(guard: SourceGuard, max_retries: int | Retry = 0) -> request
     return session
 
 
+class BlockCache:
+    """The blocks (and lengths) of http(s) rasters read lately, least recently used dropped
+    past `max_bytes`; thread-safe (GDAL reads run in worker threads)."""
+
+    def __init__(self, max_bytes: int = CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[Hashable, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable) -> bytes | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: Hashable, value: bytes) -> None:
+        with self._lock:
+            old = self._entries.pop(key, None)
+            self._bytes += len(value) - (len(old) if old is not None else 0)
+            self._entries[key] = value
+            while self._bytes > self.max_bytes and len(self._entries) > 1:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= len(dropped)
+
+
+BLOCKS = BlockCache()
+
+
 class RangeOpener:
     """rasterio's `opener=` for one http(s) URL: reads its byte ranges over `checked_session`.
 
     GDAL asks for the file's size and for side files (`.aux.xml`, `.msk`, ...): only `url` itself
-    is opened, the others are missing. Blocks read are kept for the opener's life (one
-    `rasterio.open`).
+    is opened, the others are missing. Blocks read are kept in `cache`.
     """
 
-    def __init__(self, guard: SourceGuard, url: str, retries: int = 0, backoff_s: float = 0.5):
+    def __init__(
+        self,
+        guard: SourceGuard,
+        url: str,
+        retries: int = 0,
+        backoff_s: float = 0.5,
+        cache: BlockCache = BLOCKS,
+    ) -> None:
         self.guard = guard
         self.url = url
+        self.cache = cache
+        self._key = (guard.policy, url)
         retry = Retry(
             total=None,
             connect=0,
@@ -122,8 +168,6 @@ class RangeOpener:
             raise_on_status=False,
         )
         self.session = checked_session(guard, retry)
-        self.size: int | None = None
-        self.blocks: dict[int, bytes] = {}
         self.error: AmberscanError | None = None
         self.requests = 0
 
@@ -141,31 +185,39 @@ class RangeOpener:
         self.session.close()
 
     def total(self) -> int:
-        if self.size is None:
+        """The file's length in bytes."""
+        known = self.cache.get((*self._key, "length"))
+        if known is None:
             self.fetch(0, 0)
-        assert self.size is not None  # set by every answer fetch accepts
-        return self.size
+            known = self.cache.get((*self._key, "length"))
+        return int(known or b"0")
 
     def read(self, start: int, length: int) -> bytes:
         """Bytes [start, start + length) of the file (fewer at its end)."""
-        if length <= 0 or start >= self.total():
+        size = self.total()
+        if length <= 0 or start >= size:
             return b""
-        first, last = start // BLOCK_BYTES, (min(start + length, self.total()) - 1) // BLOCK_BYTES
+        first, last = start // BLOCK_BYTES, (min(start + length, size) - 1) // BLOCK_BYTES
+        got: dict[int, bytes] = {}
+        for block in range(first, last + 1):
+            cached = self.cache.get((*self._key, block))
+            if cached is not None:
+                got[block] = cached
         block = first
         while block <= last:
-            if block in self.blocks:
+            if block in got:
                 block += 1
                 continue
             end = block
-            while end + 1 <= last and end + 1 not in self.blocks:
+            while end + 1 <= last and end + 1 not in got:
                 end += 1
-            self.fetch(block, end)
+            got.update(self.fetch(block, end))
             block = end + 1
-        data = b"".join(self.blocks[b] for b in range(first, last + 1))
+        data = b"".join(got.get(b, b"") for b in range(first, last + 1))
         offset = start - first * BLOCK_BYTES
         return data[offset : offset + length]
 
-    def fetch(self, first: int, last: int) -> None:
+    def fetch(self, first: int, last: int) -> dict[int, bytes]:
         """Blocks `first`..`last` (and the file's size) by one range request, its redirects
         followed here, each hop checked before it is requested.
 
@@ -175,12 +227,12 @@ class RangeOpener:
             TransientError: the server is down, slow or busy.
         """
         try:
-            self._fetch(first, last)
+            return self._fetch(first, last)
         except AmberscanError as error:
             self.error = self.error or error
             raise
 
-    def _fetch(self, first: int, last: int) -> None:
+    def _fetch(self, first: int, last: int) -> dict[int, bytes]:
         target = self.url
         wanted = f"bytes={first * BLOCK_BYTES}-{(last + 1) * BLOCK_BYTES - 1}"
         for _ in range(MAX_REDIRECTS + 1):
@@ -207,17 +259,16 @@ class RangeOpener:
                 if response.status_code in REDIRECT_STATUS and location:
                     target = urljoin(target, location)
                     continue
-                self._keep(response, first)
-                return
+                return self._keep(response, first)
         raise self.guard.refused(self.url, f"more than {MAX_REDIRECTS} redirects")
 
-    def _keep(self, response: requests.Response, first: int) -> None:
+    def _keep(self, response: requests.Response, first: int) -> dict[int, bytes]:
         status = response.status_code
         if status == 206:
             found = _TOTAL.match(response.headers.get("Content-Range", ""))
             if found is None:
                 raise SourceError(f"raster {self.url}: a range answer without its file's length")
-            self.size = int(found.group(1))
+            size = int(found.group(1))
             body = response.raw.read(MAX_WHOLE_BYTES, decode_content=True)
         elif status == 200:  # a server that ignores ranges sends the whole file
             body = response.raw.read(MAX_WHOLE_BYTES + 1, decode_content=True)
@@ -226,17 +277,23 @@ class RangeOpener:
                     f"raster {self.url}: the server answers no byte ranges and the file is "
                     f"larger than {MAX_WHOLE_BYTES} bytes"
                 )
-            self.size, first = len(body), 0
+            size, first = len(body), 0
         elif status == 416:  # nothing at or past the range's start: an empty file
-            self.size, body = 0, b""
+            size, body = 0, b""
         elif status == 404:
             raise SourceError(f"raster {self.url}: no such file (HTTP 404)")
         elif status in RETRY_STATUS:
             raise TransientError(f"raster {self.url}: cannot read it now (HTTP {status})")
         else:
             raise SourceError(f"raster {self.url}: cannot open it as a raster (HTTP {status})")
-        for index in range(0, max(len(body), 1), BLOCK_BYTES):
-            self.blocks[first + index // BLOCK_BYTES] = body[index : index + BLOCK_BYTES]
+        blocks = {
+            first + index // BLOCK_BYTES: body[index : index + BLOCK_BYTES]
+            for index in range(0, len(body), BLOCK_BYTES)
+        }
+        self.cache.put((*self._key, "length"), str(size).encode())
+        for index, block in blocks.items():
+            self.cache.put((*self._key, index), block)
+        return blocks
 
 
 class RangeFile(io.RawIOBase):
