@@ -123,8 +123,9 @@ class RasterOptions:
 
 
 def gdal_options(settings: ImagerySettings) -> dict[str, str]:
-    """GDAL configuration for HTTP and S3 reads: timeouts and retries from the fetch settings,
-    the blob store's endpoint for `s3://` (path-style, as MinIO serves; the keys come with
+    """GDAL configuration for its own HTTP, the `s3://` reads (http(s) sources are read by
+    `open_raster`'s checked range requests, never by GDAL): timeouts and retries from the fetch
+    settings, the blob store's endpoint (path-style, as MinIO serves; the keys come with
     `RasterOptions.env`)."""
     return {
         # A COG is read by its header and the blocks a tile needs; listing the "directory" of
@@ -330,7 +331,7 @@ def read_tile(
         where = ", ".join(r.href for r in rasters)
         if any(r.path.startswith(("http://", "https://", "/vsis3/")) for r in rasters):
             # Each was opened (and checked) already: a read that fails now is the server's or the
-            # network's doing (GDAL reports a dropped range request as response_code=0).
+            # network's doing (a checked range request's own failure is raised by open_raster).
             raise TransientError(
                 f"raster {where}: reading failed, to be retried ({error})"
             ) from None
