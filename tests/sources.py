@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from amberscan.common.data import SharedDataMissing, shared_data_dir
 from amberscan.common.settings import ImageryConfig, Settings, replace
+from amberscan.imagery.providers import Fetcher, SourceGuard
 
 ROOT = Path(__file__).resolve().parents[1]
 # A path under the tests' roots where nothing is: a missing file, not a refused one.
@@ -41,3 +43,13 @@ def local_source_variables() -> dict[str, str]:
 def local_sources(settings: Settings, buckets: str = "") -> Settings:
     """`settings` with the tests' source policy."""
     return replace(settings, imagery=local_source_fields(buckets))
+
+
+def local_guard() -> SourceGuard:
+    """The tests' source policy, for the providers a test builds by hand (they take one)."""
+    return SourceGuard.from_settings(local_sources(Settings()))
+
+
+def local_fetcher(**options: Any) -> Fetcher:
+    """A `Fetcher` with `options` under the tests' source policy."""
+    return Fetcher(guard=local_guard(), **options)

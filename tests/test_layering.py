@@ -47,7 +47,7 @@ ENTRY_POINTS = ("cli", "scanning", "survey")
 # Bottom to top: a module may import its own layer and the layers before it. The domain is
 # ordered inside too: errors and keys, then geo, vision, model.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("domain", ("errors", "keys")),
+    ("domain", ("errors", "keys", "sources")),
     ("domain", ("geo",)),
     ("domain", ("vision",)),
     ("domain", ("model",)),

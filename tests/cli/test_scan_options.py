@@ -10,11 +10,12 @@ import pytest
 
 from amberscan.cli import build_parser, main
 from amberscan.cli.scan import scan_request
-from amberscan.common.settings import load_settings
+from amberscan.common.settings import Settings, load_settings
 from amberscan.imagery.providers.base import SourceError
 from amberscan.imagery.providers.geotiff import GeotiffProvider
 from amberscan.imagery.providers.raster import RasterOptions
 from amberscan.v1 import messages_pb2 as pb
+from tests.sources import local_sources
 
 BBOX = ["--bbox", "26.85,51.28,26.92,51.31"]
 
@@ -51,13 +52,14 @@ def test_a_relative_geotiff_path_still_names_the_file_in_another_working_directo
         ]
     )
     sent = scan_request(args, "xyz").SerializeToString()  # as it goes on the bus
+    options = RasterOptions.from_settings(local_sources(Settings()))
 
     monkeypatch.chdir(elsewhere)  # the tiler's working directory
     with pytest.raises(SourceError, match="raster ortho.tif: no such file"):
-        GeotiffProvider(["ortho.tif"], RasterOptions()).expand()  # what a relative path did
+        GeotiffProvider(["ortho.tif"], options).expand()  # what a relative path did
     received = pb.ScanRequest.FromString(sent)
     assert list(received.sources) == [str(here / "ortho.tif"), "https://e.org/a.tif"]
-    assert GeotiffProvider(received.sources, RasterOptions()).expand()[0] == str(here / "ortho.tif")
+    assert GeotiffProvider(received.sources, options).expand()[0] == str(here / "ortho.tif")
 
 
 def test_version_is_the_installed_distributions(capsys: pytest.CaptureFixture[str]) -> None:

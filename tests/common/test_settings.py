@@ -150,3 +150,27 @@ def test_a_concern_field_must_name_its_variable() -> None:
 
         class Unnamed(Concern):
             port: int = 1
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "entry"),
+    [
+        ("AMBERSCAN_SOURCE_ALLOWED_HOSTS", "*,tiles.example.org:http", "'tiles.example.org:http'"),
+        ("AMBERSCAN_SOURCE_ALLOWED_HOSTS", "*,10.0.0.0/8,ho st", "'ho st'"),
+        ("AMBERSCAN_SOURCE_ALLOWED_HOSTS", "127.0.0.1:99999", "'127.0.0.1:99999'"),
+        ("AMBERSCAN_SOURCE_SCHEMES", "https,ftp", "ftp"),
+        ("AMBERSCAN_SOURCE_ALLOWED_ROOTS", "/data, imagery", "'imagery'"),
+        ("AMBERSCAN_SOURCE_ALLOWED_BUCKETS", "imagery,s3://other", "'s3://other'"),
+    ],
+)
+def test_a_malformed_source_policy_is_refused_as_the_settings_load(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, entry: str
+) -> None:
+    """#26 defect 8: a bad entry was refused only when a provider was first made (the tiler's
+    start-up); now loading any process's settings refuses it, naming the variable and entry."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as refused:
+        load_settings(TilerSettings)
+    assert f"{name}: " in str(refused.value) and entry in str(refused.value), refused.value
+    monkeypatch.setenv(name, value.rpartition(",")[0] or "*")
+    load_settings(TilerSettings)  # the same list without its bad entry loads

@@ -20,7 +20,6 @@ from amberscan.geo.tiles import Tile
 from amberscan.imagery.grid import plan_children, split
 from amberscan.imagery.providers import (
     BingProvider,
-    Fetcher,
     LocalProvider,
     ProviderError,
     TileNotFound,
@@ -29,6 +28,7 @@ from amberscan.imagery.providers import (
     provider_for,
 )
 from amberscan.vision.imageio import encode_png, read_image
+from tests.sources import local_fetcher, local_guard
 
 SCAN = Tile(37659, 21852, 16)
 Serve = Callable[[web.Application], Awaitable[TestServer]]
@@ -92,7 +92,7 @@ async def test_xyz_scan_tile_equals_the_source(serve: Serve, scan_image, child_p
         )
 
     server = await serve(xyz_app(child_pngs, dated))
-    provider = XyzProvider(template(server))
+    provider = XyzProvider(template(server), local_fetcher())
     try:
         result = await fetch_scan_tile(provider, SCAN, 18)
     finally:
@@ -111,7 +111,9 @@ async def test_quadkey_template(serve: Serve, scan_image, child_pngs) -> None:
     app = web.Application()
     app.router.add_get(r"/a{q:\d+}.png", tile)
     server = await serve(app)
-    provider = XyzProvider(str(server.make_url("/")) + "a{q}.png", imagery_date="2014-10-11")
+    provider = XyzProvider(
+        str(server.make_url("/")) + "a{q}.png", local_fetcher(), imagery_date="2014-10-11"
+    )
     try:
         result = await fetch_scan_tile(provider, SCAN, 18)
     finally:
@@ -130,7 +132,7 @@ async def test_retries_503_then_succeeds(serve: Serve, child_pngs) -> None:
 
     server = await serve(xyz_app(child_pngs, flaky))
     child = next(iter(child_pngs))
-    provider = XyzProvider(template(server), Fetcher(retries=3, backoff_s=0.01))
+    provider = XyzProvider(template(server), local_fetcher(retries=3, backoff_s=0.01))
     try:
         fetched = await provider.fetch(child)
     finally:
@@ -147,7 +149,7 @@ async def test_persistent_5xx_and_429_give_a_transient_error(serve: Serve, child
 
     server = await serve(xyz_app(child_pngs, failing))
     child = next(iter(child_pngs))
-    provider = XyzProvider(template(server), Fetcher(retries=4, backoff_s=0.01))
+    provider = XyzProvider(template(server), local_fetcher(retries=4, backoff_s=0.01))
     try:
         with pytest.raises(TransientError, match=rf"/18/{child.x}/{child.y}.png: gave up after 5"):
             await provider.fetch(child)
@@ -158,7 +160,7 @@ async def test_persistent_5xx_and_429_give_a_transient_error(serve: Serve, child
 async def test_connection_refused_is_transient(unused_tcp_port: int) -> None:
     provider = XyzProvider(
         f"http://127.0.0.1:{unused_tcp_port}/{{z}}/{{x}}/{{y}}.png",
-        Fetcher(retries=1, backoff_s=0.01),
+        local_fetcher(retries=1, backoff_s=0.01),
     )
     try:
         with pytest.raises(TransientError, match="ClientConnectorError"):
@@ -173,7 +175,9 @@ async def test_timeout_is_transient(serve: Serve, child_pngs) -> None:
         return None
 
     server = await serve(xyz_app(child_pngs, stuck))
-    provider = XyzProvider(template(server), Fetcher(timeout_s=0.2, retries=1, backoff_s=0.01))
+    provider = XyzProvider(
+        template(server), local_fetcher(timeout_s=0.2, retries=1, backoff_s=0.01)
+    )
     try:
         with pytest.raises(TransientError, match="gave up after 2 attempts .*Timeout"):
             await provider.fetch(next(iter(child_pngs)))
@@ -186,7 +190,7 @@ async def test_404_is_poison_naming_the_url(serve: Serve, child_pngs) -> None:
     gone = plan_children(SCAN, 18)[6].tile
     del missing[gone]
     server = await serve(xyz_app(missing))
-    provider = XyzProvider(template(server), Fetcher(retries=3, backoff_s=0.01))
+    provider = XyzProvider(template(server), local_fetcher(retries=3, backoff_s=0.01))
     try:
         with pytest.raises(TileNotFound) as caught:
             await fetch_scan_tile(provider, SCAN, 18)
@@ -206,7 +210,7 @@ async def test_corrupt_image_is_poison_naming_the_tile(serve: Serve, child_pngs,
         "tiny": encode_png(np.zeros((64, 64, 3), np.uint8)),
     }[corrupt]
     server = await serve(xyz_app(bad))
-    provider = XyzProvider(template(server))
+    provider = XyzProvider(template(server), local_fetcher())
     try:
         with pytest.raises(InvalidImage, match=rf"tile 18/{victim.x}/{victim.y}"):
             await fetch_scan_tile(provider, SCAN, 18)
@@ -226,7 +230,7 @@ async def test_concurrency_limit_is_respected(serve: Serve, child_pngs) -> None:
         return None
 
     server = await serve(xyz_app(child_pngs, slow))
-    provider = XyzProvider(template(server), Fetcher(concurrency=3))
+    provider = XyzProvider(template(server), local_fetcher(concurrency=3))
     try:
         await fetch_scan_tile(provider, SCAN, 18)
     finally:
@@ -236,7 +240,7 @@ async def test_concurrency_limit_is_respected(serve: Serve, child_pngs) -> None:
 
 async def test_rate_limit_spaces_requests(serve: Serve, child_pngs) -> None:
     server = await serve(xyz_app(child_pngs))
-    provider = XyzProvider(template(server), Fetcher(rate_per_s=40))
+    provider = XyzProvider(template(server), local_fetcher(rate_per_s=40))
     started = time.monotonic()
     try:
         await fetch_scan_tile(provider, SCAN, 18)
@@ -257,7 +261,7 @@ async def test_etag_revalidation(serve: Serve, child_pngs) -> None:
 
     server = await serve(xyz_app(child_pngs, etagged))
     child = next(iter(child_pngs))
-    provider = XyzProvider(template(server))
+    provider = XyzProvider(template(server), local_fetcher())
     try:
         first = await provider.fetch(child)
         second = await provider.fetch(child)
@@ -283,7 +287,7 @@ async def test_revalidated_entry_evicted_in_flight_is_still_answered(
 
     server = await serve(xyz_app(child_pngs, etagged))
     children = list(child_pngs)
-    provider = XyzProvider(template(server), Fetcher(etag_cache_size=1))
+    provider = XyzProvider(template(server), local_fetcher(etag_cache_size=1))
     try:
         await provider.fetch(children[0])  # the one cached entry
         again = await asyncio.gather(*(provider.fetch(c) for c in children))
@@ -353,7 +357,7 @@ def bing_app(child_pngs: dict[Tile, bytes], no_tile: Tile | None = None) -> web.
 
 async def test_bing_provider(serve: Serve, scan_image, child_pngs) -> None:
     server = await serve(bing_app(child_pngs))
-    provider = BingProvider(KEY, rest_url=str(server.make_url("/REST/v1")))
+    provider = BingProvider(KEY, local_fetcher(), rest_url=str(server.make_url("/REST/v1")))
     try:
         result = await fetch_scan_tile(provider, SCAN, 18)
     finally:
@@ -367,7 +371,7 @@ async def test_bing_provider(serve: Serve, scan_image, child_pngs) -> None:
 async def test_bing_no_tile_is_poison(serve: Serve, child_pngs) -> None:
     empty = plan_children(SCAN, 18)[3].tile
     server = await serve(bing_app(child_pngs, no_tile=empty))
-    provider = BingProvider(KEY, rest_url=str(server.make_url("/REST/v1")))
+    provider = BingProvider(KEY, local_fetcher(), rest_url=str(server.make_url("/REST/v1")))
     try:
         with pytest.raises(TileNotFound, match=f"tile {empty} .*no imagery"):
             await fetch_scan_tile(provider, SCAN, 18)
@@ -377,7 +381,7 @@ async def test_bing_no_tile_is_poison(serve: Serve, child_pngs) -> None:
 
 async def test_bing_bad_key_is_refused_without_showing_the_key(serve: Serve, child_pngs) -> None:
     server = await serve(bing_app(child_pngs))
-    provider = BingProvider("wrong-key", rest_url=str(server.make_url("/REST/v1")))
+    provider = BingProvider("wrong-key", local_fetcher(), rest_url=str(server.make_url("/REST/v1")))
     try:
         with pytest.raises(ProviderError, match="HTTP 401") as caught:
             await provider.fetch(SCAN)
@@ -391,7 +395,7 @@ async def test_local_provider(tmp_path: Path, scan_image, child_pngs) -> None:
         path = tmp_path / str(tile.z) / str(tile.x) / f"{tile.y}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(png)
-    provider = LocalProvider(tmp_path, imagery_date="2026-05-01")
+    provider = LocalProvider(tmp_path, imagery_date="2026-05-01", guard=local_guard())
     result = await fetch_scan_tile(provider, SCAN, 18)
     assert np.array_equal(result.image, scan_image)
     assert result.imagery_date == "2026-05-01"
@@ -456,7 +460,9 @@ async def test_an_oversized_body_is_refused_while_it_streams(serve: Serve, child
 
     server = await serve(xyz_app(child_pngs, huge))
     children = sorted(child_pngs, key=lambda t: t.x)
-    provider = XyzProvider(template(server), Fetcher(retries=1, backoff_s=0.01, max_body_bytes=cap))
+    provider = XyzProvider(
+        template(server), local_fetcher(retries=1, backoff_s=0.01, max_body_bytes=cap)
+    )
     try:
         for child in (
             next(c for c in children if c.x % 2 == 0),
@@ -483,7 +489,7 @@ async def test_a_huge_child_is_refused_before_any_child_is_decoded(
     Image.new("RGB", (6000, 6000), (90, 120, 60)).save(buffer, format="PNG")
     big = plan_children(SCAN, 18)[5].tile
     server = await serve(xyz_app({**child_pngs, big: buffer.getvalue()}))
-    provider = XyzProvider(template(server), Fetcher(retries=1, backoff_s=0.01))
+    provider = XyzProvider(template(server), local_fetcher(retries=1, backoff_s=0.01))
     try:
         with pytest.raises(InvalidImage) as caught:
             await fetch_scan_tile(provider, SCAN, 18)

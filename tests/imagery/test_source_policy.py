@@ -9,6 +9,7 @@ public host), 127.0.0.1 is not (it stands for an internal address)."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -19,6 +20,8 @@ from aiohttp import web
 
 from amberscan.common.settings import ImageryConfig, Settings, replace
 from amberscan.imagery.providers import (
+    GeotiffProvider,
+    RasterOptions,
     SourceRefused,
     SourceSpec,
     StacProvider,
@@ -34,7 +37,7 @@ from tests.imagery.rasters import (
     wmts_app,
     wmts_capabilities,
 )
-from tests.streams import served
+from tests.streams import free_port, served
 
 ALLOWED, INTERNAL = "127.0.0.2", "127.0.0.1"
 DATED = {"TIFFTAG_DATETIME": "2019:05:01 10:00:00"}
@@ -330,3 +333,72 @@ def test_the_production_defaults(base_settings: Settings) -> None:
     ]:
         with pytest.raises(SourceRefused, match=reason):
             production.check(source, resolve=False)
+
+
+def redirecting_later_reads(root: Path, target: str, served: Served) -> web.Application:
+    """`root`'s files, the first GET of each answered; every later GET redirected to the same
+    path on `target` (a server that passes the first look, then sends GDAL's range reads
+    inside)."""
+    files = file_server(root, served)
+    answered: set[str] = set()
+
+    @web.middleware
+    async def later(request: web.Request, handler: Callable) -> web.StreamResponse:
+        if request.method == "GET" and request.path in answered:
+            served.requests.append((f"redirected {request.path}", request.headers.get("Range", "")))
+            raise web.HTTPFound(f"{target}{request.path_qs}")
+        if request.method == "GET":
+            answered.add(request.path)
+        return await handler(request)
+
+    files.middlewares.append(later)
+    return files
+
+
+async def test_a_geotiff_whose_later_range_reads_are_redirected_inside_is_refused(
+    settings: Settings, tmp_path: Path, images
+) -> None:
+    """GDAL follows a redirect on any range read, not only the first: the server answers the
+    first look at the file, then redirects the reads of its blocks to an internal address."""
+    tile_cog(tmp_path / "cog.tif", TILES[0], images[TILES[0]], tags=DATED)
+    inside_served, outside_served = Served(), Served()
+    async with serve(file_server(tmp_path, inside_served), INTERNAL) as inside:
+        app = redirecting_later_reads(tmp_path, inside, outside_served)
+        async with serve(app, ALLOWED) as outside:
+            provider = provider_for(SourceSpec("geotiff", (f"{outside}/cog.tif",)), settings)
+            with pytest.raises(SourceRefused) as refused:
+                await provider.scan_image(TILES[0], 18)
+    assert any(path.startswith("redirected") for path, _ in outside_served.requests)
+    assert str(refused.value) == (
+        f"source {inside}/cog.tif refused: 127.0.0.1 is loopback and not in "
+        "AMBERSCAN_SOURCE_ALLOWED_HOSTS"
+    )
+    assert inside_served.requests == [], f"the internal server was read: {inside_served.requests}"
+
+
+async def test_a_raster_and_a_catalogue_are_read_from_the_address_checked(
+    settings: Settings, tmp_path: Path, images
+) -> None:
+    """DNS rebinding: a name that resolves to an allowed address when checked and to an
+    internal one when the reader resolves it again. Here the policy's resolver answers
+    `localhost` with 127.0.0.2 (allowed) and the system's with 127.0.0.1 (internal), both
+    serving on the same port: the raster and the STAC catalogue must be read from 127.0.0.2."""
+    tile_cog(tmp_path / "cog.tif", TILES[0], images[TILES[0]], tags=DATED)
+    inside_served, outside_served = Served(), Served()
+    port = free_port(ALLOWED)
+    async with (
+        served(file_server(tmp_path, inside_served), port=port, host=INTERNAL),
+        served(file_server(tmp_path, outside_served), port=port, host=ALLOWED),
+    ):
+        named = f"http://localhost:{port}"
+        options = RasterOptions.from_settings(settings)
+        checked = dataclasses.replace(options.guard, resolve=lambda host, port: [ALLOWED])
+        options = dataclasses.replace(options, guard=checked)
+        read = await GeotiffProvider([f"{named}/cog.tif"], options).scan_image(TILES[0], 18)
+        catalogue = Catalogue(tmp_path, named, images)
+        url = catalogue.write([catalogue.item(TILES[0], "2018-05-01")])
+        stac = await StacProvider(url, options).scan_image(TILES[0], 18)
+    assert np.array_equal(read.image, images[TILES[0]])
+    assert np.array_equal(stac.image, images[TILES[0]])
+    assert inside_served.requests == [], f"the internal server was read: {inside_served.requests}"
+    assert {path for path, _ in outside_served.requests} >= {"/cog.tif", "/stac/catalog.json"}

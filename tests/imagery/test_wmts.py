@@ -14,6 +14,7 @@ from amberscan.imagery.providers import SourceError, WmtsProvider
 from amberscan.imagery.providers.wmts import mercator_matrices
 from amberscan.tiler import demo
 from tests.imagery.rasters import WmtsServer, wmts_app
+from tests.sources import local_fetcher
 from tests.streams import served
 
 TILES = [d.tile for d in demo.demo_layout()]
@@ -29,7 +30,7 @@ async def wmts(shared_data: Path) -> AsyncIterator[tuple[str, WmtsServer]]:
 async def test_time_dimension_values_are_vintages(wmts, shared_data: Path) -> None:
     url, state = wmts
     images = demo.demo_images(shared_data / "tiles")
-    provider = WmtsProvider(url, ("ortho",))
+    provider = WmtsProvider(url, ("ortho",), local_fetcher())
     try:
         read = await provider.scan_image(TILES[0], 18)
         assert np.array_equal(read.image, images[TILES[0]])
@@ -48,7 +49,7 @@ async def test_time_dimension_values_are_vintages(wmts, shared_data: Path) -> No
 
 async def test_new_time_value_is_discovered(wmts) -> None:
     url, state = wmts
-    provider = WmtsProvider(url, ("ortho",))
+    provider = WmtsProvider(url, ("ortho",), local_fetcher())
     try:
         first = await provider.discover(TILES[:3], "")
         assert dict(first.dates) == dict.fromkeys(TILES[:3], "2019-05-01")
@@ -58,7 +59,7 @@ async def test_new_time_value_is_discovered(wmts) -> None:
         later = await provider.discover(TILES[:3], first.cursor)
         assert dict(later.dates) == dict.fromkeys(TILES[:3], "2021-08-15")
         # A request for the new release finds it even though the capabilities were read before.
-        kept = WmtsProvider(url, ("ortho",))
+        kept = WmtsProvider(url, ("ortho",), local_fetcher())
         state.times.append("2022-09-01")
         assert (await kept.vintage("2022-09-01")).time == "2022-09-01"
         await kept.close()
@@ -68,7 +69,7 @@ async def test_new_time_value_is_discovered(wmts) -> None:
 
 async def test_one_layer_per_release(wmts) -> None:
     url, _ = wmts
-    provider = WmtsProvider(url, ("ortho", "ortho_2016-06-01"))
+    provider = WmtsProvider(url, ("ortho", "ortho_2016-06-01"), local_fetcher())
     try:
         dates = await provider.vintages(await provider.footprint())
         assert dates == ["2014-06-01", "2016-06-01", "2019-05-01"]
@@ -80,7 +81,7 @@ async def test_one_layer_per_release(wmts) -> None:
 
 async def test_layer_without_web_mercator_matrix_set_is_refused(wmts) -> None:
     url, _ = wmts
-    provider = WmtsProvider(url, ("ortho-1992",))
+    provider = WmtsProvider(url, ("ortho-1992",), local_fetcher())
     try:
         with pytest.raises(SourceError, match="ortho-1992.*no Web Mercator TileMatrixSet.*PL-1992"):
             await provider.scan_image(TILES[0], 18)
@@ -94,7 +95,7 @@ async def test_unknown_layer_and_ambiguous_service(wmts) -> None:
         (("nope",), "no layer nope"),
         ((), "3 layers, name one with --layer"),
     ):
-        provider = WmtsProvider(url, layers)
+        provider = WmtsProvider(url, layers, local_fetcher())
         with pytest.raises(SourceError, match=message):
             await provider.scan_image(TILES[0], 18)
         await provider.close()

@@ -16,6 +16,7 @@ from amberscan.imagery.providers import XyzProvider, fetch_scan_tile
 from amberscan.tiler import demo
 from amberscan.tiler.core import plan_scan
 from amberscan.vision.imageio import decode_image
+from tests.sources import local_fetcher
 
 
 def test_demo_request_covers_exactly_the_eight_tiles() -> None:
@@ -61,7 +62,7 @@ def url_template(server: TestServer) -> str:
 
 async def test_stitched_scan_tiles_equal_the_source_images(demo_server, shared_data) -> None:
     images = demo.demo_images(shared_data / "tiles")
-    provider = XyzProvider(url_template(demo_server), name="demo")
+    provider = XyzProvider(url_template(demo_server), local_fetcher(), name="demo")
     try:
         for tile in demo.demo_tiles():
             result = await fetch_scan_tile(provider, tile, 18)

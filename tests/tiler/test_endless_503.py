@@ -25,6 +25,7 @@ from amberscan.sink import service as sink
 from amberscan.tiler import demo
 from amberscan.tiler.service import make_stage
 from amberscan.v1 import messages_pb2 as pb
+from tests.sources import local_fetcher
 from tests.streams import read_all
 
 pytestmark = pytest.mark.stack
@@ -64,7 +65,7 @@ async def test_a_provider_answering_503_for_ever_fails_its_tile(
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     url = str(server.make_url("/tiles/")) + "{z}/{x}/{y}.png"
-    provider = XyzProvider(url, name="demo")
+    provider = XyzProvider(url, local_fetcher(), name="demo")
     stages = [
         make_stage(settings, store, {"demo": provider}),
         *sink.make_stages(settings, database),

@@ -14,6 +14,7 @@ from amberscan.geo.tiles import Tile
 from amberscan.imagery.providers import XyzProvider, fetch_scan_tile
 from amberscan.tiler import demo, mosaic
 from amberscan.tiler.core import plan_scan
+from tests.sources import local_fetcher
 
 
 @pytest.mark.parametrize("tiles", [1, 8, 24, 100, 200, 201])
@@ -70,7 +71,9 @@ async def mosaic_server(shared_data: Path) -> AsyncIterator[tuple[mosaic.Mosaic,
 
 async def test_the_tiler_fetches_each_scan_tile_as_composed(mosaic_server) -> None:  # type: ignore[no-untyped-def]
     m, server = mosaic_server
-    provider = XyzProvider(str(server.make_url("/tiles/")) + "{z}/{x}/{y}.png", name="demo")
+    provider = XyzProvider(
+        str(server.make_url("/tiles/")) + "{z}/{x}/{y}.png", local_fetcher(), name="demo"
+    )
     try:
         for tile in m.tiles():
             fetched = await fetch_scan_tile(provider, tile, 18)

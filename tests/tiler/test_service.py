@@ -29,13 +29,14 @@ from amberscan.common.settings import Settings
 from amberscan.common.topic_admin import ensure_topics
 from amberscan.errors import PoisonMessage
 from amberscan.geo.tiles import Tile, tiles_for_region
-from amberscan.imagery.providers import Fetcher, ScanImage, XyzProvider
+from amberscan.imagery.providers import ScanImage, XyzProvider
 from amberscan.sink import service as sink
 from amberscan.tiler import demo
 from amberscan.tiler.core import plan_scan, split_request
 from amberscan.tiler.service import describe_request, make_handler, make_stage
 from amberscan.v1 import messages_pb2 as pb
 from amberscan.vision.imageio import decode_image
+from tests.sources import local_fetcher
 from tests.streams import produce, read_all
 
 
@@ -100,7 +101,7 @@ async def handle_scan(handle, request: pb.ScanRequest) -> list:  # type: ignore[
 async def test_a_region_is_split_into_one_request_per_scan_tile() -> None:
     request = demo.demo_scan_request("scan-9")
     split = await make_handler(
-        MemoryStore(), {"demo": XyzProvider("http://x/{z}/{x}/{y}", name="demo")}
+        MemoryStore(), {"demo": XyzProvider("http://x/{z}/{x}/{y}", local_fetcher(), name="demo")}
     )(record(request))
     ones = [pb.ScanRequest.FromString(o.value) for o in split]
     assert [o.key for o in split] == [one.tile.quadkey.encode() for one in ones]
@@ -119,7 +120,7 @@ async def test_handler_outputs_tiles_and_a_dead_letter_for_the_missing_one(
     demo_url: str, shared_data: Path
 ) -> None:
     store = MemoryStore()
-    provider = XyzProvider(demo_url, name="demo")
+    provider = XyzProvider(demo_url, local_fetcher(), name="demo")
     handle = make_handler(store, {"demo": provider})
     try:
         outputs = await handle_scan(handle, demo.demo_scan_request("scan-1"))
@@ -179,7 +180,7 @@ def test_a_one_tile_request_is_described_by_its_tile() -> None:
 async def test_dates_outside_the_request_dead_letter_the_tile(demo_url: str) -> None:
     request = demo.demo_scan_request("scan-2")
     request.date_from = "2016-01-01"
-    provider = XyzProvider(demo_url, Fetcher(), name="demo")
+    provider = XyzProvider(demo_url, local_fetcher(), name="demo")
     try:
         outputs = await handle_scan(make_handler(MemoryStore(), {"demo": provider}), request)
     finally:
@@ -196,7 +197,9 @@ async def test_stage_scans_the_demo_area(stack_settings: Settings, shared_data: 
     await store.ensure_bucket()
     server = TestServer(demo.make_app(shared_data / "tiles"), host="127.0.0.1", port=0)
     await server.start_server()
-    provider = XyzProvider(str(server.make_url("/tiles/")) + "{z}/{x}/{y}.png", name="demo")
+    provider = XyzProvider(
+        str(server.make_url("/tiles/")) + "{z}/{x}/{y}.png", local_fetcher(), name="demo"
+    )
     stage = make_stage(stack_settings, store, {"demo": provider})
     stop = asyncio.Event()
     task = asyncio.create_task(stage.run(stop))
@@ -278,7 +281,7 @@ async def test_an_unexpected_provider_error_fails_its_tile_not_the_request(
     server = TestServer(demo.make_app(shared_data / "tiles"), host="127.0.0.1", port=0)
     await server.start_server()
     url = str(server.make_url("/tiles/")) + "{z}/{x}/{y}.png"
-    provider = Faulty(XyzProvider(url, name="demo"), faults)
+    provider = Faulty(XyzProvider(url, local_fetcher(), name="demo"), faults)
     stages = [
         make_stage(settings, store, {"demo": provider}),
         *sink.make_stages(settings, database),
@@ -352,7 +355,9 @@ async def test_a_region_of_forty_thousand_vertices_does_not_stall_the_stage(
     request = pb.ScanRequest(
         scan_id="scan-huge", geojson=json.dumps(sg.mapping(region)), provider="demo"
     )
-    stage = make_stage(settings, store, {"demo": XyzProvider("http://127.0.0.1:9/{z}/{x}/{y}")})
+    stage = make_stage(
+        settings, store, {"demo": XyzProvider("http://127.0.0.1:9/{z}/{x}/{y}", local_fetcher())}
+    )
     stop = asyncio.Event()
     gaps = [0.0]
 

@@ -33,6 +33,7 @@ from pydantic_settings import (
 )
 
 from amberscan.errors import AmberscanError
+from amberscan.sources import SourcePolicy
 
 PREFIX = "AMBERSCAN_"
 
@@ -288,9 +289,9 @@ class ImageryConfig(Concern):
     wmts_layer: str = env("WMTS_LAYER", "")
     # The source policy (#26 defect 8): what a source named on the bus (an XYZ template, a
     # GeoTIFF, a STAC catalogue and the hrefs it points to, a WMTS service and its ResourceURLs)
-    # may reach. Comma-separated lists; `imagery/sources.py` holds the rules. The sources these
-    # settings name themselves (AMBERSCAN_XYZ_URL, _DEMO_TILES_URL, _STAC_URL, _WMTS_URL,
-    # _LOCAL_TILES_DIR) count as listed.
+    # may reach. Comma-separated lists, checked as they load; `amberscan/sources.py` holds the
+    # rules. The sources these settings name themselves (AMBERSCAN_XYZ_URL, _DEMO_TILES_URL,
+    # _STAC_URL, _WMTS_URL, _LOCAL_TILES_DIR) count as listed.
     source_schemes: str = env(
         "SOURCE_SCHEMES", "https,s3", "URL schemes a source may use (https, http, s3)"
     )
@@ -306,6 +307,16 @@ class ImageryConfig(Concern):
     source_allowed_buckets: str = env(
         "SOURCE_ALLOWED_BUCKETS", "", "buckets s3:// sources may read with the blob store's keys"
     )
+
+    @model_validator(mode="after")
+    def _source_policy_parses(self) -> ImageryConfig:
+        # A malformed list is refused here, naming the variable and the entry, not when a
+        # provider is first made (the tiler's start-up, or a scan's first tile).
+        roots = [r.strip() for r in self.source_allowed_roots.split(",") if r.strip()]
+        SourcePolicy.parse(
+            self.source_schemes, self.source_allowed_hosts, roots, self.source_allowed_buckets
+        )
+        return self
 
 
 class TilerConfig(Concern):

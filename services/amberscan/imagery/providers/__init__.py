@@ -125,7 +125,6 @@ def provider_for(
             RasterOptions.from_settings(settings),
             imagery_date=spec.imagery_date,
             list_s3=_s3_lister(settings.s3),
-            guard=guard,
         )
     if name == "stac":
         return StacProvider(
@@ -133,7 +132,6 @@ def provider_for(
             RasterOptions.from_settings(settings),
             collection=spec.collection or settings.imagery.stac_collection,
             timeout_s=settings.imagery.fetch_timeout_s,
-            guard=guard,
         )
     if name == "wmts":
         layers = spec.layers or (

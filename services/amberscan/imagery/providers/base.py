@@ -40,7 +40,7 @@ class SourceError(PoisonMessage):
 
 
 class SourceRefused(SourceError):
-    """A source the source policy refuses (`imagery/sources.py`): for good, never retried."""
+    """A source the source policy refuses (`amberscan/sources.py`): for good, never retried."""
 
     def __init__(self, source: str, reason: str) -> None:
         super().__init__(f"source {source} refused: {reason}")

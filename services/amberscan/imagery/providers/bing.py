@@ -37,7 +37,7 @@ class BingProvider(TileProvider):
     def __init__(
         self,
         api_key: str,
-        fetcher: Fetcher | None = None,
+        fetcher: Fetcher,
         *,
         rest_url: str = BING_REST_URL,
         name: str = "bing",
@@ -45,7 +45,7 @@ class BingProvider(TileProvider):
         if not api_key:
             raise ValueError("the Bing provider needs an API key (AMBERSCAN_BING_API_KEY)")
         self.api_key = api_key
-        self.fetcher = fetcher or Fetcher()
+        self.fetcher = fetcher
         self.rest_url = rest_url.rstrip("/")
         self.name = name
         self._template: tuple[str, list[str]] | None = None

@@ -12,7 +12,6 @@ import asyncio
 import glob
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import unary_union
@@ -29,9 +28,6 @@ from amberscan.imagery.providers.raster import (
 )
 from amberscan.imagery.rasters import choose_sources, newest_dates
 
-if TYPE_CHECKING:
-    from amberscan.imagery.providers.guard import SourceGuard
-
 RASTER_SUFFIXES = (".tif", ".tiff")
 # Lists the keys under an s3://bucket/prefix/ (the blob store's client in the service).
 S3Lister = Callable[[str, str], list[str]]
@@ -45,8 +41,9 @@ class GeotiffProvider:
         options: GDAL options and the resolution/coverage limits.
         imagery_date: Capture date of files whose tags name none ("" refuses them).
         list_s3: Lists an S3 prefix's keys (needed only for `s3://…/` prefixes).
-        guard: The source policy: a folder, glob or prefix is checked before it is listed, and
-            each file before it is opened (`raster.inspect`, with `options.guard`).
+
+    The source policy is `options.guard`: a folder, glob or prefix is checked before it is
+    listed, and each file before and as it is read (`raster.inspect`, `raster.read_tile`).
     """
 
     def __init__(
@@ -57,7 +54,6 @@ class GeotiffProvider:
         imagery_date: str = "",
         list_s3: S3Lister | None = None,
         name: str = "geotiff",
-        guard: SourceGuard | None = None,
     ) -> None:
         if not sources:
             raise SourceError("provider 'geotiff' needs at least one source (--source PATH_OR_URL)")
@@ -65,7 +61,7 @@ class GeotiffProvider:
         self.options = options
         self.fallback_date = imagery_date
         self.list_s3 = list_s3
-        self.guard = guard if guard is not None else options.guard
+        self.guard = options.guard
         self.name = name
         self._infos: dict[str, RasterInfo] = {}
         self._lock = asyncio.Lock()
@@ -82,12 +78,10 @@ class GeotiffProvider:
             if source.startswith(("http://", "https://")):
                 files.append(source)
             elif source.startswith("s3://"):
-                if self.guard is not None:
-                    self.guard.check_bucket(source)
+                self.guard.check_bucket(source)
                 files += self._expand_s3(source)
             else:
-                if self.guard is not None:
-                    self.guard.check(source)  # the file, folder or glob's fixed part
+                self.guard.check(source)  # the file, folder or glob's fixed part
                 files += _expand_local(source)
         return list(dict.fromkeys(files))
 

@@ -1,16 +1,17 @@
 """The source policy at every place a source is opened (#26 defect 8).
 
-`SourceGuard` holds the policy of the settings (`imagery/sources.py`) and applies it where the
+`SourceGuard` holds the policy of the settings (`amberscan/sources.py`) and applies it where the
 readers reach out: a URL's scheme and host before each request and each redirect hop, every
-address a name resolves to (aiohttp's connector resolves through `CheckedResolver`, so the
-address checked is the one connected to; `requests` and GDAL are checked on a resolution of
-their own just before), local paths by their real path under the allowed roots, `s3://`
-buckets against the allowed ones. A refusal is `SourceRefused`, a `PoisonMessage`: the tile
-fails with the message, its dead letter is made and the stream goes on.
+address a name resolves to, as the connection is made (aiohttp's connector resolves through
+`CheckedResolver`, `requests` through `checked_http.CheckedAdapter`: the address checked is the
+one connected to), local paths by their real path under the allowed roots, `s3://` buckets
+against the allowed ones. A refusal is `SourceRefused`, a `PoisonMessage`: the tile fails with
+the message, its dead letter is made and the stream goes on.
 
 GDAL follows redirects itself (curl's FOLLOWLOCATION, which GDAL 3.10 sets on every request
-with no option to turn it off), so a URL is handed to GDAL only once `final_url` has followed
-its redirects hop by hop, each checked, and GDAL opens the last one.
+with no option to turn it off) and resolves names on its own, so GDAL is never handed an
+http(s) URL: rasterio reads it through `checked_http.RangeOpener` (`range_opener`), whose every
+range request, redirect hop and connection is checked here.
 """
 
 from __future__ import annotations
@@ -20,16 +21,13 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit
 
 from amberscan.common.settings import ImagerySettings
 from amberscan.errors import TransientError
 from amberscan.imagery.providers.base import SourceRefused
-from amberscan.imagery.sources import DEFAULT_PORTS, SourcePolicy, glob_base
+from amberscan.sources import DEFAULT_PORTS, SourcePolicy, glob_base
 
-# Hops a source may take through redirects (curl's and requests' own limits are 10 and 30).
-MAX_REDIRECTS = 10
-REDIRECT_STATUS = frozenset({301, 302, 303, 307, 308})
 Resolve = Callable[[str, int], list[str]]
 
 
@@ -62,7 +60,11 @@ class SourceGuard:
             ValueError: an entry of the policy's lists is malformed (names the variable).
         """
         imagery = settings.imagery
-        roots = [os.path.realpath(r) for r in imagery.source_allowed_roots.split(",") if r.strip()]
+        roots = [
+            os.path.realpath(r.strip())
+            for r in imagery.source_allowed_roots.split(",")
+            if r.strip()
+        ]
         if imagery.local_tiles_dir is not None:
             roots.append(os.path.realpath(imagery.local_tiles_dir))
         trusted = [imagery.xyz_url, imagery.demo_tiles_url, imagery.stac_url, imagery.wmts_url]
@@ -143,40 +145,28 @@ class SourceGuard:
         else:
             self.check_url(source, resolve=resolve)
 
-    def final_url(self, url: str) -> str:
-        """The URL GDAL may open for `url`: its redirects followed here, each hop checked
-        (blocking; a HEAD, or a one-byte GET where HEAD is not answered).
+    def connect_address(self, host: str, port: int) -> str:
+        """The address a connection to `host` on `port` is to use: every address it resolves to
+        now is checked, and the first is the one connected to (no second resolution).
 
         Raises:
-            SourceRefused: a hop the policy refuses.
-            TransientError: a hop's host cannot be resolved now.
+            SourceRefused: an address the policy refuses (named by host and port).
+            OSError: the name does not resolve now.
         """
-        import requests
+        addresses = self.resolve(host, port)
+        for address in addresses:
+            reason = self.policy.address_refusal(host, port, address)
+            if reason:
+                raise self.refused(f"{host}:{port}", reason)
+        if not addresses:
+            raise socket.gaierror(f"{host} resolves to no address")
+        return addresses[0]
 
-        target = url
-        with requests.Session() as session:
-            for _ in range(MAX_REDIRECTS + 1):
-                self.check_url(target)
-                try:
-                    response = session.head(target, allow_redirects=False, timeout=self.timeout_s)
-                    if response.status_code in (403, 405, 501):
-                        response = session.get(
-                            target,
-                            allow_redirects=False,
-                            timeout=self.timeout_s,
-                            headers={"Range": "bytes=0-0"},
-                            stream=True,
-                        )
-                        response.close()
-                except requests.RequestException:
-                    # No redirect seen: GDAL opens this checked URL and says what is wrong with
-                    # it in its own words, which `raster._open_error` classes (#26 defect 3).
-                    return target
-                location = response.headers.get("Location")
-                if response.status_code not in REDIRECT_STATUS or not location:
-                    return target
-                target = urljoin(target, location)
-        raise self.refused(url, f"more than {MAX_REDIRECTS} redirects")
+    def range_opener(self, url: str, retries: int = 0, backoff_s: float = 0.5) -> Any:
+        """rasterio's `opener=` reading the http(s) `url` by checked range requests."""
+        from amberscan.imagery.providers.checked_http import RangeOpener
+
+        return RangeOpener(self, url, retries=retries, backoff_s=backoff_s)
 
     def stac_io(self, timeout_s: float) -> Any:
         """A pystac-client I/O whose every request, redirect hop and local read is checked."""

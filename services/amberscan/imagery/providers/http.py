@@ -3,10 +3,10 @@ concurrency and request rate, times out, retries 5xx/429/connection errors under
 `RetryPolicy` (jittered backoff, or the server's Retry-After; then raises `TransientError`, so
 the stage retries later), turns 404 and other 4xx into
 a `PoisonMessage` naming the URL, refuses a body larger than its cap as it streams, and
-revalidates repeated requests with `If-None-Match`. With a `SourceGuard` it follows redirects
-itself, each hop's URL checked against the source policy before it is requested, and makes its
-session with `open_session`, whose connector resolves names through the policy's resolver
-(#26 defect 8).
+revalidates repeated requests with `If-None-Match`. Its `SourceGuard` (required: there is no
+unchecked fetcher) has it follow redirects itself, each hop's URL checked against the source
+policy before it is requested, and make its session with `open_session`, whose connector
+resolves names through the policy's resolver (#26 defect 8).
 """
 
 from __future__ import annotations
@@ -52,12 +52,10 @@ def redact(url: str) -> str:
     return _SECRET_PARAMS.sub(r"\1***", url)
 
 
-def open_session(guard: SourceGuard | None) -> aiohttp.ClientSession:
-    """An aiohttp session for the providers; with `guard`, its connector resolves every name
-    through the source policy, so the addresses checked are the ones connected to."""
+def open_session(guard: SourceGuard) -> aiohttp.ClientSession:
+    """An aiohttp session for the providers, whose connector resolves every name through the
+    source policy of `guard`, so the addresses checked are the ones connected to."""
     headers = {"User-Agent": "amberscan-tiler"}
-    if guard is None:
-        return aiohttp.ClientSession(headers=headers)
     from amberscan.imagery.providers.guard import checked_resolver
 
     session = aiohttp.ClientSession(
@@ -96,14 +94,16 @@ class _Cached:
 class Fetcher:
     """GETs over one shared session with a concurrency limit, rate limit, retries and ETags.
 
-    With `guard` (what `provider_for` gives), every URL and redirect hop is checked against the
-    source policy, and a session passed in must come from `open_session(guard)`.
+    Every URL and redirect hop is checked against `guard`'s source policy (`provider_for` gives
+    the settings'; a test gives its own), and a session passed in must come from
+    `open_session(guard)`.
     """
 
     def __init__(
         self,
         session: aiohttp.ClientSession | None = None,
         *,
+        guard: SourceGuard,
         concurrency: int = 8,
         rate_per_s: float = 0.0,
         timeout_s: float = 30.0,
@@ -111,9 +111,8 @@ class Fetcher:
         backoff_s: float = 0.5,
         etag_cache_size: int = 512,
         max_body_bytes: int = MAX_BODY_BYTES,
-        guard: SourceGuard | None = None,
     ) -> None:
-        if guard is not None and session is not None and session not in _CHECKED_SESSIONS:
+        if session is not None and session not in _CHECKED_SESSIONS:
             raise ValueError("a guarded Fetcher needs a session made by open_session(guard)")
         self.guard = guard
         self._session = session
@@ -191,19 +190,18 @@ class Fetcher:
     async def _send(
         self, url: str, headers: Mapping[str, str], shown: str
     ) -> tuple[int, str, CIMultiDict[str], bytes]:
-        """One GET: status, reason, headers and (for a 200) the capped body; with a guard the
-        redirects are followed here, each hop checked before it is requested."""
+        """One GET: status, reason, headers and (for a 200) the capped body; the redirects are
+        followed here, each hop checked before it is requested."""
         target = url
         for _ in range(MAX_REDIRECTS + 1):
-            if self.guard is not None:
-                self.guard.check_url(target, resolve=False)  # names: the connector's resolver
+            self.guard.check_url(target, resolve=False)  # names: the connector's resolver
             self.requests += 1
             try:
                 async with self.session.get(
                     target,
                     headers=headers,
                     timeout=self.timeout,
-                    allow_redirects=self.guard is None,
+                    allow_redirects=False,
                 ) as response:
                     location = response.headers.get("Location")
                     if response.status in _REDIRECT_STATUS and location:
@@ -214,8 +212,6 @@ class Fetcher:
                     )
                     return response.status, response.reason or "", response.headers.copy(), body
             except SourceRefused as error:  # from the resolver, which knows only host and port
-                if self.guard is None:
-                    raise
                 raise self.guard.refused(target, error.reason) from None
         raise ProviderError(f"{shown}: more than {MAX_REDIRECTS} redirects")
 

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 class LocalProvider(TileProvider):
     """Tiles from a folder laid out as `z/x/y.png` (or .jpg/.jpeg), e.g. a drone orthophoto.
 
-    With `guard`, each file is read only when its real path (symlinks resolved) is under the
-    allowed roots (#26 defect 8).
+    Each file is read only when its real path (symlinks resolved) is under the roots `guard`
+    allows (#26 defect 8).
     """
 
     EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -30,7 +30,7 @@ class LocalProvider(TileProvider):
         *,
         imagery_date: str = "",
         name: str = "local",
-        guard: SourceGuard | None = None,
+        guard: SourceGuard,
     ):
         self.directory = Path(str(directory).removeprefix("file://"))
         self.guard = guard
@@ -39,14 +39,12 @@ class LocalProvider(TileProvider):
 
     async def fetch(self, tile: Tile) -> FetchedTile:
         def read() -> FetchedTile:
-            if self.guard is not None:
-                self.guard.check_path(str(self.directory))  # the folder a request names
+            self.guard.check_path(str(self.directory))  # the folder a request names
             stem = self.directory / str(tile.z) / str(tile.x) / str(tile.y)
             for ext in self.EXTENSIONS:
                 path = stem.with_suffix(ext)
                 if path.is_file():
-                    if self.guard is not None:
-                        self.guard.check_path(str(path))
+                    self.guard.check_path(str(path))
                     return FetchedTile(path.read_bytes(), f"tile {tile} ({path})", self.fixed_date)
             raise TileNotFound(f"tile {tile}: no {stem}.png or .jpg")
 

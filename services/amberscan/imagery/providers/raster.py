@@ -7,7 +7,8 @@ mercator — with rio-tiler's mosaic filling nodata from the next source of the 
 values, alpha bands and internal masks all become the read's mask; the share of valid pixels is
 the scan tile's coverage.
 
-Local paths, HTTP(S) URLs (GDAL's /vsicurl/: range requests, only the blocks a tile needs) and
+Local paths, HTTP(S) URLs (range requests, only the blocks a tile needs, made by
+`checked_http.RangeOpener` under the source policy rather than by GDAL's curl) and
 `s3://bucket/key` (GDAL's /vsis3/ against the configured S3 endpoint) are read alike. GDAL calls
 block, so they run in a worker thread, each inside a `rasterio.Env` carrying the options.
 """
@@ -15,7 +16,8 @@ block, so they run in a worker thread, each inside a `rasterio.Env` carrying the
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,26 +88,33 @@ class S3Credentials(Session):  # type: ignore[misc]
 
 @dataclass(frozen=True)
 class RasterOptions:
-    """How rasters are opened and judged (from the settings)."""
+    """How rasters are opened and judged (from the settings).
 
+    `guard` is the source policy every href is checked against before it is opened, and that
+    reads http(s) rasters (`open_raster`); there is no unchecked default.
+    """
+
+    guard: SourceGuard
     gdal: Mapping[str, str] = field(default_factory=dict)
     s3_access_key: str = ""
     s3_secret_key: str = field(default="", repr=False)
     max_resolution_m: float = RASTER_MAX_RESOLUTION_M
     min_coverage: float = RASTER_MIN_COVERAGE
-    # The source policy every href is checked against before GDAL opens it (None: unchecked,
-    # for tests that build options by hand; `from_settings` always sets it).
-    guard: SourceGuard | None = None
+    # Retries of a range request a server answers 429 or 5xx (as GDAL_HTTP_MAX_RETRY did).
+    http_retries: int = 0
+    http_backoff_s: float = 0.5
 
     @classmethod
     def from_settings(cls, settings: ImagerySettings) -> RasterOptions:
         return cls(
+            guard=SourceGuard.from_settings(settings),
             gdal=gdal_options(settings),
             s3_access_key=settings.s3.access_key,
             s3_secret_key=settings.s3.secret_key,
             max_resolution_m=settings.imagery.raster_max_resolution_m,
             min_coverage=settings.imagery.raster_min_coverage,
-            guard=SourceGuard.from_settings(settings),
+            http_retries=settings.retry.max_retries,
+            http_backoff_s=settings.retry.backoff_s,
         )
 
     def env(self) -> rasterio.Env:
@@ -114,8 +123,9 @@ class RasterOptions:
 
 
 def gdal_options(settings: ImagerySettings) -> dict[str, str]:
-    """GDAL configuration for HTTP and S3 reads: timeouts and retries from the fetch settings,
-    the blob store's endpoint for `s3://` (path-style, as MinIO serves; the keys come with
+    """GDAL configuration for its own HTTP, the `s3://` reads (http(s) sources are read by
+    `open_raster`'s checked range requests, never by GDAL): timeouts and retries from the fetch
+    settings, the blob store's endpoint (path-style, as MinIO serves; the keys come with
     `RasterOptions.env`)."""
     return {
         # A COG is read by its header and the blocks a tile needs; listing the "directory" of
@@ -133,32 +143,52 @@ def gdal_options(settings: ImagerySettings) -> dict[str, str]:
 
 
 def checked_path(href: str, options: RasterOptions) -> str:
-    """The path GDAL opens for `href`, once the source policy admits it: a URL's redirects
-    followed and checked hop by hop (GDAL then opens the last), an `s3://` key's bucket, a local
-    file's real path under the roots (blocking).
+    """The path `open_raster` opens for `href`, once the source policy admits it: an http(s)
+    URL by its scheme and host (its addresses and redirects are checked on every request that
+    reads it, `open_raster`), an `s3://` key's bucket, a local file's real path under the roots.
 
     Raises:
         SourceRefused: the rule `href` breaks.
-        TransientError: its server does not answer the redirect check.
     """
     guard = options.guard
-    if guard is None:
-        return gdal_path(href)
     if href.startswith(("http://", "https://")):
-        return gdal_path(guard.final_url(href))
+        guard.check_url(href, resolve=False)
+        return href
     if href.startswith("s3://"):
         guard.check_bucket(href)
-        return gdal_path(href)
+        return "/vsis3/" + href.removeprefix("s3://")
     return guard.check_path(href)
 
 
-def gdal_path(href: str) -> str:
-    """The path GDAL opens for a local path, HTTP(S) URL or `s3://bucket/key`."""
-    if href.startswith("s3://"):
-        return "/vsis3/" + href.removeprefix("s3://")
-    if href.startswith(("http://", "https://")):
-        return "/vsicurl/" + href
-    return href.removeprefix("file://")
+@contextmanager
+def open_raster(path: str, options: RasterOptions) -> Iterator[Any]:
+    """The raster at `path` (from `checked_path`) open with rasterio, as a context (blocking).
+
+    An http(s) URL is read through `options.guard`'s range opener: GDAL never connects itself
+    (its curl would follow redirects on every range read and resolve names on its own). A
+    request the opener could not make fails the read with its own error, whatever GDAL made
+    of the short read.
+
+    Raises:
+        SourceRefused: a redirect hop or address the policy refuses.
+        SourceError / TransientError: the server's answer to a range request (names the file).
+        RasterioIOError: what GDAL could not open or read otherwise.
+    """
+    if not path.startswith(("http://", "https://")):
+        with rasterio.open(path, driver=RASTER_DRIVER) as src:
+            yield src
+        return
+    opener = options.guard.range_opener(path, options.http_retries, options.http_backoff_s)
+    try:
+        try:
+            with rasterio.open(path, driver=RASTER_DRIVER, opener=opener) as src:
+                yield src
+        except RasterioIOError:
+            opener.raise_error()
+            raise
+        opener.raise_error()
+    finally:
+        opener.close()
 
 
 @dataclass(frozen=True)
@@ -207,7 +237,7 @@ def inspect(href: str, options: RasterOptions, imagery_date: str = "") -> Raster
     """
     path = checked_path(href, options)
     try:
-        with options.env(), rasterio.open(path, driver=RASTER_DRIVER) as src:
+        with options.env(), open_raster(path, options) as src:
             if src.crs is None:
                 raise SourceError(
                     f"raster {href}: no coordinate reference system (CRS), so it cannot be placed "
@@ -285,10 +315,7 @@ def read_tile(
         return blank(tile, fetch_zoom)
 
     def one(info: RasterInfo, x: int, y: int, z: int, **kwargs: Any) -> ImageData:
-        with (
-            rasterio.open(info.path, driver=RASTER_DRIVER) as src,
-            Reader(None, dataset=src) as reader,
-        ):
+        with open_raster(info.path, options) as src, Reader(None, dataset=src) as reader:
             data = reader.tile(x, y, z, tilesize=size, indexes=info.rule.bands, **kwargs)
         if info.rule.scale_max is not None:
             data.rescale(in_range=((0, info.rule.scale_max),))
@@ -302,9 +329,9 @@ def read_tile(
         return blank(tile, fetch_zoom, date, "outside every raster")
     except RasterioIOError as error:
         where = ", ".join(r.href for r in rasters)
-        if any(r.path.startswith(("/vsicurl/", "/vsis3/")) for r in rasters):
+        if any(r.path.startswith(("http://", "https://", "/vsis3/")) for r in rasters):
             # Each was opened (and checked) already: a read that fails now is the server's or the
-            # network's doing (GDAL reports a dropped range request as response_code=0).
+            # network's doing (a checked range request's own failure is raised by open_raster).
             raise TransientError(
                 f"raster {where}: reading failed, to be retried ({error})"
             ) from None

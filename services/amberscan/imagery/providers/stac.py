@@ -24,7 +24,6 @@ from amberscan.errors import TransientError
 from amberscan.geo.tiles import Tile
 from amberscan.imagery.dates import date_in_range, normalize_date
 from amberscan.imagery.providers.base import Discovery, ScanImage, SourceError, SourceRefused
-from amberscan.imagery.providers.guard import SourceGuard
 from amberscan.imagery.providers.raster import RasterInfo, RasterOptions, blank, inspect, read_tile
 from amberscan.imagery.rasters import Dated, choose_sources, newest_dates
 
@@ -93,8 +92,9 @@ class StacProvider:
         options: GDAL options and the resolution/coverage limits.
         collection: Only items of this collection ("" any).
         timeout_s: Timeout of one catalogue request.
-        guard: The source policy for the catalogue, every link it follows and every asset href
-            (default: `options.guard`).
+
+    The source policy for the catalogue, every link it follows and every asset href is
+    `options.guard`.
     """
 
     def __init__(
@@ -105,7 +105,6 @@ class StacProvider:
         collection: str = "",
         timeout_s: float = 30.0,
         name: str = "stac",
-        guard: SourceGuard | None = None,
     ) -> None:
         if not url:
             raise SourceError(
@@ -115,7 +114,7 @@ class StacProvider:
         self.options = options
         self.collection = collection
         self.timeout_s = timeout_s
-        self.guard = guard if guard is not None else options.guard
+        self.guard = options.guard
         self.name = name
         self._client: Any = None
         self._static: list[StacEntry] | None = None
@@ -128,7 +127,7 @@ class StacProvider:
 
         if self._client is None:
             try:
-                stac_io = self.guard.stac_io(self.timeout_s) if self.guard else None
+                stac_io = self.guard.stac_io(self.timeout_s)
                 self._client = Client.open(self.url, timeout=self.timeout_s, stac_io=stac_io)
             except (SourceRefused, TransientError):
                 raise

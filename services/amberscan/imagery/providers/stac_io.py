@@ -1,7 +1,8 @@
 """pystac-client's I/O with the source policy (#26 defect 8): every catalogue, item and link a
 STAC source reads is checked before it is requested, every redirect hop before it is followed
-(a `requests` response hook, which runs on each response of a redirect chain), and a local
-href is read only under the allowed roots."""
+(a `requests` response hook, which runs on each response of a redirect chain), every
+connection goes to an address checked as it is made (`checked_http.CheckedAdapter`), and a
+local href is read only under the allowed roots."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from pystac_client.exceptions import APIError
 from pystac_client.stac_api_io import StacApiIO
+from requests.adapters import HTTPAdapter
 
 from amberscan.imagery.providers.base import SourceRefused
+from amberscan.imagery.providers.checked_http import CheckedAdapter
 
 if TYPE_CHECKING:
     from amberscan.imagery.providers.guard import SourceGuard
@@ -24,6 +27,11 @@ class CheckedStacIO(StacApiIO):
     def __init__(self, guard: SourceGuard, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.guard = guard
+        self.session.trust_env = False  # a proxy from the environment would be what is reached
+        for prefix in ("http://", "https://"):
+            mounted = self.session.get_adapter(prefix)  # pystac-client's, with its retries
+            retries = mounted.max_retries if isinstance(mounted, HTTPAdapter) else 0
+            self.session.mount(prefix, CheckedAdapter(guard, max_retries=retries))
         self.session.hooks["response"].append(self._check_redirect)
 
     def _check_redirect(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:

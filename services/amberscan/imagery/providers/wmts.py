@@ -90,8 +90,8 @@ class WmtsProvider:
     def __init__(
         self,
         url: str,
-        layers: tuple[str, ...] = (),
-        fetcher: Fetcher | None = None,
+        layers: tuple[str, ...],
+        fetcher: Fetcher,
         *,
         imagery_date: str = "",
         name: str = "wmts",
@@ -102,7 +102,7 @@ class WmtsProvider:
             )
         self.url = url
         self.layers = layers
-        self.fetcher = fetcher or Fetcher()
+        self.fetcher = fetcher
         self.fallback_date = normalize_date(imagery_date)
         self.name = name
         self._service: Any = None

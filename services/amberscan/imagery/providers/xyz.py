@@ -18,7 +18,7 @@ class XyzProvider(TileProvider):
     def __init__(
         self,
         url_template: str,
-        fetcher: Fetcher | None = None,
+        fetcher: Fetcher,
         *,
         name: str = "xyz",
         imagery_date: str = "",
@@ -29,7 +29,7 @@ class XyzProvider(TileProvider):
                 f"XYZ URL template {url_template!r} needs {{z}}, {{x}}, {{y}} or {{q}}"
             )
         self.url_template = url_template
-        self.fetcher = fetcher or Fetcher()
+        self.fetcher = fetcher
         self.name = name
         self.fixed_date = normalize_date(imagery_date)
         self.date_header = date_header

@@ -8,10 +8,10 @@ import socket
 
 import pytest
 
+from amberscan import sources
 from amberscan.common.settings import ImageryConfig
-from amberscan.imagery import sources
 from amberscan.imagery.providers.guard import resolve_host
-from amberscan.imagery.sources import HostRule, SourcePolicy, address_kind, glob_base
+from amberscan.sources import HostRule, SourcePolicy, address_kind, glob_base
 
 PRODUCTION = SourcePolicy.parse("https,s3", "*", [], "")
 LISTED = SourcePolicy.parse(

@@ -1,10 +1,11 @@
 """The source policy (#26 defect 8): which URLs, hosts, addresses, local paths and buckets a
 source named on the bus may make the readers open.
 
-Pure rules, as `rasters.py` is: a policy parsed from the settings' lists says why a URL, an
-address a host resolved to, a local path (already resolved) or a bucket is refused, or None.
-Resolving names, following redirects and opening things is the providers' part
-(`providers/guard.py`), which asks these rules at every hop.
+Pure rules (domain, so the settings check the lists as they load, `ImageryConfig`): a policy
+parsed from the settings' lists says why a URL, an address a host resolved to, a local path
+(already resolved) or a bucket is refused, or None. Resolving names, following redirects and
+opening things is the providers' part (`imagery/providers/guard.py`), which asks these rules at
+every hop.
 
 - Schemes: only those listed (`https` and `s3` by default); a local path is governed by the roots.
 - Hosts: `*` admits any host whose every address is public (globally routable); a listed host
@@ -21,6 +22,7 @@ Resolving names, following redirects and opening things is the providers' part
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -33,6 +35,7 @@ BUCKETS_VAR = "AMBERSCAN_SOURCE_ALLOWED_BUCKETS"
 ANY_PUBLIC = "*"
 DEFAULT_PORTS = {"http": 80, "https": 443}
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -81,12 +84,18 @@ class HostRule:
         Raises:
             ValueError: not one of those forms.
         """
-        entry, port = text.strip().lower(), None
+        entry, port_text = text.strip().lower(), ""
         if entry.startswith("["):  # [IPv6] or [IPv6]:port
-            inside, _, rest = entry[1:].partition("]")
-            entry, port = inside, (int(rest[1:]) if rest.startswith(":") else None)
+            entry, _, rest = entry[1:].partition("]")
+            if rest and not rest.startswith(":"):
+                raise ValueError(f"{text!r} is not [IPv6] or [IPv6]:port")
+            port_text = rest[1:]
         elif entry.count(":") == 1:
             entry, _, port_text = entry.partition(":")
+        port = None
+        if port_text or text.strip().endswith(":"):
+            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                raise ValueError(f"{text!r} has no port from 1 to 65535 after its ':'")
             port = int(port_text)
         try:
             return cls(network=ipaddress.ip_network(entry, strict=False), port=port)
@@ -138,8 +147,9 @@ class SourcePolicy:
         buckets: str,
         trusted: Iterable[str] = (),
     ) -> SourcePolicy:
-        """The policy of the settings' lists; `roots` already resolved to real paths, `trusted`
-        the URLs the settings name themselves (their origins are admitted).
+        """The policy of the settings' lists; `roots` already resolved to real paths (the settings
+        check them unresolved), `trusted` the URLs the settings name themselves (their origins
+        are admitted).
 
         Raises:
             ValueError: an entry of the lists that is not a scheme, host or root (named).
@@ -157,8 +167,16 @@ class SourcePolicy:
         except ValueError as error:
             raise ValueError(f"{HOSTS_VAR}: {error}") from None
         root_paths = tuple(PurePosixPath(r) for r in roots)
-        if any(not r.is_absolute() for r in root_paths):
-            raise ValueError(f"{ROOTS_VAR}: roots must be absolute paths")
+        relative = [str(r) for r in root_paths if not r.is_absolute()]
+        if relative:
+            raise ValueError(f"{ROOTS_VAR}: {relative[0]!r} is not an absolute path")
+        bucket_set = frozenset(_split(buckets))
+        bad = sorted(b for b in bucket_set if not _BUCKET.fullmatch(b))
+        if bad:
+            raise ValueError(
+                f"{BUCKETS_VAR}: {bad[0]!r} is not a bucket name (3-63 lowercase letters, "
+                "digits, dots and hyphens)"
+            )
         origins = set()
         for url in trusted:
             origin = _origin(url)
@@ -169,7 +187,7 @@ class SourcePolicy:
             any_public_host=ANY_PUBLIC in entries,
             hosts=rules,
             roots=root_paths,
-            buckets=frozenset(_split(buckets)),
+            buckets=bucket_set,
             origins=frozenset(origins),
         )
 
