@@ -66,7 +66,9 @@ async def test_geopackage_holds_both_layers_with_every_field(
     assert {str(n): str(t) for n, t in pyogrio.list_layers(path)} == {
         "tiles": "Polygon",
         "damaged_areas": "MultiPolygon",
+        "area_estimate": "MultiPolygon",  # no design drawn: an empty layer
     }
+    assert pyogrio.read_info(path, layer="area_estimate", force_feature_count=True)["features"] == 0
     damaged_in_db = await db_count(seeded, DAMAGED)
     assert 0 < damaged_in_db < len(TILES)  # both layers, and the second one a subset
     for layer, where in (("tiles", "true"), ("damaged_areas", DAMAGED)):
