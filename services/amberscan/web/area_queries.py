@@ -42,7 +42,7 @@ from amberscan.web.queries import FROM, fetch_dicts, where_clause
 MAP_STRATA = ("flagged", "high score", "rest")
 # A change design's strata, from the change map of its two vintages: flagged in the later one
 # only (the map's new damage), flagged in both, flagged in neither or no longer.
-CHANGE_STRATA = ("new", "both", "neither")
+CHANGE_STRATA = area.CHANGE_STRATA
 # Anticipated share of mining (of new mining, in a change design) per map stratum (the sample
 # size's S_h): most flagged tiles are mining, some high-score ones, very few of the rest; a tile
 # flagged at both dates seldom holds mining it did not hold before.
@@ -282,9 +282,7 @@ def _stratify(population: list[dict[str, Any]], req: DesignRequest) -> list[str]
     """Each tile's stratum: its map stratum (of the change map in a change design), and the
     user's stratum holding its centre."""
     if req.year_before:
-        names = [
-            "new" if t["mapped"] else "both" if t["now_mapped"] else "neither" for t in population
-        ]
+        names = [area.change_stratum(t["was_mapped"], t["now_mapped"]) for t in population]
     else:
         names = [
             "flagged"
@@ -376,15 +374,16 @@ def reference_ha(tile: dict[str, Any], marked_ha: float | None) -> float | None:
     later imagery is rejected or the earlier one confirmed (the mining was there already),
     None while the earlier one is unreviewed, else the later one's mining area."""
     if tile["verdict"] is None:
-        return None
-    if tile["verdict"] == "rejected":
-        return 0.0
-    if tile.get("imagery_date_before") is not None:
-        if tile.get("verdict_before") is None:
-            return None
-        if tile["verdict_before"] == "confirmed":
-            return 0.0
-    return float(tile["tile_ha"]) if marked_ha is None else min(marked_ha, float(tile["tile_ha"]))
+        later = None
+    elif tile["verdict"] == "rejected":
+        later = 0.0
+    else:
+        later = float(tile["tile_ha"])
+        later = later if marked_ha is None else min(marked_ha, later)
+    if tile.get("imagery_date_before") is None:
+        return later
+    before = tile.get("verdict_before")
+    return area.new_damage(later, None if before is None else before == "confirmed")
 
 
 async def marked_areas(db: Database, images: Any, tiles: list[dict[str, Any]]) -> dict[str, float]:
