@@ -527,3 +527,54 @@ async def test_new_damage_between_two_vintages(
     args = parser.parse_args(["area", "--design", str(design["id"])])
     assert await asyncio.to_thread(area_command.run, args, seeded.settings) == 0
     assert "new damage from 2014 to 2016" in capsys.readouterr().out
+
+
+# The area tables as a database made before change designs had them (issue 28, items 1-4).
+OLD_AREA_TABLES = """
+DROP TABLE area_tiles; DROP TABLE area_designs;
+CREATE TABLE area_designs (
+    design_id bigserial PRIMARY KEY, region_key text NOT NULL,
+    region geometry(Geometry, 4326) NOT NULL, year text NOT NULL, model_version text NOT NULL,
+    seed bigint NOT NULL, high_score double precision NOT NULL,
+    blind boolean NOT NULL DEFAULT true, strata jsonb NOT NULL, created_by text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(), UNIQUE (region_key, year, model_version)
+);
+CREATE TABLE area_tiles (
+    design_id bigint NOT NULL REFERENCES area_designs ON DELETE CASCADE,
+    tile_id text NOT NULL, imagery_date text NOT NULL, model_version text NOT NULL,
+    stratum text NOT NULL, mapped boolean NOT NULL, top_score real NOT NULL,
+    tile_ha double precision NOT NULL, damaged_ha double precision NOT NULL,
+    centre geometry(Point, 4326) NOT NULL, position integer, PRIMARY KEY (design_id, tile_id)
+);
+INSERT INTO area_designs (region_key, region, year, model_version, seed, high_score, strata,
+                          created_by)
+VALUES ('k', ST_GeomFromText('POINT(26 50)', 4326), '2016', 'm', 1, 0.3, '[]', 'old');
+"""
+
+
+async def test_a_database_from_before_change_designs_takes_them(database: Any) -> None:
+    """The schema adds the kind and the earlier vintage to an existing `area_designs` (its
+    designs become vintage designs) and keys designs by them, so a change design of the same
+    region, vintage and model can be stored beside the vintage one; one of each, still."""
+    from psycopg import errors
+
+    async with database.pool.connection() as conn:
+        await conn.execute(OLD_AREA_TABLES.encode())
+    await database.migrate()
+    rows = await database.fetch("SELECT kind, year_before FROM area_designs")
+    assert rows == [("vintage", "")]
+    insert = (
+        "INSERT INTO area_designs (region_key, region, year, model_version, seed, high_score,"
+        " strata, created_by, kind, year_before) VALUES ('k', ST_GeomFromText('POINT(26 50)',"
+        " 4326), '2016', 'm', 1, 0.3, '[]', 'new', %s, %s)"
+    )
+    await database.execute(insert, "change", "2014")
+    with pytest.raises(errors.UniqueViolation):
+        await database.execute(insert, "change", "2014")
+    with pytest.raises(errors.UniqueViolation):
+        await database.execute(insert, "vintage", "")
+    columns = await database.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'area_tiles'"
+        " AND table_schema = current_schema() AND column_name = 'imagery_date_before'"
+    )
+    assert columns == [("imagery_date_before",)]
