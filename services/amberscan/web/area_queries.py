@@ -16,6 +16,10 @@ tile when none is marked (a binary one). The estimate (`model.area.estimate`) gi
 area with its standard error and 95 % interval, the map's user's, producer's and overall
 accuracy, beside the mapped area; per reporting unit (polygons the user gives) by domain
 estimation: the tiles whose centre lies outside the unit count as zero.
+
+A change design (`year_before`) estimates the new damage between two vintages: its population
+is the tiles with a verdict in both, on the change map's strata (`model.area.change_stratum`),
+and a sampled tile's observation comes from its reviews at both dates (`model.area.new_damage`).
 """
 
 from __future__ import annotations
