@@ -25,7 +25,9 @@ from amberscan.model.area import (
     Observation,
     Stratum,
     allocate,
+    change_stratum,
     estimate,
+    new_damage,
     plan,
     proportion_stdev,
     sample_size,
@@ -221,3 +223,70 @@ def test_plan_from_a_target_standard_error_or_a_size() -> None:
         plan(strata, anticipated)
     with pytest.raises(InvalidInput, match="2 anticipated"):
         plan(strata, anticipated[:2], n=10)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "stratum"),
+    [
+        (False, True, "new"),
+        (True, True, "both"),
+        (False, False, "neither"),
+        (True, False, "neither"),
+    ],
+)
+def test_change_strata_from_the_two_verdicts(before: bool, after: bool, stratum: str) -> None:
+    assert change_stratum(before, after) == stratum
+
+
+@pytest.mark.parametrize(
+    ("later", "earlier", "new"),
+    [
+        (None, None, None),  # the later date not judged yet
+        (None, False, None),
+        (0.0, None, 0.0),  # no damage at the later date: nothing new, whatever came before
+        (0.0, True, 0.0),
+        (2.5, None, None),  # damage at the later date: new only if absent before, not judged yet
+        (2.5, False, 2.5),
+        (2.5, True, 0.0),  # there already: not new
+    ],
+)
+def test_new_damage_of_a_unit(later: float | None, earlier: bool | None, new: float | None) -> None:
+    assert new_damage(later, earlier) == new
+
+
+def test_new_damage_between_two_vintages_by_hand() -> None:
+    """A change design's estimate, computed by hand: 100 units of 1 ha on the change map's
+    strata, new (10), both (20), neither (70), four judged in each.
+
+    new: new damage in 3 of 4 (mean 0.75, s2 = 0.25); both: in 1 of 4 (0.25, s2 = 0.25);
+    neither: none (0, s2 = 0). T = 10 * 0.75 + 20 * 0.25 = 12.5 ha; V(T) = 10^2 * (1 - 0.4) *
+    0.25 / 4 + 20^2 * (1 - 0.2) * 0.25 / 4 = 3.75 + 20 = 23.75. User's accuracy (of the map's
+    new damage) 7.5 / 10 = 0.75, V = 10^2 * 0.6 * 0.25 / 4 / 10^2 = 0.0375. Producer's 7.5 /
+    12.5 = 0.6: in `new` y = x, s2 (1 + R^2 - 2R) = 0.25 * 0.16 = 0.04, 100 * 0.6 * 0.04 / 4 =
+    0.6; in `both` y = 0, R^2 s2_x = 0.09, 400 * 0.8 * 0.09 / 4 = 7.2; V = 7.8 / 12.5^2."""
+    strata = [Stratum("new", 10, 10.0), Stratum("both", 20, 20.0), Stratum("neither", 70, 70.0)]
+    judged = {
+        # stratum: (flagged before, flagged after), [(later reference, mining before)]
+        "new": ((False, True), [(1.0, False), (1.0, False), (1.0, False), (0.0, None)]),
+        "both": ((True, True), [(1.0, True), (1.0, True), (0.0, None), (1.0, False)]),
+        "neither": ((False, False), [(0.0, None), (1.0, True), (0.0, False), (0.0, None)]),
+    }
+    observations = []
+    for name, ((before, after), units) in judged.items():
+        assert change_stratum(before, after) == name
+        for later, earlier in units:
+            amount = new_damage(later, earlier)
+            assert amount is not None
+            observations.append(Observation(name, name == "new", amount, 1.0))
+    result = estimate(strata, observations)
+    assert result.area is not None and result.area.se is not None
+    assert result.area.estimate == pytest.approx(12.5)
+    assert result.area.se == pytest.approx(math.sqrt(23.75))
+    assert result.area.low == pytest.approx(12.5 - Z95 * math.sqrt(23.75))
+    assert result.proportion is not None and result.proportion.estimate == pytest.approx(0.125)
+    assert result.users is not None and result.users.se is not None
+    assert result.users.estimate == pytest.approx(0.75)
+    assert result.users.se == pytest.approx(math.sqrt(0.0375))
+    assert result.producers is not None and result.producers.se is not None
+    assert result.producers.estimate == pytest.approx(0.6)
+    assert result.producers.se == pytest.approx(math.sqrt(7.8) / 12.5)

@@ -68,3 +68,58 @@ def test_columns_carry_the_geometry_and_none_for_missing_values() -> None:
 def test_file_names() -> None:
     assert exporting.filename("fgb", "damaged_areas") == "amberscan-damaged_areas.fgb"
     assert exporting.filename("gpkg", None) == "amberscan.gpkg"
+
+
+def _report(**estimate: object) -> dict[str, object]:
+    """A design's report (`area_queries.report`) as the `area_estimate` layer takes it."""
+    interval = {"estimate": 12.5, "se": 4.8734, "low": 2.9484, "high": 22.0516}
+    return {
+        "id": 7,
+        "kind": "change",
+        "year_before": "2014",
+        "year": "2016",
+        "model_version": "clf-1",
+        "blind": True,
+        "sampled": 12,
+        "reviewed": 12,
+        "created_by": "web",
+        "created_at": datetime(2026, 12, 6, tzinfo=UTC),
+        "region": {"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]},
+        "estimate": {
+            "mining_ha": interval,
+            "proportion": None,
+            "users_accuracy": {"estimate": 0.75, "se": None, "low": None, "high": None},
+            "producers_accuracy": None,
+            "mapped_ha": 10.0,
+            "mapped_tiles_ha": 11.0,
+            "region_ha": 100.0,
+            "tiles": 100,
+            **estimate,
+        },
+    }
+
+
+def test_an_area_estimate_row_has_every_field_and_its_region() -> None:
+    p = exporting.estimate_properties(_report())
+    assert list(p) == [name for name, _ in exporting.ESTIMATE_FIELDS]
+    assert (p["design_id"], p["kind"], p["year_before"], p["year"]) == (7, "change", "2014", "2016")
+    assert (p["mining_ha"], p["mining_ha_se"], p["mining_ha_low"], p["mining_ha_high"]) == (
+        12.5,
+        4.8734,
+        2.9484,
+        22.0516,
+    )
+    # Not estimable yet: empty, not zero.
+    assert p["proportion"] is None and p["producers_accuracy_high"] is None
+    assert p["users_accuracy"] == 0.75 and p["users_accuracy_low"] is None
+    assert p["tiles"] == 100 and p["page"] == "/area/7"
+    columns = exporting.estimate_columns([_report()])
+    (shape,) = shapely.from_wkb(columns["geometry"])
+    assert shape.geom_type == "MultiPolygon" and shape.area == 1.0  # one geometry type a layer
+    text = exporting.estimate_csv_text([_report()])
+    (row,) = list(csv.DictReader(io.StringIO(text)))
+    assert row["mining_ha_low"] == "2.9484" and row["proportion"] == "" and row["blind"] == "true"
+    assert shapely.from_wkt(row["WKT"]).area == 1.0
+    feature = exporting.estimate_feature(_report())
+    assert feature["properties"]["created_at"] == "2026-12-06T00:00:00+00:00"
+    assert feature["geometry"]["type"] == "Polygon"

@@ -1,10 +1,14 @@
 """`amberscan area`: the sample-based mining area of a region, with its 95 % interval (#28).
 
     amberscan area --bbox W,S,E,N --year 2018 [--model M] --n 200 [--seed 28] [--strata F]
+    amberscan area --bbox W,S,E,N --year-before 2016 --year 2018 --n 200
     amberscan area --design ID [--units units.geojson] [--json]
 
 The first draws the stratified sampling design of the region, vintage and model (or resumes
-the one already drawn: one per the three) and prints its estimate so far; the second prints a
+the one already drawn: one per the three) and prints its estimate so far; with --year-before,
+the design of the new damage between two vintages (on the change map's strata: flagged at the
+later date only, at both, at neither), judged by the reviews of each tile at both dates; the
+last prints a
 design's estimate, per reporting unit with `--units` (named GeoJSON polygons). The reviewers'
 verdicts on the sampled tiles (the web map's /area page, or POST /api/reviews) are the
 reference observations. `--json` prints the web API's document (GET /api/area/designs/ID).
@@ -41,6 +45,7 @@ def add_parser(sub: options.Subparsers) -> None:
         examples=(
             "amberscan area --bbox 26.5,50.7,26.8,50.9 --year 2016 --n 200",
             "amberscan area --bbox 26.5,50.7,26.8,50.9 --year 2016 --target-se-ha 5",
+            "amberscan area --bbox 26.5,50.7,26.8,50.9 --year-before 2014 --year 2016 --n 150",
             "amberscan area --design 1 --units districts.geojson --json",
         ),
     )
@@ -48,6 +53,11 @@ def add_parser(sub: options.Subparsers) -> None:
     p.add_argument("--bbox", help="the region W,S,E,N (WGS84 degrees), to draw or resume a design")
     p.add_argument("--region", type=Path, help="the region as a GeoJSON polygon file")
     p.add_argument("--year", default="", help="the vintage (imagery year)")
+    p.add_argument(
+        "--year-before",
+        default="",
+        help="an earlier vintage: estimate the new damage between it and --year",
+    )
     p.add_argument("--model", default="", help="the model (default: the newest in the region)")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--n", type=int, help="the sample size")
@@ -86,6 +96,7 @@ async def _report(settings: Settings, args: argparse.Namespace) -> dict[str, Any
             if design_id is None:
                 body: dict[str, Any] = {
                     "year": args.year,
+                    "year_before": args.year_before,
                     "model": args.model,
                     "seed": args.seed,
                     "blind": not args.not_blind,
@@ -142,8 +153,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         json.dump(report, sys.stdout, default=str)
         sys.stdout.write("\n")
         return 0
+    vintage = report["year"] or "newest"
+    if report["kind"] == "change":
+        vintage = f"new damage from {report['year_before']} to {vintage}"
     print(
-        f"design {report['id']}: vintage {report['year'] or 'newest'}, model "
+        f"design {report['id']}: vintage {vintage}, model "
         f"{report['model_version']}, {report['reviewed']} of {report['sampled']} tiles reviewed"
     )
     for s in report["strata"]:

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from amberscan.web.core import Filters
 
 FORMATS = ("geojson", "csv", "gpkg", "fgb")
-LAYERS = ("tiles", "damaged_areas")  # `amberscan.web.exporting.LAYERS` (a test checks)
+# `amberscan.web.exporting.LAYERS` (a test checks)
+LAYERS = ("tiles", "damaged_areas", "area_estimate")
 REVIEWS = ("confirmed", "rejected", "reflagged", "unreviewed")
 CHANGES = ("new", "gone", "changed")
 
@@ -25,14 +26,18 @@ DESCRIPTION = """\
 Write the detections to a file: the scan tiles' polygons (layer `tiles`) and the damaged areas,
 the positive superpixels' polygons of flagged tiles (layer `damaged_areas`). Every row has the
 imagery date, the model and backbone versions, the threshold, the scores, the review state, the
-scan, the provider and detected_at. A GeoPackage holds both layers; GeoJSON, CSV (geometry as
-WKT) and FlatGeobuf hold one, --layer (tiles by default). The filters are the web API's."""
+scan, the provider and detected_at. The layer `area_estimate` holds the sample-based area
+estimate of each sampling design (`amberscan area`) of the vintage and model in the region: its
+region, the mining area with its 95 % interval, the map's accuracy, the mapped area. A
+GeoPackage holds the three layers; GeoJSON, CSV (geometry as WKT) and FlatGeobuf hold one,
+--layer (tiles by default). The filters are the web API's."""
 
 EXAMPLES = (
     "amberscan export detections.gpkg --flagged",
     "amberscan export damage.fgb --layer damaged_areas --year 2016",
     "amberscan export - --format csv --review confirmed --bbox 26.5,50.7,26.8,50.9 > confirmed.csv",
     "amberscan export area.geojson --region area-outline.geojson --model clf-2026-01",
+    "amberscan export estimates.csv --layer area_estimate --year 2016",
 )
 
 
@@ -58,7 +63,7 @@ def add_parser(sub: options.Subparsers) -> None:
     p.add_argument(
         "--layer",
         choices=LAYERS,
-        help="the layer to write (default: both in a GeoPackage, else tiles)",
+        help="the layer to write (default: all three in a GeoPackage, else tiles)",
     )
     p.add_argument("--flagged", action="store_true", help="flagged tiles only")
     p.add_argument(
@@ -119,12 +124,22 @@ def export_format(args: argparse.Namespace) -> str:
 
 
 async def _write_text(
-    out: TextIO, fmt: str, layer: str, db: Any, filters: Filters, thresholds: Any
+    out: TextIO, fmt: str, layer: str, db: Any, filters: Filters, thresholds: Any, images: Any
 ) -> int:
     import json
 
-    from amberscan.web import exporting
+    from amberscan.web import area_queries, exporting
     from amberscan.web.export_queries import export_rows
+
+    if layer == exporting.ESTIMATE_LAYER:
+        reports = await area_queries.export_reports(db, images, filters)
+        if fmt == "geojson":
+            features = [exporting.estimate_feature(r) for r in reports]
+            document = {"type": "FeatureCollection", "layer": layer, "features": features}
+            out.write(json.dumps(document, default=str) + "\n")
+        else:
+            out.write(exporting.estimate_csv_text(reports))
+        return len(reports)
 
     rows = export_rows(db, filters, layer, "geojson" if fmt == "geojson" else "wkt", thresholds)
     count = 0
@@ -148,19 +163,23 @@ async def export(
     settings: Settings, out: str, fmt: str, filters: Filters, layers: tuple[str, ...]
 ) -> dict[str, int]:
     """Write the export to `out` ('-': standard output); returns each layer's row count."""
+    from amberscan.common.blobstore import BlobStore
     from amberscan.common.db import Database
     from amberscan.web.gdal_files import write_file
-    from amberscan.web.state import Thresholds
+    from amberscan.web.state import ImageCache, Thresholds
 
     thresholds = Thresholds(settings)
+    images = ImageCache(BlobStore(settings.s3))
     async with Database(settings.database) as db:
         if fmt in ("gpkg", "fgb"):
-            return await write_file(Path(out), fmt, layers, db, filters, thresholds)
+            return await write_file(Path(out), fmt, layers, db, filters, thresholds, images)
         (layer,) = layers
         if out == "-":
-            return {layer: await _write_text(sys.stdout, fmt, layer, db, filters, thresholds)}
+            return {
+                layer: await _write_text(sys.stdout, fmt, layer, db, filters, thresholds, images)
+            }
         with open(out, "w", encoding="utf-8", newline="") as file:
-            return {layer: await _write_text(file, fmt, layer, db, filters, thresholds)}
+            return {layer: await _write_text(file, fmt, layer, db, filters, thresholds, images)}
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:

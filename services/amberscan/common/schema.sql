@@ -293,8 +293,16 @@ CREATE TABLE IF NOT EXISTS area_designs (
     strata        jsonb NOT NULL,               -- [{name, tiles, area_ha, anticipated, sampled}]
     created_by    text NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (region_key, year, model_version)
+    kind          text NOT NULL DEFAULT 'vintage',  -- or 'change': new damage from year_before
+    year_before   text NOT NULL DEFAULT ''          -- a change design's earlier vintage
 );
+-- New damage between two vintages (issue 28): a design is one per (region, kind, vintages,
+-- model); a database made before it had one per (region, vintage, model) and no kind.
+ALTER TABLE area_designs ADD COLUMN IF NOT EXISTS kind text NOT NULL DEFAULT 'vintage';
+ALTER TABLE area_designs ADD COLUMN IF NOT EXISTS year_before text NOT NULL DEFAULT '';
+ALTER TABLE area_designs DROP CONSTRAINT IF EXISTS area_designs_region_key_year_model_version_key;
+CREATE UNIQUE INDEX IF NOT EXISTS area_designs_key_idx
+    ON area_designs (region_key, kind, year_before, year, model_version);
 CREATE TABLE IF NOT EXISTS area_tiles (
     design_id     bigint NOT NULL REFERENCES area_designs ON DELETE CASCADE,
     tile_id       text NOT NULL,
@@ -307,8 +315,10 @@ CREATE TABLE IF NOT EXISTS area_tiles (
     damaged_ha    double precision NOT NULL,    -- the map's damaged area in the tile
     centre        geometry(Point, 4326) NOT NULL,
     position      integer,                      -- review order of a sampled tile; NULL: not sampled
+    imagery_date_before text,                   -- a change design's earlier vintage's imagery
     PRIMARY KEY (design_id, tile_id)
 );
+ALTER TABLE area_tiles ADD COLUMN IF NOT EXISTS imagery_date_before text;
 CREATE UNIQUE INDEX IF NOT EXISTS area_tiles_sample_idx
     ON area_tiles (design_id, position) WHERE position IS NOT NULL;
 -- Issue 30: alerts for watched regions. A subscription: a region, a level (flagged: new damage;

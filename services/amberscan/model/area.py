@@ -28,6 +28,13 @@ Intervals are Wald intervals `estimate +- 1.96 SE`, not clipped (a lower bound b
 sample cannot bound the class away from zero). A stratum needs one observation for an estimate
 and two for its variance (unless it is a census); until then the SE is None.
 
+New damage between two vintages is estimated the same way on the change map's strata
+(`change_stratum`: flagged at the later date only, `new`, the map's class; at both; at neither
+or only at the earlier one), the reference amount of a unit being its new damage
+(`new_damage`: its reference amount at the later date when it held none at the earlier one, else
+0; a unit-level change, as Olofsson's units are pixels: growth within a unit that already held
+the class is not counted).
+
 Sample size (eq. 13, Cochran 5.25): the `n` giving a target standard error `S` of a stratified
 mean is `(sum_h W_h S_h / S)^2`, or `(sum W_h S_h)^2 / (S^2 + sum W_h S_h^2 / N)` with the
 finite population; `S_h = sqrt(p_h (1 - p_h))` for an anticipated proportion `p_h`.
@@ -346,3 +353,29 @@ def plan(
     if n < 1:
         raise InvalidInput(f"sample size {n}: must be at least 1")
     return allocate(n, weights, stdevs, minimum=minimum, sizes=sizes)
+
+
+# The strata of a change design, from the map's verdicts at the two dates.
+CHANGE_STRATA = ("new", "both", "neither")
+
+
+def change_stratum(flagged_before: bool, flagged_after: bool) -> str:
+    """A unit's stratum on the change map of two vintages: `new` (flagged at the later date
+    only: the map's new damage), `both`, or `neither` (not flagged at the later date)."""
+    if flagged_after:
+        return "both" if flagged_before else "new"
+    return "neither"
+
+
+def new_damage(later: float | None, earlier: bool | None) -> float | None:
+    """A unit's reference amount of new damage between two dates: 0 when it holds none at the
+    later date (`later`, its reference amount then, is 0) or held some at the earlier one
+    (`earlier` True), else `later`; None while a judgement it needs is missing (`later` None,
+    or `earlier` None with damage at the later date)."""
+    if later is None:
+        return None
+    if later == 0:
+        return 0.0
+    if earlier is None:
+        return None
+    return 0.0 if earlier else later

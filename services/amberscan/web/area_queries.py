@@ -16,6 +16,10 @@ tile when none is marked (a binary one). The estimate (`model.area.estimate`) gi
 area with its standard error and 95 % interval, the map's user's, producer's and overall
 accuracy, beside the mapped area; per reporting unit (polygons the user gives) by domain
 estimation: the tiles whose centre lies outside the unit count as zero.
+
+A change design (`year_before`) estimates the new damage between two vintages: its population
+is the tiles with a verdict in both, on the change map's strata (`model.area.change_stratum`),
+and a sampled tile's observation comes from its reviews at both dates (`model.area.new_damage`).
 """
 
 from __future__ import annotations
@@ -40,12 +44,25 @@ from amberscan.web.core import BadRequest, Filters
 from amberscan.web.queries import FROM, fetch_dicts, where_clause
 
 MAP_STRATA = ("flagged", "high score", "rest")
-# Anticipated share of mining per map stratum (the sample size's S_h): most flagged tiles are
-# mining, some high-score ones, very few of the rest.
-ANTICIPATED = {"flagged": 0.7, "high score": 0.15, "rest": 0.005}
+# A change design's strata, from the change map of its two vintages: flagged in the later one
+# only (the map's new damage), flagged in both, flagged in neither or no longer.
+CHANGE_STRATA = area.CHANGE_STRATA
+# Anticipated share of mining (of new mining, in a change design) per map stratum (the sample
+# size's S_h): most flagged tiles are mining, some high-score ones, very few of the rest; a tile
+# flagged at both dates seldom holds mining it did not hold before.
+ANTICIPATED = {
+    "flagged": 0.7,
+    "high score": 0.15,
+    "rest": 0.005,
+    "new": 0.6,
+    "both": 0.1,
+    "neither": 0.005,
+}
+STRATUM_ORDER = {name: i for i, name in enumerate(MAP_STRATA + CHANGE_STRATA)}
 DEFAULT_HIGH_SCORE = 0.3
 MIN_PER_STRATUM = 30
 MAX_SAMPLE = 10_000
+MAX_EXPORTED = 200  # designs in one export's `area_estimate` layer
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,11 @@ class DesignRequest:
     blind: bool = True
     user_strata: tuple[tuple[str, BaseGeometry], ...] = field(default_factory=tuple)
     created_by: str = "web"
+    year_before: str = ""  # given: a change design, new damage from this vintage to `year`
+
+    @property
+    def kind(self) -> str:
+        return "change" if self.year_before else "vintage"
 
 
 def region_key(region: BaseGeometry) -> str:
@@ -81,31 +103,28 @@ async def newest_model(db: Database, region: BaseGeometry, year: str) -> str | N
     return str(rows[0]["model_version"]) if rows else None
 
 
-async def find_design(db: Database, region: BaseGeometry, year: str, model: str) -> int | None:
+async def find_design(
+    db: Database, region: BaseGeometry, year: str, model: str, year_before: str = ""
+) -> int | None:
     rows = await db.fetch(
         "SELECT design_id FROM area_designs WHERE region_key = %s AND year = %s"
-        " AND model_version = %s",
+        " AND model_version = %s AND kind = %s AND year_before = %s",
         region_key(region),
         year,
         model,
+        "change" if year_before else "vintage",
+        year_before,
     )
     return int(rows[0][0]) if rows else None
 
 
-async def create_design(db: Database, req: DesignRequest) -> tuple[int, bool]:
-    """The design of (region, vintage, model): drawn now, or the stored one; (id, drawn now).
-
-    Raises:
-        BadRequest: no detection of that model in the region and vintage, or a bad size.
-    """
-    model = req.model or await newest_model(db, req.region, req.year)
-    if not model:
-        raise BadRequest(f"no detection in the region for vintage {req.year or 'any'}")
-    existing = await find_design(db, req.region, req.year, model)
-    if existing is not None:
-        return existing, False
-    where, params = where_clause(Filters(bbox=req.region.bounds, year=req.year, model=model))
-    population = await fetch_dicts(
+async def _population(
+    db: Database, region: BaseGeometry, year: str, model: str
+) -> list[dict[str, Any]]:
+    """The tiles of the region (centre inside) with their verdict in the vintage: each tile's
+    newest detection of that model and year (`queries.where_clause`)."""
+    where, params = where_clause(Filters(bbox=region.bounds, year=year, model=model))
+    return await fetch_dicts(
         db,
         f"""SELECT d.tile_id, d.imagery_date, d.model_version,
                    d.flagged AND x.reason IS NULL AS mapped,
@@ -117,12 +136,63 @@ async def create_design(db: Database, req: DesignRequest) -> tuple[int, bool]:
             {FROM} WHERE {where}
               AND ST_Intersects(ST_SetSRID(ST_GeomFromGeoJSON(%s), 4326), ST_Centroid(d.tile_geom))
             ORDER BY d.tile_id""",
-        [*params, json.dumps(sg.mapping(req.region))],
+        [*params, json.dumps(sg.mapping(region))],
     )
+
+
+def change_population(
+    later: list[dict[str, Any]], earlier: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """A change design's population: the tiles with a verdict in both vintages, each with its
+    earlier imagery date (`imagery_date_before`), `was_mapped` (flagged then) and, as the map's
+    new damage, `mapped` (flagged in the later vintage only) and its damaged area."""
+    before = {t["tile_id"]: t for t in earlier}
+    out = []
+    for t in later:
+        b = before.get(t["tile_id"])
+        if b is None:
+            continue
+        new = bool(t["mapped"]) and not b["mapped"]
+        out.append(
+            {
+                **t,
+                "imagery_date_before": b["imagery_date"],
+                "was_mapped": bool(b["mapped"]),
+                "now_mapped": bool(t["mapped"]),
+                "mapped": new,
+                "damaged_ha": t["damaged_ha"] if new else 0.0,
+            }
+        )
+    return out
+
+
+async def create_design(db: Database, req: DesignRequest) -> tuple[int, bool]:
+    """The design of (region, vintage, model): drawn now, or the stored one; (id, drawn now).
+
+    Raises:
+        BadRequest: no detection of that model in the region and vintage, or a bad size.
+    """
+    if req.year_before and (not req.year or req.year_before == req.year):
+        raise BadRequest("a change design needs two different vintages: year_before and year")
+    model = req.model or await newest_model(db, req.region, req.year)
+    if not model:
+        raise BadRequest(f"no detection in the region for vintage {req.year or 'any'}")
+    existing = await find_design(db, req.region, req.year, model, req.year_before)
+    if existing is not None:
+        return existing, False
+    population = await _population(db, req.region, req.year, model)
+    if req.year_before:
+        earlier = await _population(db, req.region, req.year_before, model)
+        population = change_population(population, earlier)
+        if not population:
+            raise BadRequest(
+                f"no tile of the region has detections of model {model} in both"
+                f" {req.year_before} and {req.year}"
+            )
     if not population:
         raise BadRequest(f"no detection of model {model} in the region")
     names = _stratify(population, req)
-    order = sorted(set(names), key=lambda s: (MAP_STRATA.index(s.split(" / ")[0]), s))
+    order = sorted(set(names), key=lambda s: (STRATUM_ORDER[s.split(" / ")[0]], s))
     members = {s: [i for i, n in enumerate(names) if n == s] for s in order}
     strata = [
         area.Stratum(s, len(members[s]), sum(population[i]["tile_ha"] for i in members[s]))
@@ -159,9 +229,11 @@ async def create_design(db: Database, req: DesignRequest) -> tuple[int, bool]:
     async with db.pool.connection() as conn, conn.transaction():
         cursor = await conn.execute(
             b"""INSERT INTO area_designs (region_key, region, year, model_version, seed,
-                   high_score, blind, strata, created_by)
-               VALUES (%s, ST_SetSRID(ST_GeomFromGeoJSON(%s), 4326), %s, %s, %s, %s, %s, %s, %s)
-               ON CONFLICT (region_key, year, model_version) DO NOTHING RETURNING design_id""",
+                   high_score, blind, strata, created_by, kind, year_before)
+               VALUES (%s, ST_SetSRID(ST_GeomFromGeoJSON(%s), 4326), %s, %s, %s, %s, %s, %s, %s,
+                       %s, %s)
+               ON CONFLICT (region_key, kind, year_before, year, model_version) DO NOTHING
+               RETURNING design_id""",
             [
                 region_key(req.region),
                 json.dumps(sg.mapping(req.region)),
@@ -172,11 +244,13 @@ async def create_design(db: Database, req: DesignRequest) -> tuple[int, bool]:
                 req.blind,
                 json.dumps(summary),
                 req.created_by,
+                req.kind,
+                req.year_before,
             ],
         )
         row = await cursor.fetchone()
         if row is None:  # drawn meanwhile by another request: that one stands
-            found = await find_design(db, req.region, req.year, model)
+            found = await find_design(db, req.region, req.year, model, req.year_before)
             assert found is not None
             return found, False
         design_id = int(row[0])
@@ -184,7 +258,8 @@ async def create_design(db: Database, req: DesignRequest) -> tuple[int, bool]:
             conn.cursor() as cursor,
             cursor.copy(
                 b"COPY area_tiles (design_id, tile_id, imagery_date, model_version, stratum,"
-                b" mapped, top_score, tile_ha, damaged_ha, centre, position) FROM STDIN"
+                b" mapped, top_score, tile_ha, damaged_ha, centre, position, imagery_date_before)"
+                b" FROM STDIN"
             ) as copy,
         ):
             for i, t in enumerate(population):
@@ -201,17 +276,26 @@ async def create_design(db: Database, req: DesignRequest) -> tuple[int, bool]:
                         t["damaged_ha"],
                         f"SRID=4326;POINT({t['lon']!r} {t['lat']!r})",
                         position.get(i),
+                        t.get("imagery_date_before"),
                     ]
                 )
     return design_id, True
 
 
 def _stratify(population: list[dict[str, Any]], req: DesignRequest) -> list[str]:
-    """Each tile's stratum: its map stratum, and the user's stratum holding its centre."""
-    names = [
-        "flagged" if t["mapped"] else "high score" if t["top_score"] >= req.high_score else "rest"
-        for t in population
-    ]
+    """Each tile's stratum: its map stratum (of the change map in a change design), and the
+    user's stratum holding its centre."""
+    if req.year_before:
+        names = [area.change_stratum(t["was_mapped"], t["now_mapped"]) for t in population]
+    else:
+        names = [
+            "flagged"
+            if t["mapped"]
+            else "high score"
+            if t["top_score"] >= req.high_score
+            else "rest"
+            for t in population
+        ]
     if req.user_strata:
         lon = np.array([t["lon"] for t in population])
         lat = np.array([t["lat"] for t in population])
@@ -228,7 +312,7 @@ async def design(db: Database, design_id: int) -> dict[str, Any] | None:
     head = await fetch_dicts(
         db,
         """SELECT design_id, ST_AsGeoJSON(region, 7) AS region, year, model_version, seed,
-                  high_score, blind, strata, created_by, created_at
+                  high_score, blind, strata, created_by, created_at, kind, year_before
            FROM area_designs WHERE design_id = %s""",
         [design_id],
     )
@@ -238,9 +322,13 @@ async def design(db: Database, design_id: int) -> dict[str, Any] | None:
         db,
         """SELECT t.position, t.tile_id, t.imagery_date, t.model_version, t.stratum, t.mapped,
                   t.tile_ha, t.damaged_ha, ST_X(t.centre) AS lon, ST_Y(t.centre) AS lat,
-                  r.verdict, r.reviewer, r.reviewed_at, d.image_key, d.labels_key
+                  r.verdict, r.reviewer, r.reviewed_at, d.image_key, d.labels_key,
+                  t.imagery_date_before, rb.verdict AS verdict_before,
+                  rb.reviewer AS reviewer_before, rb.reviewed_at AS reviewed_at_before
            FROM area_tiles t
            LEFT JOIN reviews r ON r.tile_id = t.tile_id AND r.imagery_date = t.imagery_date
+           LEFT JOIN reviews rb ON rb.tile_id = t.tile_id
+                               AND rb.imagery_date = t.imagery_date_before
            LEFT JOIN detections d ON d.tile_id = t.tile_id AND d.imagery_date = t.imagery_date
                                  AND d.model_version = t.model_version
            WHERE t.design_id = %s AND t.position IS NOT NULL ORDER BY t.position""",
@@ -284,12 +372,22 @@ async def unit_totals(
 
 def reference_ha(tile: dict[str, Any], marked_ha: float | None) -> float | None:
     """A sampled tile's reference mining area: None before its review, 0 when rejected, the
-    area of the superpixels marked mining when any are, else the whole tile (binary)."""
+    area of the superpixels marked mining when any are, else the whole tile (binary).
+
+    In a change design (the tile has `imagery_date_before`), its new mining area: 0 when the
+    later imagery is rejected or the earlier one confirmed (the mining was there already),
+    None while the earlier one is unreviewed, else the later one's mining area."""
     if tile["verdict"] is None:
-        return None
-    if tile["verdict"] == "rejected":
-        return 0.0
-    return float(tile["tile_ha"]) if marked_ha is None else min(marked_ha, float(tile["tile_ha"]))
+        later = None
+    elif tile["verdict"] == "rejected":
+        later = 0.0
+    else:
+        later = float(tile["tile_ha"])
+        later = later if marked_ha is None else min(marked_ha, later)
+    if tile.get("imagery_date_before") is None:
+        return later
+    before = tile.get("verdict_before")
+    return area.new_damage(later, None if before is None else before == "confirmed")
 
 
 async def marked_areas(db: Database, images: Any, tiles: list[dict[str, Any]]) -> dict[str, float]:
@@ -375,7 +473,9 @@ async def report(
         reviewed[t["stratum"]] += 1
     return {
         "id": found["design_id"],
+        "kind": found["kind"],
         "region": json.loads(found["region"]),
+        "year_before": found["year_before"],
         "year": found["year"],
         "model_version": found["model_version"],
         "seed": found["seed"],
@@ -409,6 +509,15 @@ def _tile_doc(t: dict[str, Any], reference: float | None, blind: bool) -> dict[s
         "centre": [t["lon"], t["lat"]],
         "reference_ha": None if reference is None else round(reference, 4),
     }
+    if t.get("imagery_date_before") is not None:
+        # The judgement of a change design's tile: both vintages' reviews, as new damage or not.
+        doc.update(
+            imagery_date_before=t["imagery_date_before"],
+            review_before=t["verdict_before"] or "unreviewed",
+            reviewer_before=t["reviewer_before"],
+            reviewed_at_before=t["reviewed_at_before"],
+            review="unreviewed" if reference is None else "new" if reference > 0 else "not new",
+        )
     if not blind:  # a blind design keeps the map's verdict from the reviewer
         doc.update(stratum=t["stratum"], flagged=bool(t["mapped"]))
     return doc
@@ -443,3 +552,67 @@ def units_of(document: Any, limit: int = 200) -> list[tuple[str, BaseGeometry]]:
             raise BadRequest(f"units: feature {i}: {error}") from None
         out.append((label, shape))
     return out
+
+
+async def matching_designs(
+    db: Database,
+    *,
+    year: str | None = None,
+    model: str = "",
+    kind: str = "",
+    bbox: tuple[float, float, float, float] | None = None,
+    region_wkt: str = "",
+    limit: int = 50,
+) -> list[int]:
+    """The designs of a vintage (`year`; None: any, "": each tile's newest; a change design's
+    later vintage), model, kind, whose region meets `bbox` and `region_wkt`: newest first."""
+    clauses: list[str] = ["true"]
+    params: list[Any] = []
+    if year is not None:
+        clauses.append("year = %s")
+        params.append(year)
+    if model:
+        clauses.append("model_version = %s")
+        params.append(model)
+    if kind:
+        clauses.append("kind = %s")
+        params.append(kind)
+    if bbox is not None:
+        clauses.append("ST_Intersects(region, ST_MakeEnvelope(%s, %s, %s, %s, 4326))")
+        params += list(bbox)
+    if region_wkt:
+        clauses.append("ST_Intersects(region, ST_GeomFromText(%s, 4326))")
+        params.append(region_wkt)
+    rows = await db.fetch(
+        f"SELECT design_id FROM area_designs WHERE {' AND '.join(clauses)}"
+        " ORDER BY created_at DESC, design_id DESC LIMIT %s",
+        *params,
+        limit,
+    )
+    return [int(r[0]) for r in rows]
+
+
+async def reports(db: Database, images: Any, design_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """Each design's report without its sampled tiles (a design deleted meanwhile is left out)."""
+    out = []
+    for found in design_ids:
+        document = await report(db, images, found)
+        if document is not None:
+            document.pop("tiles")
+            out.append(document)
+    return out
+
+
+async def export_reports(db: Database, images: Any, filters: Filters) -> list[dict[str, Any]]:
+    """The area estimates an export carries (its `area_estimate` layer): every design of the
+    filters' vintage (any without one; a change design by its later vintage) and model whose
+    region meets the bbox or region, newest first, at most `MAX_EXPORTED`."""
+    found = await matching_designs(
+        db,
+        year=filters.year or None,
+        model=filters.model,
+        bbox=filters.bbox,
+        region_wkt=filters.region,
+        limit=MAX_EXPORTED,
+    )
+    return await reports(db, images, found)

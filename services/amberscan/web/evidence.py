@@ -93,7 +93,8 @@ def index_html(manifest: dict[str, Any]) -> str:
         )
     estimates = "".join(
         f"<li>design {d['design']} ({e(d['year'] or 'newest')}, {e(d['model_version'])}): "
-        f"{e(json.dumps(d['estimate']['mining_ha']))} ha of mining, mapped "
+        f"{e(json.dumps(d['estimate']['mining_ha']))} ha of "
+        f"{'new mining since ' + e(d['year_before']) if d['kind'] == 'change' else 'mining'}, mapped "
         f"{d['estimate']['mapped_ha']:.3f} ha</li>"
         for d in manifest["area_estimates"]
     )
@@ -246,6 +247,8 @@ async def pack(db: Database, images: Any, tile_id: str, software: str) -> tuple[
             estimates.append(
                 {
                     "design": design_id,
+                    "kind": report["kind"],  # vintage, or change: new damage from year_before
+                    "year_before": report["year_before"],
                     "year": report["year"],
                     "model_version": report["model_version"],
                     "estimate": report["units"][0],

@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 from amberscan.common.db import Database
 from amberscan.web import core, queries
 from amberscan.web.core import Filters
-from amberscan.web.exporting import LAYERS
+from amberscan.web.exporting import DETECTION_LAYERS
 
 
 class ThresholdSource(Protocol):
@@ -28,8 +28,8 @@ class ThresholdSource(Protocol):
 
 def export_sql(filters: Filters, layer: str, encoding: str) -> tuple[str, list[Any]]:
     """The query of one layer's rows, their geometry as `encoding` (geojson, wkt, wkb)."""
-    if layer not in LAYERS:
-        raise ValueError(f"layer {layer!r}: one of {', '.join(LAYERS)}")
+    if layer not in DETECTION_LAYERS:
+        raise ValueError(f"layer {layer!r}: one of {', '.join(DETECTION_LAYERS)}")
     where, params = queries.where_clause(filters)
     geom = "d.tile_geom"
     if layer == "damaged_areas":

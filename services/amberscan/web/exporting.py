@@ -2,10 +2,12 @@
 shaping of detection rows into GeoJSON features, CSV lines and Arrow batches (for GDAL). Pure:
 rows in, documents out.
 
-Two layers: `tiles`, one polygon per scan tile (its verdict under the filters), and
-`damaged_areas`, the MultiPolygon of a flagged tile's positive superpixels (the hectares; the
-map's vector tiles draw the same, `queries.damaged_area`). Every row of either layer has the same
-fields (`FIELDS`).
+Two layers of detections: `tiles`, one polygon per scan tile (its verdict under the filters),
+and `damaged_areas`, the MultiPolygon of a flagged tile's positive superpixels (the hectares;
+the map's vector tiles draw the same, `queries.damaged_area`). Every row of either layer has the
+same fields (`FIELDS`). A third layer, `area_estimate`, holds the sample-based area estimate of
+each sampling design (issue 28) matching the filters: its region's polygon with the mining area
+and its 95 % interval, the map's accuracy and the mapped area beside it (`ESTIMATE_FIELDS`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,20 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+import shapely
+import shapely.geometry as sg
+
 from amberscan.web.core import feature_of
 
-LAYERS = ("tiles", "damaged_areas")
+DETECTION_LAYERS = ("tiles", "damaged_areas")
+ESTIMATE_LAYER = "area_estimate"
+LAYERS = (*DETECTION_LAYERS, ESTIMATE_LAYER)
 # The geometry type of each layer, as GDAL names it.
-GEOMETRY_TYPES = {"tiles": "Polygon", "damaged_areas": "MultiPolygon"}
+GEOMETRY_TYPES = {
+    "tiles": "Polygon",
+    "damaged_areas": "MultiPolygon",
+    ESTIMATE_LAYER: "MultiPolygon",
+}
 # format → (GDAL driver or "", file suffix, content type); GeoJSON and CSV are written here.
 FORMATS = {
     "geojson": ("", "geojson", "application/geo+json"),
@@ -137,3 +148,102 @@ def filename(fmt: str, layer: str | None) -> str:
     """The file name of an export: `amberscan-tiles.geojson`, `amberscan.gpkg` (every layer)."""
     suffix = FORMATS[fmt][1]
     return f"amberscan-{layer}.{suffix}" if layer else f"amberscan.{suffix}"
+
+
+# The fields of the `area_estimate` layer: one row per design, its region as the geometry. The
+# intervals are 95 % (estimate ± 1.96 SE); empty where the sample cannot tell yet.
+_INTERVALS = (
+    ("mining_ha", "mining_ha"),
+    ("proportion", "proportion"),
+    ("users_accuracy", "users_accuracy"),
+    ("producers_accuracy", "producers_accuracy"),
+)
+ESTIMATE_FIELDS: tuple[tuple[str, str], ...] = (
+    ("design_id", "int"),
+    ("kind", "str"),
+    ("year_before", "str"),
+    ("year", "str"),
+    ("model_version", "str"),
+    ("blind", "bool"),
+    ("tiles", "int"),
+    ("sampled", "int"),
+    ("reviewed", "int"),
+    *(
+        (f"{name}{part}", "float")
+        for name, _ in _INTERVALS
+        for part in ("", "_se", "_low", "_high")
+    ),
+    ("mapped_ha", "float"),
+    ("mapped_tiles_ha", "float"),
+    ("region_ha", "float"),
+    ("created_by", "str"),
+    ("created_at", "time"),
+    ("page", "str"),
+)
+ESTIMATE_CSV_FIELDS = (*(name for name, _ in ESTIMATE_FIELDS), "WKT")
+
+
+def estimate_properties(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The `area_estimate` fields of one design's report (`area_queries.report`)."""
+    e = report["estimate"]
+    p: dict[str, Any] = {
+        "design_id": report["id"],
+        "kind": report["kind"],
+        "year_before": report["year_before"],
+        "year": report["year"],
+        "model_version": report["model_version"],
+        "blind": report["blind"],
+        "tiles": e["tiles"],
+        "sampled": report["sampled"],
+        "reviewed": report["reviewed"],
+    }
+    for name, key in _INTERVALS:
+        interval = e[key] or {}
+        for part, field in (("", "estimate"), ("_se", "se"), ("_low", "low"), ("_high", "high")):
+            p[f"{name}{part}"] = interval.get(field)
+    p.update(
+        mapped_ha=e["mapped_ha"],
+        mapped_tiles_ha=e["mapped_tiles_ha"],
+        region_ha=e["region_ha"],
+        created_by=report["created_by"],
+        created_at=report["created_at"],
+        page=f"/area/{report['id']}",
+    )
+    return {name: p[name] for name, _ in ESTIMATE_FIELDS}
+
+
+def estimate_feature(report: Mapping[str, Any]) -> dict[str, Any]:
+    """A GeoJSON Feature of one design's estimate: its region and `estimate_properties`."""
+    p = estimate_properties(report)
+    created = p["created_at"]
+    p["created_at"] = created.isoformat() if isinstance(created, datetime) else created
+    return {"type": "Feature", "geometry": report["region"], "properties": p}
+
+
+def estimate_csv_text(reports: Iterable[Mapping[str, Any]], header: bool = True) -> str:
+    """Designs' estimates as CSV (after the header when `header`): every field, the region WKT."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if header:
+        writer.writerow(ESTIMATE_CSV_FIELDS)
+    for report in reports:
+        p = estimate_properties(report)
+        line: list[Any] = [_csv_value(p[name], kind) for name, kind in ESTIMATE_FIELDS]
+        line.append(sg.shape(report["region"]).wkt)
+        writer.writerow(line)
+    return buffer.getvalue()
+
+
+def estimate_columns(reports: Iterable[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """Designs' estimates as columns for GDAL: `geometry` (the region as a MultiPolygon, WKB)
+    and every `ESTIMATE_FIELDS` field."""
+    out: dict[str, list[Any]] = {"geometry": []} | {name: [] for name, _ in ESTIMATE_FIELDS}
+    for report in reports:
+        shape = sg.shape(report["region"])
+        if isinstance(shape, sg.Polygon):
+            shape = sg.MultiPolygon([shape])
+        out["geometry"].append(shapely.to_wkb(shape))
+        p = estimate_properties(report)
+        for name, _ in ESTIMATE_FIELDS:
+            out[name].append(p[name])
+    return out

@@ -16,20 +16,29 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from amberscan.common.db import Database
+from amberscan.web import area_queries
 from amberscan.web.core import Filters
 from amberscan.web.export_queries import ThresholdSource, count_rows, export_rows
-from amberscan.web.exporting import FIELDS, FORMATS, GEOMETRY_TYPES, columns
+from amberscan.web.exporting import (
+    ESTIMATE_FIELDS,
+    ESTIMATE_LAYER,
+    FIELDS,
+    FORMATS,
+    GEOMETRY_TYPES,
+    columns,
+    estimate_columns,
+)
 
 BATCH = 1000
 FGB_INDEX_MAX = 100_000
 
 
-def _schema() -> Any:
+def _schema(fields: tuple[tuple[str, str], ...] = FIELDS) -> Any:
     import pyarrow as pa
 
     types = {
@@ -41,7 +50,7 @@ def _schema() -> Any:
     }
     return pa.schema(
         [pa.field("geometry", pa.binary(), nullable=False)]
-        + [pa.field(name, types[kind]) for name, kind in FIELDS]
+        + [pa.field(name, types[kind]) for name, kind in fields]
     )
 
 
@@ -54,10 +63,13 @@ async def write_layer(
     append: bool = False,
     batch: int = BATCH,
     layer_options: dict[str, str] | None = None,
+    fields: tuple[tuple[str, str], ...] = FIELDS,
+    to_columns: Callable[[Iterable[Mapping[str, Any]]], dict[str, list[Any]]] = columns,
 ) -> int:
     """Write `rows` (export rows with their geometry as `wkb`) as layer `layer` of the `fmt`
     ("gpkg" or "fgb") file at `path`, added to the file when `append`, with GDAL's
-    `layer_options`; returns the row count. `rows` is closed however the writing ends."""
+    `layer_options`; returns the row count. `rows` is closed however the writing ends. The
+    rows are shaped into `fields` by `to_columns` (the detection layers' by default)."""
     import pyarrow as pa
     import pyogrio
 
@@ -65,7 +77,7 @@ async def write_layer(
     if not driver:
         raise ValueError(f"format {fmt!r} is not written by GDAL")
     loop = asyncio.get_running_loop()
-    schema = _schema()
+    schema = _schema(fields)
     stop = threading.Event()
     written = 0
 
@@ -85,7 +97,7 @@ async def write_layer(
             if not chunk:
                 return
             written += len(chunk)
-            yield pa.RecordBatch.from_pydict(columns(chunk), schema=schema)
+            yield pa.RecordBatch.from_pydict(to_columns(chunk), schema=schema)
 
     def write() -> None:
         pyogrio.write_arrow(
@@ -120,12 +132,26 @@ async def write_file(
     db: Database,
     filters: Filters,
     thresholds: ThresholdSource,
+    images: Any,
 ) -> dict[str, int]:
     """The `fmt` export of `layers` under `filters` at `path` (replaced), one layer after the
-    other on one connection at a time; returns each layer's row count."""
+    other on one connection at a time; returns each layer's row count. `images` (the web
+    app's `ImageCache`) gives the area estimates' marked superpixels."""
     path.unlink(missing_ok=True)
     counts: dict[str, int] = {}
     for i, layer in enumerate(layers):
+        if layer == ESTIMATE_LAYER:
+            found = await area_queries.export_reports(db, images, filters)
+            counts[layer] = await write_layer(
+                path,
+                fmt,
+                layer,
+                _each(found),
+                append=i > 0,
+                fields=ESTIMATE_FIELDS,
+                to_columns=estimate_columns,
+            )
+            continue
         options = None
         if fmt == "fgb":
             small = await count_rows(db, filters, layer) <= FGB_INDEX_MAX
@@ -135,3 +161,8 @@ async def write_file(
             path, fmt, layer, rows, append=i > 0, layer_options=options
         )
     return counts
+
+
+async def _each(items: list[dict[str, Any]]) -> AsyncGenerator[dict[str, Any], None]:
+    for item in items:
+        yield item

@@ -373,3 +373,208 @@ async def test_user_strata_and_a_target_standard_error(server: str, seeded: Seed
     for t in design["tiles"]:  # not blind: each tile's stratum and flag are shown
         assert t["stratum"] == population[t["tile_id"]]["stratum"]
         assert t["flagged"] == population[t["tile_id"]]["mapped"]
+
+
+LATER = "2016-05-01"
+# The grid's 2016 vintage: the 2014 high-score tiles newly flagged; half the 2014 flagged tiles
+# flagged again, half no longer.
+FLAGGED_2016 = [(i % 4 == 0 and i % 8 != 0) or i % 4 == 1 for i in range(40)]
+
+
+async def add_later_vintage(seeded: Seeded) -> None:
+    for i, tile in enumerate(GRID):
+        flagged = FLAGGED_2016[i]
+        detection = pb.Detection(
+            tile_id=tile.quadkey,
+            scan_id="scan-area-2016",
+            tile=pb.TileCoord(x=tile.x, y=tile.y, z=tile.z),
+            provider="demo",
+            imagery_date=LATER,
+            flagged=flagged,
+            positives=3 if flagged else 0,
+            segment_count=20,
+            min_positives=2,
+            hectares=0.4 + 0.1 * i if flagged else 0.0,
+            tile_geojson=json.dumps(tile.polygon()),
+            scores=[0.9 if flagged else 0.1] + [0.05] * 19,
+            models=pb.ModelVersions(classifier=MODEL, backbone="efficientnet_lite0@1"),
+            demo=True,
+        )
+        async with seeded.db.pool.connection() as conn:
+            await conn.execute(UPSERT_DETECTION.encode(), detection_row(detection))
+
+
+async def test_new_damage_between_two_vintages(
+    server: str, seeded: Seeded, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A change design (#28): the tiles with a verdict in both vintages on the change map's
+    strata, each judged by its reviews at both dates; the estimate of the new damage is the
+    estimator's on those observations, from the API, the design list and `amberscan area`."""
+    await add_grid(seeded)
+    await add_later_vintage(seeded)
+    bbox = ",".join(str(v) for v in REGION)
+    body = {"bbox": bbox, "model": MODEL, "year_before": "2014", "year": "2016", "n": 15}
+    for bad, problem in (({"year": ""}, "two different vintages"), ({"year": "2014"}, "two")):
+        status, answer = await post(f"{server}/api/area/designs", {**body, **bad}, AUTH)
+        assert status == 400 and problem in answer["error"], answer
+    status, design = await post(f"{server}/api/area/designs", body, AUTH)
+    assert status == 201, design
+    assert (design["kind"], design["year_before"], design["year"]) == ("change", "2014", "2016")
+    population = await stored(seeded, design["id"])
+    # The grid only: each seeded tile has one vintage of the two.
+    assert set(population) == {t.quadkey for t in GRID}
+    kind_of = {t.quadkey: (KIND[i] == "flagged", FLAGGED_2016[i]) for i, t in enumerate(GRID)}
+    for tile_id, t in population.items():
+        before, after = kind_of[tile_id]
+        assert t["stratum"] == ("new" if after and not before else "both" if after else "neither")
+        assert t["mapped"] == (after and not before)
+    assert {s["name"]: (s["tiles"], s["sampled"]) for s in design["strata"]} == {
+        "new": (10, 5),
+        "both": (5, 5),
+        "neither": (25, 5),
+    }
+    # A vintage design of the same region and model is another design.
+    status, vintage = await post(
+        f"{server}/api/area/designs", {"bbox": bbox, "model": MODEL, "year": "2016", "n": 6}, AUTH
+    )
+    assert status == 201 and vintage["id"] != design["id"] and vintage["kind"] == "vintage"
+
+    tiles = design["tiles"]
+    assert all(t["imagery_date"] == LATER and t["imagery_date_before"] for t in tiles)
+    truth: dict[str, float] = {}
+    left_open = None
+    for k, t in enumerate(tiles):
+        stratum = population[t["tile_id"]]["stratum"]
+        later = {"new": k % 2 == 0, "both": True, "neither": k % 5 == 0}[stratum]
+        earlier = stratum == "both"
+        await review(server, t, "confirmed" if later else "rejected")
+        if later and left_open is None and not earlier:
+            left_open = t  # damage at the later date, the earlier one not judged yet
+            continue
+        if later:
+            await review(
+                server,
+                {**t, "imagery_date": t["imagery_date_before"]},
+                "confirmed" if earlier else "rejected",
+            )
+        truth[t["tile_id"]] = population[t["tile_id"]]["tile_ha"] if later and not earlier else 0.0
+    assert left_open is not None
+    status, partial = await get(f"{server}/api/area/designs/{design['id']}")
+    assert status == 200 and partial["reviewed"] == 14
+    shown = {t["tile_id"]: t for t in partial["tiles"]}
+    assert shown[left_open["tile_id"]]["review"] == "unreviewed"
+    assert shown[left_open["tile_id"]]["review_before"] == "unreviewed"
+    await review(
+        server, {**left_open, "imagery_date": left_open["imagery_date_before"]}, "rejected"
+    )
+    truth[left_open["tile_id"]] = population[left_open["tile_id"]]["tile_ha"]
+
+    status, report = await get(f"{server}/api/area/designs/{design['id']}")
+    assert status == 200 and report["complete"] and report["reviewed"] == 15
+    reviews = {t["tile_id"]: t["review"] for t in report["tiles"]}
+    assert reviews == {k: "new" if v > 0 else "not new" for k, v in truth.items()}
+    strata = [
+        Stratum(
+            name,
+            sum(1 for t in population.values() if t["stratum"] == name),
+            sum(t["tile_ha"] for t in population.values() if t["stratum"] == name),
+        )
+        for name in ("new", "both", "neither")
+    ]
+    expected = estimate(
+        strata,
+        [
+            Observation(
+                population[tid]["stratum"],
+                population[tid]["mapped"],
+                ha,
+                population[tid]["tile_ha"],
+            )
+            for tid, ha in truth.items()
+        ],
+    )
+    got = report["estimate"]
+    assert expected.area is not None and expected.area.se is not None and expected.area.se > 0
+    assert got["mining_ha"]["estimate"] == pytest.approx(expected.area.estimate, abs=1e-3)
+    assert got["mining_ha"]["se"] == pytest.approx(expected.area.se, abs=1e-3)
+    assert expected.users is not None and expected.producers is not None
+    assert got["users_accuracy"]["estimate"] == pytest.approx(expected.users.estimate, abs=1e-4)
+    assert got["producers_accuracy"]["estimate"] == pytest.approx(
+        expected.producers.estimate, abs=1e-4
+    )
+    new_mapped = sum(t["damaged_ha"] for t in population.values() if t["stratum"] == "new")
+    assert got["mapped_ha"] == pytest.approx(new_mapped, abs=1e-3) and new_mapped > 0
+
+    # Listed by kind and later vintage; the map's panel asks this way.
+    status, listed = await get(f"{server}/api/area/designs", year="2016", kind="change")
+    assert status == 200 and [d["id"] for d in listed["designs"]] == [design["id"]]
+    assert listed["designs"][0]["estimate"] == got and "tiles" not in listed["designs"][0]
+    status, listed = await get(f"{server}/api/area/designs", year="2016")
+    assert [d["id"] for d in listed["designs"]] == [vintage["id"], design["id"]]
+    status, listed = await get(f"{server}/api/area/designs", year="2015")
+    assert listed["designs"] == []
+
+    # `amberscan area` resumes it and prints the same figures.
+    parser = argparse.ArgumentParser()
+    area_command.add_parser(parser.add_subparsers())
+    args = parser.parse_args(
+        ["area", "--bbox", bbox, "--model", MODEL, "--year-before", "2014", "--year", "2016"]
+        + ["--n", "15", "--json"]
+    )
+    assert await asyncio.to_thread(area_command.run, args, seeded.settings) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["id"] == design["id"] and printed["estimate"] == got
+    args = parser.parse_args(["area", "--design", str(design["id"])])
+    assert await asyncio.to_thread(area_command.run, args, seeded.settings) == 0
+    assert "new damage from 2014 to 2016" in capsys.readouterr().out
+
+
+# The area tables as a database made before change designs had them (issue 28, items 1-4).
+OLD_AREA_TABLES = """
+DROP TABLE area_tiles; DROP TABLE area_designs;
+CREATE TABLE area_designs (
+    design_id bigserial PRIMARY KEY, region_key text NOT NULL,
+    region geometry(Geometry, 4326) NOT NULL, year text NOT NULL, model_version text NOT NULL,
+    seed bigint NOT NULL, high_score double precision NOT NULL,
+    blind boolean NOT NULL DEFAULT true, strata jsonb NOT NULL, created_by text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(), UNIQUE (region_key, year, model_version)
+);
+CREATE TABLE area_tiles (
+    design_id bigint NOT NULL REFERENCES area_designs ON DELETE CASCADE,
+    tile_id text NOT NULL, imagery_date text NOT NULL, model_version text NOT NULL,
+    stratum text NOT NULL, mapped boolean NOT NULL, top_score real NOT NULL,
+    tile_ha double precision NOT NULL, damaged_ha double precision NOT NULL,
+    centre geometry(Point, 4326) NOT NULL, position integer, PRIMARY KEY (design_id, tile_id)
+);
+INSERT INTO area_designs (region_key, region, year, model_version, seed, high_score, strata,
+                          created_by)
+VALUES ('k', ST_GeomFromText('POINT(26 50)', 4326), '2016', 'm', 1, 0.3, '[]', 'old');
+"""
+
+
+async def test_a_database_from_before_change_designs_takes_them(database: Any) -> None:
+    """The schema adds the kind and the earlier vintage to an existing `area_designs` (its
+    designs become vintage designs) and keys designs by them, so a change design of the same
+    region, vintage and model can be stored beside the vintage one; one of each, still."""
+    from psycopg import errors
+
+    async with database.pool.connection() as conn:
+        await conn.execute(OLD_AREA_TABLES.encode())
+    await database.migrate()
+    rows = await database.fetch("SELECT kind, year_before FROM area_designs")
+    assert rows == [("vintage", "")]
+    insert = (
+        "INSERT INTO area_designs (region_key, region, year, model_version, seed, high_score,"
+        " strata, created_by, kind, year_before) VALUES ('k', ST_GeomFromText('POINT(26 50)',"
+        " 4326), '2016', 'm', 1, 0.3, '[]', 'new', %s, %s)"
+    )
+    await database.execute(insert, "change", "2014")
+    with pytest.raises(errors.UniqueViolation):
+        await database.execute(insert, "change", "2014")
+    with pytest.raises(errors.UniqueViolation):
+        await database.execute(insert, "vintage", "")
+    columns = await database.fetch(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'area_tiles'"
+        " AND table_schema = current_schema() AND column_name = 'imagery_date_before'"
+    )
+    assert columns == [("imagery_date_before",)]

@@ -15,12 +15,13 @@ import pyogrio
 import pyogrio.raw
 import pytest
 import shapely
+import shapely.geometry
 
 from amberscan.web import gdal_files
 from amberscan.web.core import implied_threshold
 from amberscan.web.exporting import FIELDS
 from tests.web.client import AUTH, fetch, get, post, target
-from tests.web.conftest import MODEL, TILES, Seeded
+from tests.web.conftest import BBOX, MODEL, TILES, Seeded
 
 pytestmark = pytest.mark.stack
 
@@ -66,7 +67,9 @@ async def test_geopackage_holds_both_layers_with_every_field(
     assert {str(n): str(t) for n, t in pyogrio.list_layers(path)} == {
         "tiles": "Polygon",
         "damaged_areas": "MultiPolygon",
+        "area_estimate": "MultiPolygon",  # no design drawn: an empty layer
     }
+    assert pyogrio.read_info(path, layer="area_estimate", force_feature_count=True)["features"] == 0
     damaged_in_db = await db_count(seeded, DAMAGED)
     assert 0 < damaged_in_db < len(TILES)  # both layers, and the second one a subset
     for layer, where in (("tiles", "true"), ("damaged_areas", DAMAGED)):
@@ -226,3 +229,73 @@ async def test_bad_export_parameters_are_named(
     for fmt in ("gpkg", "fgb", "csv", "geojson"):
         status, body = await get(f"{server}/api/export.{fmt}", **query)
         assert status == 400 and problem in body["error"], (fmt, body)
+
+
+async def test_area_estimate_layer_in_every_format_and_the_command(
+    server: str, seeded: Seeded, tmp_path: Path
+) -> None:
+    """The sample-based area estimate (#28) travels with the exports: one row per design of the
+    vintage and model in the region, its region as the geometry, the figures of
+    GET /api/area/designs/ID; read back with GDAL (pyogrio), from the API and `amberscan export`."""
+    import argparse
+    import asyncio
+
+    from amberscan.cli import export as export_command
+    from amberscan.web.exporting import ESTIMATE_FIELDS
+
+    status, design = await post(f"{server}/api/area/designs", {"bbox": BBOX, "n": 4}, AUTH)
+    assert status == 201 and design["sampled"] == 4  # a census of the four seeded tiles
+    for t in design["tiles"]:
+        body = {k: t[k] for k in ("tile_id", "imagery_date", "model_version")}
+        verdict = "confirmed" if t["tile_id"] == seeded.tiles["positive1"].tile_id else "rejected"
+        status, _ = await post(
+            f"{server}/api/reviews", {**body, "verdict": verdict, "reviewer": "tester"}, AUTH
+        )
+        assert status == 200
+    status, report = await get(f"{server}/api/area/designs/{design['id']}")
+    assert status == 200 and report["reviewed"] == 4
+    mining = report["estimate"]["mining_ha"]
+    assert mining["estimate"] > 0 and mining["se"] == 0  # a census: no sampling error
+
+    names = [name for name, _ in ESTIMATE_FIELDS]
+    gpkg = await download(f"{server}/api/export.gpkg", tmp_path / "all.gpkg")
+    fgb = await download(
+        f"{server}/api/export.fgb", tmp_path / "e.fgb", layer="area_estimate", model=MODEL
+    )
+    geojson = await download(
+        f"{server}/api/export.geojson", tmp_path / "e.geojson", layer="area_estimate"
+    )
+    csv_file = await download(
+        f"{server}/api/export.csv", tmp_path / "e.csv", layer="area_estimate", bbox=BBOX
+    )
+    parser = argparse.ArgumentParser()
+    export_command.add_parser(parser.add_subparsers())
+    written = tmp_path / "command.gpkg"
+    args = parser.parse_args(["export", str(written), "--layer", "area_estimate"])
+    assert await asyncio.to_thread(export_command.run, args, seeded.settings) == 0
+    region = shapely.geometry.shape(report["region"])
+    for path in (gpkg, fgb, geojson, csv_file, written):
+        layer = "area_estimate" if path.suffix == ".gpkg" else None
+        info, columns = read(path, layer)
+        assert info["features"] == 1, path
+        assert set(names) <= set(info["fields"]), path
+        assert int(columns["design_id"][0]) == design["id"]
+        assert float(columns["mining_ha"][0]) == pytest.approx(mining["estimate"], abs=1e-4)
+        assert float(columns["mining_ha_low"][0]) == pytest.approx(mining["low"], abs=1e-4)
+        assert int(columns["reviewed"][0]) == 4 and int(columns["sampled"][0]) == 4
+        assert float(columns["mapped_ha"][0]) == pytest.approx(
+            report["estimate"]["mapped_ha"], abs=1e-4
+        )
+        assert str(columns["page"][0]) == f"/area/{design['id']}"
+        assert columns["geometry"][0].equals(region) or columns["geometry"][0].geoms[0].equals(
+            region
+        ), path
+    # No design of another vintage or elsewhere: the layer is empty.
+    for params in ({"year": "2013"}, {"bbox": "10,10,10.1,10.1"}):
+        path = await download(
+            f"{server}/api/export.geojson",
+            tmp_path / "none.geojson",
+            layer="area_estimate",
+            **params,
+        )
+        assert json.loads(path.read_text())["features"] == [], params

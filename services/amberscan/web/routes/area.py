@@ -59,6 +59,11 @@ def design_request(data: dict[str, Any]) -> area_queries.DesignRequest:
     filters = params.parse_filters(
         {k: str(data[k]) for k in ("year", "model") if data.get(k)}, bbox_required=False
     )
+    # A change design: new damage from the vintage `year_before` to `year`.
+    before = params.parse_filters(
+        {"year": str(data["year_before"])} if data.get("year_before") else {},
+        bbox_required=False,
+    ).year
     n = data.get("n")
     target = data.get("target_se_ha")
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
@@ -91,6 +96,7 @@ def design_request(data: dict[str, Any]) -> area_queries.DesignRequest:
         blind=blind,
         user_strata=user,
         created_by=params.reviewer(data.get("reviewer")),
+        year_before=before,
     )
 
 
@@ -102,6 +108,31 @@ async def post_design(request: web.Request) -> web.Response:
         raise BadRequest("target_se_ha: a finite number")
     found, drawn = await area_queries.create_design(request.app[DB], req)
     return json_response(await _report(request, found), status=201 if drawn else 200)
+
+
+@routes.get("/api/area/designs")
+async def list_designs(request: web.Request) -> web.Response:
+    """The designs (their estimates, without the sampled tiles), newest first: of a vintage
+    (`year`; absent: any; empty: each tile's newest, as the map's default), `model`, `kind`
+    (vintage or change) and whose region meets `bbox`; at most `limit` (20)."""
+    query = request.query
+    filters = params.parse_filters(
+        {k: query[k] for k in ("year", "model", "bbox") if k in query}, bbox_required=False
+    )
+    kind = query.get("kind", "")
+    if kind not in ("", "vintage", "change"):
+        raise BadRequest(f"kind={kind[:20]!r}: vintage or change")
+    limit = params.int_param(query, "limit", 20, 1, 100)
+    found = await area_queries.matching_designs(
+        request.app[DB],
+        year=filters.year if "year" in query else None,
+        model=filters.model,
+        kind=kind,
+        bbox=filters.bbox,
+        limit=limit,
+    )
+    designs = await area_queries.reports(request.app[DB], request.app[IMAGES], found)
+    return json_response({"designs": designs})
 
 
 @routes.get("/api/area/designs/{design_id}")

@@ -1,6 +1,7 @@
 """Exports of the detections matching the filters (`params.export_request`): GeoJSON, CSV,
-GeoPackage and FlatGeobuf, of the tiles and of the damaged areas (`exporting`), each on the
-downloads' own connections within the budget (`limits.py`).
+GeoPackage and FlatGeobuf, of the tiles and of the damaged areas (`exporting`), and of the
+sample-based area estimates (`layer=area_estimate`, one row per design; in a GeoPackage beside the
+other two), each on the downloads' own connections within the budget (`limits.py`).
 
 GeoJSON and CSV stream as the rows arrive from a server-side cursor (memory holds one batch,
 however many detections match). GeoPackage and FlatGeobuf are written by GDAL from batches of
@@ -12,15 +13,18 @@ pool before the file is sent.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-from amberscan.web import exporting, params
+from amberscan.web import area_queries, exporting, params
+from amberscan.web.core import Filters
 from amberscan.web.export_queries import export_rows
 from amberscan.web.gdal_files import write_file
 from amberscan.web.responses import stream_csv, stream_file, stream_geojson
-from amberscan.web.state import BUDGET, DOWNLOADS_DB, THRESHOLDS
+from amberscan.web.state import BUDGET, DOWNLOADS_DB, IMAGES, THRESHOLDS
 
 routes = web.RouteTableDef()
 
@@ -29,6 +33,14 @@ routes = web.RouteTableDef()
 async def export_geojson(request: web.Request) -> web.StreamResponse:
     filters, (layer,) = params.export_request(request.query, "geojson")
     async with request.app[BUDGET].download(request):
+        if layer == exporting.ESTIMATE_LAYER:
+            return await stream_geojson(
+                request,
+                _estimates(request, filters),
+                exporting.filename("geojson", layer),
+                exporting.estimate_feature,
+                layer=layer,
+            )
         rows = export_rows(
             request.app[DOWNLOADS_DB], filters, layer, "geojson", request.app[THRESHOLDS]
         )
@@ -41,6 +53,13 @@ async def export_geojson(request: web.Request) -> web.StreamResponse:
 async def export_csv(request: web.Request) -> web.StreamResponse:
     filters, (layer,) = params.export_request(request.query, "csv")
     async with request.app[BUDGET].download(request):
+        if layer == exporting.ESTIMATE_LAYER:
+            return await stream_csv(
+                request,
+                _estimates(request, filters),
+                exporting.filename("csv", layer),
+                exporting.estimate_csv_text,
+            )
         rows = export_rows(
             request.app[DOWNLOADS_DB], filters, layer, "wkt", request.app[THRESHOLDS]
         )
@@ -54,20 +73,36 @@ async def _gdal_export(request: web.Request, fmt: str) -> web.StreamResponse:
         with tempfile.TemporaryDirectory(prefix="amberscan-export-") as folder:
             path = Path(folder) / name
             await write_file(
-                path, fmt, layers, request.app[DOWNLOADS_DB], filters, request.app[THRESHOLDS]
+                path,
+                fmt,
+                layers,
+                request.app[DOWNLOADS_DB],
+                filters,
+                request.app[THRESHOLDS],
+                request.app[IMAGES],
             )
             return await stream_file(
                 request, path, content_type=exporting.FORMATS[fmt][2], filename=name
             )
 
 
+async def _estimates(request: web.Request, filters: Filters) -> AsyncIterator[dict[str, Any]]:
+    """The `area_estimate` layer's rows: the designs' reports (`area_queries.export_reports`)."""
+    found = await area_queries.export_reports(
+        request.app[DOWNLOADS_DB], request.app[IMAGES], filters
+    )
+    for report in found:
+        yield report
+
+
 @routes.get("/api/export.gpkg")
 async def export_gpkg(request: web.Request) -> web.StreamResponse:
-    """Both layers (or the one `layer=` names) in one GeoPackage."""
+    """Every layer (or the one `layer=` names) in one GeoPackage."""
     return await _gdal_export(request, "gpkg")
 
 
 @routes.get("/api/export.fgb")
 async def export_fgb(request: web.Request) -> web.StreamResponse:
-    """One layer per FlatGeobuf file: `layer=tiles` (default) or `layer=damaged_areas`."""
+    """One layer per FlatGeobuf file: `layer=tiles` (default), `damaged_areas` or
+    `area_estimate`."""
     return await _gdal_export(request, "fgb")

@@ -2,7 +2,10 @@
 
 // /area draws (or resumes) a sampling design; /area/ID steps through its sample in review order.
 // Each verdict is a review (POST /api/reviews); the estimate comes back from
-// GET /api/area/designs/ID, per reporting unit from POST /api/area/designs/ID/estimate.
+// GET /api/area/designs/ID, per reporting unit from POST /api/area/designs/ID/estimate. A change
+// design (new damage between two vintages) shows each tile at both dates; its judgement is the
+// two dates' reviews: new mining (later confirmed, earlier rejected), there before (both
+// confirmed), none at the later date (later rejected).
 const designId = location.pathname.split("/")[2] || "";
 let report = null;
 let units = null;
@@ -14,7 +17,8 @@ const ci = (i, d = 2) => (i && i.low !== null ? `${fmt(i.low, d)} – ${fmt(i.hi
 function describe(e) {
   if (!e.mining_ha) return `no estimate yet: ${report.reviewed} of ${report.sampled} sampled tiles judged (every stratum needs one)`;
   const m = e.mining_ha;
-  return `mining ${fmt(m.estimate)} ha (95 % CI ${ci(m)}), mapped ${fmt(e.mapped_ha)} ha; ${report.reviewed} of ${report.sampled} judged`;
+  const what = report.kind === "change" ? `new mining ${report.year_before}–${report.year}` : "mining";
+  return `${what} ${fmt(m.estimate)} ha (95 % CI ${ci(m)}), mapped ${fmt(e.mapped_ha)} ha; ${report.reviewed} of ${report.sampled} judged`;
 }
 
 function row(table, cells) {
@@ -70,6 +74,16 @@ function show() {
   const img = document.getElementById("tile");
   img.onerror = () => amber.status(`tile ${t.tile_id}: no stored imagery to show`, true);
   img.src = `/api/tiles/${encodeURIComponent(t.tile_id)}/overlay.png?${q}`;
+  const change = report.kind === "change";
+  document.getElementById("before-figure").classList.toggle("hidden", !change);
+  document.getElementById("change-buttons").classList.toggle("hidden", !change);
+  document.getElementById("vintage-buttons").classList.toggle("hidden", change);
+  document.getElementById("after-caption").textContent = change ? `later: ${t.imagery_date}` : "";
+  if (change) {
+    q.set("imagery_date", t.imagery_date_before);
+    document.getElementById("tile-before").src = `/api/tiles/${encodeURIComponent(t.tile_id)}/overlay.png?${q}`;
+    document.getElementById("before-caption").textContent = `earlier: ${t.imagery_date_before}`;
+  }
   document.body.dataset.ready = "1";
 }
 
@@ -80,14 +94,18 @@ async function load() {
   show();
 }
 
-async function judge(verdict) {
+// A vintage design's judgement is one review; a change design's, the reviews of both dates
+// (`before`: the earlier date's verdict, or null when the later one is rejected).
+async function judge(verdict, before = null) {
   const t = report.tiles[index];
   if (!t) return;
-  const body = { tile_id: t.tile_id, imagery_date: t.imagery_date, model_version: t.model_version, verdict, reviewer: document.getElementById("reviewer").value };
+  const reviewer = document.getElementById("reviewer").value;
+  const body = { tile_id: t.tile_id, imagery_date: t.imagery_date, model_version: t.model_version, verdict, reviewer };
   try {
     document.body.dataset.ready = "0";
     await amber.post("/api/reviews", body);
-    amber.status(`tile ${t.tile_id}: ${verdict}`);
+    if (before) await amber.post("/api/reviews", { ...body, imagery_date: t.imagery_date_before, verdict: before });
+    amber.status(`tile ${t.tile_id}: ${verdict}${before ? `, earlier ${before}` : ""}`);
     const next = report.tiles.findIndex((x, i) => i > index && x.review === "unreviewed");
     await load();
     if (next >= 0) { index = next; show(); }
@@ -113,12 +131,15 @@ async function uploadUnits(file) {
 amber.initToken();
 document.getElementById("token").addEventListener("change", () => amber.token());
 if (!designId) {
-  amber.drawSample("/api/area/designs", "/area", () => ({ bbox: document.getElementById("bbox").value, n: Number(document.getElementById("n").value), seed: Number(document.getElementById("seed").value), blind: document.getElementById("blind").checked, reviewer: document.getElementById("reviewer").value }));
+  amber.drawSample("/api/area/designs", "/area", () => ({ bbox: document.getElementById("bbox").value, year_before: document.getElementById("year_before").value, n: Number(document.getElementById("n").value), seed: Number(document.getElementById("seed").value), blind: document.getElementById("blind").checked, reviewer: document.getElementById("reviewer").value }));
 } else {
   document.getElementById("run").classList.remove("hidden");
   document.getElementById("title").textContent = `Area estimate ${designId}`;
   document.getElementById("confirm").addEventListener("click", () => judge("confirmed"));
   document.getElementById("reject").addEventListener("click", () => judge("rejected"));
+  document.getElementById("new-damage").addEventListener("click", () => judge("confirmed", "rejected"));
+  document.getElementById("old-damage").addEventListener("click", () => judge("confirmed", "confirmed"));
+  document.getElementById("no-damage").addEventListener("click", () => judge("rejected"));
   document.getElementById("previous").addEventListener("click", () => { index = Math.max(0, index - 1); show(); });
   document.getElementById("next").addEventListener("click", () => { index = Math.min(report.tiles.length - 1, index + 1); show(); });
   document.getElementById("units").addEventListener("change", (ev) => { if (ev.target.files.length) uploadUnits(ev.target.files[0]); });

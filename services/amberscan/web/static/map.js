@@ -209,6 +209,35 @@ function fillSummary(s) {
   synthetic.classList.toggle("hidden", !s.synthetic);
 }
 
+// The sample-based area estimate (issue 28) of the newest sampling design of the vintage and
+// model shown (a new-damage design when the change view shows new damage), or none.
+function estimateQuery() {
+  const params = new URLSearchParams({ year: document.getElementById("year").value, limit: "1" });
+  const model = document.getElementById("model").value;
+  if (model) params.set("model", model);
+  const fresh = document.getElementById("change").value === "new" && document.getElementById("year").value;
+  params.set("kind", fresh ? "change" : "vintage");
+  return "/api/area/designs?" + params.toString();
+}
+
+function fillEstimate(answer) {
+  const box = document.getElementById("area-estimate");
+  const design = answer.designs[0];
+  box.classList.toggle("hidden", !design);
+  document.body.dataset.areaDesign = design ? String(design.id) : "";
+  if (!design) return;
+  const e = design.estimate;
+  const m = e.mining_ha;
+  const what = design.kind === "change" ? `new mining ${design.year_before}–${design.year}` : "mining";
+  const judged = `${design.reviewed} of ${design.sampled} sample tiles judged`;
+  let text;
+  if (!m) text = `Sample-based estimate: not yet (${judged})`;
+  else if (m.se === null) text = `Sample-based ${what}: ${m.estimate.toFixed(2)} ha, no interval yet (${judged})`;
+  else text = `Sample-based ${what}: ${m.estimate.toFixed(2)} ± ${(m.high - m.estimate).toFixed(2)} ha (95 % CI ${m.low.toFixed(2)} – ${m.high.toFixed(2)}; ${judged})`;
+  document.getElementById("area-estimate-text").textContent = text;
+  document.getElementById("area-estimate-link").href = `/area/${design.id}`;
+}
+
 function fillSelect(id, values) {
   const select = document.getElementById(id);
   const current = select.value;
@@ -254,13 +283,14 @@ async function refresh() {
   document.getElementById("change").disabled = !document.getElementById("year").value;
   state.refreshing += 1;
   unsettle();
-  let s;
+  let s, estimate;
   try {
-    s = await amber.getJSON("/api/summary?" + params.toString());
+    [s, estimate] = await Promise.all([amber.getJSON("/api/summary?" + params.toString()), amber.getJSON(estimateQuery())]);
   } finally {
     state.refreshing -= 1;
   }
   fillSummary(s);
+  fillEstimate(estimate);
   for (const format of ["geojson", "csv", "gpkg", "fgb"]) {
     document.getElementById("export-" + format).href = `/api/export.${format}?` + params.toString();
   }
@@ -289,7 +319,7 @@ async function main() {
   for (const group of permalink.LAYERS) document.getElementById("layer-" + group).checked = link.layers.includes(group);
   document.getElementById("change").disabled = !document.getElementById("year").value;
   const filtered = filters().toString();
-  const shown = filtered ? await amber.getJSON("/api/summary?" + filtered) : s;
+  const [shown, estimate] = await Promise.all([filtered ? amber.getJSON("/api/summary?" + filtered) : s, amber.getJSON(estimateQuery())]);
   const options = { container: "map", style: styleShown(state.config), attributionControl: { compact: true }, maxZoom: 19, fadeDuration: 0 };
   // ?bbox=W,S,E,N (an alert's map link) fits the map to it; else the permalink's view; else the detections' extent.
   const asked = (new URLSearchParams(location.search).get("bbox") || "").split(",").map(Number);
@@ -325,6 +355,7 @@ async function main() {
   state.map.on("movestart", unsettle);
   state.map.on("moveend", saveLink);
   fillSummary(shown);
+  fillEstimate(estimate);
   for (const id of ["year", "model", "review", "change"]) document.getElementById(id).addEventListener("change", () => refresh().catch((e) => amber.status(e.message, true)));
   for (const group of permalink.LAYERS) {
     document.getElementById("layer-" + group).addEventListener("change", () => {
