@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -102,16 +102,22 @@ def csv_text(rows: Iterable[Mapping[str, Any]], header: bool = True) -> str:
     """Export rows as CSV (after the header when `header`): every field, the bounds and the
     geometry (`wkt`) as WKT; times ISO 8601, booleans `true`/`false`. Text cannot start a
     formula."""
+
+    def line(row: Mapping[str, Any]) -> list[Any]:
+        p = properties(row)
+        bounds = [round(float(row[k]), 7) for k in ("west", "south", "east", "north")]
+        return [*(_csv_value(p[name], kind) for name, kind in FIELDS), *bounds, row["wkt"]]
+
+    return _csv_lines(CSV_FIELDS if header else None, map(line, rows))
+
+
+def _csv_lines(header: Sequence[str] | None, lines: Iterable[Sequence[Any]]) -> str:
+    """CSV of `lines`, after `header` when given."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    if header:
-        writer.writerow(CSV_FIELDS)
-    for row in rows:
-        p = properties(row)
-        line: list[Any] = [_csv_value(p[name], kind) for name, kind in FIELDS]
-        line += [round(float(row[k]), 7) for k in ("west", "south", "east", "north")]
-        line.append(row["wkt"])
-        writer.writerow(line)
+    if header is not None:
+        writer.writerow(header)
+    writer.writerows(lines)
     return buffer.getvalue()
 
 
@@ -222,16 +228,13 @@ def estimate_feature(report: Mapping[str, Any]) -> dict[str, Any]:
 
 def estimate_csv_text(reports: Iterable[Mapping[str, Any]], header: bool = True) -> str:
     """Designs' estimates as CSV (after the header when `header`): every field, the region WKT."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    if header:
-        writer.writerow(ESTIMATE_CSV_FIELDS)
-    for report in reports:
+
+    def line(report: Mapping[str, Any]) -> list[Any]:
         p = estimate_properties(report)
-        line: list[Any] = [_csv_value(p[name], kind) for name, kind in ESTIMATE_FIELDS]
-        line.append(sg.shape(report["region"]).wkt)
-        writer.writerow(line)
-    return buffer.getvalue()
+        fields = (_csv_value(p[name], kind) for name, kind in ESTIMATE_FIELDS)
+        return [*fields, sg.shape(report["region"]).wkt]
+
+    return _csv_lines(ESTIMATE_CSV_FIELDS if header else None, map(line, reports))
 
 
 def estimate_columns(reports: Iterable[Mapping[str, Any]]) -> dict[str, list[Any]]:
