@@ -40,6 +40,7 @@ def sample_and_judge(driver, base: str, units: Path) -> dict[str, object]:  # ty
     seen["design"] = driver.current_url.rsplit("/", 1)[-1]
     seen["before"] = driver.find_element(By.ID, "estimate").text
     seen["sample_rows"] = len(driver.find_elements(By.CSS_SELECTOR, "#sample tbody tr"))
+    seen["label_link"] = driver.find_element(By.ID, "label").get_attribute("href")
     for k in range(9):
         previous = driver.find_element(By.ID, "position").text
         driver.find_element(By.ID, "confirm" if k % 3 == 0 else "reject").click()
@@ -69,6 +70,7 @@ async def test_area_page_samples_judges_and_estimates_per_unit(  # type: ignore[
     units.write_text(json.dumps(UNITS))
     seen = await asyncio.to_thread(sample_and_judge, browser, server, units)
     assert seen["sample_rows"] == 9
+    assert "blind=1" in str(seen["label_link"])  # a blind design marks on a blind page
     assert "no estimate yet: 0 of 9" in str(seen["before"])
     assert "mining " in str(seen["after"]) and "95 % CI" in str(seen["after"])
 

@@ -570,3 +570,46 @@ async def test_the_review_page_is_read_only_without_the_token(  # type: ignore[n
     seen = await asyncio.to_thread(review_without_token, browser, server)
     assert seen == {"keys": False, "read-only": True, "stayed": True}
     assert await seeded.db.fetch("SELECT tile_id FROM reviews") == []
+
+
+def labelling_page(driver, base: str, tile: str, query: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """The labelling page's visible text, its superpixel table's header, and what a click on a
+    superpixel says."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{base}/label/{tile}?{query}")
+    _ready(driver)
+    _image_loaded(driver, "#overlay")
+    image = driver.find_element(By.ID, "overlay")
+    ActionChains(driver).move_to_element_with_offset(image, 10, 10).click().perform()
+    _wait(driver, lambda d: "superpixel" in d.find_element(By.ID, "selection").text)
+    return {
+        "text": driver.find_element(By.TAG_NAME, "body").text,
+        "header": [
+            th.text for th in driver.find_elements(By.CSS_SELECTOR, "#superpixels th") if th.text
+        ],
+        "selection": driver.find_element(By.ID, "selection").text,
+    }
+
+
+async def test_a_blind_labelling_page_shows_nothing_of_the_model(  # type: ignore[no-untyped-def]
+    browser, server: str, seeded: Seeded
+) -> None:
+    """`?blind=1` (a blind area design's link): the superpixels without scores or flags, the
+    facts without the rule, threshold, hectares or verdict, and no link to the debugger; the
+    same page without it shows them."""
+    tile = seeded.tiles["positive1"]
+    query = f"imagery_date={tile.imagery_date}"
+    blind = await asyncio.to_thread(
+        labelling_page, browser, server, tile.tile_id, query + "&blind=1"
+    )
+    seeing = await asyncio.to_thread(labelling_page, browser, server, tile.tile_id, query)
+    assert seeing["header"] == ["#", "score", "positive", "label", "area px"]
+    assert "score" in str(seeing["selection"]) and "rule outcome" in str(seeing["text"])
+    assert blind["header"] == ["#", "label", "area px"]
+    assert "score" not in str(blind["selection"])
+    text = str(blind["text"])
+    for shown in ("rule outcome", "threshold", "FLAGGED", "hectares", "tile debugger"):
+        assert shown not in text, (shown, text)
+    assert not any(f"{s:.3f}" in text for s in tile.scores if s > 0.0005)

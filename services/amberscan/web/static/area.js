@@ -67,7 +67,9 @@ function show() {
   const t = report.tiles[index];
   document.getElementById("position").textContent = `tile ${index + 1} of ${report.tiles.length}: ${t.tile_id}, ${t.review}`;
   const q = new URLSearchParams({ imagery_date: t.imagery_date, model: t.model_version });
-  document.getElementById("label").href = `/label/${encodeURIComponent(t.tile_id)}?${q}`;
+  const labelling = new URLSearchParams(q);
+  if (report.blind) labelling.set("blind", "1");
+  document.getElementById("label").href = `/label/${encodeURIComponent(t.tile_id)}?${labelling}`;
   // A blind design shows the imagery only, not the map's scores.
   q.set("view", report.blind ? "image" : "scores");
   q.set("size", "640");

@@ -8,6 +8,10 @@ document.getElementById("title").textContent = mode === "label" ? "Label superpi
 document.getElementById("other-view").textContent = mode === "label" ? "tile debugger" : "labelling page";
 const tileId = decodeURIComponent(location.pathname.split("/").pop());
 const query = new URLSearchParams(location.search);
+// A blind labelling page (`?blind=1`, from a blind area design) shows no score, flag or verdict
+// of the model: the superpixels are marked on what the imagery shows.
+const blind = mode === "label" && query.get("blind") === "1";
+document.body.classList.toggle("blind", blind);
 let detail = null;
 let selected = null;
 
@@ -47,7 +51,9 @@ function fillFacts(d) {
     ["scan", d.scan_id],
     ["review", d.review + (d.reviewer ? " by " + d.reviewer + " at " + d.reviewed_at : "")],
   ];
+  const shown = blind ? new Set(["tile", "imagery date", "provider"]) : null;
   for (const [k, v] of rows) {
+    if (shown && !shown.has(k)) continue;
     const tr = amber.el("tr", { "data-key": k });
     tr.append(amber.el("th", {}, k), amber.el("td", {}, v));
     body.append(tr);
@@ -66,13 +72,9 @@ function fillSuperpixels(d) {
   for (const sp of d.superpixels) {
     const tr = amber.el("tr", { "data-segment": String(sp.index) });
     if (sp.index === selected) tr.style.background = "#ffe8a3";
-    tr.append(
-      amber.el("td", {}, sp.index),
-      amber.el("td", {}, sp.score.toFixed(3)),
-      amber.el("td", {}, sp.positive ? "yes" : ""),
-      amber.el("td", {}, sp.label.replace("_", " ")),
-      amber.el("td", {}, sp.area_px),
-    );
+    tr.append(amber.el("td", {}, sp.index));
+    if (!blind) tr.append(amber.el("td", {}, sp.score.toFixed(3)), amber.el("td", {}, sp.positive ? "yes" : ""));
+    tr.append(amber.el("td", {}, sp.label.replace("_", " ")), amber.el("td", {}, sp.area_px));
     body.append(tr);
   }
 }
@@ -181,7 +183,7 @@ document.getElementById("overlay").addEventListener("click", async (event) => {
     q.set("col", String(col));
     const hit = await amber.getJSON(`/api/tiles/${encodeURIComponent(tileId)}/segment?${q}`);
     selected = hit.segment;
-    document.getElementById("selection").textContent = `superpixel ${hit.segment}: score ${hit.score}, label ${hit.label || "none"}`;
+    document.getElementById("selection").textContent = `superpixel ${hit.segment}: ${blind ? "" : `score ${hit.score}, `}label ${hit.label || "none"}`;
     if (mode === "label" && document.body.dataset.writes !== "1") amber.status("labelling needs the server's token (the Token field)", true);
     else if (mode === "label") await label(hit.segment, document.querySelector("input[name=class]:checked").value);
     else fillSuperpixels(detail);
