@@ -103,6 +103,15 @@ def compare(
     return out
 
 
+def spread_lines(result: dict[str, Any]) -> str:
+    """The spread between fine-tune seeds and the ensemble's gain over their mean."""
+    return "\n".join(
+        f"    {figure} between fine-tune seeds {Spread(**result[f'{figure}_between_seeds'])}; "
+        f"the ensemble's gain over their mean {result[f'{figure}_gain']:+.3f}"
+        for figure in ("recall", "roc_auc")
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache-dir", type=Path, default=Path("artifacts/finetune_cv_cache"))
@@ -167,6 +176,7 @@ def main() -> None:
             for s, f in result["singles"].items():
                 print(line(f"seed {s}", f))
             print(line("ensemble", result["ensemble"]))
+            print(spread_lines(result))
         if len(finished) < recipe["folds"]:
             print(
                 f"\nfold seed {fs}: {len(finished)} of {recipe['folds']} folds finished by every "
@@ -183,12 +193,7 @@ def main() -> None:
         for s, f in result["singles"].items():
             print(line(f"seed {s}", f))
         print(line("ensemble", result["ensemble"]))
-        for figure in ("recall", "roc_auc"):
-            spread = Spread(**result[f"{figure}_between_seeds"])
-            print(
-                f"    {figure} between fine-tune seeds {spread}; the ensemble's gain over "
-                f"their mean {result[f'{figure}_gain']:+.3f}"
-            )
+        print(spread_lines(result))
     if len(ensemble_by_fold_seed) < 2:
         verdict = (
             f"undecided: {len(ensemble_by_fold_seed)} fold seed(s) finished, the rule needs 2 "
