@@ -136,7 +136,7 @@ bench-review: model up ## the review loop: a SIMULATED reviewer, queue order aga
 # The fold assignments and the fine-tune seeds an ensemble averages (#24, docs/model.md section 4).
 FOLD_SEEDS ?= 0 1 2
 SEEDS ?= 0 1 2
-bench-ensemble: setup-python ## an ensemble of fine-tunes (SEEDS=0 1 2) against one model in the repeated nested CV (FOLD_SEEDS=0 1 2): 45 Lite1 fine-tunes, ~19 h of one core at nice 19; resumable (artifacts/finetune_cv_cache); artifacts/ensemble_cv.json
+bench-ensemble: setup-python ## an ensemble of fine-tunes (SEEDS=0 1 2) against one model in the repeated nested CV (FOLD_SEEDS=0 1 2): 45 Lite1 fine-tunes of 13–18 min each, ~12 h of one core at nice 19; resumable (artifacts/finetune_cv_cache); artifacts/ensemble_cv.json
 	data=$$($(BIN)/python -m amberscan.common.data superpixels) && \
 	  backbone=$$($(BIN)/python -c 'from amberscan.model.recipe import SERVED_RECIPE as r; print(r.backbone)') && \
 	  for s in $(FOLD_SEEDS); do \
