@@ -18,7 +18,7 @@ export AMBERSCAN_SOURCE_ALLOWED_HOSTS ?= *,127.0.0.1,localhost,::1
 export AMBERSCAN_SOURCE_ALLOWED_ROOTS ?= $(CURDIR)
 export AMBERSCAN_SOURCE_ALLOWED_BUCKETS ?= amberscan
 
-.PHONY: bench bench-alert-tier bench-area bench-map bench-review bench-stages bench-web-load chaos clean data down finetune help image image-demo lint model proto proto-check run services-down setup setup-python setup-stack setup-stack-beside setup-web status test test-unit up
+.PHONY: bench bench-alert-tier bench-area bench-ensemble bench-map bench-review bench-stages bench-web-load chaos clean data down finetune help image image-demo lint model proto proto-check run services-down setup setup-python setup-stack setup-stack-beside setup-web status test test-unit up
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -132,6 +132,19 @@ bench-web-load: up ## the map under 20 slow-reading export clients and heavy sum
 
 bench-review: model up ## the review loop: a SIMULATED reviewer, queue order against random order, recall at precision 0.95 per round with intervals; artifacts/review_loop.json
 	$(BIN)/python benchmarks/review_loop.py
+
+# The fold assignments and the fine-tune seeds an ensemble averages (#24, docs/model.md section 4).
+FOLD_SEEDS ?= 0 1 2
+SEEDS ?= 0 1 2
+bench-ensemble: setup-python ## an ensemble of fine-tunes (SEEDS=0 1 2) against one model in the repeated nested CV (FOLD_SEEDS=0 1 2): 45 Lite1 fine-tunes of 13–18 min each, ~12 h of one core at nice 19; resumable (artifacts/finetune_cv_cache); artifacts/ensemble_cv.json
+	data=$$($(BIN)/python -m amberscan.common.data superpixels) && \
+	  backbone=$$($(BIN)/python -c 'from amberscan.model.recipe import SERVED_RECIPE as r; print(r.backbone)') && \
+	  for s in $(FOLD_SEEDS); do \
+	    nice -n 19 $(BIN)/python benchmarks/finetune_cv.py --data "$$data" --threads 1 \
+	      --view-sets 1 --backbone $$backbone --crop-resample bilinear --finetune-seeds $(SEEDS) \
+	      --fold-seed $$s --out artifacts/ncv-ensemble-fs$$s.json || exit 1; \
+	  done
+	$(BIN)/python benchmarks/ensemble_cv.py --seeds $(SEEDS)
 
 chaos: setup ## SIGKILL services with work in flight, cut a link, kill servers mid-scan of a 200-tile demo mosaic on a private stack; verify nothing lost, redeliveries seen (QUICK=1: 24 tiles; BROKERS=3)
 	$(BIN)/python stack/chaos.py $(if $(QUICK),--quick) $(if $(BROKERS),--brokers $(BROKERS))

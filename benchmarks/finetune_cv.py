@@ -16,24 +16,36 @@ In the same run and on the same folds (StratifiedGroupKFold by tile, as `ambersc
 Folds keep whole sites (`--group-by site`, the 0.01-degree cells of the gate share; `tile` as
 before 2026-12-06). All out-of-fold scores are pooled and one threshold is chosen for precision
 ≥ 0.95. Prints one
-row per variant and writes the out-of-fold scores to artifacts/finetune_cv.json. TensorFlow runs
+row per variant and writes the out-of-fold scores to artifacts/finetune_cv.json.
+
+With `--finetune-seeds 0 1 2` every fold is fine-tuned once per seed on the same training crops:
+a row per seed (`ft-xgb-v1-int8@seed1`) and an `@ensemble` row, the mean of the seeds'
+probabilities (model/ensemble.py), all on the folds every seed finished. Each fine-tune's
+out-of-fold scores are cached as it ends (`--cache-dir`, keyed by the recipe and the data): a
+run stopped half way goes on from there, and prints what is cached and what is left at its
+start. `benchmarks/ensemble_cv.py` reads the cache (`make bench-ensemble`). TensorFlow runs
 on one thread (`--threads`), as `amberscan finetune` does so that a build is repeatable.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
+import hashlib
 import json
+import os
+import platform
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import keras
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from amberscan.model import backbones
+from amberscan.model import backbones, ensemble
 from amberscan.model.classifier import (
     _fit,
     cascade_choice,
@@ -43,7 +55,7 @@ from amberscan.model.classifier import (
     threshold_for_precision,
     tile_groups,
 )
-from amberscan.model.dataset import list_labelled
+from amberscan.model.dataset import fingerprint, list_labelled
 from amberscan.model.finetune import (
     DIHEDRAL_VIEWS,
     FinetuneConfig,
@@ -166,6 +178,143 @@ def report(name: str, labels: np.ndarray, scores: np.ndarray, target: float) -> 
     return row
 
 
+# How each variant's scores are keyed in the cache and the JSON, and named in the rows.
+DISPLAY = {
+    "ft_head": "ft-head",
+    "ft_xgb_v1_stats": "ft-xgb-v1+stats",
+    "ft_xgb_v1_int8": "ft-xgb-v1-int8",
+}
+
+
+def display_name(variant: str) -> str:
+    return DISPLAY.get(variant, variant.replace("_", "-"))
+
+
+def recipe_key(
+    args: argparse.Namespace, config: FinetuneConfig, crop_size: int, view_sets: dict
+) -> str:
+    """The cache folder of a recipe: everything a piece's scores depend on but the fold seed,
+    the fold and the fine-tune seed (those name the piece), and the threads and CPU (recorded
+    in each piece: a fine-tune is repeatable on one machine, not across CPUs)."""
+    recipe = {
+        "format": 1,
+        "backbone": args.backbone,
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "seed"},
+        "crop_size": crop_size,
+        "crop_resample": args.crop_resample,
+        "group_by": args.group_by,
+        "folds": args.folds,
+        "view_sets": sorted(view_sets),
+        "int8": not args.no_int8,
+        "data": fingerprint(list_labelled(args.data)),
+    }
+    text = json.dumps(recipe, sort_keys=True)
+    key = f"{args.backbone}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    folder = Path(args.cache_dir) / key
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "recipe.json").write_text(json.dumps(recipe, indent=1, sort_keys=True) + "\n")
+    return key
+
+
+def cached_pieces(folder: Path) -> dict[ensemble.Piece, Path]:
+    """The pieces whose scores are in `folder` (finished writes only: see save_piece)."""
+    return {ensemble.Piece.parse(path.stem): path for path in sorted(folder.glob("fs*.npz"))}
+
+
+def save_piece(
+    folder: Path,
+    piece: ensemble.Piece,
+    test: np.ndarray,
+    labels: np.ndarray,
+    scores: dict[str, np.ndarray],
+) -> Path:
+    """Write one fine-tune's out-of-fold scores, atomically (a run killed while writing leaves
+    no piece behind), with the held-out crops' indices and labels and where it ran."""
+    meta = {
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_model": _cpu_model(),
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    path = folder / f"{piece.name}.npz"
+    partial = folder / f".{piece.name}.{os.getpid()}.partial.npz"
+    np.savez(partial, test=test, labels=labels, meta=json.dumps(meta), **scores)
+    os.replace(partial, path)
+    return path
+
+
+def load_piece(path: Path, test: np.ndarray) -> dict[str, np.ndarray]:
+    """A cached piece's scores, after checking it held out the crops this split holds out."""
+    with np.load(path) as piece:
+        if not np.array_equal(piece["test"], test):
+            raise SystemExit(
+                f"{path}: cached for other held-out crops than this run's fold (the data or "
+                "the split changed under the same recipe key): move it away and rerun"
+            )
+        return {k: piece[k] for k in piece.files if k not in ("test", "labels", "meta")}
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def fine_tune_piece(
+    args: argparse.Namespace,
+    config: FinetuneConfig,
+    piece: ensemble.Piece,
+    images: np.ndarray,
+    labels: np.ndarray,
+    stats: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Fine-tune on the fold's training crops from `config.seed` and score its held-out crops
+    every way (the variants of the module's docstring); XGBoost is seeded with the same seed."""
+    fold, seed = piece.fold, config.seed
+    t0 = time.perf_counter()
+    model = finetune(
+        lambda: pixel_features(args.backbone),
+        images[train],
+        labels[train],
+        config,
+        log=lambda m: print(f"  fold {fold} seed {seed} {m}", flush=True),
+    )
+    t_train = time.perf_counter() - t0
+    scores = {"ft_head": model.score(images[test])}
+    view_sets = {n: VIEW_SETS[n] for n in sorted({1, *args.view_sets})}
+    views_used = tuple(sorted({k for views in view_sets.values() for k in views}))
+    # embed_views stacks the views asked for, in that order: index them by position.
+    position = {k: i for i, k in enumerate(views_used)}
+    train_views = model.embed_views(images[train], views_used)
+    test_views = model.embed_views(images[test], views_used)
+    for n, views in view_sets.items():
+        rows = [position[k] for k in views]
+        booster = _fit(train_views[rows].mean(0), labels[train], seed, None)
+        scores[f"ft_xgb_v{n}"] = booster.predict_proba(test_views[rows].mean(0))[:, 1]
+    if not args.no_int8:
+        t_int8 = time.perf_counter()
+        embed = int8_features(model, args.backbone, images[train], args.threads)
+        booster = _fit(embed(images[train]), labels[train], seed, None)
+        scores["ft_xgb_v1_int8"] = booster.predict_proba(embed(images[test]))[:, 1]
+        print(f"  fold {fold} seed {seed}: INT8 arm {time.perf_counter() - t_int8:.0f}s")
+    booster = _fit(np.hstack([train_views[0], stats[train]]), labels[train], seed, None)
+    scores["ft_xgb_v1_stats"] = booster.predict_proba(np.hstack([test_views[0], stats[test]]))[:, 1]
+    del model
+    keras.backend.clear_session()  # each fold's graphs and variables, freed
+    gc.collect()
+    print(
+        f"  fold {fold} seed {seed}: {len(train)} train / {len(test)} test crops, fine-tune "
+        f"{t_train:.0f}s, total {time.perf_counter() - t0:.0f}s",
+        flush=True,
+    )
+    return {k: np.asarray(v, dtype=np.float32) for k, v in scores.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
@@ -217,6 +366,22 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="the fine-tune's and XGBoost's seed")
     parser.add_argument(
+        "--finetune-seeds",
+        type=int,
+        nargs="+",
+        help="fine-tune K times in every fold, from these seeds (each with its own XGBoost, "
+        "seeded alike), on the same training crops: a row per seed and an @ensemble row, the "
+        "mean of their probabilities (model/ensemble.py); default: --seed alone",
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path("artifacts/finetune_cv_cache"),
+        help="each fine-tune's out-of-fold scores are kept here, under a key of the recipe and "
+        "the data, as fs<fold seed>-fold<N>-seed<S>.npz: a run stopped half way resumes there "
+        "(benchmarks/ensemble_cv.py reads them)",
+    )
+    parser.add_argument(
         "--fold-seed",
         type=int,
         help="seed of the fold assignment (default: --seed); repeat the CV over several to see "
@@ -253,6 +418,7 @@ def main() -> None:
     crop_size = args.crop_size or size
     images, labels, groups = load(args.data, crop_size, args.crop_resample, args.group_by)
     fold_seed = args.seed if args.fold_seed is None else args.fold_seed
+    seeds: list[int] = args.finetune_seeds or [args.seed]
     print(
         f"{len(images)} crops ({crop_size} px, {args.crop_resample} resize; the backbone "
         f"takes {size} px), {int(labels.sum())} mining, "
@@ -261,6 +427,28 @@ def main() -> None:
         f"fine-tuning {args.backbone} {config}"
     )
 
+    view_sets = {n: VIEW_SETS[n] for n in sorted({1, *args.view_sets})}
+    variants = [
+        "ft_head",
+        *(f"ft_xgb_v{n}" for n in view_sets),
+        "ft_xgb_v1_stats",
+        *(() if args.no_int8 else ("ft_xgb_v1_int8",)),
+    ]
+    splits = list(
+        StratifiedGroupKFold(n_splits=args.folds, shuffle=True, random_state=fold_seed).split(
+            images, labels, groups
+        )
+    )
+    recipe_dir = args.cache_dir / recipe_key(args, config, crop_size, view_sets)
+    planned = ensemble.plan(fold_seed, args.folds, seeds, args.only_folds)
+    cached = cached_pieces(recipe_dir)
+    todo = ensemble.left(planned, cached)
+    print(
+        f"cache {recipe_dir}: {len(planned) - len(todo)} of {len(planned)} fine-tunes of this "
+        f"run cached ({ensemble.describe(p for p in planned if p in cached)}); "
+        f"left {len(todo)} ({ensemble.describe(todo)})",
+        flush=True,
+    )
     frozen_model = pixel_features(args.backbone)
     frozen = np.concatenate(
         [
@@ -270,71 +458,53 @@ def main() -> None:
     )
     frozen_oof = cross_validate(frozen, labels, groups, folds=args.folds, seed=fold_seed)
 
-    head_oof = np.full(len(labels), np.nan)
-    view_sets = {n: VIEW_SETS[n] for n in sorted({1, *args.view_sets})}
-    views_used = tuple(sorted({k for views in view_sets.values() for k in views}))
-    view_oof = {n: np.full(len(labels), np.nan) for n in view_sets}
-    int8_oof = np.full(len(labels), np.nan)
-    stats_oof = np.full(len(labels), np.nan)
-    stats = crop_statistics(images)
-    splitter = StratifiedGroupKFold(n_splits=args.folds, shuffle=True, random_state=fold_seed)
-    for fold, (train, test) in enumerate(splitter.split(images, labels, groups)):
-        if args.only_folds and fold not in args.only_folds:
-            continue
-        t0 = time.perf_counter()
-        model = finetune(
-            lambda: pixel_features(args.backbone),
-            images[train],
-            labels[train],
-            config,
-            log=lambda m, f=fold: print(f"  fold {f} {m}", flush=True),
-        )
-        t_train = time.perf_counter() - t0
-        head_oof[test] = model.score(images[test])
-        # embed_views stacks the views asked for, in that order: index them by position.
-        position = {k: i for i, k in enumerate(views_used)}
-        train_views = model.embed_views(images[train], views_used)
-        test_views = model.embed_views(images[test], views_used)
-        for n, views in view_sets.items():
-            rows = [position[k] for k in views]
-            booster = _fit(train_views[rows].mean(0), labels[train], args.seed, None)
-            view_oof[n][test] = booster.predict_proba(test_views[rows].mean(0))[:, 1]
-        if not args.no_int8:
-            t_int8 = time.perf_counter()
-            embed = int8_features(model, args.backbone, images[train], args.threads)
-            booster = _fit(embed(images[train]), labels[train], args.seed, None)
-            int8_oof[test] = booster.predict_proba(embed(images[test]))[:, 1]
-            print(f"  fold {fold}: INT8 arm {time.perf_counter() - t_int8:.0f}s", flush=True)
-        booster = _fit(np.hstack([train_views[0], stats[train]]), labels[train], args.seed, None)
-        stats_oof[test] = booster.predict_proba(np.hstack([test_views[0], stats[test]]))[:, 1]
-        del model
-        keras.backend.clear_session()  # each fold's graphs and variables, freed
-        gc.collect()
-        print(
-            f"  fold {fold}: {len(train)} train / {len(test)} test crops, fine-tune "
-            f"{t_train:.0f}s, total {time.perf_counter() - t0:.0f}s",
-            flush=True,
-        )
+    stats = crop_statistics(images) if todo else np.empty((len(images), 0))
+    oof = {s: {v: np.full(len(labels), np.nan) for v in variants} for s in seeds}
+    for piece in planned:
+        train, test = splits[piece.fold]
+        if piece in cached:
+            scores = load_piece(cached[piece], test)
+        else:
+            scores = fine_tune_piece(
+                args, replace(config, seed=piece.seed), piece, images, labels, stats, train, test
+            )
+            save_piece(recipe_dir, piece, test, labels[test], scores)
+            todo.remove(piece)
+            print(
+                f"  cached {piece.name}; left {len(todo)} ({ensemble.describe(todo)})", flush=True
+            )
+        for variant in variants:
+            oof[piece.seed][variant][test] = scores[variant]
 
-    done = ~np.isnan(head_oof)
+    # Single fine-tunes and their ensemble are judged on the same crops: the folds every seed
+    # has finished (paired on the same folds).
+    done = np.all([~np.isnan(oof[s]["ft_head"]) for s in seeds], axis=0)
+    if not done.any():
+        raise SystemExit("no fold is finished by every fine-tune seed yet: nothing to report")
     print(
         f"\npooled out-of-fold scores of {int(done.sum())} crops "
-        f"({'all' if done.all() else 'some'} folds):"
+        f"({'all' if done.all() else 'some'} folds)"
+        + (f", fine-tune seeds {' '.join(map(str, seeds))}:" if len(seeds) > 1 else ":")
     )
     y = labels[done]
-    rows = [
-        report("frozen", y, frozen_oof[done], args.target_precision),
-        report("ft-head", y, head_oof[done], args.target_precision),
-        *(report(f"ft-xgb-v{n}", y, view_oof[n][done], args.target_precision) for n in view_sets),
-        report("ft-xgb-v1+stats", y, stats_oof[done], args.target_precision),
-    ]
-    if not args.no_int8:
-        rows.append(report("ft-xgb-v1-int8", y, int8_oof[done], args.target_precision))
+    rows = [report("frozen", y, frozen_oof[done], args.target_precision)]
+    for variant in variants:
+        name = display_name(variant)
+        if len(seeds) == 1:
+            rows.append(report(name, y, oof[seeds[0]][variant][done], args.target_precision))
+            continue
+        for s in seeds:
+            rows.append(report(f"{name}@seed{s}", y, oof[s][variant][done], args.target_precision))
+        members = [oof[s][variant][done] for s in seeds]
+        rows.append(
+            report(f"{name}@ensemble", y, ensemble.mean_scores(members), args.target_precision)
+        )
+    view_oof = {n: oof[seeds[0]][f"ft_xgb_v{n}"] for n in view_sets}
     # The cascade: every crop gets the 1-view score; those within `margin` of the 1-view
     # threshold are scored again from 8 views. Reported with the share of crops re-scored.
     one, eight = view_oof[1][done], view_oof.get(8, view_oof[1])[done]
     t1 = threshold_for_precision(y, one, args.target_precision)
-    for margin in CASCADE_MARGINS if 8 in view_oof else ():
+    for margin in CASCADE_MARGINS if 8 in view_oof and len(seeds) == 1 else ():
         again = cascade_choice(one, t1, margin)
         row = report(
             f"cascade-{margin}", y, cascade_scores(one, eight, t1, margin), args.target_precision
@@ -354,13 +524,18 @@ def main() -> None:
                 "seed": args.seed,
                 "crop_size": crop_size,
                 "seconds": time.perf_counter() - started,
+                "finetune_seeds": seeds,
+                "cache": str(recipe_dir),
                 "oof": {
                     "labels": labels.tolist(),
                     "frozen": frozen_oof.tolist(),
-                    "ft_head": head_oof.tolist(),
-                    **{f"ft_xgb_v{n}": view_oof[n].tolist() for n in view_sets},
-                    "ft_xgb_v1_stats": stats_oof.tolist(),
-                    "ft_xgb_v1_int8": int8_oof.tolist(),
+                    **{
+                        variant if len(seeds) == 1 else f"{variant}@seed{s}": oof[s][
+                            variant
+                        ].tolist()
+                        for s in seeds
+                        for variant in variants
+                    },
                 },
             }
         )
