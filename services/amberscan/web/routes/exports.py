@@ -32,38 +32,34 @@ routes = web.RouteTableDef()
 @routes.get("/api/export.geojson")
 async def export_geojson(request: web.Request) -> web.StreamResponse:
     filters, (layer,) = params.export_request(request.query, "geojson")
+    estimates = layer == exporting.ESTIMATE_LAYER
+    to_feature = exporting.estimate_feature if estimates else exporting.feature
     async with request.app[BUDGET].download(request):
-        if layer == exporting.ESTIMATE_LAYER:
-            return await stream_geojson(
-                request,
-                _estimates(request, filters),
-                exporting.filename("geojson", layer),
-                exporting.estimate_feature,
-                layer=layer,
-            )
-        rows = export_rows(
-            request.app[DOWNLOADS_DB], filters, layer, "geojson", request.app[THRESHOLDS]
-        )
+        rows = _rows(request, filters, layer, "geojson")
         return await stream_geojson(
-            request, rows, exporting.filename("geojson", layer), exporting.feature, layer=layer
+            request, rows, exporting.filename("geojson", layer), to_feature, layer=layer
         )
 
 
 @routes.get("/api/export.csv")
 async def export_csv(request: web.Request) -> web.StreamResponse:
     filters, (layer,) = params.export_request(request.query, "csv")
+    estimates = layer == exporting.ESTIMATE_LAYER
+    to_csv = exporting.estimate_csv_text if estimates else exporting.csv_text
     async with request.app[BUDGET].download(request):
-        if layer == exporting.ESTIMATE_LAYER:
-            return await stream_csv(
-                request,
-                _estimates(request, filters),
-                exporting.filename("csv", layer),
-                exporting.estimate_csv_text,
-            )
-        rows = export_rows(
-            request.app[DOWNLOADS_DB], filters, layer, "wkt", request.app[THRESHOLDS]
-        )
-        return await stream_csv(request, rows, exporting.filename("csv", layer), exporting.csv_text)
+        rows = _rows(request, filters, layer, "wkt")
+        return await stream_csv(request, rows, exporting.filename("csv", layer), to_csv)
+
+
+def _rows(
+    request: web.Request, filters: Filters, layer: str, geometry: str
+) -> AsyncIterator[dict[str, Any]]:
+    """The rows of `layer` matching `filters`: the designs' reports for `area_estimate`, else
+    the detections (their geometry encoded as `geometry`)."""
+    if layer == exporting.ESTIMATE_LAYER:
+        return _estimates(request, filters)
+    db, thresholds = request.app[DOWNLOADS_DB], request.app[THRESHOLDS]
+    return export_rows(db, filters, layer, geometry, thresholds)
 
 
 async def _gdal_export(request: web.Request, fmt: str) -> web.StreamResponse:
