@@ -131,7 +131,6 @@ async function uploadUnits(file) {
 }
 
 amber.initToken();
-document.getElementById("token").addEventListener("change", () => amber.token());
 if (!designId) {
   amber.drawSample("/api/area/designs", "/area", () => ({ bbox: document.getElementById("bbox").value, year_before: document.getElementById("year_before").value, n: Number(document.getElementById("n").value), seed: Number(document.getElementById("seed").value), blind: document.getElementById("blind").checked, reviewer: document.getElementById("reviewer").value }));
 } else {

@@ -75,7 +75,6 @@ async function judge(verdict) {
 }
 
 amber.initToken();
-document.getElementById("token").addEventListener("change", () => amber.token());
 if (!auditId) {
   amber.drawSample("/api/audits", "/audit", () => ({ n: Number(document.getElementById("n").value), reviewer: document.getElementById("reviewer").value }));
 } else {

@@ -306,7 +306,6 @@ async function refresh() {
 async function main() {
   document.body.dataset.scriptMs = String(Math.round(performance.now()));
   amber.initToken();
-  document.getElementById("token").addEventListener("change", () => amber.token());
   const [config, s] = await Promise.all([amber.getJSON("/api/config"), amber.getJSON("/api/summary")]);
   state.config = config;
   fillSelect("year", s.years);

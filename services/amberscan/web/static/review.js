@@ -262,7 +262,6 @@ async function start() {
 }
 
 amber.initToken();
-document.getElementById("token").addEventListener("change", () => amber.token());
 const initial = new URLSearchParams(location.search);
 for (const name of FILTERS) document.getElementById(name).value = initial.get(name) || "";
 document.getElementById("apply").addEventListener("click", () => {

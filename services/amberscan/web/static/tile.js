@@ -193,6 +193,5 @@ document.getElementById("overlay").addEventListener("click", async (event) => {
 });
 
 amber.initToken();
-document.getElementById("token").addEventListener("change", () => amber.token());
 controls();
 load().catch((e) => amber.status(e.message, true));
