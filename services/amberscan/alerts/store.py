@@ -350,29 +350,28 @@ async def add_test_delivery(db: Database, subscription_id: int) -> int:
     return int(rows[0][0])
 
 
+# A claim of the delivery `WHERE` picks: its owner and lease, and one more fencing token.
+_CLAIM = (
+    "UPDATE alert_deliveries SET claim_owner = %s, "
+    "claim_until = now() + make_interval(secs => %s), claim_token = claim_token + 1 "
+    "WHERE delivery_id = {which} RETURNING delivery_id, claim_token, attempts"
+)
+
+
 async def claim(db: Database, owner: str, lease_s: float) -> Claim | None:
     """Take the oldest pending delivery no live claim holds (None: none)."""
-    rows = await db.fetch(
-        "UPDATE alert_deliveries SET claim_owner = %s, "
-        "claim_until = now() + make_interval(secs => %s), claim_token = claim_token + 1 "
-        "WHERE delivery_id = (SELECT delivery_id FROM alert_deliveries WHERE state = 'pending' "
-        "AND NOT test AND (claim_until IS NULL OR claim_until < now()) ORDER BY delivery_id "
-        "LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING delivery_id, claim_token, attempts",
-        owner,
-        lease_s,
+    oldest = (
+        "(SELECT delivery_id FROM alert_deliveries WHERE state = 'pending' AND NOT test "
+        "AND (claim_until IS NULL OR claim_until < now()) ORDER BY delivery_id "
+        "LIMIT 1 FOR UPDATE SKIP LOCKED)"
     )
+    rows = await db.fetch(_CLAIM.format(which=oldest), owner, lease_s)
     return Claim(int(rows[0][0]), owner, int(rows[0][1]), int(rows[0][2])) if rows else None
 
 
 async def claim_test(db: Database, delivery_id: int, owner: str, lease_s: float) -> Claim:
-    rows = await db.fetch(
-        "UPDATE alert_deliveries SET claim_owner = %s, "
-        "claim_until = now() + make_interval(secs => %s), claim_token = claim_token + 1 "
-        "WHERE delivery_id = %s RETURNING delivery_id, claim_token, attempts",
-        owner,
-        lease_s,
-        delivery_id,
-    )
+    """Take test delivery `delivery_id` (just made: no other replica claims a test)."""
+    rows = await db.fetch(_CLAIM.format(which="%s"), owner, lease_s, delivery_id)
     return Claim(int(rows[0][0]), owner, int(rows[0][1]), int(rows[0][2]))
 
 
