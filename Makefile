@@ -136,11 +136,12 @@ bench-review: model up ## the review loop: a SIMULATED reviewer, queue order aga
 # The fold assignments and the fine-tune seeds an ensemble averages (#24, docs/model.md section 4).
 FOLD_SEEDS ?= 0 1 2
 SEEDS ?= 0 1 2
-bench-ensemble: setup-python ## an ensemble of fine-tunes (SEEDS=0 1 2) against one model in the repeated nested CV (FOLD_SEEDS=0 1 2): 45 Lite1 fine-tunes of 13–18 min each, ~12 h of one core at nice 19; resumable (artifacts/finetune_cv_cache); artifacts/ensemble_cv.json
+THREADS ?= 1
+bench-ensemble: setup-python ## an ensemble of fine-tunes (SEEDS=0 1 2) against one model in the repeated nested CV (FOLD_SEEDS=0 1 2): 45 Lite1 fine-tunes of 13–18 min each, ~12 h of one core at nice 19 (THREADS=2: both cores); resumable, each fine-tune's scores kept in the repository (benchmarks/ensemble_cv_scores); artifacts/ensemble_cv.json
 	data=$$($(BIN)/python -m amberscan.common.data superpixels) && \
 	  backbone=$$($(BIN)/python -c 'from amberscan.model.recipe import SERVED_RECIPE as r; print(r.backbone)') && \
 	  for s in $(FOLD_SEEDS); do \
-	    nice -n 19 $(BIN)/python benchmarks/finetune_cv.py --data "$$data" --threads 1 \
+	    nice -n 19 $(BIN)/python benchmarks/finetune_cv.py --data "$$data" --threads $(THREADS) \
 	      --view-sets 1 --backbone $$backbone --crop-resample bilinear --finetune-seeds $(SEEDS) \
 	      --fold-seed $$s --out artifacts/ncv-ensemble-fs$$s.json || exit 1; \
 	  done

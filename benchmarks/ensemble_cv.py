@@ -1,6 +1,6 @@
 """An ensemble of fine-tunes against one model, in the repeated nested CV (#24): the figures.
 
-    .venv/bin/python benchmarks/ensemble_cv.py [--cache-dir artifacts/finetune_cv_cache]
+    .venv/bin/python benchmarks/ensemble_cv.py [--cache-dir benchmarks/ensemble_cv_scores]
 
 Reads the out-of-fold scores `benchmarks/finetune_cv.py --finetune-seeds 0 1 2 --fold-seed N`
 cached, one file per fine-tune (fold seed, fold, fine-tune seed), and prints, on the same folds:
@@ -114,7 +114,7 @@ def spread_lines(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache-dir", type=Path, default=Path("artifacts/finetune_cv_cache"))
+    parser.add_argument("--cache-dir", type=Path, default=Path("benchmarks/ensemble_cv_scores"))
     parser.add_argument("--recipe", help="the recipe's folder in the cache (default: the only one)")
     parser.add_argument(
         "--variant",

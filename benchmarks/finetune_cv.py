@@ -227,12 +227,14 @@ def save_piece(
     test: np.ndarray,
     labels: np.ndarray,
     scores: dict[str, np.ndarray],
+    threads: int,
 ) -> Path:
     """Write one fine-tune's out-of-fold scores, atomically (a run killed while writing leaves
     no piece behind), with the held-out crops' indices and labels and where it ran."""
     meta = {
         "cpu": platform.processor() or platform.machine(),
         "cpu_model": _cpu_model(),
+        "threads": threads,
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     path = folder / f"{piece.name}.npz"
@@ -376,10 +378,11 @@ def main() -> None:
     parser.add_argument(
         "--cache-dir",
         type=Path,
-        default=Path("artifacts/finetune_cv_cache"),
+        default=Path("benchmarks/ensemble_cv_scores"),
         help="each fine-tune's out-of-fold scores are kept here, under a key of the recipe and "
         "the data, as fs<fold seed>-fold<N>-seed<S>.npz: a run stopped half way resumes there "
-        "(benchmarks/ensemble_cv.py reads them)",
+        "(benchmarks/ensemble_cv.py reads them); the default folder is committed, so that a "
+        "measurement longer than a session survives a fresh clone",
     )
     parser.add_argument(
         "--fold-seed",
@@ -468,7 +471,7 @@ def main() -> None:
             scores = fine_tune_piece(
                 args, replace(config, seed=piece.seed), piece, images, labels, stats, train, test
             )
-            save_piece(recipe_dir, piece, test, labels[test], scores)
+            save_piece(recipe_dir, piece, test, labels[test], scores, args.threads)
             todo.remove(piece)
             print(
                 f"  cached {piece.name}; left {len(todo)} ({ensemble.describe(todo)})", flush=True
