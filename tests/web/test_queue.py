@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from amberscan.web.queue import Candidate, decisive_score, order, priority
+from amberscan.web.queue import Candidate, Top, decisive_score, order, priority
 
 
 def tile(name: str, scores: list[float], **kw: object) -> Candidate:
@@ -87,3 +87,32 @@ def test_ties_break_by_tile_then_date() -> None:
         ("t1", "2015-01-01"),
         ("t1", "2016-01-01"),
     ]
+
+
+candidates = st.builds(
+    Candidate,
+    tile_id=st.sampled_from([f"t{i}" for i in range(8)]),
+    imagery_date=st.sampled_from(["2015-06-01", "2016-06-01"]),
+    model_version=st.just("clf-1"),
+    flagged=st.booleans(),
+    scores=st.lists(st.sampled_from([0.1, 0.3, 0.45, 0.5, 0.6, 0.9]), max_size=6),
+    threshold=st.sampled_from([0.4, 0.5]),
+    min_positives=st.integers(0, 3),
+    other_flagged=st.none() | st.booleans(),
+    previous_flagged=st.none() | st.booleans(),
+    reviewed=st.booleans(),
+    reflagged=st.booleans(),
+)
+
+
+@given(st.lists(candidates, max_size=60), st.integers(1, 7))
+def test_the_kept_head_is_the_head_of_the_order(tiles: list[Candidate], limit: int) -> None:
+    """Streamed through `Top`, the queue's head and count are those of sorting it whole (many
+    ties: equal priorities must fall back to tile and date the same way)."""
+    top: Top[int] = Top(limit)
+    for i, t in enumerate(tiles):
+        top.add(t, i)
+    whole = order(tiles)
+    assert top.matched == len(whole)
+    assert [(t, p) for t, p, _ in top.head()] == whole[:limit]
+    assert all(tiles[i] is t for t, _, i in top.head())

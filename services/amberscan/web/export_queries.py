@@ -26,6 +26,20 @@ class ThresholdSource(Protocol):
     async def of(self, row: dict[str, Any]) -> tuple[float, str]: ...
 
 
+async def row_threshold(
+    row: dict[str, Any], thresholds: ThresholdSource, missing: set[str]
+) -> tuple[float, str]:
+    """(threshold, source) of a detection row: its version's from the registry, else implied by
+    the row's scores (`core.implied_threshold`). `missing` holds the versions the registry
+    lacked, so that one request (an export, a queue) asks for each of them once, not per row."""
+    if row["model_version"] not in missing:
+        threshold, source = await thresholds.of(row)
+        if source == "registry":
+            return threshold, source
+        missing.add(row["model_version"])
+    return core.implied_threshold(row["scores"] or [], int(row["positives"])), "implied"
+
+
 def export_sql(filters: Filters, layer: str, encoding: str) -> tuple[str, list[Any]]:
     """The query of one layer's rows, their geometry as `encoding` (geojson, wkt, wkb)."""
     if layer not in DETECTION_LAYERS:
@@ -52,22 +66,14 @@ async def export_rows(
     """Every row of `layer` matching `filters`, with `threshold` and `threshold_source`
     (the registry's, else implied by the row's scores: `core.implied_threshold`)."""
     query, params = export_sql(filters, layer, encoding)
-    # A version the registry lacks is asked once per export, not once per row.
     missing: set[str] = set()
     async with db.pool.connection() as conn, conn.transaction():
         async with conn.cursor(name="amberscan_export", row_factory=dict_row) as cursor:
             await cursor.execute(query.encode(), params)
             async for row in cursor:
-                if row["model_version"] in missing:
-                    threshold, source = (
-                        core.implied_threshold(row["scores"] or [], int(row["positives"])),
-                        "implied",
-                    )
-                else:
-                    threshold, source = await thresholds.of(row)
-                    if source != "registry":
-                        missing.add(row["model_version"])
-                row["threshold"], row["threshold_source"] = threshold, source
+                row["threshold"], row["threshold_source"] = await row_threshold(
+                    row, thresholds, missing
+                )
                 yield row
 
 

@@ -25,6 +25,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
 
 MARGIN = 0.25
 CANDIDATE_DISAGREES = 1.0
@@ -113,9 +116,45 @@ def priority(tile: Candidate) -> Priority:
     return Priority(round(value, 9), decisive, reasons)
 
 
+def _rank(weighed: tuple[Candidate, Priority]) -> tuple[float, str, str]:
+    tile, p = weighed
+    return (-p.value, tile.tile_id, tile.imagery_date)
+
+
 def order(tiles: Iterable[Candidate]) -> list[tuple[Candidate, Priority]]:
     """The queue: tiles not yet reviewed (or reflagged), highest priority first, ties by tile
     id then imagery date."""
     weighed = [(t, priority(t)) for t in tiles if not t.reviewed or t.reflagged]
-    weighed.sort(key=lambda tp: (-tp[1].value, tp[0].tile_id, tp[0].imagery_date))
+    weighed.sort(key=_rank)
     return weighed
+
+
+class Top(Generic[Item]):
+    """The head of the queue, kept while tiles stream in: after every `add`, `head()` is the
+    first `limit` of `order` over the tiles added, each with the item it was added with (a
+    row to answer with), and `matched` counts every tile the queue holds. Memory holds at most
+    2 × `limit` tiles, however many are added (an unscoped queue weighs a whole survey)."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"limit {limit}: must be 1 or more")
+        self.limit = limit
+        self.matched = 0
+        self._kept: list[tuple[tuple[float, str, str], Candidate, Priority, Item]] = []
+
+    def add(self, tile: Candidate, item: Item) -> None:
+        if tile.reviewed and not tile.reflagged:
+            return
+        self.matched += 1
+        p = priority(tile)
+        self._kept.append((_rank((tile, p)), tile, p, item))
+        if len(self._kept) >= 2 * self.limit:
+            self._prune()
+
+    def _prune(self) -> None:
+        self._kept.sort(key=lambda kept: kept[0])
+        del self._kept[self.limit :]
+
+    def head(self) -> list[tuple[Candidate, Priority, Item]]:
+        self._prune()
+        return [(tile, p, item) for _, tile, p, item in self._kept]

@@ -7,11 +7,12 @@ go in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
+from psycopg.rows import dict_row
 
 from amberscan.common.db import Database
 from amberscan.web.core import LABEL_NAMES, Filters
@@ -260,13 +261,21 @@ LEFT JOIN LATERAL (SELECT p.imagery_date, p.model_version, p.flagged FROM detect
 """
 
 
-async def queue_rows(db: Database, filters: Filters, scan: str = "") -> list[dict[str, Any]]:
+async def queue_rows(
+    db: Database, filters: Filters, scan: str = ""
+) -> AsyncGenerator[dict[str, Any], None]:
     """The detections the review queue may hold: under `filters` (region, vintage, model) and
     of scan `scan` when given, not yet reviewed or reflagged, with the other model's and the
-    previous vintage's flags (`_QUEUE`). Unordered: `queue.order` orders them."""
+    previous vintage's flags (`_QUEUE`). Unordered (`queue.Top` keeps the head of the order),
+    and streamed from a server-side cursor: an unscoped queue weighs every tile of a survey,
+    and memory holds only what the cursor fetched."""
     where, params = where_clause(filters)
     query = f"{_QUEUE} WHERE {where} AND (r.verdict IS NULL OR ({REVIEW_STATE}) = 'reflagged')"
     if scan:
         query += " AND d.scan_id = %s"
         params.append(scan)
-    return await fetch_dicts(db, query, params)
+    async with db.pool.connection() as conn, conn.transaction():
+        async with conn.cursor(name="amberscan_review_queue", row_factory=dict_row) as cursor:
+            await cursor.execute(query.encode(), params)
+            async for row in cursor:
+                yield row

@@ -10,7 +10,8 @@ from typing import Any
 from aiohttp import web
 
 from amberscan.web import params, queue, review_queries
-from amberscan.web.core import Filters, implied_threshold
+from amberscan.web.core import Filters
+from amberscan.web.export_queries import row_threshold
 from amberscan.web.responses import json_response, page
 from amberscan.web.state import BUDGET, DB, THRESHOLDS
 
@@ -39,43 +40,34 @@ async def review_queue(request: web.Request) -> web.Response:
     limit = params.int_param(query, "limit", DEFAULT_QUEUE, 1, MAX_QUEUE)
     # Unscoped, the queue weighs every unreviewed tile of the survey: heavy.
     scoped = bool(scan) or filters.bbox is not None
+    top: queue.Top[dict[str, Any]] = queue.Top(limit)
+    missing: set[str] = set()  # versions the registry lacks: asked once a request
     async with contextlib.nullcontext() if scoped else request.app[BUDGET].heavy(request):
-        rows = await review_queries.queue_rows(request.app[DB], filters, scan)
-    thresholds = request.app[THRESHOLDS]
-    candidates = []
-    by_key: dict[tuple[str, str], dict[str, Any]] = {}
-    unpublished: set[str] = set()  # versions the registry lacks: asked once a request
-    for row in rows:
-        if row["model_version"] in unpublished:
-            threshold = implied_threshold(row["scores"] or [], int(row["positives"]))
-        else:
-            threshold, source = await thresholds.of(row)
-            if source == "implied":
-                unpublished.add(row["model_version"])
-        row["threshold"] = threshold
-        by_key[(row["tile_id"], row["imagery_date"])] = row
-        candidates.append(
-            queue.Candidate(
-                tile_id=row["tile_id"],
-                imagery_date=row["imagery_date"],
-                model_version=row["model_version"],
-                flagged=bool(row["flagged"]),
-                scores=[float(s) for s in row["scores"] or []],
-                threshold=threshold,
-                min_positives=int(row["min_positives"]),
-                other_flagged=row["other_flagged"],
-                previous_flagged=row["previous_flagged"],
-                reviewed=row["verdict"] is not None,
-                reflagged=row["review"] == "reflagged",
-            )
-        )
-    ordered = queue.order(candidates)
+        async for row in review_queries.queue_rows(request.app[DB], filters, scan):
+            row["threshold"], _ = await row_threshold(row, request.app[THRESHOLDS], missing)
+            top.add(_candidate(row), row)
     return json_response(
         {
             "rule": queue.RULE,
-            "matched": len(ordered),
-            "tiles": [_item(by_key[(c.tile_id, c.imagery_date)], p) for c, p in ordered[:limit]],
+            "matched": top.matched,
+            "tiles": [_item(row, p) for _, p, row in top.head()],
         }
+    )
+
+
+def _candidate(row: dict[str, Any]) -> queue.Candidate:
+    return queue.Candidate(
+        tile_id=row["tile_id"],
+        imagery_date=row["imagery_date"],
+        model_version=row["model_version"],
+        flagged=bool(row["flagged"]),
+        scores=[float(s) for s in row["scores"] or []],
+        threshold=row["threshold"],
+        min_positives=int(row["min_positives"]),
+        other_flagged=row["other_flagged"],
+        previous_flagged=row["previous_flagged"],
+        reviewed=row["verdict"] is not None,
+        reflagged=row["review"] == "reflagged",
     )
 
 
