@@ -118,52 +118,82 @@ async def find_design(
     return int(rows[0][0]) if rows else None
 
 
-async def _population(
-    db: Database, region: BaseGeometry, year: str, model: str
-) -> list[dict[str, Any]]:
-    """The tiles of the region (centre inside) with their verdict in the vintage: each tile's
-    newest detection of that model and year (`queries.where_clause`)."""
+def _population(region: BaseGeometry, year: str, model: str) -> tuple[str, list[Any]]:
+    """The query of the region's tiles (centre inside) with their verdict in the vintage: each
+    tile's newest detection of that model and year (`queries.where_clause`)."""
     where, params = where_clause(Filters(bbox=region.bounds, year=year, model=model))
-    return await fetch_dicts(
-        db,
-        f"""SELECT d.tile_id, d.imagery_date, d.model_version,
+    query = f"""SELECT d.tile_id, d.imagery_date, d.model_version,
                    d.flagged AND x.reason IS NULL AS mapped,
                    coalesce((SELECT max(s) FROM unnest(d.scores) s), 0)::float8 AS top_score,
                    ST_Area(d.tile_geom::geography) / 10000 AS tile_ha,
                    CASE WHEN d.flagged AND x.reason IS NULL THEN d.hectares ELSE 0 END
                        AS damaged_ha,
-                   ST_X(ST_Centroid(d.tile_geom)) AS lon, ST_Y(ST_Centroid(d.tile_geom)) AS lat
+                   ST_Centroid(d.tile_geom) AS centre
             {FROM} WHERE {where}
-              AND ST_Intersects(ST_SetSRID(ST_GeomFromGeoJSON(%s), 4326), ST_Centroid(d.tile_geom))
-            ORDER BY d.tile_id""",
-        [*params, json.dumps(sg.mapping(region))],
+              AND ST_Intersects(ST_SetSRID(ST_GeomFromGeoJSON(%s), 4326), ST_Centroid(d.tile_geom))"""
+    return query, [*params, json.dumps(sg.mapping(region))]
+
+
+def _population_insert(req: DesignRequest, model: str, design_id: int) -> tuple[str, list[Any]]:
+    """The statement that stores a design's population (`area_tiles`), each tile in its stratum:
+    its map stratum (`MAP_STRATA`: flagged, else high score at `high_score`, else rest) or, in a
+    change design, its stratum on the change map (`model.area.change_stratum`) over the tiles
+    with a verdict in both vintages, where `mapped` and the damaged area are the map's new
+    damage (flagged in the later vintage only); then ` / ` and the first of the user's strata
+    whose polygon holds the tile's centre, if any. In SQL, so that the population of a whole
+    survey never passes through the web process."""
+    later, later_params = _population(req.region, req.year, model)
+    names = [name for name, _ in req.user_strata]
+    shapes = [json.dumps(sg.mapping(shape)) for _, shape in req.user_strata]
+    zone = """coalesce(' / ' || (SELECT z.name FROM zones z WHERE ST_Contains(z.shape, l.centre)
+                                 ORDER BY z.i LIMIT 1), '')"""
+    columns = """INSERT INTO area_tiles (design_id, tile_id, imagery_date, model_version,
+                     stratum, mapped, top_score, tile_ha, damaged_ha, centre, imagery_date_before)"""
+    zones = """zones AS (SELECT u.name, u.i, ST_SetSRID(ST_GeomFromGeoJSON(u.shape), 4326) AS shape
+                         FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS u(name, shape, i))"""
+    if not req.year_before:
+        return (
+            f"""WITH {zones}, l AS ({later})
+                {columns}
+                SELECT %s, l.tile_id, l.imagery_date, l.model_version,
+                       CASE WHEN l.mapped THEN 'flagged' WHEN l.top_score >= %s THEN 'high score'
+                            ELSE 'rest' END || {zone},
+                       l.mapped, l.top_score, l.tile_ha, l.damaged_ha, l.centre, NULL FROM l""",
+            [names, shapes, *later_params, design_id, req.high_score],
+        )
+    earlier, earlier_params = _population(req.region, req.year_before, model)
+    return (
+        f"""WITH {zones}, l AS ({later}), e AS ({earlier})
+            {columns}
+            SELECT %s, l.tile_id, l.imagery_date, l.model_version,
+                   CASE WHEN NOT l.mapped THEN 'neither' WHEN e.mapped THEN 'both' ELSE 'new' END
+                       || {zone},
+                   l.mapped AND NOT e.mapped, l.top_score, l.tile_ha,
+                   CASE WHEN l.mapped AND NOT e.mapped THEN l.damaged_ha ELSE 0 END,
+                   l.centre, e.imagery_date
+            FROM l JOIN e ON e.tile_id = l.tile_id""",
+        [names, shapes, *later_params, *earlier_params, design_id],
     )
 
 
-def change_population(
-    later: list[dict[str, Any]], earlier: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """A change design's population: the tiles with a verdict in both vintages, each with its
-    earlier imagery date (`imagery_date_before`), `was_mapped` (flagged then) and, as the map's
-    new damage, `mapped` (flagged in the later vintage only) and its damaged area."""
-    before = {t["tile_id"]: t for t in earlier}
-    out = []
-    for t in later:
-        b = before.get(t["tile_id"])
-        if b is None:
-            continue
-        new = bool(t["mapped"]) and not b["mapped"]
-        out.append(
-            {
-                **t,
-                "imagery_date_before": b["imagery_date"],
-                "was_mapped": bool(b["mapped"]),
-                "now_mapped": bool(t["mapped"]),
-                "mapped": new,
-                "damaged_ha": t["damaged_ha"] if new else 0.0,
-            }
-        )
-    return out
+# Each stratum's sample: its tiles ranked by a keyed hash of the seed and the tile id (a random
+# order that a seed repeats whatever order the rows come in), the first `n` of each; then all
+# the sampled tiles put in one review order by a second keyed hash.
+_DRAW = b"""
+WITH ranked AS (
+    SELECT t.tile_id, t.stratum,
+           row_number() OVER (PARTITION BY t.stratum
+                              ORDER BY md5('sample:' || %(seed)s || ':' || t.tile_id)) AS rank
+    FROM area_tiles t WHERE t.design_id = %(design)s),
+picked AS (
+    SELECT r.tile_id,
+           row_number() OVER (ORDER BY md5('order:' || %(seed)s || ':' || r.tile_id)) - 1 AS position
+    FROM ranked r JOIN unnest(%(strata)s::text[], %(sizes)s::int[]) AS k(stratum, n)
+      ON k.stratum = r.stratum
+    WHERE r.rank <= k.n)
+UPDATE area_tiles t SET position = p.position FROM picked p
+WHERE t.design_id = %(design)s AND t.tile_id = p.tile_id
+"""
 
 
 async def create_design(db: Database, req: DesignRequest) -> tuple[int, bool]:
@@ -180,58 +210,13 @@ async def create_design(db: Database, req: DesignRequest) -> tuple[int, bool]:
     existing = await find_design(db, req.region, req.year, model, req.year_before)
     if existing is not None:
         return existing, False
-    population = await _population(db, req.region, req.year, model)
-    if req.year_before:
-        earlier = await _population(db, req.region, req.year_before, model)
-        population = change_population(population, earlier)
-        if not population:
-            raise BadRequest(
-                f"no tile of the region has detections of model {model} in both"
-                f" {req.year_before} and {req.year}"
-            )
-    if not population:
-        raise BadRequest(f"no detection of model {model} in the region")
-    names = _stratify(population, req)
-    order = sorted(set(names), key=lambda s: (STRATUM_ORDER[s.split(" / ")[0]], s))
-    members = {s: [i for i, n in enumerate(names) if n == s] for s in order}
-    strata = [
-        area.Stratum(s, len(members[s]), sum(population[i]["tile_ha"] for i in members[s]))
-        for s in order
-    ]
-    anticipated = [ANTICIPATED[s.split(" / ")[0]] for s in order]
-    region_ha = sum(s.total_area for s in strata)
-    target = None if req.target_se_ha is None else req.target_se_ha / region_ha
-    try:
-        sizes = area.plan(strata, anticipated, n=req.n, target_se=target, minimum=MIN_PER_STRATUM)
-    except InvalidInput as error:
-        raise BadRequest(str(error)) from None
-    if sum(sizes) > MAX_SAMPLE:
-        raise BadRequest(
-            f"the target needs {sum(sizes)} tiles, over {MAX_SAMPLE}: ask for a wider error"
-        )
-    rng = np.random.default_rng(req.seed)
-    picked = [
-        int(i)
-        for s, k in zip(order, sizes, strict=True)
-        for i in rng.choice(members[s], size=k, replace=False)
-    ]
-    position = {i: p for p, i in enumerate(rng.permutation(picked).tolist())}
-    summary = [
-        {
-            "name": s.name,
-            "tiles": s.size,
-            "area_ha": s.total_area,
-            "anticipated": p,
-            "sampled": k,
-        }
-        for s, p, k in zip(strata, anticipated, sizes, strict=True)
-    ]
     async with db.pool.connection() as conn, conn.transaction():
+        # The design's row first (its id keys the population); an error below rolls it back.
         cursor = await conn.execute(
             b"""INSERT INTO area_designs (region_key, region, year, model_version, seed,
                    high_score, blind, strata, created_by, kind, year_before)
-               VALUES (%s, ST_SetSRID(ST_GeomFromGeoJSON(%s), 4326), %s, %s, %s, %s, %s, %s, %s,
-                       %s, %s)
+               VALUES (%s, ST_SetSRID(ST_GeomFromGeoJSON(%s), 4326), %s, %s, %s, %s, %s, '[]',
+                       %s, %s, %s)
                ON CONFLICT (region_key, kind, year_before, year, model_version) DO NOTHING
                RETURNING design_id""",
             [
@@ -242,7 +227,6 @@ async def create_design(db: Database, req: DesignRequest) -> tuple[int, bool]:
                 req.seed,
                 req.high_score,
                 req.blind,
-                json.dumps(summary),
                 req.created_by,
                 req.kind,
                 req.year_before,
@@ -254,57 +238,54 @@ async def create_design(db: Database, req: DesignRequest) -> tuple[int, bool]:
             assert found is not None
             return found, False
         design_id = int(row[0])
-        async with (
-            conn.cursor() as cursor,
-            cursor.copy(
-                b"COPY area_tiles (design_id, tile_id, imagery_date, model_version, stratum,"
-                b" mapped, top_score, tile_ha, damaged_ha, centre, position, imagery_date_before)"
-                b" FROM STDIN"
-            ) as copy,
-        ):
-            for i, t in enumerate(population):
-                await copy.write_row(
-                    [
-                        design_id,
-                        t["tile_id"],
-                        t["imagery_date"],
-                        t["model_version"],
-                        names[i],
-                        t["mapped"],
-                        t["top_score"],
-                        t["tile_ha"],
-                        t["damaged_ha"],
-                        f"SRID=4326;POINT({t['lon']!r} {t['lat']!r})",
-                        position.get(i),
-                        t.get("imagery_date_before"),
-                    ]
-                )
-    return design_id, True
-
-
-def _stratify(population: list[dict[str, Any]], req: DesignRequest) -> list[str]:
-    """Each tile's stratum: its map stratum (of the change map in a change design), and the
-    user's stratum holding its centre."""
-    if req.year_before:
-        names = [area.change_stratum(t["was_mapped"], t["now_mapped"]) for t in population]
-    else:
-        names = [
-            "flagged"
-            if t["mapped"]
-            else "high score"
-            if t["top_score"] >= req.high_score
-            else "rest"
-            for t in population
+        query, params = _population_insert(req, model, design_id)
+        await conn.execute(query.encode(), params)
+        cursor = await conn.execute(
+            b"SELECT stratum, count(*), sum(tile_ha) FROM area_tiles WHERE design_id = %s"
+            b" GROUP BY stratum",
+            [design_id],
+        )
+        counted = {str(name): (int(n), float(ha)) for name, n, ha in await cursor.fetchall()}
+        if not counted and req.year_before:
+            raise BadRequest(
+                f"no tile of the region has detections of model {model} in both"
+                f" {req.year_before} and {req.year}"
+            )
+        if not counted:
+            raise BadRequest(f"no detection of model {model} in the region")
+        order = sorted(counted, key=lambda s: (STRATUM_ORDER[s.split(" / ")[0]], s))
+        strata = [area.Stratum(s, *counted[s]) for s in order]
+        anticipated = [ANTICIPATED[s.split(" / ")[0]] for s in order]
+        region_ha = sum(s.total_area for s in strata)
+        target = None if req.target_se_ha is None else req.target_se_ha / region_ha
+        try:
+            sizes = area.plan(
+                strata, anticipated, n=req.n, target_se=target, minimum=MIN_PER_STRATUM
+            )
+        except InvalidInput as error:
+            raise BadRequest(str(error)) from None
+        if sum(sizes) > MAX_SAMPLE:
+            raise BadRequest(
+                f"the target needs {sum(sizes)} tiles, over {MAX_SAMPLE}: ask for a wider error"
+            )
+        await conn.execute(
+            _DRAW, {"seed": str(req.seed), "design": design_id, "strata": order, "sizes": sizes}
+        )
+        summary = [
+            {
+                "name": s.name,
+                "tiles": s.size,
+                "area_ha": s.total_area,
+                "anticipated": p,
+                "sampled": k,
+            }
+            for s, p, k in zip(strata, anticipated, sizes, strict=True)
         ]
-    if req.user_strata:
-        lon = np.array([t["lon"] for t in population])
-        lat = np.array([t["lat"] for t in population])
-        zone = [""] * len(population)
-        for label, shape in req.user_strata:
-            for i in np.flatnonzero(shapely.contains_xy(shape, lon, lat)):
-                zone[i] = zone[i] or label
-        names = [f"{n} / {z}" if z else n for n, z in zip(names, zone, strict=True)]
-    return names
+        await conn.execute(
+            b"UPDATE area_designs SET strata = %s WHERE design_id = %s",
+            [json.dumps(summary), design_id],
+        )
+    return design_id, True
 
 
 async def design(db: Database, design_id: int) -> dict[str, Any] | None:
