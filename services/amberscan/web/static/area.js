@@ -7,18 +7,17 @@
 // two dates' reviews: new mining (later confirmed, earlier rejected), there before (both
 // confirmed), none at the later date (later rejected).
 const designId = location.pathname.split("/")[2] || "";
-let report = null;
+let run = null;
 let units = null;
-let index = 0;
 
 const fmt = (v, d = 2) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
 const ci = (i, d = 2) => (i && i.low !== null ? `${fmt(i.low, d)} – ${fmt(i.high, d)}` : "–");
 
 function describe(e) {
-  if (!e.mining_ha) return `no estimate yet: ${report.reviewed} of ${report.sampled} sampled tiles judged (every stratum needs one)`;
+  if (!e.mining_ha) return `no estimate yet: ${run.report.reviewed} of ${run.report.sampled} sampled tiles judged (every stratum needs one)`;
   const m = e.mining_ha;
-  const what = report.kind === "change" ? `new mining ${report.year_before}–${report.year}` : "mining";
-  return `${what} ${fmt(m.estimate)} ha (95 % CI ${ci(m)}), mapped ${fmt(e.mapped_ha)} ha; ${report.reviewed} of ${report.sampled} judged`;
+  const what = run.report.kind === "change" ? `new mining ${run.report.year_before}–${run.report.year}` : "mining";
+  return `${what} ${fmt(m.estimate)} ha (95 % CI ${ci(m)}), mapped ${fmt(e.mapped_ha)} ha; ${run.report.reviewed} of ${run.report.sampled} judged`;
 }
 
 function row(table, cells) {
@@ -29,7 +28,7 @@ function row(table, cells) {
 }
 
 function showFigures() {
-  const e = units ? units.estimate : report.estimate;
+  const e = units ? units.estimate : run.report.estimate;
   document.getElementById("estimate").textContent = describe(e);
   const figures = document.querySelector("#figures tbody");
   figures.replaceChildren();
@@ -50,33 +49,33 @@ function show() {
   showFigures();
   const strata = document.querySelector("#strata tbody");
   strata.replaceChildren();
-  for (const s of report.strata) row(strata, [s.name, String(s.tiles), fmt(s.area_ha), String(s.sampled), String(s.reviewed)]);
+  for (const s of run.report.strata) row(strata, [s.name, String(s.tiles), fmt(s.area_ha), String(s.sampled), String(s.reviewed)]);
   const body = document.querySelector("#sample tbody");
   body.replaceChildren();
-  report.tiles.forEach((t, i) => {
+  run.report.tiles.forEach((t, i) => {
     const tr = row(body, [String(i + 1), t.tile_id, t.imagery_date || "undated", t.review, t.reference_ha === null ? "" : fmt(t.reference_ha)]);
     tr.dataset.index = String(i);
-    if (i === index) tr.className = "current";
-    tr.addEventListener("click", () => { index = i; show(); });
+    if (i === run.index) tr.className = "current";
+    tr.addEventListener("click", () => run.go(i));
   });
-  if (!report.tiles.length) {
+  if (!run.report.tiles.length) {
     document.getElementById("position").textContent = "the sample is empty";
     document.body.dataset.ready = "1";
     return;
   }
-  const t = report.tiles[index];
-  document.getElementById("position").textContent = `tile ${index + 1} of ${report.tiles.length}: ${t.tile_id}, ${t.review}`;
+  const t = run.report.tiles[run.index];
+  document.getElementById("position").textContent = `tile ${run.index + 1} of ${run.report.tiles.length}: ${t.tile_id}, ${t.review}`;
   const q = new URLSearchParams({ imagery_date: t.imagery_date, model: t.model_version });
   const labelling = new URLSearchParams(q);
-  if (report.blind) labelling.set("blind", "1");
+  if (run.report.blind) labelling.set("blind", "1");
   document.getElementById("label").href = `/label/${encodeURIComponent(t.tile_id)}?${labelling}`;
   // A blind design shows the imagery only, not the map's scores.
-  q.set("view", report.blind ? "image" : "scores");
+  q.set("view", run.report.blind ? "image" : "scores");
   q.set("size", "640");
   const img = document.getElementById("tile");
   img.onerror = () => amber.status(`tile ${t.tile_id}: no stored imagery to show`, true);
   img.src = `/api/tiles/${encodeURIComponent(t.tile_id)}/overlay.png?${q}`;
-  const change = report.kind === "change";
+  const change = run.report.kind === "change";
   document.getElementById("before-figure").classList.toggle("hidden", !change);
   document.getElementById("change-buttons").classList.toggle("hidden", !change);
   document.getElementById("vintage-buttons").classList.toggle("hidden", change);
@@ -89,32 +88,22 @@ function show() {
   document.body.dataset.ready = "1";
 }
 
-async function load() {
-  report = await amber.getJSON(`/api/area/designs/${encodeURIComponent(designId)}`);
+// The design and its estimate, and again the estimate per reporting unit when units were sent.
+async function fetchReport() {
+  const report = await amber.getJSON(`/api/area/designs/${encodeURIComponent(designId)}`);
   if (units) units = { ...(await amber.post(`/api/area/designs/${encodeURIComponent(designId)}/estimate`, { units: units.sent })), sent: units.sent };
-  index = Math.min(index, Math.max(0, report.tiles.length - 1));
-  show();
+  return report;
 }
 
 // A vintage design's judgement is one review; a change design's, the reviews of both dates
 // (`before`: the earlier date's verdict, or null when the later one is rejected).
 async function judge(verdict, before = null) {
-  const t = report.tiles[index];
-  if (!t) return;
-  const reviewer = document.getElementById("reviewer").value;
-  const body = { tile_id: t.tile_id, imagery_date: t.imagery_date, model_version: t.model_version, verdict, reviewer };
-  try {
-    document.body.dataset.ready = "0";
+  await run.judge(async (t) => {
+    const body = { tile_id: t.tile_id, imagery_date: t.imagery_date, model_version: t.model_version, verdict, reviewer: document.getElementById("reviewer").value };
     await amber.post("/api/reviews", body);
     if (before) await amber.post("/api/reviews", { ...body, imagery_date: t.imagery_date_before, verdict: before });
-    amber.status(`tile ${t.tile_id}: ${verdict}${before ? `, earlier ${before}` : ""}`);
-    const next = report.tiles.findIndex((x, i) => i > index && x.review === "unreviewed");
-    await load();
-    if (next >= 0) { index = next; show(); }
-  } catch (e) {
-    amber.status(e.message, true);
-    document.body.dataset.ready = "1";
-  }
+    return `tile ${t.tile_id}: ${verdict}${before ? `, earlier ${before}` : ""}`;
+  });
 }
 
 async function uploadUnits(file) {
@@ -134,15 +123,12 @@ amber.initToken();
 if (!designId) {
   amber.drawSample("/api/area/designs", "/area", () => ({ bbox: document.getElementById("bbox").value, year_before: document.getElementById("year_before").value, n: Number(document.getElementById("n").value), seed: Number(document.getElementById("seed").value), blind: document.getElementById("blind").checked, reviewer: document.getElementById("reviewer").value }));
 } else {
-  document.getElementById("run").classList.remove("hidden");
   document.getElementById("title").textContent = `Area estimate ${designId}`;
   document.getElementById("confirm").addEventListener("click", () => judge("confirmed"));
   document.getElementById("reject").addEventListener("click", () => judge("rejected"));
   document.getElementById("new-damage").addEventListener("click", () => judge("confirmed", "rejected"));
   document.getElementById("old-damage").addEventListener("click", () => judge("confirmed", "confirmed"));
   document.getElementById("no-damage").addEventListener("click", () => judge("rejected"));
-  document.getElementById("previous").addEventListener("click", () => { index = Math.max(0, index - 1); show(); });
-  document.getElementById("next").addEventListener("click", () => { index = Math.min(report.tiles.length - 1, index + 1); show(); });
   document.getElementById("units").addEventListener("change", (ev) => { if (ev.target.files.length) uploadUnits(ev.target.files[0]); });
-  load().catch((e) => amber.status(e.message, true));
+  run = amber.sampleRun(fetchReport, show);
 }

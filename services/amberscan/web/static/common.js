@@ -77,6 +77,44 @@ const amber = {
     });
     document.body.dataset.ready = "1";
   },
+  // A sample page's second screen (/audit/ID, /area/ID): `run.report.tiles` stepped through from
+  // `run.index`. `fetchReport()` gives the sample with its figures, `show()` draws `run`. A
+  // judgement saves the tile (`save(tile)` posts its reviews and answers the status line), reloads
+  // the figures and goes on to the next unreviewed tile; "previous" and "next" step by one.
+  sampleRun(fetchReport, show) {
+    const run = {
+      report: null,
+      index: 0,
+      go(i) {
+        run.index = Math.max(0, Math.min(run.report.tiles.length - 1, i));
+        show();
+      },
+      async load() {
+        run.report = await fetchReport();
+        run.index = Math.min(run.index, Math.max(0, run.report.tiles.length - 1));
+        show();
+      },
+      async judge(save) {
+        const t = run.report.tiles[run.index];
+        if (!t) return;
+        try {
+          document.body.dataset.ready = "0";
+          amber.status(await save(t));
+          const next = run.report.tiles.findIndex((x, i) => i > run.index && x.review === "unreviewed");
+          await run.load();
+          if (next >= 0) run.go(next);
+        } catch (e) {
+          amber.status(e.message, true);
+          document.body.dataset.ready = "1";
+        }
+      },
+    };
+    document.getElementById("run").classList.remove("hidden");
+    document.getElementById("previous").addEventListener("click", () => run.go(run.index - 1));
+    document.getElementById("next").addEventListener("click", () => run.go(run.index + 1));
+    run.load().catch((e) => amber.status(e.message, true));
+    return run;
+  },
   tileQuery(p) {
     return new URLSearchParams({ imagery_date: p.imagery_date, model: p.model_version }).toString();
   },
