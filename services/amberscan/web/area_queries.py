@@ -134,6 +134,20 @@ def _population(region: BaseGeometry, year: str, model: str) -> tuple[str, list[
     return query, [*params, json.dumps(sg.mapping(region))]
 
 
+# `model.area.change_stratum` (the rule, stated once) as SQL over the earlier (`e`) and later
+# (`l`) vintages' flags: its answer for each of the four pairs.
+_CHANGE_STRATUM = (
+    "CASE "
+    + " ".join(
+        f"WHEN e.mapped = {str(before).lower()} AND l.mapped = {str(after).lower()} "
+        f"THEN '{area.change_stratum(before, after)}'"
+        for before in (False, True)
+        for after in (False, True)
+    )
+    + " END"
+)
+
+
 def _population_insert(req: DesignRequest, model: str, design_id: int) -> tuple[str, list[Any]]:
     """The statement that stores a design's population (`area_tiles`), each tile in its stratum:
     its map stratum (`MAP_STRATA`: flagged, else high score at `high_score`, else rest) or, in a
@@ -166,8 +180,7 @@ def _population_insert(req: DesignRequest, model: str, design_id: int) -> tuple[
         f"""WITH {zones}, l AS ({later}), e AS ({earlier})
             {columns}
             SELECT %s, l.tile_id, l.imagery_date, l.model_version,
-                   CASE WHEN NOT l.mapped THEN 'neither' WHEN e.mapped THEN 'both' ELSE 'new' END
-                       || {zone},
+                   {_CHANGE_STRATUM} || {zone},
                    l.mapped AND NOT e.mapped, l.top_score, l.tile_ha,
                    CASE WHEN l.mapped AND NOT e.mapped THEN l.damaged_ha ELSE 0 END,
                    l.centre, e.imagery_date
