@@ -13,7 +13,10 @@ cached, one file per fine-tune (fold seed, fold, fine-tune seed), and prints, on
   gain over the mean single fine-tune;
 - over the finished fold seeds, the decision (`model/ensemble.py`, `ensemble_replaces_single`):
   the ensemble's mean recall must beat one model's by more than the wider of the two ranges,
-  one model's range taking in both the fold seeds and the fine-tune seeds.
+  one model's range taking in both the fold seeds and the fine-tune seeds;
+- whether the planned fold seeds not measured yet could still make the ensemble win: their
+  outcome most favourable to it, searched over every recall (`best_next_fold_seeds`). When even
+  that does not win, the design's remaining fine-tunes cannot change the decision.
 Writes everything to artifacts/ensemble_cv.json. Scores only: no fine-tune runs here.
 """
 
@@ -30,6 +33,7 @@ from amberscan.model.classifier import evaluate_scores, threshold_for_precision
 from amberscan.model.ensemble import (
     Piece,
     Spread,
+    best_next_fold_seeds,
     complete_folds,
     describe,
     ensemble_replaces_single,
@@ -125,6 +129,13 @@ def main() -> None:
         "--seeds", type=int, nargs="+", help="the ensemble's fine-tune seeds (default: all cached)"
     )
     parser.add_argument("--target-precision", type=float, default=0.95)
+    parser.add_argument(
+        "--fold-seeds-planned",
+        type=int,
+        default=3,
+        help="the design's fold seeds (make bench-ensemble's FOLD_SEEDS=0 1 2): whether those "
+        "not measured yet could still change the decision is reported",
+    )
     parser.add_argument("--out", type=Path, default=Path("artifacts/ensemble_cv.json"))
     args = parser.parse_args()
     folder = recipe_folder(args.cache_dir, args.recipe)
@@ -209,6 +220,22 @@ def main() -> None:
         report["ensemble_wins"] = wins
     report["verdict"] = verdict
     print(f"\ndecision ({args.variant}, recall at precision ≥ {target}): {verdict}")
+    still_planned = args.fold_seeds_planned - len(ensemble_by_fold_seed)
+    if ensemble_by_fold_seed and still_planned > 0:
+        best = best_next_fold_seeds(
+            singles_by_fold_seed, ensemble_by_fold_seed, len(seeds), more=still_planned
+        )
+        report["best_case_of_the_planned_fold_seeds_left"] = {
+            **vars(best),
+            "fold_seeds": still_planned,
+            "wins": best.wins,
+        }
+        print(
+            f"the {still_planned} fold seed(s) left of the {args.fold_seeds_planned} planned, at "
+            f"best for the ensemble (singles {best.singles:.3f} each, ensemble "
+            f"{best.ensemble:.3f}): gain {best.gain:+.3f} against a spread of {best.spread:.3f}: "
+            + ("they could still change it" if best.wins else "they cannot make the ensemble win")
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"written to {args.out}")

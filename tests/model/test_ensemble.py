@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from amberscan.model.ensemble import (
     Piece,
     Spread,
+    best_next_fold_seeds,
     complete_folds,
     describe,
     ensemble_replaces_single,
@@ -150,3 +151,49 @@ def test_the_ensemble_is_judged_only_on_fold_seeds_where_both_are_measured() -> 
     assert ensemble_replaces_single(singles, {0: 0.95, 1: 0.95})
     # One fold seed in common is one run: never enough.
     assert not ensemble_replaces_single(singles, {0: 0.95, 5: 0.99})
+
+
+def test_a_further_fold_seed_is_searched_for_the_outcome_that_would_make_the_ensemble_win() -> None:
+    members = 3
+    # Singles spread 0.07 and the ensemble gains 0.025: one more fold seed cannot change that.
+    singles = {0: [0.91, 0.93, 0.87], 1: [0.88, 0.88, 0.94]}
+    ensembles = {0: 0.928, 1: 0.928}
+    assert not ensemble_replaces_single(singles, ensembles)
+    best = best_next_fold_seeds(singles, ensembles, members)
+    assert not best.wins
+    # The search is checked against the rule itself at the point it found...
+    after = {**singles, 2: [best.singles] * members}
+    assert ensemble_replaces_single(after, {**ensembles, 2: best.ensemble}) == best.wins
+    # ...and no other outcome of the next fold seed (unequal singles too) does better.
+    rng = np.random.default_rng(0)
+    for _ in range(2000):
+        new = list(rng.uniform(0.0, 1.0, members))
+        assert not ensemble_replaces_single({**singles, 2: new}, {**ensembles, 2: rng.uniform()})
+
+    # Two more fold seeds, both at the best case, weigh more against the two measured: they
+    # could.
+    two = best_next_fold_seeds(singles, ensembles, members, more=2)
+    assert two.wins
+    new = [two.singles] * members
+    assert ensemble_replaces_single(
+        {**singles, 2: new, 3: new}, {**ensembles, 2: two.ensemble, 3: two.ensemble}
+    )
+
+    # A narrow spread with a gain close to it: a further fold seed could still make it win.
+    close = {0: [0.90, 0.92, 0.90], 1: [0.92, 0.91, 0.90]}
+    near = {0: 0.925, 1: 0.926}
+    assert not ensemble_replaces_single(close, near)
+    best = best_next_fold_seeds(close, near, members)
+    assert best.wins
+    assert ensemble_replaces_single(
+        {**close, 2: [best.singles] * members}, {**near, 2: best.ensemble}
+    )
+
+
+def test_the_best_case_needs_a_measured_fold_seed_and_a_member() -> None:
+    with pytest.raises(ValueError, match="no fold seed"):
+        best_next_fold_seeds({0: [0.9]}, {1: 0.9}, 3)
+    with pytest.raises(ValueError, match="at least one fine-tune"):
+        best_next_fold_seeds({0: [0.9]}, {0: 0.9}, 0)
+    with pytest.raises(ValueError, match="at least one more fold seed"):
+        best_next_fold_seeds({0: [0.9]}, {0: 0.9}, 3, more=0)

@@ -163,3 +163,55 @@ def ensemble_replaces_single(
     return replaces_default(
         [r for fs in common for r in singles[fs]], [ensembles[fs] for fs in common]
     )
+
+
+@dataclass(frozen=True)
+class BestCase:
+    """The next fold seed most favourable to the ensemble: its single fine-tunes' recall (all
+    equal), the ensemble's recall, and the rule's gain and spread after it."""
+
+    singles: float
+    ensemble: float
+    gain: float
+    spread: float
+
+    @property
+    def wins(self) -> bool:
+        return self.gain > self.spread
+
+
+def best_next_fold_seeds(
+    singles: Mapping[int, Sequence[float]],
+    ensembles: Mapping[int, float],
+    members: int,
+    more: int = 1,
+    step: float = 0.001,
+) -> BestCase:
+    """Whether `more` further fold seeds could still make the ensemble win: their outcome most
+    favourable to it, each with `members` single fine-tunes, over every recall in [0, 1] (on a
+    grid of `step`), judged by `ensemble_replaces_single`.
+
+    Why it is exact on the grid: the rule compares a gain of means with the wider range. For a
+    given mean of the new singles, making them all equal keeps the singles' range smallest, and
+    so for the new ensembles; the best case has two unknowns, searched exhaustively. When it
+    does not win, those fold seeds cannot change the decision whatever they measure, and the
+    measurement may stop short of them (more fold seeds than `more` still could)."""
+    common = sorted(set(singles) & set(ensembles))
+    if not common:
+        raise ValueError("no fold seed with both singles and an ensemble measured")
+    if members < 1 or more < 1:
+        raise ValueError(
+            f"at least one more fold seed of at least one fine-tune, got {more} of {members}"
+        )
+    old = np.array([r for fs in common for r in singles[fs]], dtype=np.float64)
+    ens = np.array([ensembles[fs] for fs in common], dtype=np.float64)
+    grid = np.linspace(0.0, 1.0, int(round(1.0 / step)) + 1)
+    v, e = np.meshgrid(grid, grid, indexing="ij")  # new singles' recall, new ensemble's recall
+    single_mean = (old.sum() + more * members * v) / (len(old) + more * members)
+    ensemble_mean = (ens.sum() + more * e) / (len(ens) + more)
+    single_range = np.maximum(old.max(), v) - np.minimum(old.min(), v)
+    ensemble_range = np.maximum(ens.max(), e) - np.minimum(ens.min(), e)
+    gain = ensemble_mean - single_mean
+    spread = np.maximum(single_range, ensemble_range)
+    best = np.unravel_index(np.argmax(gain - spread), gain.shape)
+    return BestCase(float(v[best]), float(e[best]), float(gain[best]), float(spread[best]))
