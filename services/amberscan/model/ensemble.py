@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from amberscan.model.recipe import replaces_default
+from amberscan.model.recipe import Draws, gain_and_spread, replaces_default
 
 
 def mean_scores(members: Sequence[NDArray[np.floating[Any]]]) -> NDArray[np.float64]:
@@ -189,7 +189,7 @@ def best_next_fold_seeds(
 ) -> BestCase:
     """Whether `more` further fold seeds could still make the ensemble win: their outcome most
     favourable to it, each with `members` single fine-tunes, over every recall in [0, 1] (on a
-    grid of `step`), judged by `ensemble_replaces_single`.
+    grid of `step`), judged by the rule's own sides (`recipe.gain_and_spread`).
 
     Why it is exact on the grid: the rule compares a gain of means with the wider range. For a
     given mean of the new singles, making them all equal keeps the singles' range smallest, and
@@ -203,15 +203,12 @@ def best_next_fold_seeds(
         raise ValueError(
             f"at least one more fold seed of at least one fine-tune, got {more} of {members}"
         )
-    old = np.array([r for fs in common for r in singles[fs]], dtype=np.float64)
-    ens = np.array([ensembles[fs] for fs in common], dtype=np.float64)
+    singles_now = Draws.of([r for fs in common for r in singles[fs]])
+    ensembles_now = Draws.of([ensembles[fs] for fs in common])
     grid = np.linspace(0.0, 1.0, int(round(1.0 / step)) + 1)
     v, e = np.meshgrid(grid, grid, indexing="ij")  # new singles' recall, new ensemble's recall
-    single_mean = (old.sum() + more * members * v) / (len(old) + more * members)
-    ensemble_mean = (ens.sum() + more * e) / (len(ens) + more)
-    single_range = np.maximum(old.max(), v) - np.minimum(old.min(), v)
-    ensemble_range = np.maximum(ens.max(), e) - np.minimum(ens.min(), e)
-    gain = ensemble_mean - single_mean
-    spread = np.maximum(single_range, ensemble_range)
+    gain, spread = gain_and_spread(
+        singles_now.with_more(v, more * members), ensembles_now.with_more(e, more)
+    )
     best = np.unravel_index(np.argmax(gain - spread), gain.shape)
     return BestCase(float(v[best]), float(e[best]), float(gain[best]), float(spread[best]))

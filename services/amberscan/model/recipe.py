@@ -7,7 +7,11 @@ reached (a record: each build chooses its own threshold).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,38 @@ FLOAT_RECIPE = NestedCV(
 )
 
 
+@dataclass(frozen=True)
+class Draws:
+    """Recalls of repeated runs as the rule reads them: their sum, count, lowest and highest.
+    `total`, `low` and `high` may be numpy arrays: a grid of draws still to come."""
+
+    total: Any
+    count: int
+    low: Any
+    high: Any
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Draws:
+        return cls(sum(values), len(values), min(values), max(values))
+
+    def with_more(self, value: Any, count: int) -> Draws:
+        """These draws and `count` more, each `value`."""
+        return Draws(
+            self.total + count * value,
+            self.count + count,
+            np.minimum(self.low, value),
+            np.maximum(self.high, value),
+        )
+
+
+def gain_and_spread(default: Draws, candidate: Draws) -> tuple[Any, Any]:
+    """The rule's two sides: the candidate's gain in mean recall over the default, and the wider
+    of the two between-run ranges."""
+    gain = candidate.total / candidate.count - default.total / default.count
+    spread = np.maximum(default.high - default.low, candidate.high - candidate.low)
+    return gain, spread
+
+
 def replaces_default(default_recalls: list[float], candidate_recalls: list[float]) -> bool:
     """The rule for choosing recipes that does not reward noise: a candidate recipe replaces the
     default only when its mean nested-CV recall (at the target precision, over repeated runs
@@ -65,11 +101,5 @@ def replaces_default(default_recalls: list[float], candidate_recalls: list[float
     between-run ranges. One run each never suffices: the range of one run is zero."""
     if len(default_recalls) < 2 or len(candidate_recalls) < 2:
         return False
-    gain = sum(candidate_recalls) / len(candidate_recalls) - sum(default_recalls) / len(
-        default_recalls
-    )
-    spread = max(
-        max(default_recalls) - min(default_recalls),
-        max(candidate_recalls) - min(candidate_recalls),
-    )
-    return gain > spread
+    gain, spread = gain_and_spread(Draws.of(default_recalls), Draws.of(candidate_recalls))
+    return bool(gain > spread)
