@@ -11,8 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 
 @dataclass(frozen=True)
 class NestedCV:
@@ -78,6 +76,8 @@ class Draws:
 
     def with_more(self, value: Any, count: int) -> Draws:
         """These draws and `count` more, each `value`."""
+        import numpy as np  # here, not at the top: the CLI parser imports this module, light
+
         return Draws(
             self.total + count * value,
             self.count + count,
@@ -89,6 +89,8 @@ class Draws:
 def gain_and_spread(default: Draws, candidate: Draws) -> tuple[Any, Any]:
     """The rule's two sides: the candidate's gain in mean recall over the default, and the wider
     of the two between-run ranges."""
+    import numpy as np  # here, not at the top: the CLI parser imports this module, light
+
     gain = candidate.total / candidate.count - default.total / default.count
     spread = np.maximum(default.high - default.low, candidate.high - candidate.low)
     return gain, spread
