@@ -101,7 +101,9 @@ async function loadHistory(d) {
 
 async function load() {
   // The previous detail stays in place while this one loads: a click in between (review, relabel)
-  // still knows its tile, imagery date and model.
+  // still knows its tile, imagery date and model. Not ready until it is shown: a label or review
+  // saved is only on the page once this reload has filled it.
+  document.body.dataset.ready = "0";
   const d = await amber.getJSON(`/api/tiles/${encodeURIComponent(tileId)}?${apiQuery()}`);
   detail = d;
   fillFacts(d);
